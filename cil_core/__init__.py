@@ -1,0 +1,121 @@
+"""cil — chip-in-the-loop training for spiking neural networks.
+
+Public API::
+
+    import cil_core as cil
+    net = cil.wrap(model)                               # any supported SNN library model
+    chip = cil.make_backend("analog-mismatch", seed=3)  # any loaded backend plugin
+    trainer = cil.Trainer(net, chip, algorithm="mh")    # "offline", "cil-spl", "mh", ...
+    trainer.fit((x_train, y_train))
+    trainer.evaluate((x_test, y_test))                  # measured on the chip
+    cil.list_plugins()
+
+Plugins implement the hooks in :mod:`cil_core.hookspecs` and are found through the ``cil``
+entry-point group, or registered at run time with :func:`register`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .adapter import ModelAdapter, qualname
+from .algorithms import Algorithm, StepResult, TrainState
+from .backend import Backend, Deployment, Observation
+from .data import EventBatch, SpikeData
+from .errors import (
+    BackendCapacityError,
+    CilError,
+    HardwareError,
+    NonFiniteError,
+    PluginError,
+    ShapeError,
+    SpecError,
+    UnsupportedLayerError,
+    UnsupportedModelError,
+)
+from .hookspecs import hookimpl, hookspec
+from .ir import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, Surrogate
+from .losses import Readout
+from .network import WrappedNetwork
+from .plugins import PluginInfo, get_manager
+from .simulate import LayerObservation, simulate
+from .trainer import History, Trainer
+
+__version__ = "0.1.0"
+
+
+def wrap(model: Any, *, adapter: str | None = None, **options: Any) -> WrappedNetwork:
+    """Wrap a model from a supported SNN library so that cil can train it on hardware.
+
+    The model is not modified or copied: its parameters are trained in place. ``adapter``
+    forces a named adapter; otherwise the first loaded adapter that accepts the model type is
+    used. ``options`` go to the adapter (e.g. ``input_shape=(2, 34, 34)``).
+
+    Raises :class:`UnsupportedModelError` if no adapter accepts the model type and
+    :class:`UnsupportedLayerError` naming the layer an adapter cannot express.
+    """
+    if isinstance(model, WrappedNetwork):
+        return model
+    reg = get_manager()
+    if adapter is not None:
+        chosen = reg.entry("adapters", adapter).value
+    else:
+        chosen = None
+        for name in reg.names("adapters"):
+            cand = reg.entry("adapters", name).value
+            if cand.accepts(model):
+                chosen = cand
+                break
+        if chosen is None:
+            loaded = "; ".join(f"{n}: {reg.entry('adapters', n).value.description}" for n in reg.names("adapters"))
+            raise UnsupportedModelError(
+                f"no loaded adapter accepts a model of type {qualname(model)}. "
+                f"Loaded adapters: {loaded or 'none (pip install a cil adapter plugin, e.g. plugins/cil-snntorch)'}"
+            )
+    spec = chosen.to_spec(model, **options)
+    params_fn = getattr(chosen, "parameters", None)
+    params = params_fn(model, spec) if callable(params_fn) else None
+    return WrappedNetwork(model, spec, chosen.name, params)
+
+
+def make_backend(name: str, **options: Any) -> Backend:
+    """Build the backend registered as ``name`` by any loaded plugin."""
+    entry = get_manager().entry("backends", name)
+    backend = entry.value(**options)
+    if isinstance(backend, Backend) and not backend.name:
+        backend.name = name
+    return backend
+
+
+def make_algorithm(name: str, **options: Any) -> Algorithm:
+    """Build the training algorithm registered as ``name``."""
+    algo = get_manager().entry("algorithms", name).value(**options)
+    if not getattr(algo, "name", ""):
+        algo.name = name
+    return algo
+
+
+def list_plugins() -> list[PluginInfo]:
+    """The loaded plugins, their distributions and what each registers."""
+    return get_manager().plugins()
+
+
+def register(plugin: Any, name: str | None = None) -> str:
+    """Register a plugin object (a module or an object with ``@cil_core.hookimpl`` methods) at
+    run time, e.g. a user's own hardware adapter. Returns the name it was registered under."""
+    return get_manager().register(plugin, name)
+
+
+def unregister(name: str) -> None:
+    """Remove a plugin registered under ``name``."""
+    get_manager().unregister(name)
+
+
+__all__ = [
+    "wrap", "make_backend", "make_algorithm", "list_plugins", "register", "unregister", "Trainer", "History",
+    "WrappedNetwork", "NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Neuron", "Surrogate",
+    "Backend", "Deployment", "Observation", "LayerObservation", "Algorithm", "StepResult", "TrainState",
+    "ModelAdapter", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",
+    "CilError", "SpecError", "ShapeError", "NonFiniteError", "UnsupportedModelError", "UnsupportedLayerError",
+    "BackendCapacityError", "PluginError", "HardwareError",
+]

@@ -1,0 +1,45 @@
+"""Exceptions raised by cil. Every message names the offending thing (layer, parameter,
+plugin, backend) so that a user can act on it."""
+
+from __future__ import annotations
+
+
+class CilError(Exception):
+    """Base class of every error cil raises on purpose."""
+
+
+class SpecError(CilError, ValueError):
+    """A network description is inconsistent (missing parameter, unknown option)."""
+
+
+class ShapeError(CilError, ValueError):
+    """An input or parameter has the wrong shape."""
+
+
+class NonFiniteError(CilError, ValueError):
+    """A tensor holds NaN or inf where finite values are required."""
+
+
+class UnsupportedModelError(CilError, TypeError):
+    """No loaded adapter accepts this model type."""
+
+
+class UnsupportedLayerError(CilError, TypeError):
+    """An adapter accepts the model type but a layer (or a layer option) has no equivalent."""
+
+
+class BackendCapacityError(CilError, ValueError):
+    """The backend cannot hold the model (a chip limit is exceeded). The message names the limit."""
+
+
+class PluginError(CilError, RuntimeError):
+    """A plugin is missing, misspelt, registers a name twice, or breaks a hook contract."""
+
+
+class HardwareError(CilError, RuntimeError):
+    """A backend (hardware adapter) failed: it raised, timed out or returned a malformed
+    observation. ``backend`` names the adapter."""
+
+    def __init__(self, message: str, backend: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend

@@ -1,0 +1,2 @@
+"""Pure numerical kernels (no orchestration, no I/O): surrogate spike functions, synaptic
+operators, neuron time loops."""

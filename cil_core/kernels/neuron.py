@@ -1,0 +1,154 @@
+"""Time loop of one neuron layer (pure function, vectorised over batch and neurons).
+
+The equations are those of :class:`cil_core.ir.Neuron`. The loop over time steps is the only
+Python loop; everything inside a step is a tensor operation over ``[N, *features]``.
+
+The order of floating-point operations follows the libraries' own (snntorch:
+``beta * mem + input - reset * threshold``) so that the ideal backend reproduces a wrapped
+model spike for spike, not merely to within a tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ..ir import Neuron
+from .surrogate import multi_spike, spike
+
+#: ``noise(t, like) -> tensor`` added to the membrane before the spike decision at step ``t``.
+MembraneNoise = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LayerTrace:
+    """What one neuron layer did over ``T`` steps: ``spikes`` and ``membrane`` are
+    ``[T, N, *features]`` (membrane as the library reports it: after the reset for
+    ``"immediate"``, before a deferred reset)."""
+
+    spikes: torch.Tensor
+    membrane: Optional[torch.Tensor]
+
+
+def _param(v, like: torch.Tensor) -> torch.Tensor | float:
+    if isinstance(v, torch.Tensor):
+        return v.to(device=like.device, dtype=like.dtype)
+    return float(v)
+
+
+def _is(v, value: float) -> bool:
+    return not isinstance(v, torch.Tensor) and float(v) == value
+
+
+def run_neuron_layer(
+    n: Neuron,
+    x: torch.Tensor,
+    *,
+    record_membrane: bool = False,
+    observed_spikes: torch.Tensor | None = None,
+    observed_membrane: torch.Tensor | None = None,
+    membrane_noise: MembraneNoise | None = None,
+) -> LayerTrace:
+    """Run neuron layer ``n`` on its input current ``x`` (``[T, N, *features]``).
+
+    ``observed_spikes`` / ``observed_membrane`` (same shape as ``x``) inject hardware
+    observations by straight-through substitution: the forward value is the observation, the
+    gradient flows through the software expression (Cramer et al. 2020). The reset then follows
+    the observed spikes, as it did on the chip.
+    """
+    T = x.shape[0]
+    x0 = x[0]
+    beta = _param(n.beta, x0)
+    alpha = None if n.alpha is None else _param(n.alpha, x0)
+    thr = _param(n.threshold, x0)
+    gain = _param(n.input_gain, x0)
+    leak = float(n.v_leak)
+    v_reset = float(n.v_reset)
+    strict = not n.fires_at_threshold
+    readout = n.output == "membrane"
+    multi = n.max_spikes_per_step != 1
+
+    v = torch.full_like(x0, leak) if leak != 0.0 else torch.zeros_like(x0)
+    cur = torch.zeros_like(x0) if alpha is not None else None
+    spikes: list[torch.Tensor] = []
+    membranes: list[torch.Tensor] = []
+    deferred = n.reset_timing != "immediate"
+
+    def fire(u: torch.Tensor) -> torch.Tensor:
+        if multi:
+            cap = n.max_spikes_per_step if n.max_spikes_per_step is not None else torch.finfo(u.dtype).max
+            return multi_spike(u / thr, cap, n.surrogate, thr, n.fires_at_threshold)
+        return spike(u - thr, n.surrogate, n.fires_at_threshold)
+
+    def apply_reset(u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if n.reset == "subtract":
+            return u - s * thr
+        if n.reset == "zero":
+            if v_reset == 0.0:
+                return u - u * s
+            return (1 - s) * u + s * v_reset
+        return u
+
+    for t in range(T):
+        xt = x[t]
+        if cur is not None:
+            new_cur = alpha * cur + xt
+            current = new_cur if n.current_timing == "same-step" else cur
+            cur = new_cur
+        else:
+            current = xt
+        if not _is(gain, 1.0):
+            current = gain * current
+
+        if deferred and n.reset != "none" and not readout:
+            # reset signal from the stored (un-reset) membrane of the previous step, no gradient
+            r = ((v - thr) > 0) if strict else ((v - thr) >= 0)
+            r = r.to(v.dtype)
+        else:
+            r = None
+
+        if n.reset_timing == "deferred-pre" and r is not None:
+            v_prev = (1 - r) * v if (n.reset == "zero" and v_reset == 0.0) else apply_reset(v, r)
+        else:
+            v_prev = v
+        if leak != 0.0:
+            u = leak + beta * (v_prev - leak) + current
+        elif _is(beta, 1.0):
+            u = v_prev + current
+        else:
+            u = beta * v_prev + current
+        if n.reset_timing == "deferred-post" and r is not None:
+            u = apply_reset(u, r)
+        if membrane_noise is not None:
+            u = u + membrane_noise(t, u)
+
+        if readout:
+            v = u
+            if observed_membrane is not None:
+                v = v + (observed_membrane[t] - v).detach()
+            if n.v_min is not None:
+                v = torch.clamp(v, min=n.v_min)
+            spikes.append(v)
+            continue
+
+        s = fire(u)
+        if observed_spikes is not None:
+            s = s + (observed_spikes[t] - s).detach()
+        if n.reset_timing == "immediate" and n.reset != "none":
+            v = apply_reset(u, s)
+        else:
+            v = u
+        if n.v_min is not None:
+            v = torch.clamp(v, min=n.v_min)
+        if observed_membrane is not None:
+            v = v + (observed_membrane[t] - v).detach()
+        spikes.append(s)
+        if record_membrane:
+            membranes.append(v)
+
+    out = torch.stack(spikes)
+    if readout:
+        return LayerTrace(spikes=out, membrane=out)
+    return LayerTrace(spikes=out, membrane=torch.stack(membranes) if record_membrane else None)

@@ -1,0 +1,141 @@
+"""Time-stepped execution of a :class:`~cil_core.ir.NetworkSpec` in torch.
+
+One function serves three roles:
+
+* the **software pass** of every trainer (autograd on, surrogate gradients),
+* the **ideal backend** (autograd off, exact float semantics),
+* the numerical core of simulated non-ideal backends, which pass effective weights,
+  per-neuron overrides and a membrane-noise source.
+
+Synaptic layers are evaluated one time step at a time, with the same tensor shapes as the
+libraries' own step-by-step loops, so the float results match those libraries bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+
+from .errors import ShapeError
+from .ir import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, check_parameters
+from .kernels import synapse
+from .kernels.neuron import LayerTrace, MembraneNoise, run_neuron_layer
+
+
+@dataclass
+class LayerObservation:
+    """Observed activity of one neuron layer: ``spikes`` and optionally ``membrane``, each
+    ``[T, (S,) B, *features]``."""
+
+    spikes: torch.Tensor
+    membrane: torch.Tensor | None = None
+
+
+@dataclass
+class NetworkTrace:
+    """Result of :func:`simulate`.
+
+    ``output`` is the last neuron layer's output, ``[T, B, *out]`` (or ``[T, S, B, *out]`` with
+    parameter sets): spikes, or membrane for a readout layer. ``layers`` holds one
+    :class:`LayerObservation` per neuron layer when recording was asked for.
+    """
+
+    output: torch.Tensor
+    layers: list[LayerObservation] = field(default_factory=list)
+
+
+def check_input(spec: NetworkSpec, x: torch.Tensor) -> None:
+    """Raise :class:`ShapeError` unless ``x`` is time-major ``[T, B, *spec.input_shape]`` and finite."""
+    want = tuple(spec.input_shape)
+    if x.dim() != 2 + len(want) or tuple(x.shape[2:]) != want:
+        raise ShapeError(
+            f"input has shape {tuple(x.shape)}; the network expects time-major [T, B, {', '.join(map(str, want))}]"
+        )
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise ShapeError("input holds non-finite values (NaN or inf)")
+
+
+def simulate(
+    spec: NetworkSpec,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    *,
+    n_sets: int | None = None,
+    record: bool = False,
+    record_membrane: bool = False,
+    observations: Sequence[LayerObservation | None] | None = None,
+    neurons: Sequence[Neuron] | None = None,
+    membrane_noise: Sequence[MembraneNoise | None] | None = None,
+    validate: bool = True,
+) -> NetworkTrace:
+    """Run ``spec`` with synaptic tensors ``params`` on input ``x`` (``[T, B, *input_shape]``).
+
+    Args:
+        n_sets: if given, every tensor in ``params`` has a leading dimension of this size and
+            all sets run on the same input at once; outputs get a set dimension after time.
+        record: keep every neuron layer's spikes (and, with ``record_membrane``, membranes).
+        observations: one entry per neuron layer (``None`` to skip a layer): hardware
+            observations substituted straight-through (forward = observation, gradient =
+            software expression).
+        neurons: replacement neuron descriptions, one per neuron layer (a backend's per-chip
+            thresholds and leaks).
+        membrane_noise: one noise source (or ``None``) per neuron layer.
+    """
+    if validate:
+        check_input(spec, x)
+        check_parameters(spec, params, n_sets)
+    S = 1 if n_sets is None else n_sets
+    T, B = x.shape[:2]
+    # [T, S, B, *features]; the shared input is broadcast over sets without a copy
+    h = x.unsqueeze(1).expand(T, S, *x.shape[1:]) if S > 1 else x.unsqueeze(1)
+    lead = (lambda t: t.unsqueeze(0)) if n_sets is None else (lambda t: t)
+
+    traces: list[LayerObservation] = []
+    k = 0
+    for layer in spec.layers:
+        if isinstance(layer, Neuron):
+            n = neurons[k] if neurons is not None else layer
+            obs = observations[k] if observations is not None else None
+            noise = membrane_noise[k] if membrane_noise is not None else None
+            flat = h.reshape(T, S * B, *h.shape[3:])
+
+            def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
+                return None if t is None else t.reshape(flat.shape)
+
+            tr: LayerTrace = run_neuron_layer(
+                n,
+                flat,
+                record_membrane=record_membrane,
+                observed_spikes=None if obs is None else _flat(obs.spikes),
+                observed_membrane=None if obs is None else _flat(obs.membrane),
+                membrane_noise=noise,
+            )
+            h = tr.spikes.reshape(T, S, B, *h.shape[3:])
+            if record:
+                mem = None if tr.membrane is None else tr.membrane.reshape(h.shape)
+                traces.append(LayerObservation(_unset(h, n_sets), _unset(mem, n_sets)))
+            k += 1
+        elif isinstance(layer, Dense):
+            w = lead(params[layer.weight])
+            b = None if layer.bias is None else lead(params[layer.bias])
+            h = torch.stack([synapse.dense(layer, h[t], w, b) for t in range(T)])
+        elif isinstance(layer, Conv2d):
+            w = lead(params[layer.weight])
+            b = None if layer.bias is None else lead(params[layer.bias])
+            h = torch.stack([synapse.conv2d(layer, h[t], w, b) for t in range(T)])
+        elif isinstance(layer, Pool2d):
+            h = torch.stack([synapse.pool2d(layer, h[t]) for t in range(T)])
+        elif isinstance(layer, Flatten):
+            h = h.reshape(T, S, B, -1)
+        else:  # pragma: no cover - NetworkSpec validation prevents this
+            raise TypeError(f"unknown layer {layer!r}")
+    return NetworkTrace(output=_unset(h, n_sets), layers=traces)
+
+
+def _unset(t: torch.Tensor | None, n_sets: int | None) -> torch.Tensor | None:
+    """Drop the set dimension (dim 1) when the caller passed a single parameter set."""
+    if t is None or n_sets is not None:
+        return t
+    return t.squeeze(1)
