@@ -95,6 +95,7 @@ def guard_forward(backend: Any, deployment: Deployment, inputs: Any, record: boo
         raise HardwareError(f"backend '{name}' returned non-finite output values (NaN or inf)", name)
     if record and obs.layers is not None:
         all_shapes = spec.shapes()
+        shapes = [all_shapes[i] for i, _ in spec.neuron_layers()]
         if len(obs.layers) != len(shapes):
             raise HardwareError(f"backend '{name}' observed {len(obs.layers)} layers, the network has {len(shapes)}", name)
         for k, (lo, shape) in enumerate(zip(obs.layers, shapes)):

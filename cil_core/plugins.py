@@ -97,7 +97,11 @@ class Registry:
         """Register a plugin object (module or instance with ``@hookimpl`` functions) at run time."""
         registered = self._register(plugin, name)
         self._dists.setdefault(registered, ("(registered at run time)", ""))
-        self._collect()  # fail now, not later, on duplicate names
+        try:
+            self._collect()  # fail now, not later, on duplicate names
+        except PluginError:
+            self.unregister(registered)
+            raise
         return registered
 
     def unregister(self, name: str) -> None:
@@ -121,7 +125,7 @@ class Registry:
         }
         for section, caller in hooks.items():
             # registration order: built-ins first, then plugins in load order
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():
                 owner = impl.plugin_name
 
                 def register(name: str, value: Any, *, help: str = "", kind: str = "", _k: str = section,
@@ -150,7 +154,9 @@ class Registry:
     def plugins(self) -> list[PluginInfo]:
         table = self._collect()
         out = []
-        for name, _plugin in self.pm.list_name_plugin():
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:  # blocked
+                continue
             dist, ver = self._dists.get(name, ("?", ""))
             info = PluginInfo(name, dist, ver)
             for kind in ("backends", "adapters", "algorithms", "jobs"):
