@@ -53,6 +53,8 @@ def check_input(spec: NetworkSpec, x: torch.Tensor) -> None:
         raise ShapeError(
             f"input has shape {tuple(x.shape)}; the network expects time-major [T, B, {', '.join(map(str, want))}]"
         )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ShapeError(f"input has shape {tuple(x.shape)}: no time steps or no samples")
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise ShapeError("input holds non-finite values (NaN or inf)")
 
@@ -88,9 +90,11 @@ def simulate(
         check_parameters(spec, params, n_sets)
     S = 1 if n_sets is None else n_sets
     T, B = x.shape[:2]
-    # [T, S, B, *features]; the shared input is broadcast over sets without a copy
-    h = x.unsqueeze(1).expand(T, S, *x.shape[1:]) if S > 1 else x.unsqueeze(1)
-    lead = (lambda t: t.unsqueeze(0)) if n_sets is None else (lambda t: t)
+    # layout [T, S*B, *features]; sets are stacked along the batch dimension
+    h = x if S == 1 else x.unsqueeze(1).expand(T, S, *x.shape[1:]).reshape(T, S * B, *x.shape[2:])
+
+    def per_step(fn) -> torch.Tensor:  # one call per time step, like the libraries' own loops
+        return torch.stack([fn(ht) for ht in h.unbind(0)])
 
     traces: list[LayerObservation] = []
     k = 0
@@ -99,43 +103,38 @@ def simulate(
             n = neurons[k] if neurons is not None else layer
             obs = observations[k] if observations is not None else None
             noise = membrane_noise[k] if membrane_noise is not None else None
-            flat = h.reshape(T, S * B, *h.shape[3:])
 
             def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
-                return None if t is None else t.reshape(flat.shape)
+                return None if t is None else t.reshape(h.shape)
 
             tr: LayerTrace = run_neuron_layer(
                 n,
-                flat,
+                h,
                 record_membrane=record_membrane,
                 observed_spikes=None if obs is None else _flat(obs.spikes),
                 observed_membrane=None if obs is None else _flat(obs.membrane),
                 membrane_noise=noise,
             )
-            h = tr.spikes.reshape(T, S, B, *h.shape[3:])
+            h = tr.spikes
             if record:
-                mem = None if tr.membrane is None else tr.membrane.reshape(h.shape)
-                traces.append(LayerObservation(_unset(h, n_sets), _unset(mem, n_sets)))
+                traces.append(LayerObservation(_sets(h, n_sets), _sets(tr.membrane, n_sets)))
             k += 1
-        elif isinstance(layer, Dense):
-            w = lead(params[layer.weight])
-            b = None if layer.bias is None else lead(params[layer.bias])
-            h = torch.stack([synapse.dense(layer, h[t], w, b) for t in range(T)])
-        elif isinstance(layer, Conv2d):
-            w = lead(params[layer.weight])
-            b = None if layer.bias is None else lead(params[layer.bias])
-            h = torch.stack([synapse.conv2d(layer, h[t], w, b) for t in range(T)])
+        elif isinstance(layer, (Dense, Conv2d)):
+            op = synapse.dense if isinstance(layer, Dense) else synapse.conv2d
+            w = params[layer.weight]
+            b = None if layer.bias is None else params[layer.bias]
+            h = per_step(lambda xt: op(layer, xt, w, b, n_sets))
         elif isinstance(layer, Pool2d):
-            h = torch.stack([synapse.pool2d(layer, h[t]) for t in range(T)])
+            h = per_step(lambda xt: synapse.pool2d(layer, xt))
         elif isinstance(layer, Flatten):
-            h = h.reshape(T, S, B, -1)
+            h = h.reshape(T, S * B, -1)
         else:  # pragma: no cover - NetworkSpec validation prevents this
             raise TypeError(f"unknown layer {layer!r}")
-    return NetworkTrace(output=_unset(h, n_sets), layers=traces)
+    return NetworkTrace(output=_sets(h, n_sets), layers=traces)
 
 
-def _unset(t: torch.Tensor | None, n_sets: int | None) -> torch.Tensor | None:
-    """Drop the set dimension (dim 1) when the caller passed a single parameter set."""
-    if t is None or n_sets is not None:
+def _sets(t: torch.Tensor | None, n_sets: int | None) -> torch.Tensor | None:
+    """``[T, S*B, ...]`` → ``[T, S, B, ...]`` with parameter sets; unchanged for a single network."""
+    if t is None or n_sets is None:
         return t
-    return t.squeeze(1)
+    return t.reshape(t.shape[0], n_sets, t.shape[1] // n_sets, *t.shape[2:])

@@ -1,0 +1,132 @@
+"""Overhead of cil against the wrapped library, measured side by side in one run.
+
+1. Forward time of an snntorch 64-128-10 LIF network (T=25, batch 256): snntorch's own
+   step-by-step forward vs the wrapped model on the ideal backend (transfer + forward), and
+   the software pass with backward (BPTT) of each. Target: ratio <= 1.1.
+2. Metropolis-Hastings proposals scored per second on the ideal backend (breast-cancer
+   62-32-2 network, whole training set per proposal), one backend call per proposal vs all
+   chains' proposals in one batched call.
+
+Timings interleave the contenders (A, B, A, B, ...) and report medians, so that a noisy
+machine hurts both alike. Writes ``benchmarks/results/overhead.json``.
+
+    python benchmarks/overhead.py [--repeats 15] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import snntorch as snn
+import torch
+from torch import nn
+
+import cil_core as cil
+from cil_core.data.breast_cancer import load_breast_cancer_spikes
+from cil_snntorch import run_native
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def forward_overhead(repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), snn.Leaky(beta=0.9, init_hidden=True),
+                          nn.Linear(128, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    x = (torch.rand(25, 256, 64) < 0.2).float()
+    y = torch.randint(0, 10, (256,))
+    net = cil.wrap(model)
+    chip = cil.make_backend("ideal")
+    readout = cil.Readout("rate")
+    assert torch.equal(chip.forward(chip.transfer(net, net.detached_parameters()), x).output, run_native(model, x))
+
+    def snn_fwd():
+        with torch.no_grad():
+            run_native(model, x)
+
+    def cil_fwd():
+        chip.forward(chip.transfer(net, net.detached_parameters()), x)
+
+    def snn_bptt():
+        model.zero_grad()
+        readout.loss(run_native(model, x), y).backward()
+
+    def cil_bptt():
+        model.zero_grad()
+        readout.loss(net(x), y).backward()
+
+    t = interleaved({"snntorch_forward": snn_fwd, "cil_ideal_forward": cil_fwd,
+                     "snntorch_bptt": snn_bptt, "cil_software_bptt": cil_bptt}, repeats)
+    return {
+        "network": "64-128-10 LIF, T=25, batch 256",
+        "ms": {k: v * 1e3 for k, v in t.items()},
+        "forward_ratio": t["cil_ideal_forward"] / t["snntorch_forward"],
+        "bptt_ratio": t["cil_software_bptt"] / t["snntorch_bptt"],
+    }
+
+
+def mh_throughput(repeats: int, chains: int) -> dict:
+    data = load_breast_cancer_spikes()
+    from cil_core.models import feedforward
+
+    out = {}
+    trainers = {}
+    for batched in (False, True):
+        net = feedforward([data.n_inputs, 32, 2], seed=0, weight_gain=2.0)
+        tr = cil.Trainer(net, "ideal", "mh", chains=chains, batched=batched, rescore=False, burn_in=10**9)
+        tr.algorithm.setup(tr.state, data.train)
+        batch = (data.train.x, data.train.y)
+        tr.algorithm.step(tr.state, batch)  # first step also scores the start
+        trainers["batched" if batched else "one_call_per_proposal"] = (tr, batch)
+    fns = {k: (lambda tr=tr, b=b: tr.algorithm.step(tr.state, b)) for k, (tr, b) in trainers.items()}
+    t = interleaved(fns, repeats)
+    for k, v in t.items():
+        out[k] = {"seconds_per_step": v, "proposals_per_second": chains / v}
+    out["speedup"] = t["one_call_per_proposal"] / t["batched"]
+    out["setting"] = f"62-32-2 LIF, T=16, {len(data.train)} samples per proposal, {chains} chains"
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--chains", type=int, default=8)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/overhead.json"))
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    fwd = forward_overhead(a.repeats)
+    mh = mh_throughput(a.repeats, a.chains)
+    result = {"forward": fwd, "mh": mh, "threads": a.threads, "torch": torch.__version__,
+              "machine": platform.machine(), "processor": platform.processor()}
+    print(f"Forward overhead ({fwd['network']}, {a.threads} threads, median of {a.repeats}, interleaved)")
+    print(f"  {'':<22}{'snntorch (ms)':>14}{'cil (ms)':>10}{'ratio':>8}")
+    ms = fwd["ms"]
+    print(f"  {'forward':<22}{ms['snntorch_forward']:>14.2f}{ms['cil_ideal_forward']:>10.2f}{fwd['forward_ratio']:>8.2f}")
+    print(f"  {'forward + backward':<22}{ms['snntorch_bptt']:>14.2f}{ms['cil_software_bptt']:>10.2f}{fwd['bptt_ratio']:>8.2f}")
+    print(f"MH proposals scored per second ({mh['setting']}, ideal backend)")
+    for k in ("one_call_per_proposal", "batched"):
+        print(f"  {k:<24}{mh[k]['proposals_per_second']:>10.1f} /s")
+    print(f"  batching speed-up {mh['speedup']:.2f}x")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2))
+    print(f"written {a.out}")
+
+
+if __name__ == "__main__":
+    main()
