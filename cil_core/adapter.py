@@ -36,3 +36,39 @@ def qualname(obj: Any) -> str:
     t = obj if isinstance(obj, type) else type(obj)
     return f"{t.__module__}.{t.__qualname__}"
 
+
+
+class LazyAdapter:
+    """Registers an adapter without importing its SNN library until a model needs it.
+
+    ``accepts`` looks only at the module path of the model's classes (``snntorch.…``), so
+    loading the plugin (``cil plugins``, every ``import cil_core`` user) stays cheap; the real
+    adapter ``"package.module:Class"`` is imported on first use.
+    """
+
+    def __init__(self, target: str, name: str, description: str, libraries: tuple[str, ...]) -> None:
+        self.target, self.name, self.description, self.libraries = target, name, description, libraries
+        self._real: Any = None
+
+    @property
+    def real(self) -> Any:
+        if self._real is None:
+            import importlib
+
+            mod, cls = self.target.split(":")
+            self._real = getattr(importlib.import_module(mod), cls)()
+        return self._real
+
+    def accepts(self, model: Any) -> bool:
+        modules = model.modules() if hasattr(model, "modules") else [model]
+        if not any(type(m).__module__.split(".")[0] in self.libraries for m in modules):
+            return False
+        return bool(self.real.accepts(model))
+
+    def to_spec(self, model: Any, **options: Any) -> NetworkSpec:
+        return self.real.to_spec(model, **options)
+
+    def __getattr__(self, item: str) -> Any:  # run_native, parameters, ... of the real adapter
+        if item.startswith("_") or item in ("target", "libraries"):
+            raise AttributeError(item)
+        return getattr(self.real, item)

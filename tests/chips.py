@@ -1,5 +1,6 @@
 """A tiny non-ideal chip used by the core tests (independent of the backend plugins):
-per-synapse gain mismatch and 4-bit weight quantization, both fixed by a seed."""
+per-synapse log-normal gain mismatch, weaker inhibitory than excitatory synapses, and uniform
+weight quantization, all fixed by a seed."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from cil_core.simulate import simulate
 
 
 class FixedMismatchChip(cil.Backend):
-    """Per-synapse log-normal gain (sigma) and symmetric uniform quantization (bits)."""
+    """Effective weight :math:`g_{ij}\,\gamma(q(w_{ij}))`: log-normal gain ``g`` (sigma), inhibitory
+    gain ``gamma(w) = inhibitory * w`` for ``w < 0``, symmetric uniform quantization ``q`` (bits);
+    per-neuron thresholds :math:`\theta e^{\sigma_\theta z}`."""
 
     max_sets = None
 
-    def __init__(self, sigma: float = 0.5, bits: int = 4, seed: int = 0) -> None:
-        self.sigma, self.bits, self.seed = sigma, bits, seed
+    def __init__(self, sigma: float = 0.5, bits: int = 4, inhibitory: float = 1.0, threshold_sigma: float = 0.0,
+                 seed: int = 0) -> None:
+        self.sigma, self.bits, self.inhibitory, self.seed = sigma, bits, inhibitory, seed
+        self.threshold_sigma = threshold_sigma
         self._gains: dict[str, torch.Tensor] = {}
 
     def gains(self, name: str, shape: torch.Size) -> torch.Tensor:
@@ -35,7 +40,13 @@ class FixedMismatchChip(cil.Backend):
 
     def forward(self, deployment, inputs, record=False):
         shape_of = lambda t: t.shape[1:] if deployment.n_sets else t.shape
-        eff = {k: v * self.gains(k, shape_of(v)) for k, v in deployment.params.items()}
+        eff = {k: torch.where(v < 0, self.inhibitory * v, v) * self.gains(k, shape_of(v))
+               for k, v in deployment.params.items()}
+        spec = deployment.spec
+        shapes = spec.shapes()
+        g = torch.Generator().manual_seed(self.seed + 7)
+        neurons = [n.with_(threshold=n.threshold * torch.exp(self.threshold_sigma * torch.randn(shapes[i], generator=g)))
+                   for i, n in spec.neuron_layers()]
         with torch.no_grad():
-            tr = simulate(deployment.spec, eff, as_dense(inputs), n_sets=deployment.n_sets, record=record)
+            tr = simulate(spec, eff, as_dense(inputs), n_sets=deployment.n_sets, record=record, neurons=neurons)
         return cil.Observation(tr.output, tr.layers if record else None)

@@ -69,7 +69,7 @@ class GradientAlgorithm(Algorithm):
             with torch.no_grad():
                 for p, b in zip(params, backup):
                     p.copy_(b)
-            raise CilError(f"step {state.step}: the update produced non-finite weights (loss {float(loss):.4g}); "
+            raise CilError(f"step {state.step}: the update produced non-finite weights (loss {float(loss.detach()):.4g}); "
                            "the weights before the step were kept. Lower the learning rate or clip gradients.")
         acc = float(state.readout.correct(out.detach(), y)) / len(y)
         return StepResult(float(loss.detach()), {f"{source}_accuracy": acc})

@@ -1,20 +1,25 @@
-"""Entry point of the cil-snntorch distribution (group ``cil``)."""
+"""Entry point of the cil-snntorch distribution (group ``cil``). Imports snntorch lazily."""
 
 from __future__ import annotations
 
 from cil_core import hookimpl
-
-from .adapter import SnnTorchAdapter
+from cil_core.adapter import LazyAdapter
 
 
 @hookimpl
 def cil_register_adapters(register) -> None:
-    register("snntorch", SnnTorchAdapter())
+    register("snntorch", LazyAdapter(
+        "cil_snntorch.adapter:SnnTorchAdapter", "snntorch",
+        "nn.Sequential of Linear/Conv2d/AvgPool2d/Flatten with snn.Leaky/snn.Synaptic (init_hidden=True), "
+        "or a module whose forward loops over time-major input", libraries=("snntorch",)))
 
 
 @hookimpl
 def cil_register_jobs(register) -> None:
-    from .demo import main
+    def demo(argv: list[str]) -> int:
+        from .demo import main
 
-    register("demo", main, help="breast-cancer snntorch net on the analog-mismatch chip: offline vs CIL-SPL vs MH",
+        return main(argv)
+
+    register("demo", demo, help="breast-cancer snntorch net on the analog-mismatch chip: offline vs CIL-SPL vs MH",
              kind="demo")
