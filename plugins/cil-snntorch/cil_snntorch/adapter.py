@@ -35,25 +35,15 @@ from snntorch import utils as snn_utils
 from torch import nn
 
 from cil_core import (
-    Conv2d,
-    Dense,
-    Flatten,
     NetworkSpec,
     Neuron,
-    Pool2d,
     ShapeError,
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.adapter import qualname
+from cil_core.adapter import TORCH_LAYERS, qualname, torch_layer
 
 NEURONS = (snn.Leaky, snn.Synaptic)
-SYNAPSES = (nn.Linear, nn.Conv2d)
-PASSIVE = (nn.Flatten, nn.AvgPool2d, nn.Identity)
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def surrogate_of(layer: nn.Module, where: str) -> Surrogate:
@@ -113,32 +103,17 @@ def _translate(named: Sequence[tuple[str, nn.Module]], input_shape: tuple[int, .
     last_neuron = neuron_idx[-1] if neuron_idx else -1
     for i, (name, m) in enumerate(named):
         where = f"layer '{name}' ({type(m).__name__})"
-        if isinstance(m, nn.Linear):
-            layers.append(Dense(f"{name}.weight", f"{name}.bias" if m.bias is not None else None,
-                                m.in_features, m.out_features))
-        elif isinstance(m, nn.Conv2d):
-            if m.groups != 1 or _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
-                raise UnsupportedLayerError(f"{where}: groups, dilation, string padding and non-zero padding modes are not supported")
-            layers.append(Conv2d(f"{name}.weight", f"{name}.bias" if m.bias is not None else None, m.in_channels,
-                                 m.out_channels, _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)))
-        elif isinstance(m, nn.AvgPool2d):
-            if m.padding not in (0, (0, 0)) or m.ceil_mode:
-                raise UnsupportedLayerError(f"{where}: padding / ceil_mode are not supported")
-            k = _pair(m.kernel_size)
-            layers.append(Pool2d(k, _pair(m.stride if m.stride is not None else k), "avg"))
-        elif isinstance(m, nn.Flatten):
-            if m.start_dim != 1 or m.end_dim != -1:
-                raise UnsupportedLayerError(f"{where}: only Flatten(start_dim=1, end_dim=-1) is supported")
-            layers.append(Flatten())
-        elif isinstance(m, nn.Identity):
-            continue
-        elif isinstance(m, NEURONS):
+        if isinstance(m, NEURONS):
             layers.append(neuron_of(m, where, dt, output if i == last_neuron else "spikes"))
-        else:
+            continue
+        layer = torch_layer(name, m)
+        if layer is False:
             raise UnsupportedLayerError(
-                f"{where}: {qualname(m)} is not supported by the snntorch adapter (supported: nn.Linear, nn.Conv2d, "
-                "nn.AvgPool2d, nn.Flatten, nn.Identity, snn.Leaky, snn.Synaptic)"
+                f"{where}: {qualname(m)} is not supported by the snntorch adapter (supported: {TORCH_LAYERS}, "
+                "snn.Leaky, snn.Synaptic)"
             )
+        if layer is not None:
+            layers.append(layer)
     if not layers or not isinstance(layers[-1], Neuron):
         raise UnsupportedLayerError(f"{source}: the last layer must be a neuron layer, got {type(layers[-1]).__name__}")
     return NetworkSpec(tuple(layers), tuple(input_shape), source=source)
