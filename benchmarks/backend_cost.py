@@ -1,0 +1,86 @@
+"""Cost of one forward pass (weight transfer + forward) on every installed backend, measured
+side by side in one run (interleaved, medians) on the same network and inputs.
+
+Network: the demo's snntorch 62-32-2 LIF net without biases (so that every backend can hold
+it); inputs: the breast-cancer test split, T = 16, 171 samples. Backends that cannot hold the
+network are listed with the reason. Writes ``benchmarks/results/backend_cost.json``.
+
+    python benchmarks/backend_cost.py [--repeats 10] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import snntorch as snn
+import torch
+from torch import nn
+
+import cil_core as cil
+from cil_core.data.breast_cancer import load_breast_cancer_spikes
+
+CANDIDATES = {
+    "ideal": {},
+    "analog-mismatch": {"strength": 1.0, "seed": 0},
+    "speck": {},
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/backend_cost.json"))
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    data = load_breast_cancer_spikes(num_steps=16)
+    model = nn.Sequential(nn.Linear(data.n_inputs, 32, bias=False), snn.Leaky(beta=1.0, init_hidden=True),
+                          nn.Linear(32, 2, bias=False), snn.Leaky(beta=1.0, init_hidden=True, output=True))
+    net = cil.wrap(model)
+    params = net.detached_parameters()
+    x = data.test.x
+    loaded = {n for i in cil.list_plugins() for n in i.backends}
+    calls, skipped = {}, {}
+    for name, opts in CANDIDATES.items():
+        if name not in loaded:
+            skipped[name] = "plugin not installed"
+            continue
+        chip = cil.make_backend(name, **opts)
+        try:
+            chip.check(net.spec)
+            chip.forward(chip.transfer(net, params), x)
+        except cil.CilError as exc:
+            skipped[name] = str(exc)
+            continue
+        calls[name] = lambda chip=chip: chip.forward(chip.transfer(net, params), x)
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(a.repeats):
+        for k, f in calls.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med.get("ideal")
+    print(f"Forward cost, 62-32-2 LIF (IF on event chips: beta=1), T=16, {x.shape[1]} samples, "
+          f"{a.threads} threads, median of {a.repeats}")
+    print(f"  {'backend':<18}{'ms / call':>10}{'us / sample':>13}{'vs ideal':>10}")
+    rows = {}
+    for k, v in med.items():
+        ratio = v / base if base else float("nan")
+        rows[k] = {"ms_per_call": v * 1e3, "us_per_sample": v * 1e6 / x.shape[1], "ratio_to_ideal": ratio}
+        print(f"  {k:<18}{v * 1e3:>10.2f}{v * 1e6 / x.shape[1]:>13.1f}{ratio:>10.2f}")
+    for k, why in skipped.items():
+        print(f"  {k:<18} skipped: {why}")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"rows": rows, "skipped": skipped, "threads": a.threads, "samples": x.shape[1]},
+                                indent=2))
+    print(f"written {a.out}")
+
+
+if __name__ == "__main__":
+    main()
