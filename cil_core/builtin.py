@@ -34,14 +34,20 @@ def cil_register_algorithms(register) -> None:
 def cil_transfer(backend: Any, network: Any, params: dict, n_sets: int | None) -> Deployment | None:
     if not isinstance(backend, Backend):
         return None
-    return backend.transfer(network, params, n_sets)
+    dep = backend.transfer(network, params, n_sets)
+    if dep is None:  # a Backend must answer for itself: None would read as "no plugin serves it"
+        raise HardwareError(f"backend '{_name(backend)}' returned None from transfer, not a Deployment", _name(backend))
+    return dep
 
 
 @hookimpl
 def cil_forward(backend: Any, deployment: Deployment, inputs: Any, record: bool) -> Observation | None:
     if not isinstance(backend, Backend):
         return None
-    return backend.forward(deployment, inputs, record)
+    obs = backend.forward(deployment, inputs, record)
+    if obs is None:
+        raise HardwareError(f"backend '{_name(backend)}' returned None from forward, not an Observation", _name(backend))
+    return obs
 
 
 @hookimpl
@@ -60,11 +66,15 @@ def guard_transfer(backend: Any, network: Any, params: dict, n_sets: int | None)
     """Turn an unexpected failure of a backend's weight transfer into a :class:`HardwareError`
     naming the backend (cil's own errors, e.g. a capacity error, pass unchanged)."""
     try:
-        return (yield)
+        dep = yield
     except CilError:
         raise
     except Exception as exc:
         raise HardwareError(f"backend '{_name(backend)}' failed during weight transfer: {exc!r}", _name(backend)) from exc
+    if dep is not None and not isinstance(dep, Deployment):
+        raise HardwareError(f"backend '{_name(backend)}' returned {type(dep).__name__} from weight transfer, "
+                            "not a Deployment", _name(backend))
+    return dep
 
 
 @hookimpl(wrapper=True, specname="cil_forward")

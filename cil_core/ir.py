@@ -34,8 +34,17 @@ and the reset, according to ``reset_timing``:
 
 with ``r`` = subtract (:math:`v - \\theta`), zero (:math:`v_{\\rm reset}`) or none. With
 ``max_spikes_per_step = n != 1`` (``None``: unbounded) a neuron emits :math:`\\min(n, \\lfloor v/\\theta \\rfloor)` spikes
-and subtracts that many thresholds (sinabs ``MultiSpike``). ``v_min`` clamps the membrane from
-below after the reset.
+and subtracts that many thresholds (sinabs ``MultiSpike``); a zero reset then applies wherever at
+least one spike occurred. ``v_min`` clamps the membrane from below after the reset (computed as
+:math:`\mathrm{relu}(v - v_{\min}) + v_{\min}`, sinabs' expression).
+
+Forward-Euler form (norse). When ``mem_rate`` :math:`k_m` (and, with a synaptic current,
+``syn_rate`` :math:`k_s`) are set, the same dynamics are evaluated in norse's floating-point
+order, :math:`i_t = (i_{t-1} + (-k_s)\\, i_{t-1}) + x_t` and
+:math:`u_t = v_{t-1} + k_m\\,((v_{\\rm leak} - v_{t-1}) + I_t)`; ``beta`` and ``alpha`` must then
+equal :math:`1 - k_m` and :math:`1 - k_s` and ``input_gain`` equal :math:`k_m` (backends that
+ignore the rates see the same dynamics up to rounding). ``v_init`` is the membrane at
+:math:`t = 0` (``None``: :math:`v_{\\rm leak}`; norse's ``IAFCell`` starts at ``v_reset``).
 """
 
 from __future__ import annotations
@@ -186,6 +195,11 @@ class Neuron:
     output: Literal["spikes", "membrane"]
     surrogate: Surrogate = field(default_factory=Surrogate)
     name: str = ""
+    #: forward-Euler step factors dt/tau_mem and dt/tau_syn (norse's float order; see the module doc)
+    mem_rate: Scalar | None = None
+    syn_rate: Scalar | None = None
+    #: membrane at t = 0 (``None``: ``v_leak``)
+    v_init: float | None = None
 
     kind = "neuron"
 
@@ -193,7 +207,15 @@ class Neuron:
         return in_shape
 
     def with_(self, **changes) -> "Neuron":
-        """A copy with some fields replaced (backends use it for per-chip parameters)."""
+        """A copy with some fields replaced (backends use it for per-chip parameters).
+
+        Replacing ``beta`` or ``input_gain`` (``alpha``) without new rates drops ``mem_rate`` and
+        ``syn_rate`` (``syn_rate``): the copy then follows the changed decay, not the old Euler rates."""
+        if ("beta" in changes or "input_gain" in changes) and "mem_rate" not in changes:
+            changes.setdefault("mem_rate", None)
+            changes.setdefault("syn_rate", None)
+        if "alpha" in changes and "syn_rate" not in changes:
+            changes["syn_rate"] = None
         return replace(self, **changes)
 
     def validate(self) -> None:
@@ -207,7 +229,9 @@ class Neuron:
             raise SpecError(f"neuron '{self.name}': unknown output {self.output!r}")
         if self.max_spikes_per_step is not None and self.max_spikes_per_step < 1:
             raise SpecError(f"neuron '{self.name}': max_spikes_per_step must be >= 1 or None (unbounded)")
-        for f in ("beta", "alpha", "threshold", "input_gain"):
+        if self.syn_rate is not None and (self.alpha is None or self.mem_rate is None):
+            raise SpecError(f"neuron '{self.name}': syn_rate needs a synaptic current (alpha) and mem_rate")
+        for f in ("beta", "alpha", "threshold", "input_gain", "mem_rate", "syn_rate"):
             v = getattr(self, f)
             if v is None:
                 continue

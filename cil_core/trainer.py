@@ -48,11 +48,13 @@ class Trainer:
         readout: ``"rate"`` or ``"max-membrane"`` (or a :class:`Readout`).
         seed: seeds the trainer's generator (batch order, MH proposals).
         retries: how many times a failed backend call is retried before giving up.
+        timeout: seconds one backend call (weight transfer + forward) may take before it counts
+            as failed (``None``: no limit).
         device: where the model and the data live (``"cpu"``, ``"cuda"``).
     """
 
     def __init__(self, network: Any, backend: Backend | str = "ideal", algorithm: Algorithm | str = "cil-spl", *,
-                 readout: Readout | str = "rate", seed: int = 0, retries: int = 0,
+                 readout: Readout | str = "rate", seed: int = 0, retries: int = 0, timeout: float | None = None,
                  device: str | torch.device | None = None, **options: Any) -> None:
         from . import make_algorithm, make_backend, wrap
 
@@ -68,7 +70,8 @@ class Trainer:
         self.readout = readout if isinstance(readout, Readout) else Readout(readout)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
-        self.state = TrainState(self.network, self.backend, self.readout, self.registry, self.generator, retries)
+        self.state = TrainState(self.network, self.backend, self.readout, self.registry, self.generator, retries,
+                                timeout=timeout)
         self.history = History()
         self._setup_done = False
 

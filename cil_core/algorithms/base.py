@@ -3,6 +3,7 @@ hardware access (weight transfer + forward on hardware, through the hooks, with 
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class TrainState:
     epoch: int = 0
     hardware_calls: int = 0
     hardware_seconds: float = 0.0
+    #: seconds one hardware call (transfer + forward) may take; ``None``: no limit
+    timeout: float | None = None
 
     def transfer(self, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
         """Weight transfer through the ``cil_transfer`` hook."""
@@ -51,14 +54,17 @@ class TrainState:
 
     def observe(self, params: dict[str, torch.Tensor], inputs: Any, n_sets: int | None = None,
                 record: bool = False) -> Observation:
-        """Transfer ``params`` and run ``inputs`` on the backend (retrying a failed call
-        ``retries`` times). Raises :class:`HardwareError` naming the backend when all tries fail."""
+        """Transfer ``params`` and run ``inputs`` on the backend.
+
+        A call that fails with a :class:`HardwareError` (the adapter raised, returned a malformed
+        or non-finite observation, or took longer than ``timeout`` seconds) is retried
+        ``retries`` times; then a :class:`HardwareError` naming the backend is raised. cil's
+        other errors (a model that does not fit, a bad input shape) are not retried."""
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             t0 = time.perf_counter()
             try:
-                dep = self.transfer(params, n_sets)
-                obs = self.registry.forward(self.backend, dep, inputs, record)
+                obs = self._call(params, inputs, n_sets, record)
                 self.hardware_calls += 1
                 self.hardware_seconds += time.perf_counter() - t0
                 return obs
@@ -68,6 +74,37 @@ class TrainState:
         if self.retries:
             raise HardwareError(f"{last} (failed {self.retries + 1} times)", getattr(last, "backend", "")) from last
         raise last
+
+    def _call(self, params: dict[str, torch.Tensor], inputs: Any, n_sets: int | None, record: bool) -> Observation:
+        """One weight transfer + forward, in a worker thread when a ``timeout`` is set.
+
+        Python cannot stop a thread: a call that times out is abandoned (its result is discarded)
+        and keeps running in the background until the adapter returns. A hardware adapter whose
+        calls may hang should therefore also time out on its own I/O."""
+        if self.timeout is None:
+            dep = self.transfer(params, n_sets)
+            return self.registry.forward(self.backend, dep, inputs, record)
+        result: dict[str, Any] = {}
+        grad = torch.is_grad_enabled()
+
+        def work() -> None:
+            try:
+                with torch.set_grad_enabled(grad):  # grad mode is per thread
+                    dep = self.transfer(params, n_sets)
+                    result["obs"] = self.registry.forward(self.backend, dep, inputs, record)
+            except BaseException as exc:  # re-raised in the caller's thread
+                result["exc"] = exc
+
+        name = getattr(self.backend, "name", "") or type(self.backend).__name__
+        worker = threading.Thread(target=work, name=f"cil-hardware-call-{name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise HardwareError(f"backend '{name}' did not answer within {self.timeout:g} s "
+                                "(weight transfer + forward); the call was abandoned", name)
+        if "exc" in result:
+            raise result["exc"]
+        return result["obs"]
 
     def observe_many(self, params: dict[str, torch.Tensor], inputs: Any, n_sets: int) -> Observation:
         """Score ``n_sets`` parameter sets, in as few backend calls as ``backend.max_sets`` allows.

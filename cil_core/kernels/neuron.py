@@ -59,7 +59,8 @@ def run_neuron_layer(
     the observed spikes, as it did on the chip.
     """
     T = x.shape[0]
-    x0 = x[0]
+    steps = x.unbind(0)  # one autograd node for all steps (x[t] would allocate a full gradient per step)
+    x0 = steps[0]
     beta = _param(n.beta, x0)
     alpha = None if n.alpha is None else _param(n.alpha, x0)
     thr = _param(n.threshold, x0)
@@ -70,7 +71,11 @@ def run_neuron_layer(
     readout = n.output == "membrane"
     multi = n.max_spikes_per_step != 1
 
-    v = torch.full_like(x0, leak) if leak != 0.0 else torch.zeros_like(x0)
+    v_init = leak if n.v_init is None else float(n.v_init)
+    # forward-Euler form (norse): rates dt/tau, used in norse's own float order
+    k_mem = None if n.mem_rate is None else _param(n.mem_rate, x0)
+    neg_k_syn = None if n.syn_rate is None else -_param(n.syn_rate, x0)
+    v = torch.full_like(x0, v_init) if v_init != 0.0 else torch.zeros_like(x0)
     cur = torch.zeros_like(x0) if alpha is not None else None
     spikes: list[torch.Tensor] = []
     membranes: list[torch.Tensor] = []
@@ -86,20 +91,25 @@ def run_neuron_layer(
         if n.reset == "subtract":
             return u - s * thr
         if n.reset == "zero":
+            if multi:
+                # several spikes in one step (sinabs MultiSpike + MembraneReset): reset where any
+                # spike occurred, as sinabs does (v * (s == 0) + v_reset); no gradient through s
+                keep = (s == 0).to(u.dtype)
+                return u * keep if v_reset == 0.0 else u * keep + (1 - keep) * v_reset
             if v_reset == 0.0:
                 return u - u * s
             return (1 - s) * u + s * v_reset
         return u
 
     for t in range(T):
-        xt = x[t]
+        xt = steps[t]
         if cur is not None:
-            new_cur = alpha * cur + xt
+            new_cur = (cur + neg_k_syn * cur) + xt if neg_k_syn is not None else alpha * cur + xt
             current = new_cur if n.current_timing == "same-step" else cur
             cur = new_cur
         else:
             current = xt
-        if not _is(gain, 1.0):
+        if k_mem is None and not _is(gain, 1.0):
             current = gain * current
 
         if deferred and n.reset != "none" and not readout:
@@ -113,7 +123,9 @@ def run_neuron_layer(
             v_prev = (1 - r) * v if (n.reset == "zero" and v_reset == 0.0) else apply_reset(v, r)
         else:
             v_prev = v
-        if leak != 0.0:
+        if k_mem is not None:
+            u = v_prev + k_mem * ((leak - v_prev) + current)
+        elif leak != 0.0:
             u = leak + beta * (v_prev - leak) + current
         elif _is(beta, 1.0):
             u = v_prev + current
@@ -141,7 +153,9 @@ def run_neuron_layer(
         else:
             v = u
         if n.v_min is not None:
-            v = torch.clamp(v, min=n.v_min)
+            # relu(v - v_min) + v_min (sinabs' own float expression, so wrapped sinabs models
+            # match spike for spike; mathematically max(v, v_min))
+            v = torch.relu(v - n.v_min) + n.v_min
         if observed_membrane is not None:
             v = v + (observed_membrane[t] - v).detach()
         spikes.append(s)
