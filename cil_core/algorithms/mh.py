@@ -24,7 +24,13 @@ Burn-in: every ``adapt_every`` steps each chain's step size is multiplied by
 :math:`\\exp(a_c - a^*)` (:math:`a_c` its acceptance rate over the window, :math:`a^*` the target).
 After burn-in the step size is frozen and every ``thin``-th state of every chain is averaged:
 the deployed weights are the posterior mean :math:`W^* = \\frac{1}{K}\\sum_k \\theta^{(k)}`
-(``deploy="mean"``) or the best sample seen (``deploy="best"``).
+(``deploy="mean"``) or the best sample seen (``deploy="best"``). Chains that drift into
+different modes (e.g. permuted hidden units) have a pooled mean that falls between the modes,
+so with ``deploy="mean"`` the pooled mean and every chain's own mean
+:math:`W^*_c = \\frac{1}{K_c}\\sum_k \\theta_c^{(k)}` are scored once more on the chip (on up to
+512 training samples, one batched call) and the one with the highest posterior is deployed.
+
+Initialisation (``init="auto"``, default): see :class:`MetropolisHastings`.
 
 With a stochastic chip or a minibatch likelihood the current state is re-scored together with
 the proposals each step (Monte-Carlo-within-Metropolis), so a lucky noisy estimate cannot pin
@@ -50,7 +56,20 @@ class MetropolisHastings(Algorithm):
     :math:`s`, in units of each tensor's scale), ``target_acceptance``, ``burn_in`` (steps),
     ``thin``, ``prior_std`` (:math:`\\sigma_p`), ``temperature`` (:math:`\\tau`), ``adapt_every``,
     ``deploy`` (``"mean"`` or ``"best"``), ``rescore`` (``"auto"``, ``True``, ``False``),
-    ``batched`` (score all sets in one backend call when the backend allows).
+    ``batched`` (score all sets in one backend call when the backend allows), ``init``
+    (``"auto"`` or ``"network"``, see below), ``init_gains`` (the candidates of ``"auto"``).
+
+    ``init="auto"``: a network whose output is silent on the chip gives every proposal the
+    same likelihood (a flat posterior), and one that is far too active saturates; neither is a
+    good start. Before the first step the initial weights :math:`\\theta_0` are therefore
+    scaled by the gain :math:`g` among ``init_gains`` with the highest posterior
+    :math:`\\log p(g\\,\\theta_0 \\mid D)` measured on the chip (up to 512 training samples, all
+    candidates in one backend call; ties go to the smallest gain). A silent output scores the
+    chance-level cross entropy :math:`\\log C`, so a gain wins over silence only if the chip's
+    output at that gain already carries information about the labels. The chains start at
+    :math:`g\\,\\theta_0` (tensor scales :math:`u_k` scale with it). ``init="network"`` starts
+    at the network's weights as they are (e.g. weights trained offline: MH as on-chip
+    fine-tuning).
     """
 
     name = "mh"
@@ -60,7 +79,12 @@ class MetropolisHastings(Algorithm):
 
     def __init__(self, chains: int = 4, step_size: float = 0.05, target_acceptance: float = 0.25,
                  burn_in: int = 200, thin: int = 1, prior_std: float = 3.0, temperature: float = 1.0,
-                 adapt_every: int = 20, deploy: str = "mean", rescore: Any = "auto", batched: bool = True) -> None:
+                 adapt_every: int = 20, deploy: str = "mean", rescore: Any = "auto", batched: bool = True,
+                 init: str = "auto", init_gains: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)) -> None:
+        if init not in ("auto", "network"):
+            raise CilError(f"init must be 'auto' or 'network', not {init!r}")
+        if not init_gains or any(g <= 0 for g in init_gains):
+            raise CilError("init_gains must be a non-empty sequence of positive gains")
         if deploy not in ("mean", "best"):
             raise CilError(f"deploy must be 'mean' or 'best', not {deploy!r}")
         if not 0 < target_acceptance < 1:
@@ -70,6 +94,8 @@ class MetropolisHastings(Algorithm):
         self.chains, self.step_size, self.target = chains, step_size, target_acceptance
         self.burn_in, self.thin, self.prior_std, self.temperature = burn_in, thin, prior_std, temperature
         self.adapt_every, self.deploy, self.rescore, self.batched = adapt_every, deploy, rescore, batched
+        self.init, self.init_gains = init, tuple(float(g) for g in sorted(init_gains))
+        self.init_gain = 1.0
         self.theta: torch.Tensor | None = None
 
     # ------------------------------------------------------------ vector <-> named tensors
@@ -99,9 +125,23 @@ class MetropolisHastings(Algorithm):
         return out
 
     # ------------------------------------------------------------ algorithm
+    def _auto_gain(self, state: TrainState, theta0: torch.Tensor, train: SpikeData) -> float:
+        """The candidate gain with the highest posterior measured on the chip (see the class doc)."""
+        n = min(len(train), 512)
+        x, y = train.select(torch.arange(n))
+        gains = torch.tensor(self.init_gains, dtype=theta0.dtype, device=theta0.device)
+        with torch.no_grad():
+            lp, _ = self._score(state, gains[:, None] * theta0, x, y)
+        return float(gains[int(torch.argmax(lp))])  # ties: the smallest gain
+
     def setup(self, state: TrainState, train: SpikeData) -> None:
         self._layout(state)
         theta0 = self._flatten(state.network.detached_parameters())
+        self.init_gain = 1.0
+        if self.init == "auto":
+            self.init_gain = self._auto_gain(state, theta0, train)
+            theta0 = theta0 * self.init_gain
+            self.unit = self.unit * self.init_gain
         C = self.chains
         self.theta = theta0.unsqueeze(0).repeat(C, 1)
         self.logpost = torch.full((C,), -math.inf, device=theta0.device)
@@ -112,7 +152,10 @@ class MetropolisHastings(Algorithm):
         self.total_proposals = 0
         self.n_steps = 0
         self.sum = torch.zeros_like(theta0)
+        self.chain_sum = torch.zeros_like(self.theta)
         self.n_kept = 0
+        # a fixed scoring set for choosing among posterior means at the end (at most 512 samples)
+        self._final_data = train.select(torch.arange(min(len(train), 512)))
         self.best_theta = theta0.clone()
         self.best_logpost = -math.inf
         self.scored = False
@@ -180,6 +223,7 @@ class MetropolisHastings(Algorithm):
                 self.window_accepts.zero_()
         elif (self.n_steps - self.burn_in) % self.thin == 0:
             self.sum += self.theta.sum(0)
+            self.chain_sum += self.theta
             self.n_kept += C
 
         rate = self.total_accepts / self.total_proposals
@@ -200,9 +244,29 @@ class MetropolisHastings(Algorithm):
     def posterior_mean(self) -> torch.Tensor | None:
         return None if self.n_kept == 0 else self.sum / self.n_kept
 
+    def chain_means(self) -> torch.Tensor | None:
+        """Per-chain posterior means ``[C, D]`` (``None`` before the first kept sample)."""
+        return None if self.n_kept == 0 else self.chain_sum / (self.n_kept / self.chains)
+
+    def _choose_mean(self, state: TrainState) -> torch.Tensor:
+        """Pooled mean if it scores best on the chip, else the best chain's own mean."""
+        pooled = self.posterior_mean()
+        assert pooled is not None
+        if self.chains == 1 or getattr(self, "_final_data", None) is None:
+            return pooled
+        cands = torch.cat([pooled.unsqueeze(0), self.chain_means()])
+        x, y = self._final_data
+        with torch.no_grad():
+            lp, _ = self._score(state, cands, x, y)
+        return cands[int(torch.argmax(lp))]
+
     def finish(self, state: TrainState) -> None:
         mean = self.posterior_mean()
-        theta = self.best_theta if (self.deploy == "best" or mean is None) else mean
+        if self.deploy == "best" or mean is None:
+            theta = self.best_theta
+        else:
+            theta = self._choose_mean(state)
+            self.deployed_from = "pooled" if torch.equal(theta, mean) else "chain"
         state.network.load_parameters({k: v[0] for k, v in self._unflatten(theta.unsqueeze(0)).items()})
 
     def best_parameters(self) -> dict[str, torch.Tensor]:
@@ -211,7 +275,8 @@ class MetropolisHastings(Algorithm):
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("theta", "logpost", "acc", "scale", "window_accepts", "total_accepts", "total_proposals",
-                "n_steps", "sum", "n_kept", "best_theta", "best_logpost", "scored", "n_train", "trace")
+                "n_steps", "sum", "n_kept", "best_theta", "best_logpost", "scored", "n_train", "trace",
+                "unit", "init_gain", "chain_sum", "_final_data")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
