@@ -1,0 +1,440 @@
+"""NIR graph → trainable cil network.
+
+NIR describes neurons as continuous-time ODEs; cil runs discrete time steps. The conventions
+used here, stated because NIR tools differ on each of them (the known pitfalls):
+
+**Time step.** A NIR graph carries no ``dt``. Pass ``dt`` (seconds per step) to
+:func:`from_nir`, or it is read from the graph's ``metadata["dt"]`` (graphs written by
+:func:`cil_nir.to_nir` carry it); otherwise a :class:`~cil_core.SpecError` asks for it.
+
+**Discretization** (``discretization="euler"``, the default, as snntorch and norse do; or
+``"exact"``, the exponential integrator). With :math:`k = dt/\\tau`:
+
+* ``LIF`` (:math:`\\tau\\dot v = (v_{leak} - v) + R I`): :math:`\\beta = 1 - k` (exact:
+  :math:`e^{-k}`), input gain :math:`g = kR` (exact: :math:`R(1 - e^{-k})`), so
+  :math:`v_t = v_{leak} + \\beta (v_{t-1} - v_{leak}) + g\\,x_t` where :math:`x_t` is the
+  synaptic layer's output at step ``t`` (a spike counts as 1 per step).
+* ``CubaLIF`` (:math:`\\tau_{syn}\\dot I = -I + w_{in} S`): :math:`\\alpha = 1 - dt/\\tau_{syn}`,
+  :math:`i_t = \\alpha i_{t-1} + x_t`, the membrane integrates the *updated* current
+  (``current_timing="same-step"``), gain :math:`g = (dt R/\\tau_{mem})(dt/\\tau_{syn}) w_{in}`.
+* ``IF`` (:math:`\\dot v = R I`): :math:`v_t = v_{t-1} + R x_t` — no ``dt`` factor (there is
+  no time constant to scale; this is how sinabs and snntorch read and write ``IF``).
+* ``LI`` / ``I``: the membrane equation of ``LIF`` / ``IF`` without threshold: a non-spiking
+  readout (``output="membrane"``), allowed as the last neuron layer only.
+
+**Spike and reset.** NIR 1.0 states :math:`z = H(v - v_{thr})` with a strict ``>`` and the
+reset :math:`v \\leftarrow v - v_{thr}` (subtract), applied at once (``"immediate"``). Several
+exporters write zero-reset neurons as plain ``LIF`` nodes anyway; ``reset="zero"`` imports them
+as such. Graphs written by :func:`cil_nir.to_nir` carry cil's exact semantics (reset, timing,
+``v_reset``, surrogate) in node metadata, and those are restored.
+
+**Parameter shapes.** Scalars and per-neuron arrays are both accepted: a parameter with one
+value is a scalar, one with as many values as the layer has neurons is reshaped to the layer's
+feature shape, one with one value per channel of a convolutional layer is broadcast over
+space. ``v_leak`` must be uniform within a layer (``Neuron.v_leak`` is a scalar). Thresholds must
+be positive.
+
+**Graph shape.** One ``Input``, one ``Output``, and a chain between them (no branches,
+recurrence or subgraphs). ``Flatten`` with ``start_dim`` 0 (NIR's convention: no batch
+dimension) or 1 (written by tools that count the batch) and ``end_dim=-1`` flattens all features.
+
+Supported nodes: ``Input``, ``Output``, ``Affine``, ``Linear``, ``Conv2d``, ``SumPool2d``,
+``AvgPool2d``, ``Flatten``, ``LIF``, ``CubaLIF``, ``IF``, ``LI``, ``I``. Any other node
+(``Delay``, ``Threshold``, ``Scale``, ``Conv1d``, a nested ``NIRGraph``, ...) raises
+:class:`~cil_core.UnsupportedLayerError` naming it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+from cil_core import (
+    Conv2d,
+    Dense,
+    Flatten,
+    NetworkSpec,
+    Neuron,
+    Pool2d,
+    ShapeError,
+    SpecError,
+    Surrogate,
+    UnsupportedLayerError,
+    WrappedNetwork,
+)
+from cil_core.simulate import simulate
+
+NEURON_NODES = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I)
+META = "cil_"  # prefix of the node-metadata keys cil writes
+
+
+def _text(v: Any) -> Any:
+    """Metadata read back from HDF5 comes as bytes or numpy scalars."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v[()]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _pair(v: Any, where: str, what: str) -> tuple[int, int]:
+    a = np.asarray(v).reshape(-1)
+    if a.size == 1:
+        return (int(a[0]), int(a[0]))
+    if a.size == 2:
+        return (int(a[0]), int(a[1]))
+    raise UnsupportedLayerError(f"{where}: {what} {v!r} is not a 2-D value")
+
+
+def _is_file(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and str(source).endswith(".nir")
+
+
+def read_graph(source: Any) -> nir.NIRGraph:
+    """A ``nir.NIRGraph`` from a graph object or a ``.nir`` file path."""
+    if isinstance(source, nir.NIRGraph):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"NIR file {path} does not exist")
+        graph = nir.read(path)
+        if not isinstance(graph, nir.NIRGraph):
+            raise UnsupportedLayerError(f"{path} holds a single {type(graph).__name__} node, not a NIRGraph")
+        return graph
+    raise TypeError(f"expected a nir.NIRGraph or a path to a .nir file, got {type(source).__name__}")
+
+
+def chain_of(graph: nir.NIRGraph) -> list[str]:
+    """The node names from the ``Input`` to the ``Output`` node, or an error naming the node
+    where the graph is not a simple chain."""
+    inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+    outputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UnsupportedLayerError(f"the graph has input nodes {inputs} and output nodes {outputs}; "
+                                    "cil imports graphs with exactly one of each")
+    succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
+    for a, b in graph.edges:
+        if a not in graph.nodes or b not in graph.nodes:
+            raise SpecError(f"edge ({a!r}, {b!r}) names a node that is not in the graph")
+        succ[a].append(b)
+    order, node, seen = [], inputs[0], set()
+    while True:
+        if node in seen:
+            raise UnsupportedLayerError(f"node '{node}' is reached twice: recurrent graphs are not supported")
+        seen.add(node)
+        order.append(node)
+        if node == outputs[0]:
+            break
+        nxt = succ[node]
+        if len(nxt) != 1:
+            raise UnsupportedLayerError(
+                f"node '{node}' has {len(nxt)} successors {nxt}: only feed-forward chains are supported"
+                if nxt else f"node '{node}' has no successor: the chain does not reach the output node")
+        node = nxt[0]
+    extra = sorted(set(graph.nodes) - seen)
+    if extra or any(len(v) for k, v in succ.items() if k == outputs[0]):
+        raise UnsupportedLayerError(f"nodes {extra or [outputs[0]]} are not on the input→output chain "
+                                    "(branches and recurrence are not supported)")
+    return order
+
+
+def _no_bias(node: Any) -> bool:
+    """cil writes bias-free layers with a zero bias and ``cil_bias = 0`` in the node metadata."""
+    meta = getattr(node, "metadata", None) or {}
+    return META + "bias" in meta and not _text(meta[META + "bias"])
+
+
+def _per_neuron(value: Any, shape: tuple[int, ...], where: str, what: str) -> float | torch.Tensor:
+    """A NIR parameter as a scalar or a tensor broadcastable to the layer's feature ``shape``."""
+    a = np.asarray(value, dtype=np.float64)
+    if a.size >= 1 and np.all(a == a.reshape(-1)[0]):  # uniform: one value for the layer
+        return float(a.reshape(-1)[0])
+    if a.size == math.prod(shape):
+        return torch.as_tensor(a.reshape(shape), dtype=torch.float32)
+    if len(shape) == 3 and a.size == shape[0]:
+        return torch.as_tensor(a.reshape(shape[0], 1, 1), dtype=torch.float32)
+    raise SpecError(f"{where}: {what} has {a.size} values, the layer has {math.prod(shape)} neurons {shape}")
+
+
+def _uniform(value: Any, where: str, what: str) -> float:
+    a = np.asarray(value, dtype=np.float64).reshape(-1)
+    if a.size and not np.all(a == a[0]):
+        raise UnsupportedLayerError(f"{where}: per-neuron {what} is not supported (cil states one {what} per layer)")
+    return float(a[0]) if a.size else 0.0
+
+
+def _np(x: float | torch.Tensor) -> np.ndarray:
+    return np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+
+
+def _t(x: np.ndarray | float, like: float | torch.Tensor) -> float | torch.Tensor:
+    if isinstance(like, torch.Tensor):
+        return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    return float(x)
+
+
+def neuron_from_node(node: Any, name: str, shape: tuple[int, ...], dt: float, *, reset: str | None,
+                     discretization: str, surrogate: Surrogate) -> Neuron:
+    """Translate one NIR neuron node (see the module docstring for the conventions)."""
+    where = f"node '{name}' ({type(node).__name__})"
+    meta = {k[len(META):]: _text(v) for k, v in (getattr(node, "metadata", None) or {}).items() if k.startswith(META)}
+
+    def decay(tau: Any) -> tuple[Any, Any]:
+        """(beta, k) for time constant ``tau``: beta the per-step decay, k the input factor."""
+        tau_t = _per_neuron(tau, shape, where, "tau")
+        tau_a = _np(tau_t)
+        if np.any(tau_a <= 0):
+            raise SpecError(f"{where}: time constants must be > 0")
+        k = dt / tau_a
+        if discretization == "euler":
+            beta, fac = 1.0 - k, k
+        else:
+            beta = np.exp(-k)
+            fac = 1.0 - beta
+        return _t(beta, tau_t), fac
+
+    def param(value: Any, what: str) -> Any:
+        return _per_neuron(value, shape, where, what)
+
+    if isinstance(node, nir.IF):
+        beta, gain, alpha, v_leak = 1.0, param(node.r, "r"), None, 0.0
+    elif isinstance(node, nir.I):
+        beta, gain, alpha, v_leak = 1.0, param(node.r, "r"), None, 0.0
+    elif isinstance(node, (nir.LIF, nir.LI)):
+        beta, fac = decay(node.tau)
+        r = param(node.r, "r")
+        gain = _t(fac * _np(r), beta if isinstance(beta, torch.Tensor) else r)
+        alpha, v_leak = None, _uniform(node.v_leak, where, "v_leak")
+    elif isinstance(node, nir.CubaLIF):
+        beta, fac_m = decay(node.tau_mem)
+        alpha, fac_s = decay(node.tau_syn)
+        r, w_in = param(node.r, "r"), param(node.w_in, "w_in")
+        g = fac_m * _np(r) * fac_s * _np(w_in)
+        like = next((v for v in (beta, alpha, r, w_in) if isinstance(v, torch.Tensor)), 0.0)
+        gain, v_leak = _t(g, like), _uniform(node.v_leak, where, "v_leak")
+    else:  # pragma: no cover - the caller dispatches
+        raise UnsupportedLayerError(f"{where} is not a neuron node")
+
+    readout = isinstance(node, (nir.LI, nir.I))
+    if readout:
+        threshold: Any = 1.0
+    else:
+        threshold = param(node.v_threshold, "v_threshold")
+        if bool(np.any(_np(threshold) <= 0)):
+            raise UnsupportedLayerError(f"{where}: v_threshold <= 0 is not supported; shift the voltages")
+    mech = meta.get("reset", reset or "subtract")
+    if mech not in ("subtract", "zero", "none"):
+        raise SpecError(f"{where}: unknown reset {mech!r} (use 'subtract' or 'zero')")
+    sur = surrogate
+    if "surrogate" in meta:
+        sur = Surrogate(str(meta["surrogate"]), float(meta.get("surrogate_slope", surrogate.slope)),
+                        float(meta.get("surrogate_scale", surrogate.scale)))
+    v_min = meta.get("v_min")
+    max_spikes = meta.get("max_spikes_per_step", 1)
+    return Neuron(
+        beta=beta, alpha=alpha, threshold=threshold, reset="none" if readout else mech,
+        reset_timing=meta.get("reset_timing", "immediate"), current_timing=meta.get("current_timing", "same-step"),
+        input_gain=gain, v_leak=v_leak, v_reset=float(meta.get("v_reset", 0.0)),
+        v_min=None if v_min is None else float(v_min), fires_at_threshold=bool(meta.get("fires_at_threshold", False)),
+        max_spikes_per_step=None if int(max_spikes) == 0 else int(max_spikes), dt=dt,
+        output="membrane" if readout else "spikes", surrogate=sur, name=name,
+        v_init=None if meta.get("v_init") is None else float(meta["v_init"]),
+    )
+
+
+class NIRNetwork(nn.Module):
+    """A NIR graph as a torch module: synaptic weights are ``nn.Linear`` / ``nn.Conv2d``
+    parameters under ``synapses.<node>``, the neurons are described by :attr:`spec`.
+
+    Calling it runs the network in cil's time-stepped simulator on time-major input
+    ``[T, B, *input_shape]`` (the graph's own semantics under the conventions above).
+    :func:`cil_core.wrap` accepts it (adapter ``"nir"``).
+    """
+
+    def __init__(self, spec: NetworkSpec, synapses: dict[str, nn.Module], metadata: dict[str, Any]) -> None:
+        super().__init__()
+        self.synapses = nn.ModuleDict(synapses)
+        self.spec = spec
+        self.metadata = dict(metadata)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return simulate(self.spec, dict(self.named_parameters()), x).output
+
+    def extra_repr(self) -> str:
+        return self.spec.describe()
+
+
+def _key(name: str, taken: set[str]) -> str:
+    key = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "node"
+    while key in taken:
+        key += "_"
+    taken.add(key)
+    return key
+
+
+def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, discretization: str = "euler",
+             surrogate: Surrogate | None = None) -> NIRNetwork:
+    """Import a NIR graph (a ``nir.NIRGraph`` or a ``.nir`` file) as a trainable :class:`NIRNetwork`.
+
+    Args:
+        dt: seconds per time step (default: the graph's ``metadata["dt"]``; required otherwise).
+        reset: ``"subtract"`` (NIR 1.0's definition, the default) or ``"zero"`` for graphs whose
+            exporter meant a reset to zero; cil's own metadata takes precedence per node.
+        discretization: ``"euler"`` (:math:`\\beta = 1 - dt/\\tau`) or ``"exact"``
+            (:math:`\\beta = e^{-dt/\\tau}`).
+        surrogate: surrogate gradient for training (default: ``Surrogate("atan", 2.0)``).
+    """
+    graph = read_graph(source)
+    if discretization not in ("euler", "exact"):
+        raise SpecError(f"discretization must be 'euler' or 'exact', not {discretization!r}")
+    if reset not in (None, "subtract", "zero"):
+        raise SpecError(f"reset must be 'subtract' or 'zero', not {reset!r}")
+    gmeta = {k: _text(v) for k, v in (graph.metadata or {}).items()}
+    if dt is None:
+        dt = gmeta.get("dt")
+        if dt is None:
+            raise SpecError("a NIR graph does not record its time step: pass dt=... (seconds per step) to "
+                            "from_nir / cil.wrap(graph, dt=...)")
+    dt = float(dt)
+    if not dt > 0:
+        raise SpecError(f"dt must be > 0, got {dt}")
+    surrogate = surrogate or Surrogate("atan", 2.0)
+
+    order = chain_of(graph)
+    inp = graph.nodes[order[0]]
+    in_shape = tuple(int(s) for s in np.asarray(inp.input_type["input"]).reshape(-1))
+    shape = in_shape
+    layers: list = []
+    synapses: dict[str, nn.Module] = {}
+    taken: set[str] = set()
+    neuron_names = [k for k in order if isinstance(graph.nodes[k], NEURON_NODES)]
+    if not neuron_names:
+        raise UnsupportedLayerError("the graph has no neuron node (LIF, CubaLIF, IF, LI, I)")
+    for name in order[1:-1]:
+        node = graph.nodes[name]
+        where = f"node '{name}' ({type(node).__name__})"
+        if isinstance(node, (nir.Affine, nir.Linear)):
+            w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
+            if w.dim() != 2:
+                raise UnsupportedLayerError(f"{where}: weight of shape {tuple(w.shape)} is not a matrix")
+            has_bias = isinstance(node, nir.Affine) and not _no_bias(node)
+            key = _key(name, taken)
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=has_bias)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                if has_bias:
+                    lin.bias.copy_(torch.as_tensor(np.asarray(node.bias), dtype=torch.float32).reshape(-1))
+            synapses[key] = lin
+            layer: Any = Dense(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None,
+                               w.shape[1], w.shape[0])
+        elif isinstance(node, nir.Conv2d):
+            w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
+            if int(node.groups) != 1 or _pair(node.dilation, where, "dilation") != (1, 1):
+                raise UnsupportedLayerError(f"{where}: groups and dilation other than 1 are not supported")
+            k = (int(w.shape[2]), int(w.shape[3]))
+            stride = _pair(node.stride, where, "stride")
+            if isinstance(node.padding, str):
+                if node.padding == "valid":
+                    pad = (0, 0)
+                elif node.padding == "same" and stride == (1, 1) and k[0] % 2 and k[1] % 2:
+                    pad = (k[0] // 2, k[1] // 2)
+                else:
+                    raise UnsupportedLayerError(f"{where}: padding {node.padding!r} with kernel {k} and stride "
+                                                f"{stride} is not supported")
+            else:
+                pad = _pair(node.padding, where, "padding")
+            bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
+            has_bias = bias.size > 0 and not _no_bias(node)
+            key = _key(name, taken)
+            conv = nn.Conv2d(w.shape[1], w.shape[0], k, stride=stride, padding=pad, bias=has_bias)
+            with torch.no_grad():
+                conv.weight.copy_(w)
+                if has_bias:
+                    conv.bias.copy_(torch.as_tensor(np.broadcast_to(bias, (w.shape[0],)).copy(), dtype=torch.float32))
+            synapses[key] = conv
+            layer = Conv2d(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None, w.shape[1],
+                           w.shape[0], k, stride, pad)
+        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+            if _pair(node.padding, where, "padding") != (0, 0):
+                raise UnsupportedLayerError(f"{where}: padded pooling is not supported")
+            layer = Pool2d(_pair(node.kernel_size, where, "kernel_size"), _pair(node.stride, where, "stride"),
+                           "sum" if isinstance(node, nir.SumPool2d) else "avg")
+        elif isinstance(node, nir.Flatten):
+            if int(node.start_dim) not in (0, 1) or int(node.end_dim) not in (-1, len(shape) - 1):
+                raise UnsupportedLayerError(f"{where}: only a flatten of all features (start_dim 0, end_dim -1) "
+                                            "is supported")
+            layer = Flatten()
+        elif isinstance(node, NEURON_NODES):
+            if isinstance(node, (nir.LI, nir.I)) and name != neuron_names[-1]:
+                raise UnsupportedLayerError(f"{where}: a non-spiking integrator is only supported as the last "
+                                            "neuron layer (the readout)")
+            layer = neuron_from_node(node, name, shape, dt, reset=reset, discretization=discretization,
+                                     surrogate=surrogate)
+        else:
+            raise UnsupportedLayerError(
+                f"{where} is not supported by cil's NIR import (supported: Affine, Linear, Conv2d, SumPool2d, "
+                "AvgPool2d, Flatten, LIF, CubaLIF, IF, LI, I)")
+        try:
+            shape = layer.out_shape(shape)
+        except (SpecError, ShapeError) as exc:
+            raise ShapeError(f"{where}: {exc}") from exc
+        layers.append(layer)
+    if layers and not isinstance(layers[-1], Neuron):
+        raise UnsupportedLayerError(f"node '{order[-2]}' ({type(graph.nodes[order[-2]]).__name__}) feeds the output: "
+                                    "the last layer must be a neuron layer")
+    spec = NetworkSpec(tuple(layers), in_shape, source=f"NIR graph ({len(order)} nodes, dt={dt:g} s, {discretization})")
+    return NIRNetwork(spec, synapses, {**gmeta, "dt": dt, "discretization": discretization})
+
+
+def load(source: Any, **options: Any) -> WrappedNetwork:
+    """:func:`from_nir` then :func:`cil_core.wrap`: a trainable wrapped network from a NIR graph or file."""
+    import cil_core
+
+    return cil_core.wrap(from_nir(source, **options))
+
+
+class NirAdapter:
+    """cil adapter for NIR graphs (``nir.NIRGraph``, ``.nir`` files) and :class:`NIRNetwork` modules."""
+
+    name = "nir"
+    description = ("NIR graphs (nir.NIRGraph or a .nir file; options dt, reset, discretization) and "
+                   "cil_nir.NIRNetwork: "
+                   "chains of Affine/Linear/Conv2d/SumPool2d/AvgPool2d/Flatten with LIF/CubaLIF/IF/LI/I")
+
+    def __init__(self) -> None:
+        self._built: dict[int, NIRNetwork] = {}
+
+    def accepts(self, model: Any) -> bool:
+        return isinstance(model, (NIRNetwork, nir.NIRGraph)) or _is_file(model)
+
+    def to_spec(self, model: Any, **options: Any) -> NetworkSpec:
+        if isinstance(model, NIRNetwork):
+            if options:
+                raise TypeError(f"options {sorted(options)} apply when importing a graph (cil_nir.from_nir)")
+            return model.spec
+        net = from_nir(model, **options)
+        self._built[id(net.spec)] = net   # handed to parameters() by cil_core.wrap right after
+        return net.spec
+
+    def parameters(self, model: Any, spec: NetworkSpec) -> dict[str, torch.Tensor]:
+        if isinstance(model, NIRNetwork):
+            return dict(model.named_parameters())
+        net = self._built.pop(id(spec))
+        return dict(net.named_parameters())
+
+    def run_native(self, model: Any, x: torch.Tensor) -> torch.Tensor:
+        net = model if isinstance(model, NIRNetwork) else from_nir(model)
+        return net(x)
+
+
+__all__ = ["NIRNetwork", "NirAdapter", "from_nir", "load", "read_graph", "chain_of", "neuron_from_node"]

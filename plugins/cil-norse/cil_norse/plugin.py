@@ -1,0 +1,14 @@
+"""Entry point of the cil-norse distribution (group ``cil``). Imports norse lazily."""
+
+from __future__ import annotations
+
+from cil_core import hookimpl
+from cil_core.adapter import LazyAdapter
+
+
+@hookimpl
+def cil_register_adapters(register) -> None:
+    register("norse", LazyAdapter(
+        "cil_norse.adapter:NorseAdapter", "norse",
+        "norse SequentialState of Linear/Conv2d/AvgPool2d/Flatten with LIFCell/LIFBoxCell/IAFCell/LICell, "
+        "or with the time-looping LIF/IAF/LI (convolutions in norse.torch.Lift)", libraries=("norse",)))

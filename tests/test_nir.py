@@ -1,0 +1,319 @@
+"""NIR import/export: round trips through files, the documented conventions against an
+independent reference, other tools reading the export back, clear errors for what is not
+supported, and training an imported graph."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+nir = pytest.importorskip("nir", reason="nir is not installed")
+cil_nir = pytest.importorskip("cil_nir", reason="the cil-nir plugin is not installed (pip install -e plugins/cil-nir)")
+
+import cil_core as cil  # noqa: E402
+from cil_core import Dense, NetworkSpec, Neuron, SpecError, UnsupportedLayerError, WrappedNetwork  # noqa: E402
+from cil_core.backends import IdealBackend  # noqa: E402
+from cil_core.models import feedforward  # noqa: E402
+from cil_nir.exporter import NIRSemanticsWarning  # noqa: E402
+
+
+def test_nir_plugin_is_found_through_its_entry_point():
+    info = {i.name: i for i in cil.list_plugins()}["nir"]
+    assert info.distribution == "cil-nir" and info.adapters == ["nir"]
+
+
+def ideal_output(net: WrappedNetwork, x: torch.Tensor) -> torch.Tensor:
+    chip = cil.make_backend("ideal")
+    return chip.forward(chip.transfer(net, net.detached_parameters()), x).output
+
+
+def spikes_in(g: torch.Generator, T: int, B: int, *shape: int, p: float = 0.3) -> torch.Tensor:
+    return (torch.rand(T, B, *shape, generator=g) < p).float()
+
+
+def _neuron(**kw) -> Neuron:
+    base = dict(beta=0.9, alpha=None, threshold=1.0, reset="subtract", reset_timing="immediate",
+                current_timing="same-step", input_gain=1.0, v_leak=0.0, v_reset=0.0, v_min=None,
+                fires_at_threshold=False, max_spikes_per_step=1, dt=1e-3, output="spikes")
+    base.update(kw)
+    return Neuron(**base)
+
+
+def _dense_net(neurons: list[Neuron], sizes=(12, 10, 4), gain=2.5, seed=0) -> WrappedNetwork:
+    torch.manual_seed(seed)
+    lin = nn.Sequential(*[nn.Linear(a, b, bias=i == 0) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))])
+    with torch.no_grad():
+        for m in lin:
+            m.weight.mul_(gain)
+    layers = []
+    for i, (m, n) in enumerate(zip(lin, neurons)):
+        layers += [Dense(f"{i}.weight", f"{i}.bias" if m.bias is not None else None, m.in_features,
+                         m.out_features), n]
+    return WrappedNetwork(lin, NetworkSpec(tuple(layers), (sizes[0],)), "native")
+
+
+# ------------------------------------------------------------------ round trips
+ROUND_TRIP = {
+    "lif-subtract": lambda: _dense_net([_neuron(beta=0.85), _neuron(beta=0.7, threshold=0.6)]),
+    "cuba-zero-reset": lambda: _dense_net([_neuron(alpha=0.8, beta=0.9, reset="zero", v_reset=-0.1, input_gain=0.7),
+                                           _neuron(beta=0.95)]),
+    "per-neuron": lambda: _dense_net([_neuron(beta=torch.linspace(0.5, 0.95, 10),
+                                              threshold=torch.linspace(0.5, 1.5, 10)),
+                                      _neuron(beta=1.0, input_gain=torch.tensor([0.5, 1.0, 1.5, 2.0]))]),
+    "snntorch-deferred-leak": lambda: feedforward([12, 10, 4], beta=0.9, weight_gain=2.5, seed=1, bias=True),
+    "membrane-readout": lambda: _dense_net([_neuron(v_leak=0.1), _neuron(beta=0.8, reset="none", output="membrane",
+                                                                       input_gain=0.5)]),
+    "iaf-multispike-floor": lambda: _dense_net([_neuron(beta=1.0, max_spikes_per_step=None, v_min=-1.0),
+                                                _neuron(beta=1.0, fires_at_threshold=True)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROUND_TRIP))
+def test_file_round_trip_reproduces_the_network(name, tmp_path):
+    net = ROUND_TRIP[name]()
+    path = tmp_path / f"{name}.nir"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NIRSemanticsWarning)
+        cil_nir.export(net, path)
+    back = cil_nir.load(path)
+    assert back.adapter == "nir"
+    x = spikes_in(torch.Generator().manual_seed(1), 40, 16, 12, p=0.4)
+    ref = ideal_output(net, x)
+    got = ideal_output(back, x)
+    if net.spec.layers[-1].output == "membrane":
+        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(got, ref) and float(ref.sum()) > 0
+    # the stated semantics come back (not just the numbers)
+    for (_, a), (_, b) in zip(net.spec.neuron_layers(), back.spec.neuron_layers()):
+        for f in ("reset", "reset_timing", "current_timing", "v_reset", "v_min", "fires_at_threshold",
+                  "max_spikes_per_step", "output", "dt", "surrogate"):
+            assert getattr(a, f) == getattr(b, f), f
+        for f in ("beta", "threshold", "input_gain"):
+            assert torch.allclose(torch.as_tensor(getattr(b, f)).float(), torch.as_tensor(getattr(a, f)).float(),
+                                  rtol=1e-6), f
+    # weights are the model's own parameters (trainable), named after the graph's nodes
+    assert all(n.startswith("synapses.") for n in back.parameter_names())
+
+
+def test_convolutional_round_trip(tmp_path):
+    torch.manual_seed(2)
+    conv, lin = nn.Conv2d(2, 3, 3, padding=1), nn.Linear(3 * 4 * 4, 5, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(3)
+        lin.weight.mul_(3)
+    from cil_core import Conv2d, Flatten, Pool2d
+    spec = NetworkSpec((Conv2d("0.weight", "0.bias", 2, 3, (3, 3), (1, 1), (1, 1)), _neuron(beta=0.8),
+                        Pool2d((2, 2), (2, 2), "sum"), Flatten(), Dense("1.weight", None, 48, 5),
+                        _neuron(beta=1.0)), (2, 8, 8))
+    net = WrappedNetwork(nn.Sequential(conv, lin), spec, "native")
+    cil_nir.export(net, tmp_path / "conv.nir")
+    back = cil_nir.load(tmp_path / "conv.nir")
+    assert [layer.kind for layer in back.spec.layers] == [layer.kind for layer in spec.layers]
+    x = spikes_in(torch.Generator().manual_seed(2), 20, 6, 2, 8, 8)
+    ref = ideal_output(net, x)
+    assert torch.equal(ideal_output(back, x), ref) and float(ref.sum()) > 0
+
+
+# ------------------------------------------------------------------ conventions vs an independent reference
+def _reference(x: np.ndarray, w1, b1, lif: dict, w2, cuba: dict, w3, li: dict, dt: float) -> np.ndarray:
+    """NIR's ODEs integrated by forward Euler in numpy, written from the NIR docstrings."""
+    T, B, _ = x.shape
+    v1 = np.broadcast_to(lif["v_leak"], (B, w1.shape[0])).astype(np.float64).copy()
+    v2 = np.zeros((B, w2.shape[0]))
+    i2 = np.zeros((B, w2.shape[0]))
+    v3 = np.broadcast_to(li["v_leak"], (B, w3.shape[0])).astype(np.float64).copy()
+    out = np.zeros((T, B, w3.shape[0]))
+    for t in range(T):
+        I1 = x[t] @ w1.T + b1
+        v1 = v1 + dt / lif["tau"] * ((lif["v_leak"] - v1) + lif["r"] * I1)
+        z1 = (v1 > lif["v_threshold"]).astype(float)
+        v1 = v1 - z1 * lif["v_threshold"]
+        i2 = i2 + dt / cuba["tau_syn"] * (-i2 + cuba["w_in"] * (z1 @ w2.T))
+        v2 = v2 + dt / cuba["tau_mem"] * ((cuba["v_leak"] - v2) + cuba["r"] * i2)
+        z2 = (v2 > cuba["v_threshold"]).astype(float)
+        v2 = v2 - z2 * cuba["v_threshold"]
+        v3 = v3 + dt / li["tau"] * ((li["v_leak"] - v3) + li["r"] * (z2 @ w3.T))
+        out[t] = v3
+    return out
+
+
+def test_imported_graph_follows_the_documented_euler_conventions():
+    rng = np.random.default_rng(0)
+    dt = 1e-3
+    w1, b1 = rng.normal(0, 1.5, (9, 6)).astype(np.float32), rng.normal(0, 0.2, 9).astype(np.float32)
+    w2, w3 = rng.normal(0, 2.0, (7, 9)).astype(np.float32), rng.normal(0, 1.0, (3, 7)).astype(np.float32)
+    lif = dict(tau=rng.uniform(4e-3, 2e-2, 9), r=rng.uniform(5, 15, 9), v_leak=np.full(9, 0.05),
+               v_threshold=rng.uniform(0.5, 1.0, 9))
+    cuba = dict(tau_syn=np.full(7, 5e-3), tau_mem=np.full(7, 1e-2), r=np.full(7, 10.0), v_leak=np.zeros(7),
+                v_threshold=np.full(7, 0.3), w_in=np.full(7, 5.0))
+    li = dict(tau=np.full(3, 2e-2), r=np.full(3, 20.0), v_leak=np.zeros(3))
+    graph = nir.NIRGraph.from_list(
+        nir.Input(input_type=np.array([6])), nir.Affine(weight=w1, bias=b1), nir.LIF(**lif),
+        nir.Linear(weight=w2), nir.CubaLIF(**cuba), nir.Linear(weight=w3), nir.LI(**li),
+        nir.Output(output_type=np.array([3])))
+    net = cil.wrap(graph, dt=dt)  # a graph object goes straight to cil.wrap
+    x = spikes_in(torch.Generator().manual_seed(0), 50, 5, 6, p=0.5)
+    got = ideal_output(net, x).double().numpy()
+    ref = _reference(x.double().numpy(), w1, b1, lif, w2, cuba, w3, li, dt)
+    hidden = cil.make_backend("ideal")
+    rec = hidden.forward(hidden.transfer(net, net.detached_parameters()), x, record=True).layers
+    assert 0.02 < float(rec[0].spikes.mean()) < 0.9 and float(rec[1].spikes.mean()) > 0.02
+    assert np.allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_exact_discretization_and_reset_options():
+    graph = nir.NIRGraph.from_list(nir.Input(input_type=np.array([2])), nir.Linear(weight=np.eye(2, dtype=np.float32)),
+                                   nir.LIF(tau=np.array([0.01, 0.02]), r=np.array([1.0, 1.0]), v_leak=np.zeros(2),
+                                           v_threshold=np.ones(2)), nir.Output(output_type=np.array([2])))
+    euler = cil_nir.from_nir(graph, dt=1e-3).spec.layers[1]
+    exact = cil_nir.from_nir(graph, dt=1e-3, discretization="exact", reset="zero").spec.layers[1]
+    assert torch.allclose(torch.as_tensor(euler.beta), torch.tensor([0.9, 0.95]))
+    assert torch.allclose(torch.as_tensor(exact.beta), torch.tensor([math.exp(-0.1), math.exp(-0.05)]))
+    assert torch.allclose(torch.as_tensor(exact.input_gain), 1 - torch.tensor([math.exp(-0.1), math.exp(-0.05)]))
+    assert (euler.reset, exact.reset) == ("subtract", "zero")
+    with pytest.raises(SpecError, match="does not record its time step: pass dt"):
+        cil_nir.from_nir(graph)
+
+
+# ------------------------------------------------------------------ other tools read the export back
+def test_sinabs_reads_the_export_back_spike_for_spike():
+    sinabs = pytest.importorskip("sinabs")
+    # sinabs reads IF as a multi-spike IAF with a floor at -threshold: state exactly that
+    net = _dense_net([_neuron(beta=1.0, max_spikes_per_step=None, v_min=-1.0),
+                      _neuron(beta=1.0, max_spikes_per_step=None, v_min=-0.8, threshold=0.8)], gain=4.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NIRSemanticsWarning)
+        graph = cil_nir.to_nir(net)
+    B, T = 6, 30
+    theirs = sinabs.from_nir(graph, batch_size=B)
+    x = spikes_in(torch.Generator().manual_seed(3), T, B, 12, p=0.5)
+    out = theirs(x.permute(1, 0, 2).reshape(B * T, 12))
+    out = (out[0] if isinstance(out, tuple) else out).reshape(B, T, 4).permute(1, 0, 2)
+    ref = ideal_output(net, x)
+    assert float(ref.sum()) > 20
+    assert torch.equal(out.detach().to(ref.dtype), ref)
+
+
+@pytest.mark.parametrize("cell", ["lifbox", "iaf", "lif"])
+def test_norse_model_survives_cil_nir_and_back_to_norse(cell):
+    norse = pytest.importorskip("norse.torch")
+    pytest.importorskip("cil_norse")
+    from cil_norse import run_native
+
+    make = {"lifbox": lambda: norse.LIFBoxCell(), "lif": lambda: norse.LIFCell(),
+            "iaf": lambda: norse.IAFCell(norse.IAFParameters(v_th=torch.tensor(0.8)))}[cell]
+    torch.manual_seed(4)
+    model = norse.SequentialState(nn.Linear(10, 8), make(), nn.Linear(8, 3), make())
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(1.0 if cell == "iaf" else 25.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NIRSemanticsWarning)  # norse's zero reset is stated in metadata
+        graph = cil_nir.to_nir(cil.wrap(model))
+    back = norse.from_nir(graph)
+    x = spikes_in(torch.Generator().manual_seed(4), 30, 7, 10, p=0.5)
+    with torch.no_grad():
+        ref = run_native(model, x)
+        state, outs = None, []
+        for t in range(x.shape[0]):
+            o, state = back(x[t], state)
+            outs.append(o)
+    assert float(ref.sum()) > 0
+    assert torch.equal(torch.stack(outs), ref)
+    # and cil's own import of the same graph reproduces it too
+    assert torch.equal(ideal_output(cil_nir.load(graph), x), ref)
+
+
+# ------------------------------------------------------------------ errors
+def _graph(*middle, in_shape=(3,), out_shape=(2,), edges=None):
+    nodes = {"in": nir.Input(input_type=np.array(in_shape)), **{f"n{i}": m for i, m in enumerate(middle)},
+             "out": nir.Output(output_type=np.array(out_shape))}
+    names = list(nodes)
+    return nir.NIRGraph(nodes=nodes, edges=edges or list(zip(names[:-1], names[1:])))
+
+
+LIF2 = dict(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))
+W = np.ones((2, 3), np.float32)
+
+
+@pytest.mark.parametrize("graph, needle", [
+    (lambda: _graph(nir.Linear(weight=W), nir.Delay(delay=np.ones(2)), nir.LIF(**LIF2)), "node 'n1' \\(Delay\\)"),
+    (lambda: _graph(nir.Linear(weight=W), nir.Threshold(threshold=np.ones(2)), nir.LIF(**LIF2)),
+     "node 'n1' \\(Threshold\\)"),
+    (lambda: _graph(nir.Linear(weight=W), nir.LIF(**LIF2), edges=[("in", "n0"), ("n0", "n1"), ("n1", "out"),
+                                                                   ("n1", "n0")]), "node 'n1' has 2 successors"),
+    (lambda: _graph(nir.Linear(weight=W), nir.LIF(**{**LIF2, "v_leak": np.array([0.0, 0.1])})),
+     "node 'n1' \\(LIF\\): per-neuron v_leak"),
+    (lambda: _graph(nir.Linear(weight=W), nir.LIF(**{**LIF2, "v_threshold": -np.ones(2)})),
+     "node 'n1' \\(LIF\\): v_threshold <= 0"),
+    (lambda: _graph(nir.Linear(weight=W), nir.LI(tau=np.full(2, 0.01), r=np.ones(2), v_leak=np.zeros(2)),
+                    nir.Linear(weight=np.ones((2, 2), np.float32)), nir.LIF(**LIF2)), "only supported as the last"),
+    (lambda: _graph(nir.Linear(weight=W)), "no neuron node"),
+    (lambda: _graph(nir.Linear(weight=np.ones((2, 4), np.float32)), nir.LIF(**LIF2)), "node 'n0' \\(Linear\\)"),
+])
+def test_unsupported_graphs_name_the_node(graph, needle):
+    with pytest.raises(cil.CilError, match=needle):
+        cil_nir.from_nir(graph(), dt=1e-3)
+
+
+def test_strict_export_refuses_what_nir_cannot_state():
+    net = feedforward([4, 3, 2], seed=0)  # snntorch Leaky semantics: the reset is deferred
+    with pytest.raises(UnsupportedLayerError, match="reset_timing='deferred-post'"):
+        cil_nir.to_nir(net, strict=True)
+    with pytest.warns(NIRSemanticsWarning, match="reset_timing"):
+        cil_nir.to_nir(net)
+
+
+# ------------------------------------------------------------------ train an imported graph, export the deployment
+class QuantizingChip(IdealBackend):
+    """The ideal chip with 4-bit weights (one scale per tensor): deployed ≠ trained weights."""
+
+    name = "quantizing-chip"
+
+    def transfer(self, network, params, n_sets=None):
+        q = {}
+        for k, w in params.items():
+            scale = w.detach().abs().max().clamp_min(1e-8) / 7
+            q[k] = torch.round(w.detach() / scale) * scale
+        return super().transfer(network, q, n_sets)
+
+
+def test_imported_graph_trains_and_exports_the_deployed_weights(breast_cancer, tmp_path):
+    rng = np.random.default_rng(5)
+    F = breast_cancer.n_inputs
+    graph = nir.NIRGraph.from_list(
+        nir.Input(input_type=np.array([F])), nir.Affine(weight=rng.normal(0, 0.4, (16, F)).astype(np.float32),
+                                                        bias=np.zeros(16, np.float32)),
+        nir.IF(r=np.ones(16), v_threshold=np.ones(16)),
+        nir.Linear(weight=rng.normal(0, 0.4, (2, 16)).astype(np.float32)),
+        nir.LIF(tau=np.full(2, 0.02), r=np.full(2, 20.0), v_leak=np.zeros(2), v_threshold=np.ones(2)),
+        nir.Output(output_type=np.array([2])))
+    path = tmp_path / "model.nir"
+    nir.write(str(path), graph)
+    model = cil_nir.from_nir(path, dt=1e-3)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer = cil.Trainer(model, QuantizingChip(), "cil-spl", lr=2e-2, seed=0)
+    acc0 = trainer.evaluate(breast_cancer.test)["accuracy"]
+    trainer.fit(breast_cancer.train, epochs=2, batch_size=64)
+    acc1 = trainer.evaluate(breast_cancer.test)["accuracy"]
+    assert acc1 > 0.85 and acc1 > acc0
+    # training updated the imported module's own parameters in place
+    trained = dict(model.named_parameters())
+    assert any(not torch.equal(before[k], trained[k]) for k in before)
+    # the export holds the weights the chip realised (4-bit quantized), with dt and the semantics
+    dep = trainer.deploy()
+    cil_nir.export(trainer, tmp_path / "deployed.nir")
+    read = nir.read(str(tmp_path / "deployed.nir"))
+    assert float(np.asarray(read.metadata["dt"])) == 1e-3
+    w_dep = dep.params[dep.spec.layers[0].weight].numpy()
+    assert np.array_equal(np.asarray(read.nodes["0_dense"].weight), w_dep)
+    assert len(np.unique(w_dep)) <= 15
+    assert not np.array_equal(w_dep, trained[dep.spec.layers[0].weight].detach().numpy())
+    assert isinstance(read.nodes["1_neuron"], nir.IF) and isinstance(read.nodes["3_neuron"], nir.LIF)
