@@ -4,6 +4,8 @@ weight quantization, all fixed by a seed."""
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 import cil_core as cil
@@ -26,7 +28,7 @@ class FixedMismatchChip(cil.Backend):
 
     def gains(self, name: str, shape: torch.Size) -> torch.Tensor:
         if name not in self._gains:
-            g = torch.Generator().manual_seed(self.seed + hash(name) % 1000)
+            g = torch.Generator().manual_seed(self.seed * 1000 + zlib.crc32(name.encode()) % 1000)
             self._gains[name] = torch.exp(self.sigma * torch.randn(shape, generator=g))
         return self._gains[name]
 
