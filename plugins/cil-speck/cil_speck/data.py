@@ -1,0 +1,163 @@
+"""Event data for the Speck-style backend.
+
+**synthetic N-MNIST-like digits** (:func:`synthetic_nmnist`; offline, no download). The 1,797 8x8
+digits that scikit-learn ships (``load_digits``) are upscaled bilinearly to 24x24, placed on a
+34x34 canvas and moved along N-MNIST's three saccades (the triangle (0,0) → (3.5,7) → (7,0) →
+(0,0) pixels, 105 ms each, as in tonic's ``NMNIST.stabilize``). A simulated DVS pixel compares
+the log intensity ``log(I + 0.2)`` of every frame (``frames_per_saccade`` per saccade) with its
+last reference level and emits ``floor(|Δ| / C)`` events (at most ``max_events_per_frame``) of
+polarity ON (p = 1, brighter) or OFF (p = 0), moving its reference by that many ``C``; event
+times are the frame time plus a uniform jitter inside the frame. Output: 2x34x34 events, tonic's
+field names (x, y, t in µs, p). This is **synthetic** data, not N-MNIST: accuracies on it are
+not comparable with published N-MNIST figures. Generation is vectorized over samples (numpy) and
+nothing is cached.
+
+**N-MNIST** (:func:`load_nmnist`, via ``tonic.datasets.NMNIST``) when it is present: put the
+archives and the extracted folders under ``<root>/NMNIST/`` —
+``<root>/NMNIST/train.zip`` and ``<root>/NMNIST/Train/<digit>/*.bin`` (≥ 10,000 files; likewise
+``test.zip`` and ``Test/``); tonic then loads offline. Each event is 5 bytes: x, y, then polarity
+(bit 7) and a 23-bit big-endian µs timestamp (:func:`write_nmnist_bin` writes this format).
+
+Both return a :class:`~cil_core.SpikeData` whose inputs are an :class:`~cil_core.EventBatch`:
+raw events for the event-driven chip and a dense ``[T, N, 2, 34, 34]`` view (binning rule of
+:mod:`cil_speck.events`) for the time-stepped software model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cil_core import EventBatch, SpikeData
+
+from .events import EVENT_DTYPE, events_to_dense
+
+SENSOR = (2, 34, 34)
+SACCADE_US = 105_000
+DURATION_US = 3 * SACCADE_US
+_TRIANGLE = np.array([(0.0, 0.0), (3.5, 7.0), (7.0, 0.0), (0.0, 0.0)])  # (dx, dy)
+
+
+def _shift(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """Bilinear sub-pixel shift of ``[N, H, W]`` images (zeros enter at the border)."""
+    ix, iy = int(np.floor(dx)), int(np.floor(dy))
+    fx, fy = dx - ix, dy - iy
+    N, H, W = img.shape
+    pad = np.zeros((N, H + 2, W + 2), img.dtype)
+    pad[:, 1:-1, 1:-1] = img
+
+    def at(ox: int, oy: int) -> np.ndarray:
+        out = np.zeros_like(img)
+        ys, xs = slice(max(0, oy), min(H, H + oy)), slice(max(0, ox), min(W, W + ox))
+        yd, xd = slice(max(0, -oy), min(H, H - oy)), slice(max(0, -ox), min(W, W - ox))
+        out[:, ys, xs] = img[:, yd, xd]
+        return out
+
+    return ((1 - fx) * (1 - fy) * at(ix, iy) + fx * (1 - fy) * at(ix + 1, iy)
+            + (1 - fx) * fy * at(ix, iy + 1) + fx * fy * at(ix + 1, iy + 1))
+
+
+def digits_to_events(images: np.ndarray, seed: int = 0, frames_per_saccade: int = 12, contrast: float = 0.4,
+                     max_events_per_frame: int = 2) -> list[np.ndarray]:
+    """Simulated saccade + DVS conversion of ``[N, h, w]`` intensity images in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    N = images.shape[0]
+    up = torch.nn.functional.interpolate(torch.as_tensor(images, dtype=torch.float32)[:, None], size=(24, 24),
+                                         mode="bilinear", align_corners=False)[:, 0].clamp(0, 1).numpy()
+    canvas = np.zeros((N, 34, 34), np.float32)
+    canvas[:, 1:25, 1:25] = up
+    ref = np.log(canvas + 0.2)
+    n_frames = 3 * frames_per_saccade
+    frame_us = DURATION_US / n_frames
+    parts: list[tuple[np.ndarray, ...]] = []
+    for k in range(1, n_frames + 1):
+        seg, frac = divmod(k / frames_per_saccade, 1.0)
+        seg = int(min(seg, 2)) if k < n_frames else 2
+        frac = 1.0 if k == n_frames else (k - seg * frames_per_saccade) / frames_per_saccade
+        dx, dy = _TRIANGLE[seg] + frac * (_TRIANGLE[seg + 1] - _TRIANGLE[seg])
+        level = np.log(_shift(canvas, dx, dy) + 0.2)
+        diff = level - ref
+        n = np.minimum(np.floor(np.abs(diff) / contrast), max_events_per_frame).astype(np.int64)
+        ref += np.sign(diff) * n * contrast
+        s, y, x = np.nonzero(n)
+        cnt = n[s, y, x]
+        pol = (diff[s, y, x] > 0).astype(np.int8)
+        s, y, x, pol = (np.repeat(a, cnt) for a in (s, y, x, pol))
+        t = ((k - 1) * frame_us + rng.uniform(0, frame_us, len(s))).astype(np.int64)
+        parts.append((s, t, x, y, pol))
+    s, t, x, y, p = (np.concatenate([pp[i] for pp in parts]) for i in range(5))
+    order = np.lexsort((t, s))
+    s, t, x, y, p = s[order], t[order], x[order], y[order], p[order]
+    ev = np.zeros(len(s), EVENT_DTYPE)
+    ev["t"], ev["x"], ev["y"], ev["p"] = t, x, y, p
+    splits = np.cumsum(np.bincount(s, minlength=N))[:-1]
+    return np.split(ev, splits)
+
+
+def synthetic_nmnist(train: bool = True, n_bins: int = 15, n_samples: int | None = None, seed: int = 0,
+                     test_fraction: float = 0.3, **dvs) -> SpikeData:
+    """The synthetic N-MNIST-like digit set (see the module docstring): a seeded, stratified-free
+    split of sklearn's 1,797 digits (``test_fraction`` for the test part), at most ``n_samples``."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    perm = np.random.default_rng(1234).permutation(len(d.target))  # fixed split, independent of `seed`
+    n_test = int(round(test_fraction * len(perm)))
+    idx = perm[n_test:] if train else perm[:n_test]
+    if n_samples is not None:
+        idx = idx[:n_samples]
+    images = d.images[idx] / 16.0
+    events = digits_to_events(images, seed=seed + (0 if train else 1), **dvs)
+    dense = events_to_dense(events, n_bins, DURATION_US, SENSOR)
+    return SpikeData(EventBatch(dense, events, float(DURATION_US)), torch.as_tensor(d.target[idx]))
+
+
+# --------------------------------------------------------------------------- N-MNIST (tonic)
+def write_nmnist_bin(path: str | Path, events: np.ndarray) -> None:
+    """Write events (fields x, y, t, p) in the N-MNIST binary format (5 bytes per event)."""
+    x = events["x"].astype(np.uint32)
+    y = events["y"].astype(np.uint32)
+    t = events["t"].astype(np.uint32) & 0x7FFFFF
+    p = (events["p"] > 0).astype(np.uint32)
+    buf = np.zeros((len(events), 5), np.uint8)
+    buf[:, 0], buf[:, 1] = x, y
+    buf[:, 2] = (p << 7) | (t >> 16)
+    buf[:, 3], buf[:, 4] = (t >> 8) & 0xFF, t & 0xFF
+    Path(path).write_bytes(buf.tobytes())
+
+
+def load_nmnist(root: str | Path, train: bool = True, n_bins: int = 15, n_samples: int | None = None,
+                seed: int = 0, first_saccade_only: bool = False, transform=None) -> SpikeData:
+    """N-MNIST from ``<root>/NMNIST`` through ``tonic.datasets.NMNIST`` (offline when present,
+    see the module docstring). ``n_samples`` draws a seeded random subset; ``transform`` is an
+    optional tonic transform applied to every sample's events."""
+    import tonic
+
+    ds = tonic.datasets.NMNIST(save_to=str(root), train=train, first_saccade_only=first_saccade_only,
+                               transform=transform)
+    idx = np.arange(len(ds))
+    if n_samples is not None and n_samples < len(ds):
+        idx = np.sort(np.random.default_rng(seed).choice(len(ds), n_samples, replace=False))
+    events, labels = [], []
+    for i in idx:
+        ev, y = ds[int(i)]
+        out = np.zeros(len(ev), EVENT_DTYPE)
+        for f in ("x", "y", "t", "p"):
+            out[f] = ev[f]
+        events.append(out[np.argsort(out["t"], kind="stable")])
+        labels.append(int(y))
+    duration = float(SACCADE_US if first_saccade_only else DURATION_US)
+    dense = events_to_dense(events, n_bins, duration, SENSOR)
+    return SpikeData(EventBatch(dense, events, duration), torch.as_tensor(labels))
+
+
+def split(data: SpikeData, sizes: Sequence[int]) -> list[SpikeData]:
+    """Consecutive subsets of ``data`` with the given sizes."""
+    out, lo = [], 0
+    for n in sizes:
+        out.append(data.subset(torch.arange(lo, lo + n)))
+        lo += n
+    return out

@@ -1,0 +1,153 @@
+"""The compiled event loop (numba, parallel over samples; no per-event Python).
+
+Semantics (one sample; all state integer, 16-bit saturating):
+
+1. Input events are processed one at a time in the given order (timestamp order; ties in the
+   order the caller supplies them).
+2. An event ``(c, y, x)`` arriving at chip layer ``l`` is first pooled (``y // ph``,
+   ``x // pw``; events beyond the last full pooling window are dropped), then adds
+   ``w[o, c, ki, kj]`` to every neuron ``(o, oy, ox)`` it projects to
+   (``oy*sh - padh + ki = y``), saturating each addition to ``[-32768, 32767]``.
+3. Then each neuron touched by this event is checked **once**: at or above threshold it emits
+   one spike and subtracts the threshold (or resets to 0); its state is then clamped to the lower
+   bound ``v_min``. A neuron still above threshold stays silent until its next input event.
+4. Propagation is depth-first: the output events of one layer for one incoming event leave in
+   **ascending flat index order** ``(o, oy, ox)`` (channel-major, then row, then column), and
+   each is processed completely through the following layers before the next one leaves. All
+   events caused by an input event are processed before the next input event (no latency).
+5. Output spikes of the last layer are counted in the time bin of the input event that caused them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# column indices of the per-layer parameter table ``lp``
+C, H, W, PH_, PW_, O, HO, WO, KH, KW, SH, SW, PADH, PADW, THR, VMIN, RZERO, WOFF, VOFF, ROFF = range(20)
+N_PARAMS = 20
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out, rec_size, stack_cap):
+    """Run every sample ``b`` (events ``ev_off[b]:ev_off[b+1]``) through the chip layers.
+
+    Memory layout: neuron state channel-last ``[Ho, Wo, O]`` per layer, weights
+    ``[C, KH, KW, O]`` per layer (so the innermost loop over output channels is contiguous);
+    spike order and recorded indices use the channel-major flat index ``(o, oy, ox)``.
+    ``lp[:, ROFF] < 0`` disables recording of a layer.
+
+    Returns ``out[b, t, k]`` (output spike counts of the last layer per time bin),
+    ``rec[b, t, j]`` (spike counts of every layer, concatenated at offsets ``lp[:, ROFF]``;
+    empty when ``rec_size == 0``) and ``syn[b]`` (synaptic updates).
+    """
+    B = ev_off.shape[0] - 1
+    L = lp.shape[0]
+    out = np.zeros((B, n_bins, n_out), np.int32)
+    rec = np.zeros((B, n_bins, rec_size), np.int32)
+    syn = np.zeros(B, np.int64)
+    for b in prange(B):
+        v = np.zeros(n_state, np.int32)
+        s_l = np.empty(stack_cap, np.int32)
+        s_c = np.empty(stack_cap, np.int32)
+        s_y = np.empty(stack_cap, np.int32)
+        s_x = np.empty(stack_cap, np.int32)
+        nsyn = 0
+        for e in range(ev_off[b], ev_off[b + 1]):
+            tb = ev_bin[e]
+            s_l[0] = 0
+            s_c[0] = ev_c[e]
+            s_y[0] = ev_y[e]
+            s_x[0] = ev_x[e]
+            sp = 1
+            while sp > 0:
+                sp -= 1
+                l = s_l[sp]
+                c = s_c[sp]
+                y = s_y[sp] // lp[l, PH_]
+                x = s_x[sp] // lp[l, PW_]
+                if y >= lp[l, H] or x >= lp[l, W]:
+                    continue
+                nC = lp[l, C]
+                nO = lp[l, O]
+                nHo = lp[l, HO]
+                nWo = lp[l, WO]
+                kh = lp[l, KH]
+                kw = lp[l, KW]
+                sh = lp[l, SH]
+                sw = lp[l, SW]
+                ph = lp[l, PADH]
+                pw = lp[l, PADW]
+                woff = lp[l, WOFF]
+                voff = lp[l, VOFF]
+                # 1) integrate
+                for ki in range(kh):
+                    ty = y + ph - ki
+                    if ty < 0 or ty % sh != 0:
+                        continue
+                    oy = ty // sh
+                    if oy >= nHo:
+                        continue
+                    for kj in range(kw):
+                        tx = x + pw - kj
+                        if tx < 0 or tx % sw != 0:
+                            continue
+                        ox = tx // sw
+                        if ox >= nWo:
+                            continue
+                        base = voff + (oy * nWo + ox) * nO
+                        wbase = woff + ((c * kh + ki) * kw + kj) * nO
+                        for o in range(nO):
+                            idx = base + o
+                            val = v[idx] + wts[wbase + o]
+                            if val > 32767:
+                                val = 32767
+                            elif val < -32768:
+                                val = -32768
+                            v[idx] = val
+                            nsyn += 1
+                # 2) fire check, visiting touched neurons in *descending* flat order and pushing,
+                #    so that the stack pops them in ascending order
+                thr = lp[l, THR]
+                vmin = lp[l, VMIN]
+                rz = lp[l, RZERO]
+                roff = lp[l, ROFF]
+                last = l == L - 1
+                for o in range(nO - 1, -1, -1):
+                    for ki in range(kh):
+                        ty = y + ph - ki
+                        if ty < 0 or ty % sh != 0:
+                            continue
+                        oy = ty // sh
+                        if oy >= nHo:
+                            continue
+                        for kj in range(kw):
+                            tx = x + pw - kj
+                            if tx < 0 or tx % sw != 0:
+                                continue
+                            ox = tx // sw
+                            if ox >= nWo:
+                                continue
+                            flat = (o * nHo + oy) * nWo + ox
+                            idx = voff + (oy * nWo + ox) * nO + o
+                            val = v[idx]
+                            if val >= thr:
+                                if rz == 1:
+                                    val = 0
+                                else:
+                                    val = val - thr
+                                if roff >= 0:
+                                    rec[b, tb, roff + flat] += 1
+                                if last:
+                                    out[b, tb, flat] += 1
+                                else:
+                                    s_l[sp] = l + 1
+                                    s_c[sp] = o
+                                    s_y[sp] = oy
+                                    s_x[sp] = ox
+                                    sp += 1
+                            if val < vmin:
+                                val = vmin
+                            v[idx] = val
+        syn[b] = nsyn
+    return out, rec, syn

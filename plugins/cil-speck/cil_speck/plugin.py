@@ -1,0 +1,12 @@
+"""Entry point of the cil-speck distribution (group ``cil``)."""
+
+from __future__ import annotations
+
+from cil_core import hookimpl
+
+
+@hookimpl
+def cil_register_backends(register) -> None:
+    from .backend import SpeckBackend
+
+    register("speck", SpeckBackend)
