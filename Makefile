@@ -13,9 +13,9 @@ install: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
+$(STAMP): $(PY) pyproject.toml constraints.txt requirements-dev.txt $(wildcard plugins/*/pyproject.toml)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,plot]" $(addprefix -e ,$(PLUGINS))
+	$(PY) -m pip install -q -c constraints.txt -r requirements-dev.txt -e . $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
 demo: $(STAMP)
