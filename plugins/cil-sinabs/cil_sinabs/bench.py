@@ -266,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--nmnist", default=None, help="root holding NMNIST/ (tonic layout); default: synthetic digits")
     ap.add_argument("--out", default=None, help="JSON (default benchmarks/results/cil_spl_speck[_quick].json)")
-    ap.add_argument("--figure", default="docs/img/speck_cil_spl.png")
-    ap.add_argument("--results-md", default="docs/results.md", help="rewrite the cil-spl section here ('' = no)")
+    ap.add_argument("--figure", default=None,
+                    help="PNG (default docs/img/speck_cil_spl.png with --docs, else benchmarks/results/)")
+    ap.add_argument("--docs", action="store_true", help="also rewrite the cil-spl section of docs/results.md")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -316,9 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"config": {**cfg, "channels": list(cfg["channels"])}, "dataset": dataset,
                                "quick": args.quick, "seeds": args.seeds, "summary": summary,
                                "wall_seconds": wall, "verdict": verdict, "note": note}, indent=2))
-    figure(summary, runs, Path(args.figure))
-    if args.results_md:
-        cmd = "python benchmarks/cil_spl_speck.py" + (" --quick" if args.quick else "") + \
+    fig = args.figure or ("docs/img/speck_cil_spl.png" if args.docs
+                          else f"benchmarks/results/speck_cil_spl{'_quick' if args.quick else ''}.png")
+    figure(summary, runs, Path(fig))
+    if args.docs:
+        cmd = "python benchmarks/cil_spl_speck.py --docs" + (" --quick" if args.quick else "") + \
               (f" --seeds {args.seeds}" if args.seeds != 3 else "")
         tp = Path("benchmarks/results/speck_throughput.json")
         throughput = ""
@@ -341,8 +344,8 @@ Degradation = software − chip (mean ± std over seeds of the per-seed differen
 
 {verdict} {note}
 {throughput}
-![software vs chip accuracy and weight distributions](img/{Path(args.figure).name})
+![software vs chip accuracy and weight distributions](img/{Path(fig).name})
 """
-        write_results_md(Path(args.results_md), text)
-    print(f"wrote {out} and {args.figure} ({wall:.0f}s)")
+        write_results_md(Path("docs/results.md"), text)
+    print(f"wrote {out} and {fig} ({wall:.0f}s)")
     return 0
