@@ -46,12 +46,18 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
     out = np.zeros((B, n_bins, n_out), np.int32)
     rec = np.zeros((B, n_bins, rec_size), np.int32)
     syn = np.zeros(B, np.int64)
+    n_targets = 1  # an event reaches at most kh * kw positions of a layer
+    for l in range(L):
+        n_targets = max(n_targets, lp[l, KH] * lp[l, KW])
     for b in prange(B):
         v = np.zeros(n_state, np.int32)
         s_l = np.empty(stack_cap, np.int32)
         s_c = np.empty(stack_cap, np.int32)
         s_y = np.empty(stack_cap, np.int32)
         s_x = np.empty(stack_cap, np.int32)
+        t_oy = np.empty(n_targets, np.int32)  # receptive-field targets of the current event
+        t_ox = np.empty(n_targets, np.int32)
+        t_k = np.empty(n_targets, np.int32)
         nsyn = 0
         for e in range(ev_off[b], ev_off[b + 1]):
             tb = ev_bin[e]
@@ -80,7 +86,8 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                 pw = lp[l, PADW]
                 woff = lp[l, WOFF]
                 voff = lp[l, VOFF]
-                # 1) integrate
+                # the neurons (oy, ox) this event projects to, in descending flat order
+                nt = 0
                 for ki in range(kh):
                     ty = y + ph - ki
                     if ty < 0 or ty % sh != 0:
@@ -95,17 +102,23 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                         ox = tx // sw
                         if ox >= nWo:
                             continue
-                        base = voff + (oy * nWo + ox) * nO
-                        wbase = woff + ((c * kh + ki) * kw + kj) * nO
-                        for o in range(nO):
-                            idx = base + o
-                            val = v[idx] + wts[wbase + o]
-                            if val > 32767:
-                                val = 32767
-                            elif val < -32768:
-                                val = -32768
-                            v[idx] = val
-                            nsyn += 1
+                        t_oy[nt] = oy
+                        t_ox[nt] = ox
+                        t_k[nt] = ki * kw + kj
+                        nt += 1
+                # 1) integrate
+                for j in range(nt):
+                    base = voff + (t_oy[j] * nWo + t_ox[j]) * nO
+                    wbase = woff + (c * kh * kw + t_k[j]) * nO
+                    for o in range(nO):
+                        idx = base + o
+                        val = v[idx] + wts[wbase + o]
+                        if val > 32767:
+                            val = 32767
+                        elif val < -32768:
+                            val = -32768
+                        v[idx] = val
+                        nsyn += 1
                 # 2) fire check, visiting touched neurons in *descending* flat order and pushing,
                 #    so that the stack pops them in ascending order
                 thr = lp[l, THR]
@@ -114,40 +127,29 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                 roff = lp[l, ROFF]
                 last = l == L - 1
                 for o in range(nO - 1, -1, -1):
-                    for ki in range(kh):
-                        ty = y + ph - ki
-                        if ty < 0 or ty % sh != 0:
-                            continue
-                        oy = ty // sh
-                        if oy >= nHo:
-                            continue
-                        for kj in range(kw):
-                            tx = x + pw - kj
-                            if tx < 0 or tx % sw != 0:
-                                continue
-                            ox = tx // sw
-                            if ox >= nWo:
-                                continue
-                            flat = (o * nHo + oy) * nWo + ox
-                            idx = voff + (oy * nWo + ox) * nO + o
-                            val = v[idx]
-                            if val >= thr:
-                                if rz == 1:
-                                    val = 0
-                                else:
-                                    val = val - thr
-                                if roff >= 0:
-                                    rec[b, tb, roff + flat] += 1
-                                if last:
-                                    out[b, tb, flat] += 1
-                                else:
-                                    s_l[sp] = l + 1
-                                    s_c[sp] = o
-                                    s_y[sp] = oy
-                                    s_x[sp] = ox
-                                    sp += 1
-                            if val < vmin:
-                                val = vmin
-                            v[idx] = val
+                    for j in range(nt):
+                        oy = t_oy[j]
+                        ox = t_ox[j]
+                        flat = (o * nHo + oy) * nWo + ox
+                        idx = voff + (oy * nWo + ox) * nO + o
+                        val = v[idx]
+                        if val >= thr:
+                            if rz == 1:
+                                val = 0
+                            else:
+                                val = val - thr
+                            if roff >= 0:
+                                rec[b, tb, roff + flat] += 1
+                            if last:
+                                out[b, tb, flat] += 1
+                            else:
+                                s_l[sp] = l + 1
+                                s_c[sp] = o
+                                s_y[sp] = oy
+                                s_x[sp] = ox
+                                sp += 1
+                        if val < vmin:
+                            val = vmin
+                        v[idx] = val
         syn[b] = nsyn
     return out, rec, syn
