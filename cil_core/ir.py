@@ -103,6 +103,10 @@ class Dense:
 
     kind = "dense"
 
+    def param_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the weight and bias tensors."""
+        return (self.out_features, self.in_features), (self.out_features,)
+
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if in_shape != (self.in_features,):
             raise ShapeError(f"Dense layer '{self.weight}' expects input features ({self.in_features},), got {in_shape}")
@@ -122,6 +126,10 @@ class Conv2d:
     padding: tuple[int, int]
 
     kind = "conv2d"
+
+    def param_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the weight and bias tensors."""
+        return (self.out_channels, self.in_channels, *self.kernel_size), (self.out_channels,)
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 3 or in_shape[0] != self.in_channels:
@@ -343,12 +351,7 @@ def check_parameters(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_se
     for layer in spec.layers:
         if not isinstance(layer, SYNAPTIC):
             continue
-        if isinstance(layer, Dense):
-            wshape: tuple[int, ...] = (layer.out_features, layer.in_features)
-            bshape: tuple[int, ...] = (layer.out_features,)
-        else:
-            wshape = (layer.out_channels, layer.in_channels, *layer.kernel_size)
-            bshape = (layer.out_channels,)
+        wshape, bshape = layer.param_shapes()
         for name, shape in ((layer.weight, wshape), (layer.bias, bshape)):
             if name is None:
                 continue

@@ -219,12 +219,7 @@ class AnalogMismatchBackend(Backend):
         syn_z, dead, thr_z, tau_z = {}, {}, {}, {}
         for i, layer in enumerate(spec.layers):
             if isinstance(layer, SYNAPTIC):
-                if layer.kind == "dense":
-                    wshape = (layer.out_features, layer.in_features)
-                    bshape = (layer.out_features,)
-                else:
-                    wshape = (layer.out_channels, layer.in_channels, *layer.kernel_size)
-                    bshape = (layer.out_channels,)
+                wshape, bshape = layer.param_shapes()
                 for nm, shp in ((layer.weight, wshape), (layer.bias, bshape)):
                     if nm is None:
                         continue
