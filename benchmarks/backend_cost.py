@@ -53,11 +53,11 @@ def main() -> None:
         chip = cil.make_backend(name, **opts)
         try:
             chip.check(net.spec)
-            chip.forward(chip.transfer(net, params), x)
+            chip.forward(chip.transfer(net.spec, params), x)
         except cil.CilError as exc:
             skipped[name] = str(exc)
             continue
-        calls[name] = lambda chip=chip: chip.forward(chip.transfer(net, params), x)
+        calls[name] = lambda chip=chip: chip.forward(chip.transfer(net.spec, params), x)
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(a.repeats):
         for k, f in calls.items():

@@ -53,14 +53,14 @@ def forward_overhead(repeats: int) -> dict:
     net = cil.wrap(model)
     chip = cil.make_backend("ideal")
     readout = cil.Readout("rate")
-    assert torch.equal(chip.forward(chip.transfer(net, net.detached_parameters()), x).output, run_native(model, x))
+    assert torch.equal(chip.forward(chip.transfer(net.spec, net.detached_parameters()), x).output, run_native(model, x))
 
     def snn_fwd():
         with torch.no_grad():
             run_native(model, x)
 
     def cil_fwd():
-        chip.forward(chip.transfer(net, net.detached_parameters()), x)
+        chip.forward(chip.transfer(net.spec, net.detached_parameters()), x)
 
     def snn_bptt():
         model.zero_grad()
@@ -82,7 +82,7 @@ def forward_overhead(repeats: int) -> dict:
 
 def mh_throughput(repeats: int, chains: int) -> dict:
     data = load_breast_cancer_spikes()
-    from cil_core.models import feedforward
+    from cil_core.network.reference import feedforward
 
     out = {}
     trainers = {}

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     net = cil.wrap(model, input_shape=(2, 34, 34))
     data = synthetic_nmnist(False, T, args.samples)
     be = cil.make_backend("speck")
-    dep = be.transfer(net, net.detached_parameters())
+    dep = be.transfer(net.spec, net.detached_parameters())
     n_threads = numba.config.NUMBA_NUM_THREADS
     res: dict = {"samples": args.samples, "input_events": None, "cpu_count": os.cpu_count(),
                  "available_numba_threads": n_threads}

@@ -10,7 +10,7 @@ Public API::
     trainer.evaluate((x_test, y_test))                  # measured on the chip
     cil.list_plugins()
 
-Plugins implement the hooks in :mod:`cil_core.hookspecs` and are found through the ``cil``
+Plugins implement the hooks in :mod:`cil_core.plugin.hookspecs` and are found through the ``cil``
 entry-point group, or registered at run time with :func:`register`.
 """
 
@@ -18,9 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapter import ModelAdapter, qualname
-from .algorithms import Algorithm, StepResult, TrainState
-from .backend import Backend, Deployment, Observation
 from .data import EventBatch, SpikeData
 from .errors import (
     BackendCapacityError,
@@ -33,13 +30,11 @@ from .errors import (
     UnsupportedLayerError,
     UnsupportedModelError,
 )
-from .hookspecs import hookimpl, hookspec
-from .ir import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, Surrogate
-from .losses import Readout
-from .network import WrappedNetwork
-from .plugins import PluginInfo, get_manager
-from .simulate import LayerObservation, simulate
-from .trainer import History, Trainer
+from .hardware import Backend, Deployment, HardwareSession, LayerObservation, Observation
+from .network import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, Surrogate, WrappedNetwork, simulate
+from .plugin import PluginInfo, get_manager, hookimpl, hookspec
+from .plugin.adapter import AdaptedModel, ModelAdapter, qualname
+from .training import Algorithm, History, Readout, StepResult, Trainer, TrainState
 
 __version__ = "0.1.0"
 
@@ -72,10 +67,10 @@ def wrap(model: Any, *, adapter: str | None = None, **options: Any) -> WrappedNe
                 f"no loaded adapter accepts a model of type {qualname(model)}. "
                 f"Loaded adapters: {loaded or 'none (pip install a cil adapter plugin, e.g. plugins/cil-snntorch)'}"
             )
-    spec = chosen.to_spec(model, **options)
-    params_fn = getattr(chosen, "parameters", None)
-    params = params_fn(model, spec) if callable(params_fn) else None
-    return WrappedNetwork(model, spec, chosen.name, params)
+    adapted = chosen.adapt(model, **options)
+    if not isinstance(adapted, AdaptedModel):
+        raise PluginError(f"adapter '{chosen.name}' returned {type(adapted).__name__} from adapt(), not an AdaptedModel")
+    return WrappedNetwork(adapted.module, adapted.spec, chosen.name, adapted.parameters)
 
 
 def make_backend(name: str, **options: Any) -> Backend:
@@ -100,10 +95,14 @@ def list_plugins() -> list[PluginInfo]:
     return get_manager().plugins()
 
 
-def register(plugin: Any, name: str | None = None) -> str:
-    """Register a plugin object (a module or an object with ``@cil_core.hookimpl`` methods) at
-    run time, e.g. a user's own hardware adapter. Returns the name it was registered under."""
-    return get_manager().register(plugin, name)
+def register(plugin: Any, name: str | None = None, *, replace: bool = False) -> str:
+    """Register a plugin at run time, e.g. a user's own chip, and return its name.
+
+    ``plugin`` is a :class:`Backend` subclass (registered as a backend under its ``name``
+    attribute, or ``name``), or a module/object with ``@cil_core.hookimpl`` functions.
+    ``replace=True`` replaces a plugin registered under the same name (a re-run notebook cell);
+    registering the very same object twice is a no-op."""
+    return get_manager().register(plugin, name, replace=replace)
 
 
 def unregister(name: str) -> None:
@@ -115,7 +114,7 @@ __all__ = [
     "wrap", "make_backend", "make_algorithm", "list_plugins", "register", "unregister", "Trainer", "History",
     "WrappedNetwork", "NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Neuron", "Surrogate",
     "Backend", "Deployment", "Observation", "LayerObservation", "Algorithm", "StepResult", "TrainState",
-    "ModelAdapter", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",
+    "ModelAdapter", "AdaptedModel", "HardwareSession", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",
     "CilError", "SpecError", "ShapeError", "NonFiniteError", "UnsupportedModelError", "UnsupportedLayerError",
     "BackendCapacityError", "PluginError", "HardwareError",
 ]

@@ -38,7 +38,7 @@ def _cmd_plugins(argv: list[str]) -> int:
 
 
 def _run_job(name: str, kind: str, argv: list[str]) -> int:
-    from .plugins import get_manager
+    from .plugin.manager import get_manager
 
     reg = get_manager()
     jobs = {n: reg.entry("jobs", n) for n in reg.names("jobs")}
@@ -49,7 +49,7 @@ def _run_job(name: str, kind: str, argv: list[str]) -> int:
 
 
 def _cmd_bench(argv: list[str]) -> int:
-    from .plugins import get_manager
+    from .plugin.manager import get_manager
 
     if not argv or argv[0] in ("-h", "--help"):
         reg = get_manager()
@@ -138,7 +138,7 @@ def _cmd_train(argv: list[str]) -> int:
         model = _load_object(cfg["model"])(**cfg["model_options"])
         net = wrap(model)
     else:
-        from .models import feedforward
+        from .network.reference import feedforward
 
         opts = {"sizes": [62, 32, 2], "seed": seed, **cfg["model_options"]}
         net = feedforward(**opts)

@@ -23,7 +23,7 @@ import torch
 
 import cil_core as cil
 from cil_core.data.breast_cancer import load_breast_cancer_spikes
-from cil_core.models import feedforward
+from cil_core.network.reference import feedforward
 
 
 def ensure_toychip() -> str:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             results[algorithm] = trainer.evaluate(data.test)["accuracy"]
             print(f"{algorithm:8s}: accuracy on the toy chip {results[algorithm]:.3f} "
                   f"(software model {trainer.evaluate_software(data.test)['accuracy']:.3f}, "
-                  f"{trainer.state.hardware_calls} chip calls)")
+                  f"{trainer.session.stats.calls} chip calls)")
         try:
             import cil_nir
         except ImportError:

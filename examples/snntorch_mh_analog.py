@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     history = mh.fit(train, steps=steps)
     acc_mh = mh.evaluate(data.test)["accuracy"]
     print(f"MH      : accuracy on the analog chip {acc_mh:.3f} after {steps} steps "
-          f"(acceptance {history.last['acceptance']:.2f}, {mh.state.hardware_calls} chip calls)")
+          f"(acceptance {history.last['acceptance']:.2f}, {mh.session.stats.calls} chip calls)")
 
     result = f"RESULT mh={acc_mh:.4f}"
     if not args.quick:  # the baseline: BPTT in software, then deployed on the same chip

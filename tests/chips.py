@@ -10,7 +10,7 @@ import torch
 
 import cil_core as cil
 from cil_core.data import as_dense
-from cil_core.simulate import simulate
+from cil_core.network.executor import simulate
 
 
 class FixedMismatchChip(cil.Backend):
@@ -32,13 +32,13 @@ class FixedMismatchChip(cil.Backend):
             self._gains[name] = torch.exp(self.sigma * torch.randn(shape, generator=g))
         return self._gains[name]
 
-    def transfer(self, network, params, n_sets=None):
+    def transfer(self, spec, params, n_sets=None):
         out = {}
         levels = 2 ** (self.bits - 1) - 1
         for k, w in params.items():
             wmax = w.detach().abs().amax(dim=tuple(range(1 if n_sets else 0, w.dim())), keepdim=True).clamp_min(1e-8)
             out[k] = torch.round(w.detach() / wmax * levels) / levels * wmax
-        return cil.Deployment(self.name, network.spec, out, n_sets)
+        return cil.Deployment(self.name, spec, out, n_sets)
 
     def forward(self, deployment, inputs, record=False):
         shape_of = lambda t: t.shape[1:] if deployment.n_sets else t.shape

@@ -11,7 +11,7 @@ cil = pytest.importorskip("cil_core")
 cil_analog = pytest.importorskip("cil_analog")
 
 from cil_analog import AnalogMismatchBackend, NonIdealities  # noqa: E402
-from cil_core.models import feedforward  # noqa: E402
+from cil_core.network.reference import feedforward  # noqa: E402
 
 OFF = dict(gain_sigma=0.0, threshold_sigma=0.0, tau_sigma=0.0, saturation=0.0, ei_asymmetry=0.0,
            dac_bits=None, weight_range=None, noise_sigma=0.0, dead_fraction=0.0)
@@ -24,7 +24,7 @@ def only(**on) -> dict:
 
 def run(backend, net, x, params=None, n_sets=None, record=False):
     p = net.detached_parameters() if params is None else params
-    return backend.forward(backend.transfer(net, p, n_sets), x, record=record)
+    return backend.forward(backend.transfer(net.spec, p, n_sets), x, record=record)
 
 
 def const_input(T=40, B=1, n=1, rate=1.0):
@@ -75,7 +75,7 @@ def test_weight_range_clips_and_dac_quantizes_at_transfer():
     net = feedforward([20, 5], seed=0, weight_gain=10.0)  # weights up to ~2.2, threshold 1
     w = net.detached_parameters()["0.weight"]
     chip = AnalogMismatchBackend(strength=1.0, **only(weight_range=1.0, dac_bits=4))
-    q = chip.transfer(net, net.detached_parameters()).params["0.weight"]
+    q = chip.transfer(net.spec, net.detached_parameters()).params["0.weight"]
     assert float(q.abs().max()) <= 1.0 + 1e-6 and float(w.abs().max()) > 1.5  # clipped to ±rho*theta
     step = 1.0 / 7  # 4 bits: codes -7..7
     assert torch.allclose(q / step, torch.round(q / step), atol=1e-4)

@@ -6,7 +6,7 @@ import torch
 
 import cil_core as cil
 from chips import FixedMismatchChip
-from cil_core.models import feedforward
+from cil_core.network.reference import feedforward
 
 
 def _mh(net, chip, **kw):

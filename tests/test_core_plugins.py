@@ -8,12 +8,12 @@ import torch
 
 import cil_core as cil
 from cil_core import hookimpl
-from cil_core.models import feedforward
+from cil_core.network.reference import feedforward
 
 
 def test_builtins_and_entry_points_are_listed():
     infos = {i.name: i for i in cil.list_plugins()}
-    core = infos["cil_core.builtin"]
+    core = infos["cil_core"]
     assert "ideal" in core.backends and {"offline", "cil-spl", "mh"} <= set(core.algorithms)
     assert core.distribution == "cil-core"
     # the snntorch adapter is found through the 'cil' entry-point group, with its distribution
@@ -43,11 +43,11 @@ class _Recorder:
         register("recorder", self.Chip)
 
     @hookimpl
-    def cil_transfer(self, backend, network, params, n_sets):
+    def cil_transfer(self, backend, spec, params, n_sets):
         if not isinstance(backend, self.Chip):
             return None
         self.calls.append("transfer")
-        return cil.Deployment("recorder", network.spec, {k: v * 2.0 for k, v in params.items()}, n_sets)
+        return cil.Deployment("recorder", spec, {k: v * 2.0 for k, v in params.items()}, n_sets)
 
     @hookimpl
     def cil_forward(self, backend, deployment, inputs, record):
@@ -80,7 +80,7 @@ def test_duplicate_backend_name_is_rejected(registry_guard):
         def cil_register_backends(self, register):
             register("ideal", object)
 
-    with pytest.raises(cil.PluginError, match="'ideal'.*already registered by plugin 'cil_core.builtin'"):
+    with pytest.raises(cil.PluginError, match="'ideal'.*already registered by plugin 'cil_core'"):
         cil.register(Dup(), name="dup")
 
 
@@ -106,13 +106,13 @@ def test_disable_plugins_env_blocks_an_entry_point():
     code = "import cil_core; print(sorted(i.name for i in cil_core.list_plugins()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"CIL_DISABLE_PLUGINS": "snntorch", "PATH": ""}).stdout
-    assert "snntorch" not in out and "cil_core.builtin" in out
+    assert "snntorch" not in out and "cil_core" in out
 
 
 def test_cli_plugins_lists_distributions():
     out = subprocess.run([sys.executable, "-m", "cil_core.cli", "plugins"], capture_output=True, text=True,
                          check=True).stdout
-    assert "cil_core.builtin  [cil-core" in out and "snntorch  [cil-snntorch" in out
+    assert "cil_core  [cil-core" in out and "snntorch  [cil-snntorch" in out
     assert "ideal" in out and "mh" in out
 
 
@@ -123,8 +123,8 @@ def test_forward_guard_names_the_backend_on_bad_output(registry_guard, breast_ca
         def __init__(self, mode):
             self.mode = mode
 
-        def transfer(self, network, params, n_sets=None):
-            return cil.Deployment(self.name, network.spec, params, n_sets)
+        def transfer(self, spec, params, n_sets=None):
+            return cil.Deployment(self.name, spec, params, n_sets)
 
         def forward(self, deployment, inputs, record=False):
             T, B = inputs.shape[:2]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import cil_core as cil
-from cil_core.models import feedforward
+from cil_core.network.reference import feedforward
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "examples" / "custom_chip_plugin"
 
@@ -44,26 +44,26 @@ def test_template_trains_a_model_on_the_toy_chip(toychip, breast_cancer):
 def test_template_hooks_follow_the_contract(toychip, breast_cancer):
     chip = cil.make_backend("toy-chip", seed=1)
     net = feedforward([breast_cancer.n_inputs, 8, 2], beta=0.9, weight_gain=3.0, seed=0)
-    reg = cil.get_manager()
+    reg = cil.HardwareSession(chip)
     x = breast_cancer.test.x[:, :20]
     params = net.detached_parameters()
-    dep = reg.transfer(chip, net, params, None)
+    dep = reg.transfer(net.spec, params)
     # transfer: quantized weights in software units, params untouched
     for k, v in dep.params.items():
         assert v.shape == params[k].shape and not torch.equal(v, params[k])
         assert torch.allclose(v, params[k], atol=float(params[k].abs().max()) / 31)
     assert torch.equal(params["0.weight"], net.detached_parameters()["0.weight"])
-    first = reg.forward(chip, dep, x, False).output
+    first = reg.forward(dep, x).output
     assert first.shape == (x.shape[0], 20, 2) and set(first.unique().tolist()) <= {0.0, 1.0}
     # no state leaks from one call to the next
-    assert torch.equal(reg.forward(chip, dep, x, False).output, first)
+    assert torch.equal(reg.forward(dep, x).output, first)
     # a forward with an older deployment re-writes that deployment's weights first
-    other = reg.transfer(chip, net, {k: -v for k, v in params.items()}, None)
-    assert not torch.equal(reg.forward(chip, other, x, False).output, first)
-    assert torch.equal(reg.forward(chip, dep, x, False).output, first)
+    other = reg.transfer(net.spec, {k: -v for k, v in params.items()})
+    assert not torch.equal(reg.forward(other, x).output, first)
+    assert torch.equal(reg.forward(dep, x).output, first)
     # the chip differs from the ideal simulation (mismatch), which is why chip-in-the-loop helps
     ideal = cil.make_backend("ideal")
-    assert not torch.equal(ideal.forward(ideal.transfer(net, params), x).output, first)
+    assert not torch.equal(ideal.forward(ideal.transfer(net.spec, params), x).output, first)
 
 
 def test_template_limits_are_reported(toychip, breast_cancer):
@@ -95,7 +95,7 @@ def test_template_installs_with_pip_and_trains(tmp_path):
 
     script = (
         "import cil_core as cil, torch\n"
-        "from cil_core.models import feedforward\n"
+        "from cil_core.network.reference import feedforward\n"
         "from cil_core.data.breast_cancer import load_breast_cancer_spikes\n"
         "torch.set_num_threads(1)\n"
         "d = load_breast_cancer_spikes(num_steps=16, seed=0)\n"

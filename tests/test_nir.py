@@ -17,8 +17,8 @@ cil_nir = pytest.importorskip("cil_nir", reason="the cil-nir plugin is not insta
 
 import cil_core as cil  # noqa: E402
 from cil_core import Dense, NetworkSpec, Neuron, SpecError, UnsupportedLayerError, WrappedNetwork  # noqa: E402
-from cil_core.backends import IdealBackend  # noqa: E402
-from cil_core.models import feedforward  # noqa: E402
+from cil_core.hardware.ideal import IdealBackend  # noqa: E402
+from cil_core.network.reference import feedforward  # noqa: E402
 from cil_nir.exporter import NIRSemanticsWarning  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def test_nir_plugin_is_found_through_its_entry_point():
 
 def ideal_output(net: WrappedNetwork, x: torch.Tensor) -> torch.Tensor:
     chip = cil.make_backend("ideal")
-    return chip.forward(chip.transfer(net, net.detached_parameters()), x).output
+    return chip.forward(chip.transfer(net.spec, net.detached_parameters()), x).output
 
 
 def spikes_in(g: torch.Generator, T: int, B: int, *shape: int, p: float = 0.3) -> torch.Tensor:
@@ -162,7 +162,7 @@ def test_imported_graph_follows_the_documented_euler_conventions():
     got = ideal_output(net, x).double().numpy()
     ref = _reference(x.double().numpy(), w1, b1, lif, w2, cuba, w3, li, dt)
     hidden = cil.make_backend("ideal")
-    rec = hidden.forward(hidden.transfer(net, net.detached_parameters()), x, record=True).layers
+    rec = hidden.forward(hidden.transfer(net.spec, net.detached_parameters()), x, record=True).layers
     assert 0.02 < float(rec[0].spikes.mean()) < 0.9 and float(rec[1].spikes.mean()) > 0.02
     assert np.allclose(got, ref, rtol=1e-4, atol=1e-4)
 
@@ -277,12 +277,12 @@ class QuantizingChip(IdealBackend):
 
     name = "quantizing-chip"
 
-    def transfer(self, network, params, n_sets=None):
+    def transfer(self, spec, params, n_sets=None):
         q = {}
         for k, w in params.items():
             scale = w.detach().abs().max().clamp_min(1e-8) / 7
             q[k] = torch.round(w.detach() / scale) * scale
-        return super().transfer(network, q, n_sets)
+        return super().transfer(spec, q, n_sets)
 
 
 def test_imported_graph_trains_and_exports_the_deployed_weights(breast_cancer, tmp_path):

@@ -70,7 +70,7 @@ def random_dense_model(kind: str, seed: int, readout: bool = False):
 
 def on_ideal(net: cil.WrappedNetwork, x: torch.Tensor, record: bool = False) -> cil.Observation:
     chip = cil.make_backend("ideal")
-    return chip.forward(chip.transfer(net, net.detached_parameters()), x, record)
+    return chip.forward(chip.transfer(net.spec, net.detached_parameters()), x, record)
 
 
 CELL_KINDS = ["lif", "lif-per-neuron", "lifbox", "lifbox-subtract", "iaf"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import cil_core as cil
-from cil_core.backends import IdealBackend
+from cil_core.hardware.ideal import IdealBackend
 from cil_core.errors import BackendCapacityError, CilError, HardwareError, NonFiniteError
-from cil_core.models import feedforward
+from cil_core.network.reference import feedforward
 
 
 class FaultyChip(IdealBackend):
@@ -103,10 +103,10 @@ def test_hook_plugin_failures_are_named_too(registry_guard, breast_cancer):
 
     class Plugin:
         @cil.hookimpl
-        def cil_transfer(self, backend, network, params, n_sets):
+        def cil_transfer(self, backend, spec, params, n_sets):
             if not isinstance(backend, HookChip):
                 return None
-            return cil.Deployment("hook-chip", network.spec, params, n_sets)
+            return cil.Deployment("hook-chip", spec, params, n_sets)
 
         @cil.hookimpl
         def cil_forward(self, backend, deployment, inputs, record):
@@ -124,7 +124,7 @@ def test_transfer_returning_garbage_is_named(breast_cancer):
     class BadTransfer(IdealBackend):
         name = "bad-transfer"
 
-        def transfer(self, network, params, n_sets=None):
+        def transfer(self, spec, params, n_sets=None):
             return params
 
     trainer = cil.Trainer(small_net(breast_cancer), BadTransfer(), "cil-spl")
@@ -143,7 +143,7 @@ def test_retries_recover_from_transient_faults_with_identical_result(breast_canc
     trainer = cil.Trainer(net, chip, "cil-spl", seed=1, retries=2)
     trainer.fit(data, epochs=2, batch_size=32)
     assert chip.calls == 6 + 3
-    assert trainer.state.hardware_calls == 6
+    assert trainer.session.stats.calls == 6
     for k, p in net.synaptic_parameters().items():
         assert torch.equal(p, ref.synaptic_parameters()[k]), k
 
@@ -166,7 +166,7 @@ def test_deterministic_errors_are_not_retried(breast_cancer):
     class TooSmall(FaultyChip):
         name = "too-small"
 
-        def transfer(self, network, params, n_sets=None):
+        def transfer(self, spec, params, n_sets=None):
             self.calls += 1
             raise BackendCapacityError("too-small holds 4 neurons, the model needs 14")
 

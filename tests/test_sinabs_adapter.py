@@ -14,7 +14,7 @@ import sinabs.layers as sl  # noqa: E402
 from sinabs.activation import MaxSpike, MembraneReset, MultiSpike, SingleExponential, SingleSpike  # noqa: E402
 
 import cil_core as cil  # noqa: E402
-from cil_core.algorithms.gradient import CilSpl, Offline  # noqa: E402
+from cil_core.training.gradient import CilSpl, Offline  # noqa: E402
 from cil_sinabs import run_sinabs  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def test_forward_equals_sinabs_spike_for_spike(seed):
     x = (torch.rand(T, B, *shape, generator=gen) < 0.3).float() * torch.randint(1, 3, (T, B, *shape), generator=gen)
     ref = run_sinabs(model, x).detach()
     backend = cil.make_backend("ideal")
-    out = backend.forward(backend.transfer(net, net.detached_parameters()), x).output
+    out = backend.forward(backend.transfer(net.spec, net.detached_parameters()), x).output
     assert out.shape == ref.shape
     assert ref.sum() > 0
     assert torch.equal(out, ref), f"{int((out != ref).sum())} of {out.numel()} outputs differ"

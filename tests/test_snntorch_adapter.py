@@ -38,7 +38,7 @@ def random_dense_model(rng: torch.Generator, neuron: str, reset: str):
 
 def ideal_output(net, x):
     chip = cil.make_backend("ideal")
-    return chip.forward(chip.transfer(net, net.detached_parameters()), x).output
+    return chip.forward(chip.transfer(net.spec, net.detached_parameters()), x).output
 
 
 @pytest.mark.parametrize("neuron", ["leaky", "synaptic"])
@@ -233,7 +233,7 @@ def test_nan_weights_are_refused_and_training_state_kept(breast_cancer):
     with pytest.raises(cil.NonFiniteError, match="'2.weight'"):
         trainer.fit(breast_cancer.train, steps=2)
     with pytest.raises(cil.NonFiniteError, match="'2.weight'"):
-        trainer.state.transfer(net.detached_parameters())
+        trainer.deploy()
     good = {k: torch.zeros_like(v) for k, v in net.detached_parameters().items()}
     bad = dict(good, **{"0.weight": torch.full_like(good["0.weight"], float("inf"))})
     with pytest.raises(cil.NonFiniteError):

@@ -23,11 +23,6 @@ def iaf(thr=1.0, reset="subtract", v_min=None, max_spikes=None, beta=1.0) -> Neu
                   fires_at_threshold=True, max_spikes_per_step=max_spikes, dt=1e-3, output="spikes")
 
 
-class _Net:  # what transfer() needs of a wrapped network
-    def __init__(self, spec):
-        self.spec = spec
-
-
 # --------------------------------------------------------------------------- reference
 def reference(spec: NetworkSpec, chip: dict, samples: list[list[tuple]], T: int) -> tuple[np.ndarray, list]:
     """Plain-Python event-driven chip, written from the documented semantics and working on the
@@ -148,7 +143,7 @@ def test_event_loop_matches_python_reference(seed):
     x = (torch.rand(T, B, *spec.input_shape, generator=gen) < 0.15).float() * torch.randint(
         1, 3, (T, B, *spec.input_shape), generator=gen)
     be = SpeckBackend()
-    dep = be.transfer(_Net(spec), params)
+    dep = be.transfer(spec, params)
     obs = be.forward(dep, x, record=True)
     c, y, xx, tb, off = dense_to_arrays(x)
     samples = [list(zip(tb[off[b]:off[b + 1]], c[off[b]:off[b + 1]], y[off[b]:off[b + 1]], xx[off[b]:off[b + 1]]))
@@ -193,7 +188,7 @@ def test_one_event_per_step_equals_time_stepped(max_spikes):
             p.view(-1)[0] = 127.0
         x = _one_event_per_step(gen, T, B, spec.input_shape)
         be = SpeckBackend()
-        dep = be.transfer(_Net(spec), params)
+        dep = be.transfer(spec, params)
         assert dep.chip["scales"] == [1.0] * len(dep.chip["scales"])
         chip = be.forward(dep, x).output
         soft = cil.simulate(spec, params, x).output
@@ -206,11 +201,11 @@ def test_multiple_events_per_step_can_differ_from_time_stepped():
     spec = NetworkSpec((Dense("a", None, 1, 1), iaf(1.0, max_spikes=None)), (1,))
     params = {"a": torch.tensor([[1.0]])}
     x = torch.tensor([[[3.0]]])  # three events in one bin
-    dep = SpeckBackend().transfer(_Net(spec), params)
+    dep = SpeckBackend().transfer(spec, params)
     assert float(SpeckBackend().forward(dep, x).output.sum()) == 3.0
     spec2 = NetworkSpec((Dense("a", None, 2, 1), iaf(1.0, max_spikes=None)), (2,))
     p2 = {"a": torch.tensor([[2.0, 0.1]])}  # one event carries 2 thresholds: chip fires once
-    dep2 = SpeckBackend().transfer(_Net(spec2), p2)
+    dep2 = SpeckBackend().transfer(spec2, p2)
     x2 = torch.tensor([[[1.0, 0.0]]])
     assert float(SpeckBackend().forward(dep2, x2).output.sum()) == 1.0
     assert float(cil.simulate(spec2, p2, x2).output.sum()) == 2.0
@@ -220,7 +215,7 @@ def test_saturation_and_lower_bound():
     spec = NetworkSpec((Dense("a", None, 2, 1), iaf(1.0)), (2,))
     params = {"a": torch.tensor([[-1.0, 1.0]])}
     be = SpeckBackend()
-    dep = be.transfer(_Net(spec), params)
+    dep = be.transfer(spec, params)
     assert dep.chip["thresholds"] == [127] and dep.chip["weights_int8"][0].ravel().tolist() == [-127, 127]
     T = 600
     x = torch.zeros(T, 1, 2)
@@ -230,7 +225,7 @@ def test_saturation_and_lower_bound():
     first = int(torch.nonzero(out)[0])
     assert first == 300 + 259  # ceil((32768 + 127) / 127) = 260 positive events
     spec_lb = NetworkSpec((Dense("a", None, 2, 1), iaf(1.0, v_min=-2.0)), (2,))
-    dep_lb = be.transfer(_Net(spec_lb), params)
+    dep_lb = be.transfer(spec_lb, params)
     assert dep_lb.chip["v_mins"] == [-254]
     out = be.forward(dep_lb, x).output[:, 0, 0]
     assert int(torch.nonzero(out)[0]) == 300 + 2  # -254 + 3 * 127 >= 127
@@ -239,7 +234,7 @@ def test_saturation_and_lower_bound():
 def test_transfer_quantizes_per_layer():
     gen = torch.Generator().manual_seed(5)
     spec, params = random_net(gen, 0)
-    dep = SpeckBackend().transfer(_Net(spec), params)
+    dep = SpeckBackend().transfer(spec, params)
     for w in dep.chip["weights_int8"]:
         assert w.dtype == np.int32 and w.min() >= -128 and w.max() <= 127 and np.abs(w).max() == 127
     for name, p in params.items():
@@ -263,7 +258,7 @@ def test_eventbatch_timestamps_and_binning():
     dense = events_to_dense(events, 5, 10_000.0, (2, 9, 9))
     assert dense.shape == (5, 3, 2, 9, 9) and float(dense.sum()) == 900
     be = SpeckBackend()
-    dep = be.transfer(_Net(spec), params)
+    dep = be.transfer(spec, params)
     obs = be.forward(dep, EventBatch(dense, events, 10_000.0))
     assert obs.output.shape == (5, 3, 3)
     assert obs.meta["input_events"] == 900
@@ -294,10 +289,10 @@ def test_biases_can_be_dropped_with_a_warning_and_one_set_only():
     spec = NetworkSpec((Dense("w", "b", 2, 2), iaf()), (2,))
     params = {"w": torch.eye(2), "b": torch.ones(2)}
     with pytest.warns(UserWarning, match="dropping"):
-        dep = SpeckBackend(drop_biases=True).transfer(_Net(spec), params)
+        dep = SpeckBackend(drop_biases=True).transfer(spec, params)
     assert torch.equal(dep.params["b"], torch.zeros(2))
     with pytest.raises(cil.BackendCapacityError, match="parameter sets"):
-        SpeckBackend().transfer(_Net(NetworkSpec((Dense("w", None, 2, 2), iaf()), (2,))), {"w": torch.eye(2)[None]}, 1)
+        SpeckBackend().transfer(NetworkSpec((Dense("w", None, 2, 2), iaf()), (2,)), {"w": torch.eye(2)[None]}, 1)
 
 
 def test_cil_spl_trains_through_the_registry():
@@ -326,11 +321,11 @@ def test_documented_output_order_within_one_input_event():
     spec = NetworkSpec((Dense("a", None, 1, 2), iaf(1.0), Dense("b", None, 2, 1), iaf(1.0)), (1,))
     params = {"a": torch.tensor([[1.0], [1.0]]), "b": torch.tensor([[1.0, -1.0]])}
     be = SpeckBackend()
-    obs = be.forward(be.transfer(_Net(spec), params), torch.ones(1, 1, 1), record=True)
+    obs = be.forward(be.transfer(spec, params), torch.ones(1, 1, 1), record=True)
     assert obs.layers[0].spikes.sum() == 2
     assert float(obs.output.sum()) == 1.0
     params_rev = {"a": params["a"], "b": torch.tensor([[-1.0, 1.0]])}
-    assert float(be.forward(be.transfer(_Net(spec), params_rev), torch.ones(1, 1, 1)).output.sum()) == 0.0
+    assert float(be.forward(be.transfer(spec, params_rev), torch.ones(1, 1, 1)).output.sum()) == 0.0
 
 
 def test_registered_and_benchmark_network_fits_the_chip():
@@ -343,7 +338,7 @@ def test_registered_and_benchmark_network_fits_the_chip():
     net = cil.wrap(make_model("snn", T=4), input_shape=(2, 34, 34))
     be = cil.make_backend("speck")
     be.check(net.spec)
-    dep = be.transfer(net, net.detached_parameters())
+    dep = be.transfer(net.spec, net.detached_parameters())
     cmap = dep.chip["map"]
     assert len(cmap.layers) == 6 and cmap.layers[0].pool == (2, 2) and cmap.layers[1].weight_scale == 0.25
     assert len(set(dep.chip["cores"])) == 6

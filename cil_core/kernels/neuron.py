@@ -1,6 +1,6 @@
 """Time loop of one neuron layer (pure function, vectorised over batch and neurons).
 
-The equations are those of :class:`cil_core.ir.Neuron`. The loop over time steps is the only
+The equations are those of :class:`cil_core.network.description.Neuron`. The loop over time steps is the only
 Python loop; everything inside a step is a tensor operation over ``[N, *features]``.
 
 The order of floating-point operations follows the libraries' own (snntorch:
@@ -15,7 +15,10 @@ from typing import Callable, Optional
 
 import torch
 
-from ..ir import Neuron
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover  (kernels import no other cil module)
+    from ..network.description import Neuron
 from .surrogate import multi_spike, spike
 
 #: ``noise(t, like) -> tensor`` added to the membrane before the spike decision at step ``t``.

@@ -1,7 +1,7 @@
 """Spike functions: Heaviside forward, surrogate derivative backward.
 
 ``spike(x, surrogate, fires_at_threshold)`` returns :math:`H(x)` with ``x = v - theta``; its
-backward pass uses the surrogate derivative named in :class:`cil_core.ir.Surrogate`.
+backward pass uses the surrogate derivative named in :class:`cil_core.network.description.Surrogate`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import math
 
 import torch
 
-from ..ir import Surrogate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover  (kernels import no other cil module)
+    from ..network.description import Surrogate
 
 
 def surrogate_derivative(x: torch.Tensor, s: Surrogate) -> torch.Tensor:

@@ -13,7 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ir import Conv2d, Dense, Flatten, Pool2d
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover  (kernels import no other cil module)
+    from ..network.description import Conv2d, Dense, Pool2d
 
 
 def dense(layer: Dense, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sets: int | None) -> torch.Tensor:
@@ -42,6 +45,3 @@ def pool2d(layer: Pool2d, x: torch.Tensor) -> torch.Tensor:
     """Sum (or average) pooling over strided windows, no padding. ``x`` is ``[N, C, H, W]``."""
     return F.avg_pool2d(x, layer.kernel_size, layer.stride, divisor_override=1 if layer.mode == "sum" else None)
 
-
-def flatten(layer: Flatten, x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1)

@@ -75,13 +75,12 @@ def cil_register_backends(register) -> None:
 
 
 @hookimpl
-def cil_transfer(backend: Any, network: Any, params: dict[str, torch.Tensor], n_sets: int | None):
+def cil_transfer(backend: Any, spec: Any, params: dict[str, torch.Tensor], n_sets: int | None):
     """Weight transfer: quantize each weight matrix to integer codes, write them to the device."""
     if not isinstance(backend, ToyChip):
         return None                                  # not our chip: let another plugin answer
     if n_sets is not None:
         raise BackendCapacityError("toy-chip holds one parameter set at a time")
-    spec = network.spec
     backend.check(spec)
     dev = backend.device
     dense = [layer for _, layer in spec.synaptic_layers()]

@@ -1,8 +1,8 @@
 """The ``analog-mismatch`` backend: a simulated analog (subthreshold) SNN chip whose
 non-idealities the training algorithm cannot see.
 
-It consumes the core's :class:`~cil_core.ir.NetworkSpec` (so any adapter's model runs on it)
-and reuses :func:`cil_core.simulate.simulate` for the time loop; this module only builds the
+It consumes the core's :class:`~cil_core.network.description.NetworkSpec` (so any adapter's model runs on it)
+and reuses :func:`cil_core.network.executor.simulate` for the time loop; this module only builds the
 *effective* synaptic tensors and the per-neuron parameters of one chip, and the noise source.
 
 Non-idealities
@@ -67,7 +67,7 @@ Defaults as functions of the strength :math:`s` (see :meth:`NonIdealities.at`):
 :math:`s = 1`, off at 0), :math:`\\rho = 1.5/s` (off at 0), :math:`\\sigma_n = 0.15s`, no dead synapses.
 At :math:`s = 0` (noise off) the backend reproduces the ideal backend exactly.
 
-The mismatch is hidden: algorithms see only :class:`~cil_core.backend.Observation` outputs.
+The mismatch is hidden: algorithms see only :class:`~cil_core.hardware.Observation` outputs.
 :meth:`AnalogMismatchBackend.reveal_mismatch` exposes it for tests and plots only.
 """
 
@@ -83,8 +83,8 @@ import torch
 from cil_core import Backend, Deployment, NetworkSpec, Neuron, Observation
 from cil_core.data import as_dense
 from cil_core.errors import CilError
-from cil_core.ir import SYNAPTIC, check_parameters
-from cil_core.simulate import simulate
+from cil_core.network.description import SYNAPTIC, check_parameters
+from cil_core.network.executor import simulate
 
 __all__ = ["NonIdealities", "AnalogMismatchBackend", "ChipMismatch"]
 
@@ -255,9 +255,8 @@ class AnalogMismatchBackend(Backend):
         return beta ** torch.exp(-self.nonideal.tau_sigma * z)
 
     # ------------------------------------------------------------------ transfer
-    def transfer(self, network: Any, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
+    def transfer(self, spec: NetworkSpec, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
         """Clip to the weight range and quantize to the DAC's codes (what the chip is told to hold)."""
-        spec: NetworkSpec = network.spec
         check_parameters(spec, params, n_sets)
         ni = self.nonideal
         thr = self._layer_thresholds(spec)

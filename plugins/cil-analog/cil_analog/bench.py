@@ -3,7 +3,7 @@ the simulated analog chip (``analog-mismatch``).
 
 Task: Wisconsin Breast Cancer (scikit-learn's copy), the core's fixed encoding and split
 (:func:`cil_core.data.breast_cancer.load_breast_cancer_spikes`, T = 16 steps, 70/30 stratified
-split, seed 0); network 62-16-2 LIF (``cil_core.models.feedforward``), rate readout.
+split, seed 0); network 62-16-2 LIF (``cil_core.network.reference.feedforward``), rate readout.
 
 Algorithms (each starts from the same random initialisation, seed = chip index):
 
@@ -62,7 +62,7 @@ def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     import cil_core as cil
     from cil_core.data.breast_cancer import load_breast_cancer_spikes
-    from cil_core.models import feedforward
+    from cil_core.network.reference import feedforward
 
     frac, chip_seed, s = case["fraction"], case["chip"], case["strength"]
     mh_opts = dict(case["mh"])
@@ -110,7 +110,7 @@ def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
         t = time.perf_counter() - t0
         a = tr.algorithm
         record(algo, tr, t, {"acceptance": a.acceptance_rate, "proposals_per_s": a.total_proposals / t,
-                             "init_gain": a.init_gain, "hardware_calls": tr.state.hardware_calls})
+                             "init_gain": a.init_gain, "hardware_calls": tr.session.stats.calls})
     return rows
 
 
@@ -122,7 +122,7 @@ def forward_cost(repeats: int = 41) -> dict[str, Any]:
     torch.set_num_threads(1)
     import cil_core as cil
     from cil_core.data.breast_cancer import load_breast_cancer_spikes
-    from cil_core.models import feedforward
+    from cil_core.network.reference import feedforward
 
     data = load_breast_cancer_spikes()
     x = data.train.x
@@ -134,7 +134,7 @@ def forward_cost(repeats: int = 41) -> dict[str, Any]:
             p = {k: v.unsqueeze(0).repeat(S, *[1] * v.dim()) for k, v in p.items()}
         backends = {"ideal": cil.make_backend("ideal"),
                     "analog": cil.make_backend("analog-mismatch", strength=1.0, seed=0)}
-        deps = {k: b.transfer(net, p, S) for k, b in backends.items()}
+        deps = {k: b.transfer(net.spec, p, S) for k, b in backends.items()}
         samples: dict[str, list[float]] = {k: [] for k in backends}
         for k, b in backends.items():
             b.forward(deps[k], x)

@@ -69,7 +69,8 @@ from cil_core import (
     UnsupportedLayerError,
     WrappedNetwork,
 )
-from cil_core.simulate import simulate
+from cil_core.network.executor import simulate
+from cil_core.plugin.adapter import AdaptedModel
 
 NEURON_NODES = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I)
 META = "cil_"  # prefix of the node-metadata keys cil writes
@@ -404,33 +405,24 @@ def load(source: Any, **options: Any) -> WrappedNetwork:
 
 
 class NirAdapter:
-    """cil adapter for NIR graphs (``nir.NIRGraph``, ``.nir`` files) and :class:`NIRNetwork` modules."""
+    """cil adapter for NIR graphs (``nir.NIRGraph``, ``.nir`` files) and :class:`NIRNetwork` modules.
 
-    name = "nir"
-    description = ("NIR graphs (nir.NIRGraph or a .nir file; options dt, reset, discretization) and "
-                   "cil_nir.NIRNetwork: "
-                   "chains of Affine/Linear/Conv2d/SumPool2d/AvgPool2d/Flatten with LIF/CubaLIF/IF/LI/I")
-
-    def __init__(self) -> None:
-        self._built: dict[int, NIRNetwork] = {}
+    A graph is imported as a :class:`NIRNetwork` (a torch module that owns the weights), so the
+    wrapped network has parameters, trains in place and saves with ``torch.save``."""
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, (NIRNetwork, nir.NIRGraph)) or _is_file(model)
 
-    def to_spec(self, model: Any, **options: Any) -> NetworkSpec:
+    def adapt(self, model: Any, **options: Any) -> AdaptedModel:
         if isinstance(model, NIRNetwork):
             if options:
-                raise TypeError(f"options {sorted(options)} apply when importing a graph (cil_nir.from_nir)")
-            return model.spec
+                raise SpecError(f"options {sorted(options)} apply when importing a graph (cil_nir.from_nir)")
+            return AdaptedModel(model.spec, model)
         net = from_nir(model, **options)
-        self._built[id(net.spec)] = net   # handed to parameters() by cil_core.wrap right after
-        return net.spec
+        return AdaptedModel(net.spec, net)
 
-    def parameters(self, model: Any, spec: NetworkSpec) -> dict[str, torch.Tensor]:
-        if isinstance(model, NIRNetwork):
-            return dict(model.named_parameters())
-        net = self._built.pop(id(spec))
-        return dict(net.named_parameters())
+    def to_spec(self, model: Any, **options: Any) -> NetworkSpec:
+        return self.adapt(model, **options).spec
 
     def run_native(self, model: Any, x: torch.Tensor) -> torch.Tensor:
         net = model if isinstance(model, NIRNetwork) else from_nir(model)

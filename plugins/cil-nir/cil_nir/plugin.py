@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from cil_core import hookimpl
-from cil_core.adapter import LazyAdapter
+from cil_core.plugin.adapter import LazyAdapter
 
 
 class _LazyNirAdapter(LazyAdapter):

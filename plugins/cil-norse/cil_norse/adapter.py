@@ -59,7 +59,7 @@ from cil_core import (
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.adapter import qualname, torch_layer
+from cil_core.plugin.adapter import ModelAdapter, infer_input_shape, qualname, torch_layer
 
 CELLS = (norse.LIFCell, norse.LIFBoxCell, norse.IAFCell, norse.LICell)
 TIME_MODULES = (norse.LIF, norse.IAF, norse.LI)
@@ -146,7 +146,7 @@ def _check_threshold(thr: torch.Tensor, where: str) -> None:
 
 def _synapse(name: str, m: nn.Module, where: str, time_major: bool) -> Any:
     """The IR layer of a non-neuron module (``None`` for an identity). The torch layers every
-    library shares are described by :func:`cil_core.adapter.torch_layer`; this adds norse's
+    library shares are described by :func:`cil_core.plugin.adapter.torch_layer`; this adds norse's
     ``Lift`` and the time-major layout of models built from time-looping modules."""
     if isinstance(m, norse.Lift):
         if not time_major:
@@ -173,26 +173,13 @@ def _synapse(name: str, m: nn.Module, where: str, time_major: bool) -> Any:
     return layer
 
 
-def _infer_input_shape(first: nn.Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
-    if input_shape is not None:
-        return tuple(int(s) for s in input_shape)
-    inner = first.lifted_module if isinstance(first, norse.Lift) else first
-    if isinstance(inner, nn.Linear):
-        return (inner.in_features,)
-    raise ShapeError(f"the first layer is {type(inner).__name__}; pass input_shape=(C, H, W) to cil_core.wrap")
-
-
 def is_time_major(model: nn.Module) -> bool:
     """True if ``model``'s neurons loop over time themselves (``LIF``, ``IAF``, ``LI``)."""
     return any(isinstance(m, TIME_MODULES) for m in model.children())
 
 
-class NorseAdapter:
+class NorseAdapter(ModelAdapter):
     """cil adapter for norse models."""
-
-    name = "norse"
-    description = ("norse SequentialState of Linear/Conv2d/AvgPool2d/Flatten with LIFCell/LIFBoxCell/IAFCell/LICell, "
-                   "or with the time-looping LIF/IAF/LI (convolutions in norse.torch.Lift)")
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, nn.Module) and any(isinstance(m, ANY_NORSE_NEURON) for m in model.modules())
@@ -233,7 +220,8 @@ class NorseAdapter:
         if not isinstance(layers[-1], Neuron):
             raise UnsupportedLayerError(f"the last layer must be a neuron layer (the output), got "
                                         f"{type(layers[-1]).__name__}")
-        shape = _infer_input_shape(named[0][1], input_shape)
+        first = named[0][1]
+        shape = infer_input_shape(first.lifted_module if isinstance(first, norse.Lift) else first, input_shape)
         return NetworkSpec(tuple(layers), shape, source=f"norse SequentialState ({qualname(model)})")
 
     def run_native(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

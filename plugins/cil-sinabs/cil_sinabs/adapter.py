@@ -58,18 +58,13 @@ from cil_core import (
     Surrogate,
     UnsupportedLayerError,
 )
+from cil_core.plugin.adapter import ModelAdapter, pair, torch_layer
 
 
 def _sinabs():
     import sinabs.layers as sl  # safe: never touches sinabs.backend.dynapcnn
 
     return sl
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
 
 
 def _root(model: Any) -> tuple[nn.Module, str]:
@@ -100,12 +95,8 @@ def _is_squeezed(mods: list[tuple[str, nn.Module]]) -> bool:
     return any(isinstance(m, (SqueezeMixin, sl.FlattenTime)) for _, m in mods)
 
 
-class SinabsAdapter:
+class SinabsAdapter(ModelAdapter):
     """Adapter for sinabs models (nn.Sequential / sinabs Network of sinabs and torch layers)."""
-
-    name = "sinabs"
-    description = ("sinabs nn.Sequential / Network: Conv2d, Linear, Flatten, SumPool2d, AvgPool2d, "
-                   "IAF/IAFSqueeze/LIF/LIFSqueeze (no tau_syn, no recurrence)")
 
     # ------------------------------------------------------------------ API
     def accepts(self, model: Any) -> bool:
@@ -131,16 +122,7 @@ class SinabsAdapter:
         layers: list = []
         for i, (name, m) in enumerate(mods):
             where = f"layer '{name}' ({type(m).__name__})"
-            if isinstance(m, nn.Conv2d):
-                if m.groups != 1 or _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
-                    raise UnsupportedLayerError(f"sinabs adapter: {where}: only groups=1, dilation=1, numeric zero padding")
-                layers.append(Conv2d(f"{name}.weight", f"{name}.bias" if m.bias is not None else None,
-                                     m.in_channels, m.out_channels, _pair(m.kernel_size), _pair(m.stride),
-                                     _pair(m.padding)))
-            elif isinstance(m, nn.Linear):
-                layers.append(Dense(f"{name}.weight", f"{name}.bias" if m.bias is not None else None,
-                                    m.in_features, m.out_features))
-            elif isinstance(m, (sl.FlattenTime, sl.UnflattenTime)):
+            if isinstance(m, (sl.FlattenTime, sl.UnflattenTime)):
                 if not (i == 0 and isinstance(m, sl.FlattenTime)) and not (
                         i == len(mods) - 1 and isinstance(m, sl.UnflattenTime)):
                     raise UnsupportedLayerError(
@@ -153,23 +135,18 @@ class SinabsAdapter:
                         f"or batch into features; in this model's {'(B*T, ...)' if squeezed else '(B, T, ...)'} layout "
                         f"use nn.Flatten(start_dim={want})")
                 layers.append(Flatten())
-            elif isinstance(m, (nn.Identity, nn.Dropout)):
+            elif isinstance(m, nn.Dropout):
                 continue
             elif isinstance(m, sl.SumPool2d):
                 if m.ceil_mode:
                     raise UnsupportedLayerError(f"sinabs adapter: {where}: ceil_mode=True")
-                k = _pair(m.kernel_size)
-                s = _pair(m.stride if m.stride is not None else m.kernel_size)
-                layers.append(Pool2d(k, s, "sum"))
-            elif isinstance(m, nn.AvgPool2d):
-                if _pair(m.padding) != (0, 0) or m.ceil_mode or m.divisor_override is not None:
-                    raise UnsupportedLayerError(f"sinabs adapter: {where}: padding, ceil_mode and divisor_override "
-                                                "are not supported")
-                k = _pair(m.kernel_size)
-                s = _pair(m.stride if m.stride is not None else m.kernel_size)
-                layers.append(Pool2d(k, s, "avg"))
+                k = pair(m.kernel_size)
+                layers.append(Pool2d(k, pair(m.stride if m.stride is not None else m.kernel_size), "sum"))
             elif isinstance(m, sl.StatefulLayer):
                 layers.append(self._neuron(name, m, dt))
+            elif (layer := torch_layer(name, m)) is not False:
+                if layer is not None:
+                    layers.append(layer)
             else:
                 raise UnsupportedLayerError(f"sinabs adapter: {where} has no equivalent in the cil network description")
         if input_shape is None:
@@ -181,9 +158,6 @@ class SinabsAdapter:
                                 "start with nn.Linear; pass input_shape=(C, H, W)")
         return NetworkSpec(tuple(layers), tuple(int(v) for v in input_shape),
                            source=f"sinabs:{type(model).__name__}")
-
-    def parameters(self, model: Any, spec: NetworkSpec) -> dict[str, torch.Tensor]:
-        return dict(model.named_parameters())
 
     def run_native(self, model: Any, x: torch.Tensor) -> torch.Tensor:
         return run_sinabs(model, x)

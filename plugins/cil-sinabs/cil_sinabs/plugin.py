@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cil_core import hookimpl
-from cil_core.adapter import LazyAdapter
+from cil_core.plugin.adapter import LazyAdapter
 
 
 @hookimpl

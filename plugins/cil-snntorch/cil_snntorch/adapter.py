@@ -41,7 +41,7 @@ from cil_core import (
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.adapter import TORCH_LAYERS, qualname, torch_layer
+from cil_core.plugin.adapter import ModelAdapter, infer_input_shape, TORCH_LAYERS, qualname, torch_layer
 
 NEURONS = (snn.Leaky, snn.Synaptic)
 
@@ -119,20 +119,8 @@ def _translate(named: Sequence[tuple[str, nn.Module]], input_shape: tuple[int, .
     return NetworkSpec(tuple(layers), tuple(input_shape), source=source)
 
 
-def _infer_input_shape(first: nn.Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
-    if input_shape is not None:
-        return tuple(int(s) for s in input_shape)
-    if isinstance(first, nn.Linear):
-        return (first.in_features,)
-    raise ShapeError(f"the first layer is {type(first).__name__}; pass input_shape=(C, H, W) to cil_core.wrap")
-
-
-class SnnTorchAdapter:
+class SnnTorchAdapter(ModelAdapter):
     """cil adapter for snntorch models."""
-
-    name = "snntorch"
-    description = ("nn.Sequential of Linear/Conv2d/AvgPool2d/Flatten with snn.Leaky/snn.Synaptic (init_hidden=True), "
-                   "or a module whose forward loops over time-major input")
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, nn.Module) and any(isinstance(m, snn.SpikingNeuron) for m in model.modules())
@@ -151,10 +139,10 @@ class SnnTorchAdapter:
                         f"layer '{name}' ({type(m).__name__}): in an nn.Sequential snntorch neurons need init_hidden=True"
                     )
             named = list(model.named_children())
-            shape = _infer_input_shape(named[0][1], input_shape)
+            shape = infer_input_shape(named[0][1], input_shape)
             return _translate(named, shape, dt, output, f"snntorch Sequential ({qualname(model)})")
         named = trace_chain(model, input_shape)
-        shape = _infer_input_shape(named[0][1], input_shape)
+        shape = infer_input_shape(named[0][1], input_shape)
         return _translate(named, shape, dt, output, f"snntorch module {qualname(model)}")
 
     def run_native(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -185,7 +173,7 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
     leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
     if not leaves:
         raise UnsupportedLayerError(f"{qualname(model)} has no layers")
-    shape = _infer_input_shape(leaves[0][1], input_shape)
+    shape = infer_input_shape(leaves[0][1], input_shape)
     calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
     seen: set[str] = set()
     done = [False]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cil_core import hookimpl
-from cil_core.adapter import LazyAdapter
+from cil_core.plugin.adapter import LazyAdapter
 
 
 @hookimpl
@@ -13,13 +13,3 @@ def cil_register_adapters(register) -> None:
         "nn.Sequential of Linear/Conv2d/AvgPool2d/Flatten with snn.Leaky/snn.Synaptic (init_hidden=True), "
         "or a module whose forward loops over time-major input", libraries=("snntorch",)))
 
-
-@hookimpl
-def cil_register_jobs(register) -> None:
-    def demo(argv: list[str]) -> int:
-        from .demo import main
-
-        return main(argv)
-
-    register("demo", demo, help="breast-cancer snntorch net on the analog-mismatch chip: offline vs CIL-SPL vs MH",
-             kind="demo")

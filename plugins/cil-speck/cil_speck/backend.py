@@ -46,11 +46,10 @@ class SpeckBackend(Backend):
     def check(self, spec) -> None:
         map_spec(spec, self.drop_biases)
 
-    def transfer(self, network: Any, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
+    def transfer(self, spec: Any, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
         if n_sets is not None:
             raise BackendCapacityError(f"speck: parameter sets: the chip holds one set of weights (max_sets=1), "
                                        f"got n_sets={n_sets}")
-        spec = network.spec if hasattr(network, "spec") else network
         cmap = map_spec(spec, self.drop_biases)
         q = quantize(cmap, params, self.drop_biases)
         lp = np.zeros((len(cmap.layers), K.N_PARAMS), np.int64)

@@ -1,4 +1,4 @@
-"""Time-stepped execution of a :class:`~cil_core.ir.NetworkSpec` in torch.
+"""Time-stepped execution of a :class:`~cil_core.network.description.NetworkSpec` in torch.
 
 One function serves three roles:
 
@@ -18,19 +18,11 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .errors import ShapeError
-from .ir import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, check_parameters
-from .kernels import synapse
-from .kernels.neuron import LayerTrace, MembraneNoise, run_neuron_layer
-
-
-@dataclass
-class LayerObservation:
-    """Observed activity of one neuron layer: ``spikes`` and optionally ``membrane``, each
-    ``[T, (S,) B, *features]``."""
-
-    spikes: torch.Tensor
-    membrane: torch.Tensor | None = None
+from .description import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, check_parameters
+from ..errors import ShapeError
+from ..hardware.observation import LayerObservation
+from ..kernels import synapse
+from ..kernels.neuron import LayerTrace, MembraneNoise, run_neuron_layer
 
 
 @dataclass

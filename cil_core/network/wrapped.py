@@ -12,9 +12,10 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import NonFiniteError, SpecError
-from .ir import NetworkSpec
-from .simulate import LayerObservation, NetworkTrace, simulate
+from ..errors import NonFiniteError, SpecError
+from .description import NetworkSpec
+from ..hardware.observation import LayerObservation
+from .executor import NetworkTrace, simulate
 
 
 class WrappedNetwork(nn.Module):
@@ -82,7 +83,7 @@ class WrappedNetwork(nn.Module):
         record_membrane: bool = False,
         observations: Sequence[LayerObservation | None] | None = None,
     ) -> NetworkTrace:
-        """Software forward with autograd; see :func:`cil_core.simulate.simulate`."""
+        """Software forward with autograd; see :func:`cil_core.network.executor.simulate`."""
         return simulate(self.spec, self._lookup, x, record=record, record_membrane=record_membrane,
                         observations=observations)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from ..backend import Backend, Deployment, Observation
 from ..data import as_dense
-from ..ir import check_parameters
-from ..simulate import simulate
+from ..network.description import NetworkSpec, check_parameters
+from ..network.executor import simulate
+from .backend import Backend, Deployment, Observation
 
 
 class IdealBackend(Backend):
@@ -26,9 +26,9 @@ class IdealBackend(Backend):
     observes_membrane = True
     stochastic = False
 
-    def transfer(self, network: Any, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
-        check_parameters(network.spec, params, n_sets)
-        return Deployment(self.name, network.spec, {k: v.detach().clone() for k, v in params.items()}, n_sets)
+    def transfer(self, spec: NetworkSpec, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
+        check_parameters(spec, params, n_sets)
+        return Deployment(self.name, spec, {k: v.detach().clone() for k, v in params.items()}, n_sets)
 
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
         with torch.no_grad():

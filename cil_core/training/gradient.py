@@ -24,7 +24,8 @@ import torch
 
 from ..data import SpikeData, as_dense
 from ..errors import CilError, HardwareError
-from .base import Algorithm, StepResult, TrainState
+from ..hardware.transfer import straight_through
+from .algorithm import Algorithm, StepResult, TrainState
 
 
 class GradientAlgorithm(Algorithm):
@@ -109,9 +110,9 @@ class CilSpl(GradientAlgorithm):
         self.observe = observe
 
     def setup(self, state: TrainState, train: SpikeData) -> None:
-        if self.observe == "layers" and not state.backend.observes_layers:
+        if self.observe == "layers" and not state.session.observes_layers:
             raise CilError(
-                f"backend '{state.backend.name}' cannot observe hidden layers; use observe='output'"
+                f"backend '{state.session.name}' cannot observe hidden layers; use observe='output'"
             )
         super().setup(state, train)
 
@@ -123,19 +124,19 @@ class CilSpl(GradientAlgorithm):
         if record:
             if obs.layers is None or len(obs.layers) != len(net.spec.neuron_layers()):
                 raise HardwareError(
-                    f"backend '{state.backend.name}' returned no per-layer observations for record=True",
-                    state.backend.name,
+                    f"backend '{state.session.name}' returned no per-layer observations for record=True",
+                    state.session.name,
                 )
-            layers = obs.layers if state.backend.observes_membrane else [
+            layers = obs.layers if state.session.observes_membrane else [
                 type(o)(o.spikes, None) for o in obs.layers
             ]
             sw = net.run(dense, observations=layers).output
         else:
             sw = net(dense)
-        hw = obs.output.to(sw.dtype)
+        hw = obs.output
         if hw.shape != sw.shape:
             raise HardwareError(
-                f"backend '{state.backend.name}' returned output {tuple(hw.shape)}, the software model {tuple(sw.shape)}",
-                state.backend.name,
+                f"backend '{state.session.name}' returned output {tuple(hw.shape)}, the software model {tuple(sw.shape)}",
+                state.session.name,
             )
-        return sw + (hw - sw).detach(), "hardware"
+        return straight_through(sw, hw), "hardware"

@@ -55,7 +55,7 @@ from typing import Literal, Mapping, Union
 
 import torch
 
-from .errors import ShapeError, SpecError
+from ..errors import ShapeError, SpecError
 
 Scalar = Union[float, torch.Tensor]
 Reset = Literal["subtract", "zero", "none"]
@@ -345,7 +345,7 @@ def check_parameters(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_se
     Raises :class:`SpecError` (missing), :class:`ShapeError` or
     :class:`~cil_core.errors.NonFiniteError` naming the offending tensor.
     """
-    from .errors import NonFiniteError
+    from ..errors import NonFiniteError
 
     lead = () if n_sets is None else (n_sets,)
     for layer in spec.layers:

@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .ir import Dense, NetworkSpec, Neuron, Surrogate
-from .network import WrappedNetwork
+from .description import Dense, NetworkSpec, Neuron, Surrogate
+from .wrapped import WrappedNetwork
 
 
 def leaky_neuron(beta: float, threshold: float = 1.0, *, name: str = "", output: str = "spikes",
@@ -53,5 +53,5 @@ def feedforward(sizes: Sequence[int], *, beta: float = 0.9, threshold: float = 1
         last = i == len(linears) - 1
         layers.append(Dense(f"{i}.weight", f"{i}.bias" if bias else None, lin.in_features, lin.out_features))
         layers.append(leaky_neuron(beta, threshold, name=f"lif{i}", output=readout if last else "spikes"))
-    return WrappedNetwork(module, NetworkSpec(tuple(layers), (sizes[0],), source="cil_core.models.feedforward"),
+    return WrappedNetwork(module, NetworkSpec(tuple(layers), (sizes[0],), source="cil_core.network.reference.feedforward"),
                           adapter="native")

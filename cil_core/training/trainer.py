@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from .algorithms.base import Algorithm, TrainState
-from .backend import Backend
-from .data import SpikeData, as_data, as_dense
-from .errors import CilError, NonFiniteError
-from .losses import Readout
-from .network import WrappedNetwork
-from .plugins import get_manager
+from ..data import SpikeData, as_data, as_dense
+from ..errors import CilError, NonFiniteError
+from ..hardware import Backend, Deployment, HardwareSession
+from ..network.wrapped import WrappedNetwork
+from ..plugin.manager import get_manager
+from .algorithm import Algorithm, TrainState
+from .readout import Readout
 
 
 @dataclass
@@ -56,22 +56,22 @@ class Trainer:
     def __init__(self, network: Any, backend: Backend | str = "ideal", algorithm: Algorithm | str = "cil-spl", *,
                  readout: Readout | str = "rate", seed: int = 0, retries: int = 0, timeout: float | None = None,
                  device: str | torch.device | None = None, **options: Any) -> None:
-        from . import make_algorithm, make_backend, wrap
+        from .. import make_algorithm, make_backend, wrap
 
         self.registry = get_manager()
         self.network: WrappedNetwork = network if isinstance(network, WrappedNetwork) else wrap(network)
         if device is not None:
             self.network.to(device)
         self.backend: Backend = make_backend(backend) if isinstance(backend, str) else backend
-        self.backend.check(self.network.spec)
+        self.session = HardwareSession(self.backend, retries=retries, timeout=timeout, registry=self.registry)
+        self.session.check(self.network.spec)
         self.algorithm: Algorithm = make_algorithm(algorithm, **options) if isinstance(algorithm, str) else algorithm
         if options and not isinstance(algorithm, str):
             raise CilError(f"options {sorted(options)} were given with an algorithm instance; pass them to its constructor")
         self.readout = readout if isinstance(readout, Readout) else Readout(readout)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
-        self.state = TrainState(self.network, self.backend, self.readout, self.registry, self.generator, retries,
-                                timeout=timeout)
+        self.state = TrainState(self.network, self.session, self.readout, self.generator)
         self.history = History()
         self._setup_done = False
 
@@ -106,7 +106,7 @@ class Trainer:
             self.load_checkpoint(resume)
             total = max(0, total - self.state.step)
         done = 0
-        bar = _progress(total, progress, f"{algo.name} on {self.backend.name}")
+        bar = _progress(total, progress, f"{algo.name} on {self.session.name}")
         t0 = time.perf_counter()
         try:
             while done < total:
@@ -132,10 +132,11 @@ class Trainer:
         return self.history
 
     # ------------------------------------------------------------ measurement
-    def deploy(self):
-        """Transfer the network's current weights to the backend; returns the deployment."""
+    def deploy(self) -> Deployment:
+        """Transfer the network's current weights to the backend; returns the deployment
+        (what the chip holds: e.g. quantized codes in ``deployment.chip``)."""
         self.network.check_finite()
-        return self.state.transfer(self.network.detached_parameters())
+        return self.session.transfer(self.network.spec, self.network.detached_parameters())
 
     @torch.no_grad()
     def evaluate(self, data: Any, batch_size: int = 512) -> dict[str, float]:
@@ -144,11 +145,11 @@ class Trainer:
         params = self.network.detached_parameters()
         correct, loss_sum, n = 0.0, 0.0, 0
         for x, y in data.batches(batch_size, shuffle=False):
-            out = self.state.observe(params, x).output
+            out = self.state.observe(params, x, purpose="eval").output
             correct += float(self.readout.correct(out, y))
             loss_sum += float(self.readout.loss(out, y, reduction="sum"))
             n += len(y)
-        return {"accuracy": correct / n, "loss": loss_sum / n, "n": n, "backend": self.backend.name}  # type: ignore[dict-item]
+        return {"accuracy": correct / n, "loss": loss_sum / n, "n": n, "backend": self.session.name}  # type: ignore[dict-item]
 
     @torch.no_grad()
     def evaluate_software(self, data: Any, batch_size: int = 512) -> dict[str, float]:

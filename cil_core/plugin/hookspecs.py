@@ -3,24 +3,24 @@
 Three hooks carry the work of chip-in-the-loop training:
 
 1. :func:`cil_transfer` — **weight transfer**: software parameters → what the chip holds
-   (scaling, quantization, clipping). Returns a :class:`~cil_core.backend.Deployment`.
+   (scaling, quantization, clipping). Returns a :class:`~cil_core.hardware.Deployment`.
 2. :func:`cil_forward` — **forward on hardware**: run a deployment on a batch of inputs and
-   return an :class:`~cil_core.backend.Observation`.
+   return an :class:`~cil_core.hardware.Observation`.
 3. :func:`cil_train_step` — **the training step** of an algorithm (a Metropolis-Hastings
-   proposal/acceptance or a gradient step). Returns a :class:`~cil_core.algorithms.base.StepResult`.
+   proposal/acceptance or a gradient step). Returns a :class:`~cil_core.training.algorithm.StepResult`.
 
 All three are ``firstresult``: the first implementation that returns something other than
 ``None`` answers, so a plugin answers only for the backends/algorithms it owns and returns
 ``None`` otherwise. The core ships implementations that call the methods of
-:class:`~cil_core.backend.Backend` and :class:`~cil_core.algorithms.base.Algorithm` objects, so
+:class:`~cil_core.hardware.Backend` and :class:`~cil_core.training.algorithm.Algorithm` objects, so
 a plugin can either subclass those or implement the hooks directly (``tryfirst=True`` to take
-precedence). Hook wrappers (``wrapper=True``) may observe or validate every call; the core's own
-wrapper checks that observations are finite and well-shaped and names the backend otherwise.
+precedence). Hook wrappers (``wrapper=True``) may observe every call. The only caller of the two hardware
+hooks is :class:`~cil_core.hardware.HardwareSession`, which validates what they return.
 
 Registration hooks let plugins contribute named parts; each receives a ``register`` callback:
 
 * :func:`cil_register_backends` — ``register(name, factory)``; ``factory(**options)`` builds a backend.
-* :func:`cil_register_adapters` — ``register(name, adapter)``; see :class:`~cil_core.adapter.ModelAdapter`.
+* :func:`cil_register_adapters` — ``register(name, adapter)``; see :class:`~cil_core.plugin.adapter.ModelAdapter`.
 * :func:`cil_register_algorithms` — ``register(name, factory)``; ``factory(**options)`` builds an algorithm.
 * :func:`cil_register_jobs` — ``register(name, func, help, kind)``: CLI jobs (``cil demo``,
   ``cil bench NAME``).
@@ -35,9 +35,9 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .algorithms.base import Algorithm, StepResult, TrainState
-    from .backend import Backend, Deployment, Observation
-    from .network import WrappedNetwork
+    from ..hardware import Backend, Deployment, Observation
+    from ..network.description import NetworkSpec
+    from ..training.algorithm import Algorithm, StepResult, TrainState
 
 PROJECT = "cil"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -50,7 +50,7 @@ def cil_register_backends(register: Callable[[str, Callable[..., "Backend"]], No
     """Register named backends: ``register("my-chip", MyChip)``.
 
     ``factory(**options)`` must return an object that :func:`cil_transfer` and
-    :func:`cil_forward` can serve (normally a :class:`~cil_core.backend.Backend` subclass).
+    :func:`cil_forward` can serve (normally a :class:`~cil_core.hardware.Backend` subclass).
     Registering a name that is already taken raises :class:`~cil_core.errors.PluginError`.
     """
 
@@ -60,7 +60,7 @@ def cil_register_adapters(register: Callable[[str, Any], None]) -> None:
     """Register named model adapters: ``register("snntorch", SnnTorchAdapter())``.
 
     An adapter has ``accepts(model) -> bool`` and ``to_spec(model, **options) -> NetworkSpec``
-    (see :class:`~cil_core.adapter.ModelAdapter`). :func:`cil_core.wrap` asks the adapters in
+    (see :class:`~cil_core.plugin.adapter.ModelAdapter`). :func:`cil_core.wrap` asks the adapters in
     registration order and uses the first that accepts the model.
     """
 
@@ -82,17 +82,20 @@ def cil_register_jobs(register: Callable[..., None]) -> None:
 # ---------------------------------------------------------------- the three workers
 @hookspec(firstresult=True)
 def cil_transfer(
-    backend: "Backend", network: "WrappedNetwork", params: "dict[str, torch.Tensor]", n_sets: "int | None"
+    backend: "Backend", spec: "NetworkSpec", params: "dict[str, torch.Tensor]", n_sets: "int | None"
 ) -> "Deployment | None":
     """Weight transfer: turn software parameters into what ``backend`` holds.
 
-    ``params`` maps every name in ``network.spec.parameter_names()`` to a tensor (with a
+    ``spec`` is the hardware-neutral network description (never the user's module: a chip on
+    another host must not need the user's SNN library). ``params`` maps every name in
+    ``spec.parameter_names()`` to a tensor (with a
     leading dimension ``n_sets`` when several parameter sets are transferred at once, for
     batched proposal scoring; a backend that cannot hold several sets raises
     :class:`~cil_core.errors.BackendCapacityError` or the caller falls back to one at a time
-    when ``backend.max_sets`` is 1).
+    when ``backend.max_sets`` is 1; the :class:`~cil_core.hardware.HardwareSession` never sends
+    more than ``max_sets``).
 
-    Must return a :class:`~cil_core.backend.Deployment` (the chip-side values: scaled,
+    Must return a :class:`~cil_core.hardware.Deployment` (the chip-side values: scaled,
     quantized, clipped) or ``None`` if this implementation does not serve ``backend``.
     Must raise :class:`~cil_core.errors.BackendCapacityError` naming the violated limit when
     the model does not fit. Must not modify ``params``.
@@ -107,7 +110,7 @@ def cil_forward(
 
     ``inputs`` is time-major ``[T, B, *input_shape]`` (a tensor) or an object the backend
     understands (e.g. an :class:`~cil_core.data.EventBatch`). The returned
-    :class:`~cil_core.backend.Observation` has ``output`` of shape ``[T, B, *out]``
+    :class:`~cil_core.hardware.Observation` has ``output`` of shape ``[T, B, *out]``
     (``[T, S, B, *out]`` for ``n_sets = S``) in the software model's time bins, and, if
     ``record`` is true and the backend can observe them, per-layer spikes/membranes.
     No gradient is required; state must not leak from one call (or one sample) to the next.
@@ -123,5 +126,5 @@ def cil_train_step(algorithm: "Algorithm", state: "TrainState", batch: Any) -> "
     through the software graph and steps its optimizer; Metropolis-Hastings proposes new
     weights, scores them on the backend and accepts or rejects. Must leave ``state`` consistent
     (the current parameters are always a valid, finite set) and return a
-    :class:`~cil_core.algorithms.base.StepResult`, or ``None`` if not serving ``algorithm``.
+    :class:`~cil_core.training.algorithm.StepResult`, or ``None`` if not serving ``algorithm``.
     """

@@ -46,7 +46,7 @@ import torch
 
 from ..data import SpikeData
 from ..errors import CilError
-from .base import Algorithm, StepResult, TrainState
+from .algorithm import Algorithm, StepResult, TrainState
 
 
 class MetropolisHastings(Algorithm):
@@ -171,7 +171,7 @@ class MetropolisHastings(Algorithm):
         S = theta.shape[0]
         params = self._unflatten(theta)
         if self.batched:
-            out = state.observe_many(params, x, S).output
+            out = state.observe(params, x, n_sets=S).output
         else:
             out = torch.stack([state.observe({k: v[s] for k, v in params.items()}, x).output for s in range(S)], 1)
         ce = state.readout.loss(out, y)  # [S]
@@ -186,7 +186,7 @@ class MetropolisHastings(Algorithm):
         C = self.chains
         rescore = self.rescore
         if rescore == "auto":
-            rescore = state.backend.stochastic or len(y) != self.n_train
+            rescore = state.session.stochastic or len(y) != self.n_train
         eps = torch.randn(self.theta.shape, generator=state.generator).to(self.theta.device)
         prop = self.theta + self.scale[:, None] * self.unit * eps
         if rescore or not self.scored:

@@ -1,27 +1,26 @@
 """Backends: what a chip (or a simulator of one) must provide.
 
-A backend does two things, each dispatched through a hook (see :mod:`cil_core.hookspecs`):
+A backend does two things, each dispatched through a hook (see
+:mod:`cil_core.plugin.hookspecs`) and always called through a
+:class:`~cil_core.hardware.session.HardwareSession`:
 
-* ``transfer(network, params, n_sets)`` → :class:`Deployment` — weight transfer;
+* ``transfer(spec, params, n_sets)`` → :class:`Deployment` — weight transfer;
 * ``forward(deployment, inputs, record)`` → :class:`Observation` — forward on hardware.
 
-Subclass :class:`Backend` and register a factory through ``cil_register_backends``; the core's
-built-in hook implementations call these methods.
+A weight transfer receives the hardware-neutral network description and plain tensors, never
+the user's module, so a chip on another host never needs the user's SNN library.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from .ir import NetworkSpec
-from .simulate import LayerObservation
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .network import WrappedNetwork
+from ..network.description import NetworkSpec
+from .observation import LayerObservation, Observation
 
 
 @dataclass
@@ -41,33 +40,22 @@ class Deployment:
     chip: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Observation:
-    """What a forward on hardware returns.
-
-    ``output``: the network output in the software model's time bins, ``[T, B, *out]``
-    (``[T, S, B, *out]`` for ``S`` parameter sets): output spikes per bin, or the readout
-    membrane for a membrane-output network. ``layers``: per neuron layer observations when
-    recorded and observable (``None`` otherwise). ``meta``: backend-specific figures (event
-    counts, synaptic operations, energy estimates).
-    """
-
-    output: torch.Tensor
-    layers: list[LayerObservation] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
 class Backend(ABC):
     """Base class of chips and chip simulators.
 
     Class attributes a subclass may override:
 
     * ``name`` — the registered name (set by the registry if left empty);
-    * ``max_sets`` — how many parameter sets one forward can hold (``None``: no limit). MH
-      scores that many proposals per call;
+    * ``max_sets`` — how many parameter sets one transfer + forward can hold (default 1;
+      ``None``: no limit). The session splits a request for more sets (e.g. MH's chains + 1
+      proposals) into calls of at most this many;
     * ``observes_layers`` — whether ``forward(record=True)`` returns per-layer spikes;
     * ``observes_membrane`` — whether it returns per-layer membranes too;
     * ``stochastic`` — whether two identical calls may return different outputs.
+
+    Biases: a chip without bias inputs should refuse a network with biases in :meth:`check`
+    (raise :class:`~cil_core.errors.BackendCapacityError` saying "build the model with
+    ``bias=False``"), never drop them silently.
     """
 
     name: str = ""
@@ -81,18 +69,19 @@ class Backend(ABC):
         does not fit this backend. Default: everything fits."""
 
     @abstractmethod
-    def transfer(
-        self, network: "WrappedNetwork", params: dict[str, torch.Tensor], n_sets: int | None = None
-    ) -> Deployment:
-        """Weight transfer (see :func:`cil_core.hookspecs.cil_transfer`)."""
+    def transfer(self, spec: NetworkSpec, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
+        """Weight transfer (see :func:`cil_core.plugin.hookspecs.cil_transfer`)."""
 
     @abstractmethod
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
-        """Forward on hardware (see :func:`cil_core.hookspecs.cil_forward`)."""
+        """Forward on hardware (see :func:`cil_core.plugin.hookspecs.cil_forward`)."""
 
     def describe(self) -> str:
-        """One line saying what this backend is (shown by ``cil plugins``)."""
+        """One line saying what this backend is."""
         return (self.__doc__ or self.name).strip().splitlines()[0]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+__all__ = ["Backend", "Deployment", "Observation", "LayerObservation"]

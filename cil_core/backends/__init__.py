@@ -1,5 +1,0 @@
-"""Backends that ship with the core. Chip simulators live in plugins."""
-
-from .ideal import IdealBackend
-
-__all__ = ["IdealBackend"]

@@ -1,0 +1,14 @@
+"""Everything on the chip side of cil: what a backend is (:class:`Backend`), what it holds
+(:class:`Deployment`) and returns (:class:`Observation`), the weight-transfer primitives
+every backend shares, and the :class:`HardwareSession` through which all calls pass.
+
+The built-in ``ideal`` backend lives in :mod:`cil_core.hardware.ideal` (imported on demand).
+"""
+
+from .observation import LayerObservation, Observation  # noqa: I001  (no cil imports: first)
+from .backend import Backend, Deployment
+from .session import HardwareSession, SessionStats
+from .transfer import quantize_symmetric, straight_through, symmetric_scale
+
+__all__ = ["Backend", "Deployment", "Observation", "LayerObservation", "HardwareSession", "SessionStats",
+           "quantize_symmetric", "straight_through", "symmetric_scale"]

@@ -1,0 +1,275 @@
+"""The hardware session: the one object through which cil talks to a chip.
+
+Every weight transfer and every forward on hardware — training steps, evaluation, MH proposal
+scoring, fidelity checks — goes through :meth:`HardwareSession.run`, which
+
+1. calls the ``cil_transfer`` and ``cil_forward`` hooks (the plugin contract),
+2. validates what comes back (a :class:`Deployment`; an :class:`Observation` whose output and
+   recorded layers have the expected shapes and are finite),
+3. turns any unexpected failure into a :class:`~cil_core.errors.HardwareError` naming the
+   backend, retries it ``retries`` times and enforces ``timeout`` per call,
+4. splits a request for ``S`` parameter sets into calls of at most ``backend.max_sets`` sets,
+   concatenating outputs *and* layer observations along the set dimension,
+5. counts calls, seconds and sample-inferences, separately per purpose (``"train"``,
+   ``"eval"``, ...).
+
+Trainer and algorithms use only this object, so a session that forwards calls to another
+process or host (a later plugin) changes nothing above it. Hook arguments are the network
+description and plain tensors, never the user's module.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+
+from ..data import as_dense
+from ..errors import CilError, HardwareError, PluginError
+from ..network.description import NetworkSpec
+from .backend import Deployment
+from .observation import LayerObservation, Observation
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..plugin.manager import Registry
+
+
+def backend_name(backend: Any) -> str:
+    """The name a backend is known by in messages."""
+    return getattr(backend, "name", "") or type(backend).__name__
+
+
+@dataclass
+class SessionStats:
+    """What a session has done: backend calls (one transfer + forward each), failed attempts
+    (retried or not), seconds spent in calls, and sample-inferences (samples x parameter sets)
+    per purpose."""
+
+    calls: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+    samples: dict[str, int] = field(default_factory=dict)
+    calls_by_purpose: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "failures": self.failures, "seconds": self.seconds,
+                "samples": dict(self.samples), "calls_by_purpose": dict(self.calls_by_purpose)}
+
+
+class HardwareSession:
+    """Owns every call to one backend.
+
+    Args:
+        backend: a :class:`~cil_core.hardware.backend.Backend` (or any object a plugin's
+            ``cil_transfer``/``cil_forward`` hooks serve).
+        retries: how many times a failed call (a :class:`HardwareError`: the backend raised,
+            returned something malformed or non-finite, or timed out) is retried. cil's other
+            errors (a model that does not fit, a bad input) are never retried.
+        timeout: seconds one call (transfer + forward) may take (``None``: no limit).
+        registry: the plugin registry whose hooks are called (default: the process-wide one).
+    """
+
+    def __init__(self, backend: Any, *, retries: int = 0, timeout: float | None = None,
+                 registry: "Registry | None" = None) -> None:
+        if registry is None:
+            from ..plugin.manager import get_manager
+
+            registry = get_manager()
+        self.backend = backend
+        self.registry = registry
+        self.retries = int(retries)
+        self.timeout = timeout
+        self.stats = SessionStats()
+
+    @property
+    def name(self) -> str:
+        return backend_name(self.backend)
+
+    @property
+    def max_sets(self) -> int | None:
+        return getattr(self.backend, "max_sets", 1)
+
+    @property
+    def observes_layers(self) -> bool:
+        return bool(getattr(self.backend, "observes_layers", False))
+
+    @property
+    def observes_membrane(self) -> bool:
+        return bool(getattr(self.backend, "observes_membrane", False))
+
+    @property
+    def stochastic(self) -> bool:
+        return bool(getattr(self.backend, "stochastic", False))
+
+    # ------------------------------------------------------------------ single hook calls
+    def check(self, spec: NetworkSpec) -> None:
+        """Ask the backend whether ``spec`` fits (raises
+        :class:`~cil_core.errors.BackendCapacityError` naming the limit). A backend without a
+        ``check`` method accepts everything here and may still refuse at transfer time."""
+        check = getattr(self.backend, "check", None)
+        if callable(check):
+            check(spec)
+
+    def transfer(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
+        """One weight transfer through the ``cil_transfer`` hook, checked. No retry."""
+        name = self.name
+        try:
+            dep = self.registry.pm.hook.cil_transfer(backend=self.backend, spec=spec, params=dict(params), n_sets=n_sets)
+        except CilError:
+            raise
+        except Exception as exc:
+            raise HardwareError(f"backend '{name}' failed during weight transfer: {exc!r}", name) from exc
+        if dep is None:
+            raise PluginError(f"no plugin implements weight transfer for backend {self.backend!r}")
+        if not isinstance(dep, Deployment):
+            raise HardwareError(f"backend '{name}' returned {type(dep).__name__} from weight transfer, "
+                                "not a Deployment", name)
+        return dep
+
+    def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
+        """One forward through the ``cil_forward`` hook, with the observation validated. No retry."""
+        name = self.name
+        try:
+            obs = self.registry.pm.hook.cil_forward(backend=self.backend, deployment=deployment, inputs=inputs,
+                                                     record=record)
+        except CilError:
+            raise
+        except Exception as exc:
+            raise HardwareError(f"backend '{name}' failed during forward: {exc!r}", name) from exc
+        if obs is None:
+            raise PluginError(f"no plugin implements forward for backend {self.backend!r}")
+        validate_observation(name, deployment.spec, deployment.n_sets, inputs, obs, record)
+        return obs
+
+    # ------------------------------------------------------------------ the one entry point
+    def run(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], inputs: Any, *,
+            n_sets: int | None = None, record: bool = False, purpose: str = "train") -> Observation:
+        """Transfer ``params`` and run ``inputs``: the observation of one network, or of
+        ``n_sets`` parameter sets (each tensor of ``params`` then has a leading set dimension and
+        the output is ``[T, S, B, *out]``), in as few calls as ``backend.max_sets`` allows."""
+        cap = self.max_sets
+        if n_sets is None or cap is None or cap >= n_sets:
+            return self._call_with_retries(spec, params, inputs, n_sets, record, purpose)
+        parts: list[Observation] = []
+        for lo in range(0, n_sets, cap):
+            hi = min(n_sets, lo + cap)
+            if hi - lo == 1 and cap == 1:
+                single = self._call_with_retries(spec, {k: v[lo] for k, v in params.items()}, inputs, None,
+                                                 record, purpose)
+                parts.append(_add_set_dim(single))
+            else:
+                parts.append(self._call_with_retries(spec, {k: v[lo:hi] for k, v in params.items()}, inputs,
+                                                     hi - lo, record, purpose))
+        return _concat_sets(parts)
+
+    def _call_with_retries(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], inputs: Any,
+                           n_sets: int | None, record: bool, purpose: str) -> Observation:
+        last: HardwareError | None = None
+        for _ in range(self.retries + 1):
+            t0 = time.perf_counter()
+            try:
+                obs = self._call(spec, params, inputs, n_sets, record)
+            except HardwareError as exc:
+                self.stats.failures += 1
+                last = exc
+                continue
+            finally:
+                self.stats.seconds += time.perf_counter() - t0
+            self.stats.calls += 1
+            self.stats.calls_by_purpose[purpose] = self.stats.calls_by_purpose.get(purpose, 0) + 1
+            batch = int(obs.output.shape[2 if n_sets is not None else 1])
+            self.stats.samples[purpose] = self.stats.samples.get(purpose, 0) + batch * (n_sets or 1)
+            return obs
+        assert last is not None
+        if self.retries:
+            raise HardwareError(f"{last} (failed {self.retries + 1} times)", last.backend) from last
+        raise last
+
+    def _call(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], inputs: Any, n_sets: int | None,
+              record: bool) -> Observation:
+        """One transfer + forward, in a worker thread when a ``timeout`` is set.
+
+        Python cannot stop a thread: a call that times out is abandoned (its result discarded)
+        and keeps running until the backend returns, so a hardware backend whose calls may hang
+        should also time out on its own I/O."""
+        if self.timeout is None:
+            return self.forward(self.transfer(spec, params, n_sets), inputs, record)
+        result: dict[str, Any] = {}
+        grad = torch.is_grad_enabled()
+
+        def work() -> None:
+            try:
+                with torch.set_grad_enabled(grad):  # grad mode is per thread
+                    result["obs"] = self.forward(self.transfer(spec, params, n_sets), inputs, record)
+            except BaseException as exc:  # re-raised in the caller's thread
+                result["exc"] = exc
+
+        worker = threading.Thread(target=work, name=f"cil-hardware-call-{self.name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise HardwareError(f"backend '{self.name}' did not answer within {self.timeout:g} s "
+                                "(weight transfer + forward); the call was abandoned", self.name)
+        if "exc" in result:
+            raise result["exc"]
+        return result["obs"]
+
+    def __repr__(self) -> str:
+        return f"<HardwareSession {self.name!r} calls={self.stats.calls}>"
+
+
+def validate_observation(name: str, spec: NetworkSpec, n_sets: int | None, inputs: Any, obs: Any, record: bool) -> None:
+    """Check an observation's type, time/set/batch dimensions, output shape and finiteness, and
+    those of the recorded layers. Raises :class:`HardwareError` naming the backend."""
+    if not isinstance(obs, Observation) or not isinstance(obs.output, torch.Tensor):
+        raise HardwareError(f"backend '{name}' returned {type(obs).__name__}, not an Observation with a tensor output", name)
+    x = as_dense(inputs)
+    T, B = x.shape[:2]
+    sets = () if n_sets is None else (n_sets,)
+    want = (T, *sets, B, *spec.output_shape)
+    if tuple(obs.output.shape) != want:
+        raise HardwareError(f"backend '{name}' returned output of shape {tuple(obs.output.shape)}, expected {want}", name)
+    if not torch.isfinite(obs.output).all():
+        raise HardwareError(f"backend '{name}' returned non-finite output values (NaN or inf)", name)
+    if not record or obs.layers is None:
+        return
+    all_shapes = spec.shapes()
+    shapes = [all_shapes[i] for i, _ in spec.neuron_layers()]
+    if len(obs.layers) != len(shapes):
+        raise HardwareError(f"backend '{name}' observed {len(obs.layers)} layers, the network has {len(shapes)}", name)
+    for k, (lo, shape) in enumerate(zip(obs.layers, shapes)):
+        for what, t in (("spikes", lo.spikes), ("membrane", lo.membrane)):
+            if t is None:
+                continue
+            if tuple(t.shape) != (T, *sets, B, *shape):
+                raise HardwareError(f"backend '{name}': layer {k} {what} have shape {tuple(t.shape)}, "
+                                    f"expected {(T, *sets, B, *shape)}", name)
+            if not torch.isfinite(t).all():
+                raise HardwareError(f"backend '{name}': layer {k} {what} hold non-finite values", name)
+
+
+def _add_set_dim(obs: Observation) -> Observation:
+    layers = None if obs.layers is None else [
+        LayerObservation(lo.spikes.unsqueeze(1), None if lo.membrane is None else lo.membrane.unsqueeze(1))
+        for lo in obs.layers]
+    return Observation(obs.output.unsqueeze(1), layers, dict(obs.meta))
+
+
+def _concat_sets(parts: list[Observation]) -> Observation:
+    out = torch.cat([p.output for p in parts], dim=1)
+    layers = None
+    if all(p.layers is not None for p in parts):
+        layers = []
+        for k in range(len(parts[0].layers)):  # type: ignore[arg-type]
+            spikes = torch.cat([p.layers[k].spikes for p in parts], dim=1)  # type: ignore[index]
+            mems = [p.layers[k].membrane for p in parts]  # type: ignore[index]
+            membrane = None if any(m is None for m in mems) else torch.cat(mems, dim=1)  # type: ignore[arg-type]
+            layers.append(LayerObservation(spikes, membrane))
+    meta = parts[0].meta if len(parts) == 1 else {"calls": [p.meta for p in parts]}
+    return Observation(out, layers, meta)
+
+
+__all__ = ["HardwareSession", "SessionStats", "validate_observation", "backend_name"]

@@ -1,0 +1,10 @@
+"""The hardware-neutral network description (layers and neuron equations), its time-stepped
+executor (the software pass and the ideal chip), the :class:`WrappedNetwork` that ties a
+description to the user's model, and library-free reference networks."""
+
+from .description import Conv2d, Dense, Flatten, Layer, NetworkSpec, Neuron, Pool2d, Surrogate, check_parameters
+from .executor import NetworkTrace, simulate
+from .wrapped import WrappedNetwork
+
+__all__ = ["NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Layer", "Neuron", "Surrogate",
+           "check_parameters", "simulate", "NetworkTrace", "WrappedNetwork"]

@@ -1,0 +1,316 @@
+"""The plugin registry: loads the ``cil`` entry-point group with pluggy's own loader, isolates
+plugins that fail, and keeps the table of named backends, adapters, algorithms and jobs.
+
+A plugin that fails to import (or whose registration hook raises) is recorded as *broken*
+with the reason and a fix, and everything else keeps working: ``cil plugins`` lists it, and
+asking for something it would have provided says why it is missing.
+
+Environment variables:
+
+* ``CIL_DISABLE_PLUGINS=name1,name2`` — do not load these entry points (by entry-point name);
+* ``CIL_NO_ENTRYPOINTS=1`` — load only the core's built-ins (plus plugins registered at run time).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pluggy
+
+from ..errors import PluginError
+from . import hookspecs
+
+ENTRY_POINT_GROUP = "cil"
+KINDS = ("backends", "adapters", "algorithms", "jobs")
+
+#: the first-party distributions and what each provides, so that asking for a part that is not
+#: installed names the distribution to install (third-party plugins are found by entry point)
+KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
+    "backends": {"analog-mismatch": "cil-analog", "speck": "cil-speck"},
+    "adapters": {"snntorch": "cil-snntorch", "norse": "cil-norse", "sinabs": "cil-sinabs", "nir": "cil-nir"},
+    "algorithms": {},
+    "jobs": {},
+}
+
+#: import names whose pip distribution is called differently
+_PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "cv2": "opencv-python", "PIL": "pillow"}
+
+
+@dataclass
+class PluginInfo:
+    """One plugin and what it contributes (``cil plugins`` prints these). ``error`` and ``fix``
+    are set for a broken plugin (then it contributes nothing)."""
+
+    name: str
+    distribution: str
+    version: str
+    backends: list[str] = field(default_factory=list)
+    adapters: list[str] = field(default_factory=list)
+    algorithms: list[str] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)
+    error: str = ""
+    fix: str = ""
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.error)
+
+
+@dataclass
+class _Entry:
+    value: Any
+    owner: str
+    help: str = ""
+    kind: str = ""
+
+
+class Registry:
+    """Wraps a :class:`pluggy.PluginManager`; one instance per process (see :func:`get_manager`)."""
+
+    def __init__(self, load_entrypoints: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._cache: dict[str, dict[str, _Entry]] | None = None
+        self._runtime: set[str] = set()
+        self.broken: dict[str, PluginInfo] = {}
+        from . import builtin
+
+        self.pm.register(builtin, name="cil_core")
+        if load_entrypoints and os.environ.get("CIL_NO_ENTRYPOINTS", "") not in ("1", "true", "yes"):
+            self._load_entrypoints()
+
+    # ---------------------------------------------------------------- loading
+    def _load_entrypoints(self) -> None:
+        for name in (s.strip() for s in os.environ.get("CIL_DISABLE_PLUGINS", "").split(",")):
+            if name:
+                self.pm.set_blocked(name)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if self.pm.has_plugin(ep.name) or self.pm.is_blocked(ep.name) or ep.name in self.broken:
+                continue
+            try:
+                self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
+                self.pm.check_pending()
+            except Exception as exc:  # isolate: record it, keep the others
+                self._mark_broken(ep.name, exc, _dist_name(ep))
+
+    def _mark_broken(self, name: str, exc: BaseException, dist: tuple[str, str] | None = None) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            if dist is None:
+                dist = self._dist_of_plugin(plugin)
+            self.pm.unregister(plugin)
+        dist = dist or ("?", "")
+        self.broken[name] = PluginInfo(name, dist[0], dist[1], error=f"{type(exc).__name__}: {exc}",
+                                       fix=_fix_for(name, dist[0], exc))
+        self._cache = None
+
+    def _dist_of_plugin(self, plugin: Any) -> tuple[str, str]:
+        for p, dist in self.pm.list_plugin_distinfo():
+            if p is plugin:
+                return dist.project_name, dist.version
+        return "", ""
+
+    # ---------------------------------------------------------------- run-time registration
+    def register(self, plugin: Any, name: str | None = None, *, replace: bool = False) -> str:
+        """Register a plugin at run time and return its name.
+
+        ``plugin`` is a module or object with ``@hookimpl`` functions, or a
+        :class:`~cil_core.hardware.Backend` subclass (registered as a backend under its ``name``
+        attribute, or ``name``). The plugin name defaults to the module/class name.
+        Registering the same object again returns its name; ``replace=True`` first removes a
+        plugin already registered under the same name (e.g. a re-run notebook cell)."""
+        plugin, name = _as_plugin(plugin, name)
+        if not any(self.pm.parse_hookimpl_opts(plugin, attr) for attr in dir(plugin)):
+            raise PluginError(f"{plugin!r} has no @cil_core.hookimpl functions, so registering it would add nothing; "
+                              "decorate its hook functions with @cil_core.hookimpl, or register a Backend subclass")
+        existing = self.pm.get_plugin(name)
+        if existing is plugin:
+            return name
+        if existing is not None:
+            if not replace:
+                raise PluginError(f"a plugin named {name!r} is already registered; pass replace=True to replace it "
+                                  "(e.g. when re-running a notebook cell) or choose another name")
+            self.unregister(name)
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
+        self._runtime.add(name)
+        self._cache = None
+        try:
+            self._collect()  # fail now, not later, on duplicate names
+        except PluginError:
+            self.unregister(name)
+            raise
+        return name
+
+    def unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is None:
+            raise PluginError(f"no plugin named {name!r} is registered")
+        self.pm.unregister(plugin)
+        self._runtime.discard(name)
+        self._cache = None
+
+    # ---------------------------------------------------------------- the table
+    def _collect(self) -> dict[str, dict[str, _Entry]]:
+        while self._cache is None:
+            try:
+                self._cache = self._collect_once()
+            except _PluginFailed as failed:  # an installed plugin's registration hook failed: isolate it
+                self._mark_broken(failed.plugin, failed.cause)
+        return self._cache
+
+    def _collect_once(self) -> dict[str, dict[str, _Entry]]:
+        table: dict[str, dict[str, _Entry]] = {k: {} for k in KINDS}
+        hooks = {k: getattr(self.pm.hook, f"cil_register_{k}") for k in KINDS}
+        for section, caller in hooks.items():
+            for impl in caller.get_hookimpls():  # registration order: built-ins first
+                owner = impl.plugin_name
+
+                def register(name: str, value: Any, *, help: str = "", kind: str = "", _k: str = section,
+                             _o: str = owner) -> None:
+                    if name in table[_k]:
+                        raise PluginError(f"{_k[:-1]} name {name!r} registered by plugin '{_o}' is already "
+                                          f"registered by plugin '{table[_k][name].owner}'")
+                    table[_k][name] = _Entry(value, _o, help, kind)
+
+                try:
+                    impl.function(register=register)
+                except Exception as exc:
+                    if owner in self._runtime or owner == "cil_core":
+                        raise exc if isinstance(exc, PluginError) else PluginError(
+                            f"plugin '{owner}' failed to register its {section}: {exc!r}") from exc
+                    raise _PluginFailed(owner, exc) from exc
+        return table
+
+    def names(self, kind: str) -> list[str]:
+        return list(self._collect()[kind])
+
+    def entry(self, kind: str, name: str) -> _Entry:
+        table = self._collect()[kind]
+        if name in table:
+            return table[name]
+        raise PluginError(self._missing_message(kind, name, table))
+
+    def _missing_message(self, kind: str, name: str, table: dict[str, _Entry]) -> str:
+        what = kind[:-1]
+        msg = f"no {what} named {name!r} is loaded (loaded: {', '.join(sorted(table)) or 'none'})"
+        dist = KNOWN_PROVIDERS.get(kind, {}).get(name)
+        broken = [b for b in self.broken.values() if dist and b.distribution == dist]
+        if broken:
+            b = broken[0]
+            return f"{msg}. It comes from plugin '{b.name}' ({b.distribution}), which is installed but broken: {b.error}. Fix: {b.fix}"
+        if dist:
+            return f"{msg}. The {what} {name!r} is provided by the distribution '{dist}': pip install -e plugins/{dist} (or pip install {dist})"
+        close = difflib.get_close_matches(name, list(table), n=1)
+        return f"{msg}; did you mean {close[0]!r}?" if close else msg
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every registered plugin with what it contributes, then the broken ones."""
+        table = self._collect()
+        dists = {id(p): (d.project_name, d.version) for p, d in self.pm.list_plugin_distinfo()}
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:  # blocked
+                continue
+            if name == "cil_core":
+                dist = _installed("cil-core")
+            elif name in self._runtime:
+                dist = ("(registered at run time)", "")
+            else:
+                dist = dists.get(id(plugin), ("?", ""))
+            info = PluginInfo(name, *dist)
+            for kind in KINDS:
+                getattr(info, kind).extend(n for n, e in table[kind].items() if e.owner == name)
+            out.append(info)
+        return out + list(self.broken.values())
+
+    # ---------------------------------------------------------------- dispatch
+    def train_step(self, algorithm: Any, state: Any, batch: Any) -> Any:
+        result = self.pm.hook.cil_train_step(algorithm=algorithm, state=state, batch=batch)
+        if result is None:
+            raise PluginError(f"no plugin implements the training step of algorithm {algorithm!r}")
+        return result
+
+
+class _PluginFailed(Exception):
+    def __init__(self, plugin: str, cause: BaseException) -> None:
+        super().__init__(plugin)
+        self.plugin, self.cause = plugin, cause
+
+
+def _as_plugin(plugin: Any, name: str | None) -> tuple[Any, str]:
+    """A Backend subclass becomes a one-hook plugin; other classes are refused (their hook
+    functions would be unbound)."""
+    if inspect.isclass(plugin):
+        from ..hardware.backend import Backend
+
+        if not issubclass(plugin, Backend):
+            raise PluginError(f"register() got the class {plugin.__qualname__}; pass an instance or a module with "
+                              "@cil_core.hookimpl functions, or a cil_core.Backend subclass")
+        backend_cls = plugin
+        backend = name or backend_cls.name or backend_cls.__name__.lower()
+
+        class _BackendPlugin:
+            @hookspecs.hookimpl
+            def cil_register_backends(self, register: Callable[..., None]) -> None:
+                register(backend, backend_cls)
+
+            def __repr__(self) -> str:
+                return f"<backend plugin {backend!r} ({backend_cls.__qualname__})>"
+
+        return _BackendPlugin(), name or backend
+    if name is None:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+    return plugin, name
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "?", ""
+    return dist.metadata["Name"], dist.version
+
+
+def _installed(name: str) -> tuple[str, str]:
+    try:
+        return name, importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return name, "(not installed)"
+
+
+def _fix_for(plugin: str, dist: str, exc: BaseException) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        return f"pip install {_PIP_NAMES.get(top, top)} (needed by {dist}), or set CIL_DISABLE_PLUGINS={plugin}"
+    return f"reinstall {dist} (pip install -e plugins/{dist}), or set CIL_DISABLE_PLUGINS={plugin} to skip it"
+
+
+_MANAGER: Registry | None = None
+
+
+def get_manager() -> Registry:
+    """The process-wide registry, created (and entry points loaded) on first use."""
+    global _MANAGER
+    if _MANAGER is None:
+        _MANAGER = Registry()
+    return _MANAGER
+
+
+def reset_manager(load_entrypoints: bool = True) -> Registry:
+    """Forget all run-time registrations and reload (tests use it)."""
+    global _MANAGER
+    _MANAGER = Registry(load_entrypoints=load_entrypoints)
+    return _MANAGER
+
+
+__all__ = ["Registry", "PluginInfo", "KNOWN_PROVIDERS", "get_manager", "reset_manager"]

@@ -1,0 +1,80 @@
+"""What every training algorithm shares: the training state (network, hardware session,
+readout, generator, counters), the step result and the :class:`Algorithm` base class."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..hardware import HardwareSession, Observation
+from .readout import Readout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data import SpikeData
+    from ..network.wrapped import WrappedNetwork
+
+
+@dataclass
+class StepResult:
+    """What one training step reports. ``loss`` is the loss the step optimized (on the
+    hardware output for chip-in-the-loop algorithms); ``metrics`` holds anything else
+    (``accuracy``, ``acceptance``, ``log_posterior``...)."""
+
+    loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    """Everything a training step may touch. Algorithms keep their own state in themselves and
+    reach the chip only through ``session`` (:class:`~cil_core.hardware.HardwareSession`)."""
+
+    network: "WrappedNetwork"
+    session: HardwareSession
+    readout: Readout
+    generator: torch.Generator
+    step: int = 0
+    epoch: int = 0
+
+    def observe(self, params: dict[str, torch.Tensor], inputs: Any, n_sets: int | None = None,
+                record: bool = False, purpose: str = "train") -> Observation:
+        """Transfer ``params`` (of this state's network) and run ``inputs`` on the chip:
+        :meth:`HardwareSession.run` for ``network.spec``."""
+        return self.session.run(self.network.spec, params, inputs, n_sets=n_sets, record=record, purpose=purpose)
+
+
+class Algorithm(ABC):
+    """A training algorithm. The trainer calls ``setup`` once, ``step`` per batch (through the
+    ``cil_train_step`` hook), then ``finish``; ``state_dict``/``load_state_dict`` make a fit
+    resumable.
+
+    Class attributes: ``default_batch_size`` (``None``: the whole training set per step),
+    ``default_epochs`` (for epoch-based algorithms) or ``default_steps``.
+    """
+
+    name: str = ""
+    default_batch_size: int | None = 64
+    default_epochs: int | None = 10
+    default_steps: int | None = None
+
+    def setup(self, state: TrainState, train: "SpikeData") -> None:
+        """Called once before the first step of a fit (not again on resume)."""
+
+    @abstractmethod
+    def step(self, state: TrainState, batch: tuple[Any, torch.Tensor]) -> StepResult:
+        """One training step (see :func:`cil_core.plugin.hookspecs.cil_train_step`)."""
+
+    def finish(self, state: TrainState) -> None:
+        """Called after the last step: leave the network holding the weights to deploy."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
