@@ -26,15 +26,28 @@ def _cmd_plugins(argv: list[str]) -> int:
 
     infos = list_plugins()
     if a.json:
-        print(json.dumps([i.__dict__ for i in infos], indent=2))
+        print(json.dumps([{**i.__dict__, "broken": i.broken} for i in infos], indent=2))
         return 0
+    from .plugin.manager import get_manager
+
+    reg = get_manager()
     for i in infos:
-        print(f"{i.name}  [{i.distribution} {i.version}]")
+        status = "  BROKEN" if i.broken else ""
+        print(f"{i.name}  [{i.distribution} {i.version}]{status}")
+        if i.broken:
+            print(f"    error       {i.error}")
+            print(f"    fix         {i.fix}")
+            continue
         for kind in ("backends", "adapters", "algorithms", "jobs"):
-            names = getattr(i, kind)
-            if names:
-                print(f"    {kind:<11} {', '.join(names)}")
+            for n in getattr(i, kind):
+                print(f"    {kind[:-1]:<10} {n:<18} {_describe(reg.entry(kind, n).value, reg.entry(kind, n).help)}")
     return 0
+
+
+def _describe(value: Any, help: str) -> str:
+    """One line saying what a registered part is: its help, ``description`` or docstring."""
+    text = help or getattr(value, "description", "") or (getattr(value, "__doc__", "") or "")
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _run_job(name: str, kind: str, argv: list[str]) -> int:

@@ -311,6 +311,21 @@ class NetworkSpec:
     def synaptic_layers(self) -> list[tuple[int, Layer]]:
         return [(i, l) for i, l in enumerate(self.layers) if isinstance(l, SYNAPTIC)]
 
+    def driven_neurons(self) -> dict[int, int]:
+        """For every synaptic layer (by index), the index of the neuron layer it drives: the
+        first neuron layer after it (pooling and flattening in between do not matter). Several
+        synaptic layers in a row drive the same neuron layer; a synaptic layer with no neuron
+        layer after it is absent."""
+        out: dict[int, int] = {}
+        pending: list[int] = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, SYNAPTIC):
+                pending.append(i)
+            elif isinstance(layer, Neuron):
+                out.update((j, i) for j in pending)
+                pending = []
+        return out
+
     def describe(self) -> str:
         """One line per layer with shapes: what ``cil`` thinks the model is."""
         lines = [f"input {self.input_shape}"]
