@@ -248,6 +248,17 @@ class Neuron:
                 raise SpecError(f"neuron '{self.name}': {f} is not finite")
         if bool((torch.as_tensor(self.threshold) <= 0).any()):
             raise SpecError(f"neuron '{self.name}': threshold must be > 0")
+        # the Euler rates restate the decays: beta = 1 - k_m, input_gain = k_m, alpha = 1 - k_s
+        pairs = []
+        if self.mem_rate is not None:
+            pairs += [("beta", self.beta, "1 - mem_rate", 1 - torch.as_tensor(self.mem_rate, dtype=torch.float64)),
+                      ("input_gain", self.input_gain, "mem_rate", torch.as_tensor(self.mem_rate, dtype=torch.float64))]
+        if self.syn_rate is not None:
+            pairs.append(("alpha", self.alpha, "1 - syn_rate", 1 - torch.as_tensor(self.syn_rate, dtype=torch.float64)))
+        for f, v, what, want in pairs:
+            have = torch.as_tensor(v, dtype=torch.float64)
+            if not torch.allclose(have, want, rtol=1e-5, atol=1e-7):
+                raise SpecError(f"neuron '{self.name}': {f} must equal {what} when the Euler rates are given")
 
 
 Layer = Union[Dense, Conv2d, Pool2d, Flatten, Neuron]

@@ -255,7 +255,7 @@ def _as_plugin(plugin: Any, name: str | None) -> tuple[Any, str]:
         from ..hardware.backend import Backend
 
         if not issubclass(plugin, Backend):
-            raise PluginError(f"register() got the class {plugin.__qualname__}; pass an instance or a module with "
+            raise PluginError(f"register() got the class {plugin.__name__}; pass an instance or a module with "
                               "@cil_core.hookimpl functions, or a cil_core.Backend subclass")
         backend_cls = plugin
         backend = name or backend_cls.name or backend_cls.__name__.lower()

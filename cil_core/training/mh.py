@@ -1,5 +1,6 @@
 """Metropolis-Hastings sampling of the weights with the likelihood measured on the chip
-(Safa et al. 2024; generic choices re-created as stated in shared/docs/papers.md).
+(after Safa et al., NICE 2024, arXiv 2402.06284; the paper leaves proposal, prior and
+initialisation choices open, the ones here are cil's).
 
 Posterior over the flattened synaptic weights :math:`\\theta`:
 
@@ -266,12 +267,7 @@ class MetropolisHastings(Algorithm):
             theta = self.best_theta
         else:
             theta = self._choose_mean(state)
-            self.deployed_from = "pooled" if torch.equal(theta, mean) else "chain"
         state.network.load_parameters({k: v[0] for k, v in self._unflatten(theta.unsqueeze(0)).items()})
-
-    def best_parameters(self) -> dict[str, torch.Tensor]:
-        """The highest-posterior sample seen, by parameter name."""
-        return {k: v[0] for k, v in self._unflatten(self.best_theta.unsqueeze(0)).items()}
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("theta", "logpost", "acc", "scale", "window_accepts", "total_accepts", "total_proposals",
