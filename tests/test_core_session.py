@@ -1,0 +1,100 @@
+"""The hardware session: the one owner of every transfer + forward."""
+
+import pytest
+import torch
+
+import cil_core as cil
+from cil_core.hardware.ideal import IdealBackend
+from cil_core.network.reference import feedforward
+
+
+class _Capped(IdealBackend):
+    """The ideal chip, able to hold only ``cap`` parameter sets per call; counts its calls."""
+
+    def __init__(self, cap):
+        self.max_sets, self.n_calls, self.sizes = cap, 0, []
+
+    def transfer(self, spec, params, n_sets=None):
+        self.n_calls += 1
+        self.sizes.append(n_sets)
+        return super().transfer(spec, params, n_sets)
+
+
+def _sets(net, S, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {k: v.unsqueeze(0) * (1 + torch.rand((S, *v.shape), generator=g))
+            for k, v in net.detached_parameters().items()}
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_sets_are_split_by_max_sets_and_layer_observations_are_kept(cap):
+    net = feedforward([6, 5, 3], seed=1, weight_gain=3.0)
+    x = (torch.rand(10, 4, 6) < 0.5).float()
+    params = _sets(net, 5)
+    reference = cil.simulate(net.spec, params, x, n_sets=5, record=True, record_membrane=True)
+    chip = _Capped(cap)
+    obs = cil.HardwareSession(chip).run(net.spec, params, x, n_sets=5, record=True)
+    assert chip.n_calls == -(-5 // cap)
+    assert all(s is None for s in chip.sizes) if cap == 1 else max(chip.sizes) == cap
+    assert torch.equal(obs.output, reference.output)
+    assert obs.layers is not None and len(obs.layers) == 2
+    for got, want in zip(obs.layers, reference.layers):
+        # spikes exactly; membranes up to the rounding of batched vs per-set matmuls
+        assert torch.equal(got.spikes, want.spikes) and torch.allclose(got.membrane, want.membrane, atol=1e-5)
+
+
+def test_counts_calls_and_sample_inferences_per_purpose(breast_cancer):
+    net = feedforward([breast_cancer.n_inputs, 8, 2], seed=0, weight_gain=2.0)
+    trainer = cil.Trainer(net, "ideal", "cil-spl", seed=0)
+    trainer.fit(breast_cancer.train, epochs=1, batch_size=100)
+    n_train = len(breast_cancer.train)
+    stats = trainer.session.stats
+    assert stats.calls == 4 and stats.samples == {"train": n_train}
+    trainer.evaluate(breast_cancer.test, batch_size=100)
+    assert stats.samples == {"train": n_train, "eval": len(breast_cancer.test)}
+    assert stats.calls_by_purpose == {"train": 4, "eval": 2} and stats.calls == 6
+
+
+def test_mh_counts_every_proposal_set(breast_cancer):
+    net = feedforward([breast_cancer.n_inputs, 8, 2], seed=0, weight_gain=2.0)
+    trainer = cil.Trainer(net, _Capped(3), "mh", seed=0, chains=4, burn_in=2, init="network")
+    trainer.fit(breast_cancer.train, steps=3)
+    # setup scores the 4 starting states, each step 4 proposals (a deterministic chip and the
+    # full training set: no re-scoring), finish the pooled mean and 4 chain means; all samples each
+    assert trainer.session.stats.samples["train"] == (4 + 3 * 4 + 5) * len(breast_cancer.train)
+
+
+def test_retries_and_failures_are_counted(breast_cancer):
+    class Flaky(IdealBackend):
+        name = "flaky"
+
+        def __init__(self):
+            self.n = 0
+
+        def forward(self, deployment, inputs, record=False):
+            self.n += 1
+            if self.n % 2 == 1:
+                raise OSError("link reset")
+            return super().forward(deployment, inputs, record)
+
+    net = feedforward([breast_cancer.n_inputs, 4, 2], seed=0)
+    session = cil.HardwareSession(Flaky(), retries=1)
+    x = breast_cancer.test.x[:, :7]
+    obs = session.run(net.spec, net.detached_parameters(), x, purpose="eval")
+    assert obs.output.shape[1] == 7
+    assert session.stats.failures == 1 and session.stats.calls == 1 and session.stats.samples == {"eval": 7}
+    with pytest.raises(cil.HardwareError, match="flaky.*link reset"):
+        cil.HardwareSession(Flaky(), retries=0).run(net.spec, net.detached_parameters(), x)
+
+
+def test_transfer_receives_the_description_not_the_users_module():
+    seen = []
+
+    class Spy(IdealBackend):
+        def transfer(self, spec, params, n_sets=None):
+            seen.append(type(spec))
+            return super().transfer(spec, params, n_sets)
+
+    net = feedforward([4, 3, 2], seed=0)
+    cil.HardwareSession(Spy()).run(net.spec, net.detached_parameters(), torch.zeros(3, 2, 4))
+    assert seen == [cil.NetworkSpec]
