@@ -67,9 +67,16 @@ def qualname(obj: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
-def pair(v: Any) -> tuple[int, int]:
-    """``3`` → ``(3, 3)``; ``(2, 3)`` → ``(2, 3)`` (torch's kernel/stride/padding arguments)."""
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+def pair(v: Any, where: str = "", what: str = "value") -> tuple[int, int]:
+    """``3`` → ``(3, 3)``; ``(2, 3)`` → ``(2, 3)``: torch's kernel/stride/padding arguments, and
+    the same given as numpy arrays (NIR). Raises :class:`UnsupportedLayerError` naming ``where``
+    and ``what`` for anything else."""
+    flat = torch.as_tensor(v).reshape(-1).tolist() if not isinstance(v, int) else [v]
+    if len(flat) == 1:
+        return int(flat[0]), int(flat[0])
+    if len(flat) == 2:
+        return int(flat[0]), int(flat[1])
+    raise UnsupportedLayerError(f"{where + ': ' if where else ''}{what} {v!r} is not a 2-D value")
 
 
 def infer_input_shape(first: Any, input_shape: Sequence[int] | None) -> tuple[int, ...]:

@@ -70,7 +70,7 @@ from cil_core import (
     WrappedNetwork,
 )
 from cil_core.network.executor import simulate
-from cil_core.plugin.adapter import AdaptedModel
+from cil_core.plugin.adapter import AdaptedModel, pair
 
 NEURON_NODES = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I)
 META = "cil_"  # prefix of the node-metadata keys cil writes
@@ -85,15 +85,6 @@ def _text(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
-
-
-def _pair(v: Any, where: str, what: str) -> tuple[int, int]:
-    a = np.asarray(v).reshape(-1)
-    if a.size == 1:
-        return (int(a[0]), int(a[0]))
-    if a.size == 2:
-        return (int(a[0]), int(a[1]))
-    raise UnsupportedLayerError(f"{where}: {what} {v!r} is not a 2-D value")
 
 
 def _is_file(source: Any) -> bool:
@@ -340,10 +331,10 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
                                w.shape[1], w.shape[0])
         elif isinstance(node, nir.Conv2d):
             w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
-            if int(node.groups) != 1 or _pair(node.dilation, where, "dilation") != (1, 1):
+            if int(node.groups) != 1 or pair(node.dilation, where, "dilation") != (1, 1):
                 raise UnsupportedLayerError(f"{where}: groups and dilation other than 1 are not supported")
             k = (int(w.shape[2]), int(w.shape[3]))
-            stride = _pair(node.stride, where, "stride")
+            stride = pair(node.stride, where, "stride")
             if isinstance(node.padding, str):
                 if node.padding == "valid":
                     pad = (0, 0)
@@ -353,7 +344,7 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
                     raise UnsupportedLayerError(f"{where}: padding {node.padding!r} with kernel {k} and stride "
                                                 f"{stride} is not supported")
             else:
-                pad = _pair(node.padding, where, "padding")
+                pad = pair(node.padding, where, "padding")
             bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
             has_bias = bias.size > 0 and not _no_bias(node)
             key = _key(name, taken)
@@ -366,9 +357,9 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
             layer = Conv2d(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None, w.shape[1],
                            w.shape[0], k, stride, pad)
         elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-            if _pair(node.padding, where, "padding") != (0, 0):
+            if pair(node.padding, where, "padding") != (0, 0):
                 raise UnsupportedLayerError(f"{where}: padded pooling is not supported")
-            layer = Pool2d(_pair(node.kernel_size, where, "kernel_size"), _pair(node.stride, where, "stride"),
+            layer = Pool2d(pair(node.kernel_size, where, "kernel_size"), pair(node.stride, where, "stride"),
                            "sum" if isinstance(node, nir.SumPool2d) else "avg")
         elif isinstance(node, nir.Flatten):
             if int(node.start_dim) not in (0, 1) or int(node.end_dim) not in (-1, len(shape) - 1):
