@@ -53,6 +53,8 @@ class Backend(ABC):
     * ``observes_membrane`` — whether it returns per-layer membranes too;
     * ``stochastic`` — whether two identical calls may return different outputs.
 
+    The first line of the class docstring is what ``cil plugins`` shows for the backend.
+
     Biases: a chip without bias inputs should refuse a network with biases in :meth:`check`
     (raise :class:`~cil_core.errors.BackendCapacityError` saying "build the model with
     ``bias=False``"), never drop them silently.
@@ -75,10 +77,6 @@ class Backend(ABC):
     @abstractmethod
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
         """Forward on hardware (see :func:`cil_core.plugin.hookspecs.cil_forward`)."""
-
-    def describe(self) -> str:
-        """One line saying what this backend is."""
-        return (self.__doc__ or self.name).strip().splitlines()[0]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
