@@ -74,8 +74,19 @@ def wrap(model: Any, *, adapter: str | None = None, **options: Any) -> WrappedNe
 
 
 def make_backend(name: str, **options: Any) -> Backend:
-    """Build the backend registered as ``name`` by any loaded plugin."""
-    entry = get_manager().entry("backends", name)
+    """Build the backend registered as ``name`` by any loaded plugin.
+
+    A name ``"scheme:inner"`` (e.g. ``"ray:speck"``) that is not registered as such is built by
+    the factory registered as ``"scheme:"``, called as ``factory("inner", **options)``: a
+    wrapper backend (distribution, remote access) around any other backend."""
+    reg = get_manager()
+    if ":" in name and name not in reg.names("backends"):
+        scheme, inner = name.split(":", 1)
+        backend = reg.entry("backends", scheme + ":").value(inner, **options)
+        if isinstance(backend, Backend) and not backend.name:
+            backend.name = name
+        return backend
+    entry = reg.entry("backends", name)
     backend = entry.value(**options)
     if isinstance(backend, Backend) and not backend.name:
         backend.name = name

@@ -31,7 +31,7 @@ KINDS = ("backends", "adapters", "algorithms", "jobs")
 #: the first-party distributions and what each provides, so that asking for a part that is not
 #: installed names the distribution to install (third-party plugins are found by entry point)
 KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
-    "backends": {"analog-mismatch": "cil-analog", "speck": "cil-speck"},
+    "backends": {"analog-mismatch": "cil-analog", "speck": "cil-speck", "ray:": "cil-ray"},
     "adapters": {"snntorch": "cil-snntorch", "norse": "cil-norse", "sinabs": "cil-sinabs", "nir": "cil-nir"},
     "algorithms": {},
     "jobs": {},
