@@ -83,11 +83,16 @@ def make_backend(name: str, **options: Any) -> Backend:
     if ":" in name and name not in reg.names("backends"):
         scheme, inner = name.split(":", 1)
         backend = reg.entry("backends", scheme + ":").value(inner, **options)
+        backend.cil_options = dict(options)
         if isinstance(backend, Backend) and not backend.name:
             backend.name = name
         return backend
     entry = reg.entry("backends", name)
     backend = entry.value(**options)
+    try:  # what the backend was built with: checkpoints record it and refuse to resume on another chip
+        backend.cil_options = dict(options)
+    except AttributeError:  # pragma: no cover - a backend object that takes no attributes
+        pass
     if isinstance(backend, Backend) and not backend.name:
         backend.name = name
     return backend

@@ -129,6 +129,8 @@ def _cmd_train(argv: list[str]) -> int:
     for key in ("model", "data", "test_data", "backend", "algorithm", "epochs", "steps", "seed"):
         if getattr(a, key) is not None:
             cfg[key] = getattr(a, key)
+            if key in ("epochs", "steps"):  # the run length given on the command line replaces the config's
+                cfg.pop("steps" if key == "epochs" else "epochs", None)
     for key, items in (("model_options", a.model_opt), ("backend_options", a.backend_opt),
                        ("algorithm_options", a.algo_opt)):
         cfg.setdefault(key, {}).update(_parse_kv(items))

@@ -16,6 +16,16 @@ class ShapeError(CilError, ValueError):
     """An input or parameter has the wrong shape."""
 
 
+class DataError(CilError, ValueError):
+    """Training or evaluation data cannot be used as given (empty, labels out of range or not
+    integers, a dtype that cannot be cast safely). The message says what to change."""
+
+
+class CheckpointError(CilError, RuntimeError):
+    """A checkpoint cannot be written or resumed (exists, missing, unreadable, incompatible).
+    The message says what differs or what to do."""
+
+
 class NonFiniteError(CilError, ValueError):
     """A tensor holds NaN or inf where finite values are required."""
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..errors import ShapeError
+from ..errors import DataError, ShapeError
 
 
 @dataclass
@@ -69,6 +69,10 @@ class SpikeData:
             raise ShapeError(
                 f"labels have shape {tuple(y.shape)} but inputs hold {dense.shape[1]} samples (dim 1 of [T, N, ...])"
             )
+        if y.is_floating_point() and (not torch.isfinite(y).all() or not torch.equal(y, torch.round(y))):
+            raise DataError("labels must be class indices (whole numbers); got fractional or non-finite float labels")
+        if y.dtype == torch.bool or y.is_complex():
+            raise DataError(f"labels must be integer class indices, not {y.dtype}")
         self.x = x
         self.y = y.long()
 

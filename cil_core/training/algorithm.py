@@ -3,6 +3,8 @@ readout, generator, counters), the step result and the :class:`Algorithm` base c
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,36 @@ class TrainState:
         return self.session.run(self.network.spec, params, inputs, n_sets=n_sets, record=record, purpose=purpose)
 
 
+def _bound_options(cls: type, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The options an algorithm is built with, defaults filled in along the ``__init__`` chain
+    (a ``**kw`` passed on to the parent's ``__init__`` takes the parent's defaults)."""
+    out: dict[str, Any] = {}
+    given = dict(kwargs)
+    positional = list(args)
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        init = getattr(init, "__wrapped__", init)
+        params = list(inspect.signature(init).parameters.values())[1:]
+        var_kw = False
+        for p in params:
+            if p.kind is p.VAR_KEYWORD:
+                var_kw = True
+            elif p.kind is p.VAR_POSITIONAL:
+                continue
+            elif positional and p.kind is p.POSITIONAL_OR_KEYWORD:
+                out.setdefault(p.name, positional.pop(0))
+            elif p.name in given:
+                out.setdefault(p.name, given.pop(p.name))
+            elif p.default is not p.empty:
+                out.setdefault(p.name, p.default)
+        if not var_kw:
+            break
+    out.update(given)
+    return out
+
+
 class Algorithm(ABC):
     """A training algorithm. The trainer calls ``setup`` once, ``step`` per batch (through the
     ``cil_train_step`` hook), then ``finish``; ``state_dict``/``load_state_dict`` make a fit
@@ -59,6 +91,25 @@ class Algorithm(ABC):
     default_batch_size: int | None = 64
     default_epochs: int | None = 10
     default_steps: int | None = None
+    #: options that may change when a checkpointed run is resumed (applied, and logged)
+    resume_safe: frozenset[str] = frozenset()
+    #: the constructor's options with their defaults (recorded automatically; checkpoints keep them)
+    options: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording_init(self: "Algorithm", *args: Any, **kw: Any) -> None:
+            outermost = "options" not in self.__dict__
+            if outermost:
+                self.options = _bound_options(type(self), args, kw)
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init  # type: ignore[method-assign]
 
     def setup(self, state: TrainState, train: "SpikeData") -> None:
         """Called once before the first step of a fit (not again on resume)."""

@@ -272,7 +272,7 @@ class MetropolisHastings(Algorithm):
     def state_dict(self) -> dict[str, Any]:
         keys = ("theta", "logpost", "acc", "scale", "window_accepts", "total_accepts", "total_proposals",
                 "n_steps", "sum", "n_kept", "best_theta", "best_logpost", "scored", "n_train", "trace",
-                "unit", "init_gain", "chain_sum", "_final_data")
+                "unit", "init_gain", "chain_sum")  # _final_data: re-selected by setup
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:

@@ -3,6 +3,8 @@ measures accuracy **on the backend**."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,13 +12,18 @@ from typing import Any
 
 import torch
 
-from ..data import SpikeData, as_data, as_dense
-from ..errors import CilError, NonFiniteError
+from ..data import SpikeData, as_dense
+from ..data.validate import check_data
+from ..errors import CheckpointError, CilError, NonFiniteError
 from ..hardware import Backend, Deployment, HardwareSession
 from ..network.wrapped import WrappedNetwork
 from ..plugin.manager import get_manager
+from . import checkpoint as checkpoint_io
 from .algorithm import Algorithm, TrainState
 from .readout import Readout
+
+
+log = logging.getLogger("cil")
 
 
 @dataclass
@@ -82,54 +89,95 @@ class Trainer:
     # ------------------------------------------------------------ training
     def fit(self, train_data: Any, *, epochs: int | None = None, steps: int | None = None,
             batch_size: int | None = -1, progress: bool = False, checkpoint: str | Path | None = None,
-            checkpoint_every: int = 50, resume: str | Path | None = None) -> History:
+            checkpoint_every: int = 50, resume: str | Path | None = None, force: bool = False) -> History:
         """Train. Gradient algorithms default to epochs, Metropolis-Hastings to steps.
 
         ``batch_size=-1`` takes the algorithm's default (``None`` = the whole set per step).
         ``checkpoint`` saves the full training state every ``checkpoint_every`` steps and at the
-        end; ``resume`` continues from such a file (same network, backend and algorithm): the
-        run then stops when the *total* number of steps (counted from the original start)
-        reaches ``steps`` (or ``epochs`` worth of steps).
+        end (atomically; its folder is created first). An existing checkpoint is never
+        overwritten unless it is the one being resumed or ``force=True``. ``resume`` continues
+        from such a file: the network, backend, algorithm and their options must match (a new
+        ``lr`` is applied and logged; any other difference is a :class:`CheckpointError` that
+        lists it), and the run stops when the *total* number of steps (counted from the original
+        start) reaches ``steps`` (or ``epochs`` worth of steps).
         """
-        train = as_data(train_data).to(self.device)
-        self.network.check_finite()
         algo = self.algorithm
+        _check_count("epochs", epochs)
+        _check_count("steps", steps)
+        _check_count("checkpoint_every", checkpoint_every)
+        if epochs is not None and steps is not None:
+            raise CilError(f"give epochs or steps, not both (got epochs={epochs}, steps={steps})")
+        if batch_size != -1 and batch_size is not None:
+            _check_count("batch_size", batch_size)
+        train = self._check_data(train_data, "training data")
         bs = algo.default_batch_size if batch_size == -1 else batch_size
         if epochs is None and steps is None:
             epochs, steps = algo.default_epochs, algo.default_steps
+        ckpt = self._prepare_checkpoint(checkpoint, resume, force)
+        blob = checkpoint_io.read(resume) if resume is not None else None  # before any work: fail fast
+        self.network.check_finite()
         if not self._setup_done:
             algo.setup(self.state, train)
             self._setup_done = True
         n_batches = -(-len(train) // (bs or len(train)))
         total = steps if steps is not None else (epochs or 0) * n_batches
-        if resume is not None:  # the run's length is absolute: finish what the checkpointed run started
-            self.load_checkpoint(resume)
+        if blob is not None:  # the run's length is absolute: finish what the checkpointed run started
+            self._restore(blob, resume)  # type: ignore[arg-type]
             total = max(0, total - self.state.step)
         done = 0
         bar = _progress(total, progress, f"{algo.name} on {self.session.name}")
         t0 = time.perf_counter()
         try:
             while done < total:
+                stepped = False
                 for batch in train.batches(bs, shuffle=True, generator=self.generator):
                     if done >= total:
                         break
+                    stepped = True
                     res = self.registry.train_step(algo, self.state, batch)
                     self.state.step += 1
                     done += 1
                     rec = {"step": self.state.step, "epoch": self.state.epoch, "loss": res.loss,
                            "time": time.perf_counter() - t0, **res.metrics}
                     self.history.records.append(rec)
-                    bar.update(1)
-                    if checkpoint is not None and self.state.step % checkpoint_every == 0:
-                        self.save_checkpoint(checkpoint)
+                    bar.update(1, rec)
+                    if ckpt is not None and self.state.step % checkpoint_every == 0:
+                        self.save_checkpoint(ckpt)
+                if not stepped:  # pragma: no cover - data are checked non-empty above
+                    raise CilError("the training data yielded no batch")
                 self.state.epoch += 1
         finally:
             bar.close()
         algo.finish(self.state)
         self.history.wall_time += time.perf_counter() - t0
-        if checkpoint is not None:
-            self.save_checkpoint(checkpoint)
+        if ckpt is not None:
+            self.save_checkpoint(ckpt)
         return self.history
+
+    def _check_data(self, data: Any, what: str) -> SpikeData:
+        spec = self.network.spec
+        n_classes = spec.output_shape[-1] if len(spec.output_shape) == 1 else None
+        dtype = next(iter(self.network.synaptic_parameters().values())).dtype
+        return check_data(data, spec, n_classes=n_classes, what=what, dtype=dtype).to(self.device)
+
+    def _prepare_checkpoint(self, checkpoint: str | Path | None, resume: str | Path | None,
+                            force: bool) -> Path | None:
+        if checkpoint is None:
+            return None
+        path = Path(checkpoint)
+        if path.is_dir():
+            raise CheckpointError(f"checkpoint {path} is a folder; name a file, e.g. {path / 'run.pt'}")
+        same = resume is not None and Path(resume).resolve() == path.resolve()
+        if path.exists() and not same and not force:
+            raise CheckpointError(f"checkpoint {path} already exists; resume it (resume={str(path)!r}, "
+                                  "cil train --resume) or overwrite it (force=True, cil train --force)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the folder of checkpoint {path}: {exc}") from exc
+        if not os.access(path.parent, os.W_OK):
+            raise CheckpointError(f"cannot write checkpoint {path}: its folder is not writable")
+        return path
 
     # ------------------------------------------------------------ measurement
     def deploy(self) -> Deployment:
@@ -141,7 +189,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, data: Any, batch_size: int = 512) -> dict[str, float]:
         """Accuracy and loss **measured on the backend** with the current (deployed) weights."""
-        data = as_data(data).to(self.device)
+        _check_count("batch_size", batch_size)
+        data = self._check_data(data, "evaluation data")
         params = self.network.detached_parameters()
         correct, loss_sum, n = 0.0, 0.0, 0
         for x, y in data.batches(batch_size, shuffle=False):
@@ -154,7 +203,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate_software(self, data: Any, batch_size: int = 512) -> dict[str, float]:
         """Accuracy of the software model (no backend), for the software-vs-chip gap."""
-        data = as_data(data).to(self.device)
+        _check_count("batch_size", batch_size)
+        data = self._check_data(data, "evaluation data")
         correct, n = 0.0, 0
         for x, y in data.batches(batch_size, shuffle=False):
             correct += float(self.readout.correct(self.network(as_dense(x)), y))
@@ -162,51 +212,99 @@ class Trainer:
         return {"accuracy": correct / n, "n": n}
 
     # ------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, path: str | Path) -> None:
-        """Write network weights, algorithm state (optimizer, MH chains and samples), counters and
-        the generator state to ``path`` (atomically: a crash never leaves a half-written file)."""
-        path = Path(path)
-        blob = {
-            "weights": self.network.detached_parameters(),
+    def compat_record(self) -> dict[str, Any]:
+        """What must match for a checkpoint of this run to be resumed (see
+        :mod:`cil_core.training.checkpoint`)."""
+        return {
+            "network": self.network.spec.describe(),
+            "parameters": {k: list(v.shape) for k, v in self.network.synaptic_parameters().items()},
             "algorithm": self.algorithm.name,
+            "algorithm_options": checkpoint_io.plain(getattr(self.algorithm, "options", {})),
+            "backend": self.session.name,
+            "backend_options": checkpoint_io.plain(getattr(self.backend, "cil_options", None)),
+            "readout": [self.readout.kind, self.readout.scale],
+        }
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write network weights, algorithm state (optimizer, MH chains and samples), counters,
+        the generator state and the compatibility record to ``path``, atomically."""
+        blob = {
+            "format": checkpoint_io.FORMAT,
+            "compat": self.compat_record(),
+            "weights": self.network.detached_parameters(),
             "algorithm_state": self.algorithm.state_dict(),
             "step": self.state.step,
             "epoch": self.state.epoch,
             "generator": self.generator.get_state(),
             "history": self.history.records,
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        try:
+            checkpoint_io.write_atomic(blob, path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
 
     def load_checkpoint(self, path: str | Path) -> None:
-        blob = torch.load(Path(path), weights_only=False)
-        if blob["algorithm"] != self.algorithm.name:
-            raise CilError(f"checkpoint {path} was written by algorithm '{blob['algorithm']}', not '{self.algorithm.name}'")
+        """Restore a checkpoint written by :meth:`save_checkpoint` for this same run (call after
+        the algorithm's setup; :meth:`fit` with ``resume=`` does both)."""
+        self._restore(checkpoint_io.read(path), path)
+
+    def _restore(self, blob: dict[str, Any], path: str | Path) -> None:
+        diffs = checkpoint_io.check_compatible(path, blob["compat"], self.compat_record(), self.algorithm.resume_safe)
+        for d in diffs:
+            log.warning("resuming %s with a changed option: %s (applied)", path, d)
         for k, v in blob["weights"].items():
             if not torch.isfinite(v).all():
                 raise NonFiniteError(f"checkpoint {path}: parameter '{k}' is not finite")
-        self.network.load_parameters(blob["weights"])
-        self.algorithm.load_state_dict(blob["algorithm_state"])
-        self.state.step, self.state.epoch = blob["step"], blob["epoch"]
-        self.generator.set_state(blob["generator"])
+        try:
+            self.network.load_parameters(blob["weights"])
+            self.algorithm.load_state_dict(blob["algorithm_state"])
+            self.generator.set_state(blob["generator"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this run: {type(exc).__name__}: {exc}") from exc
+        self.state.step, self.state.epoch = int(blob["step"]), int(blob["epoch"])
         self.history.records = list(blob["history"])
+        self.resumed_changes = diffs
+
+
+def _check_count(name: str, value: Any) -> None:
+    """``value`` must be ``None`` or a positive whole number."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CilError(f"{name} must be a positive whole number, got {value!r}")
 
 
 class _NoBar:
-    def update(self, n: int) -> None:
+    def update(self, n: int, record: dict | None = None) -> None:
         pass
 
     def close(self) -> None:
         pass
 
 
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
+class _Bar:
+    """tqdm with the latest loss and chip (or software) accuracy in its postfix."""
 
-    return tqdm(total=total, desc=desc, leave=False)
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    def update(self, n: int, record: dict | None = None) -> None:
+        if record is not None:
+            post = {"loss": f"{record['loss']:.3g}"}
+            for key in ("hardware_accuracy", "software_accuracy", "acceptance"):
+                if key in record:
+                    post[key.replace("hardware_", "chip_").replace("software_", "sw_")] = f"{record[key]:.3f}"
+            self.bar.set_postfix(post, refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    return _Bar(total, desc) if enabled else _NoBar()
 
 
 __all__ = ["Trainer", "History", "SpikeData"]
