@@ -21,9 +21,12 @@ from typing import Any
 from .data import EventBatch, SpikeData
 from .errors import (
     BackendCapacityError,
+    CheckpointError,
     CilError,
+    DataError,
     HardwareError,
     NonFiniteError,
+    OptionError,
     PluginError,
     ShapeError,
     SpecError,
@@ -31,6 +34,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .hardware import Backend, Deployment, HardwareSession, LayerObservation, Observation
+from .options import validate as validate_options
 from .network import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, Surrogate, WrappedNetwork, simulate
 from .plugin import PluginInfo, get_manager, hookimpl, hookspec
 from .plugin.adapter import AdaptedModel, ModelAdapter, qualname
@@ -67,6 +71,9 @@ def wrap(model: Any, *, adapter: str | None = None, **options: Any) -> WrappedNe
                 f"no loaded adapter accepts a model of type {qualname(model)}. "
                 f"Loaded adapters: {loaded or 'none (pip install a cil adapter plugin, e.g. plugins/cil-snntorch)'}"
             )
+    real = getattr(chosen, "real", chosen)  # a LazyAdapter's adapter
+    validate_options(getattr(real, "options_signature", None) or real.to_spec, {"model": None, **options},
+                     f"adapter '{chosen.name}'")
     adapted = chosen.adapt(model, **options)
     if not isinstance(adapted, AdaptedModel):
         raise PluginError(f"adapter '{chosen.name}' returned {type(adapted).__name__} from adapt(), not an AdaptedModel")
@@ -82,13 +89,13 @@ def make_backend(name: str, **options: Any) -> Backend:
     reg = get_manager()
     if ":" in name and name not in reg.names("backends"):
         scheme, inner = name.split(":", 1)
-        backend = reg.entry("backends", scheme + ":").value(inner, **options)
+        factory = reg.entry("backends", scheme + ":").value
+        backend = _build(factory, options, f"backend '{name}'", inner)
         backend.cil_options = dict(options)
         if isinstance(backend, Backend) and not backend.name:
             backend.name = name
         return backend
-    entry = reg.entry("backends", name)
-    backend = entry.value(**options)
+    backend = _build(reg.entry("backends", name).value, options, f"backend '{name}'")
     try:  # what the backend was built with: checkpoints record it and refuse to resume on another chip
         backend.cil_options = dict(options)
     except AttributeError:  # pragma: no cover - a backend object that takes no attributes
@@ -100,10 +107,28 @@ def make_backend(name: str, **options: Any) -> Backend:
 
 def make_algorithm(name: str, **options: Any) -> Algorithm:
     """Build the training algorithm registered as ``name``."""
-    algo = get_manager().entry("algorithms", name).value(**options)
+    algo = _build(get_manager().entry("algorithms", name).value, options, f"algorithm '{name}'")
     if not getattr(algo, "name", ""):
         algo.name = name
     return algo
+
+
+def _build(factory: Any, options: dict[str, Any], what: str, *args: Any) -> Any:
+    """Validate ``options`` against what ``factory`` declares, then call it; a constructor's own
+    ``ValueError``/``TypeError`` about an option becomes an :class:`OptionError`."""
+    validate_options(factory, dict(zip(_positional_names(factory), args)) | options, what)
+    try:
+        return factory(*args, **options)
+    except CilError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"{what}: {exc}") from exc
+
+
+def _positional_names(factory: Any) -> list[str]:
+    from .options import declared_options
+
+    return list(declared_options(factory)[0])
 
 
 def list_plugins() -> list[PluginInfo]:
@@ -131,6 +156,6 @@ __all__ = [
     "WrappedNetwork", "NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Neuron", "Surrogate",
     "Backend", "Deployment", "Observation", "LayerObservation", "Algorithm", "StepResult", "TrainState",
     "ModelAdapter", "AdaptedModel", "HardwareSession", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",
-    "CilError", "SpecError", "ShapeError", "NonFiniteError", "UnsupportedModelError", "UnsupportedLayerError",
+    "CilError", "OptionError", "DataError", "CheckpointError", "SpecError", "ShapeError", "NonFiniteError", "UnsupportedModelError", "UnsupportedLayerError",
     "BackendCapacityError", "PluginError", "HardwareError",
 ]

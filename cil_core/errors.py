@@ -16,6 +16,11 @@ class ShapeError(CilError, ValueError):
     """An input or parameter has the wrong shape."""
 
 
+class OptionError(CilError, ValueError):
+    """An option of an algorithm, backend, adapter or the trainer is unknown, of the wrong type
+    or out of range. The message names the option and what is valid."""
+
+
 class DataError(CilError, ValueError):
     """Training or evaluation data cannot be used as given (empty, labels out of range or not
     integers, a dtype that cannot be cast safely). The message says what to change."""

@@ -21,7 +21,8 @@ def small(breast_cancer):
 
 def _trainer(breast_cancer, algorithm="cil-spl", backend="ideal", **opts):
     net = feedforward([breast_cancer.n_inputs, 6, 2], seed=0, weight_gain=2.0)
-    return cil.Trainer(net, backend, algorithm, seed=0, **opts)
+    opts.setdefault("seed", 0)
+    return cil.Trainer(net, backend, algorithm, **opts)
 
 
 @pytest.fixture
@@ -185,3 +186,47 @@ def test_checkpoints_load_without_executing_code(breast_cancer, small, tmp_path)
     torch.save({"format": "cil-checkpoint/1", "payload": _Boom()}, evil, pickle_protocol=pickle.DEFAULT_PROTOCOL)
     with pytest.raises(CheckpointError, match="cannot be read as a cil checkpoint"):
         _trainer(breast_cancer).fit(small, epochs=1, resume=evil)
+
+
+# ------------------------------------------------------------------ options
+@pytest.mark.parametrize("build, msg", [
+    (lambda: cil.make_algorithm("mh", chain=8), "unknown option 'chain' for algorithm 'mh'.*did you mean 'chains'"),
+    (lambda: cil.make_algorithm("mh", chains=2.5), "option 'chains' of algorithm 'mh' must be int, got 2.5"),
+    (lambda: cil.make_algorithm("mh", chains=0), "chains, thin, adapt_every must be >= 1"),
+    (lambda: cil.make_algorithm("cil-spl", lr="abc"), "option 'lr' of algorithm 'cil-spl' must be float, got 'abc'"),
+    (lambda: cil.make_algorithm("cil-spl", observe="all"), "unknown observe='all'"),
+    (lambda: cil.make_backend("ideal", seed=3), r"unknown option 'seed' for backend 'ideal' \(valid options: none\)"),
+])
+def test_algorithm_and_backend_options_are_checked_at_the_door(build, msg):
+    with pytest.raises(cil.OptionError, match=msg):
+        build()
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(seed="x"), "seed must be a whole number, got 'x'"),
+    (dict(retries=-1), "retries must be a whole number >= 0, got -1"),
+    (dict(timeout=0), "timeout must be a positive number"),
+    (dict(readout="spikes"), "unknown readout 'spikes'"),
+    (dict(device="tpu9"), "device 'tpu9' is not a torch device"),
+])
+def test_trainer_options_are_checked(breast_cancer, kw, msg):
+    with pytest.raises(cil.OptionError, match=msg):
+        _trainer(breast_cancer, **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_is_named(breast_cancer):
+    with pytest.raises(cil.OptionError, match="CUDA is not available on this machine"):
+        _trainer(breast_cancer, device="cuda")
+
+
+def test_cil_describe_lists_options_with_types_and_defaults(capsys):
+    from cil_core.cli import main
+
+    assert main(["describe", "mh"]) == 0
+    out = capsys.readouterr().out
+    assert "algorithm 'mh' (plugin cil_core)" in out
+    assert "chains" in out and "int" in out and "default 4" in out and "parallel chains" in out
+    assert main(["describe", "mhh"]) == 1
+    assert "did you mean 'mh'" in capsys.readouterr().err
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("cil 0.")

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from ..data import SpikeData
-from ..errors import CilError
+from ..errors import CilError, OptionError
 from .algorithm import Algorithm, StepResult, TrainState
 
 
@@ -83,15 +83,15 @@ class MetropolisHastings(Algorithm):
                  adapt_every: int = 20, deploy: str = "mean", rescore: Any = "auto", batched: bool = True,
                  init: str = "auto", init_gains: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)) -> None:
         if init not in ("auto", "network"):
-            raise CilError(f"init must be 'auto' or 'network', not {init!r}")
+            raise OptionError(f"init must be 'auto' or 'network', not {init!r}")
         if not init_gains or any(g <= 0 for g in init_gains):
-            raise CilError("init_gains must be a non-empty sequence of positive gains")
+            raise OptionError("init_gains must be a non-empty sequence of positive gains")
         if deploy not in ("mean", "best"):
-            raise CilError(f"deploy must be 'mean' or 'best', not {deploy!r}")
+            raise OptionError(f"deploy must be 'mean' or 'best', not {deploy!r}")
         if not 0 < target_acceptance < 1:
-            raise CilError("target_acceptance must lie in (0, 1)")
+            raise OptionError("target_acceptance must lie in (0, 1)")
         if chains < 1 or thin < 1 or adapt_every < 1 or step_size <= 0 or temperature <= 0 or prior_std <= 0:
-            raise CilError("chains, thin, adapt_every must be >= 1; step_size, temperature, prior_std > 0")
+            raise OptionError("chains, thin, adapt_every must be >= 1; step_size, temperature, prior_std > 0")
         self.chains, self.step_size, self.target = chains, step_size, target_acceptance
         self.burn_in, self.thin, self.prior_std, self.temperature = burn_in, thin, prior_std, temperature
         self.adapt_every, self.deploy, self.rescore, self.batched = adapt_every, deploy, rescore, batched

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import OptionError
+
 
 @dataclass(frozen=True)
 class Readout:
@@ -24,7 +26,9 @@ class Readout:
 
     def __post_init__(self) -> None:
         if self.kind not in ("rate", "max-membrane"):
-            raise ValueError(f"unknown readout {self.kind!r}; use 'rate' or 'max-membrane'")
+            raise OptionError(f"unknown readout {self.kind!r}; use 'rate' or 'max-membrane'")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not self.scale > 0:
+            raise OptionError(f"readout scale must be a positive number, got {self.scale!r}")
 
     def logits(self, output: torch.Tensor) -> torch.Tensor:
         """``[T, ..., C]`` → ``[..., C]`` (time is reduced, the last dimension holds the classes)."""

@@ -14,7 +14,7 @@ import torch
 
 from ..data import SpikeData, as_dense
 from ..data.validate import check_data
-from ..errors import CheckpointError, CilError, NonFiniteError
+from ..errors import CheckpointError, CilError, NonFiniteError, OptionError
 from ..hardware import Backend, Deployment, HardwareSession
 from ..network.wrapped import WrappedNetwork
 from ..plugin.manager import get_manager
@@ -65,6 +65,16 @@ class Trainer:
                  device: str | torch.device | None = None, **options: Any) -> None:
         from .. import make_algorithm, make_backend, wrap
 
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise OptionError(f"seed must be a whole number, got {seed!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise OptionError(f"retries must be a whole number >= 0, got {retries!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout > 0):
+            raise OptionError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        if not isinstance(readout, (Readout, str)):
+            raise OptionError(f"readout must be 'rate', 'max-membrane' or a Readout, got {readout!r}")
+        device = _check_device(device)
         self.registry = get_manager()
         self.network: WrappedNetwork = network if isinstance(network, WrappedNetwork) else wrap(network)
         if device is not None:
@@ -264,6 +274,18 @@ class Trainer:
         self.state.step, self.state.epoch = int(blob["step"]), int(blob["epoch"])
         self.history.records = list(blob["history"])
         self.resumed_changes = diffs
+
+
+def _check_device(device: Any) -> torch.device | None:
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise OptionError(f"device {device!r} is not a torch device ('cpu', 'cuda', 'cuda:0', ...)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"device {device!r}: CUDA is not available on this machine; use device='cpu'")
+    return dev
 
 
 def _check_count(name: str, value: Any) -> None:
