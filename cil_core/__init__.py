@@ -72,8 +72,8 @@ def wrap(model: Any, *, adapter: str | None = None, **options: Any) -> WrappedNe
                 f"Loaded adapters: {loaded or 'none (pip install a cil adapter plugin, e.g. plugins/cil-snntorch)'}"
             )
     real = getattr(chosen, "real", chosen)  # a LazyAdapter's adapter
-    validate_options(getattr(real, "options_signature", None) or real.to_spec, {"model": None, **options},
-                     f"adapter '{chosen.name}'")
+    validate_options(getattr(real, "options_signature", None) or real.to_spec, options, f"adapter '{chosen.name}'",
+                     skip=1)
     adapted = chosen.adapt(model, **options)
     if not isinstance(adapted, AdaptedModel):
         raise PluginError(f"adapter '{chosen.name}' returned {type(adapted).__name__} from adapt(), not an AdaptedModel")

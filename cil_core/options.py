@@ -74,10 +74,12 @@ def declared_options(factory: Callable[..., Any]) -> tuple[dict[str, OptionSpec]
     return out, open_ended
 
 
-def validate(factory: Callable[..., Any], options: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """Check ``options`` against what ``factory`` declares; return them unchanged (ints given
-    for floats are passed as they are). Raises :class:`OptionError` naming the problem."""
+def validate(factory: Callable[..., Any], options: Mapping[str, Any], what: str, skip: int = 0) -> dict[str, Any]:
+    """Check ``options`` against what ``factory`` declares (less its first ``skip`` parameters,
+    e.g. the model an adapter receives); return them unchanged (ints given for floats are
+    passed as they are). Raises :class:`OptionError` naming the problem."""
     declared, open_ended = declared_options(factory)
+    declared = dict(list(declared.items())[skip:])
     for name, value in options.items():
         spec = declared.get(name)
         if spec is None:

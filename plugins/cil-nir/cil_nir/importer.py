@@ -401,6 +401,9 @@ class NirAdapter:
     A graph is imported as a :class:`NIRNetwork` (a torch module that owns the weights), so the
     wrapped network has parameters, trains in place and saves with ``torch.save``."""
 
+    #: the options a graph is imported with (cil describe nir, option checks)
+    options_signature = staticmethod(from_nir)
+
     def accepts(self, model: Any) -> bool:
         return isinstance(model, (NIRNetwork, nir.NIRGraph)) or _is_file(model)
 

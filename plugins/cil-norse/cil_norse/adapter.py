@@ -184,11 +184,9 @@ class NorseAdapter(ModelAdapter):
     def accepts(self, model: Any) -> bool:
         return isinstance(model, nn.Module) and any(isinstance(m, ANY_NORSE_NEURON) for m in model.modules())
 
-    def to_spec(self, model: nn.Module, *, input_shape: Sequence[int] | None = None, **options: Any) -> NetworkSpec:
+    def to_spec(self, model: nn.Module, *, input_shape: Sequence[int] | None = None) -> NetworkSpec:
         """Describe ``model``. Options: ``input_shape`` (per sample; required when the first layer
         is a convolution). The time step is each neuron's own ``dt``."""
-        if options:
-            raise TypeError(f"unknown options for the norse adapter: {sorted(options)}")
         if not isinstance(model, norse.SequentialState):
             raise UnsupportedLayerError(
                 f"{qualname(model)}: the norse adapter wraps a norse.torch.SequentialState (put the layers in one)"

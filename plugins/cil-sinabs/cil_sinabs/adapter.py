@@ -111,10 +111,7 @@ class SinabsAdapter(ModelAdapter):
             return False
         return any(isinstance(m, sl.StatefulLayer) for m in model.modules())
 
-    def to_spec(self, model: Any, input_shape: tuple[int, ...] | None = None, dt: float = 1e-3,
-                **options: Any) -> NetworkSpec:
-        if options:
-            raise SpecError(f"sinabs adapter: unknown option(s) {sorted(options)}; known: input_shape, dt")
+    def to_spec(self, model: Any, input_shape: tuple[int, ...] | None = None, dt: float = 1e-3) -> NetworkSpec:
         sl = _sinabs()
         root, prefix = _root(model)
         mods = _flat_modules(root, prefix)

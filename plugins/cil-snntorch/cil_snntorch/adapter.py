@@ -78,6 +78,13 @@ def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes") -
     g = getattr(layer, "graded_spikes_factor", torch.tensor(1.0))
     if not torch.all(torch.as_tensor(g) == 1.0):
         raise UnsupportedLayerError(f"{where}: graded_spikes_factor != 1 is not supported")
+    for attr, flag in (("beta", "learn_beta"), ("threshold", "learn_threshold"), ("alpha", "learn_alpha")):
+        value = getattr(layer, attr, None)
+        if isinstance(value, nn.Parameter) and value.requires_grad:
+            raise UnsupportedLayerError(
+                f"{where}: {type(layer).__name__} with {flag}=True: cil trains synaptic weights only, so {attr} would "
+                f"stay frozen while snntorch's own BPTT trains it. Build the layer with {flag}=False (or freeze it: "
+                f"layer.{attr}.requires_grad_(False)) to train with cil")
     mech = layer.reset_mechanism
     beta = layer.beta.detach().clamp(0, 1).clone()
     thr = layer.threshold.detach().clone()
@@ -126,12 +133,10 @@ class SnnTorchAdapter(ModelAdapter):
         return isinstance(model, nn.Module) and any(isinstance(m, snn.SpikingNeuron) for m in model.modules())
 
     def to_spec(self, model: nn.Module, *, input_shape: Sequence[int] | None = None, dt: float = 1e-3,
-                output: str = "spikes", **options: Any) -> NetworkSpec:
+                output: str = "spikes") -> NetworkSpec:
         """Describe ``model``. Options: ``input_shape`` (per sample; required when the first layer
         is a convolution), ``dt`` (seconds per step, documentation only), ``output``
         (``"spikes"`` or ``"membrane"``: the last neuron layer becomes a non-spiking readout)."""
-        if options:
-            raise TypeError(f"unknown options for the snntorch adapter: {sorted(options)}")
         if isinstance(model, nn.Sequential):
             for name, m in model.named_children():
                 if isinstance(m, NEURONS) and not m.init_hidden:
