@@ -38,5 +38,78 @@ def test_errors_are_reported_without_traceback():
     r = cil("train", "--backend", "no-such-chip", "--no-progress")
     assert r.returncode == 1 and "no backend named 'no-such-chip'" in r.stderr and "Traceback" not in r.stderr
     assert cil("frobnicate").returncode == 2
-    r = cil("bench", "no-such-bench")
-    assert r.returncode == 1 and "no bench job named 'no-such-bench'" in r.stderr
+
+
+def test_config_typos_and_bad_values_are_named(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('algoritm = "mh"\n')
+    r = cil("train", "--config", str(cfg), "--no-progress")
+    assert r.returncode == 1 and "unknown key 'algoritm'; did you mean 'algorithm'?" in r.stderr
+    assert "Traceback" not in r.stderr
+    cfg.write_text('epochs = "three"\n')
+    r = cil("train", "--config", str(cfg), "--no-progress")
+    assert r.returncode == 1 and "epochs must be int | None, got 'three'" in r.stderr
+    r = cil("train", "--config", str(tmp_path / "missing.toml"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = cil("train", "--algo-opt", "chain=8", "--algorithm", "mh", "--no-progress")
+    assert r.returncode == 1 and "did you mean 'chains'" in r.stderr
+
+
+def test_every_key_of_a_json_config_is_used_whatever_its_extension(tmp_path):
+    out, ck, metrics, export = (tmp_path / n for n in ("res.json", "ck.pt", "m.jsonl", "model.pt"))
+    cfg = tmp_path / "run.toml"  # JSON content, recognised as such
+    cfg.write_text(json.dumps({"algorithm": "cil-spl", "backend": "ideal", "epochs": 1, "seed": 1,
+                               "model_options": {"sizes": [62, 8, 2]}, "out": str(out), "checkpoint": str(ck),
+                               "metrics": str(metrics), "export": str(export), "validation_split": 0.25,
+                               "progress": False}))
+    r = cil("train", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    n_train = 398 - round(0.25 * 398)
+    assert res["chip"]["samples"]["train"] == n_train and res["validation"]["n"] == round(0.25 * 398)
+    assert ck.is_file() and export.is_file()
+    lines = metrics.read_text().splitlines()
+    assert len(lines) == len(res["history"]) == -(-n_train // 64)
+    assert "chip validation accuracy" in r.stdout
+    # an existing checkpoint is not overwritten by a second run
+    r = cil("train", "--config", str(cfg))
+    assert r.returncode == 1 and "already exists" in r.stderr
+
+
+def test_plot_draws_the_curves_of_a_run(tmp_path):
+    metrics = tmp_path / "m.jsonl"
+    r = cil("train", "--algorithm", "mh", "--steps", "4", "--algo-opt", "burn_in=2", "chains=2",
+            "--metrics", str(metrics), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = cil("plot", str(metrics), "-o", str(tmp_path / "p.png"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    r = cil("plot", str(tmp_path / "bad.jsonl"))
+    assert r.returncode == 1 and "neither a cil train --out JSON nor" in r.stderr
+
+
+def test_model_factory_is_imported_from_the_current_folder_and_no_test_data_is_said(tmp_path):
+    (tmp_path / "mymodel.py").write_text(
+        "from cil_core.network.reference import feedforward\n\ndef make(hidden=4):\n"
+        "    return feedforward([62, hidden, 2], seed=0)\n")
+    import torch
+
+    from cil_core.data.breast_cancer import load_breast_cancer_spikes
+
+    d = load_breast_cancer_spikes()
+    torch.save((d.train.x[:, :50], d.train.y[:50]), tmp_path / "train.pt")
+    r = subprocess.run([sys.executable, "-c", "import sys; from cil_core.cli import main; sys.exit(main())", "train",
+                        "--model", "mymodel:make", "--model-opt", "hidden=5", "--data", "train.pt", "--epochs", "1",
+                        "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "chip training (no test data given) accuracy" in r.stdout
+
+
+def test_docs_config_table_is_the_schema():
+    from pathlib import Path
+
+    from cil_core.config import markdown_table
+
+    doc = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
+    assert markdown_table() in doc

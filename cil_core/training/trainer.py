@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -99,7 +99,8 @@ class Trainer:
     # ------------------------------------------------------------ training
     def fit(self, train_data: Any, *, epochs: int | None = None, steps: int | None = None,
             batch_size: int | None = -1, progress: bool = False, checkpoint: str | Path | None = None,
-            checkpoint_every: int = 50, resume: str | Path | None = None, force: bool = False) -> History:
+            checkpoint_every: int = 50, resume: str | Path | None = None, force: bool = False,
+            on_step: Callable[[dict[str, Any]], None] | None = None) -> History:
         """Train. Gradient algorithms default to epochs, Metropolis-Hastings to steps.
 
         ``batch_size=-1`` takes the algorithm's default (``None`` = the whole set per step).
@@ -109,7 +110,8 @@ class Trainer:
         from such a file: the network, backend, algorithm and their options must match (a new
         ``lr`` is applied and logged; any other difference is a :class:`CheckpointError` that
         lists it), and the run stops when the *total* number of steps (counted from the original
-        start) reaches ``steps`` (or ``epochs`` worth of steps).
+        start) reaches ``steps`` (or ``epochs`` worth of steps). ``on_step(record)`` is called
+        after every step with that step's history record (e.g. to stream metrics).
         """
         algo = self.algorithm
         _check_count("epochs", epochs)
@@ -151,6 +153,8 @@ class Trainer:
                            "time": time.perf_counter() - t0, **res.metrics}
                     self.history.records.append(rec)
                     bar.update(1, rec)
+                    if on_step is not None:
+                        on_step(rec)
                     if ckpt is not None and self.state.step % checkpoint_every == 0:
                         self.save_checkpoint(ckpt)
                 if not stepped:  # pragma: no cover - data are checked non-empty above
