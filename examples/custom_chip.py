@@ -1,7 +1,7 @@
 """A custom chip in the loop: the ToyChip template plugin (examples/custom_chip_plugin).
 
 If the template is pip-installed (``pip install -e examples/custom_chip_plugin``) cil finds it
-through its entry point; otherwise this script registers the same plugin module at run time.
+through its entry point; otherwise this script registers the template's backend class at run time.
 It then trains a small network with CIL-SPL on the toy chip — with retries, a per-call timeout
 and checkpoints, as one would on real hardware — compares it with offline training deployed on
 the same chip, and (if cil-nir is installed) exports the deployed network as a NIR graph.
@@ -31,9 +31,9 @@ def ensure_toychip() -> str:
     if "toy-chip" in cil.get_manager().names("backends"):
         return "installed plugin (entry point)"
     sys.path.insert(0, str(Path(__file__).resolve().parent / "custom_chip_plugin"))
-    from cil_toychip import plugin
+    from cil_toychip import ToyChip
 
-    cil.register(plugin, "toychip")
+    cil.register(ToyChip)  # a Backend subclass: registered as the backend named ToyChip.name
     return "template registered at run time"
 
 

@@ -10,6 +10,7 @@ import torch
 
 import cil_core as cil
 from cil_core.data import as_dense
+from cil_core.hardware import quantize_symmetric
 from cil_core.network.executor import simulate
 
 
@@ -34,10 +35,9 @@ class FixedMismatchChip(cil.Backend):
 
     def transfer(self, spec, params, n_sets=None):
         out = {}
-        levels = 2 ** (self.bits - 1) - 1
         for k, w in params.items():
-            wmax = w.detach().abs().amax(dim=tuple(range(1 if n_sets else 0, w.dim())), keepdim=True).clamp_min(1e-8)
-            out[k] = torch.round(w.detach() / wmax * levels) / levels * wmax
+            q, scale = quantize_symmetric(w.detach(), self.bits, n_sets=n_sets)  # one scale per tensor (and set)
+            out[k] = q * scale
         return cil.Deployment(self.name, spec, out, n_sets)
 
     def forward(self, deployment, inputs, record=False):

@@ -12,6 +12,7 @@ cil_analog = pytest.importorskip("cil_analog")
 
 from cil_analog import AnalogMismatchBackend, NonIdealities  # noqa: E402
 from cil_core.network.reference import feedforward  # noqa: E402
+from cil_core.testing import check_backend, random_inputs  # noqa: E402
 
 OFF = dict(gain_sigma=0.0, threshold_sigma=0.0, tau_sigma=0.0, saturation=0.0, ei_asymmetry=0.0,
            dac_bits=None, weight_range=None, noise_sigma=0.0, dead_fraction=0.0)
@@ -41,6 +42,15 @@ def bc():
     from cil_core.data.breast_cancer import load_breast_cancer_spikes
 
     return load_breast_cancer_spikes()
+
+
+# ----------------------------------------------------------------------------- the contract
+def test_meets_the_backend_contract():
+    check_backend(AnalogMismatchBackend(strength=1.0, seed=3, noise_sigma=0.0))  # deterministic: every check
+    check_backend(AnalogMismatchBackend(strength=1.0, seed=3))  # with membrane noise (stochastic)
+    net = feedforward([6, 8, 4], bias=True, weight_gain=3.0, seed=1)  # biases are synapses too
+    check_backend(AnalogMismatchBackend(strength=0.5, seed=1, noise_sigma=0.0), net.spec, net.detached_parameters(),
+                  random_inputs(net.spec, 1))
 
 
 # ----------------------------------------------------------------------------- exactness
@@ -192,10 +202,9 @@ def test_dead_synapses_are_stuck_at_zero():
 
 def test_runs_a_wrapped_library_model_with_biases():
     snn = pytest.importorskip("snntorch")
+    pytest.importorskip("cil_snntorch", reason="the cil-snntorch plugin is not installed")
     from torch import nn
 
-    if "snntorch" not in cil.get_manager().names("adapters"):
-        pytest.skip("the cil-snntorch adapter plugin is not installed")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(62, 16), snn.Leaky(beta=0.9, init_hidden=True),
                           nn.Linear(16, 2), snn.Leaky(beta=0.9, init_hidden=True, output=True))
@@ -236,11 +245,9 @@ def test_parameter_sets_are_vectorized(bc):
         assert torch.equal(many[:, i], run(chip, net, x, s).output)
 
 
-def test_plugin_registers_backend_and_bench_job():
+def test_plugin_registers_backend():
     reg = cil.get_manager()
     assert "analog-mismatch" in reg.names("backends")
-    job = reg.entry("jobs", "mh-vs-backprop")
-    assert job.kind == "bench" and callable(job.value)
     b = cil.make_backend("analog-mismatch", strength=0.5, seed=2)
     assert isinstance(b, AnalogMismatchBackend) and b.seed == 2 and b.strength == 0.5
 

@@ -1,5 +1,6 @@
-"""The custom-chip template (examples/custom_chip_plugin): its hooks honour the contract, it
-trains a model, and it installs with pip into a fresh environment where ``cil plugins`` lists it."""
+"""The custom-chip template (examples/custom_chip_plugin): its own test (the backend contract,
+``test_toychip.py``, collected here), 6-bit codes and mismatch, training, and a pip install into
+a fresh environment where ``cil plugins`` lists it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +18,12 @@ import cil_core as cil
 from cil_core.network.reference import feedforward
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "examples" / "custom_chip_plugin"
+
+sys.path.insert(0, str(TEMPLATE))
+try:  # the template's own test, collected as part of this module
+    from test_toychip import test_toychip_meets_the_backend_contract  # noqa: F401
+finally:
+    sys.path.remove(str(TEMPLATE))
 
 
 @pytest.fixture
@@ -41,34 +49,31 @@ def test_template_trains_a_model_on_the_toy_chip(toychip, breast_cancer):
     assert after > 0.85 and after > before + 0.3
 
 
-def test_template_hooks_follow_the_contract(toychip, breast_cancer):
-    chip = cil.make_backend("toy-chip", seed=1)
+def test_template_holds_6_bit_codes_and_a_seeded_mismatch(toychip, breast_cancer):
     net = feedforward([breast_cancer.n_inputs, 8, 2], beta=0.9, weight_gain=3.0, seed=0)
-    reg = cil.HardwareSession(chip)
-    x = breast_cancer.test.x[:, :20]
-    params = net.detached_parameters()
-    dep = reg.transfer(net.spec, params)
-    # transfer: quantized weights in software units, params untouched
-    for k, v in dep.params.items():
-        assert v.shape == params[k].shape and not torch.equal(v, params[k])
-        assert torch.allclose(v, params[k], atol=float(params[k].abs().max()) / 31)
-    assert torch.equal(params["0.weight"], net.detached_parameters()["0.weight"])
-    first = reg.forward(dep, x).output
-    assert first.shape == (x.shape[0], 20, 2) and set(first.unique().tolist()) <= {0.0, 1.0}
-    # no state leaks from one call to the next
-    assert torch.equal(reg.forward(dep, x).output, first)
-    # a forward with an older deployment re-writes that deployment's weights first
-    other = reg.transfer(net.spec, {k: -v for k, v in params.items()})
-    assert not torch.equal(reg.forward(other, x).output, first)
-    assert torch.equal(reg.forward(dep, x).output, first)
-    # the chip differs from the ideal simulation (mismatch), which is why chip-in-the-loop helps
-    ideal = cil.make_backend("ideal")
-    assert not torch.equal(ideal.forward(ideal.transfer(net.spec, params), x).output, first)
+    params, x = net.detached_parameters(), breast_cancer.test.x[:, :20]
+
+    def run(**options):
+        session = cil.HardwareSession(cil.make_backend("toy-chip", **options))
+        dep = session.transfer(net.spec, params)
+        return dep, session.forward(dep, x).output
+
+    dep, out = run(seed=1)
+    for (codes, gain, threshold, leak), name in zip(dep.chip["layers"], net.spec.parameter_names()):
+        w = params[name]
+        assert codes.dtype == np.int8 and np.abs(codes).max() == 31 and threshold == 1.0 and leak == 0.9
+        assert gain == pytest.approx(float(w.abs().max()) / 31)
+        # the deployed weights: the codes in software units, within half a code of the software weights
+        assert torch.equal(dep.params[name], torch.from_numpy(codes).double().mul(gain).float())
+        assert float((dep.params[name] - w).abs().max()) <= gain / 2 + 1e-6 and not torch.equal(dep.params[name], w)
+    # the hidden mismatch is fixed by the seed and changes what the chip computes
+    assert torch.equal(run(seed=1)[1], out)
+    assert not torch.equal(run(seed=2)[1], out) and not torch.equal(run(mismatch=0.0)[1], out)
 
 
 def test_template_limits_are_reported(toychip, breast_cancer):
     net = feedforward([breast_cancer.n_inputs, 8, 2], bias=True, seed=0)
-    with pytest.raises(cil.BackendCapacityError, match="no bias circuits: '0.bias'"):
+    with pytest.raises(cil.BackendCapacityError, match="biases: no bias circuits for '0.bias'"):
         cil.Trainer(net, "toy-chip", "cil-spl")
 
 
@@ -91,7 +96,7 @@ def test_template_installs_with_pip_and_trains(tmp_path):
     listing = subprocess.run([py, "-m", "cil_core.cli", "plugins"], check=True, capture_output=True, text=True,
                              cwd=tmp_path).stdout
     block = listing[listing.index("toychip  [cil-toychip 0.1.0]"):]
-    assert "backends    toy-chip" in block.splitlines()[1]
+    assert block.splitlines()[1].split()[:2] == ["backend", "toy-chip"]
 
     script = (
         "import cil_core as cil, torch\n"

@@ -12,15 +12,14 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def run_example(name: str) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick"], capture_output=True, text=True,
-                          timeout=300, cwd=EXAMPLES.parent)
+def run_example(name: str, quick: bool = True) -> dict[str, float]:
+    """Run an example script and return the figures of its ``RESULT`` line."""
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name)] + (["--quick"] if quick else []), capture_output=True,
+                          text=True, timeout=300 if quick else 900, cwd=EXAMPLES.parent)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, proc.stdout
-    result = {k: float(v) for k, v in re.findall(r"(\S+)=([0-9.]+)", line[-1])}
-    assert all(0.0 <= v <= 1.0 for v in result.values()), result
-    return result
+    return {k: float(v) for k, v in re.findall(r"(\S+)=([0-9.]+)", line[-1])}
 
 
 def test_snntorch_mh_on_analog():
@@ -39,11 +38,24 @@ def test_norse_cil_spl_on_analog():
     assert r["cil-spl"] > 0.7
 
 
-def test_sinabs_cil_spl_on_speck():
+def _needs_sinabs_and_speck():
     pytest.importorskip("sinabs")
     pytest.importorskip("cil_sinabs", reason="the cil-sinabs plugin is not installed")
     pytest.importorskip("cil_speck", reason="the cil-speck plugin is not installed")
-    run_example("sinabs_speck_cil_spl.py")  # quick mode: one epoch on 64 streams, a smoke test
+
+
+def test_sinabs_cil_spl_on_speck_runs():
+    """Quick mode (one epoch on 64 streams) is too short to learn the digits (it stays near
+    chance): this checks that the script runs end to end; the next test checks that it learns."""
+    _needs_sinabs_and_speck()
+    assert set(run_example("sinabs_speck_cil_spl.py")) == {"cil-spl"}
+
+
+@pytest.mark.slow
+def test_sinabs_cil_spl_on_speck_learns():
+    _needs_sinabs_and_speck()
+    r = run_example("sinabs_speck_cil_spl.py", quick=False)  # about a minute
+    assert r["cil-spl"] > 0.4 and r["offline"] > 0.4, r  # 10 classes: chance is 0.1 (0.62 and 0.63 measured)
 
 
 def test_custom_chip():

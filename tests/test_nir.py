@@ -17,6 +17,7 @@ cil_nir = pytest.importorskip("cil_nir", reason="the cil-nir plugin is not insta
 
 import cil_core as cil  # noqa: E402
 from cil_core import Dense, NetworkSpec, Neuron, SpecError, UnsupportedLayerError, WrappedNetwork  # noqa: E402
+from cil_core.hardware import quantize_symmetric  # noqa: E402
 from cil_core.hardware.ideal import IdealBackend  # noqa: E402
 from cil_core.network.reference import feedforward  # noqa: E402
 from cil_nir.exporter import NIRSemanticsWarning  # noqa: E402
@@ -280,8 +281,8 @@ class QuantizingChip(IdealBackend):
     def transfer(self, spec, params, n_sets=None):
         q = {}
         for k, w in params.items():
-            scale = w.detach().abs().max().clamp_min(1e-8) / 7
-            q[k] = torch.round(w.detach() / scale) * scale
+            codes, scale = quantize_symmetric(w.detach(), 4, n_sets=n_sets)
+            q[k] = codes * scale
         return super().transfer(spec, q, n_sets)
 
 

@@ -5,13 +5,15 @@ import copy
 import zlib
 
 import pytest
-import snntorch as snn
 import torch
-from snntorch import surrogate
 from torch import nn
 
-import cil_core as cil
-from cil_snntorch import run_native
+snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
+pytest.importorskip("cil_snntorch", reason="the cil-snntorch plugin is not installed")
+
+import cil_core as cil  # noqa: E402
+from cil_snntorch import run_native  # noqa: E402
+from snntorch import surrogate  # noqa: E402
 
 
 def _scale_linear(model, gain):
@@ -58,9 +60,11 @@ def test_random_dense_models_match_spike_for_spike(neuron, reset):
 
 
 def test_per_neuron_beta_and_threshold_match():
+    # learn_beta=True is the way snntorch takes a per-neuron beta tensor; frozen, cil can train the model
     model = nn.Sequential(nn.Linear(10, 6), snn.Leaky(beta=torch.rand(6), threshold=torch.rand(6) + 0.5, init_hidden=True,
                                                       learn_beta=True),
                           nn.Linear(6, 3), snn.Leaky(beta=0.8, init_hidden=True, output=True))
+    model[1].beta.requires_grad_(False)
     _scale_linear(model, 3.0)
     x = (torch.rand(25, 5, 10) < 0.4).float()
     assert torch.equal(ideal_output(cil.wrap(model), x), run_native(model, x))
@@ -219,7 +223,7 @@ def test_wrong_input_shape_is_explained(breast_cancer):
     batch_first = breast_cancer.train.x.transpose(0, 1)  # [N, T, F] instead of [T, N, F]
     with pytest.raises(cil.ShapeError, match="labels have shape"):
         trainer.fit((batch_first, breast_cancer.train.y), epochs=1)
-    with pytest.raises(cil.ShapeError, match=r"time-major \[T, B, 62\]"):
+    with pytest.raises(cil.ShapeError, match=r"time-major \[T, N, 62\]"):
         trainer.evaluate((breast_cancer.train.x[..., :30], breast_cancer.train.y))
 
 
@@ -239,3 +243,16 @@ def test_nan_weights_are_refused_and_training_state_kept(breast_cancer):
     with pytest.raises(cil.NonFiniteError):
         net.load_parameters(bad)
     assert torch.isnan(model[2].weight[0, 0]), "a refused load must not change the model"
+
+
+@pytest.mark.parametrize("flag", ["learn_beta", "learn_threshold"])
+def test_trainable_neuron_parameters_are_refused_not_silently_frozen(flag):
+    model = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True, output=True, **{flag: True}))
+    with pytest.raises(cil.UnsupportedLayerError, match=f"{flag}=True: cil trains synaptic weights only"):
+        cil.wrap(model)
+
+
+def test_misspelt_adapter_option_names_the_valid_ones():
+    model = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    with pytest.raises(cil.OptionError, match="unknown option 'inputshape' for adapter 'snntorch'.*'input_shape'"):
+        cil.wrap(model, inputshape=(4,))

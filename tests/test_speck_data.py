@@ -31,6 +31,7 @@ def test_synthetic_nmnist_is_seeded_and_consistent():
 def test_tonic_nmnist_loads_offline(tmp_path):
     """tonic's NMNIST loads without a download when <root>/NMNIST/train.zip exists and at least
     10,000 .bin files sit under NMNIST/Train/<digit>/ (files here hold 3 events each)."""
+    pytest.importorskip("tonic", reason="tonic is not installed (load_nmnist reads N-MNIST through it)")
     root = tmp_path / "NMNIST"
     (root / "Train").mkdir(parents=True)
     (root / "train.zip").write_bytes(b"")

@@ -48,7 +48,8 @@ class Backend(ABC):
     * ``name`` — the registered name (set by the registry if left empty);
     * ``max_sets`` — how many parameter sets one transfer + forward can hold (default 1;
       ``None``: no limit). The session splits a request for more sets (e.g. MH's chains + 1
-      proposals) into calls of at most this many;
+      proposals) into calls of at most this many; a backend with ``max_sets=1`` never receives
+      ``n_sets`` (every set is a single call);
     * ``observes_layers`` — whether ``forward(record=True)`` returns per-layer spikes;
     * ``observes_membrane`` — whether it returns per-layer membranes too;
     * ``stochastic`` — whether two identical calls may return different outputs.

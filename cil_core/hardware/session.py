@@ -151,7 +151,7 @@ class HardwareSession:
         ``n_sets`` parameter sets (each tensor of ``params`` then has a leading set dimension and
         the output is ``[T, S, B, *out]``), in as few calls as ``backend.max_sets`` allows."""
         cap = self.max_sets
-        if n_sets is None or cap is None or cap >= n_sets:
+        if n_sets is None or cap is None or cap > 1 and cap >= n_sets:  # max_sets=1: never n_sets, even 1
             return self._call_with_retries(spec, params, inputs, n_sets, record, purpose)
         parts: list[Observation] = []
         for lo in range(0, n_sets, cap):

@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -83,6 +83,7 @@ import torch
 from cil_core import Backend, Deployment, NetworkSpec, Neuron, Observation
 from cil_core.data import as_dense
 from cil_core.errors import CilError
+from cil_core.hardware import quantize_symmetric
 from cil_core.network.description import SYNAPTIC, check_parameters
 from cil_core.network.executor import simulate
 
@@ -194,18 +195,8 @@ class AnalogMismatchBackend(Backend):
     # ------------------------------------------------------------------ chip
     def _layer_thresholds(self, spec: NetworkSpec) -> dict[int, float]:
         """Nominal threshold of the neuron layer each synaptic layer drives."""
-        out: dict[int, float] = {}
-        pending: list[int] = []
-        for i, layer in enumerate(spec.layers):
-            if isinstance(layer, SYNAPTIC):
-                pending.append(i)
-            elif isinstance(layer, Neuron):
-                for j in pending:
-                    out[j] = _nominal_threshold(layer)
-                pending = []
-        for j in pending:  # pragma: no cover - a spec ends with a neuron layer
-            out[j] = 1.0
-        return out
+        layers = spec.layers
+        return {i: _nominal_threshold(layers[n]) for i, n in spec.driven_neurons().items()}  # type: ignore[arg-type]
 
     def _chip(self, spec: NetworkSpec) -> ChipMismatch:
         """This chip's mismatch draws for ``spec`` (drawn once per network structure)."""
@@ -271,14 +262,9 @@ class AnalogMismatchBackend(Backend):
                     wmax: torch.Tensor | float = ni.weight_range * thr[i]
                     w = w.clamp(-wmax, wmax)
                 if ni.dac_bits is not None:
-                    levels = 2 ** (ni.dac_bits - 1) - 1
-                    if ni.weight_range is not None:
-                        step = torch.tensor(ni.weight_range * thr[i] / levels, dtype=w.dtype)
-                    else:  # the DAC spans each tensor's own largest weight
-                        red = tuple(range(1, w.dim())) if n_sets is not None else tuple(range(w.dim()))
-                        amax = w.abs().amax(dim=red, keepdim=True) if w.dim() else w.abs()
-                        step = torch.clamp(amax, min=1e-12) / levels
-                    q = torch.round(w / step)
+                    # the DAC spans the weight range, or (weight_range=None) each tensor's own largest weight
+                    span = None if ni.weight_range is None else ni.weight_range * thr[i] / (2 ** (ni.dac_bits - 1) - 1)
+                    q, step = quantize_symmetric(w, ni.dac_bits, span, n_sets)
                     codes[nm] = q.to(torch.int16)
                     w = q * step
                 out[nm] = w
@@ -397,6 +383,3 @@ class AnalogMismatchBackend(Backend):
         return (f"simulated analog subthreshold chip, strength {self.strength:g}, chip seed {self.seed} "
                 "(hidden mismatch, non-linear synapses, DAC, noise)")
 
-
-def nonideality_names() -> list[str]:
-    return [f.name for f in fields(NonIdealities)]

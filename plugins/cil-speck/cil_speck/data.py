@@ -26,7 +26,6 @@ raw events for the event-driven chip and a dense ``[T, N, 2, 34, 34]`` view (bin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -152,12 +151,3 @@ def load_nmnist(root: str | Path, train: bool = True, n_bins: int = 15, n_sample
     duration = float(SACCADE_US if first_saccade_only else DURATION_US)
     dense = events_to_dense(events, n_bins, duration, SENSOR)
     return SpikeData(EventBatch(dense, events, duration), torch.as_tensor(labels))
-
-
-def split(data: SpikeData, sizes: Sequence[int]) -> list[SpikeData]:
-    """Consecutive subsets of ``data`` with the given sizes."""
-    out, lo = [], 0
-    for n in sizes:
-        out.append(data.subset(torch.arange(lo, lo + n)))
-        lo += n
-    return out
