@@ -39,7 +39,11 @@ def run(seed: int = 0, strength: float = 1.0, quick: bool = False, backend: str 
         progress: bool = True) -> dict:
     torch.manual_seed(seed)
     data = load_breast_cancer_spikes(num_steps=16, seed=0)
-    chip_options = {"strength": strength, "seed": seed} if backend != "ideal" else {}
+    from cil_core.options import declared_options
+
+    # the chip's strength and seed, for backends that have them (analog-mismatch); others run as they are
+    declared = declared_options(cil.get_manager().entry("backends", backend).value)[0] if ":" not in backend else {}
+    chip_options = {k: v for k, v in {"strength": strength, "seed": seed}.items() if k in declared}
     epochs = 8 if quick else 30
     mh_steps, mh_burn = (300, 150) if quick else (1500, 700)
     plans = [

@@ -230,3 +230,28 @@ def test_cil_describe_lists_options_with_types_and_defaults(capsys):
     assert main(["describe", "mhh"]) == 1
     assert "did you mean 'mh'" in capsys.readouterr().err
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("cil 0.")
+
+
+def test_mh_that_keeps_no_sample_says_it_deploys_the_best_one(breast_cancer, small):
+    with pytest.warns(RuntimeWarning, match="kept no sample .* burn_in=10"):
+        _trainer(breast_cancer, "mh", chains=2, burn_in=10).fit(small, steps=3)
+
+
+def test_unknown_surrogates_and_nan_inputs_get_their_own_errors(breast_cancer):
+    from cil_core.network.description import Surrogate
+
+    with pytest.raises(cil.SpecError, match="unknown surrogate 'triangle'"):
+        Surrogate("triangle")
+    net = feedforward([3, 2], seed=0)
+    x = torch.full((2, 1, 3), float("nan"))
+    with pytest.raises(cil.NonFiniteError):
+        net(x)
+
+
+def test_demo_on_a_backend_without_strength_names_what_does_not_fit(capsys):
+
+    pytest.importorskip("cil_speck")
+    from cil_core.cli import main as cli
+
+    assert cli(["demo", "--quick", "--no-progress", "--backend", "speck"]) == 1
+    assert "the chip has none. Build the model with bias=False" in capsys.readouterr().err

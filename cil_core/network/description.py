@@ -91,6 +91,16 @@ class Surrogate:
     slope: float = 2.0
     scale: float = 1.0
 
+    NAMES = ("atan", "superspike", "fast-sigmoid", "sigmoid", "exponential", "heaviside")
+
+    def __post_init__(self) -> None:
+        if self.name not in self.NAMES:
+            raise SpecError(f"unknown surrogate {self.name!r}; known: {', '.join(self.NAMES)}")
+        for f in ("slope", "scale"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise SpecError(f"surrogate {self.name!r}: {f} must be a positive finite number, got {v!r}")
+
 
 @dataclass(frozen=True)
 class Dense:

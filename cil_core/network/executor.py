@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .description import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, check_parameters
-from ..errors import ShapeError
+from ..errors import NonFiniteError, ShapeError
 from ..hardware.observation import LayerObservation
 from ..kernels import synapse
 from ..kernels.neuron import LayerTrace, MembraneNoise, run_neuron_layer
@@ -48,7 +48,7 @@ def check_input(spec: NetworkSpec, x: torch.Tensor) -> None:
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ShapeError(f"input has shape {tuple(x.shape)}: no time steps or no samples")
     if x.is_floating_point() and not torch.isfinite(x).all():
-        raise ShapeError("input holds non-finite values (NaN or inf)")
+        raise NonFiniteError("input holds non-finite values (NaN or inf)")
 
 
 def simulate(

@@ -41,6 +41,7 @@ a chain.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -263,6 +264,10 @@ class MetropolisHastings(Algorithm):
 
     def finish(self, state: TrainState) -> None:
         mean = self.posterior_mean()
+        if mean is None and self.deploy == "mean":
+            warnings.warn(f"MH kept no sample (the run ended within burn_in={self.burn_in} steps): the best sample "
+                          "seen is deployed instead of the posterior mean; run more steps than burn_in",
+                          RuntimeWarning, stacklevel=2)
         if self.deploy == "best" or mean is None:
             theta = self.best_theta
         else:
