@@ -3,7 +3,8 @@ side by side in one run (interleaved, medians) on the same network and inputs.
 
 Network: the demo's snntorch 62-32-2 LIF net without biases (so that every backend can hold
 it); inputs: the breast-cancer test split, T = 16, 171 samples. Backends that cannot hold the
-network are listed with the reason. Writes ``benchmarks/results/backend_cost.json``.
+network are listed with the reason. Writes ``benchmarks/results/backend_cost.json`` (``--out`` to
+change the folder).
 
     python benchmarks/backend_cost.py [--repeats 10] [--threads 2]
 """
@@ -11,10 +12,6 @@ network are listed with the reason. Writes ``benchmarks/results/backend_cost.jso
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
-from pathlib import Path
 
 import snntorch as snn
 import torch
@@ -22,6 +19,7 @@ from torch import nn
 
 import cil_core as cil
 from cil_core.data.breast_cancer import load_breast_cancer_spikes
+from harness import add_output_args, interleaved, print_table, write_json
 
 CANDIDATES = {
     "ideal": {},
@@ -34,7 +32,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/backend_cost.json"))
+    add_output_args(p)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -58,28 +56,21 @@ def main() -> None:
             skipped[name] = str(exc)
             continue
         calls[name] = lambda chip=chip: chip.forward(chip.transfer(net.spec, params), x)
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(a.repeats):
-        for k, f in calls.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved(calls, a.repeats, warmup=1)
     base = med.get("ideal")
-    print(f"Forward cost, 62-32-2 LIF (IF on event chips: beta=1), T=16, {x.shape[1]} samples, "
-          f"{a.threads} threads, median of {a.repeats}")
-    print(f"  {'backend':<18}{'ms / call':>10}{'us / sample':>13}{'vs ideal':>10}")
     rows = {}
     for k, v in med.items():
         ratio = v / base if base else float("nan")
         rows[k] = {"ms_per_call": v * 1e3, "us_per_sample": v * 1e6 / x.shape[1], "ratio_to_ideal": ratio}
-        print(f"  {k:<18}{v * 1e3:>10.2f}{v * 1e6 / x.shape[1]:>13.1f}{ratio:>10.2f}")
+    print_table(["backend", "ms / call", "us / sample", "vs ideal"],
+                [[k, f"{r['ms_per_call']:.2f}", f"{r['us_per_sample']:.1f}", f"{r['ratio_to_ideal']:.2f}"]
+                 for k, r in rows.items()],
+                f"Forward cost, 62-32-2 LIF (IF on event chips: beta=1), T=16, {x.shape[1]} samples, "
+                f"{a.threads} threads, median of {a.repeats} (interleaved)")
     for k, why in skipped.items():
-        print(f"  {k:<18} skipped: {why}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"rows": rows, "skipped": skipped, "threads": a.threads, "samples": x.shape[1]},
-                                indent=2))
-    print(f"written {a.out}")
+        print(f"{k}: skipped: {why}")
+    write_json(a.out / "backend_cost.json",
+               {"rows": rows, "skipped": skipped, "threads": a.threads, "samples": x.shape[1]})
 
 
 if __name__ == "__main__":

@@ -8,19 +8,16 @@
    chains' proposals in one batched call.
 
 Timings interleave the contenders (A, B, A, B, ...) and report medians, so that a noisy
-machine hurts both alike. Writes ``benchmarks/results/overhead.json``.
+machine hurts both alike (``harness.interleaved``). Writes ``benchmarks/results/overhead.json``
+(``--out`` to change the folder).
 
-    python benchmarks/overhead.py [--repeats 15] [--threads 2]
+    python benchmarks/overhead.py [--repeats 15] [--threads 2]     # also: make bench
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
-import time
-from pathlib import Path
 
 import snntorch as snn
 import torch
@@ -29,19 +26,7 @@ from torch import nn
 import cil_core as cil
 from cil_core.data.breast_cancer import load_breast_cancer_spikes
 from cil_snntorch import run_native
-
-
-def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(warmup):
-        for f in fns.values():
-            f()
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+from harness import add_output_args, interleaved, print_table, write_json
 
 
 def forward_overhead(repeats: int) -> dict:
@@ -71,7 +56,7 @@ def forward_overhead(repeats: int) -> dict:
         readout.loss(net(x), y).backward()
 
     t = interleaved({"snntorch_forward": snn_fwd, "cil_ideal_forward": cil_fwd,
-                     "snntorch_bptt": snn_bptt, "cil_software_bptt": cil_bptt}, repeats)
+                     "snntorch_bptt": snn_bptt, "cil_software_bptt": cil_bptt}, repeats, warmup=2)
     return {
         "network": "64-128-10 LIF, T=25, batch 256",
         "ms": {k: v * 1e3 for k, v in t.items()},
@@ -94,7 +79,7 @@ def mh_throughput(repeats: int, chains: int) -> dict:
         tr.algorithm.step(tr.state, batch)  # first step also scores the start
         trainers["batched" if batched else "one_call_per_proposal"] = (tr, batch)
     fns = {k: (lambda tr=tr, b=b: tr.algorithm.step(tr.state, b)) for k, (tr, b) in trainers.items()}
-    t = interleaved(fns, repeats)
+    t = interleaved(fns, repeats, warmup=2)
     for k, v in t.items():
         out[k] = {"seconds_per_step": v, "proposals_per_second": chains / v}
     out["speedup"] = t["one_call_per_proposal"] / t["batched"]
@@ -107,25 +92,24 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--chains", type=int, default=8)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/overhead.json"))
+    add_output_args(p)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     fwd = forward_overhead(a.repeats)
     mh = mh_throughput(a.repeats, a.chains)
     result = {"forward": fwd, "mh": mh, "threads": a.threads, "torch": torch.__version__,
               "machine": platform.machine(), "processor": platform.processor()}
-    print(f"Forward overhead ({fwd['network']}, {a.threads} threads, median of {a.repeats}, interleaved)")
-    print(f"  {'':<22}{'snntorch (ms)':>14}{'cil (ms)':>10}{'ratio':>8}")
     ms = fwd["ms"]
-    print(f"  {'forward':<22}{ms['snntorch_forward']:>14.2f}{ms['cil_ideal_forward']:>10.2f}{fwd['forward_ratio']:>8.2f}")
-    print(f"  {'forward + backward':<22}{ms['snntorch_bptt']:>14.2f}{ms['cil_software_bptt']:>10.2f}{fwd['bptt_ratio']:>8.2f}")
-    print(f"MH proposals scored per second ({mh['setting']}, ideal backend)")
-    for k in ("one_call_per_proposal", "batched"):
-        print(f"  {k:<24}{mh[k]['proposals_per_second']:>10.1f} /s")
-    print(f"  batching speed-up {mh['speedup']:.2f}x")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2))
-    print(f"written {a.out}")
+    print_table(["", "snntorch (ms)", "cil (ms)", "ratio"],
+                [["forward", f"{ms['snntorch_forward']:.2f}", f"{ms['cil_ideal_forward']:.2f}", f"{fwd['forward_ratio']:.2f}"],
+                 ["forward + backward", f"{ms['snntorch_bptt']:.2f}", f"{ms['cil_software_bptt']:.2f}",
+                  f"{fwd['bptt_ratio']:.2f}"]],
+                f"Forward overhead ({fwd['network']}, {a.threads} threads, median of {a.repeats}, interleaved)")
+    print_table(["", "proposals / s"],
+                [[k, f"{mh[k]['proposals_per_second']:.1f}"] for k in ("one_call_per_proposal", "batched")]
+                + [["batching speed-up", f"{mh['speedup']:.2f}x"]],
+                f"MH proposals scored per second ({mh['setting']}, ideal backend)")
+    write_json(a.out / "overhead.json", result)
 
 
 if __name__ == "__main__":

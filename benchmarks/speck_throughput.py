@@ -1,26 +1,27 @@
 """Throughput of the Speck-style event loop: synaptic updates per second of the compiled (numba)
 loop on 1 thread and on all threads, beside the same loop run as plain Python
 (``run_events.py_func``: numba's uncompiled original) and sinabs' own time-stepped simulation of
-the same network on the binned events. All measured in one run, on one machine.
+the same network on the binned events. All measured in one run, on one machine; the compiled
+loop and sinabs are timed interleaved (``harness.interleaved``, medians of ``--repeats``).
 
     python benchmarks/speck_throughput.py [--samples 64] [--python-events 400]
 
 Network: the CIL-SPL benchmark's (input sum-pool 2x2, 5 conv + 1 fully connected, IAF), random
 weights (Kaiming uniform x 2.5, seeded); data: the synthetic N-MNIST-like digits (T = 8 bins).
-Writes benchmarks/results/speck_throughput.json.
+Writes benchmarks/results/speck_throughput.json (``--out`` to change the folder).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
-from pathlib import Path
+import statistics
 
 import numba
 import numpy as np
 import torch
+
+from harness import Stopwatch, add_output_args, interleaved, print_table, write_json
 
 
 def main(argv=None) -> int:
@@ -28,12 +29,12 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--python-events", type=int, default=400, help="input events run through the plain-Python loop")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default="benchmarks/results/speck_throughput.json")
+    add_output_args(ap)
     args = ap.parse_args(argv)
 
     import cil_core as cil
     from cil_sinabs import run_sinabs
-    from cil_sinabs.bench import make_model
+    from cil_spl_speck import make_model
     from cil_speck import kernel as K
     from cil_speck.data import synthetic_nmnist
     from cil_speck.events import eventbatch_to_arrays
@@ -53,25 +54,37 @@ def main(argv=None) -> int:
     res: dict = {"samples": args.samples, "input_events": None, "cpu_count": os.cpu_count(),
                  "available_numba_threads": n_threads}
 
-    def best_of(fn):
-        ts = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            ts.append(time.perf_counter() - t0)
-        return min(ts), out
+    x = data.x.dense
+    seen: dict[int, list] = {}
+
+    def numba_run(threads: int) -> None:
+        be.threads = threads
+        seen.setdefault(threads, []).append(be.forward(dep, data.x))
+
+    def sinabs_run(threads: int) -> None:
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():
+                run_sinabs(model, x)
+        finally:
+            torch.set_num_threads(old)
 
     be.forward(dep, data.x)  # compile / load the cache
-    for threads in sorted({1, n_threads}):
-        be.threads = threads
-        t, obs = best_of(lambda: be.forward(dep, data.x))
+    numba_threads, sinabs_threads = sorted({1, n_threads}), sorted({1, torch.get_num_threads()})
+    fns = {**{f"numba_{t}t": (lambda t=t: numba_run(t)) for t in numba_threads},
+           **{f"sinabs_{t}t": (lambda t=t: sinabs_run(t)) for t in sinabs_threads}}
+    med = interleaved(fns, args.repeats, warmup=1)
+    be.threads = None
+    for threads in numba_threads:
+        obs = seen[threads][-1]
+        t = med[f"numba_{threads}t"]
+        kernel = statistics.median(o.meta["seconds"] for o in seen[threads][-args.repeats:])
         syn = obs.meta["synaptic_updates"]
-        res[f"numba_{threads}t"] = {"seconds": t, "kernel_seconds": obs.meta["seconds"], "synaptic_updates": syn,
-                                    "updates_per_s": syn / obs.meta["seconds"],
-                                    "updates_per_s_per_thread": syn / obs.meta["seconds"] / threads,
+        res[f"numba_{threads}t"] = {"seconds": t, "kernel_seconds": kernel, "synaptic_updates": syn,
+                                    "updates_per_s": syn / kernel, "updates_per_s_per_thread": syn / kernel / threads,
                                     "samples_per_s": args.samples / t}
         res["input_events"] = obs.meta["input_events"]
-    be.threads = None
 
     # plain Python: the same loop, uncompiled, on the first events of one sample
     ch = dep.chip
@@ -81,46 +94,35 @@ def main(argv=None) -> int:
     lp = ch["lp"].copy()
     lp[:, K.ROFF] = -1
     n_out = int(np.prod(ch["map"].layers[-1].out_shape))
-    t0 = time.perf_counter()
-    py_out, _, py_syn = K.run_events.py_func(*sub, lp, ch["weights"], ch["n_state"], T, n_out, 0, ch["stack_cap"])
-    t_py = time.perf_counter() - t0
+    with Stopwatch() as sw:  # one call: the plain-Python loop is slow
+        py_out, _, py_syn = K.run_events.py_func(*sub, lp, ch["weights"], ch["n_state"], T, n_out, 0, ch["stack_cap"])
+    t_py = sw.seconds
     nb_out, _, nb_syn = K.run_events(*sub, lp, ch["weights"], ch["n_state"], T, n_out, 0, ch["stack_cap"])
     assert np.array_equal(py_out, nb_out) and int(py_syn[0]) == int(nb_syn[0]), "python and numba loops disagree"
     res["python"] = {"seconds": t_py, "input_events": k, "synaptic_updates": int(py_syn[0]),
                      "updates_per_s": int(py_syn[0]) / t_py}
 
-    # sinabs' time-stepped simulation of the same network on the dense bins
-    x = data.x.dense
-    for threads in sorted({1, torch.get_num_threads()}):
-        old = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            run_sinabs(model, x)
-            t, _ = best_of(lambda: run_sinabs(model, x))
-        torch.set_num_threads(old)
+    # sinabs' time-stepped simulation of the same network on the dense bins (timed above)
+    for threads in sinabs_threads:
+        t = med[f"sinabs_{threads}t"]
         res[f"sinabs_{threads}t"] = {"seconds": t, "samples_per_s": args.samples / t,
                                      "event_updates_per_s_equiv": res["numba_1t"]["synaptic_updates"] / t}
 
     nb1 = res["numba_1t"]["updates_per_s"]
     print(f"network: {len(ch['map'].layers)} chip layers, {args.samples} samples, {res['input_events']} input events, "
           f"{res['numba_1t']['synaptic_updates']:,} synaptic updates")
-    print(f"{'engine':32s} {'synaptic updates/s':>20s} {'samples/s':>10s} {'vs python':>10s}")
-    for key in [k for k in res if k.startswith("numba_")]:
-        r = res[key]
-        print(f"{'numba event loop, ' + key.split('_')[1].replace('t', ' thread(s)'):32s} {r['updates_per_s']:20,.0f} "
-              f"{r['samples_per_s']:10.1f} {r['updates_per_s'] / res['python']['updates_per_s']:9.0f}x")
-    r = res["python"]
-    print(f"{'plain-Python event loop':32s} {r['updates_per_s']:20,.0f} {'-':>10s} {1:9.0f}x   ({k} events of 1 sample)")
-    for key in [k for k in res if k.startswith("sinabs_")]:
-        r = res[key]
-        print(f"{'sinabs time-stepped, ' + key.split('_')[1].replace('t', ' thread(s)'):32s} {'(dense)':>20s} "
-              f"{r['samples_per_s']:10.1f}   (numba 1 thread / sinabs: "
-              f"{res['numba_1t']['samples_per_s'] / r['samples_per_s']:.2f}x samples/s)")
+    py_rate = res["python"]["updates_per_s"]
+    rows = [[f"numba event loop, {key.split('_')[1].replace('t', ' thread(s)')}", f"{res[key]['updates_per_s']:,.0f}",
+             f"{res[key]['samples_per_s']:.1f}", f"{res[key]['updates_per_s'] / py_rate:.0f}x"]
+            for key in res if key.startswith("numba_")]
+    rows.append([f"plain-Python event loop ({k} events of 1 sample)", f"{py_rate:,.0f}", "-", "1x"])
+    rows += [[f"sinabs time-stepped, {key.split('_')[1].replace('t', ' thread(s)')}", "(dense)",
+              f"{res[key]['samples_per_s']:.1f}",
+              f"numba 1 thread / sinabs: {res['numba_1t']['samples_per_s'] / res[key]['samples_per_s']:.2f}x samples/s"]
+             for key in res if key.startswith("sinabs_")]
+    print_table(["engine", "synaptic updates/s", "samples/s", "vs python"], rows)
     print(f"per-core target 50M updates/s: {'met' if nb1 >= 50e6 else 'NOT met'} ({nb1 / 1e6:.0f}M on 1 thread)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    print(f"wrote {out}")
+    write_json(args.out / "speck_throughput.json", res)
     return 0
 
 

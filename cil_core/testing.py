@@ -44,17 +44,18 @@ readout passes).
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from .data import as_dense
 from .errors import BackendCapacityError, CilError, HardwareError
-from .hardware import Deployment, HardwareSession, Observation
+from .hardware import Backend, Deployment, HardwareSession, Observation
 from .network.description import NetworkSpec, Neuron
 from .network.reference import feedforward
 
-__all__ = ["check_backend", "default_case", "random_parameters", "random_inputs"]
+__all__ = ["check_backend", "default_case", "random_parameters", "random_inputs", "FaultyBackend"]
 
 #: the parameter sets of check 3: set ``s`` is the given parameters times ``SET_FACTORS[s]``
 SET_FACTORS = (1.0, 0.6, 1.6)
@@ -281,3 +282,53 @@ def _select(inputs: Any, idx: list[int]) -> Any:
     if isinstance(inputs, torch.Tensor):
         return inputs[:, idx]
     return inputs.select(idx)
+
+
+class FaultyBackend(Backend):
+    """Wraps a :class:`~cil_core.hardware.Backend` and makes each forward fail with probability
+    ``rate``, in one of the ways real chips fail: raise (``"raise"``), answer late
+    (``"hang"``, ``hang_s`` seconds: set a session ``timeout`` below it), return NaN (``"nan"``)
+    or an output of the wrong shape (``"shape"``). Its own generator decides, so the faults
+    never touch the training's random streams; ``faults`` counts them by kind, ``calls`` the
+    forwards. For testing that training survives a flaky chip (retries, timeouts, resume)."""
+
+    KINDS = ("raise", "hang", "nan", "shape")
+
+    def __init__(self, inner: Backend, rate: float = 0.1, seed: int = 0, hang_s: float = 0.5,
+                 kinds: Sequence[str] = KINDS) -> None:
+        bad = [k for k in kinds if k not in self.KINDS]
+        if bad or not kinds:
+            raise ValueError(f"unknown fault kinds {bad}; use some of {self.KINDS}")
+        self.inner, self.rate, self.hang_s, self.kinds = inner, float(rate), float(hang_s), tuple(kinds)
+        self.name = f"faulty:{getattr(inner, 'name', '') or type(inner).__name__}"
+        self.max_sets = getattr(inner, "max_sets", 1)
+        self.observes_layers = getattr(inner, "observes_layers", False)
+        self.observes_membrane = getattr(inner, "observes_membrane", False)
+        self.stochastic = getattr(inner, "stochastic", False)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.faults = {k: 0 for k in self.KINDS}
+        self.calls = 0
+
+    def check(self, spec: NetworkSpec) -> None:
+        check = getattr(self.inner, "check", None)
+        if callable(check):
+            check(spec)
+
+    def transfer(self, spec: NetworkSpec, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
+        return self.inner.transfer(spec, params, n_sets)
+
+    def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
+        self.calls += 1
+        obs = self.inner.forward(deployment, inputs, record)
+        if float(torch.rand(1, generator=self.gen)) >= self.rate:
+            return obs
+        kind = self.kinds[int(torch.randint(0, len(self.kinds), (1,), generator=self.gen))]
+        self.faults[kind] += 1
+        if kind == "raise":
+            raise OSError("injected fault: USB transfer failed")
+        if kind == "hang":
+            time.sleep(self.hang_s)
+            return obs
+        if kind == "nan":
+            return Observation(torch.full_like(obs.output, float("nan")))
+        return Observation(obs.output[..., :-1])

@@ -3,10 +3,8 @@
 hanging, returning NaN or the wrong shape — does not change what MH and CIL-SPL learn."""
 
 import json
-import math
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -18,6 +16,7 @@ from hypothesis import strategies as st  # noqa: E402
 import cil_core as cil  # noqa: E402
 from cil_core.hardware.ideal import IdealBackend  # noqa: E402
 from cil_core.network.reference import feedforward  # noqa: E402
+from cil_core.testing import FaultyBackend  # noqa: E402
 
 FAST = settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture],
                 derandomize=True)
@@ -99,33 +98,9 @@ def test_random_configs_get_a_cil_error_line_never_a_traceback(tmp_path_factory,
 
 
 # ------------------------------------------------------------------ a chip that fails 10 % of its calls
-class FlakyChip(IdealBackend):
-    """The ideal chip, but each call fails with probability ``rate`` in one of four ways. Its
-    own generator decides, so the failures do not touch the training's random streams."""
-
-    name = "flaky"
-
-    def __init__(self, rate=0.1, seed=123, hang_s=0.5):
-        self.gen = torch.Generator().manual_seed(seed)
-        self.rate, self.hang_s = rate, hang_s
-        self.faults = {"raise": 0, "hang": 0, "nan": 0, "shape": 0}
-        self.calls = 0
-
-    def forward(self, deployment, inputs, record=False):
-        self.calls += 1
-        obs = super().forward(deployment, inputs, record)
-        if float(torch.rand(1, generator=self.gen)) >= self.rate:
-            return obs
-        kind = ["raise", "hang", "nan", "shape"][int(torch.randint(0, 4, (1,), generator=self.gen))]
-        self.faults[kind] += 1
-        if kind == "raise":
-            raise OSError("USB transfer failed")
-        if kind == "hang":
-            time.sleep(self.hang_s)
-            return obs
-        if kind == "nan":
-            return cil.Observation(torch.full_like(obs.output, float("nan")))
-        return cil.Observation(obs.output[..., :-1])
+def FlakyChip(rate=0.1, seed=123, hang_s=0.5):  # noqa: N802 - reads as the chip it builds
+    """The ideal chip failing on ``rate`` of its calls (see :class:`cil_core.testing.FaultyBackend`)."""
+    return FaultyBackend(IdealBackend(), rate=rate, seed=seed, hang_s=hang_s)
 
 
 def _run(breast_cancer, algorithm, chip, *, steps=None, epochs=None, batch_size=-1, checkpoint=None, resume=None,

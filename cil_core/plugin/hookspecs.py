@@ -22,8 +22,7 @@ Registration hooks let plugins contribute named parts; each receives a ``registe
 * :func:`cil_register_backends` — ``register(name, factory)``; ``factory(**options)`` builds a backend.
 * :func:`cil_register_adapters` — ``register(name, adapter)``; see :class:`~cil_core.plugin.adapter.ModelAdapter`.
 * :func:`cil_register_algorithms` — ``register(name, factory)``; ``factory(**options)`` builds an algorithm.
-* :func:`cil_register_jobs` — ``register(name, func, help, kind)``: CLI jobs (``cil demo``,
-  ``cil bench NAME``).
+* :func:`cil_register_jobs` — ``register(name, func, help, kind)``: CLI jobs (``cil demo``).
 """
 
 from __future__ import annotations
@@ -72,10 +71,11 @@ def cil_register_algorithms(register: Callable[[str, Callable[..., "Algorithm"]]
 
 @hookspec
 def cil_register_jobs(register: Callable[..., None]) -> None:
-    """Register CLI jobs: ``register(name, func, help="...", kind="demo"|"bench")``.
+    """Register CLI jobs: ``register(name, func, help="...", kind="demo")``.
 
     ``func(argv: list[str]) -> int`` parses its own options. ``cil demo`` runs the job named
-    ``"demo"``; ``cil bench NAME`` runs the bench job ``NAME``.
+    ``"demo"`` (the core registers one). Research scripts are not jobs: they live in the
+    repository's ``benchmarks/``, outside every installed distribution.
     """
 
 

@@ -14,6 +14,16 @@ differ only in where the forward value :math:`\\hat y` comes from:
   :math:`\\partial \\hat y/\\partial W` is the software model's. With ``observe="layers"`` every
   hidden layer's spikes (and membranes, if the backend measures them) are substituted the same
   way, so each software layer is evaluated at the chip's states.
+* ``cil-spl`` with ``proxy=`` (Liu et al.'s ANN-to-SNN variant): a differentiable proxy
+  :math:`z_\phi(x)` (e.g. the ANN the network was converted from) gives the per-class output
+  rates in the readout's units (its logits: for the rate readout with scale :math:`s`,
+  :math:`s\,T` times the rate); with :math:`\ell` the readout's logits of a chip output,
+
+  .. math:: \hat z = z_\phi(x) + \mathrm{sg}\big[\ell(f_{hw}(x; T(W(\phi)))) - z_\phi(x)\big]
+
+  so the loss value is the chip's and the gradient reaches :math:`\phi` through the proxy only;
+  the optimizer trains :math:`\phi` and the chip runs :math:`W(\phi)` (the proxy's
+  ``network_parameters()``, e.g. the converted ANN weights).
 """
 
 from __future__ import annotations
@@ -21,29 +31,37 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..data import SpikeData, as_dense
-from ..errors import CilError, HardwareError
+from ..errors import CilError, HardwareError, OptionError
 from ..hardware.transfer import straight_through
 from .algorithm import Algorithm, StepResult, TrainState
 
 
 class GradientAlgorithm(Algorithm):
     """Shared optimizer handling. Options: ``optimizer`` (``"adam"`` or ``"sgd"``), ``lr``,
-    ``weight_decay``, ``grad_clip`` (max global norm, ``None`` = off)."""
+    ``weight_decay``, ``grad_clip`` (max global norm, ``None`` = off). On resume, a new
+    ``lr``, ``weight_decay`` or ``grad_clip`` is applied; another optimizer is refused."""
+
+    resume_safe = frozenset({"lr", "weight_decay", "grad_clip"})
 
     def __init__(self, optimizer: str = "adam", lr: float = 5e-3, weight_decay: float = 0.0,
                  grad_clip: float | None = None) -> None:
         if optimizer not in ("adam", "sgd"):
-            raise CilError(f"unknown optimizer {optimizer!r}; use 'adam' or 'sgd'")
+            raise OptionError(f"unknown optimizer {optimizer!r}; use 'adam' or 'sgd'")
         self.optimizer_name, self.lr, self.weight_decay, self.grad_clip = optimizer, lr, weight_decay, grad_clip
         self.optimizer: torch.optim.Optimizer | None = None
 
     def setup(self, state: TrainState, train: SpikeData) -> None:
         self._make_optimizer(state)
 
+    def trained_parameters(self, state: TrainState) -> list[torch.Tensor]:
+        """The tensors the optimizer updates (the network's synaptic weights)."""
+        return list(state.network.synaptic_parameters().values())
+
     def _make_optimizer(self, state: TrainState) -> None:
-        params = list(state.network.synaptic_parameters().values())
+        params = self.trained_parameters(state)
         cls = torch.optim.Adam if self.optimizer_name == "adam" else torch.optim.SGD
         self.optimizer = cls(params, lr=self.lr, weight_decay=self.weight_decay)
 
@@ -51,16 +69,22 @@ class GradientAlgorithm(Algorithm):
         """The output whose loss is minimised, and where its value came from."""
         raise NotImplementedError
 
+    def forward_logits(self, state: TrainState, x: Any) -> tuple[torch.Tensor, str]:
+        """The class scores ``[B, C]`` whose cross entropy (the readout's loss) is minimised: the
+        readout's logits of :meth:`forward_value`."""
+        out, source = self.forward_value(state, x)
+        return state.readout.logits(out), source
+
     def step(self, state: TrainState, batch: tuple[Any, torch.Tensor]) -> StepResult:
         if self.optimizer is None:
             self._make_optimizer(state)
         assert self.optimizer is not None
         x, y = batch
-        out, source = self.forward_value(state, x)
-        loss = state.readout.loss(out, y)
+        z, source = self.forward_logits(state, x)
+        loss = F.cross_entropy(z, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = list(state.network.synaptic_parameters().values())
+        params = self.trained_parameters(state)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         backup = [p.detach().clone() for p in params]
@@ -72,7 +96,7 @@ class GradientAlgorithm(Algorithm):
                     p.copy_(b)
             raise CilError(f"step {state.step}: the update produced non-finite weights (loss {float(loss.detach()):.4g}); "
                            "the weights before the step were kept. Lower the learning rate or clip gradients.")
-        acc = float(state.readout.correct(out.detach(), y)) / len(y)
+        acc = float((z.detach().argmax(-1) == y).sum()) / len(y)
         return StepResult(float(loss.detach()), {f"{source}_accuracy": acc})
 
     def state_dict(self) -> dict[str, Any]:
@@ -82,6 +106,8 @@ class GradientAlgorithm(Algorithm):
         """Restore the optimizer (call after :meth:`setup`)."""
         if d.get("optimizer") is not None and self.optimizer is not None:
             self.optimizer.load_state_dict(d["optimizer"])
+            for group in self.optimizer.param_groups:  # this run's options win over the saved ones
+                group["lr"], group["weight_decay"] = self.lr, self.weight_decay
 
 
 class Offline(GradientAlgorithm):
@@ -99,15 +125,29 @@ class CilSpl(GradientAlgorithm):
     Options (besides the optimizer's): ``observe`` = ``"output"`` (substitute the output only,
     Liu et al.) or ``"layers"`` (substitute every neuron layer's spikes, and membranes when the
     backend measures them, Cramer et al.).
+
+    ``proxy``: an ``nn.Module`` mapping the dense time-major input ``[T, B, ...]`` to per-class
+    output rates ``[B, C]`` in the readout's logit units (rate readout with scale ``s``:
+    ``s * T * rate``; e.g. the ANN a network was converted from, with ``s = λ_L / T`` for its
+    last layer's normalisation factor ``λ_L``). Its value is replaced by the readout's logits of
+    the chip's output (module docstring), so the gradient flows through the proxy instead of the
+    SNN, and the optimizer trains ``proxy.parameters()``. Before every chip call (and in
+    :meth:`finish`) the network's weights are set to ``proxy.network_parameters()`` (a dict by
+    parameter name) when the proxy has that method; without it the proxy must use the network's
+    own weight tensors. Needs ``observe="output"``.
     """
 
     name = "cil-spl"
 
-    def __init__(self, observe: str = "output", **kw: Any) -> None:
+    def __init__(self, observe: str = "output", proxy: torch.nn.Module | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         if observe not in ("output", "layers"):
-            raise CilError(f"unknown observe={observe!r}; use 'output' or 'layers'")
-        self.observe = observe
+            raise OptionError(f"unknown observe={observe!r}; use 'output' or 'layers'")
+        if proxy is not None and observe != "output":
+            raise OptionError("a proxy replaces the output only; use observe='output' with proxy=")
+        if proxy is not None and not isinstance(proxy, torch.nn.Module):
+            raise OptionError(f"proxy must be a torch.nn.Module, got {type(proxy).__name__}")
+        self.observe, self.proxy = observe, proxy
 
     def setup(self, state: TrainState, train: SpikeData) -> None:
         if self.observe == "layers" and not state.session.observes_layers:
@@ -116,7 +156,44 @@ class CilSpl(GradientAlgorithm):
             )
         super().setup(state, train)
 
+    def trained_parameters(self, state: TrainState) -> list[torch.Tensor]:
+        if self.proxy is None:
+            return super().trained_parameters(state)
+        return list(self.proxy.parameters())
+
+    def _sync_from_proxy(self, state: TrainState) -> None:
+        if self.proxy is not None and hasattr(self.proxy, "network_parameters"):
+            with torch.no_grad():
+                state.network.load_parameters(self.proxy.network_parameters())
+
+    def finish(self, state: TrainState) -> None:
+        self._sync_from_proxy(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        d = super().state_dict()
+        if self.proxy is not None:
+            d["proxy"] = self.proxy.state_dict()
+        return d
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        if self.proxy is not None and d.get("proxy") is not None:
+            self.proxy.load_state_dict(d["proxy"])
+        super().load_state_dict(d)
+
+    def forward_logits(self, state: TrainState, x: Any) -> tuple[torch.Tensor, str]:
+        if self.proxy is None:
+            return super().forward_logits(state, x)
+        self._sync_from_proxy(state)
+        hw = state.readout.logits(state.observe(state.network.detached_parameters(), x).output)
+        z = self.proxy(as_dense(x))
+        if z.shape != hw.shape:
+            raise CilError(f"the proxy returned {tuple(z.shape)}; the readout's logits of the chip's output are "
+                           f"{tuple(hw.shape)}")
+        return straight_through(z, hw), "hardware"
+
     def forward_value(self, state: TrainState, x: Any) -> tuple[torch.Tensor, str]:
+        if self.proxy is not None:
+            raise CilError("with a proxy the forward value is a logit (forward_logits), not a network output")
         net = state.network
         record = self.observe == "layers"
         obs = state.observe(net.detached_parameters(), x, record=record)

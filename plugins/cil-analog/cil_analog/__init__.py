@@ -1,5 +1,4 @@
-"""cil-analog: a simulated analog subthreshold SNN chip (backend ``analog-mismatch``) and the
-Metropolis-Hastings vs backprop re-creation benchmark (Safa et al. 2024)."""
+"""cil-analog: a simulated analog subthreshold SNN chip (backend ``analog-mismatch``)."""
 
 from .backend import AnalogMismatchBackend, ChipMismatch, NonIdealities
 

@@ -1,0 +1,190 @@
+"""Scale-out on Ray (cil-ray): MH proposals per second for 1, 2, 4 workers vs the local run.
+
+Two backends, each measured side by side (interleaved steps, medians; ``harness.interleaved``):
+
+* **simulator** — ``analog-mismatch`` (strength 1, noise off: deterministic), the breast-cancer
+  62-32-2 LIF network, T = 16, the whole training set (398 samples) per proposal, 32 chains:
+  one MH step scores 32 parameter sets; locally in one batched call (torch, all threads), on
+  ``ray:analog-mismatch`` split over the workers (one thread each).
+* **test chip** — ``SlowChip``: the ideal backend plus a fixed 20 ms of I/O (a sleep) per call,
+  one parameter set per call (``max_sets = 1``, like a real chip): locally 32 calls per step, on
+  Ray 32 / W calls per worker, in parallel. The class is defined here and shipped to the
+  workers (``cil_ray.RayBackend(SlowChip, ...)``).
+
+Per contender: proposals/s, speed-up over the better of the local runs (1 thread, all threads:
+on a busy machine extra threads can make torch slower), backend calls and remote calls per step,
+bytes sent per call and the remote overhead per call (driver wall time minus the slowest
+worker's own time). Each Ray contender is also checked to score exactly what the local run
+scores. A third table measures the overhead of one call against the size of the parameters
+sent (target from the issue: <= 5 ms + 6 ms/MB).
+
+All workers of all contenders live at once on one local cluster (``num_cpus=0`` each, so that
+2, 4 and 1 workers fit together on a small machine; each worker uses one thread). On a 2-core
+machine 4 simulator workers share 2 cores: the table shows what that gives, not what 4 cores
+would.
+
+    python benchmarks/scale_out.py [--steps 12] [--chains 32] [--quick]
+
+Writes ``benchmarks/results/scale_out.json`` (``--out`` to change the folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+import cil_core as cil
+from cil_core.data.breast_cancer import load_breast_cancer_spikes
+from cil_core.hardware.ideal import IdealBackend
+from cil_core.network.reference import feedforward, leaky_neuron
+from harness import add_output_args, interleaved, print_table, write_json
+
+
+class SlowChip(IdealBackend):
+    """The ideal backend behind a link with a fixed delay per call (a test chip)."""
+
+    name = "slow-chip"
+    max_sets = 1
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+
+    def forward(self, deployment, inputs, record=False):
+        time.sleep(self.delay)
+        return super().forward(deployment, inputs, record)
+
+
+def _mh(backend, data, chains: int):
+    net = feedforward([data.n_inputs, 32, 2], seed=0, weight_gain=2.0)
+    tr = cil.Trainer(net, backend, "mh", chains=chains, rescore=False, burn_in=10**9, init="network", seed=0)
+    tr.algorithm.setup(tr.state, data.train)
+    batch = (data.train.x, data.train.y)
+    tr.algorithm.step(tr.state, batch)  # the first step also scores the start
+    return tr, batch
+
+
+def mh_scale_out(kind: str, data, chains: int, workers: list[int], repeats: int, max_threads: int) -> dict:
+    import cil_ray
+
+    if kind == "simulator":
+        opts = {"strength": 1.0, "seed": 3, "noise_sigma": 0.0}
+        local_backend = cil.make_backend("analog-mismatch", **opts)
+        remote = {w: cil.make_backend("ray:analog-mismatch", workers=w, num_cpus=0, **opts) for w in workers}
+    else:
+        local_backend = SlowChip(0.02)
+        remote = {w: cil_ray.RayBackend(SlowChip, workers=w, num_cpus=0, delay=0.02) for w in workers}
+    threads = sorted({1, max_threads})
+    contenders = {}
+    for n in threads:  # the local run with 1 thread and with all threads: the better one is the baseline
+        contenders[f"local {n} thread{'s' if n > 1 else ''}"] = (*_mh(local_backend, data, chains), n)
+    for w, b in remote.items():
+        contenders[f"ray x{w}"] = (*_mh(b, data, chains), 1)
+    # same scores: every contender's chains are where the local run's are
+    ref = next(iter(contenders.values()))[0].algorithm
+    same = {k: bool(torch.equal(tr.algorithm.theta, ref.theta) and torch.equal(tr.algorithm.logpost, ref.logpost))
+            for k, (tr, _, _) in contenders.items()}
+    before = {k: (tr.session.stats.calls, getattr(tr.backend, "stats", lambda: {})())
+              for k, (tr, _, _) in contenders.items()}
+
+    def step(tr, batch, n):
+        torch.set_num_threads(n)
+        tr.algorithm.step(tr.state, batch)
+
+    fns = {k: (lambda tr=tr, b=b, n=n: step(tr, b, n)) for k, (tr, b, n) in contenders.items()}
+    t = interleaved(fns, repeats, warmup=1)
+    torch.set_num_threads(max_threads)
+    steps = repeats + 1
+    best_local = min(v for k, v in t.items() if k.startswith("local"))
+    out: dict = {"setting": f"{kind}: 62-32-2 LIF, T={data.num_steps}, {len(data.train)} samples per proposal, "
+                            f"{chains} chains", "contenders": {}}
+    for k, (tr, _, _) in contenders.items():
+        calls = (tr.session.stats.calls - before[k][0]) / steps
+        row = {"seconds_per_step": t[k], "proposals_per_second": chains / t[k], "speedup": best_local / t[k],
+               "calls_per_step": calls, "same_as_local": same[k]}
+        if hasattr(tr.backend, "stats"):
+            s0, s1 = before[k][1], tr.backend.stats()
+            n = s1["calls"] - s0["calls"]
+            row["remote_calls_per_step"] = (s1["remote_calls"] - s0["remote_calls"]) / steps
+            row["bytes_per_call"] = (s1["bytes_sent"] - s0["bytes_sent"]) / max(1, n)
+            row["overhead_per_call_ms"] = 1e3 * ((s1["seconds"] - s0["seconds"])
+                                                 - (s1["worker_seconds"] - s0["worker_seconds"])) / max(1, n)
+        out["contenders"][k] = row
+    for b in remote.values():
+        b.close()
+    return out
+
+
+def call_overhead(sizes_mb: list[float], repeats: int) -> dict:
+    """Overhead of one remote call (wall minus the worker's own time) against the size of the
+    parameters sent: a 1-layer network whose weight matrix holds ``size`` MB, 1 worker."""
+    import cil_ray
+
+    chip = cil_ray.RayBackend("ideal", workers=1, num_cpus=0)
+    rows = {}
+    for mb in sizes_mb:
+        n_in = 256
+        n_out = max(1, int(mb * 2**20 / 4 / n_in))
+        spec = cil.NetworkSpec((cil.Dense("w", None, n_in, n_out), leaky_neuron(0.9)), (n_in,))
+        params = {"w": torch.randn(n_out, n_in) * 0.01}
+        x = (torch.rand(4, 2, n_in) < 0.1).float()
+        session = cil.HardwareSession(chip)
+        session.run(spec, params, x)  # warm: the description travels once
+        s0 = chip.stats()
+        for _ in range(repeats):
+            session.run(spec, params, x)
+        s1 = chip.stats()
+        n = s1["calls"] - s0["calls"]
+        over = ((s1["seconds"] - s0["seconds"]) - (s1["worker_seconds"] - s0["worker_seconds"])) / n
+        real_mb = params["w"].numel() * 4 / 2**20
+        rows[f"{real_mb:.2f}"] = {"mb": real_mb, "overhead_ms": 1e3 * over, "target_ms": 5 + 6 * real_mb}
+    chip.close()
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=12, help="timed MH steps per contender (interleaved)")
+    p.add_argument("--chains", type=int, default=32)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="most torch threads of the local run (it is also timed with 1)")
+    p.add_argument("--quick", action="store_true", help="few steps, 1 and 2 workers (a smoke run)")
+    add_output_args(p)
+    a = p.parse_args()
+    if a.quick:
+        a.steps, a.workers = 2, [1, 2]
+    torch.set_num_threads(a.threads)
+    import cil_ray
+
+    t0 = time.perf_counter()
+    cil_ray.start_local(num_cpus=os.cpu_count() or 1)
+    started = time.perf_counter() - t0
+    data = load_breast_cancer_spikes(num_steps=16, seed=0)
+    result = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "torch": torch.__version__,
+                          "threads_local": a.threads}, "cluster_start_s": started}
+    for kind in ("simulator", "chip-20ms"):
+        r = mh_scale_out(kind, data, a.chains, a.workers, a.steps, a.threads)
+        result[kind] = r
+        rows = []
+        for k, c in r["contenders"].items():
+            rows.append([k, f"{c['proposals_per_second']:.1f}", f"{c['speedup']:.2f}x", f"{c['calls_per_step']:.0f}",
+                         f"{c.get('remote_calls_per_step', 0):.0f}" if "remote_calls_per_step" in c else "-",
+                         f"{c['bytes_per_call'] / 1e3:.0f}" if "bytes_per_call" in c else "-",
+                         f"{c['overhead_per_call_ms']:.1f}" if "overhead_per_call_ms" in c else "-",
+                         "yes" if c["same_as_local"] else "NO"])
+        print_table(["", "proposals/s", "vs best local", "calls/step", "remote calls/step", "kB/call", "overhead ms/call",
+                     "same scores"], rows, f"\nMH, {r['setting']} (median of {a.steps} steps, interleaved)")
+    ov = call_overhead([0.01, 1.0, 8.0] if not a.quick else [0.01, 1.0], max(5, a.steps))
+    result["call_overhead"] = ov
+    print_table(["params MB", "overhead ms/call", "target ms (5 + 6/MB)"],
+                [[f"{v['mb']:.2f}", f"{v['overhead_ms']:.1f}", f"{v['target_ms']:.1f}"] for v in ov.values()],
+                "\nRemote overhead per call against the size of the parameters (1 worker, ideal backend)")
+    write_json(a.out / "scale_out.json", result)
+    cil_ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The benchmark scripts of ``benchmarks/`` (not installed; imported here by path): the shared
+harness, the CIL-SPL re-creation's network on the chip, and no installed code importing them."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cil_core as cil
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def load(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (its ``harness`` import resolved beside it)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCH))
+    return mod
+
+
+def test_harness_docs_section_tables_and_timing(tmp_path):
+    h = load("harness")
+    md = tmp_path / "results.md"
+    md.write_text("# R\n\n<!-- BEGIN x -->\nold\n<!-- END x -->\n\n<!-- BEGIN y -->\nkeep\n<!-- END y -->\n")
+    h.write_docs_section("x", "| a |\n|---|\n| 1 |\n", md)
+    text = md.read_text()
+    assert "old" not in text and "<!-- BEGIN x -->\n| a |\n|---|\n| 1 |\n<!-- END x -->" in text and "keep" in text
+    with pytest.raises(SystemExit, match="no <!-- BEGIN z -->"):
+        h.write_docs_section("z", "text", md)
+    assert h.markdown_table(["m", "acc"], [["a", "1.0"]]) == "| m | acc |\n|---|---|\n| a | 1.0 |"
+    assert h.text_table(["name", "ms"], [["ideal", "1.00"], ["analog", "12.50"]]).splitlines() == [
+        "name       ms", "------  -----", "ideal    1.00", "analog  12.50"]
+    calls = []
+    med = h.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert set(med) == {"a", "b"} and calls == ["a", "b"] * 4
+    out = h.write_json(tmp_path / "sub" / "r.json", {"p": Path("x"), "t": torch.tensor([1.0])})
+    assert h.read_json(out) == {"p": "x", "t": [1.0]}
+
+
+def test_installed_code_does_not_import_the_benchmarks():
+    pattern = re.compile(r"^\s*(from|import)\s+(benchmarks|harness|cil_spl_speck|mh_vs_backprop)\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for top in ("cil_core", "plugins") for p in (ROOT / top).rglob("*.py")
+                 if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_cil_spl_benchmark_network_fits_the_chip():
+    pytest.importorskip("sinabs")
+    pytest.importorskip("cil_sinabs")
+    pytest.importorskip("numba")
+    pytest.importorskip("cil_speck")
+    bench = load("cil_spl_speck")
+    net = cil.wrap(bench.make_model("snn", T=4), input_shape=(2, 34, 34))
+    be = cil.make_backend("speck")
+    be.check(net.spec)
+    dep = be.transfer(net.spec, net.detached_parameters())
+    cmap = dep.chip["map"]
+    assert len(cmap.layers) == 6 and cmap.layers[0].pool == (2, 2) and cmap.layers[1].weight_scale == 0.25
+    assert len(set(dep.chip["cores"])) == 6
+    x = (torch.rand(4, 2, 2, 34, 34, generator=torch.Generator().manual_seed(0)) < 0.05).float()
+    obs = be.forward(dep, x)
+    assert obs.output.shape == (4, 2, 10)
+
+
+def test_cil_spl_benchmark_ann_proxy_deploys_the_converted_weights():
+    pytest.importorskip("sinabs")
+    pytest.importorskip("cil_sinabs")
+    bench = load("cil_spl_speck")
+    torch.manual_seed(0)
+    ann, snn = bench.make_model("ann", T=4), bench.make_model("snn", T=4)
+    lambdas = [0.5 + 0.25 * i for i in range(6)]
+    bench.ann_to_snn(ann, snn, lambdas)
+    proxy = bench.AnnProxy(ann, lambdas)
+    got = proxy.network_parameters()
+    assert set(got) == {n for n, _ in bench._weights(snn)}
+    for n, w in bench._weights(snn):
+        assert torch.equal(got[n], w.detach())
+    x = torch.rand(4, 3, 2, 34, 34)
+    assert torch.equal(proxy(x), bench.ann_forward(ann, x.mean(0)))
+    # QAT fake quantization: 8-bit symmetric per layer, values on the grid, gradient straight through
+    w = torch.randn(16, 8, requires_grad=True)
+    lin = torch.nn.Sequential(torch.nn.Linear(8, 16, bias=False))
+    with torch.no_grad():
+        lin[0].weight.copy_(w)
+    out = bench.ann_forward(lin, torch.eye(8), qat=True)
+    codes = out.detach().T / (w.detach().abs().max() / 127)
+    assert torch.allclose(codes, codes.round(), atol=1e-4)
+    out.sum().backward()
+    assert torch.equal(lin[0].weight.grad, torch.ones(16, 8))
