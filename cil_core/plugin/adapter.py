@@ -163,5 +163,18 @@ class LazyAdapter:
         return getattr(self.real, item)
 
 
-__all__ = ["AdaptedModel", "ModelAdapter", "LazyAdapter", "torch_layer", "TORCH_LAYERS", "pair",
+def lazy_adapter_hook(target: str, name: str, description: str, libraries: tuple[str, ...],
+                      adapter_class: type = LazyAdapter) -> Any:
+    """A ``cil_register_adapters`` hook implementation that registers one :class:`LazyAdapter`:
+    a plugin module writes ``cil_register_adapters = lazy_adapter_hook(...)`` and nothing else."""
+    from .hookspecs import hookimpl
+
+    @hookimpl(specname="cil_register_adapters")
+    def cil_register_adapters(register: Any) -> None:
+        register(name, adapter_class(target, name, description, libraries=libraries))
+
+    return cil_register_adapters
+
+
+__all__ = ["AdaptedModel", "ModelAdapter", "LazyAdapter", "lazy_adapter_hook", "torch_layer", "TORCH_LAYERS", "pair",
            "infer_input_shape", "qualname"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cil_core import hookimpl
-from cil_core.plugin.adapter import LazyAdapter
+from cil_core.plugin.adapter import LazyAdapter, lazy_adapter_hook
 
 
 class _LazyNirAdapter(LazyAdapter):
@@ -18,10 +17,8 @@ class _LazyNirAdapter(LazyAdapter):
         return super().accepts(model)
 
 
-@hookimpl
-def cil_register_adapters(register) -> None:
-    register("nir", _LazyNirAdapter(
-        "cil_nir.importer:NirAdapter", "nir",
-        "NIR graphs (nir.NIRGraph or a .nir file; options dt, reset, discretization) and cil_nir.NIRNetwork: "
-        "chains of Affine/Linear/Conv2d/SumPool2d/AvgPool2d/Flatten with LIF/CubaLIF/IF/LI/I",
-        libraries=("nir", "cil_nir")))
+cil_register_adapters = lazy_adapter_hook(
+    "cil_nir.importer:NirAdapter", "nir",
+    "NIR graphs (nir.NIRGraph or a .nir file; options dt, reset, discretization) and cil_nir.NIRNetwork: "
+    "chains of Affine/Linear/Conv2d/SumPool2d/AvgPool2d/Flatten with LIF/CubaLIF/IF/LI/I",
+    libraries=("nir", "cil_nir"), adapter_class=_LazyNirAdapter)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from cil_core import hookimpl
-from cil_core.plugin.adapter import LazyAdapter
+from cil_core.plugin.adapter import lazy_adapter_hook
 
-
-@hookimpl
-def cil_register_adapters(register) -> None:
-    register("sinabs", LazyAdapter(
-        "cil_sinabs.adapter:SinabsAdapter", "sinabs",
-        "sinabs nn.Sequential / Network: Conv2d, Linear, Flatten, SumPool2d, AvgPool2d, "
-        "IAF/IAFSqueeze/LIF/LIFSqueeze (no tau_syn, no recurrence)", libraries=("sinabs",)))
+cil_register_adapters = lazy_adapter_hook(
+    "cil_sinabs.adapter:SinabsAdapter", "sinabs",
+    "sinabs nn.Sequential / Network: Conv2d, Linear, Flatten, SumPool2d, AvgPool2d, "
+    "IAF/IAFSqueeze/LIF/LIFSqueeze (no tau_syn, no recurrence)",
+    libraries=("sinabs",))
