@@ -77,6 +77,9 @@ def test_every_key_of_a_json_config_is_used_whatever_its_extension(tmp_path):
 
 
 def test_plot_draws_the_curves_of_a_run(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
     metrics = tmp_path / "m.jsonl"
     r = cil("train", "--algorithm", "mh", "--steps", "4", "--algo-opt", "burn_in=2", "chains=2",
             "--metrics", str(metrics), "--no-progress")

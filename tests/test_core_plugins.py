@@ -33,7 +33,7 @@ def _run(code_or_args, root, env_extra=None, module=False):
 
     env = {**os.environ, "PYTHONPATH": str(root), **(env_extra or {})}
     args = [sys.executable, "-m", *code_or_args] if module else [sys.executable, "-c", code_or_args]
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_builtins_and_entry_points_are_listed(tmp_path):
