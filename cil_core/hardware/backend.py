@@ -52,7 +52,9 @@ class Backend(ABC):
       ``n_sets`` (every set is a single call);
     * ``observes_layers`` — whether ``forward(record=True)`` returns per-layer spikes;
     * ``observes_membrane`` — whether it returns per-layer membranes too;
-    * ``stochastic`` — whether two identical calls may return different outputs.
+    * ``stochastic`` — whether two identical calls may return different outputs;
+    * ``placement_options`` — names of constructor options that only place or pace the work
+      (workers, timeouts) and never change results: a checkpoint may be resumed with others.
 
     The first line of the class docstring is what ``cil plugins`` shows for the backend.
 
@@ -66,6 +68,7 @@ class Backend(ABC):
     observes_layers: bool = False
     observes_membrane: bool = False
     stochastic: bool = False
+    placement_options: frozenset[str] = frozenset()
 
     def check(self, spec: NetworkSpec) -> None:
         """Raise :class:`~cil_core.errors.BackendCapacityError` naming the limit if ``spec``

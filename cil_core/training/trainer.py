@@ -235,7 +235,7 @@ class Trainer:
             "algorithm": self.algorithm.name,
             "algorithm_options": checkpoint_io.plain(getattr(self.algorithm, "options", {})),
             "backend": self.session.name,
-            "backend_options": checkpoint_io.plain(getattr(self.backend, "cil_options", None)),
+            "backend_options": checkpoint_io.plain(_result_options(self.backend)),
             "readout": [self.readout.kind, self.readout.scale],
         }
 
@@ -278,6 +278,16 @@ class Trainer:
         self.state.step, self.state.epoch = int(blob["step"]), int(blob["epoch"])
         self.history.records = list(blob["history"])
         self.resumed_changes = diffs
+
+
+def _result_options(backend: Any) -> dict[str, Any] | None:
+    """The options a backend was built with, less those it declares as placement-only
+    (``placement_options``: where and how fast the work runs, not what it computes)."""
+    options = getattr(backend, "cil_options", None)
+    if options is None:
+        return None
+    skip = set(getattr(backend, "placement_options", ()))
+    return {k: v for k, v in options.items() if k not in skip}
 
 
 def _check_device(device: Any) -> torch.device | None:
