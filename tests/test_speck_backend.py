@@ -16,7 +16,8 @@ from cil_core import Conv2d, Dense, EventBatch, Flatten, NetworkSpec, Neuron, Po
 from cil_core.network.reference import feedforward  # noqa: E402
 from cil_core.testing import check_backend, default_case  # noqa: E402
 from cil_speck import SpeckBackend  # noqa: E402
-from cil_speck.events import EVENT_DTYPE, dense_to_arrays, events_to_dense, time_bins  # noqa: E402
+from cil_speck.events import (EVENT_DTYPE, dense_to_arrays, eventbatch_to_arrays, events_to_dense,  # noqa: E402
+                               time_bins)
 
 
 def iaf(thr=1.0, reset="subtract", v_min=None, max_spikes=None, beta=1.0) -> Neuron:
@@ -161,6 +162,78 @@ def test_event_loop_matches_python_reference(seed):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("kernel, stride, padding, hw", [
+    ((5, 3), (4, 2), (4, 1), (11, 9)), ((1, 4), (2, 4), (0, 3), (7, 10)), ((4, 4), (1, 1), (3, 2), (6, 5)),
+])
+def test_receptive_fields_of_strided_padded_kernels_match_the_reference(kernel, stride, padding, hw):
+    """The event loop finds the neurons an event projects to arithmetically (only the kernel rows
+    and columns on the stride grid); the reference tries every neuron."""
+    gen = torch.Generator().manual_seed(sum(kernel) + sum(stride))
+    first = Conv2d("a", None, 2, 3, kernel, stride, padding)
+    spec0 = NetworkSpec((first, iaf(0.6)), (2, *hw))
+    flat = int(np.prod(spec0.output_shape))
+    spec = NetworkSpec((first, iaf(0.6), Flatten(), Dense("b", None, flat, 2), iaf(0.8)), (2, *hw))
+    params = {"a": torch.rand(3, 2, *kernel, generator=gen) - 0.25, "b": torch.rand(2, flat, generator=gen) - 0.3}
+    T, B = 5, 3
+    x = (torch.rand(T, B, *spec.input_shape, generator=gen) < 0.3).float()
+    be = SpeckBackend()
+    dep = be.transfer(spec, params)
+    obs = be.forward(dep, x, record=True)
+    c, y, xx, tb, off = dense_to_arrays(x)
+    samples = [list(zip(tb[off[b]:off[b + 1]], c[off[b]:off[b + 1]], y[off[b]:off[b + 1]], xx[off[b]:off[b + 1]]))
+               for b in range(B)]
+    ref_out, ref_rec = reference(spec, dep.chip, samples, T)
+    assert obs.layers[0].spikes.sum() > 0 and ref_out.sum() > 0
+    np.testing.assert_array_equal(obs.output.reshape(T, B, -1).numpy(), ref_out)
+    got = obs.layers[0].spikes.reshape(T, B, -1).numpy()
+    want = np.zeros_like(got)
+    for (b, t, f), n in ref_rec[0].items():
+        want[t, b, f] = n
+    np.testing.assert_array_equal(got, want)
+
+
+def test_input_conversion_follows_the_documented_order():
+    """Dense counts: by sample, bin, ascending flat (c, y, x), copies consecutive; event streams:
+    each sample's events in time order, ties in the given order (unsorted and empty samples)."""
+    gen = torch.Generator().manual_seed(4)
+    for x in (torch.randint(0, 3, (4, 3, 2, 3, 5), generator=gen).float(),
+              torch.randint(0, 3, (4, 3, 7), generator=gen), torch.rand(3, 2, 5, generator=gen) < 0.5):
+        T, B = x.shape[:2]
+        shape3 = tuple(x.shape[2:]) if x.dim() == 5 else (x.shape[2], 1, 1)
+        want = [[], [], [], []]
+        for b in range(B):
+            for t in range(T):
+                for f, n in enumerate(x[t, b].reshape(-1).tolist()):
+                    c, rem = divmod(f, shape3[1] * shape3[2])
+                    for _ in range(int(n)):
+                        for lst, v in zip(want, (c, rem // shape3[2], rem % shape3[2], t)):
+                            lst.append(v)
+        got = dense_to_arrays(x)
+        for a, w in zip(got[:4], want):
+            assert a.dtype == np.int32 and a.tolist() == w
+        assert got[4].tolist() == [0, *np.cumsum([int(x[:, b].sum()) for b in range(B)]).tolist()]
+    for bad in (torch.tensor([[[0.5]]]), torch.tensor([[[-1.0]]]), torch.tensor([[[float("nan")]]])):
+        with pytest.raises(cil.ShapeError, match="non-negative integer"):
+            dense_to_arrays(bad)
+
+    def stream(ts):
+        ev = np.zeros(len(ts), EVENT_DTYPE)
+        ev["t"], ev["x"], ev["y"], ev["p"] = ts, np.arange(len(ts)) % 4, np.arange(len(ts)) % 3, np.arange(len(ts)) % 2
+        return ev
+
+    events = [stream([]), stream([5, 1, 9, 1, 0]), stream([]), stream([2, 3]), stream([7, 7, 1]), stream([])]
+    c, y, x, tb, off = eventbatch_to_arrays(events, 4, 10.0, (2, 3, 4))
+    assert off.tolist() == [0, 0, 5, 5, 7, 10, 10]
+    for b, ev in enumerate(events):
+        order = sorted(range(len(ev)), key=lambda i: ev["t"][i])  # Python's sort is stable
+        part = slice(off[b], off[b + 1])
+        assert x[part].tolist() == [int(ev["x"][i]) for i in order]
+        assert c[part].tolist() == [int(ev["p"][i]) for i in order]
+        assert tb[part].tolist() == [min(3, int(ev["t"][i]) * 4 // 10) for i in order]
+    with pytest.raises(cil.ShapeError, match="outside"):
+        eventbatch_to_arrays([stream([1, 2])], 4, 10.0, (2, 1, 4))
+
+
 def _one_event_per_step(gen, T, B, shape):
     x = torch.zeros(T, B, *shape)
     for t in range(T):
@@ -292,6 +365,8 @@ def test_meets_the_backend_contract():
     ((Conv2d("w", None, 64, 512, (5, 5), (1, 1), (2, 2)), iaf()), (64, 32, 32), "per-core memory"),
     ((Pool2d((3, 3), (3, 3), "sum"), Conv2d("w", None, 2, 4, (3, 3), (1, 1), (0, 0)), iaf()), (2, 30, 30), "pooling"),
     ((Pool2d((2, 2), (1, 1), "sum"), Conv2d("w", None, 2, 4, (3, 3), (1, 1), (0, 0)), iaf()), (2, 30, 30), "pooling"),
+    ((Conv2d("w", None, 2, 3, (3, 3), (1, 1), (1, 1)), Pool2d((2, 2), (2, 2), "sum"), iaf()), (2, 4, 4),
+     "pooling: pooling layer 1 sits between the synaptic layer 'w' and its neuron layer.*after the neuron layer"),
     ((Dense("w", "b", 4, 4), iaf()), (4,), "biases"),
     ((Dense("w", None, 4, 4), iaf(beta=0.9)), (4,), "leak"),
     ((Conv2d("w", None, 2, 4, (3, 3), (1, 1), (0, 0)), iaf()), (2, 200, 200), "input size"),
@@ -302,14 +377,139 @@ def test_constraint_violations_name_the_limit(layers, shape, limit):
         SpeckBackend().check(spec)
 
 
-def test_biases_can_be_dropped_with_a_warning_and_one_set_only():
+def test_biases_can_be_dropped_with_a_warning():
     spec = NetworkSpec((Dense("w", "b", 2, 2), iaf()), (2,))
     params = {"w": torch.eye(2), "b": torch.ones(2)}
     with pytest.warns(UserWarning, match="dropping"):
         dep = SpeckBackend(drop_biases=True).transfer(spec, params)
     assert torch.equal(dep.params["b"], torch.zeros(2))
+    with pytest.warns(UserWarning, match="dropping"):
+        dep = SpeckBackend(drop_biases=True).transfer(spec, {k: torch.stack([v, 2 * v]) for k, v in params.items()}, 2)
+    assert torch.equal(dep.params["b"], torch.zeros(2, 2))
+
+
+def test_parameter_sets_beyond_the_cap_or_without_a_set_dimension_are_refused():
+    spec = NetworkSpec((Dense("w", None, 2, 2), iaf()), (2,))
+    be = SpeckBackend()
+    assert be.max_sets is not None and be.max_sets >= 4
+    cap = be.max_sets
     with pytest.raises(cil.BackendCapacityError, match="parameter sets"):
-        SpeckBackend().transfer(NetworkSpec((Dense("w", None, 2, 2), iaf()), (2,)), {"w": torch.eye(2)[None]}, 1)
+        be.transfer(spec, {"w": torch.eye(2).expand(cap + 1, 2, 2)}, cap + 1)
+    with pytest.raises(cil.ShapeError, match="a leading set dimension of 2"):
+        be.transfer(spec, {"w": torch.eye(2)}, 2)
+    # the session splits a larger request into calls of at most max_sets sets
+    session = cil.HardwareSession(be)
+    sets = torch.linspace(0.5, 2.0, cap + 3)[:, None, None] * torch.tensor([[1.0, 0.2], [0.3, 1.0]])
+    x = torch.ones(3, 2, 2)
+    obs = session.run(spec, {"w": sets}, x, n_sets=cap + 3)
+    assert obs.output.shape == (3, cap + 3, 2, 2) and session.stats.calls == 2
+    for s in (0, cap - 1, cap, cap + 2):
+        assert torch.equal(obs.output[:, s], be.forward(be.transfer(spec, {"w": sets[s]}), x).output)
+
+
+def _sets_of(params: dict, gen: torch.Generator, S: int) -> dict:
+    """S parameter sets around ``params``: other scales (so other per-layer quantization scales),
+    noise, and one set with a single large weight (all others quantize to few levels)."""
+    out = {}
+    for k, v in params.items():
+        sets = [v]
+        for s in range(1, S):
+            w = v * (0.5 + 1.5 * float(torch.rand(1, generator=gen))) + 0.2 * torch.randn(v.shape, generator=gen)
+            if s == S - 1:
+                w = w.clone()
+                w.view(-1)[0] = 10 * float(w.abs().max())
+            sets.append(w)
+        out[k] = torch.stack(sets)
+    return out
+
+
+@pytest.mark.parametrize("kind", [0, 1])
+def test_parameter_sets_in_one_call_equal_single_calls(kind):
+    """S sets in one transfer + forward: each set quantized as a single transfer would (its own
+    scale), outputs and recorded layer spikes bit-identical to S single calls, dense and event
+    inputs; and set by set equal to the plain-Python reference chip."""
+    gen = torch.Generator().manual_seed(20 + kind)
+    spec, params = random_net(gen, kind)
+    S, T, B = 5, 6, 4
+    sets = _sets_of(params, gen, S)
+    x = (torch.rand(T, B, *spec.input_shape, generator=gen) < 0.2).float() * torch.randint(
+        1, 3, (T, B, *spec.input_shape), generator=gen)
+    rng = np.random.default_rng(kind)
+    events = []
+    for _ in range(B):
+        ev = np.zeros(200, EVENT_DTYPE)
+        ev["t"] = rng.integers(0, 6_000, 200)  # unsorted: the backend sorts by time
+        ev["x"], ev["y"] = rng.integers(0, spec.input_shape[2], 200), rng.integers(0, spec.input_shape[1], 200)
+        ev["p"] = rng.integers(0, 2, 200)
+        events.append(ev)
+    evb = EventBatch(events_to_dense(events, T, 6_000.0, spec.input_shape), events, 6_000.0)
+    be = SpeckBackend()
+    dep = be.transfer(spec, sets, S)
+    assert dep.n_sets == S and len(dep.chip["weights_int8"]) == S
+    singles = [be.transfer(spec, {k: v[s] for k, v in sets.items()}) for s in range(S)]
+    assert len({tuple(d.chip["scales"]) for d in singles}) == S, "the sets must quantize with different scales"
+    for s, d in enumerate(singles):
+        for k in params:
+            assert torch.equal(dep.params[k][s], d.params[k])
+        for a, b in zip(dep.chip["weights_int8"][s], d.chip["weights_int8"]):
+            np.testing.assert_array_equal(a, b)
+        assert dep.chip["thresholds"][s] == d.chip["thresholds"] and dep.chip["v_mins"][s] == d.chip["v_mins"]
+    active = 0
+    for inputs in (x, evb):
+        for record in (False, True):
+            obs = be.forward(dep, inputs, record=record)
+            assert obs.output.shape == (T, S, B, *spec.output_shape)
+            syn = 0
+            for s, d in enumerate(singles):
+                one = be.forward(d, inputs, record=record)
+                assert torch.equal(obs.output[:, s], one.output)
+                assert obs.meta["synaptic_updates_per_set"][s] == one.meta["synaptic_updates"]
+                syn += one.meta["synaptic_updates"]
+                active += int(one.output.sum() > 0)
+                if record:
+                    assert len(obs.layers) == len(one.layers)
+                    for la, lb in zip(obs.layers, one.layers):
+                        assert la.spikes.shape[:3] == (T, S, B)
+                        assert torch.equal(la.spikes[:, s], lb.spikes)
+            assert obs.meta["synaptic_updates"] == syn
+    assert active >= 2 * S, "degenerate test: most sets are silent"
+    # every set against the plain-Python reference chip (dense input)
+    obs = be.forward(dep, x, record=True)
+    c, y, xx, tb, off = dense_to_arrays(x)
+    samples = [list(zip(tb[off[b]:off[b + 1]], c[off[b]:off[b + 1]], y[off[b]:off[b + 1]], xx[off[b]:off[b + 1]]))
+               for b in range(B)]
+    for s in range(S):
+        chip = {k: dep.chip[k][s] for k in ("weights_int8", "thresholds", "v_mins")}
+        ref_out, ref_rec = reference(spec, chip, samples, T)
+        np.testing.assert_array_equal(obs.output[:, s].reshape(T, B, -1).numpy(), ref_out)
+        for k, lo in enumerate(obs.layers):
+            got = lo.spikes[:, s].reshape(T, B, -1).numpy()
+            want = np.zeros_like(got)
+            for (b, t, f), n in ref_rec[k].items():
+                want[t, b, f] = n
+            np.testing.assert_array_equal(got, want)
+
+
+def test_mh_scores_all_proposals_of_a_step_in_one_call(breast_cancer):
+    """MH with 8 chains on speck: one backend call per step (8 sets), as many calls per step as
+    chains with the same backend forced to one set per call, and the same run either way."""
+    from cil_core.network.reference import feedforward as ff
+
+    class OneSet(SpeckBackend):
+        max_sets = 1
+
+    data = breast_cancer.train.select(torch.arange(64))
+    runs = []
+    for be in (SpeckBackend(), OneSet()):
+        net = ff([62, 16, 2], beta=1.0, weight_gain=3.0, seed=0)
+        tr = cil.Trainer(net, be, "mh", seed=0, chains=8, burn_in=3, adapt_every=2, init="network")
+        calls: list[int] = []
+        tr.fit(data, steps=5, on_step=lambda rec: calls.append(tr.session.stats.calls))
+        per_step = [b - a for a, b in zip(calls, calls[1:])]  # the first step scores the states too
+        runs.append((per_step, [p.detach().clone() for p in net.module.parameters()]))
+    (batched_calls, wb), (single_calls, ws) = runs
+    assert batched_calls == [1] * 4 and single_calls == [8] * 4
+    assert all(torch.equal(a, b) for a, b in zip(wb, ws))
 
 
 def test_cil_spl_trains_through_the_registry():

@@ -12,6 +12,10 @@
   binned into the ``T`` windows of the dense view; ``meta["counts"]`` = per-class totals;
   with ``record=True`` the binned spikes of every neuron layer (no membranes: the chip does not
   report them).
+* Parameter sets (``max_sets = 32``): ``transfer(..., n_sets=S)`` quantizes every set exactly as
+  a single transfer would (its own per-layer scale) and one forward runs all ``S`` sets, in
+  parallel over (set, sample) pairs: ``output`` ``[T, S, B, *out]``, layers ``[T, S, B, ...]``,
+  set ``s`` bit-identical to a single call with its weights.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ class SpeckBackend(Backend):
     """Speck-style event-driven chip (8-bit weights, 16-bit IAF state, numba event loop)."""
 
     name = "speck"
-    max_sets = 1
+    #: parameter sets per call: up to 32 weight sets run in one event loop, parallel over
+    #: (set, sample) pairs. A real chip holds one; the cap bounds the recorded spikes
+    #: (``record=True`` holds ``sets x samples x T x neurons`` counts) and is well past the point
+    #: where the per-call costs (input conversion, thread start) stop mattering.
+    max_sets = 32
     observes_layers = True
     observes_membrane = False
     stochastic = False
@@ -47,42 +55,77 @@ class SpeckBackend(Backend):
         map_spec(spec, self.drop_biases)
 
     def transfer(self, spec: Any, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
-        if n_sets is not None:
-            raise BackendCapacityError(f"speck: parameter sets: the chip holds one set of weights (max_sets=1), "
-                                       f"got n_sets={n_sets}")
+        """Weight transfer. With ``n_sets = S`` every tensor has a leading set dimension and each
+        set is quantized exactly as a single transfer of it would be (its own per-layer scale);
+        ``chip["weights_int8"]``, ``["thresholds"]``, ``["v_mins"]``, ``["scales"]`` then hold one
+        per-layer list per set."""
         cmap = map_spec(spec, self.drop_biases)
-        q = quantize(cmap, params, self.drop_biases)
-        lp = np.zeros((len(cmap.layers), K.N_PARAMS), np.int64)
-        woff = voff = roff = 0
+        if n_sets is not None:
+            cap = self.max_sets
+            if n_sets < 1 or cap is not None and n_sets > cap:
+                raise BackendCapacityError(f"speck: parameter sets: one call holds 1 to {cap} sets "
+                                           f"(max_sets={cap}), got n_sets={n_sets}")
+        lead = () if n_sets is None else (n_sets,)
+        for _, layer in spec.synaptic_layers():
+            for name, shape in zip((layer.weight, layer.bias), layer.param_shapes()):
+                if name is None:
+                    continue
+                if name not in params:
+                    raise ShapeError(f"speck: no tensor '{name}' among the parameters {sorted(params)}")
+                got = tuple(params[name].shape)
+                if got != (*lead, *shape):
+                    sets_txt = "" if n_sets is None else f" (a leading set dimension of {n_sets}, then {shape})"
+                    raise ShapeError(f"speck: '{name}' has shape {got}, expected {(*lead, *shape)}{sets_txt}")
+        sets = [params] if n_sets is None else [{k: v[s] for k, v in params.items()} for s in range(n_sets)]
+        qs = [quantize(cmap, p, self.drop_biases) for p in sets]
+        L = len(cmap.layers)
+        base = np.zeros((L, K.N_PARAMS), np.int64)
+        voff = roff = 0
         cap = 1
         for i, cl in enumerate(cmap.layers):
-            lp[i, [K.C, K.H, K.W]] = cl.in_shape
-            lp[i, [K.PH_, K.PW_]] = cl.pool
-            lp[i, [K.O, K.HO, K.WO]] = cl.out_shape
-            lp[i, [K.KH, K.KW]] = cl.kernel
-            lp[i, [K.SH, K.SW]] = cl.stride
-            lp[i, [K.PADH, K.PADW]] = cl.padding
-            lp[i, K.THR] = q.thresholds[i]
-            lp[i, K.VMIN] = q.v_mins[i]
-            lp[i, K.RZERO] = 1 if cl.neuron.reset == "zero" else 0  # type: ignore[union-attr]
-            lp[i, K.WOFF] = woff
-            lp[i, K.VOFF] = voff
-            lp[i, K.ROFF] = roff
+            base[i, [K.C, K.H, K.W]] = cl.in_shape
+            base[i, [K.PH_, K.PW_]] = cl.pool
+            base[i, [K.O, K.HO, K.WO]] = cl.out_shape
+            base[i, [K.KH, K.KW]] = cl.kernel
+            base[i, [K.SH, K.SW]] = cl.stride
+            base[i, [K.PADH, K.PADW]] = cl.padding
+            base[i, K.RZERO] = 1 if cl.neuron.reset == "zero" else 0  # type: ignore[union-attr]
+            base[i, K.VOFF] = voff
+            base[i, K.ROFF] = roff
             n = int(np.prod(cl.out_shape))
-            woff += q.weights[i].size
             voff += n
             roff += n
             cap += cl.out_shape[0] * cl.kernel[0] * cl.kernel[1]
-        # kernel layout [C, KH, KW, O] (see cil_speck.kernel)
-        wts = np.concatenate([np.transpose(w, (1, 2, 3, 0)).ravel() for w in q.weights]).astype(np.int32)
+        # one block of L rows per set; the weights of all sets concatenated, each layer's kernel
+        # in the layout [C, KH, KW, O] (see cil_speck.kernel)
+        lp = np.tile(base, (len(qs), 1))
+        woff = 0
+        for s, q in enumerate(qs):
+            for i in range(L):
+                row = s * L + i
+                lp[row, K.THR] = q.thresholds[i]
+                lp[row, K.VMIN] = q.v_mins[i]
+                lp[row, K.WOFF] = woff
+                woff += q.weights[i].size
+        wts = np.concatenate([np.transpose(w, (1, 2, 3, 0)).ravel() for q in qs for w in q.weights]).astype(np.int32)
         chip = {"map": cmap, "lp": lp, "weights": wts, "n_state": voff, "rec_size": roff, "stack_cap": cap,
-                "weights_int8": q.weights, "thresholds": q.thresholds, "v_mins": q.v_mins, "scales": q.scales,
-                "cores": cmap.cores}
-        return Deployment(self.name, spec, q.effective, None, chip)
+                "n_sets": len(qs), "cores": cmap.cores}
+        for key in ("weights", "thresholds", "v_mins", "scales"):
+            per_set = [getattr(q, key) for q in qs]
+            chip["weights_int8" if key == "weights" else key] = per_set[0] if n_sets is None else per_set
+        if n_sets is None:
+            effective = qs[0].effective
+        else:
+            effective = {k: torch.stack([q.effective[k] for q in qs]) for k in qs[0].effective}
+        return Deployment(self.name, spec, effective, n_sets, chip)
 
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
+        """Forward: ``output`` ``[T, B, *out]``, or ``[T, S, B, *out]`` for a deployment of
+        ``S`` sets (all sets and samples in one parallel event loop); likewise the recorded
+        layers."""
         ch = deployment.chip
         cmap = ch["map"]
+        S = int(ch.get("n_sets", 1))
         dense = as_dense(inputs)
         T, B = int(dense.shape[0]), int(dense.shape[1])
         if isinstance(inputs, EventBatch):
@@ -105,7 +148,7 @@ class SpeckBackend(Backend):
                 lp = lp.copy()
                 lp[:, K.ROFF] = -1
             out, rec, syn = K.run_events(*arrays, lp, ch["weights"], ch["n_state"], T, n_out,
-                                         ch["rec_size"] if record else 0, ch["stack_cap"])
+                                         ch["rec_size"] if record else 0, ch["stack_cap"], S)
         finally:
             if old is not None:
                 import numba
@@ -113,15 +156,23 @@ class SpeckBackend(Backend):
                 numba.set_num_threads(old)
         dt = time.perf_counter() - t0
         dev = dense.device
-        output = torch.from_numpy(out).to(torch.float32).transpose(0, 1).reshape(T, B, *cmap.output_shape).to(dev)
+        sets = () if deployment.n_sets is None else (S,)
+
+        def arrange(a: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+            """Kernel rows ``[S*B, T, n]`` → ``[T, (S,) B, *shape]``."""
+            t = torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32).reshape(S, B, T, -1)
+            return t.permute(2, 0, 1, 3).reshape(T, *sets, B, *shape).to(dev)
+
+        output = arrange(out, tuple(cmap.output_shape))
         layers = None
         if record:
             layers = []
             for i, cl in enumerate(cmap.layers):
                 lo = int(ch["lp"][i, K.ROFF])
                 n = int(np.prod(cl.out_shape))
-                s = torch.from_numpy(np.ascontiguousarray(rec[:, :, lo:lo + n])).to(torch.float32)
-                layers.append(LayerObservation(s.transpose(0, 1).reshape(T, B, *cl.spec_out_shape).to(dev)))
+                layers.append(LayerObservation(arrange(rec[:, :, lo:lo + n], tuple(cl.spec_out_shape))))
         meta = {"synaptic_updates": int(syn.sum()), "input_events": int(arrays[4][-1]), "seconds": dt,
                 "counts": output.sum(0)}
+        if deployment.n_sets is not None:
+            meta["synaptic_updates_per_set"] = syn.reshape(S, B).sum(1).tolist()
         return Observation(output, layers, meta)

@@ -7,7 +7,8 @@ layer is a convolution whose kernel covers the whole input), and a layer of inte
 neurons with 16-bit saturating integer state.
 
 Spec layers map as follows: ``Pool2d`` (stride = kernel, factors in {1, 2, 4, 8}) is the pooling
-of the *next* chip layer's input (the input pooling of the sensor layer when it comes first);
+of the *next* chip layer's input (the input pooling of the sensor layer when it comes first),
+so it must come after a neuron layer (on spikes), never between a synaptic layer and its neurons;
 ``mode="avg"`` becomes sum pooling with the next synaptic layer's weights divided by the window
 area (what the chip does); ``Flatten`` followed by ``Dense`` is a convolution with a
 ``(H, W)`` kernel over the flattened ``(C, H, W)`` map (torch's flatten order); a ``Dense`` on a
@@ -138,6 +139,10 @@ def map_spec(spec: NetworkSpec, drop_biases: bool = False) -> ChipMap:
     nidx = 0
     for li, (layer, out) in enumerate(zip(spec.layers, shapes)):
         if isinstance(layer, Pool2d):
+            if layers and layers[-1].neuron is None:
+                raise _err("pooling", f"pooling layer {li} sits between the synaptic layer '{layers[-1].weight}' and "
+                                      "its neuron layer; the chip pools a layer's output spikes, after its neurons. "
+                                      "Put the pooling after the neuron layer (pool the spikes)")
             if layer.stride != layer.kernel_size:
                 raise _err("pooling", f"pooling layer {li}: stride {layer.stride} != kernel {layer.kernel_size}; "
                                       "the chip pools with stride = kernel")

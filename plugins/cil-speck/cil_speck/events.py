@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from numba import njit
 
 from cil_core import ShapeError
 
@@ -48,46 +49,92 @@ def events_to_dense(events: Sequence[np.ndarray], n_bins: int, duration_us: floa
     return torch.from_numpy(out).transpose(0, 1).contiguous()
 
 
+@njit(cache=True, nogil=True)
+def _count_events(counts):
+    """Events per sample of ``counts[T, B, F]``; -1 for a sample holding a negative or
+    non-integer count."""
+    T, B, F = counts.shape
+    n = np.zeros(B, np.int64)
+    for t in range(T):
+        for b in range(B):
+            for f in range(F):
+                v = counts[t, b, f]
+                if v != 0:
+                    k = np.int64(v)
+                    if v < 0 or k != v:
+                        n[b] = -1
+                        return n
+                    n[b] += k
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _fill_events(counts, off, hw, w, ev_c, ev_y, ev_x, ev_bin):
+    """Write every sample's events at ``off[b]``: by bin, then flat index, copies consecutive."""
+    T, B, F = counts.shape
+    for b in range(B):
+        e = off[b]
+        for t in range(T):
+            for f in range(F):
+                k = np.int64(counts[t, b, f])
+                if k == 0:
+                    continue
+                c = f // hw
+                rem = f - c * hw
+                y = rem // w
+                x = rem - y * w
+                for _ in range(k):
+                    ev_c[e] = c
+                    ev_y[e] = y
+                    ev_x[e] = x
+                    ev_bin[e] = t
+                    e += 1
+
+
 def dense_to_arrays(x: torch.Tensor):
     """Flat event arrays from a dense count tensor ``[T, B, *shape]`` (see the module docstring)."""
     xd = x.detach().cpu()
-    if xd.is_floating_point():
-        if bool((xd < 0).any()) or bool((xd != torch.round(xd)).any()):
-            raise ShapeError("speck: a dense input must hold non-negative integer event counts")
+    if xd.dtype == torch.bool:
+        xd = xd.to(torch.uint8)
+    elif xd.dtype in (torch.float16, torch.bfloat16):
+        xd = xd.to(torch.float32)
     T, B = xd.shape[:2]
     feat = xd.shape[2:]
     shape3 = (int(feat[0]), int(feat[1]), int(feat[2])) if len(feat) == 3 else (int(np.prod(feat)), 1, 1)
-    counts = xd.reshape(T, B, -1).permute(1, 0, 2).numpy().astype(np.int64)  # [B, T, F]
-    b, t, f = np.nonzero(counts)  # row-major: by sample, then bin, then flat index
-    n = counts[b, t, f]
-    b, t, f = np.repeat(b, n), np.repeat(t, n), np.repeat(f, n)
-    c, rem = np.divmod(f, shape3[1] * shape3[2])
-    yy, xx = np.divmod(rem, shape3[2])
+    counts = np.ascontiguousarray(xd.reshape(T, B, -1).numpy())
+    n = _count_events(counts)
+    if bool((n < 0).any()):
+        raise ShapeError("speck: a dense input must hold non-negative integer event counts")
     off = np.zeros(B + 1, np.int64)
-    np.cumsum(np.bincount(b, minlength=B), out=off[1:])
-    return (c.astype(np.int32), yy.astype(np.int32), xx.astype(np.int32), t.astype(np.int32), off)
+    np.cumsum(n, out=off[1:])
+    total = int(off[-1])
+    ev_c, ev_y, ev_x, ev_bin = (np.empty(total, np.int32) for _ in range(4))
+    _fill_events(counts, off, shape3[1] * shape3[2], shape3[2], ev_c, ev_y, ev_x, ev_bin)
+    return ev_c, ev_y, ev_x, ev_bin, off
 
 
 def eventbatch_to_arrays(events: Sequence[np.ndarray], n_bins: int, duration_us: float,
                          input_shape: tuple[int, int, int]):
-    """Flat event arrays from a list of structured event arrays (fields t, x, y, p)."""
+    """Flat event arrays from a list of structured event arrays (fields t, x, y, p); each
+    sample's events in timestamp order (ties in the order given)."""
     C, H, W = input_shape
     if C not in (1, 2):
         raise ShapeError(f"speck: event streams need a 1- or 2-channel (polarity) input, the network has {C} channels")
-    cs, ys, xs, bs, lens = [], [], [], [], []
-    for ev in events:
-        order = np.argsort(ev["t"], kind="stable")
-        ev = ev[order]
-        x = ev["x"].astype(np.int64)
-        y = ev["y"].astype(np.int64)
-        if len(ev) and (x.min() < 0 or y.min() < 0 or x.max() >= W or y.max() >= H):
-            raise ShapeError(f"speck: event coordinates outside the {W}x{H} input")
-        cs.append((ev["p"] > 0).astype(np.int32) if C == 2 else np.zeros(len(ev), np.int32))
-        ys.append(y.astype(np.int32))
-        xs.append(x.astype(np.int32))
-        bs.append(time_bins(ev["t"], n_bins, duration_us).astype(np.int32))
-        lens.append(len(ev))
+    lens = np.asarray([len(ev) for ev in events], np.int64)
     off = np.zeros(len(events) + 1, np.int64)
-    np.cumsum(np.asarray(lens, np.int64), out=off[1:])
-    cat = (lambda a: np.concatenate(a) if a else np.zeros(0, np.int32))
-    return cat(cs), cat(ys), cat(xs), cat(bs), off
+    np.cumsum(lens, out=off[1:])
+    if off[-1] == 0:
+        z = np.zeros(0, np.int32)
+        return z, z.copy(), z.copy(), z.copy(), off
+    field = lambda name: np.concatenate([np.asarray(ev[name]) for ev in events])  # noqa: E731
+    t, x, y, p = field("t"), field("x").astype(np.int64), field("y").astype(np.int64), field("p")
+    back = np.diff(t) < 0
+    starts = off[1:-1] - 1  # a new sample may start earlier than the last one ended
+    back[starts[(starts >= 0) & (starts < len(back))]] = False
+    if back.any():  # stable: by sample, then time, ties in the given order
+        order = np.lexsort((t, np.repeat(np.arange(len(events)), lens)))
+        t, x, y, p = t[order], x[order], y[order], p[order]
+    if x.min() < 0 or y.min() < 0 or x.max() >= W or y.max() >= H:
+        raise ShapeError(f"speck: event coordinates outside the {W}x{H} input")
+    c = (p > 0).astype(np.int32) if C == 2 else np.zeros(len(p), np.int32)
+    return c, y.astype(np.int32), x.astype(np.int32), time_bins(t, n_bins, duration_us).astype(np.int32), off

@@ -16,6 +16,12 @@ Semantics (one sample; all state integer, 16-bit saturating):
    each is processed completely through the following layers before the next one leaves. All
    events caused by an input event are processed before the next input event (no latency).
 5. Output spikes of the last layer are counted in the time bin of the input event that caused them.
+
+Parameter sets: one call runs ``S`` weight sets of the same network on the same samples. The
+layer table ``lp`` then holds ``S`` blocks of ``L`` rows (block ``s`` = set ``s``: its
+thresholds, lower bounds and a ``WOFF`` into the concatenated weights of all sets); every
+(set, sample) pair is an independent run with its own state, all of them in one parallel loop.
+``S = 1`` is the single-network call (the layout and results of a plain one-set call).
 """
 
 from __future__ import annotations
@@ -29,27 +35,35 @@ N_PARAMS = 20
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out, rec_size, stack_cap):
-    """Run every sample ``b`` (events ``ev_off[b]:ev_off[b+1]``) through the chip layers.
+def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out, rec_size, stack_cap, n_sets=1):
+    """Run every sample ``b`` (events ``ev_off[b]:ev_off[b+1]``) of every parameter set ``s``
+    (rows ``s*L:(s+1)*L`` of ``lp``, ``L = lp.shape[0] // n_sets``) through the chip layers.
 
     Memory layout: neuron state channel-last ``[Ho, Wo, O]`` per layer, weights
     ``[C, KH, KW, O]`` per layer (so the innermost loop over output channels is contiguous);
     spike order and recorded indices use the channel-major flat index ``(o, oy, ox)``.
-    ``lp[:, ROFF] < 0`` disables recording of a layer.
+    ``lp[:, ROFF] < 0`` disables recording of a layer. The state and recording layout
+    (``VOFF``, ``ROFF``) is the same for every set.
 
-    Returns ``out[b, t, k]`` (output spike counts of the last layer per time bin),
-    ``rec[b, t, j]`` (spike counts of every layer, concatenated at offsets ``lp[:, ROFF]``;
-    empty when ``rec_size == 0``) and ``syn[b]`` (synaptic updates).
+    Returns, with ``r = s * B + b`` (``r = b`` for one set): ``out[r, t, k]`` (output spike
+    counts of the last layer per time bin), ``rec[r, t, j]`` (spike counts of every layer,
+    concatenated at offsets ``lp[:, ROFF]``; empty when ``rec_size == 0``) and ``syn[r]``
+    (synaptic updates). The (set, sample) pairs run in parallel, sample-major (the sets of one
+    sample side by side, so a thread reads a sample's events for several sets in a row).
     """
     B = ev_off.shape[0] - 1
-    L = lp.shape[0]
-    out = np.zeros((B, n_bins, n_out), np.int32)
-    rec = np.zeros((B, n_bins, rec_size), np.int32)
-    syn = np.zeros(B, np.int64)
+    S = n_sets
+    L = lp.shape[0] // S
+    out = np.zeros((S * B, n_bins, n_out), np.int32)
+    rec = np.zeros((S * B, n_bins, rec_size), np.int32)
+    syn = np.zeros(S * B, np.int64)
     n_targets = 1  # an event reaches at most kh * kw positions of a layer
     for l in range(L):
         n_targets = max(n_targets, lp[l, KH] * lp[l, KW])
-    for b in prange(B):
+    for i in prange(S * B):
+        b = i // S
+        s0 = (i - b * S) * L  # first row of this set's layer block
+        r = (i - b * S) * B + b  # output row
         v = np.zeros(n_state, np.int32)
         s_l = np.empty(stack_cap, np.int32)
         s_c = np.empty(stack_cap, np.int32)
@@ -70,42 +84,54 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                 sp -= 1
                 l = s_l[sp]
                 c = s_c[sp]
-                y = s_y[sp] // lp[l, PH_]
-                x = s_x[sp] // lp[l, PW_]
-                if y >= lp[l, H] or x >= lp[l, W]:
+                y = s_y[sp] // lp[s0 + l, PH_]
+                x = s_x[sp] // lp[s0 + l, PW_]
+                if y >= lp[s0 + l, H] or x >= lp[s0 + l, W]:
                     continue
-                nC = lp[l, C]
-                nO = lp[l, O]
-                nHo = lp[l, HO]
-                nWo = lp[l, WO]
-                kh = lp[l, KH]
-                kw = lp[l, KW]
-                sh = lp[l, SH]
-                sw = lp[l, SW]
-                ph = lp[l, PADH]
-                pw = lp[l, PADW]
-                woff = lp[l, WOFF]
-                voff = lp[l, VOFF]
-                # the neurons (oy, ox) this event projects to, in descending flat order
+                nC = lp[s0 + l, C]
+                nO = lp[s0 + l, O]
+                nHo = lp[s0 + l, HO]
+                nWo = lp[s0 + l, WO]
+                kh = lp[s0 + l, KH]
+                kw = lp[s0 + l, KW]
+                sh = lp[s0 + l, SH]
+                sw = lp[s0 + l, SW]
+                ph = lp[s0 + l, PADH]
+                pw = lp[s0 + l, PADW]
+                woff = lp[s0 + l, WOFF]
+                voff = lp[s0 + l, VOFF]
+                # the neurons (oy, ox) this event projects to, in descending flat order: kernel
+                # rows ki with y + ph - ki = oy * sh, 0 <= oy < nHo, in ascending order (only
+                # those: a full-input kernel of a dense layer has one), likewise columns
+                ty = y + ph
+                lo = ty - (nHo - 1) * sh
+                if sh == 1:
+                    ki = max(lo, 0)
+                else:
+                    ki = ty % sh
+                    if lo > ki:
+                        ki += (lo - ki + sh - 1) // sh * sh
+                ki_end = min(kh - 1, ty)
+                tx = x + pw
+                lo = tx - (nWo - 1) * sw
+                if sw == 1:
+                    kj0 = max(lo, 0)
+                else:
+                    kj0 = tx % sw
+                    if lo > kj0:
+                        kj0 += (lo - kj0 + sw - 1) // sw * sw
+                kj_end = min(kw - 1, tx)
                 nt = 0
-                for ki in range(kh):
-                    ty = y + ph - ki
-                    if ty < 0 or ty % sh != 0:
-                        continue
-                    oy = ty // sh
-                    if oy >= nHo:
-                        continue
-                    for kj in range(kw):
-                        tx = x + pw - kj
-                        if tx < 0 or tx % sw != 0:
-                            continue
-                        ox = tx // sw
-                        if ox >= nWo:
-                            continue
+                while ki <= ki_end:
+                    oy = ty - ki if sh == 1 else (ty - ki) // sh
+                    kj = kj0
+                    while kj <= kj_end:
                         t_oy[nt] = oy
-                        t_ox[nt] = ox
+                        t_ox[nt] = tx - kj if sw == 1 else (tx - kj) // sw
                         t_k[nt] = ki * kw + kj
                         nt += 1
+                        kj += sw
+                    ki += sh
                 # 1) integrate
                 for j in range(nt):
                     base = voff + (t_oy[j] * nWo + t_ox[j]) * nO
@@ -121,10 +147,10 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                         nsyn += 1
                 # 2) fire check, visiting touched neurons in *descending* flat order and pushing,
                 #    so that the stack pops them in ascending order
-                thr = lp[l, THR]
-                vmin = lp[l, VMIN]
-                rz = lp[l, RZERO]
-                roff = lp[l, ROFF]
+                thr = lp[s0 + l, THR]
+                vmin = lp[s0 + l, VMIN]
+                rz = lp[s0 + l, RZERO]
+                roff = lp[s0 + l, ROFF]
                 last = l == L - 1
                 for o in range(nO - 1, -1, -1):
                     for j in range(nt):
@@ -139,9 +165,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                             else:
                                 val = val - thr
                             if roff >= 0:
-                                rec[b, tb, roff + flat] += 1
+                                rec[r, tb, roff + flat] += 1
                             if last:
-                                out[b, tb, flat] += 1
+                                out[r, tb, flat] += 1
                             else:
                                 s_l[sp] = l + 1
                                 s_c[sp] = o
@@ -151,5 +177,5 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                         if val < vmin:
                             val = vmin
                         v[idx] = val
-        syn[b] = nsyn
+        syn[r] = nsyn
     return out, rec, syn
