@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     initial = build_model(data.n_inputs)
 
     net = cil.wrap(copy.deepcopy(initial))
-    mh = cil.Trainer(net, chip, "mh", seed=0, chains=4, burn_in=steps // 2, step_size=0.2)
+    mh = cil.Trainer(net, chip, "mh", seed=0, chains=4, burn_in=steps // 2, block_size=64)
     print(f"before training: accuracy on the analog chip {mh.evaluate(data.test)['accuracy']:.3f}")
     history = mh.fit(train, steps=steps)
     acc_mh = mh.evaluate(data.test)["accuracy"]

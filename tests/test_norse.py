@@ -273,7 +273,7 @@ def test_norse_iaf_model_trains_on_speck(algorithm, breast_cancer):
     data = breast_cancer
     if algorithm == "mh":  # the chip holds one parameter set: every proposal is one chip call
         data = type(data)(data.train.subset(torch.arange(64)), data.test, data.num_steps, data.n_inputs)
-        opts = dict(steps=80, algorithm_options=dict(chains=4, burn_in=40, step_size=0.2))
+        opts = dict(steps=80, algorithm_options=dict(chains=4, burn_in=40, init="network"))
     else:
         opts = dict(epochs=3, batch_size=64, algorithm_options=dict(lr=2e-2))
     before, after = _fit_on("speck", algorithm, data, model, **opts)

@@ -222,7 +222,7 @@ def test_mh_resumes_after_a_crash_without_losing_samples(tmp_path, breast_cancer
     net = small_net(breast_cancer)
     # the chip dies for good during step 10 (one forward per step: a deterministic chip and the
     # full training set, so the current states are not re-scored)
-    dying = FaultyChip({k: "raise" for k in range(10, 100)})
+    dying = FaultyChip({k: "raise" for k in range(11, 100)})
     tr = cil.Trainer(net, dying, "mh", seed=3, retries=1, **opts)
     with pytest.raises(HardwareError, match="faulty-chip"):
         tr.fit(data, steps=12, checkpoint=ckpt, checkpoint_every=4)

@@ -6,36 +6,82 @@ Posterior over the flattened synaptic weights :math:`\\theta`:
 
 .. math::
 
-    \\log p(\\theta \\mid D) = -\\frac{N}{\\tau}\\,\\mathrm{CE}_{hw}(\\theta; D)
+    \\log p(\\theta \\mid D) = \\underbrace{-\\frac{N}{\\tau}\\,\\mathrm{CE}_{hw}(\\theta; D)}_{\\log L(\\theta)}
         - \\frac{1}{2}\\sum_k \\Big(\\frac{\\theta_k}{\\sigma_p u_k}\\Big)^2 + \\text{const}
 
 where :math:`\\mathrm{CE}_{hw}` is the mean cross entropy of the readout of the *chip's* output
 (the chip runs the candidate weights after a weight transfer), :math:`N` the number of samples
 scored, :math:`\\tau` the temperature, :math:`\\sigma_p` the prior width and :math:`u_k` the
-scale of the tensor that holds :math:`\\theta_k` (the standard deviation of its initial
-values), so that one step size fits layers of different fan-in.
+scale of the tensor that holds :math:`\\theta_k` (the standard deviation of its starting
+values), so that one step size fits layers of different fan-in. ``chains`` independent chains
+advance together; all their proposals of a step are scored in one request (the session splits
+it into ``ceil(sets / max_sets)`` backend calls). Every proposal is accepted with probability
+:math:`\\min(1, p(\\theta'|D)/p(\\theta|D))` (both proposals below are symmetric).
 
-Proposal (Gaussian random walk): :math:`\\theta' = \\theta + s_c\\, u \\odot \\epsilon`,
-:math:`\\epsilon \\sim \\mathcal N(0, I)`; accept with probability
-:math:`\\min(1, p(\\theta'|D)/p(\\theta|D))`. ``chains`` independent chains advance together and
-all their proposals are scored in one backend call when the backend can hold several
-parameter sets.
+**Sparse block proposals** (``proposal="block"``, the default). Each chain, each step, draws one
+synaptic layer :math:`\\ell` (its weight and bias tensors together) and
+:math:`k = \\min(\\text{block\\_size}, D_\\ell)` distinct entries :math:`B` of it, and moves only
+those:
 
-Burn-in: every ``adapt_every`` steps each chain's step size is multiplied by
-:math:`\\exp(a_c - a^*)` (:math:`a_c` its acceptance rate over the window, :math:`a^*` the target).
-After burn-in the step size is frozen and every ``thin``-th state of every chain is averaged:
-the deployed weights are the posterior mean :math:`W^* = \\frac{1}{K}\\sum_k \\theta^{(k)}`
-(``deploy="mean"``) or the best sample seen (``deploy="best"``). Chains that drift into
-different modes (e.g. permuted hidden units) have a pooled mean that falls between the modes,
-so with ``deploy="mean"`` the pooled mean and every chain's own mean
-:math:`W^*_c = \\frac{1}{K_c}\\sum_k \\theta_c^{(k)}` are scored once more on the chip (on up to
-512 training samples, one batched call) and the one with the highest posterior is deployed.
+.. math:: \\theta'_i = \\theta_i + s_\\ell\\, u_i\\, \\epsilon_i,\\quad \\epsilon_i \\sim \\mathcal N(0, 1),\\quad i \\in B.
 
-Initialisation (``init="auto"``, default): see :class:`MetropolisHastings`.
+The layer is drawn with probability proportional to its number of entries :math:`D_\\ell`
+(``layer_choice="size"``: every weight is about equally likely to move, whatever the depth; on the
+benchmark's 62-16-2 and 62-32-16-2 networks this beat choosing the layer uniformly, which in a
+2-layer net is the output layer half of the time).
 
-With a stochastic chip or a minibatch likelihood the current state is re-scored together with
-the proposals each step (Monte-Carlo-within-Metropolis), so a lucky noisy estimate cannot pin
-a chain.
+The step sizes :math:`s_\\ell` (one per layer, shared by the chains) start at ``step_size``
+(1.0: one tensor scale) and during burn-in, every ``adapt_every`` steps,
+:math:`s_\\ell \\leftarrow s_\\ell \\exp(a_\\ell - a^*)` with :math:`a_\\ell` the acceptance rate of
+that layer's proposals in the window pooled over the chains (unchanged if it had none) and
+:math:`a^*` = ``target_acceptance`` (0.3); frozen after burn-in. Why: an isotropic step over all
+:math:`D` weights must shrink like :math:`1/\\sqrt D` to be accepted, and on a chip whose weights
+are held as a few DAC codes such a small step almost never changes a code; a move of a few
+weights by about one tensor scale does, and is still accepted often.
+
+With ``de_fraction`` :math:`> 0` that share of the block moves are differential-evolution moves
+across chains (ter Braak 2006) on the same block:
+:math:`\\theta'_B = \\theta_B + \\gamma(\\theta_{a,B} - \\theta_{b,B}) + 0.1\\, s_\\ell u_B \\epsilon`,
+:math:`\\gamma = 2.38/\\sqrt{2k}`, :math:`a \\ne b` two other chains (their states at the start of
+the step). DE moves do not enter the step adaptation.
+
+**Random walk** (``proposal="random-walk"``, cil's earlier sampler): all weights at once,
+:math:`\\theta' = \\theta + s_c\\, u \\odot \\epsilon`, one step size per chain (start 0.05, target
+acceptance 0.25), adapted the same way from each chain's own acceptance.
+
+**Initialisation** (``init``):
+
+* ``"calibrate"`` (default): per-layer gain calibration, input to output. For each synaptic
+  layer in turn, its tensors are scaled by every gain :math:`g` in ``init_gains`` (0.25 … 16 in steps of √2;
+  the layers before it already calibrated, the ones after it as they are), all candidates are
+  run in one request with ``record=True`` on the first :math:`\\le 256` training samples (labels
+  unused), and the gain whose driven neuron layer fires closest to the target rate (spikes per
+  neuron and time step; ``target_rates`` = 0.15 for hidden layers, 0.3 for the output layer) is
+  kept (ties: the largest gain if the layer fires too little, the smallest if too much). A
+  backend that observes only the output: the hidden layers are calibrated on the software
+  model (no chip call), the output layer on the chip's output. A layer that drives a
+  non-spiking readout is left as it is. The tensor scales :math:`u` scale with the gains.
+* ``"auto"``: one global gain :math:`g` among ``init_gains`` (1 … 8) with the highest posterior
+  :math:`\\log p(g\\,\\theta_0 \\mid D)` on the chip (up to 512 training samples, one request; ties
+  go to the smallest gain).
+* ``"network"``: start at the network's weights as they are (e.g. weights trained offline: MH
+  as on-chip fine-tuning).
+
+**Deployment**. After burn-in every ``thin``-th state of every chain is kept. ``deploy="mean"``:
+the pooled posterior mean :math:`W^* = \\frac1K\\sum_k\\theta^{(k)}` and every chain's own mean
+:math:`W^*_c` are scored once more on the chip (on up to 512 training samples, one request) and
+the one with the highest log-likelihood (``deploy_by="likelihood"``, default) or posterior
+(``deploy_by="posterior"``) is deployed: chains that drift into different modes (e.g. permuted
+hidden units) have a pooled mean between the modes, and the prior favours a shrunken pooled
+mean that with little data can be a near-constant predictor. ``deploy="best"``: the best state
+or proposal scored during the run, by the same criterion.
+
+With a stochastic chip or a minibatch likelihood the current states are re-scored together
+with the proposals each step (Monte-Carlo-within-Metropolis), so a lucky noisy estimate cannot
+pin a chain.
+
+``proposal="random-walk", init="auto", deploy_by="posterior"`` is cil's earlier sampler, step for
+step.
 """
 
 from __future__ import annotations
@@ -46,32 +92,57 @@ from typing import Any
 
 import torch
 
-from ..data import SpikeData
+from ..data import SpikeData, as_dense
 from ..errors import CilError, OptionError
+from ..network.description import Neuron
 from .algorithm import Algorithm, StepResult, TrainState
+
+#: at most this many training samples are run for the per-layer gain calibration
+CALIBRATION_SAMPLES = 256
+#: at most this many training samples score the deployment candidates (and ``init="auto"``)
+DEPLOY_SAMPLES = 512
+
+_DEFAULTS = {  # (step_size, target_acceptance) per proposal
+    "block": (1.0, 0.3),
+    "random-walk": (0.05, 0.25),
+}
+_GAINS = {
+    "calibrate": tuple(round(2 ** (k / 2), 2) for k in range(-4, 9)),  # 0.25, 0.35, 0.5, 0.71, 1, ..., 11.31, 16
+    "auto": (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0),
+    "network": (1.0,),
+}
 
 
 class MetropolisHastings(Algorithm):
-    """Metropolis-Hastings over the weights, likelihood measured on the backend.
+    """Metropolis-Hastings over the weights, likelihood measured on the backend (equations in
+    :mod:`cil_core.training.mh`).
 
-    Options: ``chains`` (parallel chains, proposals per step), ``step_size`` (initial
-    :math:`s`, in units of each tensor's scale), ``target_acceptance``, ``burn_in`` (steps),
-    ``thin``, ``prior_std`` (:math:`\\sigma_p`), ``temperature`` (:math:`\\tau`), ``adapt_every``,
-    ``deploy`` (``"mean"`` or ``"best"``), ``rescore`` (``"auto"``, ``True``, ``False``),
-    ``batched`` (score all sets in one backend call when the backend allows), ``init``
-    (``"auto"`` or ``"network"``, see below), ``init_gains`` (the candidates of ``"auto"``).
+    Options: ``chains`` (parallel chains: proposals per step), ``proposal`` (``"block"``: sparse
+    block moves on one layer per chain and step; ``"random-walk"``: isotropic moves of all weights),
+    ``block_size`` (weights moved per block proposal, k = min(block_size, layer size)),
+    ``layer_choice`` (which layer a block proposal moves: ``"uniform"`` over the synaptic layers,
+    ``"output-half"`` the output layer with probability 1/2 and the others share the rest, ``"size"``
+    in proportion to the layers' numbers of weights, ``"sqrt-size"`` to their square roots), ``step_size`` (initial step in units of each
+    tensor's scale; ``None``: 1.0 for block, 0.05 for random-walk proposals), ``target_acceptance``
+    (the acceptance the burn-in adaptation aims at; ``None``: 0.3 for block, 0.25 for random-walk),
+    ``burn_in`` (steps before samples are kept; step sizes frozen after), ``thin`` (keep every
+    thin-th state), ``prior_std`` (Gaussian prior width σ_p, in tensor scales), ``temperature``
+    (likelihood temperature τ), ``adapt_every`` (steps between step-size adaptations), ``deploy``
+    (``"mean"``: the best of the pooled and per-chain posterior means; ``"best"``: the best sample
+    scored), ``deploy_by`` (``"likelihood"`` or ``"posterior"``: how deployment candidates are
+    ranked), ``rescore`` (``"auto"``, ``True``, ``False``: re-score the current states with the
+    proposals each step; auto: on a stochastic chip or with minibatches), ``batched`` (score all
+    sets of a request in one backend call when the backend allows), ``init`` (``"calibrate"``,
+    ``"auto"`` or ``"network"``: how the chains start), ``init_gains`` (the gain candidates of
+    ``init``; ``None``: 0.25 … 16 in steps of √2 for calibrate, 1 … 8 for auto), ``target_rates`` (firing rates,
+    hidden and output, that the calibration aims at), ``de_fraction`` (share of block proposals that
+    are differential-evolution moves across chains; needs 3 chains).
 
-    ``init="auto"``: a network whose output is silent on the chip gives every proposal the
-    same likelihood (a flat posterior), and one that is far too active saturates; neither is a
-    good start. Before the first step the initial weights :math:`\\theta_0` are therefore
-    scaled by the gain :math:`g` among ``init_gains`` with the highest posterior
-    :math:`\\log p(g\\,\\theta_0 \\mid D)` measured on the chip (up to 512 training samples, all
-    candidates in one backend call; ties go to the smallest gain). A silent output scores the
-    chance-level cross entropy :math:`\\log C`, so a gain wins over silence only if the chip's
-    output at that gain already carries information about the labels. The chains start at
-    :math:`g\\,\\theta_0` (tensor scales :math:`u_k` scale with it). ``init="network"`` starts
-    at the network's weights as they are (e.g. weights trained offline: MH as on-chip
-    fine-tuning).
+    Chip requests per fit: ``init="calibrate"``: one request of ``len(init_gains)`` sets per
+    synaptic layer (on at most 256 samples; only the output layer's on a backend that does not
+    observe hidden layers); ``init="auto"``: one of ``len(init_gains)`` sets; then ``chains`` sets
+    for the starting states at the first step, ``chains`` proposals per step (``2 * chains`` when
+    re-scoring the current states) and ``chains + 1`` sets at the end (``deploy="mean"``).
     """
 
     name = "mh"
@@ -79,25 +150,55 @@ class MetropolisHastings(Algorithm):
     default_epochs = None
     default_steps = 400
 
-    def __init__(self, chains: int = 4, step_size: float = 0.05, target_acceptance: float = 0.25,
-                 burn_in: int = 200, thin: int = 1, prior_std: float = 3.0, temperature: float = 1.0,
-                 adapt_every: int = 20, deploy: str = "mean", rescore: Any = "auto", batched: bool = True,
-                 init: str = "auto", init_gains: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)) -> None:
-        if init not in ("auto", "network"):
-            raise OptionError(f"init must be 'auto' or 'network', not {init!r}")
-        if not init_gains or any(g <= 0 for g in init_gains):
-            raise OptionError("init_gains must be a non-empty sequence of positive gains")
+    def __init__(self, chains: int = 4, proposal: str = "block", block_size: int = 16,
+                 layer_choice: str = "size", step_size: float | None = None,
+                 target_acceptance: float | None = None, burn_in: int = 200, thin: int = 1,
+                 prior_std: float = 3.0, temperature: float = 1.0, adapt_every: int = 20,
+                 deploy: str = "mean", deploy_by: str = "likelihood", rescore: bool | str = "auto",
+                 batched: bool = True, init: str = "calibrate", init_gains: tuple[float, ...] | None = None,
+                 target_rates: tuple[float, float] = (0.15, 0.3), de_fraction: float = 0.0) -> None:
+        if proposal not in _DEFAULTS:
+            raise OptionError(f"proposal must be 'block' or 'random-walk', not {proposal!r}")
+        if init not in _GAINS:
+            raise OptionError(f"init must be 'calibrate', 'auto' or 'network', not {init!r}")
+        if layer_choice not in ("uniform", "output-half", "size", "sqrt-size"):
+            raise OptionError(f"layer_choice must be 'uniform', 'output-half', 'size' or 'sqrt-size', not {layer_choice!r}")
         if deploy not in ("mean", "best"):
             raise OptionError(f"deploy must be 'mean' or 'best', not {deploy!r}")
+        if deploy_by not in ("likelihood", "posterior"):
+            raise OptionError(f"deploy_by must be 'likelihood' or 'posterior', not {deploy_by!r}")
+        if not (rescore == "auto" or isinstance(rescore, bool)):
+            raise OptionError(f"rescore must be 'auto', True or False, not {rescore!r}")
+        default_step, default_target = _DEFAULTS[proposal]
+        step_size = default_step if step_size is None else step_size
+        target_acceptance = default_target if target_acceptance is None else target_acceptance
+        gains = _GAINS[init] if init_gains is None else init_gains
+        if not gains or any(not g > 0 for g in gains):
+            raise OptionError("init_gains must be a non-empty sequence of positive gains")
         if not 0 < target_acceptance < 1:
             raise OptionError("target_acceptance must lie in (0, 1)")
-        if chains < 1 or thin < 1 or adapt_every < 1 or step_size <= 0 or temperature <= 0 or prior_std <= 0:
+        if chains < 1 or thin < 1 or adapt_every < 1 or not step_size > 0 or not temperature > 0 or not prior_std > 0:
             raise OptionError("chains, thin, adapt_every must be >= 1; step_size, temperature, prior_std > 0")
-        self.chains, self.step_size, self.target = chains, step_size, target_acceptance
+        if block_size < 1:
+            raise OptionError(f"block_size must be >= 1, not {block_size}")
+        if burn_in < 0:
+            raise OptionError(f"burn_in must be >= 0, not {burn_in}")
+        if len(target_rates) != 2 or any(not 0 < r < 1 for r in target_rates):
+            raise OptionError(f"target_rates must be two firing rates (hidden, output) in (0, 1), not {target_rates!r}")
+        if not 0 <= de_fraction <= 1:
+            raise OptionError(f"de_fraction must lie in [0, 1], not {de_fraction}")
+        if de_fraction > 0 and (chains < 3 or proposal != "block"):
+            raise OptionError("de_fraction > 0 needs proposal='block' and chains >= 3 (a move uses two other chains)")
+        self.chains, self.proposal, self.block_size, self.layer_choice = chains, proposal, block_size, layer_choice
+        self.step_size, self.target = float(step_size), float(target_acceptance)
         self.burn_in, self.thin, self.prior_std, self.temperature = burn_in, thin, prior_std, temperature
-        self.adapt_every, self.deploy, self.rescore, self.batched = adapt_every, deploy, rescore, batched
-        self.init, self.init_gains = init, tuple(float(g) for g in sorted(init_gains))
+        self.adapt_every, self.deploy, self.deploy_by = adapt_every, deploy, deploy_by
+        self.rescore, self.batched = rescore, batched
+        self.init, self.init_gains = init, tuple(float(g) for g in sorted(gains))
+        self.target_rates = (float(target_rates[0]), float(target_rates[1]))
+        self.de_fraction = float(de_fraction)
         self.init_gain = 1.0
+        self.layer_gains: list[float] = []
         self.theta: torch.Tensor | None = None
 
     # ------------------------------------------------------------ vector <-> named tensors
@@ -113,7 +214,36 @@ class MetropolisHastings(Algorithm):
                 fan_in = max(1, p[0].numel()) if p.dim() > 1 else max(1, p.numel())
                 u = 1.0 / math.sqrt(fan_in)
             units.append(torch.full((p.numel(),), u))
-        self.unit = torch.cat(units).to(state.network.device)
+        device = state.network.device
+        self.unit = torch.cat(units).to(device)
+        # blocks: the flat indices of every synaptic layer's tensors (weight, then bias), in layer order
+        offset, start = {}, 0
+        for n, k in zip(self.names, self.sizes):
+            offset[n] = (start, k)
+            start += k
+        spec = state.network.spec
+        neuron_pos = {i: k for k, (i, _) in enumerate(spec.neuron_layers())}
+        driven = spec.driven_neurons()
+        self.blocks: list[torch.Tensor] = []
+        self.block_neuron: list[int | None] = []  # position (among neuron layers) of the layer each block drives
+        for i, layer in spec.synaptic_layers():
+            tensors = [n for n in (layer.weight, getattr(layer, "bias", None)) if n is not None and n in offset]
+            if not tensors:
+                continue
+            self.blocks.append(torch.cat([torch.arange(offset[n][0], offset[n][0] + offset[n][1]) for n in tensors]))
+            self.block_neuron.append(neuron_pos.get(driven[i]) if i in driven else None)
+        self.block_sizes = [len(b) for b in self.blocks]
+        L = len(self.blocks)
+        if self.layer_choice == "uniform" or L == 1:
+            p = torch.full((L,), 1.0 / L)
+        elif self.layer_choice == "output-half":
+            p = torch.full((L,), 0.5 / (L - 1))
+            p[-1] = 0.5
+        else:
+            p = torch.tensor(self.block_sizes, dtype=torch.float64)
+            p = p.sqrt() if self.layer_choice == "sqrt-size" else p
+            p = (p / p.sum()).float()
+        self.layer_p = p
 
     def _flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([params[n].reshape(-1) for n in self.names])
@@ -126,61 +256,175 @@ class MetropolisHastings(Algorithm):
             i += k
         return out
 
-    # ------------------------------------------------------------ algorithm
+    # ------------------------------------------------------------ chip requests
+    def _observe(self, state: TrainState, theta: torch.Tensor, x: Any, record: bool = False):
+        """Output ``[T, S, B, *out]`` and per-layer spikes (a list, or ``None``) of every row of ``theta``."""
+        S = theta.shape[0]
+        params = self._unflatten(theta)
+        if self.batched:
+            obs = state.observe(params, x, n_sets=S, record=record)
+            return obs.output, (None if obs.layers is None else [lo.spikes for lo in obs.layers])
+        parts = [state.observe({k: v[s] for k, v in params.items()}, x, record=record) for s in range(S)]
+        layers = None
+        if record and all(p.layers is not None for p in parts):
+            layers = [torch.stack([p.layers[k].spikes for p in parts], 1) for k in range(len(parts[0].layers))]
+        return torch.stack([p.output for p in parts], 1), layers
+
+    def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
+        return -0.5 * ((theta / (self.prior_std * self.unit)) ** 2).sum(-1)
+
+    def _score3(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log posterior, log-likelihood and accuracy of every row of ``theta`` (``[S, D]``), measured
+        on the backend."""
+        out, _ = self._observe(state, theta, x)
+        ce = state.readout.loss(out, y)  # [S]
+        correct = state.readout.correct(out, y).float() / len(y)
+        ll = torch.nan_to_num(-len(y) * ce / self.temperature, nan=-math.inf)
+        lp = torch.nan_to_num(ll + self.log_prior(theta), nan=-math.inf)
+        return lp, ll, correct
+
+    def _score(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log posterior and accuracy of every row of ``theta`` (``[S, D]``), measured on the backend."""
+        lp, _, acc = self._score3(state, theta, x, y)
+        return lp, acc
+
+    def _rank(self, lp: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
+        return ll if self.deploy_by == "likelihood" else lp
+
+    # ------------------------------------------------------------ initialisation
     def _auto_gain(self, state: TrainState, theta0: torch.Tensor, train: SpikeData) -> float:
-        """The candidate gain with the highest posterior measured on the chip (see the class doc)."""
-        n = min(len(train), 512)
+        """The candidate gain with the highest posterior measured on the chip (see the module doc)."""
+        n = min(len(train), DEPLOY_SAMPLES)
         x, y = train.select(torch.arange(n))
         gains = torch.tensor(self.init_gains, dtype=theta0.dtype, device=theta0.device)
         with torch.no_grad():
             lp, _ = self._score(state, gains[:, None] * theta0, x, y)
         return float(gains[int(torch.argmax(lp))])  # ties: the smallest gain
 
+    @staticmethod
+    def _pick_gain(gains: list[float], rates: torch.Tensor, target: float) -> int:
+        err = (rates - target).abs()
+        best = float(err.min())
+        tied = [i for i in range(len(gains)) if float(err[i]) <= best + 1e-9]
+        # a tie (e.g. every candidate silent, or every one saturated): move as far toward the target as possible
+        return tied[-1] if float(rates[tied[0]]) < target else tied[0]
+
+    def _calibrate(self, state: TrainState, theta0: torch.Tensor, train: SpikeData) -> torch.Tensor:
+        """Per-layer gains, input to output (module doc); returns the calibrated weights."""
+        n = min(len(train), CALIBRATION_SAMPLES)
+        x, _ = train.select(torch.arange(n))
+        spec = state.network.spec
+        neurons = [layer for _, layer in spec.neuron_layers()]
+        n_neuron = len(neurons)
+        gains = list(self.init_gains)
+        g = torch.tensor(gains, dtype=theta0.dtype, device=theta0.device)
+        theta = theta0.clone()
+        self.layer_gains, self.calibration_rates = [], []
+        observes = state.session.observes_layers
+        for blk, k in zip(self.blocks, self.block_neuron):
+            if k is None or not isinstance(neurons[k], Neuron) or neurons[k].output != "spikes":
+                self.layer_gains.append(1.0)
+                self.calibration_rates.append(float("nan"))
+                continue
+            is_output = k == n_neuron - 1
+            target = self.target_rates[1] if is_output else self.target_rates[0]
+            cands = theta.unsqueeze(0).repeat(len(gains), 1)
+            blk_d = blk.to(theta.device)
+            cands[:, blk_d] = cands[:, blk_d] * g[:, None]
+            with torch.no_grad():
+                if is_output or observes:
+                    out, layers = self._observe(state, cands, x, record=not is_output and observes)
+                    spikes = out if is_output else (layers[k] if layers is not None else None)
+                else:
+                    spikes = None
+                if spikes is None:  # the chip does not show this layer: the software model's activity
+                    from ..network.executor import simulate
+
+                    tr = simulate(spec, self._unflatten(cands), as_dense(x).to(theta.dtype), n_sets=len(gains),
+                                  record=True)
+                    spikes = tr.layers[k].spikes
+            rates = spikes.float().transpose(0, 1).reshape(len(gains), -1).mean(1)
+            i = self._pick_gain(gains, rates, target)
+            theta[blk_d] = cands[i, blk_d]
+            self.unit[blk_d] = self.unit[blk_d] * gains[i]
+            self.layer_gains.append(gains[i])
+            self.calibration_rates.append(float(rates[i]))
+        return theta
+
     def setup(self, state: TrainState, train: SpikeData) -> None:
         self._layout(state)
         theta0 = self._flatten(state.network.detached_parameters())
         self.init_gain = 1.0
+        self.layer_gains = [1.0] * len(self.blocks)
+        self.calibration_rates: list[float] = []
         if self.init == "auto":
             self.init_gain = self._auto_gain(state, theta0, train)
             theta0 = theta0 * self.init_gain
             self.unit = self.unit * self.init_gain
-        C = self.chains
+        elif self.init == "calibrate":
+            theta0 = self._calibrate(state, theta0, train)
+        C, L = self.chains, len(self.blocks)
+        dev = theta0.device
         self.theta = theta0.unsqueeze(0).repeat(C, 1)
-        self.logpost = torch.full((C,), -math.inf, device=theta0.device)
-        self.acc = torch.zeros(C, device=theta0.device)
-        self.scale = torch.full((C,), self.step_size, device=theta0.device)
-        self.window_accepts = torch.zeros(C, device=theta0.device)
+        self.logpost = torch.full((C,), -math.inf, device=dev)
+        self.loglik = torch.full((C,), -math.inf, device=dev)
+        self.acc = torch.zeros(C, device=dev)
+        if self.proposal == "block":
+            self.scale = torch.full((L,), self.step_size, device=dev)  # one step size per layer
+            self.window_accepts = torch.zeros(L, device=dev)
+            self.window_props = torch.zeros(L, device=dev)
+        else:
+            self.scale = torch.full((C,), self.step_size, device=dev)  # one step size per chain
+            self.window_accepts = torch.zeros(C, device=dev)
+            self.window_props = torch.zeros(C, device=dev)
         self.total_accepts = 0
         self.total_proposals = 0
+        self.de_accepts = 0
+        self.de_proposals = 0
         self.n_steps = 0
         self.sum = torch.zeros_like(theta0)
         self.chain_sum = torch.zeros_like(self.theta)
         self.n_kept = 0
-        # a fixed scoring set for choosing among posterior means at the end (at most 512 samples)
-        self._final_data = train.select(torch.arange(min(len(train), 512)))
+        # a fixed scoring set for choosing among posterior means at the end
+        self._final_data = train.select(torch.arange(min(len(train), DEPLOY_SAMPLES)))
         self.best_theta = theta0.clone()
-        self.best_logpost = -math.inf
+        self.best_logpost = -math.inf  # the best score by the deploy_by criterion
         self.scored = False
         self.n_train = len(train)
         self.trace: dict[str, list[float]] = {"log_posterior": [], "acceptance": [], "step_size": []}
 
-    def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
-        return -0.5 * ((theta / (self.prior_std * self.unit)) ** 2).sum(-1)
+    # ------------------------------------------------------------ proposals
+    def _propose_random_walk(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        eps = torch.randn(self.theta.shape, generator=g).to(self.theta.device)
+        prop = self.theta + self.scale[:, None] * self.unit * eps
+        who = torch.arange(self.chains, device=self.theta.device)
+        return prop, who, torch.zeros(self.chains, dtype=torch.bool, device=self.theta.device)
 
-    def _score(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log posterior and accuracy of every row of ``theta`` (``[S, D]``), measured on the backend."""
-        S = theta.shape[0]
-        params = self._unflatten(theta)
-        if self.batched:
-            out = state.observe(params, x, n_sets=S).output
-        else:
-            out = torch.stack([state.observe({k: v[s] for k, v in params.items()}, x).output for s in range(S)], 1)
-        ce = state.readout.loss(out, y)  # [S]
-        correct = state.readout.correct(out, y).float() / len(y)
-        lp = -len(y) * ce / self.temperature + self.log_prior(theta)
-        return torch.nan_to_num(lp, nan=-math.inf), correct
+    def _propose_block(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block proposals; returns them, the layer each chain moved and which were DE moves."""
+        C, L, dev = self.chains, len(self.blocks), self.theta.device
+        layers = torch.multinomial(self.layer_p, C, replacement=True, generator=g) if L > 1 else torch.zeros(C, dtype=torch.long)
+        prop = self.theta.clone()
+        de = torch.zeros(C, dtype=torch.bool)
+        for c in range(C):
+            ell = int(layers[c])
+            blk = self.blocks[ell]
+            k = min(self.block_size, len(blk))
+            pick = blk[torch.randperm(len(blk), generator=g)[:k]].to(dev)
+            eps = torch.randn(k, generator=g).to(dev)
+            step = self.scale[ell] * self.unit[pick] * eps
+            if self.de_fraction > 0 and float(torch.rand(1, generator=g)) < self.de_fraction:
+                others = torch.randperm(C - 1, generator=g)[:2]
+                a, b = [int(o) + (int(o) >= c) for o in others]
+                gamma = 2.38 / math.sqrt(2 * k)
+                step = gamma * (self.theta[a, pick] - self.theta[b, pick]) + 0.1 * step
+                de[c] = True
+            prop[c, pick] = prop[c, pick] + step
+        return prop, layers.to(dev), de.to(dev)
 
+    # ------------------------------------------------------------ the step
     def step(self, state: TrainState, batch: tuple[Any, torch.Tensor]) -> StepResult:
         if self.theta is None:
             raise CilError("MetropolisHastings.step called before setup")
@@ -189,40 +433,52 @@ class MetropolisHastings(Algorithm):
         rescore = self.rescore
         if rescore == "auto":
             rescore = state.session.stochastic or len(y) != self.n_train
-        eps = torch.randn(self.theta.shape, generator=state.generator).to(self.theta.device)
-        prop = self.theta + self.scale[:, None] * self.unit * eps
-        if rescore or not self.scored:
-            lp, acc = self._score(state, torch.cat([self.theta, prop]), x, y)
-            self.logpost, self.acc = lp[:C], acc[:C]
-            lp_prop, acc_prop = lp[C:], acc[C:]
-            self.scored = True
+        g = state.generator
+        if self.proposal == "block":
+            prop, moved, de = self._propose_block(g)
         else:
-            lp_prop, acc_prop = self._score(state, prop, x, y)
-        u = torch.rand(C, generator=state.generator).to(prop.device)
+            prop, moved, de = self._propose_random_walk(g)
+        with torch.no_grad():
+            if rescore or not self.scored:
+                lp, ll, acc = self._score3(state, torch.cat([self.theta, prop]), x, y)
+                self.logpost, self.loglik, self.acc = lp[:C], ll[:C], acc[:C]
+                lp_prop, ll_prop, acc_prop = lp[C:], ll[C:], acc[C:]
+                self.scored = True
+            else:
+                lp_prop, ll_prop, acc_prop = self._score3(state, prop, x, y)
+        u = torch.rand(C, generator=g).to(prop.device)
         with torch.no_grad():
             log_ratio = lp_prop - self.logpost
             accept = torch.log(u) < log_ratio
             self.theta = torch.where(accept[:, None], prop, self.theta)
             self.logpost = torch.where(accept, lp_prop, self.logpost)
+            self.loglik = torch.where(accept, ll_prop, self.loglik)
             self.acc = torch.where(accept, acc_prop, self.acc)
         self.n_steps += 1
         self.total_accepts += int(accept.sum())
         self.total_proposals += C
-        self.window_accepts += accept.float()
+        self.de_accepts += int((accept & de).sum())
+        self.de_proposals += int(de.sum())
+        plain = (~de).float()
+        self.window_props.index_add_(0, moved, plain)
+        self.window_accepts.index_add_(0, moved, accept.float() * plain)
 
-        # keep the best sample ever scored (current states and proposals)
-        i = int(torch.argmax(lp_prop))
-        if float(lp_prop[i]) > self.best_logpost:
-            self.best_logpost, self.best_theta = float(lp_prop[i]), prop[i].clone()
-        j = int(torch.argmax(self.logpost))
-        if float(self.logpost[j]) > self.best_logpost:
-            self.best_logpost, self.best_theta = float(self.logpost[j]), self.theta[j].clone()
+        # keep the best sample ever scored (current states and proposals), by the deploy_by criterion
+        rank_prop, rank_cur = self._rank(lp_prop, ll_prop), self._rank(self.logpost, self.loglik)
+        i = int(torch.argmax(rank_prop))
+        if float(rank_prop[i]) > self.best_logpost:
+            self.best_logpost, self.best_theta = float(rank_prop[i]), prop[i].clone()
+        j = int(torch.argmax(rank_cur))
+        if float(rank_cur[j]) > self.best_logpost:
+            self.best_logpost, self.best_theta = float(rank_cur[j]), self.theta[j].clone()
 
         if self.n_steps <= self.burn_in:
             if self.n_steps % self.adapt_every == 0:
-                rate = self.window_accepts / self.adapt_every
-                self.scale = self.scale * torch.exp(rate - self.target)
+                seen = self.window_props > 0
+                rate = self.window_accepts / self.window_props.clamp(min=1)
+                self.scale = torch.where(seen, self.scale * torch.exp(rate - self.target), self.scale)
                 self.window_accepts.zero_()
+                self.window_props.zero_()
         elif (self.n_steps - self.burn_in) % self.thin == 0:
             self.sum += self.theta.sum(0)
             self.chain_sum += self.theta
@@ -239,6 +495,7 @@ class MetropolisHastings(Algorithm):
                      "log_posterior": mean_lp, "step_size": float(self.scale.mean())},
         )
 
+    # ------------------------------------------------------------ results
     @property
     def acceptance_rate(self) -> float:
         return self.total_accepts / max(1, self.total_proposals)
@@ -250,8 +507,12 @@ class MetropolisHastings(Algorithm):
         """Per-chain posterior means ``[C, D]`` (``None`` before the first kept sample)."""
         return None if self.n_kept == 0 else self.chain_sum / (self.n_kept / self.chains)
 
+    def parameter_sets(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Flat weight vectors ``[S, D]`` (e.g. :meth:`chain_means`) as named tensors ``{name: [S, *shape]}``."""
+        return self._unflatten(theta)
+
     def _choose_mean(self, state: TrainState) -> torch.Tensor:
-        """Pooled mean if it scores best on the chip, else the best chain's own mean."""
+        """The pooled mean or a chain's own mean, whichever scores best on the chip (``deploy_by``)."""
         pooled = self.posterior_mean()
         assert pooled is not None
         if self.chains == 1 or getattr(self, "_final_data", None) is None:
@@ -259,8 +520,9 @@ class MetropolisHastings(Algorithm):
         cands = torch.cat([pooled.unsqueeze(0), self.chain_means()])
         x, y = self._final_data
         with torch.no_grad():
-            lp, _ = self._score(state, cands, x, y)
-        return cands[int(torch.argmax(lp))]
+            lp, ll, _ = self._score3(state, cands, x, y)
+        self.deploy_scores = self._rank(lp, ll).tolist()
+        return cands[int(torch.argmax(self._rank(lp, ll)))]
 
     def finish(self, state: TrainState) -> None:
         mean = self.posterior_mean()
@@ -274,11 +536,13 @@ class MetropolisHastings(Algorithm):
             theta = self._choose_mean(state)
         state.network.load_parameters({k: v[0] for k, v in self._unflatten(theta.unsqueeze(0)).items()})
 
+    _STATE = ("theta", "logpost", "loglik", "acc", "scale", "window_accepts", "window_props", "total_accepts",
+              "total_proposals", "de_accepts", "de_proposals", "n_steps", "sum", "n_kept", "best_theta",
+              "best_logpost", "scored", "n_train", "trace", "unit", "init_gain", "layer_gains",
+              "calibration_rates", "chain_sum")  # _final_data and the layout: rebuilt by setup
+
     def state_dict(self) -> dict[str, Any]:
-        keys = ("theta", "logpost", "acc", "scale", "window_accepts", "total_accepts", "total_proposals",
-                "n_steps", "sum", "n_kept", "best_theta", "best_logpost", "scored", "n_train", "trace",
-                "unit", "init_gain", "chain_sum")  # _final_data: re-selected by setup
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in self._STATE}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         for k, v in d.items():
