@@ -138,13 +138,10 @@ def random_net(gen: torch.Generator, kind: int):
     return spec, params
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_event_loop_matches_python_reference(seed):
-    gen = torch.Generator().manual_seed(seed)
-    spec, params = random_net(gen, seed % 2)
-    T, B = 7, 3
-    x = (torch.rand(T, B, *spec.input_shape, generator=gen) < 0.15).float() * torch.randint(
-        1, 3, (T, B, *spec.input_shape), generator=gen)
+def _chip_and_reference(spec, params, x):
+    """The backend's recorded observation of dense input ``x`` and the plain-Python reference's
+    output and per-layer records for the same deployment and events."""
+    T, B = x.shape[:2]
     be = SpeckBackend()
     dep = be.transfer(spec, params)
     obs = be.forward(dep, x, record=True)
@@ -152,6 +149,17 @@ def test_event_loop_matches_python_reference(seed):
     samples = [list(zip(tb[off[b]:off[b + 1]], c[off[b]:off[b + 1]], y[off[b]:off[b + 1]], xx[off[b]:off[b + 1]]))
                for b in range(B)]
     ref_out, ref_rec = reference(spec, dep.chip, samples, T)
+    return obs, ref_out, ref_rec
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_event_loop_matches_python_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    spec, params = random_net(gen, seed % 2)
+    T, B = 7, 3
+    x = (torch.rand(T, B, *spec.input_shape, generator=gen) < 0.15).float() * torch.randint(
+        1, 3, (T, B, *spec.input_shape), generator=gen)
+    obs, ref_out, ref_rec = _chip_and_reference(spec, params, x)
     assert obs.output.sum() > 0, "degenerate test network: no output spikes"
     np.testing.assert_array_equal(obs.output.reshape(T, B, -1).numpy(), ref_out)
     for k, lo in enumerate(obs.layers):
@@ -176,13 +184,7 @@ def test_receptive_fields_of_strided_padded_kernels_match_the_reference(kernel, 
     params = {"a": torch.rand(3, 2, *kernel, generator=gen) - 0.25, "b": torch.rand(2, flat, generator=gen) - 0.3}
     T, B = 5, 3
     x = (torch.rand(T, B, *spec.input_shape, generator=gen) < 0.3).float()
-    be = SpeckBackend()
-    dep = be.transfer(spec, params)
-    obs = be.forward(dep, x, record=True)
-    c, y, xx, tb, off = dense_to_arrays(x)
-    samples = [list(zip(tb[off[b]:off[b + 1]], c[off[b]:off[b + 1]], y[off[b]:off[b + 1]], xx[off[b]:off[b + 1]]))
-               for b in range(B)]
-    ref_out, ref_rec = reference(spec, dep.chip, samples, T)
+    obs, ref_out, ref_rec = _chip_and_reference(spec, params, x)
     assert obs.layers[0].spikes.sum() > 0 and ref_out.sum() > 0
     np.testing.assert_array_equal(obs.output.reshape(T, B, -1).numpy(), ref_out)
     got = obs.layers[0].spikes.reshape(T, B, -1).numpy()

@@ -34,6 +34,20 @@ C, H, W, PH_, PW_, O, HO, WO, KH, KW, SH, SW, PADH, PADW, THR, VMIN, RZERO, WOFF
 N_PARAMS = 20
 
 
+@njit(cache=True, nogil=True)
+def _first_tap(t, n_out, stride):
+    """The smallest kernel index k >= 0 with (t - k) on the stride grid and (t - k) / stride
+    < n_out: the first kernel row (or column) through which an input at padded position t
+    reaches an output neuron."""
+    lo = t - (n_out - 1) * stride
+    if stride == 1:
+        return max(lo, 0)
+    k = t % stride
+    if lo > k:
+        k += (lo - k + stride - 1) // stride * stride
+    return k
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out, rec_size, stack_cap, n_sets=1):
     """Run every sample ``b`` (events ``ev_off[b]:ev_off[b+1]``) of every parameter set ``s``
@@ -104,22 +118,10 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                 # rows ki with y + ph - ki = oy * sh, 0 <= oy < nHo, in ascending order (only
                 # those: a full-input kernel of a dense layer has one), likewise columns
                 ty = y + ph
-                lo = ty - (nHo - 1) * sh
-                if sh == 1:
-                    ki = max(lo, 0)
-                else:
-                    ki = ty % sh
-                    if lo > ki:
-                        ki += (lo - ki + sh - 1) // sh * sh
+                ki = _first_tap(ty, nHo, sh)
                 ki_end = min(kh - 1, ty)
                 tx = x + pw
-                lo = tx - (nWo - 1) * sw
-                if sw == 1:
-                    kj0 = max(lo, 0)
-                else:
-                    kj0 = tx % sw
-                    if lo > kj0:
-                        kj0 += (lo - kj0 + sw - 1) // sw * sw
+                kj0 = _first_tap(tx, nWo, sw)
                 kj_end = min(kw - 1, tx)
                 nt = 0
                 while ki <= ki_end:
