@@ -20,6 +20,7 @@ description and plain tensors, never the user's module.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from dataclasses import dataclass, field
@@ -116,14 +117,8 @@ class HardwareSession:
     def transfer(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
         """One weight transfer through the ``cil_transfer`` hook, checked. No retry."""
         name = self.name
-        try:
-            dep = self.registry.pm.hook.cil_transfer(backend=self.backend, spec=spec, params=dict(params), n_sets=n_sets)
-        except CilError:
-            raise
-        except Exception as exc:
-            raise HardwareError(f"backend '{name}' failed during weight transfer: {exc!r}", name) from exc
-        if dep is None:
-            raise PluginError(f"no plugin implements weight transfer for backend {self.backend!r}")
+        dep = self._hook("weight transfer", self.registry.pm.hook.cil_transfer, spec=spec, params=dict(params),
+                         n_sets=n_sets)
         if not isinstance(dep, Deployment):
             raise HardwareError(f"backend '{name}' returned {type(dep).__name__} from weight transfer, "
                                 "not a Deployment", name)
@@ -131,18 +126,23 @@ class HardwareSession:
 
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
         """One forward through the ``cil_forward`` hook, with the observation validated. No retry."""
-        name = self.name
+        obs = self._hook("forward", self.registry.pm.hook.cil_forward, deployment=deployment, inputs=inputs,
+                         record=record)
+        validate_observation(self.name, deployment.spec, deployment.n_sets, inputs, obs, record)
+        return obs
+
+    def _hook(self, stage: str, hook: Any, **kwargs: Any) -> Any:
+        """Call one hardware hook for this backend: an exception that is not cil's own becomes a
+        :class:`HardwareError` naming the backend and the stage; no answer is a :class:`PluginError`."""
         try:
-            obs = self.registry.pm.hook.cil_forward(backend=self.backend, deployment=deployment, inputs=inputs,
-                                                     record=record)
+            result = hook(backend=self.backend, **kwargs)
         except CilError:
             raise
         except Exception as exc:
-            raise HardwareError(f"backend '{name}' failed during forward: {exc!r}", name) from exc
-        if obs is None:
-            raise PluginError(f"no plugin implements forward for backend {self.backend!r}")
-        validate_observation(name, deployment.spec, deployment.n_sets, inputs, obs, record)
-        return obs
+            raise HardwareError(f"backend '{self.name}' failed during {stage}: {exc!r}", self.name) from exc
+        if result is None:
+            raise PluginError(f"no plugin implements {stage} for backend {self.backend!r}")
+        return result
 
     # ------------------------------------------------------------------ the one entry point
     def run(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], inputs: Any, *,
@@ -211,6 +211,7 @@ class HardwareSession:
         worker.start()
         worker.join(self.timeout)
         if worker.is_alive():
+            _ABANDONED[:] = [t for t in _ABANDONED if t.is_alive()] + [worker]
             raise HardwareError(f"backend '{self.name}' did not answer within {self.timeout:g} s "
                                 "(weight transfer + forward); the call was abandoned", self.name)
         if "exc" in result:
@@ -219,6 +220,20 @@ class HardwareSession:
 
     def __repr__(self) -> str:
         return f"<HardwareSession {self.name!r} calls={self.stats.calls}>"
+
+
+#: calls abandoned after a timeout that may still be running; joined (for a bounded time) when
+#: the interpreter exits, because a daemon thread still inside a native library (torch, numba)
+#: during finalization can abort the process ("terminate called without an active exception")
+_ABANDONED: list[threading.Thread] = []
+_EXIT_WAIT_S = 30.0
+
+
+@atexit.register
+def _join_abandoned_calls() -> None:
+    deadline = time.monotonic() + _EXIT_WAIT_S
+    for worker in _ABANDONED:
+        worker.join(max(0.0, deadline - time.monotonic()))
 
 
 def validate_observation(name: str, spec: NetworkSpec, n_sets: int | None, inputs: Any, obs: Any, record: bool) -> None:
