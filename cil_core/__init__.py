@@ -35,7 +35,8 @@ from .errors import (
 )
 from .hardware import Backend, Deployment, HardwareSession, LayerObservation, Observation
 from .options import validate as validate_options
-from .network import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, Surrogate, WrappedNetwork, simulate
+from .network import (Adaptation, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, NetworkSpec, Neuron, Pool2d,
+                      Recurrent, Surrogate, WrappedNetwork, simulate)
 from .plugin import PluginInfo, get_manager, hookimpl, hookspec
 from .plugin.adapter import AdaptedModel, ModelAdapter, qualname
 from .training import Algorithm, History, Readout, StepResult, Trainer, TrainState
@@ -154,6 +155,7 @@ def unregister(name: str) -> None:
 __all__ = [
     "wrap", "make_backend", "make_algorithm", "list_plugins", "register", "unregister", "Trainer", "History",
     "WrappedNetwork", "NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Neuron", "Surrogate",
+    "Conv1d", "BatchNorm", "Dropout", "Recurrent", "Adaptation",
     "Backend", "Deployment", "Observation", "LayerObservation", "Algorithm", "StepResult", "TrainState",
     "ModelAdapter", "AdaptedModel", "HardwareSession", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",
     "CilError", "OptionError", "DataError", "CheckpointError", "SpecError", "ShapeError", "NonFiniteError", "UnsupportedModelError", "UnsupportedLayerError",

@@ -8,7 +8,7 @@ The built-in ``ideal`` backend lives in :mod:`cil_core.hardware.ideal` (imported
 from .observation import LayerObservation, Observation  # noqa: I001  (no cil imports: first)
 from .backend import Backend, Deployment
 from .session import HardwareSession, SessionStats
-from .transfer import quantize_symmetric, straight_through, symmetric_scale
+from .transfer import fold_batchnorm, prepare_for_backend, quantize_symmetric, straight_through, symmetric_scale
 
 __all__ = ["Backend", "Deployment", "Observation", "LayerObservation", "HardwareSession", "SessionStats",
-           "quantize_symmetric", "straight_through", "symmetric_scale"]
+           "quantize_symmetric", "straight_through", "symmetric_scale", "fold_batchnorm", "prepare_for_backend"]

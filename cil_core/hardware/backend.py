@@ -55,6 +55,12 @@ class Backend(ABC):
     * ``stochastic`` — whether two identical calls may return different outputs;
     * ``placement_options`` — names of constructor options that only place or pace the work
       (workers, timeouts) and never change results: a checkpoint may be resumed with others.
+    * ``capabilities`` — the network features it runs (names from
+      :data:`cil_core.network.description.FEATURES`; ``None``: everything the description can
+      say). The session refuses a network needing anything else before the first call, naming
+      the layer, with the matching entry of ``capability_hints`` (what to use instead). Without
+      ``"batchnorm"`` batch norms are folded into the preceding synapses at transfer; dropout is
+      never sent to a backend.
 
     The first line of the class docstring is what ``cil plugins`` shows for the backend.
 
@@ -69,6 +75,8 @@ class Backend(ABC):
     observes_membrane: bool = False
     stochastic: bool = False
     placement_options: frozenset[str] = frozenset()
+    capabilities: frozenset[str] | None = None
+    capability_hints: dict[str, str] = {}
 
     def check(self, spec: NetworkSpec) -> None:
         """Raise :class:`~cil_core.errors.BackendCapacityError` naming the limit if ``spec``

@@ -33,6 +33,7 @@ from ..errors import CilError, HardwareError, PluginError
 from ..network.description import NetworkSpec
 from .backend import Deployment
 from .observation import LayerObservation, Observation
+from .transfer import chip_spec, prepare_for_backend
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plugin.manager import Registry
@@ -110,14 +111,20 @@ class HardwareSession:
         """Ask the backend whether ``spec`` fits (raises
         :class:`~cil_core.errors.BackendCapacityError` naming the limit). A backend without a
         ``check`` method accepts everything here and may still refuse at transfer time."""
+        spec = chip_spec(self.backend, spec)
         check = getattr(self.backend, "check", None)
         if callable(check):
             check(spec)
 
     def transfer(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
-        """One weight transfer through the ``cil_transfer`` hook, checked. No retry."""
+        """One weight transfer through the ``cil_transfer`` hook, checked. No retry.
+
+        The backend receives the network as a chip holds it
+        (:func:`~cil_core.hardware.transfer.prepare_for_backend`: dropout removed, batch norm
+        folded unless it lists ``"batchnorm"``, features checked against its capabilities)."""
         name = self.name
-        dep = self._hook("weight transfer", self.registry.pm.hook.cil_transfer, spec=spec, params=dict(params),
+        spec, prepared = prepare_for_backend(self.backend, spec, params, n_sets)
+        dep = self._hook("weight transfer", self.registry.pm.hook.cil_transfer, spec=spec, params=prepared,
                          n_sets=n_sets)
         if not isinstance(dep, Deployment):
             raise HardwareError(f"backend '{name}' returned {type(dep).__name__} from weight transfer, "

@@ -1,10 +1,18 @@
 """Weight-transfer primitives every chip backend shares: symmetric b-bit quantization with a
-per-tensor scale, and the straight-through estimator that lets a quantized (or measured) value
-carry the gradient of its software counterpart."""
+per-tensor scale, the straight-through estimator that lets a quantized (or measured) value
+carry the gradient of its software counterpart, and the preparation of a network for a chip
+(dropout removed, batch norm folded into the preceding synapses) that the session applies
+before every weight transfer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Mapping
+
 import torch
+
+from ..errors import BackendCapacityError
+from ..network.description import SYNAPTIC, BatchNorm, Dropout, NetworkSpec
 
 
 def symmetric_scale(w: torch.Tensor, bits: int, n_sets: int | None = None) -> torch.Tensor:
@@ -48,4 +56,124 @@ def straight_through(software: torch.Tensor, measured: torch.Tensor) -> torch.Te
     return software + (measured.to(software.dtype) - software).detach()
 
 
-__all__ = ["symmetric_scale", "quantize_symmetric", "straight_through"]
+def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple[int, int, str | None]]]:
+    """The spec without dropout (and, with ``fold``, without batch norm) and, per folded batch
+    norm, ``(synaptic index in spec, bn index in spec, new bias name or None)``."""
+    layers: list = []
+    folds: list[tuple[int, int, str | None]] = []
+    last_syn: int | None = None  # index into spec.layers of the synaptic layer right before (dropout skipped)
+    out_pos: dict[int, int] = {}
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, Dropout):
+            continue
+        if isinstance(layer, BatchNorm) and fold:
+            if last_syn is None:
+                raise BackendCapacityError(
+                    f"layer {i} (BatchNorm) does not directly follow a Linear/Conv layer, so it cannot be folded into "
+                    "synaptic weights for the chip; place each BatchNorm right after the Linear/Conv it normalises")
+            syn = spec.layers[last_syn]
+            new_bias = None if syn.bias is not None else f"{syn.weight}:bn-bias"  # type: ignore[union-attr]
+            k = out_pos[last_syn]
+            layers[k] = replace(layers[k], bias=syn.bias if syn.bias is not None else new_bias)  # type: ignore[union-attr]
+            folds.append((last_syn, i, new_bias))
+            last_syn = None
+            continue
+        out_pos[i] = len(layers)
+        layers.append(layer)
+        last_syn = i if isinstance(layer, SYNAPTIC) else None
+    return NetworkSpec(tuple(layers), spec.input_shape, source=spec.source), folds
+
+
+_PREPARED: dict[tuple[int, bool], tuple[NetworkSpec, NetworkSpec, list]] = {}
+
+
+def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None, *,
+                   fold: bool = True) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
+    r"""What a chip holds for ``spec``: dropout removed and every batch norm folded into the
+    synaptic layer right before it, as deployment tool-chains do. With
+    :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}` per output channel,
+
+    .. math:: W' = s \odot W, \qquad b' = s\,(b - \mu) + \beta
+
+    (a missing bias becomes ``"<weight>:bn-bias"``). With ``fold=False`` only dropout is removed.
+    Works on a leading set dimension (``n_sets``). The structure is computed once per spec.
+    Raises :class:`~cil_core.errors.BackendCapacityError` for a batch norm that does not follow
+    a synaptic layer directly."""
+    if not any(isinstance(l, (BatchNorm, Dropout)) for l in spec.layers):
+        return spec, dict(params)
+    key = (id(spec), fold)
+    hit = _PREPARED.get(key)
+    if hit is None or hit[0] is not spec:
+        if len(_PREPARED) > 64:
+            _PREPARED.clear()
+        hit = (spec, *_folded_spec(spec, fold))
+        _PREPARED[key] = hit
+    _, new_spec, folds = hit
+    out = dict(params)
+    for syn_i, bn_i, new_bias in folds:
+        syn, bn = spec.layers[syn_i], spec.layers[bn_i]
+        w = params[syn.weight]  # type: ignore[union-attr]
+        lead = 0 if n_sets is None else 1
+        C = bn.num_features  # type: ignore[union-attr]
+        var = bn.running_var.to(w.device, w.dtype)  # type: ignore[union-attr]
+        mean = bn.running_mean.to(w.device, w.dtype)  # type: ignore[union-attr]
+        gamma = params[bn.weight] if bn.weight is not None else torch.ones(C, dtype=w.dtype)  # type: ignore[union-attr]
+        beta = params[bn.bias] if bn.bias is not None else torch.zeros(C, dtype=w.dtype)  # type: ignore[union-attr]
+        scale = gamma / torch.sqrt(var + bn.eps)  # type: ignore[union-attr]  # [C] or [S, C]
+        if n_sets is not None and scale.dim() == 1:
+            scale = scale.expand(n_sets, C)
+        if n_sets is not None and beta.dim() == 1:
+            beta = beta.expand(n_sets, C)
+        extra = (1,) * (w.dim() - lead - 1)
+        out[syn.weight] = w * scale.reshape(*scale.shape, *extra)  # type: ignore[union-attr]
+        b = params[syn.bias] if syn.bias is not None else None  # type: ignore[union-attr]
+        b0 = torch.zeros_like(scale) if b is None else b
+        out[syn.bias if new_bias is None else new_bias] = (b0 - mean) * scale + beta  # type: ignore[union-attr]
+        for n in (bn.weight, bn.bias):  # type: ignore[union-attr]
+            if n is not None:
+                out.pop(n, None)
+    return new_spec, out
+
+
+def chip_spec(backend: object, spec: NetworkSpec) -> NetworkSpec:
+    """The structure ``backend`` receives for ``spec`` (see :func:`prepare_for_backend`),
+    checked against its capabilities; needs no tensors."""
+    caps = getattr(backend, "capabilities", None)
+    fold = caps is not None and "batchnorm" not in caps
+    new_spec = spec
+    if any(isinstance(l, (BatchNorm, Dropout)) for l in spec.layers):
+        new_spec = _folded_spec(spec, fold)[0]
+    check_capabilities(backend, new_spec)
+    return new_spec
+
+
+def prepare_for_backend(backend: object, spec: NetworkSpec, params: Mapping[str, torch.Tensor],
+                        n_sets: int | None = None) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
+    """The network and tensors ``backend`` receives at weight transfer: dropout removed, batch
+    norm folded unless the backend lists ``"batchnorm"`` among its capabilities, and every
+    remaining feature checked against them (:func:`check_capabilities`)."""
+    caps = getattr(backend, "capabilities", None)
+    new_spec, out = fold_batchnorm(spec, params, n_sets, fold=caps is not None and "batchnorm" not in caps)
+    check_capabilities(backend, new_spec)
+    return new_spec, out
+
+
+def check_capabilities(backend: object, spec: NetworkSpec) -> None:
+    """Raise :class:`~cil_core.errors.BackendCapacityError` naming the first feature of
+    ``spec`` (and the layer needing it) that ``backend.capabilities`` lacks, with the backend's
+    hint of what to use instead. ``capabilities = None``: the backend runs everything."""
+    caps = getattr(backend, "capabilities", None)
+    if caps is None:
+        return
+    hints = getattr(backend, "capability_hints", {}) or {}
+    name = getattr(backend, "name", "") or type(backend).__name__
+    for feature, where in spec.features().items():
+        if feature in caps or feature in ("dropout", "batchnorm"):  # removed / folded before transfer
+            continue
+        hint = hints.get(feature)
+        raise BackendCapacityError(f"backend '{name}' cannot run {where}: it does not support '{feature}'"
+                                   + (f"; {hint}" if hint else ""))
+
+
+__all__ = ["symmetric_scale", "quantize_symmetric", "straight_through", "fold_batchnorm", "prepare_for_backend",
+           "check_capabilities"]

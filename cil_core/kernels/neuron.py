@@ -53,8 +53,13 @@ def run_neuron_layer(
     observed_spikes: torch.Tensor | None = None,
     observed_membrane: torch.Tensor | None = None,
     membrane_noise: MembraneNoise | None = None,
+    recurrent_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> LayerTrace:
     """Run neuron layer ``n`` on its input current ``x`` (``[T, N, *features]``).
+
+    ``recurrent_input(s_prev) -> r_t`` gives the recurrent synapses' contribution from the
+    layer's previous output spikes (required iff ``n.recurrent`` is set; see
+    :class:`~cil_core.network.description.Recurrent` for where it is added).
 
     ``observed_spikes`` / ``observed_membrane`` (same shape as ``x``) inject hardware
     observations by straight-through substitution: the forward value is the observation, the
@@ -83,6 +88,20 @@ def run_neuron_layer(
     spikes: list[torch.Tensor] = []
     membranes: list[torch.Tensor] = []
     deferred = n.reset_timing != "immediate"
+    rec_into = None if n.recurrent is None else n.recurrent.into
+    if rec_into is not None and recurrent_input is None:
+        raise ValueError("a recurrent neuron layer needs recurrent_input")
+    if rec_into == "current" and alpha is None:
+        rec_into = "input"
+    s_prev = torch.zeros_like(x0) if rec_into is not None else None
+    adapt = n.adaptation
+    if adapt is not None:
+        rho = _param(adapt.rho, x0)
+        jump = _param(adapt.jump, x0)
+        a = torch.zeros_like(x0)
+    amp = _param(n.spike_amplitude, x0)
+    graded = not _is(amp, 1.0)
+    thr0 = thr
 
     def fire(u: torch.Tensor) -> torch.Tensor:
         if multi:
@@ -106,8 +125,16 @@ def run_neuron_layer(
 
     for t in range(T):
         xt = steps[t]
+        r_t = recurrent_input(s_prev) if rec_into is not None else None
+        if rec_into == "input":
+            xt = xt + r_t
+        if adapt is not None:
+            a = a + (1.0 - rho) * (0.0 - a) if adapt.form == "euler" else rho * a
+            thr = thr0 + a
         if cur is not None:
             new_cur = (cur + neg_k_syn * cur) + xt if neg_k_syn is not None else alpha * cur + xt
+            if rec_into == "current":
+                new_cur = new_cur + r_t
             current = new_cur if n.current_timing == "same-step" else cur
             cur = new_cur
         else:
@@ -134,6 +161,8 @@ def run_neuron_layer(
             u = v_prev + current
         else:
             u = beta * v_prev + current
+        if rec_into == "membrane":
+            u = u + r_t
         if n.reset_timing == "deferred-post" and r is not None:
             u = apply_reset(u, r)
         if membrane_noise is not None:
@@ -149,8 +178,9 @@ def run_neuron_layer(
             continue
 
         s = fire(u)
-        if observed_spikes is not None:
-            s = s + (observed_spikes[t] - s).detach()
+        if observed_spikes is not None:  # observations are the layer's output, g * S for graded spikes
+            obs_t = observed_spikes[t] / amp if graded else observed_spikes[t]
+            s = s + (obs_t - s).detach()
         if n.reset_timing == "immediate" and n.reset != "none":
             v = apply_reset(u, s)
         else:
@@ -161,6 +191,12 @@ def run_neuron_layer(
             v = torch.relu(v - n.v_min) + n.v_min
         if observed_membrane is not None:
             v = v + (observed_membrane[t] - v).detach()
+        if adapt is not None:
+            a = a + jump * s
+        if graded:
+            s = s * amp
+        if rec_into is not None:
+            s_prev = s
         spikes.append(s)
         if record_membrane:
             membranes.append(v)

@@ -30,6 +30,10 @@ def surrogate_derivative(x: torch.Tensor, s: Surrogate) -> torch.Tensor:
         return s.scale * torch.exp(-x.abs() / a)
     if s.name == "heaviside":
         return (x > 0).to(x.dtype)
+    if s.name == "triangular":  # snntorch's definition: +a below threshold, -a at and above it
+        return torch.where(x >= 0, -a, a).to(x.dtype)
+    if s.name == "straight-through":
+        return torch.ones_like(x)
     raise ValueError(f"unknown surrogate {s.name!r}")
 
 

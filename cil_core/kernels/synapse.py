@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover  (kernels import no other cil module)
-    from ..network.description import Conv2d, Dense, Pool2d
+    from ..network.description import BatchNorm, Conv1d, Conv2d, Dense, Pool2d
 
 
 def dense(layer: Dense, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sets: int | None) -> torch.Tensor:
@@ -41,7 +41,61 @@ def conv2d(layer: Conv2d, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | No
     return y.reshape(B, S, -1, *y.shape[2:]).transpose(0, 1).reshape(S * B, -1, *y.shape[2:])
 
 
+def conv1d(layer: Conv1d, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sets: int | None) -> torch.Tensor:
+    """1-D convolution; several sets run as one grouped convolution. ``x`` is ``[S*B, C, L]``."""
+    if sets is None:
+        return F.conv1d(x, w, b, stride=layer.stride, padding=layer.padding)
+    S = sets
+    B = x.shape[0] // S
+    xs = x.reshape(S, B, *x.shape[1:]).transpose(0, 1).reshape(B, S * x.shape[1], x.shape[2])
+    y = F.conv1d(xs, w.reshape(S * w.shape[1], *w.shape[2:]), None if b is None else b.reshape(-1),
+                 stride=layer.stride, padding=layer.padding, groups=S)
+    return y.reshape(B, S, -1, y.shape[-1]).transpose(0, 1).reshape(S * B, -1, y.shape[-1])
+
+
 def pool2d(layer: Pool2d, x: torch.Tensor) -> torch.Tensor:
-    """Sum (or average) pooling over strided windows, no padding. ``x`` is ``[N, C, H, W]``."""
+    """Sum, average or max pooling over strided windows, no padding. ``x`` is ``[N, C, H, W]``."""
+    if layer.mode == "max":
+        return F.max_pool2d(x, layer.kernel_size, layer.stride)
     return F.avg_pool2d(x, layer.kernel_size, layer.stride, divisor_override=1 if layer.mode == "sum" else None)
+
+
+def batchnorm(layer: BatchNorm, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None,
+              sets: int | None) -> torch.Tensor:
+    """Batch norm with the layer's fixed statistics over channel dim 1 of ``x`` (``[S*B, C, ...]``).
+
+    A single network uses torch's own ``F.batch_norm`` in inference mode (bit-identical to the
+    library's ``eval()`` forward); with sets, :math:`\\gamma_s, \\beta_s` carry a leading ``S``."""
+    mean = layer.running_mean.to(x.device, x.dtype)
+    var = layer.running_var.to(x.device, x.dtype)
+    if sets is None:
+        return F.batch_norm(x, mean, var, w, b, training=False, eps=layer.eps)
+    S, C = sets, x.shape[1]
+    extra = (1,) * (x.dim() - 2)
+    xs = x.reshape(S, -1, C, *x.shape[2:])
+    y = (xs - mean.view(1, 1, C, *extra)) / torch.sqrt(var.view(1, 1, C, *extra) + layer.eps)
+    if w is not None:
+        y = y * w.view(S, 1, C, *extra)
+    if b is not None:
+        y = y + b.view(S, 1, C, *extra)
+    return y.reshape(x.shape)
+
+
+def recurrent(layer, s_prev: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sets: int | None) -> torch.Tensor:
+    """Recurrent input :math:`W s_{t-1} + b` (dense) or :math:`w \\odot s_{t-1}` (one-to-one) of a
+    :class:`~cil_core.network.description.Recurrent`; ``s_prev`` is ``[S*B, n]``."""
+    if layer.mode == "one-to-one":
+        if sets is None:
+            y = w * s_prev
+        else:
+            y = (s_prev.reshape(sets, -1, s_prev.shape[-1]) * w[:, None, :]).reshape(s_prev.shape)
+        if b is not None:
+            y = y + (b if sets is None else b.repeat_interleave(s_prev.shape[0] // sets, 0))
+        return y
+    if sets is None:
+        return F.linear(s_prev, w, b)
+    y = torch.bmm(s_prev.reshape(sets, -1, s_prev.shape[-1]), w.transpose(1, 2))
+    if b is not None:
+        y = y + b[:, None, :]
+    return y.reshape(-1, y.shape[-1])
 

@@ -2,9 +2,10 @@
 executor (the software pass and the ideal chip), the :class:`WrappedNetwork` that ties a
 description to the user's model, and library-free reference networks."""
 
-from .description import Conv2d, Dense, Flatten, Layer, NetworkSpec, Neuron, Pool2d, Surrogate, check_parameters
+from .description import (FEATURES, Adaptation, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Layer, NetworkSpec,
+                          Neuron, Pool2d, Recurrent, Surrogate, check_parameters)
 from .executor import NetworkTrace, simulate
 from .wrapped import WrappedNetwork
 
-__all__ = ["NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Layer", "Neuron", "Surrogate",
+__all__ = ["NetworkSpec", "FEATURES", "Adaptation", "BatchNorm", "Conv1d", "Dropout", "Recurrent", "Dense", "Conv2d", "Pool2d", "Flatten", "Layer", "Neuron", "Surrogate",
            "check_parameters", "simulate", "NetworkTrace", "WrappedNetwork"]

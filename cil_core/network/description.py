@@ -45,6 +45,25 @@ order, :math:`i_t = (i_{t-1} + (-k_s)\\, i_{t-1}) + x_t` and
 equal :math:`1 - k_m` and :math:`1 - k_s` and ``input_gain`` equal :math:`k_m` (backends that
 ignore the rates see the same dynamics up to rounding). ``v_init`` is the membrane at
 :math:`t = 0` (``None``: :math:`v_{\\rm leak}`; norse's ``IAFCell`` starts at ``v_reset``).
+
+Optional neuron features (each ``None`` / 1 by default, see :class:`Recurrent`,
+:class:`Adaptation`):
+
+* recurrence: :math:`r_t = W_{\\rm rec} S'_{t-1} (+ b)` (or :math:`w \\odot S'_{t-1}` one-to-one),
+  added to the input (``into="input"``: :math:`x_t + r_t` before the synaptic current), to the
+  synaptic current after its update (``"current"``) or to the membrane after decay and
+  integration, before a deferred reset (``"membrane"``);
+* adaptive threshold: :math:`\\theta_t = \\theta + a'_t` with the adaptation state of
+  :class:`Adaptation`;
+* graded spikes: the layer emits :math:`S'_t = g\\,S_t` (snntorch ``graded_spikes_factor``); the
+  reset follows :math:`S_t`.
+
+Non-neuron layers besides synapses: :class:`Pool2d` (sum, average or *spiking max pooling*:
+:math:`y = \\max_{window} x`, on binary spikes a logical OR), :class:`BatchNorm` (inference
+statistics, :math:`y = \\gamma (x - \\mu)/\\sqrt{\\sigma^2 + \\epsilon} + \\beta`, folded into the
+preceding synaptic layer for chips that cannot run it, see
+:func:`cil_core.hardware.transfer.fold_batchnorm`), :class:`Dropout` (software training passes
+only; never on a chip), :class:`Conv1d`.
 """
 
 from __future__ import annotations
@@ -63,8 +82,14 @@ ResetTiming = Literal["immediate", "deferred-pre", "deferred-post"]
 CurrentTiming = Literal["same-step", "previous-step"]
 
 __all__ = [
+    "FEATURES",
     "Dense",
+    "Conv1d",
     "Conv2d",
+    "BatchNorm",
+    "Dropout",
+    "Recurrent",
+    "Adaptation",
     "Pool2d",
     "Flatten",
     "Neuron",
@@ -83,7 +108,11 @@ class Surrogate:
     ``"fast-sigmoid"`` (:math:`1/(a|x| + 1)^2`, same as superspike, snntorch's naming),
     ``"sigmoid"`` (:math:`a\\,\\sigma(ax)(1-\\sigma(ax))`), ``"exponential"``
     (:math:`s\\,e^{-|x|/w}` with sinabs' SingleExponential w = a, s = scale),
-    ``"heaviside"`` (straight-through where :math:`S=1`).
+    ``"heaviside"`` (straight-through where :math:`S=1`), ``"triangular"``
+    (snntorch's ``triangular``, exactly as that library defines it: :math:`+a` for :math:`x < 0`,
+    :math:`-a` for :math:`x \\ge 0`; ``slope`` = its ``threshold`` argument),
+    ``"straight-through"`` (:math:`\\partial S/\\partial x = 1`, snntorch's
+    ``straight_through_estimator``).
     ``x`` is :math:`v - \\theta` in the model's own membrane units.
     """
 
@@ -91,7 +120,8 @@ class Surrogate:
     slope: float = 2.0
     scale: float = 1.0
 
-    NAMES = ("atan", "superspike", "fast-sigmoid", "sigmoid", "exponential", "heaviside")
+    NAMES = ("atan", "superspike", "fast-sigmoid", "sigmoid", "exponential", "heaviside", "triangular",
+             "straight-through")
 
     def __post_init__(self) -> None:
         if self.name not in self.NAMES:
@@ -155,14 +185,47 @@ class Conv2d:
 
 
 @dataclass(frozen=True)
+class Conv1d:
+    """1-D convolution synapses, weight ``[out_channels, in_channels, k]``; input ``(C, L)``."""
+
+    weight: str
+    bias: str | None
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    padding: int
+
+    kind = "conv1d"
+
+    def param_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the weight and bias tensors."""
+        return (self.out_channels, self.in_channels, self.kernel_size), (self.out_channels,)
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 2 or in_shape[0] != self.in_channels:
+            raise ShapeError(f"Conv1d layer '{self.weight}' expects input (C={self.in_channels}, L), got {in_shape}")
+        lo = (in_shape[1] + 2 * self.padding - self.kernel_size) // self.stride + 1
+        if lo <= 0:
+            raise ShapeError(f"Conv1d layer '{self.weight}': input {in_shape} is shorter than the kernel")
+        return (self.out_channels, lo)
+
+
+@dataclass(frozen=True)
 class Pool2d:
     """Spatial pooling without padding. ``mode="sum"`` adds the inputs in each window;
     ``mode="avg"`` divides that sum by ``kh*kw`` (what an event-driven chip does by scaling the
-    next layer's weights)."""
+    next layer's weights); ``mode="max"`` takes the window's maximum (spiking max pooling: on
+    binary spikes, a spike if any input in the window spiked; the gradient flows to the
+    maximum, as in torch's ``max_pool2d``)."""
 
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
-    mode: Literal["sum", "avg"]
+    mode: Literal["sum", "avg", "max"]
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("sum", "avg", "max"):
+            raise SpecError(f"unknown pooling mode {self.mode!r}; use 'sum', 'avg' or 'max'")
 
     kind = "pool2d"
 
@@ -185,6 +248,134 @@ class Flatten:
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (int(math.prod(in_shape)),)
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch normalisation with fixed (inference) statistics, over the channel dimension (the
+    first feature dimension of ``(C,)``, ``(C, L)`` or ``(C, H, W)``):
+
+    .. math:: y = \\gamma\\,\\frac{x - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}} + \\beta
+
+    ``weight`` / ``bias`` name the trainable :math:`\\gamma, \\beta` (``None``: 1 and 0, torch's
+    ``affine=False``); ``running_mean`` / ``running_var`` are the model's statistics when it
+    was wrapped (constants: cil trains synapses and the affine terms, the statistics are not
+    updated). Chips that cannot run it get it folded into the preceding synaptic layer at weight
+    transfer (:func:`cil_core.hardware.transfer.fold_batchnorm`)."""
+
+    weight: str | None
+    bias: str | None
+    num_features: int
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    eps: float
+
+    kind = "batchnorm"
+
+    def param_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return (self.num_features,), (self.num_features,)
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not in_shape or in_shape[0] != self.num_features:
+            raise ShapeError(f"BatchNorm over {self.num_features} channels got input {in_shape}")
+        return in_shape
+
+    def validate(self) -> None:
+        for f in ("running_mean", "running_var"):
+            t = torch.as_tensor(getattr(self, f))
+            if tuple(t.shape) != (self.num_features,):
+                raise SpecError(f"BatchNorm {f} has shape {tuple(t.shape)}, expected ({self.num_features},)")
+            if not torch.isfinite(t).all():
+                raise SpecError(f"BatchNorm {f} is not finite")
+        if bool((torch.as_tensor(self.running_var) < 0).any()) or not self.eps > 0:
+            raise SpecError("BatchNorm needs running_var >= 0 and eps > 0")
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Dropout with probability ``p``: active in software training passes only (autograd on and
+    the wrapped network in ``train()`` mode); an identity on every chip and in evaluation."""
+
+    p: float
+
+    kind = "dropout"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.p < 1:
+            raise SpecError(f"dropout probability must be in [0, 1), got {self.p!r}")
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """Recurrent synapses of one neuron layer (a field of :class:`Neuron`).
+
+    At step ``t`` the layer receives :math:`r_t = W S'_{t-1} + b` (``mode="dense"``, ``W`` is
+    ``[n, n]``, torch's ``F.linear``) or :math:`r_t = w \\odot S'_{t-1}` (``mode="one-to-one"``,
+    ``w`` is ``[n]``), from its own output spikes of the previous step (:math:`S'_{-1} = 0`).
+    ``into`` says where :math:`r_t` is added (float order matters for spike-exactness):
+
+    * ``"input"``: :math:`x_t + r_t`, before anything else (sinabs' recurrent layers);
+    * ``"current"``: to the synaptic current after its update,
+      :math:`i_t = (\\alpha i_{t-1} + x_t) + r_t` (snntorch ``RSynaptic``, norse
+      ``LIFRecurrentCell``); equals ``"input"`` for a layer without synaptic current;
+    * ``"membrane"``: to the membrane after decay and integration,
+      :math:`u_t = (\\beta v_{t-1} + x_t) + r_t` (snntorch ``RLeaky``).
+
+    Only layers with 1-D features ``(n,)`` can be recurrent."""
+
+    weight: str
+    bias: str | None
+    features: int
+    mode: Literal["dense", "one-to-one"] = "dense"
+    into: Literal["input", "current", "membrane"] = "input"
+
+    kind = "recurrent"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dense", "one-to-one"):
+            raise SpecError(f"unknown recurrent mode {self.mode!r}; use 'dense' or 'one-to-one'")
+        if self.into not in ("input", "current", "membrane"):
+            raise SpecError(f"unknown recurrent target {self.into!r}; use 'input', 'current' or 'membrane'")
+
+    def param_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the weight and bias tensors."""
+        w = (self.features, self.features) if self.mode == "dense" else (self.features,)
+        return w, (self.features,)
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """Adaptive threshold (ALIF / LSNN): the layer fires when :math:`v_t \\ge \\theta + a'_t`
+    (or ``>`` per ``fires_at_threshold``), with the adaptation state ``a`` (:math:`a_{-1} = 0`):
+
+    .. math::
+
+        a'_t &= \\rho\\, a_{t-1}            &&\\text{(form="decay")}\\\\
+        a'_t &= a_{t-1} + k\\,(0 - a_{t-1})  &&\\text{(form="euler", } k = 1 - \\rho\\text{, norse's float order)}\\\\
+        a_t  &= a'_t + j\\, S_t
+
+    ``rho`` (scalar or per neuron) is the decay per step and ``jump`` :math:`j` the threshold
+    increase per spike. Needs ``reset_timing="immediate"``; a subtract reset removes the
+    threshold in force, :math:`\\theta + a'_t`."""
+
+    rho: Scalar
+    jump: Scalar
+    form: Literal["decay", "euler"] = "decay"
+
+    kind = "adaptation"
+
+    def validate(self, where: str) -> None:
+        if self.form not in ("decay", "euler"):
+            raise SpecError(f"neuron '{where}': unknown adaptation form {self.form!r}")
+        for f in ("rho", "jump"):
+            t = torch.as_tensor(getattr(self, f), dtype=torch.float64)
+            if not torch.isfinite(t).all():
+                raise SpecError(f"neuron '{where}': adaptation {f} is not finite")
+        if bool(((torch.as_tensor(self.rho) < 0) | (torch.as_tensor(self.rho) > 1)).any()):
+            raise SpecError(f"neuron '{where}': adaptation rho must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -218,10 +409,19 @@ class Neuron:
     syn_rate: Scalar | None = None
     #: membrane at t = 0 (``None``: ``v_leak``)
     v_init: float | None = None
+    #: recurrent synapses (``None``: none)
+    recurrent: Recurrent | None = None
+    #: adaptive threshold (``None``: fixed threshold)
+    adaptation: Adaptation | None = None
+    #: spike amplitude :math:`g` (snntorch ``graded_spikes_factor``): the layer emits g * S
+    spike_amplitude: Scalar = 1.0
 
     kind = "neuron"
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.recurrent is not None and tuple(in_shape) != (self.recurrent.features,):
+            raise ShapeError(f"neuron '{self.name}': recurrent synapses over {self.recurrent.features} neurons, but the "
+                             f"layer has features {in_shape} (only 1-D layers can be recurrent)")
         return in_shape
 
     def with_(self, **changes) -> "Neuron":
@@ -247,6 +447,15 @@ class Neuron:
             raise SpecError(f"neuron '{self.name}': unknown output {self.output!r}")
         if self.max_spikes_per_step is not None and self.max_spikes_per_step < 1:
             raise SpecError(f"neuron '{self.name}': max_spikes_per_step must be >= 1 or None (unbounded)")
+        if self.output == "membrane" and (self.recurrent is not None or self.adaptation is not None):
+            raise SpecError(f"neuron '{self.name}': a non-spiking readout layer cannot be recurrent or adaptive")
+        if self.adaptation is not None:
+            self.adaptation.validate(self.name)
+            if self.reset_timing != "immediate":
+                raise SpecError(f"neuron '{self.name}': an adaptive threshold needs reset_timing='immediate'")
+        amp = torch.as_tensor(self.spike_amplitude, dtype=torch.float64)
+        if not torch.isfinite(amp).all():
+            raise SpecError(f"neuron '{self.name}': spike_amplitude is not finite")
         if self.syn_rate is not None and (self.alpha is None or self.mem_rate is None):
             raise SpecError(f"neuron '{self.name}': syn_rate needs a synaptic current (alpha) and mem_rate")
         for f in ("beta", "alpha", "threshold", "input_gain", "mem_rate", "syn_rate"):
@@ -271,8 +480,32 @@ class Neuron:
                 raise SpecError(f"neuron '{self.name}': {f} must equal {what} when the Euler rates are given")
 
 
-Layer = Union[Dense, Conv2d, Pool2d, Flatten, Neuron]
-SYNAPTIC = (Dense, Conv2d)
+#: every feature :meth:`NetworkSpec.features` reports, with what it means (the vocabulary of
+#: backend capabilities and of the capability table in the README)
+FEATURES: dict[str, str] = {
+    "dense": "fully connected synapses (nn.Linear)",
+    "conv2d": "2-D convolution",
+    "conv1d": "1-D convolution",
+    "bias": "biases on synaptic layers",
+    "pool-sum": "sum pooling (sinabs SumPool2d)",
+    "pool-avg": "average pooling (nn.AvgPool2d)",
+    "pool-max": "spiking max pooling (nn.MaxPool2d)",
+    "batchnorm": "batch norm run as such (otherwise folded into the preceding synapses at transfer)",
+    "dropout": "dropout (software training passes only; removed before every transfer)",
+    "synaptic-current": "a synaptic current state (snntorch Synaptic, norse LIF, sinabs LIF with tau_syn)",
+    "recurrent": "recurrent synapses (RLeaky/RSynaptic, LIFRecurrentCell, IAFRecurrent)",
+    "adaptive-threshold": "adaptive threshold (norse LSNN, sinabs ALIF)",
+    "multi-spike": "several spikes per neuron and step (sinabs MultiSpike)",
+    "graded-spikes": "spike amplitude != 1 (snntorch graded_spikes_factor)",
+    "membrane-readout": "a non-spiking leaky-integrator readout layer",
+}
+
+Layer = Union[Dense, Conv1d, Conv2d, Pool2d, Flatten, BatchNorm, Dropout, Neuron]
+#: feed-forward synaptic layers (a neuron layer's :class:`Recurrent` synapses are synaptic too,
+#: see :meth:`NetworkSpec.synaptic_layers`)
+SYNAPTIC = (Dense, Conv1d, Conv2d)
+#: layers that own named tensors
+WITH_TENSORS = (Dense, Conv1d, Conv2d, BatchNorm, Recurrent)
 
 
 @dataclass(frozen=True)
@@ -296,7 +529,7 @@ class NetworkSpec:
                 f"the last layer must be a neuron layer (the network's output); got {type(self.layers[-1]).__name__}"
             )
         for layer in self.layers:
-            if isinstance(layer, Neuron):
+            if isinstance(layer, (Neuron, BatchNorm)):
                 layer.validate()
         self.shapes()  # validates the chain
 
@@ -316,27 +549,47 @@ class NetworkSpec:
     def n_outputs(self) -> int:
         return int(math.prod(self.output_shape))
 
+    def tensor_layers(self) -> list[tuple[int, Layer | Recurrent]]:
+        """Every layer that owns named tensors, in order, as ``(index, layer)``: synaptic layers,
+        batch norms, and a neuron layer's :class:`Recurrent` synapses (at the neuron's index)."""
+        out: list[tuple[int, Layer | Recurrent]] = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, (Dense, Conv1d, Conv2d, BatchNorm)):
+                out.append((i, layer))
+            elif isinstance(layer, Neuron) and layer.recurrent is not None:
+                out.append((i, layer.recurrent))
+        return out
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name → shape of every trainable tensor, in layer order (weights then biases)."""
+        out: dict[str, tuple[int, ...]] = {}
+        for _, layer in self.tensor_layers():
+            for name, shape in zip((layer.weight, layer.bias), layer.param_shapes()):  # type: ignore[union-attr]
+                if name is not None:
+                    out[name] = shape
+        return out
+
     def parameter_names(self) -> list[str]:
-        """Names of all trainable synaptic tensors, in layer order (weights then biases)."""
+        """Names of all trainable tensors (synapses, recurrent synapses, batch-norm affine
+        terms), in layer order (weights then biases)."""
         names: list[str] = []
-        for layer in self.layers:
-            if isinstance(layer, SYNAPTIC):
-                names.append(layer.weight)
-                if layer.bias is not None:
-                    names.append(layer.bias)
+        for _, layer in self.tensor_layers():
+            names += [n for n in (layer.weight, layer.bias) if n is not None]  # type: ignore[union-attr]
         return names
 
     def neuron_layers(self) -> list[tuple[int, Neuron]]:
         return [(i, l) for i, l in enumerate(self.layers) if isinstance(l, Neuron)]
 
-    def synaptic_layers(self) -> list[tuple[int, Layer]]:
-        return [(i, l) for i, l in enumerate(self.layers) if isinstance(l, SYNAPTIC)]
+    def synaptic_layers(self) -> list[tuple[int, Layer | Recurrent]]:
+        """Every set of synapses as ``(index, layer)``: feed-forward synaptic layers and the
+        :class:`Recurrent` synapses of neuron layers (reported at the neuron layer's index)."""
+        return [(i, l) for i, l in self.tensor_layers() if not isinstance(l, BatchNorm)]
 
     def driven_neurons(self) -> dict[int, int]:
         """For every synaptic layer (by index), the index of the neuron layer it drives: the
-        first neuron layer after it (pooling and flattening in between do not matter). Several
-        synaptic layers in a row drive the same neuron layer; a synaptic layer with no neuron
-        layer after it is absent."""
+        first neuron layer after it (pooling, batch norm and flattening in between do not
+        matter; recurrent synapses drive their own layer). Several synaptic layers in a row
+        drive the same neuron layer; a synaptic layer with no neuron layer after it is absent."""
         out: dict[int, int] = {}
         pending: list[int] = []
         for i, layer in enumerate(self.layers):
@@ -345,7 +598,49 @@ class NetworkSpec:
             elif isinstance(layer, Neuron):
                 out.update((j, i) for j in pending)
                 pending = []
+                if layer.recurrent is not None:
+                    out[i] = i
         return out
+
+    def features(self) -> dict[str, str]:
+        """What running this network needs, as ``{feature: first layer that needs it}``; the
+        vocabulary of :attr:`cil_core.hardware.backend.Backend.capabilities`."""
+        need: dict[str, str] = {}
+
+        def add(feature: str, where: str) -> None:
+            assert feature in FEATURES, feature
+            need.setdefault(feature, where)
+
+        for i, layer in enumerate(self.layers):
+            where = f"layer {i} ({_layer_title(layer)})"
+            if isinstance(layer, Dense):
+                add("dense", where)
+            elif isinstance(layer, Conv2d):
+                add("conv2d", where)
+            elif isinstance(layer, Conv1d):
+                add("conv1d", where)
+            elif isinstance(layer, Pool2d):
+                add(f"pool-{layer.mode}", where)
+            elif isinstance(layer, BatchNorm):
+                add("batchnorm", where)
+            elif isinstance(layer, Dropout):
+                add("dropout", where)
+            elif isinstance(layer, Neuron):
+                if layer.output == "membrane":
+                    add("membrane-readout", where)
+                if layer.alpha is not None:
+                    add("synaptic-current", where)
+                if layer.recurrent is not None:
+                    add("recurrent", where)
+                if layer.adaptation is not None:
+                    add("adaptive-threshold", where)
+                if layer.max_spikes_per_step != 1 and layer.output == "spikes":
+                    add("multi-spike", where)
+                if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()):
+                    add("graded-spikes", where)
+            if isinstance(layer, (Dense, Conv1d, Conv2d)) and layer.bias is not None:
+                add("bias", where)
+        return need
 
     def describe(self) -> str:
         """One line per layer with shapes: what ``cil`` thinks the model is."""
@@ -356,6 +651,14 @@ class NetworkSpec:
                     f"neuron[{layer.output}] beta={_short(layer.beta)} alpha={_short(layer.alpha)} "
                     f"thr={_short(layer.threshold)} reset={layer.reset}/{layer.reset_timing}"
                 )
+                if layer.recurrent is not None:
+                    desc += f" recurrent={layer.recurrent.mode}->{layer.recurrent.into}"
+                if layer.adaptation is not None:
+                    desc += f" adaptive(rho={_short(layer.adaptation.rho)}, jump={_short(layer.adaptation.jump)})"
+                if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()):
+                    desc += f" amplitude={_short(layer.spike_amplitude)}"
+            elif isinstance(layer, BatchNorm):
+                desc = f"batchnorm(weight={layer.weight}, bias={layer.bias}, C={layer.num_features}, eps={layer.eps:g})"
             else:
                 desc = ", ".join(
                     f"{f.name}={getattr(layer, f.name)}" for f in fields(layer)  # type: ignore[arg-type]
@@ -363,6 +666,15 @@ class NetworkSpec:
                 desc = f"{layer.kind}({desc})"
             lines.append(f"{desc} -> {shape}")
         return "\n".join(lines)
+
+
+def _layer_title(layer: object) -> str:
+    if isinstance(layer, Neuron):
+        return f"neuron '{layer.name}'" if layer.name else "neuron"
+    if isinstance(layer, Pool2d):
+        return f"{layer.mode} pool"
+    name = getattr(layer, "weight", None)
+    return f"{type(layer).__name__} '{name}'" if name else type(layer).__name__
 
 
 def _short(v: object) -> str:
@@ -384,19 +696,12 @@ def check_parameters(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_se
     from ..errors import NonFiniteError
 
     lead = () if n_sets is None else (n_sets,)
-    for layer in spec.layers:
-        if not isinstance(layer, SYNAPTIC):
-            continue
-        wshape, bshape = layer.param_shapes()
-        for name, shape in ((layer.weight, wshape), (layer.bias, bshape)):
-            if name is None:
-                continue
-            if name not in params:
-                raise SpecError(f"parameter '{name}' is missing")
-            t = params[name]
-            if tuple(t.shape) != lead + shape:
-                raise ShapeError(f"parameter '{name}' has shape {tuple(t.shape)}, expected {lead + shape}")
-            if not torch.isfinite(t).all():
-                bad = int((~torch.isfinite(t)).sum())
-                raise NonFiniteError(f"parameter '{name}' holds {bad} non-finite value(s) (NaN or inf)")
-
+    for name, shape in spec.tensor_shapes().items():
+        if name not in params:
+            raise SpecError(f"parameter '{name}' is missing")
+        t = params[name]
+        if tuple(t.shape) != lead + shape:
+            raise ShapeError(f"parameter '{name}' has shape {tuple(t.shape)}, expected {lead + shape}")
+        if not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise NonFiniteError(f"parameter '{name}' holds {bad} non-finite value(s) (NaN or inf)")

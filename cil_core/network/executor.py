@@ -18,7 +18,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .description import Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d, check_parameters
+from .description import (BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, NetworkSpec, Neuron, Pool2d,
+                          check_parameters)
 from ..errors import NonFiniteError, ShapeError
 from ..hardware.observation import LayerObservation
 from ..kernels import synapse
@@ -63,6 +64,7 @@ def simulate(
     neurons: Sequence[Neuron] | None = None,
     membrane_noise: Sequence[MembraneNoise | None] | None = None,
     validate: bool = True,
+    training: bool = False,
 ) -> NetworkTrace:
     """Run ``spec`` with synaptic tensors ``params`` on input ``x`` (``[T, B, *input_shape]``).
 
@@ -76,6 +78,8 @@ def simulate(
         neurons: replacement neuron descriptions, one per neuron layer (a backend's per-chip
             thresholds and leaks).
         membrane_noise: one noise source (or ``None``) per neuron layer.
+        training: apply :class:`~cil_core.network.description.Dropout` layers (a software
+            training pass); otherwise they are identities, as on every chip.
     """
     if validate:
         check_input(spec, x)
@@ -99,6 +103,15 @@ def simulate(
             def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
                 return None if t is None else t.reshape(h.shape)
 
+            rec = None
+            if n.recurrent is not None:
+                rl = n.recurrent
+                rw = params[rl.weight]
+                rb = None if rl.bias is None else params[rl.bias]
+
+                def rec(s_prev: torch.Tensor, rl=rl, rw=rw, rb=rb) -> torch.Tensor:
+                    return synapse.recurrent(rl, s_prev, rw, rb, n_sets)
+
             tr: LayerTrace = run_neuron_layer(
                 n,
                 h,
@@ -106,18 +119,27 @@ def simulate(
                 observed_spikes=None if obs is None else _flat(obs.spikes),
                 observed_membrane=None if obs is None else _flat(obs.membrane),
                 membrane_noise=noise,
+                recurrent_input=rec,
             )
             h = tr.spikes
             if record:
                 traces.append(LayerObservation(_sets(h, n_sets), _sets(tr.membrane, n_sets)))
             k += 1
-        elif isinstance(layer, (Dense, Conv2d)):
-            op = synapse.dense if isinstance(layer, Dense) else synapse.conv2d
+        elif isinstance(layer, (Dense, Conv2d, Conv1d)):
+            op = synapse.dense if isinstance(layer, Dense) else synapse.conv2d if isinstance(layer, Conv2d) \
+                else synapse.conv1d
             w = params[layer.weight]
             b = None if layer.bias is None else params[layer.bias]
             h = per_step(lambda xt: op(layer, xt, w, b, n_sets))
         elif isinstance(layer, Pool2d):
             h = per_step(lambda xt: synapse.pool2d(layer, xt))
+        elif isinstance(layer, BatchNorm):
+            g = None if layer.weight is None else params[layer.weight]
+            b = None if layer.bias is None else params[layer.bias]
+            h = per_step(lambda xt: synapse.batchnorm(layer, xt, g, b, n_sets))
+        elif isinstance(layer, Dropout):
+            if training and layer.p > 0:
+                h = torch.nn.functional.dropout(h, layer.p, training=True)
         elif isinstance(layer, Flatten):
             h = h.reshape(T, S * B, -1)
         else:  # pragma: no cover - NetworkSpec validation prevents this

@@ -85,7 +85,7 @@ class WrappedNetwork(nn.Module):
     ) -> NetworkTrace:
         """Software forward with autograd; see :func:`cil_core.network.executor.simulate`."""
         return simulate(self.spec, self._lookup, x, record=record, record_membrane=record_membrane,
-                        observations=observations)
+                        observations=observations, training=self.training and torch.is_grad_enabled())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.run(x).output

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ShapeError, UnsupportedLayerError
-from ..network.description import Conv2d, Dense, Flatten, Layer, NetworkSpec, Pool2d
+from ..network.description import BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Layer, NetworkSpec, Pool2d
 
 
 @dataclass
@@ -86,16 +86,20 @@ def infer_input_shape(first: Any, input_shape: Sequence[int] | None) -> tuple[in
         return tuple(int(s) for s in input_shape)
     if isinstance(first, nn.Linear):
         return (first.in_features,)
-    raise ShapeError(f"the first layer is {type(first).__name__}; pass input_shape=(C, H, W) to cil_core.wrap")
+    raise ShapeError(f"the first layer is {type(first).__name__}; pass input_shape (per sample: (C, H, W), (C, L) or (features,)) to cil_core.wrap")
 
 
 #: torch layers every adapter understands the same way
-TORCH_LAYERS = "nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.Flatten, nn.Identity"
+TORCH_LAYERS = ("nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm1d/2d, nn.Dropout, "
+                "nn.Flatten, nn.Identity")
 
 
 def torch_layer(name: str, m: Any) -> Layer | None | bool:
-    """Describe a plain torch layer shared by all SNN libraries (``nn.Linear``, ``nn.Conv2d``,
-    ``nn.AvgPool2d``, ``nn.Flatten``, ``nn.Identity``).
+    """Describe a plain torch layer shared by all SNN libraries (see :data:`TORCH_LAYERS`).
+
+    ``nn.BatchNorm*`` is described with its running statistics (cil always normalises with
+    them, as the model does in ``eval()`` mode); ``nn.Dropout`` acts in software training
+    passes only.
 
     Parameter names are ``f"{name}.weight"`` / ``f"{name}.bias"`` (the model's own). Returns the
     layer, ``None`` for a layer without effect (``Identity``), or ``False`` if ``m`` is not one of
@@ -110,6 +114,26 @@ def torch_layer(name: str, m: Any) -> Layer | None | bool:
             raise UnsupportedLayerError(f"{where}: groups, dilation, string padding and non-zero padding modes are not supported")
         return Conv2d(f"{name}.weight", f"{name}.bias" if m.bias is not None else None, m.in_channels, m.out_channels,
                       pair(m.kernel_size), pair(m.stride), pair(m.padding))
+    if isinstance(m, nn.Conv1d):
+        if m.groups != 1 or m.dilation[0] != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise UnsupportedLayerError(f"{where}: groups, dilation, string padding and non-zero padding modes are not supported")
+        return Conv1d(f"{name}.weight", f"{name}.bias" if m.bias is not None else None, m.in_channels, m.out_channels,
+                      int(m.kernel_size[0]), int(m.stride[0]), int(m.padding[0]))
+    if isinstance(m, nn.MaxPool2d):
+        if pair(m.padding) != (0, 0) or pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
+            raise UnsupportedLayerError(f"{where}: padding, dilation, ceil_mode and return_indices are not supported")
+        k = pair(m.kernel_size)
+        return Pool2d(k, pair(m.stride) if m.stride is not None else k, "max")
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if not m.track_running_stats or m.running_mean is None:
+            raise UnsupportedLayerError(f"{where}: track_running_stats=False is not supported (cil normalises with the "
+                                        "running statistics, as the model does in eval mode)")
+        return BatchNorm(f"{name}.weight" if m.affine else None, f"{name}.bias" if m.affine else None,
+                         m.num_features, m.running_mean.detach().clone(), m.running_var.detach().clone(), float(m.eps))
+    if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d)) and type(m) is not nn.AlphaDropout:
+        if isinstance(m, (nn.Dropout1d, nn.Dropout2d)):
+            raise UnsupportedLayerError(f"{where}: channel dropout is not supported; use nn.Dropout")
+        return Dropout(float(m.p))
     if isinstance(m, nn.AvgPool2d):
         if pair(m.padding) != (0, 0) or m.ceil_mode or m.divisor_override is not None:
             raise UnsupportedLayerError(f"{where}: padding, ceil_mode and divisor_override are not supported")
@@ -122,6 +146,20 @@ def torch_layer(name: str, m: Any) -> Layer | None | bool:
     if isinstance(m, nn.Identity):
         return None
     return False
+
+
+def flat_children(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The children of an ``nn.Sequential`` in call order, with nested ``nn.Sequential``
+    containers flattened (names keep their dots, ``"0.1"``, so parameter names stay the
+    model's own)."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, m in model.named_children():
+        full = f"{prefix}{name}"
+        if isinstance(m, nn.Sequential):
+            out += flat_children(m, full + ".")
+        else:
+            out.append((full, m))
+    return out
 
 
 class LazyAdapter:
@@ -177,4 +215,5 @@ def lazy_adapter_hook(target: str, name: str, description: str, libraries: tuple
 
 
 __all__ = ["AdaptedModel", "ModelAdapter", "LazyAdapter", "lazy_adapter_hook", "torch_layer", "TORCH_LAYERS", "pair",
+           "flat_children",
            "infer_input_shape", "qualname"]

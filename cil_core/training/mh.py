@@ -216,7 +216,7 @@ class MetropolisHastings(Algorithm):
             units.append(torch.full((p.numel(),), u))
         device = state.network.device
         self.unit = torch.cat(units).to(device)
-        # blocks: the flat indices of every synaptic layer's tensors (weight, then bias), in layer order
+        # blocks: the flat indices of every tensor-owning layer's tensors (weight, then bias), in layer order
         offset, start = {}, 0
         for n, k in zip(self.names, self.sizes):
             offset[n] = (start, k)
@@ -226,7 +226,7 @@ class MetropolisHastings(Algorithm):
         driven = spec.driven_neurons()
         self.blocks: list[torch.Tensor] = []
         self.block_neuron: list[int | None] = []  # position (among neuron layers) of the layer each block drives
-        for i, layer in spec.synaptic_layers():
+        for i, layer in spec.tensor_layers():  # synapses, recurrent synapses, batch-norm affine terms
             tensors = [n for n in (layer.weight, getattr(layer, "bias", None)) if n is not None and n in offset]
             if not tensors:
                 continue

@@ -84,7 +84,7 @@ from cil_core import Backend, Deployment, NetworkSpec, Neuron, Observation
 from cil_core.data import as_dense
 from cil_core.errors import CilError
 from cil_core.hardware import quantize_symmetric
-from cil_core.network.description import SYNAPTIC, check_parameters
+from cil_core.network.description import FEATURES, SYNAPTIC, check_parameters
 from cil_core.network.executor import simulate
 
 __all__ = ["NonIdealities", "AnalogMismatchBackend", "ChipMismatch"]
@@ -180,6 +180,9 @@ class AnalogMismatchBackend(Backend):
     max_sets = None
     observes_layers = True
     observes_membrane = False
+    #: everything the description says, recurrent synapses included (they get mismatch too);
+    #: batch norm has no circuit: it is folded into the preceding synapses at transfer
+    capabilities = frozenset(FEATURES) - {"batchnorm"}
 
     def __init__(self, strength: float = 1.0, seed: int = 0, noise_seed: int | None = None, **overrides: Any) -> None:
         self.strength = float(strength)
@@ -209,14 +212,18 @@ class AnalogMismatchBackend(Backend):
         shapes = spec.shapes()
         syn_z, dead, thr_z, tau_z = {}, {}, {}, {}
         for i, layer in enumerate(spec.layers):
-            if isinstance(layer, SYNAPTIC):
-                wshape, bshape = layer.param_shapes()
-                for nm, shp in ((layer.weight, wshape), (layer.bias, bshape)):
+            # feed-forward synapses, then (for a recurrent neuron layer) its recurrent synapses,
+            # then the neurons: every synapse a network has gets its own mismatch
+            syn = [layer] if isinstance(layer, SYNAPTIC) else \
+                [layer.recurrent] if isinstance(layer, Neuron) and layer.recurrent is not None else []
+            for sl in syn:
+                wshape, bshape = sl.param_shapes()
+                for nm, shp in ((sl.weight, wshape), (sl.bias, bshape)):
                     if nm is None:
                         continue
                     syn_z[nm] = torch.randn(shp, generator=g)
                     dead[nm] = torch.rand(shp, generator=gd)
-            elif isinstance(layer, Neuron):
+            if isinstance(layer, Neuron):
                 thr_z[i] = torch.randn(shapes[i], generator=g)
                 tau_z[i] = torch.randn(shapes[i], generator=g)
         chip = ChipMismatch(syn_z, dead, thr_z, tau_z)

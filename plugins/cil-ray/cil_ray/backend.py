@@ -300,6 +300,11 @@ class RayBackend(Backend):
         self.observes_layers = all(i["observes_layers"] for i in self.info)
         self.observes_membrane = all(i["observes_membrane"] for i in self.info)
         self.stochastic = any(i["stochastic"] for i in self.info)
+        # the session folds batch norm and refuses what the workers' backend cannot run, as it would locally
+        caps = [i.get("capabilities") for i in self.info]
+        self.capabilities = None if all(c is None for c in caps) else \
+            frozenset.intersection(*[frozenset(c) for c in caps if c is not None])
+        self.capability_hints = dict(first.get("capability_hints") or {})
         self.inner_max_sets = first["max_sets"]
 
     def _await(self, refs: list[Any], what: str) -> list[Any]:

@@ -103,6 +103,8 @@ class ChipWorker:
             "max_sets": getattr(b, "max_sets", 1), "observes_layers": bool(getattr(b, "observes_layers", False)),
             "observes_membrane": bool(getattr(b, "observes_membrane", False)),
             "stochastic": bool(getattr(b, "stochastic", False)), "started": self.started,
+            "capabilities": None if getattr(b, "capabilities", None) is None else sorted(b.capabilities),
+            "capability_hints": dict(getattr(b, "capability_hints", {}) or {}),
         }
 
     def get_holder(self) -> dict[str, Any]:

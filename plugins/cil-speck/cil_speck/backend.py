@@ -46,6 +46,18 @@ class SpeckBackend(Backend):
     observes_layers = True
     observes_membrane = False
     stochastic = False
+    #: what the chip runs; batch norm is folded into the preceding layer at transfer
+    capabilities = frozenset({"dense", "conv2d", "bias", "pool-sum", "pool-avg", "multi-spike"})
+    capability_hints = {
+        "pool-max": "the chip pools by summing events: use nn.AvgPool2d or sinabs SumPool2d instead of MaxPool2d",
+        "conv1d": "use nn.Conv2d with a (1, k) kernel on input shaped (C, 1, L)",
+        "recurrent": "the chip's layers are feed-forward: it has no recurrent connections",
+        "adaptive-threshold": "the chip has one fixed threshold per layer (no adaptation)",
+        "synaptic-current": "the chip's neurons are integrate-and-fire without a synaptic current: use snntorch Leaky "
+                            "with beta=1 or sinabs IAF",
+        "membrane-readout": "the chip outputs spikes only: read out spike counts (readout='rate')",
+        "graded-spikes": "events carry no amplitude: use graded_spikes_factor=1",
+    }
 
     def __init__(self, drop_biases: bool = False, threads: int | None = None) -> None:
         self.drop_biases = drop_biases
