@@ -121,6 +121,37 @@ def test_convolutional_round_trip(tmp_path):
     assert torch.equal(ideal_output(back, x), ref) and float(ref.sum()) > 0
 
 
+
+def test_batch_norm_is_exported_folded_and_layers_nir_cannot_hold_are_refused(tmp_path):
+    from cil_core import BatchNorm, Conv2d, Dropout, Flatten, Pool2d, Recurrent
+
+    torch.manual_seed(4)
+    conv, bn, lin = nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Linear(3 * 4 * 4, 5, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(3)
+        lin.weight.mul_(3)
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.2, 0.2)
+        bn.running_mean.uniform_(-0.3, 0.3), bn.running_var.uniform_(0.5, 1.5)
+    spec = NetworkSpec((Conv2d("0.weight", "0.bias", 2, 3, (3, 3), (1, 1), (1, 1)),
+                        BatchNorm("1.weight", "1.bias", 3, bn.running_mean.clone(), bn.running_var.clone(), bn.eps),
+                        Dropout(0.2), _neuron(beta=0.8), Pool2d((2, 2), (2, 2), "sum"), Flatten(),
+                        Dense("2.weight", None, 48, 5), _neuron(beta=1.0)), (2, 8, 8))
+    net = WrappedNetwork(nn.Sequential(conv, bn, lin), spec, "native")
+    cil_nir.export(net, tmp_path / "bn.nir")
+    back = cil_nir.load(tmp_path / "bn.nir")
+    assert [layer.kind for layer in back.spec.layers] == ["conv2d", "neuron", "pool2d", "flatten", "dense", "neuron"]
+    x = spikes_in(torch.Generator().manual_seed(4), 20, 6, 2, 8, 8)
+    ref = ideal_output(net, x)
+    got = ideal_output(back, x)
+    assert float(ref.sum()) > 0 and (got != ref).float().mean() < 0.01  # the fold rounds in the last bit
+    maxpool = NetworkSpec((Pool2d((2, 2), (2, 2), "max"), Flatten(), Dense("w", None, 8, 2), _neuron()), (2, 4, 4))
+    with pytest.raises(UnsupportedLayerError, match="max-pooling"):
+        cil_nir.to_nir(WrappedNetwork(nn.ParameterDict({"w": nn.Parameter(torch.ones(2, 8))}), maxpool, "native"))
+    rec = NetworkSpec((Dense("w", None, 2, 2), _neuron().with_(recurrent=Recurrent("r", None, 2))), (2,))
+    module = nn.ParameterDict({"w": nn.Parameter(torch.ones(2, 2)), "r": nn.Parameter(torch.ones(2, 2))})
+    with pytest.raises(UnsupportedLayerError, match="recurrent synapses"):
+        cil_nir.to_nir(WrappedNetwork(module, rec, "native"))
+
 # ------------------------------------------------------------------ conventions vs an independent reference
 def _reference(x: np.ndarray, w1, b1, lif: dict, w2, cuba: dict, w3, li: dict, dt: float) -> np.ndarray:
     """NIR's ODEs integrated by forward Euler in numpy, written from the NIR docstrings."""

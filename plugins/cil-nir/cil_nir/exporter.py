@@ -24,7 +24,9 @@ import nir
 import numpy as np
 import torch
 
-from cil_core import Conv2d, Dense, Deployment, Flatten, NetworkSpec, Neuron, Pool2d, SpecError, UnsupportedLayerError
+from cil_core import (Conv1d, Conv2d, Dense, Deployment, Flatten, NetworkSpec, Neuron, Pool2d, SpecError,
+                      UnsupportedLayerError)
+from cil_core.hardware.transfer import fold_batchnorm
 
 from .importer import META
 
@@ -126,6 +128,8 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
     semantics need cil's metadata (see the module docstring).
     """
     spec, params = _source(source)
+    # what a chip would hold: dropout removed, batch norm folded into the synapses before it
+    spec, params = fold_batchnorm(spec, params)
     shapes = [tuple(spec.input_shape)] + [tuple(s) for s in spec.shapes()]
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(spec.input_shape))}
     names = ["input"]
@@ -153,13 +157,28 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
                               dilation=1, groups=1, bias=b)
             if layer.bias is None:  # nir.Conv2d takes no metadata argument
                 node.metadata = {META + "bias": 0}
+        elif isinstance(layer, Conv1d):
+            w = params[layer.weight].double().numpy().astype(np.float32)
+            b = params[layer.bias].double().numpy().astype(np.float32) if layer.bias is not None \
+                else np.zeros(layer.out_channels, np.float32)
+            node = nir.Conv1d(input_shape=int(shape_in[1]), weight=w, stride=layer.stride, padding=layer.padding,
+                              dilation=1, groups=1, bias=b)
         elif isinstance(layer, Pool2d):
+            if layer.mode == "max":
+                raise UnsupportedLayerError(f"{where}: NIR 1.0 has no max-pooling node; export a model with "
+                                            "nn.AvgPool2d / sinabs SumPool2d")
             cls = nir.SumPool2d if layer.mode == "sum" else nir.AvgPool2d
             node = cls(kernel_size=np.array(layer.kernel_size), stride=np.array(layer.stride), padding=np.array([0, 0]))
         elif isinstance(layer, Flatten):
             # NIR shapes carry no batch dimension: flattening all features starts at dim 0
             node = nir.Flatten(input_type={"input": np.array(shape_in)}, start_dim=0, end_dim=-1)
         elif isinstance(layer, Neuron):
+            for what, present in (("recurrent synapses", layer.recurrent is not None),
+                                  ("an adaptive threshold", layer.adaptation is not None),
+                                  ("graded spikes", not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()))):
+                if present:
+                    raise UnsupportedLayerError(f"{where}: NIR export of a neuron layer with {what} is not supported "
+                                                "(NIR 1.0 has no node for it)")
             node = _neuron_node(layer, shape_out, where, lossy)
         else:  # pragma: no cover
             raise UnsupportedLayerError(f"{where}: no NIR equivalent")
