@@ -248,7 +248,28 @@ def test_different_chips_never_share_a_call_silently(cluster):
         cil.make_backend("ray:ideal", boards=["A", "A"])
 
 
-# ---------------------------------------------------------------------------- security
+
+def test_a_population_of_chips_answers_with_its_mean_observation(cluster):
+    """mode='population': every call on every chip, the mean returned - equal to the mean of
+    local runs on each chip (deterministic analog chips: noise off)."""
+    from cil_core.testing import default_case
+
+    spec, params, x = default_case()
+    chips = [{"seed": 1, "noise_sigma": 0.0}, {"seed": 2, "noise_sigma": 0.0}]
+    local = [cil.HardwareSession(cil.make_backend("analog-mismatch", **o)).run(spec, params, x, record=True)
+             for o in chips]
+    with cil.make_backend("ray:analog-mismatch", worker_options=chips, mode="population", num_cpus=0) as pop:
+        got = cil.HardwareSession(pop).run(spec, params, x, record=True)
+        sets = cil.HardwareSession(pop).run(spec, {k: torch.stack([v, v * 2]) for k, v in params.items()}, x,
+                                            n_sets=2)
+        # the session folds batch norm for the workers' chip as it would locally
+        assert pop.capabilities == cil.make_backend("analog-mismatch").capabilities
+    assert not torch.equal(local[0].output, local[1].output)  # two different chips
+    assert torch.equal(got.output, (local[0].output + local[1].output) / 2)
+    for k in range(len(got.layers)):
+        assert torch.equal(got.layers[k].spikes, (local[0].layers[k].spikes + local[1].layers[k].spikes) / 2)
+    assert got.meta["population"] == [float(o.output.sum()) for o in local]
+    assert sets.output.shape[1] == 2 and torch.equal(sets.output[:, 0], got.output)
 def test_wrong_or_missing_token_is_refused_quickly(cluster, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(cil_ray.AuthError, match="refused the token"):

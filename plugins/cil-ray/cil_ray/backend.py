@@ -27,7 +27,15 @@ different options (``worker_options``: another chip seed, another board) or hold
 ``boards`` are different chips: with ``mode="auto"`` (the default) such a backend is refused
 with a :class:`~cil_ray.errors.FleetError`; build one ``ray:`` backend per chip (one run per
 chip), or say ``mode="replicas"`` when the differences do not change results (a digital chip's
-boards, per-worker noise seeds of one simulated chip).
+boards, per-worker noise seeds of one simulated chip), or ``mode="population"`` to train for a
+population of chips: then *every* call runs on every worker (each chip sees all parameter sets
+and all samples) and the observation is the mean over the ``W`` chips,
+
+.. math:: \\bar S_t = \\frac{1}{W} \\sum_{c=1}^{W} S^{(c)}_t
+
+(outputs, layer spikes and membranes alike): MH then scores the population's mean spike counts
+and CIL-SPL injects the population's mean response, which trains one set of weights that works
+across the chips (the spread between chips is in ``meta["population"]``).
 
 **Failures.** An error raised in a worker keeps its cil type and names the worker and node. A
 worker that dies (killed, crashed, its node lost) is restarted by Ray (``max_restarts``); the
@@ -114,7 +122,8 @@ class RayBackend(Backend):
     ``board-<name>`` and holds the board exclusively), ``num_cpus`` (CPUs per worker, also its
     torch and numba threads), ``num_gpus`` (GPUs per worker), ``mode`` (``"auto"``: identical
     workers share calls, different ones are refused; ``"replicas"``: the workers are declared
-    interchangeable), ``min_shard`` (smallest batch shard worth a worker), ``call_timeout``
+    interchangeable; ``"population"``: every call runs on every worker — different chips — and
+    returns their mean observation), ``min_shard`` (smallest batch shard worth a worker), ``call_timeout``
     (seconds one call may take before the worker is killed and restarted), ``max_restarts``
     (restarts Ray grants each worker), ``ready_timeout`` (seconds to wait for workers to start
     or restart), ``inner_retries`` (retries inside the worker; the trainer's retries come on
@@ -134,7 +143,7 @@ class RayBackend(Backend):
                  worker_options: list | None = None, resources: dict | None = None,
                  worker_resources: list | None = None, labels: dict | None = None,
                  worker_labels: list | None = None, boards: list | None = None, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, mode: Literal["auto", "replicas"] = "auto", min_shard: int = 64,
+                 num_gpus: float = 0.0, mode: Literal["auto", "replicas", "population"] = "auto", min_shard: int = 64,
                  call_timeout: float | None = None, max_restarts: int = 3, ready_timeout: float = 30.0,
                  inner_retries: int = 0, address: str | None = None, token_file: str | None = None,
                  **options: Any) -> None:
@@ -151,8 +160,8 @@ class RayBackend(Backend):
             workers = len(lists[0]) if lists and isinstance(lists[0], Sequence) else 1
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise OptionError(f"ray: workers must be a whole number >= 1, got {workers!r}")
-        if mode not in ("auto", "replicas"):
-            raise OptionError(f"ray: mode must be 'auto' or 'replicas', got {mode!r}")
+        if mode not in ("auto", "replicas", "population"):
+            raise OptionError(f"ray: mode must be 'auto', 'replicas' or 'population', got {mode!r}")
         if isinstance(min_shard, bool) or not isinstance(min_shard, int) or min_shard < 1:
             raise OptionError(f"ray: min_shard must be a whole number >= 1, got {min_shard!r}")
         if call_timeout is not None and not call_timeout > 0:
@@ -182,8 +191,9 @@ class RayBackend(Backend):
                 f"ray:{inner_name}: the {W} workers are different chips (different worker_options or boards), so they "
                 "cannot share one call's parameter sets or batch as if identical. Run one backend per chip "
                 "(one ray: backend with workers=1 each, one run per chip), or pass mode='replicas' if the "
-                "differences do not change results (e.g. boards of a digital chip, per-worker noise seeds)")
-        self.mode = "replicas"
+                "differences do not change results (e.g. boards of a digital chip, per-worker noise seeds), or "
+                "mode='population' to run every call on every chip and train on their mean response")
+        self.mode = "population" if mode == "population" else "replicas"
         self.num_cpus, self.num_gpus = float(num_cpus), float(num_gpus)
         self.min_shard = min_shard
         self.call_timeout = call_timeout
@@ -418,7 +428,9 @@ class RayBackend(Backend):
         W = len(self.actors)
         key, box = self._spec_ref(spec)
         plan: list[tuple[int, tuple[int, int] | None, tuple[int, int] | None]] = []
-        if S is not None and S >= 2 and W >= 2:
+        if self.mode == "population":
+            plan = [(k, None, None) for k in range(W)]
+        elif S is not None and S >= 2 and W >= 2:
             plan = [(k, sl, None) for k, sl in enumerate(_shares(S, min(W, S)))]
         elif W >= 2 and B >= 2 * self.min_shard:
             plan = [(k, None, bl) for k, bl in enumerate(_shares(B, min(W, B // self.min_shard)))]
@@ -448,6 +460,8 @@ class RayBackend(Backend):
         if len(obs) == 1:
             out = obs[0]
             out.meta = {**out.meta, "ray": info}
+        elif self.mode == "population":
+            out = _mean(obs, {"ray": info, "calls": [o.meta for o in obs]})
         else:
             dim = 1 if plan[0][1] is not None or S is None else 2  # sets, or samples of [T, (S,) B, ...]
             out = _concat(obs, dim, {"ray": info, "calls": [o.meta for o in obs]})
@@ -572,6 +586,23 @@ def _concat(obs: list[Observation], dim: int, meta: dict[str, Any]) -> Observati
             membrane = None if any(m is None for m in mems) else torch.cat(mems, dim=dim)  # type: ignore[arg-type]
             layers.append(LayerObservation(spikes, membrane))
     return Observation(out, layers, meta)
+
+
+def _mean(obs: list[Observation], meta: dict[str, Any]) -> Observation:
+    """The population's mean observation (outputs, layer spikes and membranes averaged over
+    chips, in worker order); ``meta["population"]`` holds each chip's total output count."""
+    def avg(ts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(ts).mean(0)
+
+    layers = None
+    if all(o.layers is not None for o in obs):
+        layers = []
+        for j in range(len(obs[0].layers)):  # type: ignore[arg-type]
+            mems = [o.layers[j].membrane for o in obs]  # type: ignore[index]
+            layers.append(LayerObservation(avg([o.layers[j].spikes for o in obs]),  # type: ignore[index]
+                                           None if any(m is None for m in mems) else avg(mems)))  # type: ignore[arg-type]
+    meta = {**meta, "population": [float(o.output.sum()) for o in obs]}
+    return Observation(avg([o.output for o in obs]), layers, meta)
 
 
 def _labels_match(node: dict[str, str], want: dict[str, str]) -> bool:
