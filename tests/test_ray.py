@@ -156,8 +156,9 @@ def test_speck_sets_batches_and_layer_observations_equal_local(cluster):
                 assert torch.equal(la.spikes, lb.spikes)
         assert len(b.meta["ray"]) == 2, "40 samples, min_shard=8: the batch is split over both workers"
         assert s_remote.stats.calls == 2  # one call each: the workers' sessions did the looping
-        dep = chip.remote_transfer(spec, params)
+        dep = s_remote.deploy(spec, params)  # what Trainer.deploy returns
         assert "weights_int8" in dep.chip, "a worker's own deployment shows what the chip holds"
+        assert (dep.chip["weights_int8"][0] == s_local.deploy(spec, params).chip["weights_int8"][0]).all()
 
 
 # ---------------------------------------------------------------------------- failures

@@ -131,6 +131,19 @@ class HardwareSession:
                                 "not a Deployment", name)
         return dep
 
+    def deploy(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor]) -> Deployment:
+        """A weight transfer whose deployment shows what the chip holds. A backend whose
+        ``transfer`` only records the tensors for a later remote call (``chip["deferred"]``, e.g.
+        ``ray:``) is asked for the real one through its ``materialize(deployment)`` method."""
+        dep = self.transfer(spec, params)
+        materialize = getattr(self.backend, "materialize", None)
+        if dep.chip.get("deferred") and callable(materialize):
+            dep = materialize(dep)
+            if not isinstance(dep, Deployment):
+                raise HardwareError(f"backend '{self.name}' returned {type(dep).__name__} from materialize(), "
+                                    "not a Deployment", self.name)
+        return dep
+
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
         """One forward through the ``cil_forward`` hook, with the observation validated. No retry."""
         obs = self._hook("forward", self.registry.pm.hook.cil_forward, deployment=deployment, inputs=inputs,

@@ -198,7 +198,7 @@ class Trainer:
         """Transfer the network's current weights to the backend; returns the deployment
         (what the chip holds: e.g. quantized codes in ``deployment.chip``)."""
         self.network.check_finite()
-        return self.session.transfer(self.network.spec, self.network.detached_parameters())
+        return self.session.deploy(self.network.spec, self.network.detached_parameters())
 
     @torch.no_grad()
     def evaluate(self, data: Any, batch_size: int = 512) -> dict[str, float]:

@@ -543,6 +543,11 @@ class RayBackend(Backend):
         except Exception as exc:
             raise self._translate(exc, worker, "weight transfer") from None
 
+    def materialize(self, deployment: Deployment) -> Deployment:
+        """The real weight transfer of a deferred deployment, on worker 0 (what the chip holds;
+        :meth:`cil_core.HardwareSession.deploy` and ``Trainer.deploy`` call it)."""
+        return self.remote_transfer(deployment.spec, deployment.params, deployment.n_sets)
+
     def stats(self) -> dict[str, Any]:
         """Driver-side counters: calls, remote calls, bytes sent and received, failures, wall seconds, the
         workers' own seconds and the overhead per call (wall minus the slowest worker's time)."""
