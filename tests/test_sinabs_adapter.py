@@ -150,15 +150,30 @@ def test_training_updates_the_sinabs_model_in_place():
 
 
 @pytest.mark.parametrize("layer, named", [
-    (nn.MaxPool2d(2), "MaxPool2d"),
     (nn.ReLU(), "ReLU"),
-    (sl.IAF(tau_syn=5.0), "tau_syn"),
+    (nn.MaxPool2d(2, padding=1), "MaxPool2d.*padding"),
     (sl.IAF(reset_fn=MembraneReset(reset_value=0.5)), "reset_value"),
+    (sl.ALIF(tau_mem=5.0, tau_adapt=10.0, tau_syn=3.0), "ALIF.*tau_syn"),
 ])
 def test_unsupported_layers_are_named(layer, named):
+    """What remains refused is named (MaxPool2d, tau_syn, recurrence, ALIF, ExpLeak and batch norm
+    are accepted since issue 12: tests/test_sinabs_layers.py)."""
     model = nn.Sequential(nn.Linear(4, 4), sl.IAF(), layer)
     with pytest.raises(cil.UnsupportedLayerError, match=named):
         cil.wrap(model)
+
+
+@pytest.mark.parametrize("model, shape", [
+    (nn.Sequential(nn.Conv2d(1, 1, 1), sl.IAFSqueeze(batch_size=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 4),
+                   sl.IAFSqueeze(batch_size=1)), (1, 4, 4)),
+    (nn.Sequential(nn.Linear(4, 4), sl.IAF(tau_syn=5.0)), (4,)),
+    (nn.Sequential(nn.Linear(4, 4), sl.ExpLeak(tau_mem=4.0)), (4,)),
+    (nn.Sequential(nn.Linear(4, 4), sl.IAFRecurrent(rec_connect=nn.Linear(4, 4))), (4,)),
+    (nn.Sequential(nn.Linear(4, 4), sl.ALIF(tau_mem=5.0, tau_adapt=10.0)), (4,)),
+    (nn.Sequential(nn.Linear(4, 4), sl.IAF(), nn.Dropout(0.2), nn.Linear(4, 4), sl.IAF()), (4,)),
+])
+def test_issue_12_layers_are_accepted(model, shape):
+    cil.wrap(model, input_shape=shape)
 
 
 def test_flatten_that_would_mix_time_is_rejected():

@@ -94,16 +94,30 @@ def run_neuron_layer(
     if rec_into == "current" and alpha is None:
         rec_into = "input"
     s_prev = torch.zeros_like(x0) if rec_into is not None else None
+    rec_initial = None if n.recurrent is None else n.recurrent.initial
+    add_then_decay = n.synaptic_update == "add-then-decay"
     adapt = n.adaptation
     if adapt is not None:
         rho = _param(adapt.rho, x0)
         jump = _param(adapt.jump, x0)
-        a = torch.zeros_like(x0)
+        k_adapt = (1.0 - rho) if adapt.rate is None else _param(adapt.rate, x0)
+        # "euler-threshold" keeps the whole threshold b (starts at theta), the others a = b - theta
+        a = torch.zeros_like(x0) if adapt.form != "euler-threshold" else torch.zeros_like(x0) + thr
     amp = _param(n.spike_amplitude, x0)
     graded = not _is(amp, 1.0)
     thr0 = thr
 
+    relative_grad = adapt is not None and adapt.spike_gradient == "membrane-relative"
+
     def fire(u: torch.Tensor) -> torch.Tensor:
+        if relative_grad and torch.is_grad_enabled() and u.requires_grad:
+            # sinabs' spike functions: the gradient flows to the membrane only, through a
+            # surrogate whose width scales with the threshold in force; forward value H(u - thr)
+            thr_d = thr.detach() if isinstance(thr, torch.Tensor) else thr
+            ratio = thr_d / thr0
+            soft = spike((u - thr_d) / ratio, n.surrogate, n.fires_at_threshold)
+            hard = (((u - thr_d) > 0) if strict else ((u - thr_d) >= 0)).to(u.dtype)
+            return soft + (hard - soft).detach()
         if multi:
             cap = n.max_spikes_per_step if n.max_spikes_per_step is not None else torch.finfo(u.dtype).max
             return multi_spike(u / thr, cap, n.surrogate, thr, n.fires_at_threshold)
@@ -125,15 +139,27 @@ def run_neuron_layer(
 
     for t in range(T):
         xt = steps[t]
-        r_t = recurrent_input(s_prev) if rec_into is not None else None
-        if rec_into == "input":
+        # sinabs' recurrent layers receive nothing at step 0 (Recurrent.initial == "zero")
+        r_t = recurrent_input(s_prev) if rec_into is not None and (t > 0 or rec_initial == "bias") else None
+        if rec_into == "input" and r_t is not None:
             xt = xt + r_t
         if adapt is not None:
-            a = a + (1.0 - rho) * (0.0 - a) if adapt.form == "euler" else rho * a
-            thr = thr0 + a
+            if adapt.form == "euler-threshold":
+                a = a + k_adapt * (thr0 - a)
+                thr = a
+            elif adapt.form == "lowpass":  # sinabs ALIF: b0 + adapt_scale * b
+                thr = thr0 + jump * a
+            else:
+                a = a + k_adapt * (0.0 - a) if adapt.form == "euler" else rho * a
+                thr = thr0 + a
         if cur is not None:
-            new_cur = (cur + neg_k_syn * cur) + xt if neg_k_syn is not None else alpha * cur + xt
-            if rec_into == "current":
+            if neg_k_syn is not None:
+                new_cur = (cur + neg_k_syn * cur) + xt
+            elif add_then_decay:  # sinabs tau_syn: alpha * (i + x)
+                new_cur = alpha * (cur + xt)
+            else:
+                new_cur = alpha * cur + xt
+            if rec_into == "current" and r_t is not None:
                 new_cur = new_cur + r_t
             current = new_cur if n.current_timing == "same-step" else cur
             cur = new_cur
@@ -161,7 +187,7 @@ def run_neuron_layer(
             u = v_prev + current
         else:
             u = beta * v_prev + current
-        if rec_into == "membrane":
+        if rec_into == "membrane" and r_t is not None:
             u = u + r_t
         if n.reset_timing == "deferred-post" and r is not None:
             u = apply_reset(u, r)
@@ -181,8 +207,9 @@ def run_neuron_layer(
         if observed_spikes is not None:  # observations are the layer's output, g * S for graded spikes
             obs_t = observed_spikes[t] / amp if graded else observed_spikes[t]
             s = s + (obs_t - s).detach()
+        s_fb = s.detach() if n.detach_reset else s  # what the reset and the adaptation see
         if n.reset_timing == "immediate" and n.reset != "none":
-            v = apply_reset(u, s)
+            v = apply_reset(u, s_fb)
         else:
             v = u
         if n.v_min is not None:
@@ -192,7 +219,7 @@ def run_neuron_layer(
         if observed_membrane is not None:
             v = v + (observed_membrane[t] - v).detach()
         if adapt is not None:
-            a = a + jump * s
+            a = rho * a + k_adapt * s_fb if adapt.form == "lowpass" else a + jump * s_fb
         if graded:
             s = s * amp
         if rec_into is not None:

@@ -324,13 +324,23 @@ class Recurrent:
     * ``"membrane"``: to the membrane after decay and integration,
       :math:`u_t = (\\beta v_{t-1} + x_t) + r_t` (snntorch ``RLeaky``).
 
-    Only layers with 1-D features ``(n,)`` can be recurrent."""
+    Only layers with 1-D features ``(n,)`` can be recurrent.
+
+    ``autapses=False`` (dense only; norse's recurrent cells' default) excludes self-connections:
+    the diagonal of ``W`` is held at zero (masked in the forward pass, so it gets no gradient
+    and no chip runs it, and zeroed when trained values are written back into the model).
+
+    ``initial`` is what the layer receives at step 0: ``"bias"`` (the synapses applied to
+    :math:`S'_{-1} = 0`, i.e. :math:`r_0 = b`; snntorch) or ``"zero"`` (nothing: sinabs' recurrent
+    layers start from a zero recurrent input, so their bias first acts at step 1)."""
 
     weight: str
     bias: str | None
     features: int
     mode: Literal["dense", "one-to-one"] = "dense"
     into: Literal["input", "current", "membrane"] = "input"
+    autapses: bool = True
+    initial: Literal["bias", "zero"] = "bias"
 
     kind = "recurrent"
 
@@ -339,6 +349,10 @@ class Recurrent:
             raise SpecError(f"unknown recurrent mode {self.mode!r}; use 'dense' or 'one-to-one'")
         if self.into not in ("input", "current", "membrane"):
             raise SpecError(f"unknown recurrent target {self.into!r}; use 'input', 'current' or 'membrane'")
+        if not self.autapses and self.mode != "dense":
+            raise SpecError("autapses=False applies to dense recurrent synapses only")
+        if self.initial not in ("bias", "zero"):
+            raise SpecError(f"unknown recurrent initial input {self.initial!r}; use 'bias' or 'zero'")
 
     def param_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Shapes of the weight and bias tensors."""
@@ -354,22 +368,52 @@ class Adaptation:
     .. math::
 
         a'_t &= \\rho\\, a_{t-1}            &&\\text{(form="decay")}\\\\
-        a'_t &= a_{t-1} + k\\,(0 - a_{t-1})  &&\\text{(form="euler", } k = 1 - \\rho\\text{, norse's float order)}\\\\
+        a'_t &= a_{t-1} + k\\,(0 - a_{t-1})  &&\\text{(form="euler", } k = 1 - \\rho\\text{)}\\\\
         a_t  &= a'_t + j\\, S_t
 
     ``rho`` (scalar or per neuron) is the decay per step and ``jump`` :math:`j` the threshold
     increase per spike. Needs ``reset_timing="immediate"``; a subtract reset removes the
-    threshold in force, :math:`\\theta + a'_t`."""
+    threshold in force, :math:`\\theta + a'_t`.
+
+    ``form="euler-threshold"`` (norse's ``LSNN`` float order): the state is the whole threshold
+    :math:`b` (:math:`b_{-1} = \\theta`), :math:`b'_t = b_{t-1} + k\\,(\\theta - b_{t-1})`, the
+    layer fires when :math:`v_t > b'_t` and :math:`b_t = b'_t + j\\,S_t` (mathematically the
+    same as ``"euler"``, :math:`b = \\theta + a`; the floats differ). ``rate`` is :math:`k`
+    itself (``dt * tau_adapt_inv`` as norse computes it; ``None``: :math:`1 - \\rho`), used by
+    both Euler forms; ``rho`` must then equal :math:`1 - k`.
+
+    ``form="lowpass"`` (sinabs ``ALIF``): the state is a low-pass of the spikes,
+    :math:`b_t = \\rho\\, b_{t-1} + (1 - \\rho)\\, S_t` (:math:`b_{-1} = 0`), and the threshold in
+    force is :math:`\\theta_t = \\theta + j\\, b_{t-1}` (``jump`` :math:`j` = sinabs'
+    ``adapt_scale``; each spike raises the threshold by :math:`j(1-\\rho)`).
+
+    ``spike_gradient`` (software pass only): ``"full"`` differentiates the spike decision with
+    respect to :math:`v_t - \\theta_t` (the adaptive threshold gets a gradient too; norse);
+    ``"membrane-relative"`` lets it flow to the membrane only and scales the surrogate with the
+    threshold in force, :math:`\\frac{\\theta}{\\theta_t}\\,\\sigma'\\big((v_t-\\theta_t)\\,\\theta/\\theta_t\\big)`
+    (sinabs' spike functions: no gradient to the threshold, a surrogate width proportional to
+    it). Forward values are the same."""
 
     rho: Scalar
     jump: Scalar
-    form: Literal["decay", "euler"] = "decay"
+    form: Literal["decay", "euler", "euler-threshold", "lowpass"] = "decay"
+    rate: Scalar | None = None
+    spike_gradient: Literal["full", "membrane-relative"] = "full"
 
     kind = "adaptation"
 
     def validate(self, where: str) -> None:
-        if self.form not in ("decay", "euler"):
+        if self.form not in ("decay", "euler", "euler-threshold", "lowpass"):
             raise SpecError(f"neuron '{where}': unknown adaptation form {self.form!r}")
+        if self.spike_gradient not in ("full", "membrane-relative"):
+            raise SpecError(f"neuron '{where}': unknown adaptation spike_gradient {self.spike_gradient!r}")
+        if self.rate is not None:
+            if self.form == "decay":
+                raise SpecError(f"neuron '{where}': adaptation rate needs form 'euler' or 'euler-threshold'")
+            k = torch.as_tensor(self.rate, dtype=torch.float64)
+            if not torch.isfinite(k).all() or not torch.allclose(torch.as_tensor(self.rho, dtype=torch.float64),
+                                                                 1 - k, rtol=1e-5, atol=1e-7):
+                raise SpecError(f"neuron '{where}': adaptation rho must equal 1 - rate")
         for f in ("rho", "jump"):
             t = torch.as_tensor(getattr(self, f), dtype=torch.float64)
             if not torch.isfinite(t).all():
@@ -415,6 +459,14 @@ class Neuron:
     adaptation: Adaptation | None = None
     #: spike amplitude :math:`g` (snntorch ``graded_spikes_factor``): the layer emits g * S
     spike_amplitude: Scalar = 1.0
+    #: an immediate reset (and an adaptive threshold's jump) takes the spike without its
+    #: surrogate gradient (norse's recurrent ``lif_step`` / ``lsnn_step`` detach it); forward
+    #: values are unchanged
+    detach_reset: bool = False
+    #: float form of the synaptic current: ``"decay-then-add"`` :math:`i_t = \\alpha i_{t-1} + x_t`
+    #: (snntorch, norse), ``"add-then-decay"`` :math:`i_t = \\alpha (i_{t-1} + x_t)` (sinabs
+    #: ``tau_syn``: the input is decayed in its own step)
+    synaptic_update: Literal["decay-then-add", "add-then-decay"] = "decay-then-add"
 
     kind = "neuron"
 
@@ -443,6 +495,10 @@ class Neuron:
             raise SpecError(f"neuron '{self.name}': unknown reset_timing {self.reset_timing!r}")
         if self.current_timing not in ("same-step", "previous-step"):
             raise SpecError(f"neuron '{self.name}': unknown current_timing {self.current_timing!r}")
+        if self.synaptic_update not in ("decay-then-add", "add-then-decay"):
+            raise SpecError(f"neuron '{self.name}': unknown synaptic_update {self.synaptic_update!r}")
+        if self.synaptic_update == "add-then-decay" and self.syn_rate is not None:
+            raise SpecError(f"neuron '{self.name}': synaptic_update='add-then-decay' has no Euler-rate form (syn_rate)")
         if self.output not in ("spikes", "membrane"):
             raise SpecError(f"neuron '{self.name}': unknown output {self.output!r}")
         if self.max_spikes_per_step is not None and self.max_spikes_per_step < 1:
@@ -453,6 +509,8 @@ class Neuron:
             self.adaptation.validate(self.name)
             if self.reset_timing != "immediate":
                 raise SpecError(f"neuron '{self.name}': an adaptive threshold needs reset_timing='immediate'")
+            if self.adaptation.spike_gradient == "membrane-relative" and self.max_spikes_per_step != 1:
+                raise SpecError(f"neuron '{self.name}': spike_gradient='membrane-relative' needs max_spikes_per_step=1")
         amp = torch.as_tensor(self.spike_amplitude, dtype=torch.float64)
         if not torch.isfinite(amp).all():
             raise SpecError(f"neuron '{self.name}': spike_amplitude is not finite")

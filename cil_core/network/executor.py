@@ -108,6 +108,8 @@ def simulate(
                 rl = n.recurrent
                 rw = params[rl.weight]
                 rb = None if rl.bias is None else params[rl.bias]
+                if not rl.autapses:  # no self-connections: the diagonal is held at zero (and gets no gradient)
+                    rw = rw.masked_fill(torch.eye(rl.features, dtype=torch.bool, device=rw.device), 0.0)
 
                 def rec(s_prev: torch.Tensor, rl=rl, rw=rw, rb=rb) -> torch.Tensor:
                     return synapse.recurrent(rl, s_prev, rw, rb, n_sets)

@@ -63,6 +63,9 @@ class WrappedNetwork(nn.Module):
         with torch.no_grad():
             for n in self._names:
                 self._lookup[n].copy_(values[n].to(self._lookup[n].device, self._lookup[n].dtype))
+            for _, layer in self.spec.neuron_layers():  # recurrent synapses without autapses keep a zero diagonal
+                if layer.recurrent is not None and not layer.recurrent.autapses:
+                    self._lookup[layer.recurrent.weight].fill_diagonal_(0.0)
 
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` naming the first non-finite synaptic tensor."""

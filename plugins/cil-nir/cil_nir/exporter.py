@@ -175,7 +175,9 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
         elif isinstance(layer, Neuron):
             for what, present in (("recurrent synapses", layer.recurrent is not None),
                                   ("an adaptive threshold", layer.adaptation is not None),
-                                  ("graded spikes", not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()))):
+                                  ("graded spikes", not bool((torch.as_tensor(layer.spike_amplitude) == 1).all())),
+                                  ("a synaptic current updated as alpha * (i + x) (sinabs tau_syn)",
+                                   getattr(layer, "synaptic_update", "decay-then-add") != "decay-then-add")):
                 if present:
                     raise UnsupportedLayerError(f"{where}: NIR export of a neuron layer with {what} is not supported "
                                                 "(NIR 1.0 has no node for it)")

@@ -1,31 +1,61 @@
 """sinabs models → cil network description.
 
-Supported (anything else raises :class:`~cil_core.UnsupportedLayerError` naming the layer):
+Accepted (each spike for spike equal to sinabs' own forward on the ideal backend, and with the
+BPTT gradients of sinabs' own autograd; tests/test_sinabs_adapter.py, tests/test_sinabs_layers.py):
 
-* containers: ``nn.Sequential`` (nested allowed) and ``sinabs.network.Network`` (its
-  ``spiking_model``);
-* synapses: ``nn.Conv2d`` (groups=1, dilation=1, zero padding), ``nn.Linear``;
-* shape: ``nn.Flatten`` (see *layouts*), ``nn.Identity``, ``nn.Dropout`` (identity in the
-  description; the software pass never drops), ``sinabs.layers.FlattenTime`` /
+* containers: ``nn.Sequential`` (nested ones flattened; parameter names keep their dots) and
+  ``sinabs.network.Network`` (its ``spiking_model``), so ``sinabs.from_model`` conversions;
+* synapses: ``nn.Conv2d``, ``nn.Conv1d`` (groups=1, dilation=1, zero padding), ``nn.Linear``;
+* shape: ``nn.Flatten`` (see *layouts*), ``nn.Identity``, ``sinabs.layers.FlattenTime`` /
   ``UnflattenTime`` at the ends of the model (layout markers only);
 * pooling: ``sinabs.layers.SumPool2d`` (→ ``Pool2d(mode="sum")``), ``nn.AvgPool2d``
-  (→ ``mode="avg"``), both without padding or ceil mode;
-* neurons: ``IAF``, ``IAFSqueeze``, ``LIF``, ``LIFSqueeze`` without synaptic current
-  (``tau_syn=None``) and without recurrence.
+  (→ ``"avg"``), ``nn.MaxPool2d`` (→ ``"max"``, spiking max pooling), without padding or ceil mode;
+* ``nn.BatchNorm1d/2d`` (→ :class:`~cil_core.BatchNorm` with the running statistics, i.e. the
+  model's ``eval()`` forward; folded into the preceding conv/linear for chips that cannot run it)
+  in the squeezed ``(B*T, ...)`` layout only; ``nn.Dropout`` (→ :class:`~cil_core.Dropout`,
+  software training passes only);
+* neurons: ``IAF``, ``LIF`` and their ``Squeeze`` variants, with or without ``tau_syn``;
+  ``IAFRecurrent`` / ``LIFRecurrent`` with ``rec_connect=nn.Linear(n, n)``; ``ALIF``,
+  ``ALIFSqueeze``, ``ALIFRecurrent``; ``ExpLeak`` / ``ExpLeakSqueeze`` and any layer with
+  ``spike_fn=None`` (a non-spiking membrane readout, ``output="membrane"``).
 
 Neuron semantics, stated explicitly in every :class:`~cil_core.Neuron` (sinabs 3.x,
-``sinabs.layers.functional.lif``):
+``sinabs.layers.functional.lif`` / ``alif``):
 
-* ``v_t = alpha * v_{t-1} + g * x_t`` with ``alpha = exp(-1/tau_mem)`` (1 for IAF) and
-  ``g = 1 - alpha`` when ``norm_input=True`` (LIF default), else 1;
+* synaptic current (``tau_syn``): ``i_t = alpha_syn * (i_{t-1} + x_t)`` (the input is decayed in
+  its own step: ``synaptic_update="add-then-decay"``), else ``i_t = x_t``;
+* ``v_t = alpha * v_{t-1} + g * i_t`` with ``alpha = exp(-1/tau_mem)`` (1 for IAF) and
+  ``g = 1 - alpha`` when ``norm_input=True`` (LIF/ALIF default, ExpLeak: False), else 1;
 * spikes from the membrane *after* integration, at or above threshold (``fires_at_threshold``):
   ``MultiSpike`` → ``max_spikes_per_step=None`` (``floor(v/θ)`` spikes), ``SingleSpike`` → 1,
   ``MaxSpike(n)`` → n;
 * reset in the same step (``reset_timing="immediate"``): ``MembraneSubtract`` → subtract
-  (n·θ for n spikes), ``MembraneReset(0)`` → zero;
+  (n·θ for n spikes), ``MembraneReset(0)`` → zero, without a gradient through the spike
+  (``detach_reset``: sinabs computes ``v * (spikes == 0)``);
 * ``min_v_mem`` → ``v_min``, applied after the reset;
+* recurrence: ``rec_connect(spikes_{t-1})`` is added to the input before anything else
+  (``Recurrent(into="input")``), and nothing at step 0 (``initial="zero"``: a bias of
+  ``rec_connect`` first acts at step 1);
+* ALIF: threshold ``b0 + adapt_scale * b_{t-1}``, ``b_t = rho * b_{t-1} + (1 - rho) * S_t`` with
+  ``rho = exp(-1/tau_adapt)`` (``Adaptation(form="lowpass", jump=adapt_scale)``); the subtract
+  reset removes the threshold in force; sinabs' spike function gives the threshold no gradient
+  and scales its surrogate with it (``spike_gradient="membrane-relative"``);
 * surrogate: ``SingleExponential(w, s)`` → ``Surrogate("exponential", slope=θ·w, scale=s/(θ·w))``
   (identical to sinabs' gradient); other surrogates fall back to that with a warning.
+
+Refused, with the layer named and what to use instead (:class:`~cil_core.UnsupportedLayerError`):
+
+* ``rec_connect`` other than a square ``nn.Linear`` (e.g. a convolution: recurrent synapses are
+  dense over 1-D layers in the description);
+* a non-spiking layer (``ExpLeak``) with ``min_v_mem``: sinabs outputs the membrane *before*
+  clipping it and keeps the clipped one, which the readout layer cannot state;
+* ``ALIF`` with ``spike_fn`` other than ``SingleSpike``, with ``MembraneReset``, with a per-neuron
+  threshold, or with ``tau_syn`` and ``norm_input=True`` (sinabs' ALIF then keeps the scaled
+  current as its synaptic state, a dynamics no other layer has);
+* ``MembraneReset(reset_value != 0)`` (sinabs adds the value to every neuron every step),
+  ``MembraneSubtract(subtract_value != threshold)``, other spike or reset functions;
+* batch norm in the ``(B, T, ...)`` layout (it would normalise over time), channel dropout,
+  and any other module (``nn.ReLU``, ...).
 
 Layouts. cil is time-major ``[T, B, ...]``. sinabs layers take ``(B, T, ...)``; the *Squeeze
 layers take ``(B*T, ...)`` (batch-major: row ``b*T + t``). A model containing any squeezed
@@ -34,8 +64,12 @@ otherwise on ``x.transpose(0, 1)`` (``(B, T, ...)``). In the squeezed layout ``n
 flatten from dim 1, in the ``(B, T, ...)`` layout from dim 2 (otherwise it would mix time into
 features and is rejected).
 
-Spec parameter names are the model's own ``named_parameters()`` names (e.g. ``"0.weight"`` or
-``"spiking_model.0.weight"``), so training through cil updates the sinabs model in place.
+Known difference: sinabs' ``SumPool2d`` is ``nn.LPPool2d(p=1)``, whose gradient is zero out of a
+window without spikes; cil's sum pooling passes it (forward values are identical).
+
+Spec parameter names are the model's own ``named_parameters()`` names (e.g. ``"0.weight"``,
+``"spiking_model.0.weight"``, ``"1.rec_connect.weight"``), so training through cil updates the
+sinabs model in place.
 """
 
 from __future__ import annotations
@@ -48,12 +82,13 @@ import torch
 from torch import nn
 
 from cil_core import (
-    Conv2d,
+    Adaptation,
     Dense,
     Flatten,
     NetworkSpec,
     Neuron,
     Pool2d,
+    Recurrent,
     SpecError,
     Surrogate,
     UnsupportedLayerError,
@@ -132,8 +167,10 @@ class SinabsAdapter(ModelAdapter):
                         f"or batch into features; in this model's {'(B*T, ...)' if squeezed else '(B, T, ...)'} layout "
                         f"use nn.Flatten(start_dim={want})")
                 layers.append(Flatten())
-            elif isinstance(m, nn.Dropout):
-                continue
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and not squeezed:
+                raise UnsupportedLayerError(
+                    f"sinabs adapter: {where}: in this model's (B, T, ...) layout BatchNorm would normalise over time; "
+                    "use the squeezed layers (IAFSqueeze, LIFSqueeze, ...) so that it sees (B*T, C, ...)")
             elif isinstance(m, sl.SumPool2d):
                 if m.ceil_mode:
                     raise UnsupportedLayerError(f"sinabs adapter: {where}: ceil_mode=True")
@@ -165,17 +202,69 @@ class SinabsAdapter(ModelAdapter):
 
         sl = _sinabs()
         where = f"layer '{name}' ({type(m).__name__})"
-        allowed = (sl.IAF, sl.IAFSqueeze, sl.LIF, sl.LIFSqueeze)
-        if not isinstance(m, allowed) or isinstance(m, (sl.IAFRecurrent, sl.LIFRecurrent)):
-            raise UnsupportedLayerError(f"sinabs adapter: {where}: only IAF, IAFSqueeze, LIF, LIFSqueeze are supported")
-        if getattr(m, "tau_syn", None) is not None or getattr(m, "alpha_syn", None) is not None:
-            raise UnsupportedLayerError(f"sinabs adapter: {where}: synaptic current (tau_syn) is not supported")
-        if m.spike_threshold is None or m.spike_fn is None:
-            raise UnsupportedLayerError(f"sinabs adapter: {where}: a non-spiking layer (spike_fn=None) is not supported")
-        thr = m.spike_threshold.detach().clone().to(torch.float32)
+        is_alif = isinstance(m, sl.ALIF)
+        if not isinstance(m, (sl.LIF, sl.ALIF)):
+            raise UnsupportedLayerError(
+                f"sinabs adapter: {where} has no equivalent in the cil network description; use IAF, LIF, ExpLeak, "
+                "ALIF (or their Squeeze / Recurrent variants)")
+
+        # ---- decay, input normalisation, synaptic current (sinabs' float order)
+        if isinstance(m, (sl.IAF, sl.IAFSqueeze, sl.IAFRecurrent)):
+            beta: Any = 1.0
+            gain: Any = 1.0
+        else:
+            a_mem = m.alpha_mem_calculated.detach().clone().to(torch.float32)
+            beta = a_mem.reshape(()) if a_mem.numel() == 1 else a_mem
+            gain = (1 - beta) if m.norm_input else 1.0
+        a_syn = m.alpha_syn_calculated
+        alpha: Any = None
+        if a_syn is not None:
+            if is_alif and m.norm_input:
+                # sinabs' ALIF stores the norm_input-scaled current as its synaptic state
+                raise UnsupportedLayerError(
+                    f"sinabs adapter: {where}: ALIF with tau_syn and norm_input=True (sinabs keeps the scaled current as "
+                    "the synaptic state, a dynamics no other layer has); use norm_input=False or LIF(tau_syn=...)")
+            a_syn = a_syn.detach().clone().to(torch.float32)
+            alpha = a_syn.reshape(()) if a_syn.numel() == 1 else a_syn
+        vmin = None if m.min_v_mem is None else float(m.min_v_mem)
+
+        # ---- recurrence: rec_connect(spikes) is added to the next step's input, none at step 0
+        recurrent = None
+        rec = getattr(m, "rec_connect", None)
+        if rec is not None:
+            if not isinstance(rec, nn.Linear) or rec.in_features != rec.out_features:
+                raise UnsupportedLayerError(
+                    f"sinabs adapter: {where}: rec_connect {type(rec).__name__} is not supported; use "
+                    "rec_connect=nn.Linear(n, n) (dense recurrent synapses)")
+            recurrent = Recurrent(f"{name}.rec_connect.weight",
+                                  f"{name}.rec_connect.bias" if rec.bias is not None else None,
+                                  rec.in_features, mode="dense", into="input", initial="zero")
+
+        common = dict(alpha=alpha, current_timing="same-step", input_gain=gain, v_leak=0.0, v_reset=0.0,
+                      dt=dt, name=name, recurrent=recurrent,
+                      synaptic_update="add-then-decay" if alpha is not None else "decay-then-add")
+
+        # ---- non-spiking (ExpLeak, spike_fn=None): the membrane is the output
+        spike_fn = getattr(m, "spike_fn", None)
+        if spike_fn is None:
+            if recurrent is not None:
+                raise UnsupportedLayerError(f"sinabs adapter: {where}: a non-spiking recurrent layer is not supported")
+            if vmin is not None:
+                # sinabs outputs the membrane *before* clipping it to min_v_mem
+                raise UnsupportedLayerError(
+                    f"sinabs adapter: {where}: a non-spiking layer with min_v_mem (sinabs outputs the unclipped "
+                    "membrane but keeps the clipped one); use min_v_mem=None")
+            return Neuron(beta=beta, threshold=1.0, reset="none", reset_timing="immediate", v_min=None,  # type: ignore[arg-type]
+                          fires_at_threshold=True, max_spikes_per_step=1, output="membrane", **common)
+
+        # ---- spikes, reset, threshold
+        thr_src = m.b0 if is_alif else m.spike_threshold
+        if thr_src is None:
+            raise UnsupportedLayerError(f"sinabs adapter: {where}: spike_threshold=None with a spike_fn")
+        thr = torch.as_tensor(thr_src).detach().clone().to(torch.float32)
         if thr.dim() == 0 or thr.numel() == 1:
             thr = thr.reshape(())
-        fn = m.spike_fn
+        fn = spike_fn
         if fn is MultiSpike:
             max_spikes: int | None = None
         elif fn is SingleSpike:
@@ -185,28 +274,45 @@ class SinabsAdapter(ModelAdapter):
         else:
             raise UnsupportedLayerError(f"sinabs adapter: {where}: spike_fn {fn!r} (use MultiSpike, SingleSpike or MaxSpike)")
         rf = m.reset_fn
+        detach_reset = False
         if isinstance(rf, MembraneSubtract):
             if rf.subtract_value is not None and float(rf.subtract_value) != float(thr.flatten()[0]) or (
                     rf.subtract_value is not None and thr.numel() != 1):
-                raise UnsupportedLayerError(f"sinabs adapter: {where}: MembraneSubtract(subtract_value) != threshold")
+                raise UnsupportedLayerError(f"sinabs adapter: {where}: MembraneSubtract(subtract_value) != threshold; "
+                                            "use MembraneSubtract() (subtracts the threshold)")
             reset = "subtract"
         elif isinstance(rf, MembraneReset):
             if float(rf.reset_value) != 0.0:
                 # sinabs adds reset_value to *every* neuron each step, spiking or not
-                raise UnsupportedLayerError(f"sinabs adapter: {where}: MembraneReset(reset_value != 0)")
+                raise UnsupportedLayerError(f"sinabs adapter: {where}: MembraneReset(reset_value != 0) (sinabs adds "
+                                            "reset_value to every neuron every step); use MembraneReset() or MembraneSubtract()")
             reset = "zero"
+            detach_reset = True  # v * (spikes == 0): no gradient through the spike
         else:
-            raise UnsupportedLayerError(f"sinabs adapter: {where}: reset_fn {rf!r}")
-        if isinstance(m, (sl.IAF, sl.IAFSqueeze)):
-            beta: Any = 1.0
-            gain: Any = 1.0
-        else:
-            alpha = m.alpha_mem_calculated.detach().clone().to(torch.float32)
-            beta = alpha.reshape(()) if alpha.numel() == 1 else alpha
-            gain = (1 - beta) if m.norm_input else 1.0
-        vmin = None if m.min_v_mem is None else float(m.min_v_mem)
+            raise UnsupportedLayerError(f"sinabs adapter: {where}: reset_fn {rf!r}; use MembraneSubtract or MembraneReset")
+
+        # ---- adaptive threshold (ALIF): b0 + adapt_scale * b, b low-passes the spikes
+        adaptation = None
+        if is_alif:
+            if fn is not SingleSpike:
+                raise UnsupportedLayerError(f"sinabs adapter: {where}: ALIF with spike_fn {getattr(fn, '__name__', fn)!r}; "
+                                            "use spike_fn=SingleSpike (ALIF's default)")
+            if not isinstance(rf, MembraneSubtract):
+                raise UnsupportedLayerError(f"sinabs adapter: {where}: ALIF with MembraneReset; use MembraneSubtract "
+                                            "(ALIF's default)")
+            if thr.numel() != 1:
+                raise UnsupportedLayerError(f"sinabs adapter: {where}: ALIF with a per-neuron spike_threshold; use a "
+                                            "scalar threshold")
+            rho = m.alpha_adapt_calculated.detach().clone().to(torch.float32)
+            scale = m.adapt_scale
+            jump: Any = scale.detach().clone().to(torch.float32) if isinstance(scale, torch.Tensor) else float(scale)
+            adaptation = Adaptation(rho=rho.reshape(()) if rho.numel() == 1 else rho, jump=jump, form="lowpass",
+                                    spike_gradient="membrane-relative")
+            if not isinstance(thr_src, torch.Tensor):  # b0 a Python number: keep it one (same float op)
+                thr = float(thr_src)  # type: ignore[assignment]
+
         sg = m.surrogate_grad_fn
-        t0 = float(thr.flatten()[0]) if thr.numel() == 1 else float(thr.mean())
+        t0 = float(torch.as_tensor(thr).flatten()[0]) if torch.as_tensor(thr).numel() == 1 else float(torch.as_tensor(thr).mean())
         if isinstance(sg, SingleExponential):
             w = t0 * sg.grad_width
             surrogate = Surrogate("exponential", slope=w, scale=sg.grad_scale / w)
@@ -214,10 +320,9 @@ class SinabsAdapter(ModelAdapter):
             warnings.warn(f"sinabs adapter: {where}: surrogate {type(sg).__name__} has no exact equivalent; "
                           "the software pass uses SingleExponential(0.5, 1.0)", stacklevel=3)
             surrogate = Surrogate("exponential", slope=0.5 * t0, scale=1.0 / (0.5 * t0))
-        return Neuron(beta=beta, alpha=None, threshold=thr, reset=reset, reset_timing="immediate",  # type: ignore[arg-type]
-                      current_timing="same-step", input_gain=gain, v_leak=0.0, v_reset=0.0, v_min=vmin,
-                      fires_at_threshold=True, max_spikes_per_step=max_spikes, dt=dt, output="spikes",
-                      surrogate=surrogate, name=name)
+        return Neuron(beta=beta, threshold=thr, reset=reset, reset_timing="immediate",  # type: ignore[arg-type]
+                      v_min=vmin, fires_at_threshold=True, max_spikes_per_step=max_spikes, output="spikes",
+                      surrogate=surrogate, adaptation=adaptation, detach_reset=detach_reset, **common)
 
 
 def _reset_states(model: nn.Module) -> None:

@@ -47,8 +47,10 @@ class SpeckBackend(Backend):
     observes_membrane = False
     stochastic = False
     #: what the chip runs; batch norm is folded into the preceding layer at transfer
-    capabilities = frozenset({"dense", "conv2d", "bias", "pool-sum", "pool-avg", "multi-spike"})
+    capabilities = frozenset({"dense", "conv2d", "pool-sum", "pool-avg", "multi-spike"})
     capability_hints = {
+        "bias": "the simulated chip has no bias inputs: build the layers with bias=False, or pass "
+                "drop_biases=True to drop them with a warning (a BatchNorm folded at transfer adds a bias too)",
         "pool-max": "the chip pools by summing events: use nn.AvgPool2d or sinabs SumPool2d instead of MaxPool2d",
         "conv1d": "use nn.Conv2d with a (1, k) kernel on input shaped (C, 1, L)",
         "recurrent": "the chip's layers are feed-forward: it has no recurrent connections",
@@ -61,6 +63,8 @@ class SpeckBackend(Backend):
 
     def __init__(self, drop_biases: bool = False, threads: int | None = None) -> None:
         self.drop_biases = drop_biases
+        if drop_biases:  # biases are accepted and dropped (with a warning) at transfer
+            self.capabilities = type(self).capabilities | {"bias"}
         self.threads = threads
 
     def check(self, spec) -> None:
