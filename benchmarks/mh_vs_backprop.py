@@ -8,6 +8,8 @@ sets, a deeper network and ideas for MH's data efficiency.
     python benchmarks/mh_vs_backprop.py --cost-only     # forward-cost ratio analog/ideal only
     python benchmarks/mh_vs_backprop.py --fractions 0.01 0.05   # some rows of the grid only
     python benchmarks/mh_vs_backprop.py --from-json benchmarks/results/mh_vs_backprop.json --docs
+    python benchmarks/mh_vs_backprop.py --resume        # after an interruption: only the missing cases run
+    python benchmarks/mh_vs_backprop.py --runner ray --address HOST:PORT   # one Ray task per case (cil-ray)
 
 Needs the ``cil-analog`` plugin, scikit-learn and matplotlib.
 
@@ -38,6 +40,11 @@ Algorithms (each from the same random initialisation):
   Every MH run also reports the **ensemble vote** of its chain means (the mean of the
   8 networks' softmax outputs, each run on the chip: 8x the inference cost), ``+ens`` in the tables.
 
+The cases (network x fraction x strength x chip) are the points of a ``cil sweep``
+(:func:`cil_core.sweep.run_sweep`): each finished case is appended to
+``mh_vs_backprop{_quick,_subset,}.jsonl`` under ``--out``; ``--resume`` keeps the cases already there
+(same settings), and ``--runner ray`` runs them as Ray tasks instead of ``--workers`` local processes.
+
 Outputs: JSON + PNG under ``--out`` (default ``benchmarks/results/``; ``_quick`` in the names with
 ``--quick``, ``_subset`` with ``--strengths``/``--fractions``), printed tables, and with ``--docs``
 the section of ``docs/results.md`` between the ``mh-vs-backprop`` markers plus the PNGs under
@@ -52,10 +59,10 @@ import platform
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from cil_core.sweep import Point, fingerprint, point_key, run_sweep
 from harness import (add_output_args, interleaved, markdown_table, publish_figures, read_json, write_docs_section,
                      write_json)
 
@@ -411,7 +418,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="run these training-set fractions only (at strength 1; 1 also runs every strength)")
     ap.add_argument("--no-deep", action="store_true", help="skip the 62-32-16-2 network")
     ap.add_argument("--no-ideas", action="store_true", help="skip the data-efficiency ideas")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                    help="local worker processes (one case each at a time)")
+    ap.add_argument("--runner", default="local", help="who runs the cases (cil sweep's runners): local (default, "
+                    "--workers processes) or ray (cil-ray: one Ray task per case)")
+    ap.add_argument("--address", default=None, help="with --runner ray: the Ray head (host:port; default: "
+                    "RAY_ADDRESS, else a private local cluster)")
+    ap.add_argument("--resume", action="store_true", help="keep the cases already in the JSON Lines file of an "
+                    "interrupted run with the same settings (default: start that file afresh)")
     add_output_args(ap, docs_section=SECTION)
     ap.add_argument("--cost-only", action="store_true", help="only measure the forward-cost ratio analog/ideal")
     ap.add_argument("--from-json", default=None, help="re-render tables, plots (and with --docs the docs section) "
@@ -463,16 +477,28 @@ def main(argv: list[str] | None = None) -> int:
             cases.append({"net": "62-32-16-2", "fraction": 1.0, "strength": s, "chip": c, "algos": algos, "mh": mh})
     # heavy cases first
     cases.sort(key=lambda c: -(c["fraction"] * sum(a.startswith("mh") for a in c["algos"]) * len(NETS[c["net"]])))
-    rows: list[dict] = []
-    done = 0
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for res in pool.map(run_case, cases):
-            rows.extend(res)
-            done += 1
-            r = {x["algorithm"]: x["test_accuracy"] for x in res}
-            print(f"[{done}/{len(cases)}] {res[0]['net']} fraction {res[0]['fraction']:g} strength {res[0]['strength']:g} "
-                  f"chip {res[0]['chip']}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in r.items())
-                  + f" ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    # every case is one point of a cil sweep: one JSON line per finished case, --resume skips them
+    points = [Point(point_key(o), o, c) for c in cases
+              for o in [{k: c[k] for k in ("net", "fraction", "strength", "chip")} | {"algos": "+".join(c["algos"])}]]
+    jsonl = out_dir / f"mh_vs_backprop{tag}.jsonl"
+    if jsonl.exists() and not args.resume:
+        jsonl.unlink()
+    done = [0]
+
+    def show(point: Point, rec: dict) -> None:
+        res = rec["metrics"]
+        done[0] += 1
+        r = {x["algorithm"]: x["test_accuracy"] for x in res}
+        print(f"[{done[0]}/{len(points)}] {res[0]['net']} fraction {res[0]['fraction']:g} strength "
+              f"{res[0]['strength']:g} chip {res[0]['chip']}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in r.items())
+              + f" ({time.perf_counter() - t_start:.0f} s, {rec['worker']})", flush=True)
+
+    opts = {"jobs": args.workers} if args.runner == "local" else ({"address": args.address} if args.address else {})
+    sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=opts, on_result=show,
+                      base=fingerprint({"mh": mh, "grad_steps": GRAD_STEPS, "lr": LR}))
+    if sweep.skipped:
+        print(f"{len(sweep.skipped)} case(s) taken from {jsonl} (--resume)")
+    rows: list[dict] = [row for p in points for row in sweep.records[p.key]["metrics"]]
     wall = time.perf_counter() - t_start
 
     mh_rows = [r for r in rows if r["algorithm"] == "mh" and r["fraction"] == 1.0 and r["net"] == "62-16-2"]
@@ -482,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
               "idea_fractions": idea_fractions, "deep_strengths": deep, "algorithms": ALGOS,
               "network": "62-16-2 LIF (and 62-32-16-2), T=16, rate readout", "grad_steps": GRAD_STEPS,
               "lr": LR, "mh": mh, "forward_cost": cost, "mh_proposals_per_s_full_data": pps, "wall_seconds": wall,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.workers} worker processes x 1 thread",
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, " + (
+                  f"{args.workers} worker processes x 1 thread" if args.runner == "local" else f"runner {args.runner}"),
+              "resumed_cases": len(sweep.skipped),
               "rows": rows}
     write_json(out_dir / f"mh_vs_backprop{tag}.json", result)
     return report(result, out_dir, args.docs)

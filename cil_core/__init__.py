@@ -40,6 +40,7 @@ from .network import (Adaptation, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Fla
 from .plugin import PluginInfo, get_manager, hookimpl, hookspec
 from .plugin.adapter import AdaptedModel, ModelAdapter, qualname
 from .training import Algorithm, History, Readout, StepResult, Trainer, TrainState
+from .fidelity import FidelityReport, fidelity
 
 __version__ = "0.1.0"
 
@@ -155,7 +156,7 @@ def unregister(name: str) -> None:
 __all__ = [
     "wrap", "make_backend", "make_algorithm", "list_plugins", "register", "unregister", "Trainer", "History",
     "WrappedNetwork", "NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Neuron", "Surrogate",
-    "Conv1d", "BatchNorm", "Dropout", "Recurrent", "Adaptation",
+    "Conv1d", "BatchNorm", "Dropout", "Recurrent", "Adaptation", "fidelity", "FidelityReport",
     "Backend", "Deployment", "Observation", "LayerObservation", "Algorithm", "StepResult", "TrainState",
     "ModelAdapter", "AdaptedModel", "HardwareSession", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",
     "CilError", "OptionError", "DataError", "CheckpointError", "SpecError", "ShapeError", "NonFiniteError", "UnsupportedModelError", "UnsupportedLayerError",

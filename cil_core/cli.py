@@ -8,6 +8,9 @@
 * ``cil train [--config FILE] [options]`` — train a model with a backend in the loop
   (``cil train --help``; the config schema is in docs/config.md);
 * ``cil plot RUN`` — draw a run's training curves (PNG).
+* ``cil fidelity [options]`` — software vs chip, layer by layer, for the same weights (JSON, PNG).
+* ``cil sweep GRID`` — a grid of training runs, one JSON line per finished point, resumable
+  (``--runner ray`` with cil-ray; docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def _cmd_plugins(argv: list[str]) -> int:
             print(f"    error       {i.error}")
             print(f"    fix         {i.fix}")
             continue
-        for kind in ("backends", "adapters", "algorithms", "jobs"):
+        for kind in ("backends", "adapters", "algorithms", "jobs", "runners"):
             for n in getattr(i, kind):
                 print(f"    {kind[:-1]:<10} {n:<18} {_describe(reg.entry(kind, n).value, reg.entry(kind, n).help)}")
     return 0
@@ -181,10 +184,27 @@ def _load_pair(path: str, key: str) -> Any:
     return as_data(tuple(obj))
 
 
+def _build_network(cfg: Any, train: Any) -> Any:
+    """The wrapped network of a run: ``cfg.model`` (``module:factory``) called with
+    ``cfg.model_options``, or the library-free LIF net sized to the data."""
+    from . import wrap
+    from .data import as_data
+
+    if cfg.model:
+        return wrap(_load_object(cfg.model)(**cfg.model_options))
+    from .network.reference import feedforward
+
+    n_in = int(as_data(train).x.shape[2]) if hasattr(as_data(train).x, "shape") else 62
+    try:
+        return feedforward(**{"sizes": [n_in, 32, 2], "seed": cfg.seed, **cfg.model_options})
+    except TypeError as exc:
+        raise OptionError(f"model_options: {exc}") from exc
+
+
 def _train(cfg: Any) -> int:
     import torch
 
-    from . import Trainer, make_backend, wrap
+    from . import Trainer, make_backend
     from .data import as_data
 
     torch.manual_seed(cfg.seed)
@@ -195,16 +215,7 @@ def _train(cfg: Any) -> int:
         n_val = max(1, int(round(cfg.validation_split * len(train))))
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
         val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
-    if cfg.model:
-        net = wrap(_load_object(cfg.model)(**cfg.model_options))
-    else:
-        from .network.reference import feedforward
-
-        n_in = int(as_data(train).x.shape[2]) if hasattr(as_data(train).x, "shape") else 62
-        try:
-            net = feedforward(**{"sizes": [n_in, 32, 2], "seed": cfg.seed, **cfg.model_options})
-        except TypeError as exc:
-            raise OptionError(f"model_options: {exc}") from exc
+    net = _build_network(cfg, train)
     backend = make_backend(cfg.backend, **cfg.backend_options)
     trainer = Trainer(net, backend, cfg.algorithm, seed=cfg.seed, readout=cfg.readout, retries=cfg.retries,
                       timeout=cfg.timeout, device=cfg.device, **cfg.algorithm_options)
@@ -282,6 +293,90 @@ def _cmd_plot(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_fidelity(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="cil fidelity", description="run the same weights in software and on a backend "
+                                "and report, per layer, how faithfully the chip reproduces them (spike-count "
+                                "correlation, rate error, first divergence, membrane RMSE; output agreement)")
+    p.add_argument("--config", type=Path, help="TOML or JSON file with cil train's keys (model, data, backend, ...)")
+    p.add_argument("--model", help="'module:factory' returning a model (default: the library-free LIF net)")
+    p.add_argument("--model-opt", dest="model_options", nargs="*", metavar="KEY=VALUE", help="model factory options")
+    p.add_argument("--weights", type=Path, help="load the weights from a cil train --checkpoint or --export file")
+    p.add_argument("--data", help="'breast-cancer' (its test split) or a torch file of (x, y)")
+    p.add_argument("--test-data", dest="test_data", help="torch file compared instead of --data")
+    p.add_argument("--backend", help="registered backend name (cil plugins)")
+    p.add_argument("--backend-opt", dest="backend_options", nargs="*", metavar="KEY=VALUE", help="backend options")
+    p.add_argument("--readout", help="'rate' or 'max-membrane'")
+    p.add_argument("--seed", type=int, help="seeds the default model's init")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="samples per chip call (default 256)")
+    p.add_argument("--sample", type=int, default=0, help="the sample whose raster --plot draws")
+    p.add_argument("--retries", type=int, help="retries of a failed chip call")
+    p.add_argument("--timeout", type=float, help="seconds one chip call may take")
+    p.add_argument("--out", type=Path, help="write the report as JSON here")
+    p.add_argument("--plot", type=Path, help="draw per-layer divergence and a software-vs-chip raster (PNG)")
+    a = p.parse_args(argv)
+    from .config import RunConfig, read_config_file
+    from .fidelity import fidelity
+
+    keys = ("model", "model_options", "data", "test_data", "backend", "backend_options", "readout", "seed",
+            "batch_size", "retries", "timeout")
+    raw: dict[str, Any] = read_config_file(a.config) if a.config else {}
+    # a training config serves as is: its training-only keys are ignored here, unknown keys still fail
+    raw = {k: v for k, v in raw.items() if k in keys or k not in RunConfig.keys()}
+    for key in keys:
+        value = getattr(a, key)
+        if value is None:
+            continue
+        raw[key] = {**raw.get(key, {}), **_parse_kv(value, key)} if key.endswith("_options") else value
+    cfg = RunConfig.from_dict(raw, "cil fidelity")
+    import torch
+
+    from . import make_backend
+
+    torch.manual_seed(cfg.seed)
+    train, test, has_test = _load_data(cfg)
+    net = _build_network(cfg, train)
+    if a.weights is not None:
+        _load_weights(net, a.weights)
+    backend = make_backend(cfg.backend, **cfg.backend_options)
+    for path in (a.out, a.plot):  # fail before the chip runs, not after
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    report = fidelity(net, backend, test, batch_size=cfg.batch_size or 256, readout=cfg.readout, sample=a.sample,
+                      retries=cfg.retries, timeout=cfg.timeout)
+    print(f"fidelity on the {'test' if has_test else 'given'} data")
+    print(report.table())
+    if a.out is not None:
+        report.to_json(a.out)
+        print(f"wrote {a.out}")
+    if a.plot is not None:
+        report.plot(a.plot)
+        print(f"wrote {a.plot}")
+    return 0
+
+
+def _load_weights(net: Any, path: Path) -> None:
+    """Weights from a cil checkpoint (by parameter name) or the model's own state_dict."""
+    import torch
+
+    from .errors import CheckpointError
+
+    if not path.is_file():
+        raise OptionError(f"weights: {path} does not exist")
+    try:
+        blob = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"weights: {path} cannot be read as a torch file: {type(exc).__name__}: {exc}") from exc
+    try:
+        if isinstance(blob, dict) and isinstance(blob.get("weights"), dict):  # a cil train --checkpoint
+            net.load_parameters(blob["weights"])
+        elif isinstance(blob, dict):  # a cil train --export (the model's state_dict)
+            net.module.load_state_dict(blob)
+        else:
+            raise CheckpointError(f"weights: {path} holds {type(blob).__name__}, not a checkpoint or a state_dict")
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"weights: {path} does not fit the model: {exc}") from exc
+
+
 def _cmd_describe(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="cil describe", description="what an algorithm, backend or adapter is, "
                                 "and its options (name, type, default, meaning)")
@@ -292,11 +387,12 @@ def _cmd_describe(argv: list[str]) -> int:
     from .plugin.manager import get_manager
 
     reg = get_manager()
-    found = [(kind, reg.entry(kind, a.name)) for kind in ("algorithms", "backends", "adapters")
+    found = [(kind, reg.entry(kind, a.name)) for kind in ("algorithms", "backends", "adapters", "runners")
              if a.name in reg.names(kind)]
     if not found:
         reg.entry("backends" if ":" in a.name else "algorithms", a.name)  # raises with close matches
-        known = ", ".join(sorted(set(reg.names("algorithms")) | set(reg.names("backends")) | set(reg.names("adapters"))))
+        known = ", ".join(sorted(set(reg.names("algorithms")) | set(reg.names("backends")) | set(reg.names("adapters"))
+                                 | set(reg.names("runners"))))
         raise CilError(f"nothing named {a.name!r} is registered (known: {known})")
     out = []
     for kind, entry in found:
@@ -327,12 +423,54 @@ def _cmd_describe(argv: list[str]) -> int:
     return 0
 
 
+def _cmd_sweep(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="cil sweep", description="run a grid of cil train runs ([base] config x [grid] "
+                                "axes, TOML or JSON), one JSON line per finished point in the results file; a rerun "
+                                "skips the points already there (docs/distributed.md)")
+    p.add_argument("grid", type=Path, help="grid file with the tables [base], [grid] and optionally [sweep]")
+    p.add_argument("--results", type=Path, help="JSON Lines results file (default: [sweep] results, else GRID.jsonl)")
+    p.add_argument("--runner", default="local", help="who runs the points: local (default) or a plugin's (ray)")
+    p.add_argument("--jobs", type=int, help="local runner: worker processes (default 1: in this process)")
+    p.add_argument("--address", help="ray runner: the Ray head (host:port, 'auto', or 'local' for a private cluster)")
+    p.add_argument("--runner-opt", dest="runner_options", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further runner options (cil plugins lists runners; e.g. resources='{\"chip\": 1}')")
+    p.add_argument("--list", action="store_true", help="list the points and whether each is done; run nothing")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="do not show the progress bar")
+    a = p.parse_args(argv)
+    from .sweep import load_grid, read_results, run_sweep, train_point
+
+    grid = load_grid(a.grid, results=a.results)
+    opts = _parse_kv(a.runner_options, "--runner-opt")
+    if a.jobs is not None:
+        opts["jobs"] = a.jobs
+    if a.address is not None:
+        opts["address"] = a.address
+    if a.list:
+        done = read_results(grid.results) if grid.results.exists() else {}
+        for pt in grid.points:
+            print(f"{'done' if pt.key in done else 'todo'}  {pt.key}")
+        print(f"{sum(pt.key in done for pt in grid.points)} of {len(grid.points)} points done ({grid.results})")
+        return 0
+    res = run_sweep(grid.points, train_point, results=grid.results, runner=a.runner, runner_options=opts,
+                    threads=grid.threads, base=grid.base_fingerprint, progress=a.progress)
+    print("chip accuracy  point")
+    for pt in grid.points:
+        m = res.records[pt.key].get("metrics") or {}
+        acc = f"{m['accuracy']:.3f}" if isinstance(m.get("accuracy"), float) else "-"
+        print(f"{acc:>13}  {pt.key}")
+    print(f"{len(grid.points)} points: {len(res.skipped)} already done, {len(res.ran)} run now (runner {a.runner}); "
+          f"results in {res.results}")
+    return 0
+
+
 COMMANDS = {
     "plugins": _cmd_plugins,
     "describe": _cmd_describe,
     "demo": lambda argv: _run_job("demo", "demo", argv),
     "train": _cmd_train,
     "plot": _cmd_plot,
+    "fidelity": _cmd_fidelity,
+    "sweep": _cmd_sweep,
 }
 
 

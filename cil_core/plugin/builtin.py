@@ -1,5 +1,6 @@
-"""The core's own plugin: registers the ``ideal`` backend, the three algorithms and the
-``demo`` job, and bridges the worker hooks to :class:`Backend`/:class:`Algorithm` objects.
+"""The core's own plugin: registers the ``ideal`` backend, the three algorithms, the ``demo``
+job and the ``local`` sweep runner, and bridges the worker hooks to
+:class:`Backend`/:class:`Algorithm` objects.
 
 It is registered exactly like an external plugin (see :mod:`cil_core.plugin.manager`).
 Validation, retries and timeouts are not hooks: they belong to the
@@ -42,6 +43,13 @@ def cil_register_jobs(register) -> None:
 
     register("demo", demo, help="breast cancer, offline vs CIL-SPL vs MH on a mismatched chip (the main job)",
              kind="demo")
+
+
+@hookimpl
+def cil_register_runners(register) -> None:
+    from ..sweep import LocalRunner
+
+    register("local", LocalRunner)
 
 
 @hookimpl

@@ -23,6 +23,7 @@ Registration hooks let plugins contribute named parts; each receives a ``registe
 * :func:`cil_register_adapters` — ``register(name, adapter)``; see :class:`~cil_core.plugin.adapter.ModelAdapter`.
 * :func:`cil_register_algorithms` — ``register(name, factory)``; ``factory(**options)`` builds an algorithm.
 * :func:`cil_register_jobs` — ``register(name, func, help, kind)``: CLI jobs (``cil demo``).
+* :func:`cil_register_runners` — ``register(name, factory)``: what runs the points of ``cil sweep``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ def cil_register_jobs(register: Callable[..., None]) -> None:
     ``func(argv: list[str]) -> int`` parses its own options. ``cil demo`` runs the job named
     ``"demo"`` (the core registers one). Research scripts are not jobs: they live in the
     repository's ``benchmarks/``, outside every installed distribution.
+    """
+
+
+@hookspec
+def cil_register_runners(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register named sweep runners: ``register("ray", RayRunner)`` (``cil sweep --runner ray``).
+
+    ``factory(**options)`` (options checked against its signature) returns an object with
+    ``run(fn, payloads, threads)``, a generator of ``(index, outcome)`` pairs in the order the
+    points finish, where ``outcome`` is what :func:`cil_core.sweep.execute` ``(fn, payloads[index],
+    threads)`` returns (run wherever the runner likes; it may add a ``"worker"`` entry), and
+    ``close()``. The core registers ``local`` (:class:`cil_core.sweep.LocalRunner`).
     """
 
 

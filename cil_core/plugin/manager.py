@@ -1,5 +1,6 @@
 """The plugin registry: loads the ``cil`` entry-point group with pluggy's own loader, isolates
-plugins that fail, and keeps the table of named backends, adapters, algorithms and jobs.
+plugins that fail, and keeps the table of named backends, adapters, algorithms, jobs and sweep
+runners.
 
 A plugin that fails to import (or whose registration hook raises) is recorded as *broken*
 with the reason and a fix, and everything else keeps working: ``cil plugins`` lists it, and
@@ -26,7 +27,7 @@ from ..errors import PluginError
 from . import hookspecs
 
 ENTRY_POINT_GROUP = "cil"
-KINDS = ("backends", "adapters", "algorithms", "jobs")
+KINDS = ("backends", "adapters", "algorithms", "jobs", "runners")
 
 #: the first-party distributions and what each provides, so that asking for a part that is not
 #: installed names the distribution to install (third-party plugins are found by entry point)
@@ -35,6 +36,7 @@ KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
     "adapters": {"snntorch": "cil-snntorch", "norse": "cil-norse", "sinabs": "cil-sinabs", "nir": "cil-nir"},
     "algorithms": {},
     "jobs": {},
+    "runners": {"ray": "cil-ray"},
 }
 
 #: import names whose pip distribution is called differently
@@ -53,6 +55,7 @@ class PluginInfo:
     adapters: list[str] = field(default_factory=list)
     algorithms: list[str] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
+    runners: list[str] = field(default_factory=list)
     error: str = ""
     fix: str = ""
 

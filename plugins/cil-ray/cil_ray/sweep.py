@@ -1,0 +1,150 @@
+"""The ``ray`` sweep runner: each point of ``cil sweep`` as one Ray task.
+
+``cil sweep grid.toml --runner ray --address HOST:PORT [--runner-opt resources='{"chip": 1}']``
+or ``cil_core.sweep.run_sweep(points, fn, results=..., runner="ray", runner_options={...})``.
+
+* Each task runs :func:`cil_core.sweep.execute` (the same code the local runner runs, with the
+  same torch thread count), so a deterministic point gives the same metrics on either runner.
+* ``resources`` (custom Ray resources per task, e.g. ``{"chip": 1}`` where nodes offer their chips
+  as a resource ``chip``, ``{"board-SN123": 1}`` for one board), ``num_cpus`` and ``num_gpus`` place
+  the tasks; Ray runs as many at once as the resources allow and queues the rest. Before anything
+  is submitted, the same placement check the ``ray:`` backend uses (:class:`~cil_ray.RayBackend`)
+  fails at once with a :class:`~cil_ray.errors.PlacementError` when no node offers what a task asks
+  for (Ray would leave the tasks pending forever).
+* ``address``/``token_file``: as for the ``ray:`` backend (default: the current connection, else
+  ``RAY_ADDRESS``, else a private local cluster, stopped when the sweep ends).
+* A task whose worker dies is retried by Ray (``max_retries``); a point that raises is reported
+  by the sweep (not written) and runs again on the next run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Sequence
+
+from cil_core.errors import OptionError
+
+from .errors import PlacementError
+
+
+def _run_point(fn: Callable[[Any], Any], payload: Any, threads: int) -> dict[str, Any]:
+    """The body of one task (runs in a Ray worker)."""
+    import ray
+
+    from cil_core.sweep import execute
+
+    out = execute(fn, payload, threads)
+    try:
+        ctx = ray.get_runtime_context()
+        out["worker"] = f"ray node {ctx.get_node_id()[:8]}, worker {ctx.get_worker_id()[:8]}"
+    except Exception:  # pragma: no cover - runtime context unavailable
+        out["worker"] = "ray"
+    return out
+
+
+class _TaskShape:
+    """What one task asks for, in the form :meth:`RayBackend._check_placement` checks (one
+    "worker"): the placement check is shared with the ``ray:`` backend, not copied."""
+
+    inner = "sweep task"
+
+    def __init__(self, need: dict[str, float]) -> None:
+        self.worker_options = [{}]
+        self.worker_labels = [{}]
+        self.boards = [None]
+        self._need = need
+
+    def _needs(self, k: int) -> dict[str, float]:
+        return dict(self._need)
+
+
+class RayRunner:
+    """Runs each sweep point as a Ray task (``cil sweep --runner ray``).
+
+    Options: ``address`` (Ray head ``host:port``, ``auto``, or ``local``; default: the current
+    connection, else ``RAY_ADDRESS``, else a private local cluster), ``token_file`` (0600 file
+    with the cluster's token), ``resources`` (custom Ray resources per task, e.g. ``{"chip": 1}``),
+    ``num_cpus`` (CPUs per task), ``num_gpus`` (GPUs per task), ``max_retries`` (Ray's retries of a
+    task whose worker died).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, token_file: str | None = None, resources: dict | None = None,
+                 num_cpus: float = 1.0, num_gpus: float = 0.0, max_retries: int = 3) -> None:
+        if resources is not None and (not isinstance(resources, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                for k, v in resources.items())):
+            raise OptionError(f"runner 'ray': resources must map resource names to positive amounts, e.g. "
+                              f"{{\"chip\": 1}}, got {resources!r}")
+        if num_cpus < 0 or num_gpus < 0:
+            raise OptionError(f"runner 'ray': num_cpus and num_gpus must be >= 0, got {num_cpus}, {num_gpus}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise OptionError(f"runner 'ray': max_retries must be a whole number >= 0, got {max_retries!r}")
+        import ray
+
+        from .backend import RayBackend
+        from .cluster import ensure_ray, shutdown
+
+        self.resources = {k: float(v) for k, v in (resources or {}).items()}
+        self.num_cpus, self.num_gpus, self.max_retries = float(num_cpus), float(num_gpus), max_retries
+        started = not ray.is_initialized()
+        ensure_ray(address, token_file=token_file)
+        self._owns_cluster = started
+        need = dict(self.resources)
+        if self.num_cpus > 0:
+            need["CPU"] = self.num_cpus
+        if self.num_gpus > 0:
+            need["GPU"] = self.num_gpus
+        try:
+            RayBackend._check_placement(_TaskShape(need), ray)  # type: ignore[arg-type]
+        except PlacementError as exc:
+            if started:
+                shutdown()
+            msg = str(exc).replace("ray:sweep task: worker 0 needs", "cil sweep --runner ray: each point's task needs")
+            raise PlacementError(msg + "; change the task's resources (--runner-opt resources=...) or add a node "
+                                 "that offers them") from None
+        self._remote = ray.remote(_run_point)
+        self._pending: list[Any] = []
+
+    def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any], threads: int = 1
+            ) -> Iterator[tuple[int, dict[str, Any]]]:
+        import ray
+
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
+                                "max_retries": self.max_retries, "retry_exceptions": False}
+        if self.resources:
+            opts["resources"] = dict(self.resources)
+        task = self._remote.options(**opts)
+        fn_ref = ray.put(fn)
+        refs = {task.remote(fn_ref, p, threads): i for i, p in enumerate(payloads)}
+        self._pending = list(refs)
+        try:
+            while self._pending:
+                ready, self._pending = ray.wait(self._pending, num_returns=1)
+                for ref in ready:
+                    i = refs[ref]
+                    try:
+                        out = ray.get(ref)
+                    except Exception as exc:  # the task's worker died beyond max_retries, or Ray failed
+                        cause = getattr(exc, "cause", None) or exc
+                        out = {"ok": False, "error": f"{type(cause).__name__}: {str(cause).splitlines()[0][:300]}",
+                               "error_type": type(cause).__name__, "seconds": 0.0, "host": None, "pid": None,
+                               "worker": "ray"}
+                    yield i, out
+        finally:
+            for ref in self._pending:  # stopped early (Ctrl-C, an error in the driver): cancel the rest
+                try:
+                    ray.cancel(ref)
+                except Exception:  # pragma: no cover
+                    pass
+            self._pending = []
+
+    def close(self) -> None:
+        if self._owns_cluster:
+            from .cluster import shutdown
+
+            shutdown()
+            self._owns_cluster = False
+
+
+__all__ = ["RayRunner"]
