@@ -175,6 +175,7 @@ def run_seed(seed: int, train, test, cfg: dict[str, Any], log) -> dict[str, Any]
     y = train.y
     res: dict[str, Any] = {}
     weights: dict[str, np.ndarray] = {}
+    fid: dict[str, Any] = {}
 
     def snn_trainer(model, algorithm, **kw):
         net = cil.wrap(model, input_shape=(2, 34, 34))
@@ -206,6 +207,13 @@ def run_seed(seed: int, train, test, cfg: dict[str, Any], log) -> dict[str, Any]
         tr = snn_trainer(snn, algo, lr=cfg["snn_lr"], grad_clip=cfg["grad_clip"])
         tr.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
         res[name] = _accs(tr, test)
+        # the fidelity report on the chip: before in-the-loop training (plain BPTT) and after (CIL-SPL)
+        rep = cil.fidelity(tr.network, "speck", test, batch_size=128)
+        fid[name] = {"agreement": rep.agreement,
+                     "layers": [{"name": lf.name, "correlation": lf.correlation, "rate_error": lf.rate_error,
+                                 "distortion": lf.distortion, "local_distortion": lf.local_distortion,
+                                 "first_divergence": lf.first_divergence} for lf in rep.layers],
+                     "most_distorted": rep.most_distorted}
         weights[name] = np.concatenate([w.detach().numpy().ravel() / float(w.detach().abs().max())
                                         for _, w in _weights(snn)])
         log(f"  seed {seed} {name:13s} sw {res[name][0]:.3f} chip {res[name][1]:.3f}  ({time.perf_counter() - t0:.1f}s)")
@@ -222,7 +230,26 @@ def run_seed(seed: int, train, test, cfg: dict[str, Any], log) -> dict[str, Any]
     res["cil-spl-ann"] = _accs(tr, test)
     log(f"  seed {seed} {'cil-spl-ann':13s} sw {res['cil-spl-ann'][0]:.3f} chip {res['cil-spl-ann'][1]:.3f}  "
         f"({time.perf_counter() - t0:.1f}s)")
-    return {"accuracy": res, "weights": weights}
+    return {"accuracy": res, "weights": weights, "fidelity": fid}
+
+
+def fidelity_table(runs: list[dict]) -> str:
+    """Per chip layer: spike-count correlation and distortion (mean over seeds) after plain BPTT
+    (chip not in the loop) and after CIL-SPL."""
+    names = [lf["name"] or f"layer {k}" for k, lf in enumerate(runs[0]["fidelity"]["bptt"]["layers"])]
+
+    def cell(method: str, k: int, key: str) -> str:
+        v = [r["fidelity"][method]["layers"][k][key] for r in runs]
+        v = [x for x in v if x is not None]
+        return f"{np.mean(v):.2f}" if v else "n/a"
+
+    rows = [[n, cell("bptt", k, "correlation"), cell("cil-spl-bptt", k, "correlation"),
+             cell("bptt", k, "local_distortion"), cell("cil-spl-bptt", k, "local_distortion")]
+            for k, n in enumerate(names)]
+    agree = [f"{np.mean([r['fidelity'][m]['agreement'] for r in runs]):.3f}" for m in ("bptt", "cil-spl-bptt")]
+    rows.append(["output agreement (same class)", agree[0], agree[1], "", ""])
+    return markdown_table(["neuron layer (spec index)", "correlation (c) BPTT", "correlation (d) CIL-SPL",
+                           "local distortion (c)", "local distortion (d)"], rows)
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -310,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t_start
     tab = table(summary)
     print(tab)
+    ftab = fidelity_table(runs)
+    print(ftab)
     d, b = summary["cil-spl-bptt"]["chip_mean"], summary["bptt"]["chip_mean"]
     verdict = (f"CIL-SPL + BPTT reaches {'higher' if d > b else 'NOT higher'} chip accuracy than plain BPTT "
                f"({100 * d:.1f} % vs {100 * b:.1f} %, same init, data and {cfg['snn_epochs']} epochs).")
@@ -328,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "_quick" if args.quick else ""
     write_json(args.out / f"cil_spl_speck{suffix}.json",
                {"config": {**cfg, "channels": list(cfg["channels"])}, "dataset": dataset, "quick": args.quick,
-                "seeds": args.seeds, "summary": summary, "wall_seconds": wall, "verdict": verdict, "note": note})
+                "seeds": args.seeds, "summary": summary, "wall_seconds": wall, "verdict": verdict, "note": note,
+                "fidelity": [r["fidelity"] for r in runs]})
     fig = args.out / f"speck_cil_spl{suffix}.png"
     figure(summary, runs, fig)
     print(f"wrote {fig} ({wall:.0f}s)")
@@ -356,6 +386,12 @@ Method (e) is `cil.Trainer(net, "speck", "cil-spl", proxy=ann)`: the chip's spik
 {tab}
 
 {verdict} {note}
+
+Fidelity report (`cil_core.fidelity` on the test set, speck vs the software model with the same weights, mean over
+seeds): spike-count correlation per layer and *local distortion* (what the chip adds in that layer alone, given the
+chip's spikes from the layer before), before in-the-loop training (c) and after it (d).
+
+{ftab}
 {throughput}
 ![software vs chip accuracy and weight distributions](img/speck_cil_spl.png)
 """

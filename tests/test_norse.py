@@ -207,9 +207,10 @@ def test_cil_spl_step_equals_offline_step_on_ideal():
 
 @pytest.mark.parametrize("build, needle", [
     (lambda: norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(norse.LIFParameters(method="tanh"))), "'1'"),
-    (lambda: norse.SequentialState(nn.Linear(4, 3), norse.LIFRecurrentCell(3, 3)), "LIFRecurrentCell"),
+    (lambda: norse.SequentialState(nn.Linear(4, 3), norse.LIFAdExCell()), r"layer '1' \(LIFAdExCell\).*LSNNCell"),
+    (lambda: __import__("norse.torch.models.conv", fromlist=["ConvNet"]).ConvNet(), r"ConvNet.*SequentialState"),
     (lambda: norse.SequentialState(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2),
-                                   norse.LIFCell()), "MaxPool2d"),
+                                   nn.ReLU(), norse.LIFCell()), r"layer '4' \(ReLU\)"),
     (lambda: norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(), nn.Linear(3, 2), norse.LIF()), "mixes"),
     (lambda: norse.SequentialState(nn.Linear(4, 3), norse.LICell(), nn.Linear(3, 2), norse.LIFCell()), "readout"),
     (lambda: norse.SequentialState(nn.Linear(4, 3), norse.LIF(), norse.Lift(nn.Linear(3, 3)),
@@ -220,7 +221,19 @@ def test_cil_spl_step_equals_offline_step_on_ideal():
 ])
 def test_unsupported_layers_are_named(build, needle):
     with pytest.raises(UnsupportedLayerError, match=needle):
-        cil.wrap(build(), input_shape=(1, 6, 6) if needle in ("MaxPool2d",) else None)
+        cil.wrap(build(), input_shape=(1, 6, 6) if "ReLU" in needle else None)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: norse.SequentialState(nn.Linear(4, 3), norse.LIFRecurrentCell(3, 3)),
+    lambda: norse.SequentialState(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 2),
+                                  norse.LIFCell()),
+    lambda: norse.SequentialState(norse.LSNNRecurrentCell(4, 3), nn.Dropout(0.2), norse.LILinearCell(3, 2)),
+])
+def test_layers_refused_before_issue_12_are_accepted(build):
+    """LIFRecurrentCell, max pooling, LSNN, dropout, LILinearCell: see tests/test_norse_layers.py
+    for their spike-for-spike and gradient equivalence with norse."""
+    assert cil.wrap(build(), input_shape=(1, 6, 6) if isinstance(build()[0], nn.Conv2d) else None).adapter == "norse"
 
 
 def test_cil_spl_trains_norse_model_on_ideal(breast_cancer):

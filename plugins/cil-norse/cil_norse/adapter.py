@@ -1,29 +1,50 @@
 """norse → cil network description.
 
-Accepted, unchanged: a ``norse.torch.SequentialState`` of synaptic and passive layers
-(``nn.Linear``, ``nn.Conv2d``, ``nn.AvgPool2d``, ``nn.Flatten``, ``nn.Identity``) and norse
-neurons, in one of two forms:
+Accepted, unchanged: a ``norse.torch.SequentialState`` (nested ``SequentialState`` /
+``nn.Sequential`` containers are flattened; parameter names keep their dots, ``"1.0.weight"``) of
+synaptic and passive layers (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.AvgPool2d``,
+``nn.MaxPool2d`` (spiking max pooling), ``nn.BatchNorm1d/2d`` (running statistics, as in
+``eval()``; folded into the preceding synapses for chips without batch norm), ``nn.Dropout``
+(software training passes only), ``nn.Flatten``, ``nn.Identity``) and norse neurons, in one of
+two forms:
 
-* **cells** (``LIFCell``, ``LIFBoxCell``, ``IAFCell``, ``LICell``): the model processes one time
-  step per call, ``out, state = model(x[t], state)``; cil loops over the time-major input.
-* **time-looping modules** (``LIF``, ``IAF``, ``LI``): the model takes the whole ``[T, B, ...]``
-  input at once; convolutions, pooling and flatten must then be wrapped in ``norse.torch.Lift``
-  (a bare ``nn.Linear`` works on ``[T, B, F]`` as it is).
+* **cells** (``LIFCell``, ``LIFBoxCell``, ``IAFCell``, ``LICell``, ``LIFRecurrentCell``,
+  ``LSNNCell``, ``LSNNRecurrentCell``, ``LILinearCell``): the model processes one time step per
+  call, ``out, state = model(x[t], state)``; cil loops over the time-major input.
+* **time-looping modules** (``LIF``, ``IAF``, ``LI``, ``LIFRecurrent``, ``LSNN``,
+  ``LSNNRecurrent``): the model takes the whole ``[T, B, ...]`` input at once; convolutions,
+  pooling, batch norm and flatten must then be wrapped in ``norse.torch.Lift`` (a bare
+  ``nn.Linear`` or ``nn.Dropout`` works on ``[T, B, F]`` as it is).
 
-Neuron semantics (norse 1.1, ``functional/lif.py``, ``lif_box.py``, ``iaf.py``,
+Neuron semantics (norse 1.1, ``functional/lif.py``, ``lif_box.py``, ``iaf.py``, ``lsnn.py``,
 ``leaky_integrator.py``), all forward Euler with step ``dt`` (seconds), :math:`k = dt\\,\\tau^{-1}`:
 
 * ``LIFCell`` / ``LIF``: :math:`i' = i + x_t` (the input joins the current *before* the
   membrane update, so ``current_timing="same-step"``),
   :math:`v' = v + k_m((v_{leak} - v) + i')`, :math:`z = H(v' - v_{th})` (strict),
   :math:`v = (1-z)v' + z\\,v_{reset}` (immediate reset), :math:`i = i' + (-k_s) i'`.
-* ``LIFBoxCell``: the same without the current; ``reset_value`` → zero reset, ``reset_subtract``
-  → subtract reset. norse sums the bracket as :math:`(x + v_{leak}) - v`; cil as
-  :math:`(v_{leak} - v) + x`: identical for ``v_leak = 0``, equal up to rounding otherwise.
+* ``LIFRecurrentCell`` / ``LIFRecurrent`` (``lif_step``): its ``input_weights`` become a
+  :class:`~cil_core.Dense` layer named ``"<cell>.input_weights"`` (no bias), its
+  ``recurrent_weights`` a dense :class:`~cil_core.Recurrent` ``"<cell>.recurrent_weights"``
+  added to the current after the input, :math:`i' = (i + W_{in} x_t) + W_{rec} z_{t-1}`
+  (``into="current"``, ``current_timing="same-step"``); ``autapses=False`` (norse's default)
+  becomes ``Recurrent(autapses=False)`` (diagonal held at zero, as norse's init and gradient
+  hook do). ``lif_step`` resets with the spike detached (``Neuron.detach_reset``).
+* ``LSNNCell`` / ``LSNN`` (``lsnn_feed_forward_step``) and ``LSNNRecurrentCell`` /
+  ``LSNNRecurrent`` (``lsnn_step``): the membrane integrates the *previous* step's current
+  (``current_timing="previous-step"``); the threshold is norse's ``b``:
+  ``Adaptation(form="euler-threshold", rate=dt * tau_adapt_inv, jump=p.beta)``,
+  :math:`b' = b + k_a(v_{th} - b)`, :math:`z = H(v' - b')`, :math:`b = b' + \\beta z`. The
+  recurrent variant adds :math:`W_{rec} z_{t-1}` to the current after the input and detaches
+  the spike in the reset and the threshold jump, as ``lsnn_step`` does.
+* ``LIFBoxCell``: the LIF membrane without the current; ``reset_value`` → zero reset,
+  ``reset_subtract`` → subtract reset. norse sums the bracket as :math:`(x + v_{leak}) - v`; cil
+  as :math:`(v_{leak} - v) + x`: identical for ``v_leak = 0``, equal up to rounding otherwise.
 * ``IAFCell`` / ``IAF``: :math:`v' = v + x_t`, zero reset to ``v_reset``; the membrane starts at
   ``v_reset`` (``Neuron.v_init``), not at a leak potential.
 * ``LICell`` / ``LI``: the LIF membrane without threshold: a non-spiking readout
-  (``output="membrane"``), allowed as the last neuron layer only.
+  (``output="membrane"``), allowed as the last neuron layer only. ``LILinearCell``
+  (``li_step``) is a ``Dense`` ``"<cell>.input_weights"`` followed by that readout.
 
 The IR gets ``beta = 1 - k_m``, ``alpha = 1 - k_s``, ``input_gain = k_m`` (what backends that model
 decays use) and the rates themselves (``mem_rate``, ``syn_rate``), with which the ideal backend
@@ -34,11 +55,25 @@ evaluates norse's float expressions in norse's order: a wrapped model reproduces
 Surrogate: norse's default ``method="super"`` is SuperSpike with the derivative
 :math:`1/(|x| + 1)^2` (norse ignores ``alpha`` there) → ``Surrogate("superspike", 1.0)``.
 
-Not expressible (an :class:`~cil_core.UnsupportedLayerError` names the layer): other surrogate
-methods (``tanh``, ``triangle``, ``circ``, ``heavi_erfc``, ``heaviside``, ``adjoint``),
-per-neuron ``v_leak`` / ``v_reset``, thresholds <= 0 (shift the voltages so that
-``v_th > 0``), recurrent cells, other neuron types (LSNN, AdEx, CobaLIF, refractory, ...),
-max pooling, and a mix of cells and time-looping modules.
+Refused (an :class:`~cil_core.UnsupportedLayerError` names the layer and what to use instead):
+
+* ``LIFAdExCell`` / ``LIFAdEx`` / ``LIFAdExRecurrentCell`` / ``LIFAdExRecurrent``: the
+  exponential spike-initiation term :math:`\\Delta_T e^{(v - v_{th})/\\Delta_T}` and the
+  adaptation *current* driven by the membrane (:math:`a' \\propto a_{cur}(v - v_{leak}) - a`,
+  subtracted from the membrane) have no counterpart in the description (its adaptation moves
+  the threshold); use ``LSNNCell`` (adaptive threshold) or ``LIFCell``.
+* ``norse.torch.models.conv.ConvNet`` / ``ConvNet4``: their ``forward`` is a hand-written time
+  loop (not a ``SequentialState``), and it multiplies ``conv2``'s output by 10
+  (``z = 10 * self.conv2(z)``), a fixed output scale the description has no place for
+  (scaling ``conv2``'s weight and bias instead changes the float rounding). Everything else in
+  it (max pooling, ``LILinearCell``, ``relu`` of spikes) is supported: write the network as a
+  ``SequentialState`` (see ``tests/test_norse_layers.py``).
+* ``RecurrentSequential`` (feeds the output back into the input), other surrogate methods
+  (``tanh``, ``triangle``, ``circ``, ``heavi_erfc``, ``heaviside``, ``adjoint``), per-neuron
+  ``v_leak`` / ``v_reset``, thresholds <= 0 (shift the voltages so that ``v_th > 0``), other
+  neuron types (CobaLIF, refractory, LIFEx, Izhikevich, multi-compartment, ...), sparse inputs,
+  a plain ``nn.Sequential`` holding a norse neuron inside a ``SequentialState`` (norse itself
+  cannot run it: use a nested ``SequentialState``), and a mix of cells and time-looping modules.
 """
 
 from __future__ import annotations
@@ -47,25 +82,38 @@ from typing import Any, Sequence
 
 import norse.torch as norse
 import torch
+from norse.torch.functional.lif import lif_feed_forward_step, lif_step
+from norse.torch.functional.lsnn import lsnn_feed_forward_step, lsnn_step
 from norse.torch.functional.reset import reset_subtract, reset_value
 from norse.torch.module.snn import SNN, SNNCell, SNNRecurrent, SNNRecurrentCell
 from torch import nn
 
 from cil_core import (
+    Adaptation,
+    Dense,
     Flatten,
     NetworkSpec,
     Neuron,
+    Recurrent,
     ShapeError,
     Surrogate,
     UnsupportedLayerError,
 )
 from cil_core.plugin.adapter import ModelAdapter, infer_input_shape, qualname, torch_layer
 
-CELLS = (norse.LIFCell, norse.LIFBoxCell, norse.IAFCell, norse.LICell)
-TIME_MODULES = (norse.LIF, norse.IAF, norse.LI)
+RECURRENT_LIF = (norse.LIFRecurrentCell, norse.LIFRecurrent)
+LSNN_FF = (norse.LSNNCell, norse.LSNN)
+LSNN_REC = (norse.LSNNRecurrentCell, norse.LSNNRecurrent)
+CELLS = (norse.LIFCell, norse.LIFBoxCell, norse.IAFCell, norse.LICell, norse.LIFRecurrentCell, norse.LSNNCell,
+         norse.LSNNRecurrentCell, norse.LILinearCell)
+TIME_MODULES = (norse.LIF, norse.IAF, norse.LI, norse.LIFRecurrent, norse.LSNN, norse.LSNNRecurrent)
 NEURONS = CELLS + TIME_MODULES
-READOUTS = (norse.LICell, norse.LI)
-ANY_NORSE_NEURON = (SNNCell, SNN, SNNRecurrentCell, SNNRecurrent)
+READOUTS = (norse.LICell, norse.LI, norse.LILinearCell)
+#: every norse neuron module (LILinearCell is a plain nn.Module in norse)
+ANY_NORSE_NEURON = (SNNCell, SNN, SNNRecurrentCell, SNNRecurrent, norse.LILinearCell)
+ADEX = (norse.LIFAdExCell, norse.LIFAdEx, norse.LIFAdExRecurrentCell, norse.LIFAdExRecurrent)
+SUPPORTED = ("LIFCell, LIFBoxCell, IAFCell, LICell, LIFRecurrentCell, LSNNCell, LSNNRecurrentCell, LILinearCell, "
+             "LIF, IAF, LI, LIFRecurrent, LSNN, LSNNRecurrent")
 
 
 def _tensor(v: Any) -> torch.Tensor:
@@ -96,13 +144,28 @@ def _surrogate(p: Any, where: str) -> Surrogate:
     )
 
 
-def neuron_of(layer: nn.Module, where: str) -> Neuron:
-    """Translate one norse neuron module, or raise naming what is not expressible."""
-    if not isinstance(layer, NEURONS):
+def _refuse_neuron(layer: nn.Module, where: str) -> None:
+    if isinstance(layer, ADEX):
         raise UnsupportedLayerError(
-            f"{where}: {qualname(layer)} is not supported by the norse adapter (supported neurons: LIFCell, "
-            "LIFBoxCell, IAFCell, LICell, LIF, IAF, LI)"
-        )
+            f"{where}: {type(layer).__name__} is not supported: its exponential spike-initiation term "
+            "(delta_T * exp((v - v_th) / delta_T)) and its membrane-driven adaptation current have no counterpart in "
+            "cil's neuron description (cil's adaptation moves the threshold); use LSNNCell / LSNNRecurrentCell "
+            "(adaptive threshold) or LIFCell instead")
+    raise UnsupportedLayerError(
+        f"{where}: {qualname(layer)} is not supported by the norse adapter (supported neurons: {SUPPORTED})")
+
+
+def _check_activation(layer: nn.Module, expected: Any, where: str) -> None:
+    if getattr(layer, "activation", expected) is not expected:
+        raise UnsupportedLayerError(f"{where}: the adjoint (or a replaced) activation is not supported; construct "
+                                    "the module without adjoint=True")
+
+
+def neuron_of(layer: nn.Module, where: str) -> Neuron:
+    """Translate one norse neuron module (without its synapses), or raise naming what is not
+    expressible. Recurrent cells: see :func:`layers_of`."""
+    if not isinstance(layer, NEURONS):
+        _refuse_neuron(layer, where)
     p, dt = layer.p, float(layer.dt)
     common = dict(reset_timing="immediate", current_timing="same-step", v_min=None, fires_at_threshold=False,
                   max_spikes_per_step=1, dt=dt, name=where)
@@ -133,15 +196,59 @@ def neuron_of(layer: nn.Module, where: str) -> Neuron:
         return Neuron(beta=1 - k_mem, alpha=None, threshold=thr, reset=reset, input_gain=k_mem, v_leak=v_leak,
                       v_reset=v_reset, output="spikes", surrogate=_surrogate(p, where), mem_rate=k_mem, **common)
     k_syn = _rate(dt, p.tau_syn_inv)
+    extra: dict[str, Any] = {}
+    if isinstance(layer, LSNN_FF + LSNN_REC):
+        _check_activation(layer, lsnn_step if isinstance(layer, LSNN_REC) else lsnn_feed_forward_step, where)
+        k_ad = _rate(dt, p.tau_adapt_inv)
+        # lsnn: the membrane integrates state.i, the current before this step's input
+        common["current_timing"] = "previous-step"
+        extra["adaptation"] = Adaptation(rho=1 - k_ad, jump=_tensor(p.beta), form="euler-threshold", rate=k_ad)
+        extra["detach_reset"] = isinstance(layer, LSNN_REC)  # lsnn_step detaches z in the reset and in b
+    elif isinstance(layer, RECURRENT_LIF):
+        _check_activation(layer, lif_step, where)
+        extra["detach_reset"] = True  # lif_step: (1 - z.detach()) * v + z.detach() * v_reset
+    elif isinstance(layer, (norse.LIFCell, norse.LIF)):
+        _check_activation(layer, lif_feed_forward_step, where)
     return Neuron(beta=1 - k_mem, alpha=1 - k_syn, threshold=thr, reset="zero", input_gain=k_mem, v_leak=v_leak,
                   v_reset=v_reset, output="spikes", surrogate=_surrogate(p, where), mem_rate=k_mem, syn_rate=k_syn,
-                  **common)
+                  **common, **extra)
+
+
+def layers_of(name: str, layer: nn.Module, where: str, params: dict[str, torch.Tensor]) -> list:
+    """The IR layers of one norse neuron module: the neuron, preceded by a :class:`Dense` for the
+    input weights of recurrent cells and ``LILinearCell`` (and carrying their recurrent synapses)."""
+    n = neuron_of(layer, where)
+    if not isinstance(layer, (SNNRecurrentCell, SNNRecurrent, norse.LILinearCell)):
+        return [n]
+    fan_in, hidden = int(layer.input_size), int(layer.hidden_size)
+    w_in = f"{name}.input_weights"
+    if w_in not in params:
+        raise UnsupportedLayerError(f"{where}: input_weights is not an nn.Parameter of the model (pass an "
+                                    "nn.Parameter, or leave it to norse)")
+    dense = Dense(w_in, None, fan_in, hidden)
+    if isinstance(layer, norse.LILinearCell):
+        return [dense, n]
+    w_rec = f"{name}.recurrent_weights"
+    if w_rec not in params:
+        raise UnsupportedLayerError(f"{where}: recurrent_weights is not an nn.Parameter of the model (pass an "
+                                    "nn.Parameter, or leave it to norse)")
+    autapses = bool(layer.autapses)
+    if not autapses and bool((torch.diagonal(params[w_rec].detach()) != 0).any()):
+        raise UnsupportedLayerError(
+            f"{where}: autapses=False but recurrent_weights has a non-zero diagonal (norse zeroes it only at "
+            "construction, and its forward would use it); zero the diagonal or construct the cell with autapses=True")
+    rec = Recurrent(w_rec, None, hidden, mode="dense", into="current", autapses=autapses)
+    return [dense, n.with_(recurrent=rec)]
 
 
 def _check_threshold(thr: torch.Tensor, where: str) -> None:
     if bool((thr <= 0).any()):
         raise UnsupportedLayerError(f"{where}: threshold v_th <= 0 is not supported; shift the voltages "
                                     "(v_leak, v_th, v_reset) so that v_th > 0")
+
+
+#: torch layers that act on one time step's [B, ...] and must be lifted between time-looping modules
+_PER_STEP = (nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def _synapse(name: str, m: nn.Module, where: str, time_major: bool) -> Any:
@@ -153,7 +260,10 @@ def _synapse(name: str, m: nn.Module, where: str, time_major: bool) -> Any:
             raise UnsupportedLayerError(f"{where}: norse.Lift loops over time; it cannot sit between cells "
                                         "(use the bare module)")
         return _synapse(f"{name}.lifted_module", m.lifted_module, where, time_major=False)
-    if time_major and isinstance(m, (nn.Conv2d, nn.AvgPool2d)):
+    if isinstance(m, norse.RecurrentSequential):
+        raise UnsupportedLayerError(f"{where}: RecurrentSequential (output fed back into the input) is not "
+                                    "supported; use LIFRecurrentCell or LSNNRecurrentCell for recurrence")
+    if time_major and isinstance(m, _PER_STEP):
         raise UnsupportedLayerError(f"{where}: between time-looping modules a {type(m).__name__} must be wrapped in "
                                     "norse.torch.Lift")
     if time_major and isinstance(m, nn.Flatten):  # [T, B, ...]: flatten the features from dim 2
@@ -166,16 +276,34 @@ def _synapse(name: str, m: nn.Module, where: str, time_major: bool) -> Any:
     layer = torch_layer(name, m)
     if layer is False:
         raise UnsupportedLayerError(
-            f"{where}: {qualname(m)} is not supported by the norse adapter (supported: nn.Linear, nn.Conv2d, "
-            "nn.AvgPool2d, nn.Flatten, nn.Identity, norse.torch.Lift of those, and LIFCell, LIFBoxCell, IAFCell, "
-            "LICell, LIF, IAF, LI)"
+            f"{where}: {qualname(m)} is not supported by the norse adapter (supported: nn.Linear, nn.Conv1d, "
+            "nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm1d/2d, nn.Dropout, nn.Flatten, nn.Identity, "
+            f"norse.torch.Lift of those, nested SequentialState, and the neurons {SUPPORTED})"
         )
     return layer
 
 
+def _flat(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The children of a ``SequentialState`` in call order, nested ``SequentialState`` /
+    ``nn.Sequential`` flattened (names keep their dots). A plain ``nn.Sequential`` calls its
+    children without state, so it may hold no norse neuron (norse could not run it either)."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, m in model.named_children():
+        full = f"{prefix}{name}"
+        if isinstance(m, nn.Sequential):
+            if not isinstance(m, norse.SequentialState) and any(isinstance(c, ANY_NORSE_NEURON) for c in m.modules()):
+                raise UnsupportedLayerError(
+                    f"layer '{full}' (nn.Sequential) holds a norse neuron: nn.Sequential calls it without state "
+                    "(norse cannot run that either); use a nested norse.torch.SequentialState")
+            out += _flat(m, full + ".")
+        else:
+            out.append((full, m))
+    return out
+
+
 def is_time_major(model: nn.Module) -> bool:
-    """True if ``model``'s neurons loop over time themselves (``LIF``, ``IAF``, ``LI``)."""
-    return any(isinstance(m, TIME_MODULES) for m in model.children())
+    """True if ``model``'s neurons loop over time themselves (``LIF``, ``IAF``, ``LI``, ...)."""
+    return any(isinstance(m, TIME_MODULES) for m in model.modules())
 
 
 class NorseAdapter(ModelAdapter):
@@ -188,29 +316,38 @@ class NorseAdapter(ModelAdapter):
         """Describe ``model``. Options: ``input_shape`` (per sample; required when the first layer
         is a convolution). The time step is each neuron's own ``dt``."""
         if not isinstance(model, norse.SequentialState):
+            from norse.torch.models.conv import ConvNet, ConvNet4
+
+            if isinstance(model, (ConvNet, ConvNet4)):
+                raise UnsupportedLayerError(
+                    f"{qualname(model)}: its forward is a hand-written time loop that multiplies conv2's output by "
+                    "10 (z = 10 * self.conv2(z)), a fixed output scale cil's description has no place for; its other "
+                    "parts (max pooling, LILinearCell, relu of spikes) are supported: write the network as a "
+                    "norse.torch.SequentialState (Conv2d, LIFCell, MaxPool2d, ..., LILinearCell)")
             raise UnsupportedLayerError(
                 f"{qualname(model)}: the norse adapter wraps a norse.torch.SequentialState (put the layers in one)"
             )
-        named = list(model.named_children())
+        named = _flat(model)
         if not named:
             raise UnsupportedLayerError("the SequentialState is empty")
         kinds = {("cell" if isinstance(m, CELLS) else "time") for _, m in named if isinstance(m, NEURONS)}
         if len(kinds) > 1:
             raise UnsupportedLayerError("the model mixes norse cells (one time step per call) with time-looping "
-                                        "modules (LIF, IAF, LI); use one kind")
+                                        "modules (LIF, IAF, LI, LIFRecurrent, LSNN, LSNNRecurrent); use one kind")
         time_major = kinds == {"time"}
         neuron_idx = [i for i, (_, m) in enumerate(named) if isinstance(m, ANY_NORSE_NEURON)]
         if not neuron_idx:
             raise UnsupportedLayerError(f"{qualname(model)}: no norse neuron layer found")
+        params = dict(model.named_parameters())
         layers: list = []
         for i, (name, m) in enumerate(named):
             where = f"layer '{name}' ({type(m).__name__})"
             if isinstance(m, ANY_NORSE_NEURON):
-                n = neuron_of(m, where)
-                if n.output == "membrane" and i != neuron_idx[-1]:
+                new = layers_of(name, m, where, params)
+                if new[-1].output == "membrane" and i != neuron_idx[-1]:
                     raise UnsupportedLayerError(f"{where}: a leaky integrator (non-spiking) is only supported as "
                                                 "the last neuron layer (the readout)")
-                layers.append(n)
+                layers += new
             else:
                 layer = _synapse(name, m, where, time_major)
                 if layer is not None:
@@ -219,7 +356,10 @@ class NorseAdapter(ModelAdapter):
             raise UnsupportedLayerError(f"the last layer must be a neuron layer (the output), got "
                                         f"{type(layers[-1]).__name__}")
         first = named[0][1]
-        shape = infer_input_shape(first.lifted_module if isinstance(first, norse.Lift) else first, input_shape)
+        first = first.lifted_module if isinstance(first, norse.Lift) else first
+        if input_shape is None and isinstance(first, (SNNRecurrentCell, SNNRecurrent, norse.LILinearCell)):
+            input_shape = (int(first.input_size),)
+        shape = infer_input_shape(first, input_shape)
         return NetworkSpec(tuple(layers), shape, source=f"norse SequentialState ({qualname(model)})")
 
     def run_native(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from cil_core.plugin.adapter import lazy_adapter_hook
 
 cil_register_adapters = lazy_adapter_hook(
     "cil_norse.adapter:NorseAdapter", "norse",
-    "norse SequentialState of Linear/Conv2d/AvgPool2d/Flatten with LIFCell/LIFBoxCell/IAFCell/LICell, "
-    "or with the time-looping LIF/IAF/LI (convolutions in norse.torch.Lift)",
+    "norse SequentialState (nested ones flattened) of Linear/Conv1d/Conv2d/AvgPool2d/MaxPool2d/BatchNorm/Dropout/"
+    "Flatten with LIFCell/LIFBoxCell/IAFCell/LICell/LIFRecurrentCell/LSNNCell/LSNNRecurrentCell/LILinearCell, "
+    "or with the time-looping LIF/IAF/LI/LIFRecurrent/LSNN/LSNNRecurrent (per-step layers in norse.torch.Lift)",
     libraries=("norse",))
