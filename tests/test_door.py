@@ -254,4 +254,5 @@ def test_demo_on_a_backend_without_strength_names_what_does_not_fit(capsys):
     from cil_core.cli import main as cli
 
     assert cli(["demo", "--quick", "--no-progress", "--backend", "speck"]) == 1
-    assert "the chip has none. Build the model with bias=False" in capsys.readouterr().err
+    assert "does not support 'bias'; the simulated chip has no bias inputs: build the layers with bias=False" \
+        in capsys.readouterr().err
