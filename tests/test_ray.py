@@ -199,10 +199,10 @@ def test_a_hung_worker_is_killed_and_restarted(cluster):
 @pytest.mark.skipif(not HAS_SPECK, reason="cil-speck not installed")
 def test_remote_errors_keep_their_cil_type_and_name_the_worker(cluster):
     with cil.make_backend("ray:speck", workers=1) as chip:
-        with pytest.raises(cil.BackendCapacityError, match=r"biases.*\[on ray worker 0 \(host .*pid \d+\)\]"):
-            cil.Trainer(feedforward([6, 8, 4], beta=1.0, bias=True), chip, "cil-spl")
-        net = feedforward([6, 8, 4], beta=0.9)
-        with pytest.raises(cil.BackendCapacityError, match=r"leak.*\[on ray worker 0"):  # at transfer, too
+        with pytest.raises(cil.BackendCapacityError, match=r"leak.*\[on ray worker 0 \(host .*pid \d+\)\]"):
+            cil.Trainer(feedforward([6, 8, 4], beta=0.9), chip, "cil-spl")
+        net = feedforward([6, 8, 4], beta=1.0, bias=True)
+        with pytest.raises(cil.BackendCapacityError, match=r"'bias'.*\[on ray worker 0"):  # at transfer, too
             chip.remote_transfer(net.spec, net.detached_parameters())
     with pytest.raises(cil.OptionError, match="threds"):  # the inner backend's own option check, in the worker
         cil.make_backend("ray:speck", threds=1)
