@@ -83,6 +83,7 @@ def run_neuron_layer(
     # forward-Euler form (norse): rates dt/tau, used in norse's own float order
     k_mem = None if n.mem_rate is None else _param(n.mem_rate, x0)
     neg_k_syn = None if n.syn_rate is None else -_param(n.syn_rate, x0)
+    factors = None if getattr(n, "input_factors", None) is None else [_param(f, x0) for f in n.input_factors]
     v = torch.full_like(x0, v_init) if v_init != 0.0 else torch.zeros_like(x0)
     cur = torch.zeros_like(x0) if alpha is not None else None
     spikes: list[torch.Tensor] = []
@@ -165,7 +166,10 @@ def run_neuron_layer(
             cur = new_cur
         else:
             current = xt
-        if k_mem is None and not _is(gain, 1.0):
+        if factors is not None:  # snntorch Lapicque: ((x * R) * (1 / (R C))) * dt, one rounding per factor
+            for f in factors:
+                current = current * f
+        elif k_mem is None and not _is(gain, 1.0):
             current = gain * current
 
         if deferred and n.reset != "none" and not readout:

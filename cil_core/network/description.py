@@ -467,6 +467,11 @@ class Neuron:
     #: (snntorch, norse), ``"add-then-decay"`` :math:`i_t = \\alpha (i_{t-1} + x_t)` (sinabs
     #: ``tau_syn``: the input is decayed in its own step)
     synaptic_update: Literal["decay-then-add", "add-then-decay"] = "decay-then-add"
+    #: the input is multiplied by these factors one after the other, :math:`((x f_1) f_2) \cdots`,
+    #: instead of by ``input_gain`` (snntorch ``Lapicque``'s float order,
+    #: :math:`x R \cdot \frac{1}{RC} \cdot \Delta t`); ``input_gain`` must equal their product
+    #: (backends that ignore the factors see the same dynamics up to rounding). ``None``: ``input_gain``
+    input_factors: tuple[Scalar, ...] | None = None
 
     kind = "neuron"
 
@@ -484,6 +489,8 @@ class Neuron:
         if ("beta" in changes or "input_gain" in changes) and "mem_rate" not in changes:
             changes.setdefault("mem_rate", None)
             changes.setdefault("syn_rate", None)
+        if "input_gain" in changes and "input_factors" not in changes:
+            changes["input_factors"] = None
         if "alpha" in changes and "syn_rate" not in changes:
             changes["syn_rate"] = None
         return replace(self, **changes)
@@ -514,6 +521,17 @@ class Neuron:
         amp = torch.as_tensor(self.spike_amplitude, dtype=torch.float64)
         if not torch.isfinite(amp).all():
             raise SpecError(f"neuron '{self.name}': spike_amplitude is not finite")
+        if self.input_factors is not None:
+            if self.mem_rate is not None:
+                raise SpecError(f"neuron '{self.name}': input_factors and mem_rate exclude each other")
+            prod = torch.ones((), dtype=torch.float64)
+            for f in self.input_factors:
+                t = torch.as_tensor(f, dtype=torch.float64)
+                if not torch.isfinite(t).all():
+                    raise SpecError(f"neuron '{self.name}': input_factors are not finite")
+                prod = prod * t
+            if not torch.allclose(torch.as_tensor(self.input_gain, dtype=torch.float64), prod, rtol=1e-5, atol=1e-7):
+                raise SpecError(f"neuron '{self.name}': input_gain must equal the product of input_factors")
         if self.syn_rate is not None and (self.alpha is None or self.mem_rate is None):
             raise SpecError(f"neuron '{self.name}': syn_rate needs a synaptic current (alpha) and mem_rate")
         for f in ("beta", "alpha", "threshold", "input_gain", "mem_rate", "syn_rate"):

@@ -2,15 +2,31 @@
 
 Two model shapes are accepted, unchanged:
 
-1. ``nn.Sequential`` of ``nn.Linear`` / ``nn.Conv2d`` / ``nn.AvgPool2d`` / ``nn.Flatten`` and
-   snntorch ``Leaky`` / ``Synaptic`` neurons built with ``init_hidden=True`` (the last one may
-   have ``output=True``). snntorch runs it one time step per call; cil presents time-major
-   input ``[T, B, ...]`` and calls it ``T`` times after ``snntorch.utils.reset``.
+1. ``nn.Sequential`` (nested ``nn.Sequential`` containers are flattened; parameter names keep
+   their dots, ``"0.1.weight"``) of torch layers and snntorch neurons built with
+   ``init_hidden=True`` (the last one may have ``output=True``). snntorch runs it one time step
+   per call; cil presents time-major input ``[T, B, ...]`` and calls it ``T`` times after
+   resetting every neuron's state.
 2. A user ``nn.Module`` whose ``forward(x)`` loops over the time-major input itself and returns
    the output spike record ``[T, B, C]`` (or a tuple whose first element is it), as in the
    snntorch tutorials. cil finds the layer order by recording the submodule calls of one time
-   step and checks that they form a chain (each layer consumes the previous layer's output;
-   a reshape between them becomes a ``Flatten``).
+   step (the model in ``eval()`` mode, so batch norm statistics are not touched) and checks that
+   they form a chain (each layer consumes the previous layer's output; a reshape between them
+   becomes a ``Flatten``).
+
+Accepted, each spike for spike (and membrane for membrane, bit for bit) equal to snntorch's own
+forward on the ideal backend and in cil's software pass, with the BPTT gradients of snntorch's
+autograd (tests/test_snntorch_adapter.py, tests/test_snntorch_layers.py):
+
+* torch layers: ``nn.Linear``, ``nn.Conv2d``, ``nn.Conv1d``, ``nn.AvgPool2d``, ``nn.MaxPool2d``
+  (spiking max pooling), ``nn.BatchNorm1d/2d`` (running statistics, i.e. the model's ``eval()``
+  forward; folded into the preceding conv/linear for chips that cannot normalise),
+  ``nn.Dropout`` (software training passes only, never on a chip), ``nn.Flatten``,
+  ``nn.Identity``;
+* neurons: ``Leaky``, ``Synaptic``, ``RLeaky``, ``RSynaptic``, ``Lapicque``; surrogates
+  ``atan``, ``fast_sigmoid``, ``sigmoid``, ``heaviside``, ``triangular``,
+  ``straight_through_estimator``; ``graded_spikes_factor`` (scalar or per neuron) as the
+  layer's spike amplitude.
 
 Neuron semantics (snntorch 0.9-1.0, ``reset_delay=True``), with :math:`R_t = H(v_{t-1}-\\theta)`:
 
@@ -18,20 +34,52 @@ Neuron semantics (snntorch 0.9-1.0, ``reset_delay=True``), with :math:`R_t = H(v
 * ``Leaky`` zero: :math:`v_t = \\beta (1-R_t) v_{t-1} + x_t` → ``deferred-pre``;
 * ``Synaptic``: :math:`i_t = \\alpha i_{t-1} + x_t`, :math:`v_t = \\beta v_{t-1} + i_t - R_t\\theta`
   (subtract) or :math:`(1-R_t)(\\beta v_{t-1} + i_t)` (zero) → ``deferred-post``;
+* ``RLeaky``: :math:`u_t = (\\beta v_{t-1} + x_t) + r_t` with :math:`r_t` = ``recurrent(spk_{t-1})``
+  (``Recurrent(into="membrane")``), then :math:`u_t - R_t\\theta` or :math:`u_t - R_t u_t`: both resets
+  ``deferred-post`` (unlike ``Leaky``, ``RLeaky`` resets to zero *after* the decay);
+* ``RSynaptic``: :math:`i_t = (\\alpha i_{t-1} + x_t) + r_t` (``Recurrent(into="current")``), then as
+  ``Synaptic``;
+* recurrent synapses: ``all_to_all=True`` with ``linear_features=n`` → dense, the layer's own
+  ``recurrent`` ``nn.Linear`` (``"<layer>.recurrent.weight"`` / ``".bias"``; the bias acts from step 0,
+  ``initial="bias"``, since snntorch applies the linear layer to zero spikes at step 0);
+  ``all_to_all=False`` → one-to-one, :math:`V \\odot S_{t-1}` with the per-neuron ``V``
+  (``"<layer>.V"``);
+* ``Lapicque``: :math:`v_t = ((x_t R)\\tfrac{1}{RC})\\Delta t + (1 - \\Delta t/(RC))\\, v_{t-1}` (snntorch
+  does not use its ``beta`` buffer in the forward): ``beta`` = :math:`1 - \\Delta t/(RC)` computed
+  from the buffers as snntorch does, the input scaled by ``input_factors=(R, 1/(RC), Δt)`` one
+  after the other (snntorch's float order); resets ``deferred-post``;
+* graded spikes: :math:`S'_t = g\\,S_t` (``spike_amplitude``); the reset follows :math:`S_t`;
 * :math:`S_t = H(v_t - \\theta)` with ``H(0) = 0``; :math:`\\alpha, \\beta` clipped to [0, 1].
 
-Not expressible (an :class:`~cil_core.UnsupportedLayerError` names the layer): ``reset_delay=False``,
-``inhibition``, ``state_quant``, ``graded_spikes_factor != 1``, other neuron types, max pooling,
-and surrogates other than atan / fast_sigmoid / sigmoid / heaviside.
+Refused, with the layer named and what to use instead (:class:`~cil_core.UnsupportedLayerError`):
+
+* ``Alpha``: its membrane is a scaled difference of an excitatory and an inhibitory exponential
+  trace, whose resets act on the traces; cil's neuron (one synaptic current, one leaky membrane)
+  reproduces it only up to rounding, not spike for spike. Use ``Synaptic(alpha, beta)`` (the
+  same double-exponential response to an input spike);
+* ``RLeaky`` / ``RSynaptic`` with convolutional recurrence (``conv2d_channels``/``kernel_size``):
+  recurrent synapses are dense or one-to-one over 1-D layers; use ``linear_features`` after a
+  ``Flatten`` or ``all_to_all=False``;
+* ``all_to_all=False`` with a shared (scalar) ``V``: one value tied across all neurons is not a
+  set of per-synapse weights cil can train and transfer; pass ``V=torch.full((n,), v)``;
+* ``learn_recurrent=False``: cil trains every synapse, so the recurrent weights would not stay
+  fixed as in snntorch; ``learn_beta`` / ``learn_threshold`` / ``learn_alpha`` /
+  ``learn_graded_spikes_factor=True``: cil trains synaptic weights only, so these would stay
+  frozen while snntorch's own BPTT trains them (freeze them to train with cil);
+* a recurrent layer as the non-spiking readout (``output="membrane"``);
+* ``reset_delay=False``, ``inhibition``, ``state_quant``, ``surrogate_disable=True`` and other
+  surrogates (``spike_rate_escape``, ``LSO``, ``SFS``, custom functions), other neuron types
+  (``SLSTM``, ``SConv2dLSTM``, ``LeakyParallel``, ...); ``nn.Dropout1d/2d`` (use ``nn.Dropout``),
+  pooling / convolution with padding modes, dilation, groups or ``ceil_mode``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import snntorch as snn
 import torch
-from snntorch import utils as snn_utils
 from torch import nn
 
 from cil_core import (
@@ -41,9 +89,12 @@ from cil_core import (
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.plugin.adapter import ModelAdapter, infer_input_shape, TORCH_LAYERS, qualname, torch_layer
+from cil_core.network.description import Recurrent
+from cil_core.plugin.adapter import (ModelAdapter, flat_children, infer_input_shape, TORCH_LAYERS, qualname,
+                                     torch_layer)
 
-NEURONS = (snn.Leaky, snn.Synaptic)
+NEURONS = (snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic, snn.Lapicque)
+SUPPORTED_NEURONS = "snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic, snn.Lapicque"
 
 
 def surrogate_of(layer: nn.Module, where: str) -> Surrogate:
@@ -60,64 +111,134 @@ def surrogate_of(layer: nn.Module, where: str) -> Surrogate:
         return Surrogate("sigmoid", float(free.get("slope", 25.0)))
     if qn.startswith("heaviside."):
         return Surrogate("heaviside", 1.0)
+    if qn.startswith("straight_through_estimator."):
+        return Surrogate("straight-through", 1.0)
+    if qn.startswith("triangular."):
+        a = free.get("threshold", 1)
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a <= 0:
+            raise UnsupportedLayerError(f"{where}: surrogate.triangular(threshold={a!r}): cil needs a positive "
+                                        "finite threshold (the surrogate's scale)")
+        return Surrogate("triangular", float(a))
     raise UnsupportedLayerError(
         f"{where}: surrogate gradient {qn or fn!r} is not supported by the snntorch adapter "
-        "(supported: surrogate.atan, fast_sigmoid, sigmoid, heaviside)"
+        "(supported: surrogate.atan, fast_sigmoid, sigmoid, heaviside, triangular, straight_through_estimator)"
     )
 
 
-def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes") -> Neuron:
+def _frozen_tensor(v: torch.Tensor) -> torch.Tensor | float:
+    t = v.detach().clone()
+    return float(t) if t.numel() == 1 else t
+
+
+def _recurrent_of(layer: nn.Module, name: str, where: str) -> Recurrent:
+    """The recurrent synapses of an ``RLeaky`` / ``RSynaptic``, added where snntorch adds them:
+    to the membrane after decay and integration (``RLeaky``: ``beta*mem + x + rec(spk)``) or to the
+    synaptic current after its update (``RSynaptic``: ``alpha*syn + x + rec(spk)``)."""
+    kind = type(layer).__name__
+    into = "membrane" if isinstance(layer, snn.RLeaky) else "current"
+    if not getattr(layer, "learn_recurrent", True):
+        raise UnsupportedLayerError(
+            f"{where}: {kind} with learn_recurrent=False: cil trains every synapse, the recurrent ones included, so "
+            "they would not stay fixed as snntorch keeps them. Build the layer with learn_recurrent=True "
+            "(the default) to train with cil")
+    if layer.all_to_all:
+        rec = layer.recurrent
+        if not isinstance(rec, nn.Linear):
+            raise UnsupportedLayerError(
+                f"{where}: {kind} with convolutional recurrence (conv2d_channels/kernel_size) is not supported: "
+                "recurrent synapses in cil are dense or one-to-one over 1-D layers. Use "
+                f"{kind}(..., linear_features=n) after nn.Flatten, or all_to_all=False (one-to-one, per-neuron V)")
+        return Recurrent(f"{name}.recurrent.weight", f"{name}.recurrent.bias" if rec.bias is not None else None,
+                         rec.in_features, mode="dense", into=into, initial="bias")
+    V = layer.V
+    if not isinstance(V, nn.Parameter) or V.dim() != 1 or V.numel() < 2:
+        raise UnsupportedLayerError(
+            f"{where}: {kind}(all_to_all=False) with a shared V of shape {tuple(V.shape)}: one value tied across "
+            "all neurons is not a set of per-synapse weights cil can train and transfer. Pass a per-neuron "
+            f"V=torch.full((n,), {float(V.detach().reshape(-1)[0]):g}) (one recurrent weight per neuron)")
+    return Recurrent(f"{name}.V", None, V.numel(), mode="one-to-one", into=into, initial="bias")
+
+
+def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", name: str = "") -> Neuron:
     """Translate one snntorch neuron layer, or raise naming what is not expressible."""
+    if isinstance(layer, snn.Alpha):
+        raise UnsupportedLayerError(
+            f"{where}: snn.Alpha is not supported: its membrane is a scaled difference of two exponential traces "
+            "(excitatory and inhibitory) whose resets act on the traces, which cil's neuron (one synaptic current, one "
+            "leaky membrane) cannot reproduce spike for spike. Use snn.Synaptic(alpha, beta): the same "
+            "double-exponential response to an input spike")
     if not isinstance(layer, NEURONS):
-        raise UnsupportedLayerError(f"{where}: {qualname(layer)} is not supported (supported neurons: snn.Leaky, snn.Synaptic)")
+        raise UnsupportedLayerError(f"{where}: {qualname(layer)} is not supported (supported neurons: "
+                                    f"{SUPPORTED_NEURONS})")
+    kind = type(layer).__name__
     for attr, bad, what in (("inhibition", True, "inhibition=True"), ("reset_delay", False, "reset_delay=False")):
         if getattr(layer, attr, not bad) == bad:
-            raise UnsupportedLayerError(f"{where}: {type(layer).__name__} with {what} is not supported")
+            raise UnsupportedLayerError(f"{where}: {kind} with {what} is not supported")
     if getattr(layer, "state_quant", False):
-        raise UnsupportedLayerError(f"{where}: {type(layer).__name__} with state_quant is not supported")
-    g = getattr(layer, "graded_spikes_factor", torch.tensor(1.0))
-    if not torch.all(torch.as_tensor(g) == 1.0):
-        raise UnsupportedLayerError(f"{where}: graded_spikes_factor != 1 is not supported")
-    for attr, flag in (("beta", "learn_beta"), ("threshold", "learn_threshold"), ("alpha", "learn_alpha")):
+        raise UnsupportedLayerError(f"{where}: {kind} with state_quant is not supported")
+    for attr, flag in (("beta", "learn_beta"), ("threshold", "learn_threshold"), ("alpha", "learn_alpha"),
+                       ("graded_spikes_factor", "learn_graded_spikes_factor")):
         value = getattr(layer, attr, None)
         if isinstance(value, nn.Parameter) and value.requires_grad:
             raise UnsupportedLayerError(
-                f"{where}: {type(layer).__name__} with {flag}=True: cil trains synaptic weights only, so {attr} would "
+                f"{where}: {kind} with {flag}=True: cil trains synaptic weights only, so {attr} would "
                 f"stay frozen while snntorch's own BPTT trains it. Build the layer with {flag}=False (or freeze it: "
                 f"layer.{attr}.requires_grad_(False)) to train with cil")
+    g = torch.as_tensor(getattr(layer, "graded_spikes_factor", torch.tensor(1.0))).detach()
+    amplitude: Any = 1.0 if bool((g == 1.0).all()) else _frozen_tensor(g)
     mech = layer.reset_mechanism
-    beta = layer.beta.detach().clamp(0, 1).clone()
     thr = layer.threshold.detach().clone()
-    if isinstance(layer, snn.Synaptic):
-        alpha: torch.Tensor | None = layer.alpha.detach().clamp(0, 1).clone()
+    readout = output == "membrane"
+    recurrent = None
+    gain: Any = 1.0
+    factors = None
+    alpha: torch.Tensor | None = None
+    if isinstance(layer, snn.Lapicque):
+        # snntorch: mem = x * R * (1 / (R * C)) * time_step + (1 - time_step / (R * C)) * mem; beta is not used
+        R, C, ts = layer.R.detach(), layer.C.detach(), layer.time_step.detach()
+        beta = (1 - (ts / (R * C))).clone()
+        k = (1 / (R * C)).clone()
+        factors = (R.clone(), k, ts.clone())
+        gain = _frozen_tensor(R.double() * k.double() * ts.double())
+        if bool(((beta < 0) | (beta > 1)).any()):
+            raise UnsupportedLayerError(f"{where}: Lapicque with time_step / (R*C) outside [0, 1] (decay "
+                                        f"{float(beta.reshape(-1)[0]):g}) is not a leaky neuron")
         timing = "deferred-post"
     else:
-        alpha = None
-        timing = "deferred-pre" if mech == "zero" else "deferred-post"
-    readout = output == "membrane"
+        beta = layer.beta.detach().clamp(0, 1).clone()
+        if isinstance(layer, (snn.Synaptic, snn.RSynaptic)):
+            alpha = layer.alpha.detach().clamp(0, 1).clone()
+        # Leaky resets to zero before the decay, (1 - R) * mem; RLeaky and the others after it
+        timing = "deferred-pre" if (isinstance(layer, snn.Leaky) and mech == "zero") else "deferred-post"
+    if isinstance(layer, (snn.RLeaky, snn.RSynaptic)):
+        if readout:
+            raise UnsupportedLayerError(f"{where}: a recurrent {kind} cannot be the non-spiking readout "
+                                        "(output='membrane'); add an snn.Leaky readout after it")
+        recurrent = _recurrent_of(layer, name, where)
     return Neuron(
         beta=beta, alpha=alpha, threshold=thr, reset="none" if readout else mech, reset_timing=timing,
-        current_timing="same-step", input_gain=1.0, v_leak=0.0, v_reset=0.0, v_min=None,
+        current_timing="same-step", input_gain=gain, v_leak=0.0, v_reset=0.0, v_min=None,
         fires_at_threshold=False, max_spikes_per_step=1, dt=dt, output=output,  # type: ignore[arg-type]
-        surrogate=surrogate_of(layer, where), name=where,
+        surrogate=surrogate_of(layer, where), name=where, recurrent=recurrent, spike_amplitude=amplitude,
+        input_factors=factors,
     )
 
 
 def _translate(named: Sequence[tuple[str, nn.Module]], input_shape: tuple[int, ...], dt: float, output: str,
                source: str) -> NetworkSpec:
     layers: list = []
-    neuron_idx = [i for i, (_, m) in enumerate(named) if isinstance(m, NEURONS)]
+    neuron_idx = [i for i, (_, m) in enumerate(named) if isinstance(m, snn.SpikingNeuron)]
     last_neuron = neuron_idx[-1] if neuron_idx else -1
     for i, (name, m) in enumerate(named):
         where = f"layer '{name}' ({type(m).__name__})"
-        if isinstance(m, NEURONS):
-            layers.append(neuron_of(m, where, dt, output if i == last_neuron else "spikes"))
+        if isinstance(m, snn.SpikingNeuron):
+            layers.append(neuron_of(m, where, dt, output if i == last_neuron else "spikes", name))
             continue
         layer = torch_layer(name, m)
         if layer is False:
             raise UnsupportedLayerError(
                 f"{where}: {qualname(m)} is not supported by the snntorch adapter (supported: {TORCH_LAYERS}, "
-                "snn.Leaky, snn.Synaptic)"
+                f"{SUPPORTED_NEURONS})"
             )
         if layer is not None:
             layers.append(layer)
@@ -138,12 +259,12 @@ class SnnTorchAdapter(ModelAdapter):
         is a convolution), ``dt`` (seconds per step, documentation only), ``output``
         (``"spikes"`` or ``"membrane"``: the last neuron layer becomes a non-spiking readout)."""
         if isinstance(model, nn.Sequential):
-            for name, m in model.named_children():
-                if isinstance(m, NEURONS) and not m.init_hidden:
+            named = flat_children(model)  # nested nn.Sequential containers flattened, names keep their dots
+            for name, m in named:
+                if isinstance(m, snn.SpikingNeuron) and not m.init_hidden:
                     raise UnsupportedLayerError(
                         f"layer '{name}' ({type(m).__name__}): in an nn.Sequential snntorch neurons need init_hidden=True"
                     )
-            named = list(model.named_children())
             shape = infer_input_shape(named[0][1], input_shape)
             return _translate(named, shape, dt, output, f"snntorch Sequential ({qualname(model)})")
         named = trace_chain(model, input_shape)
@@ -155,9 +276,22 @@ class SnnTorchAdapter(ModelAdapter):
         return run_native(model, x)
 
 
+def reset_states(model: nn.Module) -> None:
+    """Zero the hidden state of every snntorch neuron in ``model`` (nested ones included).
+
+    ``snntorch.utils.reset`` looks at the top-level children only and ``RSynaptic.reset_hidden``
+    leaves its previous spikes in place (they would feed the recurrent synapses at step 0 of the
+    next sequence), so each neuron's own ``reset_mem`` is called instead."""
+    for m in model.modules():
+        if isinstance(m, snn.SpikingNeuron) and hasattr(m, "reset_mem"):
+            m.reset_mem()
+
+
 def run_native(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's own snntorch forward over time-major ``x`` (an ``nn.Sequential`` is called once
+    per step after its neurons are reset); returns the output ``[T, B, ...]``."""
     if isinstance(model, nn.Sequential):
-        snn_utils.reset(model)
+        reset_states(model)
         outs = []
         for t in range(x.shape[0]):
             o = model(x[t])
@@ -175,7 +309,11 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
     each call's input is the previous call's output (or a reshape of it, which becomes a
     ``Flatten``). Raises :class:`UnsupportedLayerError` if the calls do not form a chain.
     """
-    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    # leaf modules, with snntorch neurons as leaves (RLeaky / RSynaptic own their recurrent nn.Linear)
+    inside_neuron = {n for n, m in model.named_modules() if isinstance(m, snn.SpikingNeuron)}
+    leaves = [(n, m) for n, m in model.named_modules()
+              if n and (isinstance(m, snn.SpikingNeuron) or not list(m.children()))
+              and not any(n.startswith(p + ".") for p in inside_neuron)]
     if not leaves:
         raise UnsupportedLayerError(f"{qualname(model)} has no layers")
     shape = infer_input_shape(leaves[0][1], input_shape)
@@ -197,6 +335,7 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
 
     handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
     was_training = model.training
+    model.eval()  # batch norm must not update its running statistics on the probe input; dropout off
     try:
         with torch.no_grad():
             run_native(model, torch.zeros(2, 1, *shape))
