@@ -728,9 +728,16 @@ class NetworkSpec:
                     f"thr={_short(layer.threshold)} reset={layer.reset}/{layer.reset_timing}"
                 )
                 if layer.recurrent is not None:
-                    desc += f" recurrent={layer.recurrent.mode}->{layer.recurrent.into}"
+                    rc = layer.recurrent
+                    desc += f" recurrent={rc.mode}->{rc.into}" + ("" if rc.autapses else " no-autapses") + \
+                        ("" if rc.initial == "bias" else f" initial={rc.initial}")
                 if layer.adaptation is not None:
-                    desc += f" adaptive(rho={_short(layer.adaptation.rho)}, jump={_short(layer.adaptation.jump)})"
+                    ad = layer.adaptation
+                    desc += f" adaptive[{ad.form}](rho={_short(ad.rho)}, jump={_short(ad.jump)})"
+                if layer.synaptic_update != "decay-then-add":
+                    desc += f" synaptic_update={layer.synaptic_update}"
+                if layer.input_factors is not None:
+                    desc += " input_factors=(" + ", ".join(_short(f) for f in layer.input_factors) + ")"
                 if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()):
                     desc += f" amplitude={_short(layer.spike_amplitude)}"
             elif isinstance(layer, BatchNorm):
