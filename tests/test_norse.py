@@ -13,6 +13,7 @@ pytest.importorskip("cil_norse", reason="the cil-norse plugin is not installed (
 import cil_core as cil  # noqa: E402
 from cil_core.errors import UnsupportedLayerError  # noqa: E402
 from cil_norse import run_native  # noqa: E402
+from equivalence import native_and_cil_spl_gradients  # noqa: E402
 
 
 def test_norse_plugin_is_found_through_its_entry_point():
@@ -172,22 +173,7 @@ def test_cil_spl_gradients_equal_norse_bptt_on_ideal():
     BPTT's; and that gradient equals the one norse's own autograd computes."""
     model, x = random_dense_model("lif", 7)
     y = torch.randint(0, 4, (x.shape[1],), generator=torch.Generator().manual_seed(7))
-    readout = cil.Readout("rate")
-    params = dict(model.named_parameters())
-
-    model.zero_grad()
-    readout.loss(run_native(model, x), y).backward()
-    g_norse = {k: p.grad.clone() for k, p in params.items()}
-
-    net = cil.wrap(model)
-    trainer = cil.Trainer(net, "ideal", "cil-spl")
-    algo = trainer.algorithm
-    algo.setup(trainer.state, cil.SpikeData(x, y))
-    out, source = algo.forward_value(trainer.state, x)
-    assert source == "hardware"
-    model.zero_grad()
-    readout.loss(out, y).backward()
-    g_cil = {k: p.grad.clone() for k, p in params.items()}
+    g_norse, g_cil, _ = native_and_cil_spl_gradients(model, model, x, y, run_native)
 
     for k in g_norse:
         assert float(g_norse[k].abs().sum()) > 0, k

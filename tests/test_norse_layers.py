@@ -15,6 +15,7 @@ pytest.importorskip("cil_norse", reason="the cil-norse plugin is not installed (
 import cil_core as cil  # noqa: E402
 from cil_core.errors import UnsupportedLayerError  # noqa: E402
 from cil_norse import run_native  # noqa: E402
+from equivalence import native_and_cil_spl_gradients  # noqa: E402
 
 
 def _lif(tau_mem=150.0, tau_syn=200.0, v_th=0.5, v_leak=0.0, v_reset=0.0):
@@ -213,22 +214,12 @@ def test_recurrent_cell_is_described_as_norse_computes_it():
 def test_cil_spl_gradients_equal_norse_bptt_for_a_recurrent_model():
     model, x, net = _wrap("LIFRecurrentCell")
     y = torch.randint(0, 4, (x.shape[1],), generator=torch.Generator().manual_seed(7))
-    readout = cil.Readout("rate")
-    params = dict(model.named_parameters())
-    model.zero_grad()
-    readout.loss(run_native(model, x), y).backward()
-    g_norse = {k: p.grad.clone() for k, p in params.items()}
-    trainer = cil.Trainer(net, "ideal", "cil-spl")
-    trainer.algorithm.setup(trainer.state, cil.SpikeData(x, y))
-    out, source = trainer.algorithm.forward_value(trainer.state, x)
-    assert source == "hardware"
-    model.zero_grad()
-    readout.loss(out, y).backward()
-    for k, p in params.items():
+    g_norse, g_cil, _ = native_and_cil_spl_gradients(model, net, x, y, run_native)
+    for k in g_norse:
         assert float(g_norse[k].abs().sum()) > 0, k
-        assert torch.allclose(p.grad, g_norse[k], rtol=1e-4, atol=1e-6), k
+        assert torch.allclose(g_cil[k], g_norse[k], rtol=1e-4, atol=1e-6), k
     # no autapses: the diagonal gets no gradient, in cil as in norse
-    assert float(params["0.recurrent_weights"].grad.diagonal().abs().sum()) == 0
+    assert float(g_cil["0.recurrent_weights"].diagonal().abs().sum()) == 0
 
 
 def test_dropout_acts_in_training_passes_only():

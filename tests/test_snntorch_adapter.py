@@ -13,6 +13,7 @@ pytest.importorskip("cil_snntorch", reason="the cil-snntorch plugin is not insta
 
 import cil_core as cil  # noqa: E402
 from cil_snntorch import run_native  # noqa: E402
+from equivalence import native_and_cil_spl_gradients  # noqa: E402
 from snntorch import surrogate  # noqa: E402
 
 
@@ -147,21 +148,11 @@ def test_cil_spl_gradients_equal_bptt_on_ideal_backend(neuron):
     twin = copy.deepcopy(model)
     x = (torch.rand(25, 16, n_in, generator=rng) < 0.3).float()
     y = torch.randint(0, model[2].out_features, (16,), generator=rng)
-    readout = cil.Readout("rate")
-
-    # plain BPTT through snntorch's own forward and surrogate
-    readout.loss(run_native(model, x), y).backward()
-    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    # CIL-SPL with the ideal chip in the loop
-    trainer = cil.Trainer(cil.wrap(twin), "ideal", "cil-spl", optimizer="sgd", lr=0.1)
-    trainer.algorithm.setup(trainer.state, cil.SpikeData(x, y))
-    out, source = trainer.algorithm.forward_value(trainer.state, x)
-    assert source == "hardware"
-    readout.loss(out, y).backward()
-    for n, p in twin.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0
-        torch.testing.assert_close(p.grad, ref[n], rtol=1e-5, atol=1e-7)
+    # plain BPTT through snntorch's own forward and surrogate vs CIL-SPL with the ideal chip in the loop
+    ref, got, trainer = native_and_cil_spl_gradients(model, twin, x, y, run_native, optimizer="sgd", lr=0.1)
+    for n in ref:
+        assert got[n].abs().sum() > 0
+        torch.testing.assert_close(got[n], ref[n], rtol=1e-5, atol=1e-7)
 
     # and a full training step moves the snntorch model's own parameters in place
     before = twin[0].weight.detach().clone()

@@ -20,6 +20,7 @@ pytest.importorskip("cil_snntorch", reason="the cil-snntorch plugin is not insta
 
 import cil_core as cil  # noqa: E402
 from cil_snntorch import run_native  # noqa: E402
+from equivalence import native_and_cil_spl_gradients  # noqa: E402
 from snntorch import surrogate  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -331,20 +332,10 @@ def test_recurrent_layers_are_described_as_snntorch_computes_them():
 def test_cil_spl_gradients_equal_bptt_for_a_recurrent_model():
     model, x, net = _build("RLeaky+RSynaptic module (time loop)", 0)
     y = torch.randint(0, 4, (x.shape[1],), generator=torch.Generator().manual_seed(7))
-    readout = cil.Readout("rate")
-    params = dict(model.named_parameters())
-    model.zero_grad()
-    readout.loss(run_native(model, x), y).backward()
-    g_ref = {k: p.grad.clone() for k, p in params.items()}
-    trainer = cil.Trainer(net, "ideal", "cil-spl")
-    trainer.algorithm.setup(trainer.state, cil.SpikeData(x, y))
-    out, source = trainer.algorithm.forward_value(trainer.state, x)
-    assert source == "hardware"
-    model.zero_grad()
-    readout.loss(out, y).backward()
-    for k, p in params.items():
+    g_ref, g_cil, trainer = native_and_cil_spl_gradients(model, net, x, y, run_native)
+    for k in g_ref:
         assert float(g_ref[k].abs().sum()) > 0, k
-        torch.testing.assert_close(p.grad, g_ref[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g_cil[k], g_ref[k], rtol=1e-5, atol=1e-6)
     # a training step moves the snntorch model's own recurrent weights in place
     before = {k: model.get_parameter(k).detach().clone() for k in ("lif1.recurrent.weight", "lif2.V")}
     trainer.fit((x, y), epochs=1, batch_size=x.shape[1])

@@ -1,0 +1,34 @@
+"""Shared check for adapter tests: the BPTT gradient through a library's own forward pass and
+the gradient CIL-SPL computes with the ideal chip in the loop, for the same loss."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+import cil_core as cil
+
+
+def native_and_cil_spl_gradients(model: torch.nn.Module, net: Any, x: torch.Tensor, y: torch.Tensor,
+                                 run_native: Callable[[Any, torch.Tensor], torch.Tensor], **trainer_options: Any
+                                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], cil.Trainer]:
+    """Gradients of the rate readout's cross entropy w.r.t. ``net``'s module parameters:
+    ``(through run_native(model, x), through CIL-SPL's forward value on ideal, the trainer)``.
+
+    ``model`` and ``net`` may be the same module (``net`` wraps it) or twins; the trainer is
+    returned ready for a ``fit`` that trains ``net``'s module in place. Asserts that CIL-SPL's
+    forward value came from the chip."""
+    readout = cil.Readout("rate")
+    model.zero_grad()
+    readout.loss(run_native(model, x), y).backward()
+    native = {k: p.grad.clone() for k, p in model.named_parameters()}
+    wrapped = net if isinstance(net, cil.WrappedNetwork) else cil.wrap(net)
+    trainer = cil.Trainer(wrapped, "ideal", "cil-spl", **trainer_options)
+    trainer.algorithm.setup(trainer.state, cil.SpikeData(x, y))
+    out, source = trainer.algorithm.forward_value(trainer.state, x)
+    assert source == "hardware"
+    wrapped.module.zero_grad()
+    readout.loss(out, y).backward()
+    cil_grads = {k: p.grad.clone() for k, p in wrapped.module.named_parameters()}
+    return native, cil_grads, trainer
