@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cil_core.hardware.transfer import quantize_symmetric, straight_through
-from harness import add_output_args, markdown_table, publish_figures, read_json, write_docs_section, write_json
+from harness import (add_output_args, markdown_table, publish_figures, read_json, save_figure, write_docs_section,
+                     write_json)
 
 SECTION = "cil-spl"
 METHODS = ["ann2snn", "ann2snn-qat", "bptt", "cil-spl-bptt", "cil-spl-ann"]
@@ -297,10 +298,7 @@ def figure(summary: dict, runs: list[dict], path: Path) -> None:
     ax[1].set_xlabel("weight / max |weight| of its layer (1 = int8 code 127)")
     ax[1].set_title("weight distribution after training")
     ax[1].legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

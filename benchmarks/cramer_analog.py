@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness import add_output_args, markdown_table, publish_figures, write_docs_section, write_json
+from harness import add_output_args, markdown_table, publish_figures, save_figure, write_docs_section, write_json
 
 SECTION = "cramer-analog"
 METHODS = ["offline", "cil-spl-output", "cil-spl-layers"]
@@ -220,10 +220,7 @@ def figure(summary: dict[str, Any], path: Path) -> None:
     ax[1].set_ylabel("distortion (relative error vs software)")
     ax[1].set_title("fidelity report per layer, mean ± std over chips")
     ax[1].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,6 +132,18 @@ def write_docs_section(name: str, text: str, md: Path = DOCS_MD) -> None:
     print(f"updated the {name} section of {_rel(md)}")
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def publish_figures(figures: Mapping[str, str | Path], img: Path = DOCS_IMG) -> None:
     """Copy figures into ``docs/img``: ``{name in docs/img: file written under --out}``."""
     img.mkdir(parents=True, exist_ok=True)
@@ -141,4 +153,5 @@ def publish_figures(figures: Mapping[str, str | Path], img: Path = DOCS_IMG) -> 
 
 
 __all__ = ["ROOT", "RESULTS", "DOCS_MD", "DOCS_IMG", "interleaved", "Stopwatch", "add_output_args", "write_json",
-           "read_json", "text_table", "print_table", "markdown_table", "write_docs_section", "publish_figures"]
+           "read_json", "text_table", "print_table", "markdown_table", "write_docs_section", "save_figure",
+           "publish_figures"]

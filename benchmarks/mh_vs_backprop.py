@@ -63,7 +63,8 @@ from pathlib import Path
 from typing import Any
 
 from cil_core.sweep import Point, fingerprint, point_key, run_sweep
-from harness import (add_output_args, interleaved, markdown_table, publish_figures, read_json, write_docs_section,
+from harness import (add_output_args, interleaved, markdown_table, publish_figures, read_json, save_figure,
+                     write_docs_section,
                      write_json)
 
 SECTION = "mh-vs-backprop"
@@ -395,12 +396,7 @@ def plots(result: dict, out_dir: Path, suffix: str = "") -> dict[str, Path]:
         ax.set_ylabel("test accuracy on the chip (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out_dir / name.replace(".png", f"{suffix}.png")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths[name] = p
+        paths[name] = save_figure(fig, out_dir / name.replace(".png", f"{suffix}.png"))
     return paths
 
 

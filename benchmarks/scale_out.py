@@ -51,7 +51,8 @@ import cil_core as cil
 from cil_core.data.breast_cancer import load_breast_cancer_spikes
 from cil_core.hardware.ideal import IdealBackend
 from cil_core.network.reference import feedforward, leaky_neuron
-from harness import (add_output_args, interleaved, markdown_table, print_table, publish_figures, write_docs_section,
+from harness import (add_output_args, interleaved, markdown_table, print_table, publish_figures, save_figure,
+                     write_docs_section,
                      write_json)
 
 SECTION = "scale-out"
@@ -280,10 +281,7 @@ def plot(result: dict, path: Path) -> Path:
     m = result["machine"]
     fig.suptitle(f"cil-ray scale-out on {m['cpus']} CPUs (load average {m['load_average_before'][0]:.1f} before)",
                  fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     print(f"wrote {path}")
     return path
 
