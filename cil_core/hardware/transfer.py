@@ -84,7 +84,30 @@ def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple
     return NetworkSpec(tuple(layers), spec.input_shape, source=spec.source), folds
 
 
-_PREPARED: dict[tuple[int, bool], tuple[NetworkSpec, NetworkSpec, list]] = {}
+#: per (spec, fold): (spec, the spec a chip receives, the folds, that spec's features); the
+#: structure is computed once per network, a weight transfer only folds tensors
+_PREPARED: dict[tuple[int, bool], tuple[NetworkSpec, NetworkSpec, list, dict[str, str]]] = {}
+
+
+def _prepared(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple[int, int, str | None]], dict[str, str]]:
+    """Cached :func:`_folded_spec` (the spec itself when it has no dropout or batch norm) and
+    the features of the result."""
+    key = (id(spec), fold)
+    hit = _PREPARED.get(key)
+    if hit is None or hit[0] is not spec:
+        if len(_PREPARED) > 64:
+            _PREPARED.clear()
+        new_spec, folds = _folded_spec(spec, fold) if any(isinstance(l, (BatchNorm, Dropout)) for l in spec.layers) \
+            else (spec, [])
+        hit = (spec, new_spec, folds, new_spec.features())
+        _PREPARED[key] = hit
+    return hit[1], hit[2], hit[3]
+
+
+def _folds_for(backend: object) -> bool:
+    """Whether ``backend`` needs batch norm folded (it does not list ``"batchnorm"``)."""
+    caps = getattr(backend, "capabilities", None)
+    return caps is not None and "batchnorm" not in caps
 
 
 def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None, *,
@@ -99,16 +122,7 @@ def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets
     Works on a leading set dimension (``n_sets``). The structure is computed once per spec.
     Raises :class:`~cil_core.errors.BackendCapacityError` for a batch norm that does not follow
     a synaptic layer directly."""
-    if not any(isinstance(l, (BatchNorm, Dropout)) for l in spec.layers):
-        return spec, dict(params)
-    key = (id(spec), fold)
-    hit = _PREPARED.get(key)
-    if hit is None or hit[0] is not spec:
-        if len(_PREPARED) > 64:
-            _PREPARED.clear()
-        hit = (spec, *_folded_spec(spec, fold))
-        _PREPARED[key] = hit
-    _, new_spec, folds = hit
+    new_spec, folds, _ = _prepared(spec, fold)
     out = dict(params)
     for syn_i, bn_i, new_bias in folds:
         syn, bn = spec.layers[syn_i], spec.layers[bn_i]
@@ -137,13 +151,9 @@ def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets
 
 def chip_spec(backend: object, spec: NetworkSpec) -> NetworkSpec:
     """The structure ``backend`` receives for ``spec`` (see :func:`prepare_for_backend`),
-    checked against its capabilities; needs no tensors."""
-    caps = getattr(backend, "capabilities", None)
-    fold = caps is not None and "batchnorm" not in caps
-    new_spec = spec
-    if any(isinstance(l, (BatchNorm, Dropout)) for l in spec.layers):
-        new_spec = _folded_spec(spec, fold)[0]
-    check_capabilities(backend, new_spec)
+    checked against its capabilities; needs no tensors and is computed once per network."""
+    new_spec, _, features = _prepared(spec, _folds_for(backend))
+    _refuse_missing(backend, features)
     return new_spec
 
 
@@ -152,22 +162,24 @@ def prepare_for_backend(backend: object, spec: NetworkSpec, params: Mapping[str,
     """The network and tensors ``backend`` receives at weight transfer: dropout removed, batch
     norm folded unless the backend lists ``"batchnorm"`` among its capabilities, and every
     remaining feature checked against them (:func:`check_capabilities`)."""
-    caps = getattr(backend, "capabilities", None)
-    new_spec, out = fold_batchnorm(spec, params, n_sets, fold=caps is not None and "batchnorm" not in caps)
-    check_capabilities(backend, new_spec)
-    return new_spec, out
+    chip_spec(backend, spec)
+    return fold_batchnorm(spec, params, n_sets, fold=_folds_for(backend))
 
 
 def check_capabilities(backend: object, spec: NetworkSpec) -> None:
     """Raise :class:`~cil_core.errors.BackendCapacityError` naming the first feature of
     ``spec`` (and the layer needing it) that ``backend.capabilities`` lacks, with the backend's
     hint of what to use instead. ``capabilities = None``: the backend runs everything."""
+    _refuse_missing(backend, spec.features())
+
+
+def _refuse_missing(backend: object, features: Mapping[str, str]) -> None:
     caps = getattr(backend, "capabilities", None)
     if caps is None:
         return
     hints = getattr(backend, "capability_hints", {}) or {}
     name = getattr(backend, "name", "") or type(backend).__name__
-    for feature, where in spec.features().items():
+    for feature, where in features.items():
         if feature in caps or feature in ("dropout", "batchnorm"):  # removed / folded before transfer
             continue
         hint = hints.get(feature)
