@@ -18,20 +18,10 @@ cil_ray = pytest.importorskip("cil_ray")
 from cil_core import cli  # noqa: E402
 from cil_core.sweep import SweepError, load_grid, run_grid, run_sweep, train_point  # noqa: E402
 from cil_ray.errors import PlacementError  # noqa: E402
+import test_sweep  # noqa: E402
 from test_ray import cluster  # noqa: E402,F401  - the module's local cluster
 
-GRID = """
-[base]
-algorithm = "mh"
-steps = 6
-model_options = { sizes = [62, 8, 2], weight_gain = 2.0 }
-algorithm_options = { burn_in = 2 }
-
-[grid]
-seed = [0, 1]
-"algorithm_options.chains" = [2, 4]
-data_fraction = [0.5, 1.0]
-"""
+GRID = test_sweep.GRID + "data_fraction = [0.5, 1.0]\n"  # the local tests' grid, one axis more
 
 
 def _lines(path):
