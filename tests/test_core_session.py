@@ -98,3 +98,37 @@ def test_transfer_receives_the_description_not_the_users_module():
     net = feedforward([4, 3, 2], seed=0)
     cil.HardwareSession(Spy()).run(net.spec, net.detached_parameters(), torch.zeros(3, 2, 4))
     assert seen == [cil.NetworkSpec]
+
+
+class _Watching(IdealBackend):
+    """The ideal chip, noting the session's call context of every forward (and in which thread)."""
+
+    def __init__(self, enforces=False):
+        self.enforces_timeout = enforces
+        self.seen = []
+
+    def forward(self, deployment, inputs, record=False):
+        import threading
+
+        from cil_core.hardware import current_call
+
+        self.seen.append((current_call(), threading.current_thread() is threading.main_thread()))
+        if len(self.seen) == 1 and getattr(self, "fail_first", False):
+            raise RuntimeError("link dropped")
+        return super().forward(deployment, inputs, record)
+
+
+@pytest.mark.parametrize("timeout, enforces", [(None, False), (5.0, False), (5.0, True)])
+def test_a_backend_sees_the_calls_purpose_timeout_and_attempt(timeout, enforces):
+    from cil_core.hardware import CallContext, current_call
+
+    net = feedforward([4, 3, 2], seed=0)
+    x = (torch.rand(3, 5, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    chip = _Watching(enforces)
+    chip.fail_first = True
+    session = cil.HardwareSession(chip, retries=1, timeout=timeout)
+    session.run(net.spec, net.detached_parameters(), x, purpose="eval")
+    assert [c for c, _ in chip.seen] == [CallContext("eval", timeout, 0), CallContext("eval", timeout, 1)]
+    # a thread only where the session must enforce a timeout itself
+    assert all(main == (timeout is None or enforces) for _, main in chip.seen)
+    assert current_call() is None, "the context ends with the call"

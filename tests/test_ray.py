@@ -196,6 +196,32 @@ def test_a_hung_worker_is_killed_and_restarted(cluster):
         assert torch.equal(obs.output, cil.HardwareSession(cil.make_backend("ideal")).run(spec, params, x).output)
 
 
+def test_the_sessions_timeout_kills_a_hung_worker_and_purposes_reach_the_workers(cluster):
+    """No call_timeout: the session's own timeout reaches the backend (enforces_timeout), which kills
+    the hung worker instead of the session abandoning a thread; each call is counted in the worker
+    under the purpose the driver's session gave it."""
+    from cil_core.hardware import session as session_module
+
+    spec, params, x = default_case()
+    with cil.make_backend("ray:ideal", workers=1) as chip:
+        assert chip.enforces_timeout and chip.call_timeout is None
+        pid = chip.info[0]["pid"]
+        chip.actors[0].sleep.remote(60)
+        session = cil.HardwareSession(chip, retries=0, timeout=1.5)
+        abandoned = len(session_module._ABANDONED)
+        t0 = time.monotonic()
+        with pytest.raises(cil.HardwareError, match=r"within 1.5 s \(the session's timeout"):
+            session.run(spec, params, x, purpose="eval")
+        assert time.monotonic() - t0 < 10
+        assert len(session_module._ABANDONED) == abandoned, "no thread is left behind"
+        assert chip.info[0]["pid"] != pid, "the hung worker was killed and restarted"
+        session.run(spec, params, x, purpose="eval")
+        session.run(spec, params, x, purpose="train")
+        session.run(spec, params, x, purpose="train")
+        counted = chip.worker_stats()[0]["session"]["calls_by_purpose"]
+        assert counted == {"eval": 1, "train": 2}
+
+
 @pytest.mark.skipif(not HAS_SPECK, reason="cil-speck not installed")
 def test_remote_errors_keep_their_cil_type_and_name_the_worker(cluster):
     with cil.make_backend("ray:speck", workers=1) as chip:

@@ -61,6 +61,10 @@ class Backend(ABC):
       the layer, with the matching entry of ``capability_hints`` (what to use instead). Without
       ``"batchnorm"`` batch norms are folded into the preceding synapses at transfer; dropout is
       never sent to a backend.
+    * ``enforces_timeout`` — ``True`` when the backend enforces the session's ``timeout`` itself
+      (read from :func:`cil_core.hardware.session.current_call`, raising a ``HardwareError``
+      when a call takes longer, after stopping what hung); otherwise the session runs each call
+      in a thread it abandons on timeout. The same context gives the call's ``purpose``.
 
     The first line of the class docstring is what ``cil plugins`` shows for the backend.
 
@@ -77,6 +81,7 @@ class Backend(ABC):
     placement_options: frozenset[str] = frozenset()
     capabilities: frozenset[str] | None = None
     capability_hints: dict[str, str] = {}
+    enforces_timeout: bool = False
 
     def check(self, spec: NetworkSpec) -> None:
         """Raise :class:`~cil_core.errors.BackendCapacityError` naming the limit if ``spec``

@@ -21,6 +21,7 @@ description and plain tensors, never the user's module.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,29 @@ if TYPE_CHECKING:  # pragma: no cover
 def backend_name(backend: Any) -> str:
     """The name a backend is known by in messages."""
     return getattr(backend, "name", "") or type(backend).__name__
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What the session knows about the call in progress, readable by the backend it calls
+    (:func:`current_call`): the purpose it is counted under (``"train"``, ``"eval"``, ...),
+    the session's ``timeout`` in seconds (``None``: no limit) and the attempt (0 for the first
+    try, then 1, 2, ... for the retries).
+
+    A backend that forwards calls elsewhere passes these on (``ray:`` gives its workers the
+    purpose and enforces the timeout itself by killing a hung worker)."""
+
+    purpose: str
+    timeout: float | None
+    attempt: int
+
+
+_CALL: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("cil_hardware_call", default=None)
+
+
+def current_call() -> CallContext | None:
+    """The :class:`CallContext` of the session call this code runs in, or ``None`` outside one."""
+    return _CALL.get()
 
 
 @dataclass
@@ -70,7 +94,11 @@ class HardwareSession:
         retries: how many times a failed call (a :class:`HardwareError`: the backend raised,
             returned something malformed or non-finite, or timed out) is retried. cil's other
             errors (a model that does not fit, a bad input) are never retried.
-        timeout: seconds one call (transfer + forward) may take (``None``: no limit).
+        timeout: seconds one call (transfer + forward) may take (``None``: no limit). A backend
+            with ``enforces_timeout = True`` receives it through :func:`current_call` and
+            must raise a :class:`HardwareError` itself when a call takes longer (it can stop
+            what it waits on, e.g. kill a remote worker); for any other backend the session
+            runs the call in a thread and abandons it after ``timeout`` seconds.
         registry: the plugin registry whose hooks are called (default: the process-wide one).
     """
 
@@ -188,8 +216,9 @@ class HardwareSession:
     def _call_with_retries(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], inputs: Any,
                            n_sets: int | None, record: bool, purpose: str) -> Observation:
         last: HardwareError | None = None
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
             t0 = time.perf_counter()
+            token = _CALL.set(CallContext(purpose, self.timeout, attempt))
             try:
                 obs = self._call(spec, params, inputs, n_sets, record)
             except HardwareError as exc:
@@ -197,6 +226,7 @@ class HardwareSession:
                 last = exc
                 continue
             finally:
+                _CALL.reset(token)
                 self.stats.seconds += time.perf_counter() - t0
             self.stats.calls += 1
             self.stats.calls_by_purpose[purpose] = self.stats.calls_by_purpose.get(purpose, 0) + 1
@@ -214,8 +244,9 @@ class HardwareSession:
 
         Python cannot stop a thread: a call that times out is abandoned (its result discarded)
         and keeps running until the backend returns, so a hardware backend whose calls may hang
-        should also time out on its own I/O."""
-        if self.timeout is None:
+        should also time out on its own I/O — and declare ``enforces_timeout = True``: the
+        session then calls it directly and leaves the timeout to it."""
+        if self.timeout is None or getattr(self.backend, "enforces_timeout", False):
             return self.forward(self.transfer(spec, params, n_sets), inputs, record)
         result: dict[str, Any] = {}
         grad = torch.is_grad_enabled()
@@ -227,7 +258,9 @@ class HardwareSession:
             except BaseException as exc:  # re-raised in the caller's thread
                 result["exc"] = exc
 
-        worker = threading.Thread(target=work, name=f"cil-hardware-call-{self.name}", daemon=True)
+        # the thread runs in a copy of this context, so the backend sees the call's CallContext
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                                  name=f"cil-hardware-call-{self.name}", daemon=True)
         worker.start()
         worker.join(self.timeout)
         if worker.is_alive():
@@ -307,4 +340,4 @@ def _concat_sets(parts: list[Observation]) -> Observation:
     return Observation(out, layers, meta)
 
 
-__all__ = ["HardwareSession", "SessionStats", "validate_observation", "backend_name"]
+__all__ = ["HardwareSession", "SessionStats", "CallContext", "current_call", "validate_observation", "backend_name"]

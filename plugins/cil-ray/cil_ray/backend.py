@@ -67,6 +67,7 @@ from cil_core import Backend, Deployment, Observation
 from cil_core.data import as_dense
 from cil_core.errors import CilError, HardwareError, OptionError, PluginError
 from cil_core.hardware import LayerObservation
+from cil_core.hardware.session import current_call
 from cil_core.network.description import NetworkSpec, check_parameters
 
 from . import transport
@@ -133,6 +134,9 @@ class RayBackend(Backend):
     """
 
     max_sets = None
+    #: the session's ``timeout`` (read from its call context) is enforced here like
+    #: ``call_timeout``: a hung worker is killed and restarted instead of a thread being abandoned
+    enforces_timeout = True
     #: options that place or pace the work but do not change results: a checkpoint may be resumed
     #: with other values (cil_core's compatibility record leaves them out)
     placement_options = frozenset({"workers", "resources", "worker_resources", "labels", "worker_labels",
@@ -423,6 +427,9 @@ class RayBackend(Backend):
         ray = _import_ray()
         t_start = time.perf_counter()
         spec, params, S = deployment.spec, deployment.params, deployment.n_sets
+        ctx = current_call()
+        purpose = "ray" if ctx is None else ctx.purpose
+        timeout, timeout_from = self._deadline(ctx)
         dense = as_dense(inputs)
         B = int(dense.shape[1])
         W = len(self.actors)
@@ -451,9 +458,9 @@ class RayBackend(Backend):
             else:
                 p, n = shared_params, S
             x = whole if bl is None else self._input_ref(inputs, bl)
-            refs.append(self.actors[k].run.remote(key, box, p, n, x, record, "ray"))
+            refs.append(self.actors[k].run.remote(key, box, p, n, x, record, purpose))
             order.append(k)
-        results = self._gather(refs, order)
+        results = self._gather(refs, order, timeout, timeout_from)
         obs = [transport.unpack_observation(r[0], dense.device) for r in results]
         info = [r[1] for r in results]
         self.bytes_received += sum(transport.observation_bytes(r[0]) for r in results)
@@ -504,9 +511,18 @@ class RayBackend(Backend):
             self._inputs.popitem(last=False)
         return ref
 
-    def _gather(self, refs: list[Any], order: list[int]) -> list[Any]:
+    def _deadline(self, ctx: Any) -> tuple[float | None, str]:
+        """The seconds a call may take: the smaller of ``call_timeout`` and the calling
+        session's ``timeout`` (:func:`cil_core.hardware.session.current_call`), and which one it is."""
+        limits = [(t, what) for t, what in ((self.call_timeout, "call_timeout"),
+                                            (None if ctx is None else ctx.timeout, "the session's timeout"))
+                  if t is not None]
+        return min(limits, key=lambda tw: tw[0]) if limits else (None, "")
+
+    def _gather(self, refs: list[Any], order: list[int], timeout: float | None = None,
+                timeout_from: str = "call_timeout") -> list[Any]:
         ray = _import_ray()
-        deadline = None if self.call_timeout is None else time.monotonic() + self.call_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         out: list[Any] = []
         for i, (ref, k) in enumerate(zip(refs, order)):
             try:
@@ -518,7 +534,7 @@ class RayBackend(Backend):
                 for kk in stuck:  # a running actor call cannot be cancelled: kill, Ray restarts it
                     ray.kill(self.actors[kk], no_restart=False)
                 self._wait_back(stuck)
-                raise HardwareError(f"{self._where(k)} did not answer within {self.call_timeout:g} s (weight "
+                raise HardwareError(f"{self._where(k)} did not answer within {timeout:g} s ({timeout_from}; weight "
                                     f"transfer + forward); worker(s) {stuck} were killed and restarted",
                                     self.name) from None
             except Exception as exc:
