@@ -4,6 +4,12 @@ simulated analog chip.
     python benchmarks/cramer_analog.py --quick    # < 40 s on 2 cores (smoke run)
     python benchmarks/cramer_analog.py            # full: 5 chips, a few minutes on 2 cores
     python benchmarks/cramer_analog.py --docs     # full; also rewrites the cramer-analog section of docs/results.md
+    python benchmarks/cramer_analog.py --resume   # continue an interrupted run (finished points are kept)
+    python benchmarks/cramer_analog.py --runner ray [--address HOST:6379]   # the points as Ray tasks (cil-ray)
+
+The runs are the points of a ``cil sweep`` (offline once, each in-the-loop method once per chip),
+one JSON line each in ``cramer_analog[_quick].jsonl`` next to the JSON; 2 local worker processes
+of one torch thread each by default.
 
 Setup (BrainScaleS-2-like, scaled down to fit 2 CPU cores):
 
@@ -43,6 +49,7 @@ SuperSpike surrogate (cil's default atan surrogate is used), MNIST (not download
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +64,7 @@ SECTION = "cramer-analog"
 METHODS = ["offline", "cil-spl-output", "cil-spl-layers"]
 LABELS = {"offline": "offline (software BPTT, deployed)", "cil-spl-output": "CIL-SPL, output observed",
           "cil-spl-layers": "CIL-SPL, every layer observed"}
+METHOD_OBSERVES = {"cil-spl-output": "output", "cil-spl-layers": "layers"}  # in-the-loop methods: what they observe
 THETA, WINDOW = 0.2, 3.0  # latency code: threshold and the longest coded t/tau
 
 
@@ -105,46 +113,78 @@ def _fid(report) -> dict[str, Any]:
                                  "first_divergence": lf.first_divergence} for lf in report.layers}}
 
 
-def run(cfg: dict[str, Any], chips: int, log) -> dict[str, Any]:
+def run_point(payload: dict[str, Any]) -> dict[str, Any]:
+    """One point of the sweep: ``offline`` (trained once in software, then deployed on every chip)
+    or one in-the-loop method trained on one chip. Returns JSON-able metrics."""
     import cil_core as cil
+
+    cfg, method, chip = payload["cfg"], payload["method"], payload.get("chip")
+    train, test = latency_digits(cfg["T"], cfg["T_code"], cfg["n_train"], cfg["n_test"])
+    net = make_net(cfg["hidden"], cfg["beta"], cfg["gain"], cfg["init_seed"])
+    opts = dict(readout="max-membrane", lr=cfg["lr"], seed=cfg["init_seed"])
+    t0 = time.perf_counter()
+    if method == "offline":  # the chip plays no part in training; deployed on every chip
+        tr = cil.Trainer(net, "ideal", "offline", **opts)
+        tr.fit(train, epochs=cfg["epochs"], batch_size=cfg["batch"])
+        sw = float(tr.evaluate_software(test)["accuracy"])
+        w = net.detached_parameters()
+        out = {"software": sw, "chips": []}
+        for c in range(payload["chips"]):
+            rep = cil.fidelity(net, make_chip(cfg, c), test, readout="max-membrane")
+            out["chips"].append({"accuracy": (sw, rep.chip_accuracy), "fidelity": _fid(rep)})
+        assert all(torch.equal(v, w[k]) for k, v in net.detached_parameters().items()), "deployment changed weights"
+    else:
+        be = make_chip(cfg, chip)
+        tr = cil.Trainer(net, be, "cil-spl", observe=METHOD_OBSERVES[method], **opts)
+        tr.fit(train, epochs=cfg["epochs"], batch_size=cfg["batch"])
+        rep = cil.fidelity(net, be, test, readout="max-membrane")
+        out = {"accuracy": (rep.software_accuracy, rep.chip_accuracy), "fidelity": _fid(rep)}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def run(cfg: dict[str, Any], chips: int, log, *, results: Path, runner: str = "local",
+        runner_options: dict[str, Any] | None = None, resume: bool = False, threads: int = 1) -> dict[str, Any]:
+    """Every method on every chip, as the points of a ``cil sweep`` (:func:`cil_core.sweep.run_sweep`):
+    ``offline`` once, each in-the-loop method once per chip. One JSON line per finished point in
+    ``results``; with ``resume`` the points already there are kept."""
+    from cil_core.sweep import Point, fingerprint, point_key, run_sweep
 
     train, test = latency_digits(cfg["T"], cfg["T_code"], cfg["n_train"], cfg["n_test"])
     spikes = float(train.x.sum((0, 2)).mean())
     log(f"data: {len(train)} train / {len(test)} test, T={cfg['T']} (code in {cfg['T_code']} bins), "
         f"{spikes:.0f} input spikes per sample")
+    points = [Point(point_key({"method": "offline"}), {"method": "offline"},
+                    {"cfg": cfg, "method": "offline", "chips": chips})]
+    points += [Point(point_key(o), o, {"cfg": cfg, **o})
+               for c in range(chips) for m in METHOD_OBSERVES for o in [{"method": m, "chip": c}]]
+    if results.exists() and not resume:
+        results.unlink()
 
-    def fresh():
-        return make_net(cfg["hidden"], cfg["beta"], cfg["gain"], cfg["init_seed"])
+    def show(point: Point, rec: dict[str, Any]) -> None:
+        m = rec["metrics"]
+        if point.options["method"] == "offline":
+            log(f"offline: software {m['software']:.3f}, chips " + ", ".join(f"{c['accuracy'][1]:.3f}" for c in m["chips"])
+                + f" ({m['seconds']:.1f}s, {rec['worker']})")
+        else:
+            log(f"  chip {point.options['chip']} {point.options['method']:15s} sw {m['accuracy'][0]:.3f} "
+                f"chip {m['accuracy'][1]:.3f} ({m['seconds']:.1f}s, {rec['worker']})")
 
-    opts = dict(readout="max-membrane", lr=cfg["lr"], seed=cfg["init_seed"])
-    # offline: trained once in software (the chip plays no part), deployed on every chip
-    t0 = time.perf_counter()
-    off = fresh()
-    tr = cil.Trainer(off, "ideal", "offline", **opts)
-    tr.fit(train, epochs=cfg["epochs"], batch_size=cfg["batch"])
-    sw_off = float(tr.evaluate_software(test)["accuracy"])
-    w_off = off.detached_parameters()
-    log(f"offline: software {sw_off:.3f} ({time.perf_counter() - t0:.1f}s)")
+    sweep = run_sweep(points, run_point, results=results, runner=runner, runner_options=runner_options or {},
+                      on_result=show, base=fingerprint({"cfg": cfg, "chips": chips}), threads=threads)
+    if sweep.skipped:
+        log(f"{len(sweep.skipped)} point(s) taken from {results} (--resume)")
+    rec = {k: r["metrics"] for k, r in sweep.records.items()}
+    off = rec[points[0].key]
     per_chip = []
-    for chip in range(chips):
-        res: dict[str, Any] = {"chip": chip, "accuracy": {}, "fidelity": {}}
-        rep = cil.fidelity(off, make_chip(cfg, chip), test, readout="max-membrane")
-        res["accuracy"]["offline"] = (sw_off, rep.chip_accuracy)
-        res["fidelity"]["offline"] = _fid(rep)
-        for method, observe in (("cil-spl-output", "output"), ("cil-spl-layers", "layers")):
-            t0 = time.perf_counter()
-            net = fresh()
-            be = make_chip(cfg, chip)
-            tr = cil.Trainer(net, be, "cil-spl", observe=observe, **opts)
-            tr.fit(train, epochs=cfg["epochs"], batch_size=cfg["batch"])
-            rep = cil.fidelity(net, be, test, readout="max-membrane")
-            res["accuracy"][method] = (rep.software_accuracy, rep.chip_accuracy)
-            res["fidelity"][method] = _fid(rep)
-            log(f"  chip {chip} {method:15s} sw {rep.software_accuracy:.3f} chip {rep.chip_accuracy:.3f} "
-                f"({time.perf_counter() - t0:.1f}s)")
-        log(f"  chip {chip} {'offline':15s} sw {sw_off:.3f} chip {res['accuracy']['offline'][1]:.3f}")
+    for c in range(chips):
+        res: dict[str, Any] = {"chip": c, "accuracy": {"offline": tuple(off["chips"][c]["accuracy"])},
+                               "fidelity": {"offline": off["chips"][c]["fidelity"]}}
+        for m in METHOD_OBSERVES:
+            r = rec[point_key({"method": m, "chip": c})]
+            res["accuracy"][m] = tuple(r["accuracy"])
+            res["fidelity"][m] = r["fidelity"]
         per_chip.append(res)
-    assert torch.equal(w_off["0.weight"], off.detached_parameters()["0.weight"])
     return {"chips": per_chip, "input_spikes_per_sample": spikes, "n_train": len(train), "n_test": len(test)}
 
 
@@ -228,11 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small data, 2 chips, 2 epochs (< 40 s on 2 cores)")
     ap.add_argument("--chips", type=int, default=None, help="number of chips (chip seeds 0..N-1; default 5)")
     ap.add_argument("--strength", type=float, default=0.5, help="analog-mismatch strength (default 0.5)")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per point (default 1)")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                    help="local worker processes, one point each at a time (default: 2, or 1 on one core)")
+    ap.add_argument("--runner", default="local", help="who runs the points (cil sweep's runners): local (default, "
+                    "--workers processes) or ray (cil-ray: one Ray task per point)")
+    ap.add_argument("--address", default=None, help="with --runner ray: the Ray head (host:port; default: "
+                    "RAY_ADDRESS, else a private local cluster)")
+    ap.add_argument("--resume", action="store_true", help="keep the points already in the JSON Lines file of an "
+                    "interrupted run with the same settings (default: start that file afresh)")
     add_output_args(ap, docs_section=SECTION)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = dict(T=25, T_code=20, hidden=128, beta=0.9, gain=2.0, init_seed=0, lr=5e-3, epochs=20, batch=64,
                strength=args.strength, dac_bits=6, n_train=1297, n_test=500)
     chips = 5
@@ -242,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.chips is not None:
         chips = args.chips
     t_start = time.perf_counter()
-    runs = run(cfg, chips, print)
+    suffix = "_quick" if args.quick else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    opts: dict[str, Any] = {"jobs": args.workers} if args.runner == "local" else (
+        {"address": args.address} if args.address else {})
+    runs = run(cfg, chips, lambda msg: print(msg, flush=True), results=args.out / f"cramer_analog{suffix}.jsonl",
+               runner=args.runner, runner_options=opts, resume=args.resume, threads=args.threads)
     summary = summarize(runs)
     wall = time.perf_counter() - t_start
     sw_ref = summary["accuracy"]["offline"]["software"][0]
@@ -281,7 +332,6 @@ def main(argv: list[str] | None = None) -> int:
                "In-the-loop training made the chip accurate without making it follow the software model more closely."))
     print(verdict)
     print(note)
-    suffix = "_quick" if args.quick else ""
     write_json(args.out / f"cramer_analog{suffix}.json",
                {"config": cfg, "chips": chips, "quick": args.quick, "summary": summary, "runs": runs,
                 "wall_seconds": wall, "verdict": verdict, "note": note})

@@ -98,3 +98,26 @@ def test_cil_spl_benchmark_ann_proxy_deploys_the_converted_weights():
     assert torch.allclose(codes, codes.round(), atol=1e-4)
     out.sum().backward()
     assert torch.equal(lin[0].weight.grad, torch.ones(16, 8))
+
+
+def test_cramer_recreation_runs_as_a_resumable_sweep(tmp_path):
+    """benchmarks/cramer_analog.py: offline once plus each in-the-loop method per chip, one JSON
+    line per point; a resumed run takes every point from the file and assembles the same result."""
+    pytest.importorskip("cil_analog")
+    bench = load("cramer_analog")
+    cfg = dict(T=12, T_code=10, hidden=16, beta=0.9, gain=2.0, init_seed=0, lr=5e-3, epochs=1, batch=64,
+               strength=0.5, dac_bits=6, n_train=120, n_test=60)
+    jsonl = tmp_path / "c.jsonl"
+    logs: list[str] = []
+    first = bench.run(cfg, 2, logs.append, results=jsonl)
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) == 1 + 2 * len(bench.METHOD_OBSERVES)
+    assert [c["chip"] for c in first["chips"]] == [0, 1]
+    for c in first["chips"]:
+        assert set(c["accuracy"]) == set(bench.METHODS) and set(c["fidelity"]) == set(bench.METHODS)
+    assert first["chips"][0]["accuracy"]["offline"][0] == first["chips"][1]["accuracy"]["offline"][0], \
+        "offline is trained once: the same software accuracy on every chip"
+    logs.clear()
+    again = bench.run(cfg, 2, logs.append, results=jsonl, resume=True)
+    assert any("5 point(s) taken" in m for m in logs) and len(jsonl.read_text().splitlines()) == 5
+    assert again == first
