@@ -25,6 +25,7 @@ from .errors import (
     CilError,
     DataError,
     HardwareError,
+    LockError,
     NonFiniteError,
     OptionError,
     PluginError,
@@ -160,5 +161,5 @@ __all__ = [
     "Backend", "Deployment", "Observation", "LayerObservation", "Algorithm", "StepResult", "TrainState",
     "ModelAdapter", "AdaptedModel", "HardwareSession", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",
     "CilError", "OptionError", "DataError", "CheckpointError", "SpecError", "ShapeError", "NonFiniteError", "UnsupportedModelError", "UnsupportedLayerError",
-    "BackendCapacityError", "PluginError", "HardwareError",
+    "BackendCapacityError", "PluginError", "HardwareError", "LockError",
 ]

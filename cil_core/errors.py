@@ -58,3 +58,8 @@ class HardwareError(CilError, RuntimeError):
     def __init__(self, message: str, backend: str = "") -> None:
         super().__init__(message)
         self.backend = backend
+
+
+class LockError(CilError, RuntimeError):
+    """A file is locked by another cil process (e.g. a sweep's results file, which one sweep at a
+    time may write). The message names the holder (pid, host, user, since)."""

@@ -7,12 +7,18 @@ one training run. The grid file is TOML or JSON (recognised by content)::
     [sweep]                          # optional: the sweep's own settings
     results = "runs/grid.jsonl"      # default: the grid file with the suffix .jsonl
     threads = 1                      # torch threads per point (local and remote alike)
+    resources = { "board-{backend_options.seed}" = 1 }   # per task; templates of the point's keys
 
     [base]                           # any cil train config key (docs/config.md), and data_fraction
-    algorithm = "mh"
     backend = "analog-mismatch"
     steps = 200
-    backend_options = { noise_sigma = 0.0 }
+
+    [algorithm_options.mh]           # optional: options of the points whose algorithm is mh
+    chains = 8
+    [algorithm_options.cil-spl]      # ... and of those whose algorithm is cil-spl
+    lr = 0.01
+    [backend_options.analog-mismatch]  # likewise per backend
+    noise_seed = 7
 
     [grid]                           # axes: a key of [base] (or OPTIONS_TABLE.NAME) = [values]
     "backend_options.seed" = [0, 1, 2]        # the chip
@@ -21,23 +27,37 @@ one training run. The grid file is TOML or JSON (recognised by content)::
     data_fraction = [0.05, 1.0]               # stratified share of the training set
     algorithm = ["mh", "cil-spl"]
 
-Every point is checked at the door with the same rules as ``cil train`` (unknown keys and options
-named, with the closest match). Its **key** is made of its axis values, ordered by axis name
+A point's options are [base]'s, then the table ``[algorithm_options.NAME]`` of its algorithm
+(``[backend_options.NAME]`` of its backend) merged over them, then its axis values. Every point is
+checked at the door with the same rules as ``cil train`` (unknown keys and options named, with the
+closest match; an option its algorithm does not take names the point, the table, the algorithm
+and the option); a per-name table that applies to no point is an error. The ``[sweep] resources``
+templates are formatted with each point's keys (``{seed}``, ``{algorithm}``, ``{backend}``,
+``{backend_options.NAME}``, ``{data_fraction}``, ...; a key the point lacks is an error) into
+:attr:`Point.resources`, which runners that place tasks honour (Ray: per task) and the local
+runner ignores. Its **key** is made of its axis values, ordered by axis name
 (``algorithm=mh,backend_options.seed=0,...``), so it does not depend on the order of the axes in
 the file. Each finished point is appended to the results file as one JSON line (one ``write`` of
 the whole line, flushed and synced): ``key``, ``options`` (its axis values), ``metrics``,
 ``seconds``, ``host``, ``pid``, ``runner``, ``worker``, ``base`` (a fingerprint of the base
-config) and ``finished``. Running the sweep again skips the keys already in the file (a point
-that failed is not written, so it runs again); a corrupt or truncated line (an interrupted
+config, per-name tables included) and ``finished``. Running the sweep again skips the keys
+already in the file (a point that failed is not written, so it runs again); a corrupt or truncated line (an interrupted
 write) is reported and ignored. A line whose key belongs to this grid but whose ``base``
 differs was computed with another base config: that is an error (use another results file).
+One sweep at a time writes a results file: it holds ``fcntl.flock`` on ``RESULTS.lock`` (which
+names the holder: pid, host, user, since) from start to end, and a second sweep on the same file
+fails at once with a :class:`~cil_core.errors.LockError` naming the first. The lock dies with its
+process; reading the file (``--list``, :func:`read_results`) takes no lock. (flock is local to a
+machine: two hosts writing one results file on a network file system are not kept apart.)
 
 **Runners** run the points: a runner is registered by a plugin under the registry kind
 ``runners`` (hook :func:`~cil_core.plugin.hookspecs.cil_register_runners`); ``factory(**options)``
 returns an object with ``run(fn, payloads, threads)`` yielding ``(index, outcome)`` pairs as
 points finish (``outcome`` is what :func:`execute` returns, computed wherever the runner likes)
-and ``close()``. The core registers ``local`` (:class:`LocalRunner`: in this process, or
-``jobs`` worker processes); the ``cil-ray`` plugin registers ``ray`` (one Ray task per point).
+and ``close()``; a ``run`` that also takes the keywords ``resources`` (one dict per payload) and
+``keys`` (the points' keys, for messages) gets them. The core registers ``local``
+(:class:`LocalRunner`: in this process, or ``jobs`` worker processes); the ``cil-ray`` plugin
+registers ``ray`` (one Ray task per point).
 The core never imports Ray.
 
 :func:`run_sweep` is the engine behind the grid file, and takes any picklable point function:
@@ -46,13 +66,16 @@ the re-creation benchmarks use it with their own.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
+import getpass
 import hashlib
 import itertools
 import json
 import os
 import socket
+import string
 import sys
 import time
 import traceback
@@ -61,7 +84,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .errors import CilError, OptionError
+from .errors import CilError, LockError, OptionError
 
 #: the keys a sweep point has besides RunConfig's
 EXTRA_KEYS = ("data_fraction",)
@@ -76,7 +99,10 @@ REFUSED_KEYS = {"checkpoint": "every point would write the same checkpoint",
 #: option tables of RunConfig whose entries an axis may name as TABLE.NAME
 OPTION_TABLES = ("backend_options", "algorithm_options", "model_options")
 #: keys of the [sweep] table
-SWEEP_KEYS = ("results", "threads")
+SWEEP_KEYS = ("results", "threads", "resources")
+#: top-level tables of per-name options: table -> the config key whose value picks the entry
+#: ([algorithm_options.mh] applies to the points whose algorithm is mh)
+NAMED_TABLES = {"algorithm_options": "algorithm", "backend_options": "backend"}
 #: keys of the base config that change where or how patiently a point runs, not its result
 #: (left out of the base fingerprint, so that a sweep can be resumed with other values)
 PLACEMENT_KEYS = ("retries", "timeout")
@@ -90,11 +116,14 @@ class SweepError(CilError, RuntimeError):
 # ----------------------------------------------------------------------------- points
 @dataclass
 class Point:
-    """One grid point: its key, its axis values and what the point function receives."""
+    """One grid point: its key, its axis values, what the point function receives and the
+    resources its task asks a runner for (e.g. ``{"board-SN1": 1}``; runners that place tasks
+    honour them, the local runner ignores them)."""
 
     key: str
     options: dict[str, Any]
     payload: Any
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 def point_key(options: Mapping[str, Any]) -> str:
@@ -123,10 +152,17 @@ class Grid:
     threads: int = 1
     source: str = "grid"
     points: list[Point] = field(default_factory=list)
+    #: per-name option tables: {"algorithm_options": {"mh": {...}}, "backend_options": {...}}
+    named: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: [sweep] resources: resource name template -> amount per task
+    resources: dict[str, float] = field(default_factory=dict)
 
     @property
     def base_fingerprint(self) -> str:
-        return fingerprint({k: v for k, v in self.base.items() if k not in PLACEMENT_KEYS})
+        base = {k: v for k, v in self.base.items() if k not in PLACEMENT_KEYS}
+        named = {t: v for t, v in self.named.items() if v}
+        # without per-name tables, the fingerprint of [base] alone (results files written before them resume)
+        return fingerprint({"base": base, "named": named} if named else base)
 
 
 def _check_key(key: str, where: str) -> None:
@@ -167,14 +203,23 @@ def load_grid(path: str | Path, *, results: str | Path | None = None) -> Grid:
     path = Path(path)
     raw = read_config_file(path)
     src = f"grid file {path}"
-    unknown = [k for k in raw if k not in ("base", "grid", "sweep")]
+    tables = ("base", "grid", "sweep", *NAMED_TABLES)
+    unknown = [k for k in raw if k not in tables]
     if unknown:
         raise OptionError(f"{src}: unknown table {unknown[0]!r} (a grid file has the tables [base], [grid] and "
-                          "optionally [sweep])")
-    for table in ("base", "grid", "sweep"):
+                          "optionally [sweep], [algorithm_options.NAME] and [backend_options.NAME])")
+    for table in tables:
         if not isinstance(raw.get(table, {}), dict):
             raise OptionError(f"{src}: [{table}] must be a table of keys, not {type(raw[table]).__name__}")
     base, grid, sweep = dict(raw.get("base", {})), dict(raw.get("grid", {})), dict(raw.get("sweep", {}))
+    named: dict[str, dict[str, dict[str, Any]]] = {}
+    for table, picker in NAMED_TABLES.items():
+        for name, opts in raw.get(table, {}).items():
+            if not isinstance(opts, dict):
+                raise OptionError(f"{src}: [{table}] holds one table per {picker} (e.g. [{table}.NAME] with its "
+                                  f"options), but {name!r} is {opts!r}; options of every point belong in [base] "
+                                  f"{table}")
+            named.setdefault(table, {})[name] = dict(opts)
     for key in sweep:
         if key not in SWEEP_KEYS:
             close = difflib.get_close_matches(key, SWEEP_KEYS, n=1)
@@ -185,6 +230,14 @@ def load_grid(path: str | Path, *, results: str | Path | None = None) -> Grid:
         raise OptionError(f"{src} [sweep]: threads must be a whole number >= 1, got {threads!r}")
     if "results" in sweep and not isinstance(sweep["results"], str):
         raise OptionError(f"{src} [sweep]: results must be a file name, got {sweep['results']!r}")
+    resources = sweep.get("resources", {})
+    if not isinstance(resources, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            for k, v in resources.items()):
+        raise OptionError(f"{src} [sweep]: resources must map resource names (templates such as "
+                          f"'board-{{backend_options.serial}}') to positive amounts, got {resources!r}")
+    for template in resources:
+        _template_fields(template, f"{src} [sweep] resources")
     for key in base:
         _check_key(key, f"{src} [base]")
     if not grid:
@@ -220,26 +273,105 @@ def load_grid(path: str | Path, *, results: str | Path | None = None) -> Grid:
     if res.resolve() == path.resolve():
         raise OptionError(f"{src}: the results file would be the grid file itself; name another ([sweep] results "
                           "or --results)")
-    g = Grid(base, axes, res, threads, src)
+    g = Grid(base, axes, res, threads, src, named=named, resources={k: float(v) for k, v in resources.items()})
     g.points = [_make_point(g, dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+    for table, picker in NAMED_TABLES.items():  # a table no point uses is a mistake (a misspelt name?)
+        used = sorted({str(p.payload["config"].get(picker, getattr(_defaults(), picker))) for p in g.points})
+        for name in named.get(table, {}):
+            if name not in used:
+                close = difflib.get_close_matches(name, used, n=1)
+                raise OptionError(f"{src}: [{table}.{name}] applies to no point: no point has {picker} {name!r} "
+                                  f"(the points' {picker}s: {', '.join(used)})"
+                                  + (f"; did you mean {close[0]!r}?" if close else ""))
     return g
+
+
+def _defaults() -> Any:
+    from .config import RunConfig
+
+    return RunConfig()
+
+
+def _template_fields(template: str, where: str) -> list[str]:
+    """The field names of a resource template ('board-{backend_options.serial}'), checked."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise OptionError(f"{where}: template {template!r} is malformed ({exc}); write a literal brace as {{{{ or "
+                          "}}") from None
+    for f in fields:
+        if not f or f.isdigit() or "[" in f:
+            raise OptionError(f"{where}: template {template!r}: each {{...}} names a key of the point, e.g. "
+                              f"{{backend_options.serial}} or {{seed}}, not {{{f}}}")
+    return fields
+
+
+def _point_values(raw: Mapping[str, Any], fraction: Any) -> dict[str, Any]:
+    """The values a resource template may name: the point's config keys, TABLE.NAME for the
+    entries of its option tables, and data_fraction."""
+    vals: dict[str, Any] = {k: v for k, v in raw.items() if k not in OPTION_TABLES}
+    for table in OPTION_TABLES:
+        for name, v in (raw.get(table) or {}).items():
+            vals[f"{table}.{name}"] = v
+    if fraction is not None:
+        vals["data_fraction"] = fraction
+    return vals
+
+
+def point_resources(templates: Mapping[str, float], values: Mapping[str, Any], where: str) -> dict[str, float]:
+    """Format each resource template with the point's values (see :func:`_point_values`); a field
+    the point lacks is an :class:`OptionError` naming it and the closest key."""
+    fmt = string.Formatter()
+    out: dict[str, float] = {}
+    for template, amount in templates.items():
+        parts = []
+        for literal, f, spec, conv in fmt.parse(template):
+            parts.append(literal)
+            if f is None:
+                continue
+            if f not in values:
+                close = difflib.get_close_matches(f, list(values), n=1)
+                raise OptionError(f"{where}: resource template {template!r} names {f!r}, which this point does not "
+                                  f"have" + (f"; did you mean {close[0]!r}?" if close else "")
+                                  + f" (the point's keys: {', '.join(sorted(values))})")
+            v = values[f]
+            parts.append(format(fmt.convert_field(v, conv) if conv else v, spec or ""))
+        name = "".join(parts)
+        if name in out:
+            raise OptionError(f"{where}: two resource templates give the same resource {name!r}")
+        out[name] = float(amount)
+    return out
 
 
 def _make_point(grid: Grid, options: dict[str, Any]) -> Point:
     from .config import RunConfig
 
     key = point_key(options)
+    base = json.loads(json.dumps(grid.base))  # plain copies
     raw: dict[str, Any] = {}
-    for k, v in [*json.loads(json.dumps(grid.base)).items(), *options.items()]:  # plain copies
+    for k, v in [*base.items(), *options.items()]:
         _set(raw, k, v)
+    # per-name tables: over [base]'s table, under the axes (an axis value is what varies)
+    applied = []
+    for table, picker in NAMED_TABLES.items():
+        name = str(raw.get(picker, getattr(_defaults(), picker)))
+        extra = grid.named.get(table, {}).get(name)
+        if extra is not None:
+            applied.append(f"[{table}.{name}]")
+            base[table] = {**base.get(table, {}), **json.loads(json.dumps(extra))}
+    if applied:
+        raw = {}
+        for k, v in [*base.items(), *options.items()]:
+            _set(raw, k, v)
     fraction = raw.pop("data_fraction", None)
-    where = f"{grid.source}, point {key}"
+    where = f"{grid.source}, point {key}" + (f" (with {' and '.join(applied)})" if applied else "")
     if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
                                  or not 0 < fraction <= 1):
         raise OptionError(f"{where}: data_fraction must lie in (0, 1], got {fraction!r}")
     cfg = RunConfig.from_dict(raw, where)
     check_config(cfg, where)
-    return Point(key, options, {"config": raw, "data_fraction": fraction})
+    resources = point_resources(grid.resources, _point_values({**cfg.as_dict(), **raw}, fraction), where)
+    return Point(key, options, {"config": raw, "data_fraction": fraction}, resources)
 
 
 def check_config(cfg: Any, where: str) -> None:
@@ -352,7 +484,8 @@ def train_point(payload: dict[str, Any]) -> dict[str, Any]:
 class LocalRunner:
     """Runs sweep points on this machine, one after the other or in worker processes.
 
-    Options: ``jobs`` (worker processes; 1: in this process, one point after the other)."""
+    Options: ``jobs`` (worker processes; 1: in this process, one point after the other). A
+    point's resources are not placed here (the grid's templates are still checked at the door)."""
 
     name = "local"
 
@@ -361,8 +494,9 @@ class LocalRunner:
             raise OptionError(f"runner 'local': jobs must be a whole number >= 1, got {jobs!r}")
         self.jobs = jobs
 
-    def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any], threads: int = 1
-            ) -> Iterator[tuple[int, dict[str, Any]]]:
+    def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any], threads: int = 1,
+            resources: Sequence[Mapping[str, float]] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        del resources  # one machine: nothing to place
         if self.jobs == 1 or len(payloads) <= 1:
             for i, p in enumerate(payloads):
                 yield i, {**execute(fn, p, threads), "worker": "main process"}
@@ -453,6 +587,63 @@ class ResultsFile:
         finally:
             os.close(fd)
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Path]:
+        """Hold the results file for one writer: ``fcntl.flock`` on ``RESULTS.lock``, which says who
+        holds it (pid, host, user, since). A second holder fails at once with a :class:`LockError`
+        naming the first; the lock goes with its process (a killed sweep leaves no stale lock, only
+        possibly the side file, which the next sweep takes over). The side file is removed on release."""
+        import fcntl
+
+        lp = self.lock_path
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.read(fd, 4096).decode(errors="replace").strip()
+                finally:
+                    os.close(fd)
+                try:
+                    h = json.loads(holder)
+                    who = (f"pid {h.get('pid')} on {h.get('host')} (user {h.get('user')}, since "
+                           f"{h.get('since')})")
+                except ValueError:
+                    who = "a process that has not written its name yet"
+                raise LockError(f"results file {self.path} is being written by another sweep: {who}; wait for it "
+                                f"to end, or give another results file (--results). The lock ({lp}) is released "
+                                "when that process ends") from None
+            try:  # the file we locked may have been removed by its previous holder meanwhile: lock the new one
+                same = os.path.samestat(os.fstat(fd), os.stat(lp))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            try:
+                user = getpass.getuser()
+            except Exception:  # pragma: no cover - no user name (a container without passwd entry)
+                user = str(os.getuid())
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "user": user,
+                    "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "results": str(self.path)}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            yield lp
+        finally:
+            try:
+                os.unlink(lp)  # while holding it: a waiter that opened it before re-checks and locks a new one
+            except FileNotFoundError:  # pragma: no cover
+                pass
+            os.close(fd)
+
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
             f.seek(-1, os.SEEK_END)
@@ -475,13 +666,20 @@ class SweepResult:
 def run_sweep(points: Sequence[Point], fn: Callable[[Any], Any] = train_point, *, results: str | Path,
               runner: str | Any = "local", runner_options: Mapping[str, Any] | None = None, threads: int = 1,
               base: str = "", progress: bool = False, report: Callable[[str], None] | None = None,
-              on_result: Callable[[Point, dict[str, Any]], None] | None = None, raise_on_failure: bool = True
-              ) -> SweepResult:
+              on_result: Callable[[Point, dict[str, Any]], None] | None = None, raise_on_failure: bool = True,
+              fresh: bool = False) -> SweepResult:
     """Run every point whose key is not in ``results`` yet with ``runner`` and append one record
     per finished point. ``fn(point.payload)`` (picklable, importable by the workers) returns the
     point's metrics (any JSON-able value). ``base`` is a fingerprint of what all points share:
     a record of one of these keys with another ``base`` is an error. Failed points are not
-    written; with ``raise_on_failure`` a :class:`SweepError` names them at the end."""
+    written; with ``raise_on_failure`` a :class:`SweepError` names them at the end. ``fresh``
+    empties the results file first (under the lock) instead of resuming it.
+
+    The sweep holds ``RESULTS.lock`` (:meth:`ResultsFile.lock`) from start to end: a second sweep
+    on the same results file fails at once with a :class:`~cil_core.errors.LockError`. Each
+    point's ``resources`` go to the runner as ``run(..., resources=[...])`` when its ``run`` takes
+    that keyword (a runner that does not is told nothing and a warning says so), and the points'
+    keys as ``keys=[...]`` likewise (for its messages)."""
     report = report or (lambda msg: print(f"cil sweep: warning: {msg}", file=sys.stderr))
     keys = [p.key for p in points]
     if len(set(keys)) != len(keys):
@@ -489,6 +687,29 @@ def run_sweep(points: Sequence[Point], fn: Callable[[Any], Any] = train_point, *
         raise OptionError(f"sweep: two points have the key {dup!r}")
     by_key = {p.key: p for p in points}
     rf = ResultsFile(results)
+    with rf.lock():
+        if fresh and rf.path.exists():
+            rf.path.unlink()
+        return _run_locked(points, keys, by_key, rf, fn, runner, runner_options, threads, base, progress, report,
+                           on_result, raise_on_failure)
+
+
+def _accepts(method: Callable[..., Any], name: str) -> bool:
+    """Whether ``method`` takes the keyword ``name`` (or any keyword)."""
+    import inspect
+
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return False
+    return any(p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.kind == p.VAR_KEYWORD
+               for p in params)
+
+
+def _run_locked(points: Sequence[Point], keys: list[str], by_key: dict[str, Point], rf: ResultsFile,
+                fn: Callable[[Any], Any], runner: str | Any, runner_options: Mapping[str, Any] | None, threads: int,
+                base: str, progress: bool, report: Callable[[str], None],
+                on_result: Callable[[Point, dict[str, Any]], None] | None, raise_on_failure: bool) -> SweepResult:
     old, notes = rf.read()
     for n in notes:
         report(n)
@@ -531,7 +752,17 @@ def run_sweep(points: Sequence[Point], fn: Callable[[Any], Any] = train_point, *
     failed: dict[str, dict[str, Any]] = {}
     try:
         if todo:
-            for i, out in runner_obj.run(fn, [p.payload for p in todo], threads):
+            extra: dict[str, Any] = {}
+            needs = [dict(p.resources) for p in todo]
+            if any(needs):
+                if _accepts(runner_obj.run, "resources"):
+                    extra["resources"] = needs
+                else:
+                    notes.append(f"runner {rname!r} takes no per-point resources; the points' resources are ignored")
+                    report(notes[-1])
+            if _accepts(runner_obj.run, "keys"):
+                extra["keys"] = [p.key for p in todo]
+            for i, out in runner_obj.run(fn, [p.payload for p in todo], threads, **extra):
                 p = todo[i]
                 if not out.get("ok"):
                     failed[p.key] = out

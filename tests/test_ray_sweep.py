@@ -95,3 +95,30 @@ def test_a_ray_backend_in_a_grid_is_checked_at_the_door(tmp_path):
         load_grid(path)
     path.write_text(text.replace("data_fraction = [0.5, 1.0]", "'backend_options.workers' = [1]"))
     assert len(load_grid(path).points) == 4  # checked without building a backend or touching a cluster
+
+
+def test_each_point_asks_for_its_own_resources(cluster, tmp_path):  # noqa: F811
+    from cil_core.sweep import Point
+
+    def assigned(payload):  # runs in the task: what Ray gave it (pickled by value, nothing to import)
+        import ray as r
+
+        return {k: v for k, v in r.get_runtime_context().get_assigned_resources().items() if k != "CPU"}
+
+    path = tmp_path / "grid.toml"
+    path.write_text(test_sweep.GRID + "\n[sweep]\nresources = { 'board-{seed}' = 1, chip = 1 }\n")
+    g = load_grid(path)
+    assert [p.resources for p in g.points][:2] == [{"board-0": 1.0, "chip": 1.0}] * 2
+    pts = [Point(p.key, p.options, None, {"chip": 2} if "seed=0" in p.key else {}) for p in g.points]
+    res = run_sweep(pts, assigned, results=tmp_path / "r.jsonl", runner="ray",
+                    runner_options={"resources": {"board-A": 1}})
+    # the runner's resources for every task, a point's own added to its task only
+    assert {k: r["metrics"] for k, r in res.records.items()} == {
+        p.key: ({"board-A": 1.0, "chip": 2.0} if "seed=0" in p.key else {"board-A": 1.0}) for p in pts}
+    # the grid's templates: no node offers board-0: the point is named at once, nothing runs
+    t0 = time.perf_counter()
+    with pytest.raises(PlacementError, match=r"point algorithm_options.chains=2,seed=0 needs resources "
+                                             r"board-0=1, which no node .* offers"):
+        run_grid(path, runner="ray")
+    assert time.perf_counter() - t0 < 10
+    assert not g.results.exists() and not g.results.with_name(g.results.name + ".lock").exists()

@@ -1,18 +1,25 @@
 """``cil sweep``: grid files checked at the door, stable keys, one JSON line per finished point,
 resume that runs only the missing points, corrupt lines reported and ignored, failed points not
-written, the local runner in-process and in worker processes giving the same results, and
-runners contributed by plugins. (The Ray runner: tests/test_ray_sweep.py.)"""
+written, the local runner in-process and in worker processes giving the same results, runners
+contributed by plugins, per-algorithm/per-backend option tables, per-point resources and the
+lock that keeps a second sweep off a results file. (The Ray runner: tests/test_ray_sweep.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import cil_core as cil
 from cil_core import cli
-from cil_core.errors import OptionError, PluginError
+from cil_core.errors import LockError, OptionError, PluginError
 from cil_core.sweep import (LocalRunner, Point, ResultsFile, SweepError, load_grid, make_runner, point_key,
                             read_results, run_grid, run_sweep)
 
@@ -26,6 +33,30 @@ algorithm_options = { burn_in = 2 }
 [grid]
 seed = [0, 1]
 "algorithm_options.chains" = [2, 4]
+"""
+
+# an algorithm axis, each algorithm with options of its own, and a backend table
+GRID_ALGO = """
+[base]
+steps = 6
+backend = "analog-mismatch"
+model_options = { sizes = [62, 8, 2], weight_gain = 2.0 }
+backend_options = { strength = 0.5 }
+
+[algorithm_options.mh]
+chains = 4
+burn_in = 2
+
+[algorithm_options.cil-spl]
+lr = 0.05
+
+[backend_options.analog-mismatch]
+strength = 1.0
+seed = 3
+
+[grid]
+algorithm = ["mh", "cil-spl"]
+"backend_options.seed" = [0, 1]
 """
 
 
@@ -99,6 +130,22 @@ def test_points_keys_and_validation_of_a_grid_file(tmp_path):
     (GRID + "\n[grids]\nx = 1\n", ["unknown table 'grids'"]),
     (GRID + "\n[sweep]\nresult = 'r.jsonl'\n", ["[sweep]", "'result'", "did you mean 'results'"]),
     (GRID.split("[grid]")[0], ["[grid] is missing or empty"]),
+    (GRID_ALGO.replace("lr = 0.05", "lrr = 0.05"),
+     ["unknown option 'lrr' for algorithm 'cil-spl'", "point algorithm=cil-spl", "[algorithm_options.cil-spl]",
+      "did you mean 'lr'"]),
+    (GRID_ALGO.replace("lr = 0.05", "chains = 8"), ["unknown option 'chains' for algorithm 'cil-spl'"]),
+    (GRID_ALGO.replace("[algorithm_options.cil-spl]", "[algorithm_options.cil_spl]"),
+     ["[algorithm_options.cil_spl] applies to no point", "did you mean 'cil-spl'"]),
+    (GRID_ALGO.replace('algorithm = ["mh", "cil-spl"]', 'algorithm = ["mh"]'),
+     ["[algorithm_options.cil-spl] applies to no point", "algorithms: mh"]),
+    (GRID_ALGO.replace("[backend_options.analog-mismatch]", "[backend_options.speck]"),
+     ["[backend_options.speck] applies to no point"]),
+    (GRID_ALGO.replace("[algorithm_options.mh]\n", "[algorithm_options]\n"), ["holds one table per algorithm"]),
+    (GRID + "\n[sweep]\nresources = { 'board-{backend_options.serial}' = 1 }\n",
+     ["resource template 'board-{backend_options.serial}' names 'backend_options.serial'", "point"]),
+    (GRID + "\n[sweep]\nresources = { 'board-{' = 1 }\n", ["template 'board-{' is malformed"]),
+    (GRID + "\n[sweep]\nresources = { 'board-{0}' = 1 }\n", ["each {...} names a key of the point"]),
+    (GRID + "\n[sweep]\nresources = { 'chip' = 0 }\n", ["resources must map resource names"]),
 ])
 def test_bad_grid_files_are_cil_errors_naming_the_key(tmp_path, capsys, text, words):
     path = _grid(tmp_path, text)
@@ -110,6 +157,119 @@ def test_bad_grid_files_are_cil_errors_naming_the_key(tmp_path, capsys, text, wo
     line = capsys.readouterr().err.strip()
     assert line.startswith("cil sweep: error: ") and words[0] in line
     assert not (tmp_path / "grid.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- per-name tables, resources
+def test_per_algorithm_and_per_backend_tables_apply_to_their_points_only(tmp_path):
+    g = load_grid(_grid(tmp_path, GRID_ALGO))
+    pts = {p.key: p for p in g.points}
+    # the key is made of the axis values only
+    assert sorted(pts) == ["algorithm=cil-spl,backend_options.seed=0", "algorithm=cil-spl,backend_options.seed=1",
+                           "algorithm=mh,backend_options.seed=0", "algorithm=mh,backend_options.seed=1"]
+    mh, spl = pts["algorithm=mh,backend_options.seed=1"], pts["algorithm=cil-spl,backend_options.seed=1"]
+    assert mh.payload["config"]["algorithm_options"] == {"chains": 4, "burn_in": 2}
+    assert spl.payload["config"]["algorithm_options"] == {"lr": 0.05}
+    # the backend table over [base] (strength 0.5 -> 1.0), the axis over the table (seed 3 -> 1)
+    assert mh.payload["config"]["backend_options"] == {"strength": 1.0, "seed": 1}
+    res = run_grid(g.source.split("grid file ")[1], results=tmp_path / "algo.jsonl")
+    # really applied: each point is the run of the same options given in [base]
+    one = GRID.replace('seed = [0, 1]\n"algorithm_options.chains" = [2, 4]', '"backend_options.seed" = [1]').replace(
+        'algorithm_options = { burn_in = 2 }', 'algorithm_options = { burn_in = 2, chains = 4 }\n'
+        'backend = "analog-mismatch"\nbackend_options = { strength = 1.0 }')
+    ref_mh = run_grid(_grid(tmp_path, one, "mh.toml")).records["backend_options.seed=1"]["metrics"]
+    assert res.records[mh.key]["metrics"] == ref_mh
+    spl_default = one.replace('algorithm = "mh"', 'algorithm = "cil-spl"').replace(
+        "algorithm_options = { burn_in = 2, chains = 4 }", "")
+    ref_spl = run_grid(_grid(tmp_path, spl_default, "spl.toml")).records["backend_options.seed=1"]["metrics"]
+    with_lr = spl_default.replace('"cil-spl"', '"cil-spl"\nalgorithm_options = { lr = 0.05 }')
+    ref_spl_lr = run_grid(_grid(tmp_path, with_lr, "spl_lr.toml")).records["backend_options.seed=1"]["metrics"]
+    assert res.records[spl.key]["metrics"] == ref_spl_lr != ref_spl  # lr 0.05, not the default 0.005
+    # the tables are part of the base fingerprint: a changed table is refused like a changed [base]
+    changed = _grid(tmp_path, GRID_ALGO.replace("lr = 0.05", "lr = 0.02"), "changed.toml")
+    assert load_grid(changed).base_fingerprint != g.base_fingerprint
+    with pytest.raises(OptionError, match="computed with another base config"):
+        run_grid(changed, results=tmp_path / "algo.jsonl")
+    # a grid without tables keeps the fingerprint of [base] alone (older results files resume)
+    from cil_core.sweep import fingerprint
+
+    plain = load_grid(_grid(tmp_path))
+    assert plain.base_fingerprint == fingerprint(plain.base)
+
+
+def test_per_point_resources_are_formatted_and_handed_to_runners_that_take_them(tmp_path, registry_guard):
+    text = GRID_ALGO + '\n[sweep]\nresources = { "board-{backend_options.seed}" = 1, "{algorithm}-slot" = 0.5 }\n'
+    g = load_grid(_grid(tmp_path, text))
+    assert {p.key: p.resources for p in g.points}["algorithm=cil-spl,backend_options.seed=1"] == {
+        "board-1": 1.0, "cil-spl-slot": 0.5}
+    # a value of [base] or of a table is a key of the point too
+    g2 = load_grid(_grid(tmp_path, GRID + "\n[sweep]\nresources = { 'chip-{algorithm}-{seed:02d}' = 2 }\n", "b.toml"))
+    assert [p.resources for p in g2.points][:2] == [{"chip-mh-00": 2.0}, {"chip-mh-00": 2.0}]
+    got: dict = {}
+
+    class Recording(_ReversedRunner):
+        def run(self, fn, payloads, threads=1, resources=None, keys=None):
+            got.update(zip(keys, resources))
+            yield from super().run(fn, payloads, threads)
+
+    class Plugin:
+        @cil.hookimpl
+        def cil_register_runners(self, register):
+            register("recording", Recording)
+            register("reversed", _ReversedRunner)
+
+    cil.register(Plugin(), "recording-runner")
+    pts = [Point(p.key, p.options, {"i": i}, p.resources) for i, p in enumerate(g.points)]
+    run_sweep(pts, counted, results=tmp_path / "r.jsonl", runner="recording")
+    assert got == {p.key: p.resources for p in g.points}
+    # a runner whose run takes no resources still runs, and a warning says they are ignored
+    notes: list[str] = []
+    res = run_sweep(pts, counted, results=tmp_path / "s.jsonl", runner="reversed", report=notes.append)
+    assert len(res.ran) == 4 and any("'reversed' takes no per-point resources" in n for n in notes)
+    # the local runner takes them and has nothing to place
+    assert len(run_sweep(pts, counted, results=tmp_path / "t.jsonl").ran) == 4
+
+
+# ----------------------------------------------------------------------------- the lock
+HOLD = """
+import sys, time
+from cil_core.sweep import ResultsFile
+with ResultsFile(sys.argv[1]).lock():
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_sweep_on_a_results_file_fails_at_once_naming_the_holder(tmp_path, capsys):
+    results = tmp_path / "r.jsonl"
+    run_sweep(_points(2), counted, results=results)
+    assert not (tmp_path / "r.jsonl.lock").exists()  # released and removed
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(results)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        info = json.loads((tmp_path / "r.jsonl.lock").read_text())
+        assert info["pid"] == holder.pid and info["host"] == socket.gethostname() and info["since"]
+        t0 = time.perf_counter()
+        CALLS.clear()
+        with pytest.raises(LockError, match=rf"results file .*r.jsonl is being written by another sweep: pid "
+                                            rf"{holder.pid} on {socket.gethostname()} \(user {info['user']}, since"):
+            run_sweep(_points(3), counted, results=results)
+        assert time.perf_counter() - t0 < 2 and CALLS == []
+        # the CLI: one line, exit code 1; --list needs no lock
+        path = _grid(tmp_path)
+        assert cli.main(["sweep", str(path), "--results", str(results), "--no-progress"]) == 1
+        assert "cil sweep: error: results file" in capsys.readouterr().err
+        assert cli.main(["sweep", str(path), "--results", str(results), "--list"]) == 0
+        assert "0 of 4 points done" in capsys.readouterr().out
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # the lock dies with its process
+        holder.wait()
+    assert (tmp_path / "r.jsonl.lock").exists()  # left behind by the killed holder, but not held
+    res = run_sweep(_points(3), counted, results=results)
+    assert res.ran == ["i=2"] and res.skipped == ["i=0", "i=1"]
+    assert not (tmp_path / "r.jsonl.lock").exists()
+    # fresh: the file is emptied under the lock
+    assert run_sweep(_points(3), counted, results=results, fresh=True).ran == ["i=0", "i=1", "i=2"]
+    assert len(_lines(results)) == 3
 
 
 # ----------------------------------------------------------------------------- results, resume

@@ -11,6 +11,11 @@ or ``cil_core.sweep.run_sweep(points, fn, results=..., runner="ray", runner_opti
   is submitted, the same placement check the ``ray:`` backend uses (:class:`~cil_ray.RayBackend`)
   fails at once with a :class:`~cil_ray.errors.PlacementError` when no node offers what a task asks
   for (Ray would leave the tasks pending forever).
+* A point's own resources (the grid's ``[sweep] resources`` templates, e.g. ``"board-{backend_options.serial}"
+  = 1``: one board per chip value; :attr:`cil_core.sweep.Point.resources`) are added to these
+  for its task only (``CPU``/``GPU`` among them set the task's ``num_cpus``/``num_gpus``). They
+  are checked the same way before anything is submitted, and a point no node can hold fails the
+  sweep at once with a ``PlacementError`` naming the point and the resource.
 * ``address``/``token_file``: as for the ``ray:`` backend (default: the current connection, else
   ``RAY_ADDRESS``, else a private local cluster, stopped when the sweep ends).
 * A task whose worker dies is retried by Ray (``max_retries``); a point that raises is reported
@@ -19,7 +24,7 @@ or ``cil_core.sweep.run_sweep(points, fn, results=..., runner="ray", runner_opti
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from cil_core.errors import OptionError
 
@@ -106,17 +111,55 @@ class RayRunner:
         self._remote = ray.remote(_run_point)
         self._pending: list[Any] = []
 
-    def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any], threads: int = 1
+    def _task_options(self, extra: Mapping[str, float] | None) -> dict[str, Any]:
+        """Ray options of one task: the runner's resources, plus a point's own."""
+        res = {**self.resources, **{k: float(v) for k, v in (extra or {}).items()}}
+        opts: dict[str, Any] = {"num_cpus": res.pop("CPU", self.num_cpus), "num_gpus": res.pop("GPU", self.num_gpus),
+                                "max_retries": self.max_retries, "retry_exceptions": False}
+        if res:
+            opts["resources"] = res
+        return opts
+
+    def check(self, resources: Sequence[Mapping[str, float]], keys: Sequence[str] | None = None) -> None:
+        """Fail at once with a :class:`PlacementError` naming the first point whose task no node
+        could hold (the placement check of :class:`~cil_ray.RayBackend`, once per distinct need)."""
+        import ray
+
+        from .backend import RayBackend
+
+        seen: set[tuple] = set()
+        for i, extra in enumerate(resources):
+            opts = self._task_options(extra)
+            need = dict(opts.get("resources", {}))
+            if opts["num_cpus"] > 0:
+                need["CPU"] = opts["num_cpus"]
+            if opts["num_gpus"] > 0:
+                need["GPU"] = opts["num_gpus"]
+            sig = tuple(sorted(need.items()))
+            if sig in seen:
+                continue
+            seen.add(sig)
+            try:
+                RayBackend._check_placement(_TaskShape(need), ray)  # type: ignore[arg-type]
+            except PlacementError as exc:
+                point = f"point {keys[i]}" if keys is not None else f"point #{i}"
+                msg = str(exc).replace("ray:sweep task: worker 0 needs", f"cil sweep --runner ray: {point} needs")
+                raise PlacementError(msg + "; give the node that has it this resource (ray start ... --resources "
+                                     "'{\"NAME\": 1}'), or change [sweep] resources / --runner-opt resources") from None
+
+    def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any], threads: int = 1,
+            resources: Sequence[Mapping[str, float]] | None = None, keys: Sequence[str] | None = None
             ) -> Iterator[tuple[int, dict[str, Any]]]:
         import ray
 
-        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
-                                "max_retries": self.max_retries, "retry_exceptions": False}
-        if self.resources:
-            opts["resources"] = dict(self.resources)
-        task = self._remote.options(**opts)
+        per_point = list(resources) if resources is not None else [{}] * len(payloads)
+        if len(per_point) != len(payloads):
+            raise OptionError(f"runner 'ray': {len(per_point)} resource sets for {len(payloads)} points")
+        if any(per_point):
+            self.check(per_point, keys)  # before anything is submitted
         fn_ref = ray.put(fn)
-        refs = {task.remote(fn_ref, p, threads): i for i, p in enumerate(payloads)}
+        refs = {self._remote.options(**self._task_options(per_point[i])).remote(fn_ref, p, threads): i
+                for i, p in enumerate(payloads)}
         self._pending = list(refs)
         try:
             while self._pending:
