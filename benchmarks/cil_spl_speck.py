@@ -3,11 +3,20 @@
     python benchmarks/cil_spl_speck.py --quick     # < 10 min on 2 cores
     python benchmarks/cil_spl_speck.py             # full: 3 seeds, about 3 min on 2 cores
     python benchmarks/cil_spl_speck.py --docs      # full; also rewrites the cil-spl section of docs/results.md
+    python benchmarks/cil_spl_speck.py --resume    # after an interruption: only the missing cases run
+    python benchmarks/cil_spl_speck.py --runner ray --address HOST:PORT   # one Ray task per case (cil-ray)
 
 Needs the ``cil-sinabs`` (sinabs models) and ``cil-speck`` (chip, synthetic data) plugins and
 matplotlib. Writes ``benchmarks/results/cil_spl_speck[_quick].json`` and
 ``speck_cil_spl[_quick].png`` (``--out`` to change the folder); ``--docs`` also copies the figure
 to ``docs/img/speck_cil_spl.png``.
+
+The cases (method x seed) are the points of a ``cil sweep`` (:func:`cil_core.sweep.run_sweep`):
+each finished case is appended to ``cil_spl_speck[_quick].jsonl`` under ``--out``; ``--resume``
+keeps the cases already there (same settings), ``--runner ray`` runs them as Ray tasks and
+``--workers N`` as N local processes (default: one after the other in this process). Every case
+is self-contained: (e) trains (a)'s ANN again (same seed, same result), (c) and (d) build the
+same initial SNN.
 
 Network (fits the chip: 6 chip layers, no biases): input sum pooling 2x2 (34x34 → 17x17, the
 sensor layer's pooling), then 5 spiking conv layers and 1 fully connected layer::
@@ -38,6 +47,7 @@ Methods (software accuracy = time-stepped sinabs-equivalent model on the dense b
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import time
 from pathlib import Path
@@ -49,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cil_core.hardware.transfer import quantize_symmetric, straight_through
+from cil_core.sweep import Point, fingerprint, point_key, run_sweep
 from harness import (add_output_args, markdown_table, publish_figures, read_json, save_figure, write_docs_section,
                      write_json)
 
@@ -168,70 +179,102 @@ def _accs(trainer, test) -> tuple[float, float]:
     return float(sw), float(hw)
 
 
-def run_seed(seed: int, train, test, cfg: dict[str, Any], log) -> dict[str, Any]:
+_DATA: dict[tuple, tuple] = {}
+
+
+def load_data(spec: dict[str, Any]) -> tuple[Any, Any, str]:
+    """Train and test data of the benchmark (cached per process: every case of a worker shares them)."""
+    key = tuple(sorted(spec.items()))
+    if key not in _DATA:
+        from cil_speck.data import load_nmnist, synthetic_nmnist
+
+        if spec["nmnist"]:
+            train = load_nmnist(spec["nmnist"], True, spec["T"], spec["n_train"], seed=0)
+            test = load_nmnist(spec["nmnist"], False, spec["T"], spec["n_test"], seed=0)
+            dataset = "N-MNIST"
+        else:
+            train = synthetic_nmnist(True, spec["T"], spec["n_train"])
+            test = synthetic_nmnist(False, spec["T"], spec["n_test"])
+            dataset = "synthetic N-MNIST-like digits (sklearn load_digits + simulated saccades/DVS)"
+        _DATA[key] = (train, test, dataset)
+    return _DATA[key]
+
+
+def _trained_ann(seed: int, x_rate, y, cfg: dict[str, Any], qat: bool):
+    """The ANN of (a) (``qat=False``) or (b), and its conversion factors."""
+    torch.manual_seed(seed)  # same ANN init for (a), (b) and (e)
+    ann = train_ann(make_model("ann", cfg["T"], cfg["channels"]), x_rate, y, cfg["ann_epochs"], cfg["ann_lr"], seed,
+                    qat)
+    return ann, conversion_factors(ann, x_rate)
+
+
+def run_case(case: dict[str, Any]) -> dict[str, Any]:
+    """One point of the sweep: one method on one seed. Returns the accuracies (software, chip), and
+    for (c) and (d) the fidelity report and the normalised weights (float32, base64)."""
     import cil_core as cil
 
+    method, seed, cfg = case["method"], case["seed"], case["cfg"]
+    train, test, _ = load_data(case["data"])
     T = cfg["T"]
     x_rate = train.x.dense.mean(0)
     y = train.y
-    res: dict[str, Any] = {}
-    weights: dict[str, np.ndarray] = {}
-    fid: dict[str, Any] = {}
+    out: dict[str, Any] = {}
 
     def snn_trainer(model, algorithm, **kw):
         net = cil.wrap(model, input_shape=(2, 34, 34))
         return cil.Trainer(net, "speck", algorithm, seed=seed, **kw)
 
-    # (a), (b): conversion, with and without QAT
-    anns = {}
-    for name, qat in (("ann2snn", False), ("ann2snn-qat", True)):
-        t0 = time.perf_counter()
-        torch.manual_seed(seed)  # same ANN init for (a) and (b)
-        ann = train_ann(make_model("ann", T, cfg["channels"]), x_rate, y, cfg["ann_epochs"], cfg["ann_lr"], seed, qat)
-        lambdas = conversion_factors(ann, x_rate)
+    if method in ("ann2snn", "ann2snn-qat"):  # (a), (b): conversion, with and without QAT
+        ann, lambdas = _trained_ann(seed, x_rate, y, cfg, qat=method == "ann2snn-qat")
         snn = make_model("snn", T, cfg["channels"])
         ann_to_snn(ann, snn, lambdas)
-        tr = snn_trainer(snn, "offline")
-        res[name] = _accs(tr, test)
-        anns[name] = (ann, lambdas)
-        log(f"  seed {seed} {name:13s} sw {res[name][0]:.3f} chip {res[name][1]:.3f}  ({time.perf_counter() - t0:.1f}s)")
-
-    # (c), (d): BPTT vs CIL-SPL (BPTT proxy), same init, data and budget
-    torch.manual_seed(1000 + seed)
-    init = make_model("snn", T, cfg["channels"])
-    with torch.no_grad():
-        for _, w in _weights(init):
-            w.mul_(cfg["init_gain"])
-    for name, algo in (("bptt", "offline"), ("cil-spl-bptt", "cil-spl")):
-        t0 = time.perf_counter()
-        snn = copy.deepcopy(init)
-        tr = snn_trainer(snn, algo, lr=cfg["snn_lr"], grad_clip=cfg["grad_clip"])
+        out["accuracy"] = _accs(snn_trainer(snn, "offline"), test)
+    elif method in ("bptt", "cil-spl-bptt"):  # (c), (d): BPTT vs CIL-SPL (BPTT proxy), same init, data and budget
+        torch.manual_seed(1000 + seed)
+        snn = make_model("snn", T, cfg["channels"])
+        with torch.no_grad():
+            for _, w in _weights(snn):
+                w.mul_(cfg["init_gain"])
+        tr = snn_trainer(snn, "offline" if method == "bptt" else "cil-spl", lr=cfg["snn_lr"],
+                         grad_clip=cfg["grad_clip"])
         tr.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
-        res[name] = _accs(tr, test)
+        out["accuracy"] = _accs(tr, test)
         # the fidelity report on the chip: before in-the-loop training (plain BPTT) and after (CIL-SPL)
         rep = cil.fidelity(tr.network, "speck", test, batch_size=128)
-        fid[name] = {"agreement": rep.agreement,
-                     "layers": [{"name": lf.name, "correlation": lf.correlation, "rate_error": lf.rate_error,
-                                 "distortion": lf.distortion, "local_distortion": lf.local_distortion,
-                                 "first_divergence": lf.first_divergence} for lf in rep.layers],
-                     "most_distorted": rep.most_distorted}
-        weights[name] = np.concatenate([w.detach().numpy().ravel() / float(w.detach().abs().max())
-                                        for _, w in _weights(snn)])
-        log(f"  seed {seed} {name:13s} sw {res[name][0]:.3f} chip {res[name][1]:.3f}  ({time.perf_counter() - t0:.1f}s)")
+        out["fidelity"] = {"agreement": rep.agreement,
+                           "layers": [{"name": lf.name, "correlation": lf.correlation, "rate_error": lf.rate_error,
+                                       "distortion": lf.distortion, "local_distortion": lf.local_distortion,
+                                       "first_divergence": lf.first_divergence} for lf in rep.layers],
+                           "most_distorted": rep.most_distorted}
+        w = np.concatenate([w.detach().numpy().ravel() / float(w.detach().abs().max()) for _, w in _weights(snn)])
+        out["weights"] = base64.b64encode(w.astype(np.float32).tobytes()).decode()
+    elif method == "cil-spl-ann":
+        # (e): CIL-SPL with the ANN as proxy, starting from (a). Rate readout scaled by λ_L / T: the
+        # logits are λ_L times the chip's output rate, the ANN's output scale; the loss is
+        # cross_entropy(a + sg[λ_L * counts / T - a]).
+        ann, lambdas = _trained_ann(seed, x_rate, y, cfg, qat=False)
+        torch.manual_seed(2000 + seed)
+        snn = make_model("snn", T, cfg["channels"])
+        tr = snn_trainer(snn, "cil-spl", proxy=AnnProxy(ann, lambdas), readout=cil.Readout("rate", lambdas[-1] / T),
+                         lr=cfg["cil_ann_lr"])
+        tr.fit(train, epochs=cfg["cil_ann_epochs"], batch_size=cfg["batch"])
+        out["accuracy"] = _accs(tr, test)
+    else:
+        raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
+    return out
 
-    # (e): CIL-SPL with the ANN as proxy, starting from (a). Rate readout scaled by λ_L / T: the
-    # logits are λ_L times the chip's output rate, the ANN's output scale; the loss is
-    # cross_entropy(a + sg[λ_L * counts / T - a]).
-    t0 = time.perf_counter()
-    ann, lambdas = copy.deepcopy(anns["ann2snn"][0]), anns["ann2snn"][1]
-    snn = make_model("snn", T, cfg["channels"])
-    tr = snn_trainer(snn, "cil-spl", proxy=AnnProxy(ann, lambdas), readout=cil.Readout("rate", lambdas[-1] / T),
-                     lr=cfg["cil_ann_lr"])
-    tr.fit(train, epochs=cfg["cil_ann_epochs"], batch_size=cfg["batch"])
-    res["cil-spl-ann"] = _accs(tr, test)
-    log(f"  seed {seed} {'cil-spl-ann':13s} sw {res['cil-spl-ann'][0]:.3f} chip {res['cil-spl-ann'][1]:.3f}  "
-        f"({time.perf_counter() - t0:.1f}s)")
-    return {"accuracy": res, "weights": weights, "fidelity": fid}
+
+def collect(records: dict[str, dict[str, Any]], points: list[Point], seeds: int) -> list[dict[str, Any]]:
+    """The per-seed runs (accuracy per method, weights and fidelity of (c) and (d)) from the sweep's records."""
+    runs: list[dict[str, Any]] = [{"accuracy": {}, "weights": {}, "fidelity": {}} for _ in range(seeds)]
+    for p in points:
+        m = records[p.key]["metrics"]
+        r = runs[p.options["seed"]]
+        r["accuracy"][p.options["method"]] = tuple(m["accuracy"])
+        if "weights" in m:
+            r["weights"][p.options["method"]] = np.frombuffer(base64.b64decode(m["weights"]), dtype=np.float32)
+            r["fidelity"][p.options["method"]] = m["fidelity"]
+    return runs
 
 
 def fidelity_table(runs: list[dict]) -> str:
@@ -307,6 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--nmnist", default=None, help="root holding NMNIST/ (tonic layout); default: synthetic digits")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: the cases one after "
+                    "the other in this process)")
+    ap.add_argument("--runner", default="local", help="who runs the cases (cil sweep's runners): local (default) or "
+                    "ray (cil-ray: one Ray task per case)")
+    ap.add_argument("--address", default=None, help="with --runner ray: the Ray head (host:port; default: "
+                    "RAY_ADDRESS, else a private local cluster)")
+    ap.add_argument("--resume", action="store_true", help="keep the cases already in the JSON Lines file of an "
+                    "interrupted run with the same settings (default: start that file afresh)")
     add_output_args(ap, docs_section=SECTION)
     args = ap.parse_args(argv)
     if args.threads:
@@ -315,22 +366,31 @@ def main(argv: list[str] | None = None) -> int:
                grad_clip=1.0, init_gain=1.8, cil_ann_epochs=2, cil_ann_lr=3e-4, n_train=1258, n_test=539)
     if args.quick:
         cfg.update(n_train=384, n_test=256, ann_epochs=15, snn_epochs=6, cil_ann_epochs=1)
-    from cil_speck.data import load_nmnist, synthetic_nmnist
 
     t_start = time.perf_counter()
-    if args.nmnist:
-        train = load_nmnist(args.nmnist, True, cfg["T"], cfg["n_train"], seed=0)
-        test = load_nmnist(args.nmnist, False, cfg["T"], cfg["n_test"], seed=0)
-        dataset = "N-MNIST"
-    else:
-        train = synthetic_nmnist(True, cfg["T"], cfg["n_train"])
-        test = synthetic_nmnist(False, cfg["T"], cfg["n_test"])
-        dataset = "synthetic N-MNIST-like digits (sklearn load_digits + simulated saccades/DVS)"
+    data = {"nmnist": args.nmnist, "T": cfg["T"], "n_train": cfg["n_train"], "n_test": cfg["n_test"]}
+    train, test, dataset = load_data(data)
     print(f"data: {dataset}: {len(train)} train / {len(test)} test, T={cfg['T']} bins "
           f"({time.perf_counter() - t_start:.1f}s)")
-    runs = []
-    for seed in range(args.seeds):
-        runs.append(run_seed(seed, train, test, cfg, print))
+    # every case (method x seed) is one point of a cil sweep: one JSON line per finished case, --resume skips them
+    points = [Point(point_key({"method": m, "seed": seed}), {"method": m, "seed": seed},
+                    {"method": m, "seed": seed, "cfg": cfg, "data": data})
+              for seed in range(args.seeds) for m in METHODS]
+    suffix = "_quick" if args.quick else ""
+    jsonl = args.out / f"cil_spl_speck{suffix}.jsonl"
+
+    def show(point: Point, rec: dict) -> None:
+        sw, hw = rec["metrics"]["accuracy"]
+        print(f"  seed {point.options['seed']} {point.options['method']:13s} sw {sw:.3f} chip {hw:.3f}  "
+              f"({rec['seconds']:.1f}s)", flush=True)
+
+    opts = {"jobs": args.workers} if args.runner == "local" else ({"address": args.address} if args.address else {})
+    sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=opts, on_result=show,
+                      threads=args.threads or torch.get_num_threads(), fresh=not args.resume,
+                      base=fingerprint({"cfg": cfg, "data": data}))
+    if sweep.skipped:
+        print(f"{len(sweep.skipped)} case(s) taken from {jsonl} (--resume)")
+    runs = collect(sweep.records, points, args.seeds)
     summary = summarize(runs)
     wall = time.perf_counter() - t_start
     tab = table(summary)
@@ -352,7 +412,6 @@ def main(argv: list[str] | None = None) -> int:
         note = "Why not: " + note
     print(verdict)
     print(note)
-    suffix = "_quick" if args.quick else ""
     write_json(args.out / f"cil_spl_speck{suffix}.json",
                {"config": {**cfg, "channels": list(cfg["channels"])}, "dataset": dataset, "quick": args.quick,
                 "seeds": args.seeds, "summary": summary, "wall_seconds": wall, "verdict": verdict, "note": note,

@@ -158,8 +158,6 @@ def run(cfg: dict[str, Any], chips: int, log, *, results: Path, runner: str = "l
                     {"cfg": cfg, "method": "offline", "chips": chips})]
     points += [Point(point_key(o), o, {"cfg": cfg, **o})
                for c in range(chips) for m in METHOD_OBSERVES for o in [{"method": m, "chip": c}]]
-    if results.exists() and not resume:
-        results.unlink()
 
     def show(point: Point, rec: dict[str, Any]) -> None:
         m = rec["metrics"]
@@ -171,7 +169,8 @@ def run(cfg: dict[str, Any], chips: int, log, *, results: Path, runner: str = "l
                 f"chip {m['accuracy'][1]:.3f} ({m['seconds']:.1f}s, {rec['worker']})")
 
     sweep = run_sweep(points, run_point, results=results, runner=runner, runner_options=runner_options or {},
-                      on_result=show, base=fingerprint({"cfg": cfg, "chips": chips}), threads=threads)
+                      on_result=show, base=fingerprint({"cfg": cfg, "chips": chips}), threads=threads,
+                      fresh=not resume)
     if sweep.skipped:
         log(f"{len(sweep.skipped)} point(s) taken from {results} (--resume)")
     rec = {k: r["metrics"] for k, r in sweep.records.items()}

@@ -477,8 +477,6 @@ def main(argv: list[str] | None = None) -> int:
     points = [Point(point_key(o), o, c) for c in cases
               for o in [{k: c[k] for k in ("net", "fraction", "strength", "chip")} | {"algos": "+".join(c["algos"])}]]
     jsonl = out_dir / f"mh_vs_backprop{tag}.jsonl"
-    if jsonl.exists() and not args.resume:
-        jsonl.unlink()
     done = [0]
 
     def show(point: Point, rec: dict) -> None:
@@ -491,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = {"jobs": args.workers} if args.runner == "local" else ({"address": args.address} if args.address else {})
     sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=opts, on_result=show,
+                      fresh=not args.resume,
                       base=fingerprint({"mh": mh, "grad_steps": GRAD_STEPS, "lr": LR}))
     if sweep.skipped:
         print(f"{len(sweep.skipped)} case(s) taken from {jsonl} (--resume)")
