@@ -86,8 +86,12 @@ def simulate(
         check_parameters(spec, params, n_sets)
     S = 1 if n_sets is None else n_sets
     T, B = x.shape[:2]
-    # layout [T, S*B, *features]; sets are stacked along the batch dimension
-    h = x if S == 1 else x.unsqueeze(1).expand(T, S, *x.shape[1:]).reshape(T, S * B, *x.shape[2:])
+    # layout [T, S*B, *features]; sets are stacked along the batch dimension. With sets, h stays
+    # the input every set shares, [T, B, *features], up to the first layer that depends on the set
+    # (``shared``): a leading Dense/Conv layer then runs each set's own single-network call on it
+    # (synapse.dense_shared, conv_shared) instead of one batched call on S replicated copies.
+    h = x
+    shared = n_sets is not None
 
     def per_step(fn) -> torch.Tensor:  # one call per time step, like the libraries' own loops
         return torch.stack([fn(ht) for ht in h.unbind(0)])
@@ -95,6 +99,23 @@ def simulate(
     traces: list[LayerObservation] = []
     k = 0
     for layer in spec.layers:
+        if shared:
+            if isinstance(layer, (Dense, Conv2d, Conv1d)):
+                w = params[layer.weight]
+                b = None if layer.bias is None else params[layer.bias]
+                h = (synapse.dense_shared if isinstance(layer, Dense) else synapse.conv_shared)(layer, h, w, b)
+                shared = False
+                continue
+            if isinstance(layer, Pool2d):  # the same for every set: pool the shared input
+                h = per_step(lambda xt: synapse.pool2d(layer, xt))
+                continue
+            if isinstance(layer, Flatten):
+                h = h.reshape(T, B, -1)
+                continue
+            if isinstance(layer, Dropout) and not (training and layer.p > 0):  # an identity
+                continue
+            h = _replicate(h, S)
+            shared = False
         if isinstance(layer, Neuron):
             n = neurons[k] if neurons is not None else layer
             obs = observations[k] if observations is not None else None
@@ -146,7 +167,17 @@ def simulate(
             h = h.reshape(T, S * B, -1)
         else:  # pragma: no cover - NetworkSpec validation prevents this
             raise TypeError(f"unknown layer {layer!r}")
+    if shared:  # no set-dependent layer at all
+        h = _replicate(h, S)
     return NetworkTrace(output=_sets(h, n_sets), layers=traces)
+
+
+def _replicate(h: torch.Tensor, S: int) -> torch.Tensor:
+    """The shared ``[T, B, ...]`` → ``[T, S*B, ...]``, the same ``B`` samples once per set."""
+    if S == 1:
+        return h
+    T, B = h.shape[:2]
+    return h.unsqueeze(1).expand(T, S, *h.shape[1:]).reshape(T, S * B, *h.shape[2:])
 
 
 def _sets(t: torch.Tensor | None, n_sets: int | None) -> torch.Tensor | None:

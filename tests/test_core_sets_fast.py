@@ -1,0 +1,90 @@
+"""The parameter-set path of :func:`~cil_core.network.executor.simulate` when the first synaptic
+layer reads the input every set shares (``synapse.dense_shared``, ``conv_shared``): each set's output equals a
+single-network call bit for bit over random shapes (sizes past 64, ``S = 1``, with and without
+biases, with the set-independent Flatten/Pool/Dropout in front), and gradients still flow."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings, strategies as st
+
+from cil_core import Conv1d, Conv2d, Dense, Dropout, Flatten, NetworkSpec, Pool2d
+from cil_core.kernels import synapse
+from cil_core.network.executor import simulate
+from cil_core.network.reference import leaky_neuron
+
+
+def _params(spec_bias: bool, S: int, n_in: int, n_out: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    p = {"w": torch.randn(S, n_out, n_in, generator=gen)}
+    if spec_bias:
+        p["b"] = torch.randn(S, n_out, generator=gen)
+    return p
+
+
+def _assert_sets_equal_single(spec: NetworkSpec, p: dict[str, torch.Tensor], x: torch.Tensor, S: int) -> None:
+    both = simulate(spec, p, x, n_sets=S)
+    assert both.output.shape[1] == S
+    for s in range(S):
+        single = simulate(spec, {k: v[s] for k, v in p.items()}, x)
+        assert torch.equal(both.output[:, s], single.output), s
+
+
+@settings(max_examples=40, deadline=None)
+@given(T=st.integers(1, 3), B=st.integers(1, 80), n_in=st.integers(1, 100), n_out=st.integers(1, 80),
+       S=st.sampled_from([1, 2, 3, 7, 33, 65]), bias=st.booleans(), spikes=st.booleans(),
+       readout=st.sampled_from(["membrane", "spikes"]), seed=st.integers(0, 2**16))
+def test_leading_dense_sets_equal_single_calls(T, B, n_in, n_out, S, bias, spikes, readout, seed):
+    g = torch.Generator().manual_seed(seed)
+    spec = NetworkSpec((Dense("w", "b" if bias else None, n_in, n_out), leaky_neuron(0.9, output=readout)), (n_in,))
+    x = (torch.rand(T, B, n_in, generator=g) < 0.3).float() if spikes else torch.randn(T, B, n_in, generator=g)
+    _assert_sets_equal_single(spec, _params(bias, S, n_in, n_out, g), x, S)
+
+
+@settings(max_examples=15, deadline=None)
+@given(B=st.integers(1, 20), C=st.integers(1, 3), H=st.integers(2, 9), n_out=st.integers(1, 70),
+       S=st.sampled_from([1, 2, 5, 66]), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_set_independent_layers_before_the_first_dense(B, C, H, n_out, S, bias, seed):
+    g = torch.Generator().manual_seed(seed)
+    n_in = C * (H // 2) ** 2
+    spec = NetworkSpec((Pool2d((2, 2), (2, 2), "sum"), Dropout(0.5), Flatten(), Dense("w", "b" if bias else None, n_in, n_out),
+                        leaky_neuron(0.9, output="membrane")), (C, H, H))
+    x = torch.randn(2, B, C, H, H, generator=g)
+    _assert_sets_equal_single(spec, _params(bias, S, n_in, n_out, g), x, S)
+
+
+@settings(max_examples=15, deadline=None)
+@given(B=st.integers(1, 6), C=st.integers(1, 3), H=st.integers(3, 10), n_out=st.integers(1, 70), k=st.integers(1, 3),
+       stride=st.integers(1, 2), pad=st.integers(0, 1), S=st.sampled_from([1, 3, 65]), bias=st.booleans(),
+       one_d=st.booleans(), seed=st.integers(0, 2**16))
+def test_leading_conv_sets_equal_single_calls(B, C, H, n_out, k, stride, pad, S, bias, one_d, seed):
+    g = torch.Generator().manual_seed(seed)
+    if one_d:
+        conv, shape, wshape = Conv1d("w", "b" if bias else None, C, n_out, k, stride, pad), (C, H), (S, n_out, C, k)
+    else:
+        conv = Conv2d("w", "b" if bias else None, C, n_out, (k, k), (stride, stride), (pad, pad))
+        shape, wshape = (C, H, H), (S, n_out, C, k, k)
+    spec = NetworkSpec((conv, leaky_neuron(0.9, output="membrane")), shape)
+    p = {"w": torch.randn(wshape, generator=g)}
+    if bias:
+        p["b"] = torch.randn(S, n_out, generator=g)
+    _assert_sets_equal_single(spec, p, torch.randn(2, B, *shape, generator=g), S)
+
+
+def test_dense_shared_with_and_without_autograd_agree_and_carry_gradients():
+    g = torch.Generator().manual_seed(0)
+    T, B, n_in, n_out, S = 3, 7, 70, 66, 4
+    x = torch.randn(T, B, n_in, generator=g)
+    w = torch.randn(S, n_out, n_in, generator=g, requires_grad=True)
+    b = torch.randn(S, n_out, generator=g, requires_grad=True)
+    y = synapse.dense_shared(None, x, w, b)
+    with torch.no_grad():
+        y0 = synapse.dense_shared(None, x, w, b)
+    assert y.shape == (T, S * B, n_out) and torch.equal(y, y0)
+    spec = NetworkSpec((Dense("w", "b", n_in, n_out), leaky_neuron(0.9, output="membrane")), (n_in,))
+    simulate(spec, {"w": w, "b": b}, x, n_sets=S).output.square().sum().backward()
+    for s in range(S):
+        ws = w.detach()[s].clone().requires_grad_(True)
+        bs = b.detach()[s].clone().requires_grad_(True)
+        simulate(spec, {"w": ws, "b": bs}, x).output.square().sum().backward()
+        assert torch.allclose(w.grad[s], ws.grad, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(b.grad[s], bs.grad, rtol=1e-5, atol=1e-5)
