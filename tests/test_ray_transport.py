@@ -60,3 +60,16 @@ def test_observation_round_trip_keeps_layers_and_membranes():
     assert torch.equal(back.output, out) and back.meta == {"k": 1}
     assert torch.equal(back.layers[0].spikes, spikes) and torch.equal(back.layers[0].membrane, mem)
     assert torch.equal(back.layers[1].spikes, out) and back.layers[1].membrane is None
+
+
+def test_inputs_travel_as_bits_when_binary_and_come_back_exactly():
+    """(EventBatch inputs cross to ray:speck workers in tests/test_ray.py.)"""
+    g = torch.Generator().manual_seed(1)
+    spikes = (torch.rand(16, 64, 62, generator=g) < 0.1).float()
+    packed = transport.pack_inputs(spikes)
+    assert transport.nbytes(packed[1]) <= spikes.numel() // 8 + 1
+    assert torch.equal(transport.unpack_inputs(packed), spikes)
+    shard = transport.unpack_inputs(transport.pack_inputs(spikes, 10, 30))
+    assert torch.equal(shard, spikes[:, 10:30])
+    analog = torch.rand(16, 64, 62, generator=g)
+    assert torch.equal(transport.unpack_inputs(transport.pack_inputs(analog)), analog)

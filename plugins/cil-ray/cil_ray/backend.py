@@ -58,7 +58,7 @@ import pickle
 import socket
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Literal, Sequence
 
 import torch
@@ -77,6 +77,8 @@ from .errors import BoardBusyError, FleetError, PlacementError
 BOARD_NAMESPACE = "cil-boards"
 #: input objects kept in the object store for reuse
 INPUT_CACHE = 8
+#: calls whose wall and worker times ``call_log`` keeps
+CALL_LOG = 10_000
 
 
 def _import_ray() -> Any:
@@ -215,6 +217,8 @@ class RayBackend(Backend):
         self.failures = 0
         self.seconds = 0.0        # wall time of forwards, as the driver sees it
         self.worker_seconds = 0.0  # of that, the slowest worker's own time per forward
+        #: the latest calls' (wall seconds, slowest worker's own seconds): per-call overheads
+        self.call_log: deque[tuple[float, float]] = deque(maxlen=CALL_LOG)
 
         ray = _import_ray()
         from .cluster import ensure_ray
@@ -474,8 +478,10 @@ class RayBackend(Backend):
             out = _concat(obs, dim, {"ray": info, "calls": [o.meta for o in obs]})
         self.calls += 1
         self.remote_calls += len(refs)
-        self.seconds += time.perf_counter() - t_start
-        self.worker_seconds += max(i["seconds"] for i in info)
+        wall, busy = time.perf_counter() - t_start, max(i["seconds"] for i in info)
+        self.seconds += wall
+        self.worker_seconds += busy
+        self.call_log.append((wall, busy))
         return out
 
     # ------------------------------------------------------------------ plumbing
@@ -504,7 +510,7 @@ class RayBackend(Backend):
             self._inputs.move_to_end(key)
             return hit[2]
         packed = transport.pack_inputs(inputs, *(span or (None, None)))
-        self.bytes_sent += int(packed[1].nbytes)
+        self.bytes_sent += transport.nbytes(packed[1])
         ref = ray.put(packed)
         self._inputs[key] = (inputs, version, ref)
         while len(self._inputs) > INPUT_CACHE:
@@ -572,6 +578,15 @@ class RayBackend(Backend):
                 "bytes_received": self.bytes_received,
                 "failures": self.failures, "seconds": self.seconds, "worker_seconds": self.worker_seconds,
                 "overhead_per_call_s": over, "workers": len(self.actors)}
+
+    def overheads(self, last: int | None = None) -> list[float]:
+        """Remote overhead of each of the ``last`` calls (all kept ones if ``None``), in seconds:
+        the driver's wall time minus the slowest worker's own time (transport, (de)serialisation,
+        scheduling; a worker waiting for a CPU counts here too)."""
+        log = list(self.call_log)
+        if last is not None:
+            log = log[-last:] if last > 0 else []
+        return [wall - busy for wall, busy in log]
 
     def worker_stats(self) -> list[dict[str, Any]]:
         """Each worker's own counters (calls, its session's stats)."""

@@ -5,8 +5,8 @@ numpy buffer), and Ray moves numpy arrays without copying them through the objec
 everything that crosses a process boundary is numpy:
 
 * parameters: one flat buffer per dtype plus a layout ``[(name, dtype, shape, buffer, offset)]``;
-* inputs: the dense tensor as an array, an :class:`~cil_core.EventBatch` as its dense array, its
-  event arrays and its duration;
+* inputs: the dense tensor as an array (binary spikes as bits), an :class:`~cil_core.EventBatch`
+  as its dense array, its event arrays and its duration;
 * observations: output and per-layer spikes/membranes as arrays (binary spikes as bits, 32x
   fewer bytes; other spike counts as uint8, 4x fewer, whenever that is lossless), ``meta`` as it
   is (small).
@@ -86,16 +86,17 @@ def slice_sets(params: Mapping[str, torch.Tensor], lo: int, hi: int) -> dict[str
 
 # ---------------------------------------------------------------------- inputs
 def pack_inputs(inputs: Any, lo: int | None = None, hi: int | None = None) -> tuple:
-    """``inputs`` (a tensor or an EventBatch), samples ``lo:hi`` when given, as numpy."""
+    """``inputs`` (a tensor or an EventBatch), samples ``lo:hi`` when given, as numpy; binary
+    spike inputs travel as bits (:func:`compact`), anything else as it is."""
     if isinstance(inputs, EventBatch):
         dense = inputs.dense if lo is None else inputs.dense[:, lo:hi]
         events = inputs.events if lo is None else inputs.events[lo:hi]
-        return ("events", _np(dense), list(events), float(inputs.duration_us))
+        return ("events", compact(_np(dense)), list(events), float(inputs.duration_us))
     if isinstance(inputs, torch.Tensor):
-        return ("dense", _np(inputs if lo is None else inputs[:, lo:hi]))
+        return ("dense", compact(_np(inputs if lo is None else inputs[:, lo:hi])))
     dense = getattr(inputs, "dense", None)
     if isinstance(dense, torch.Tensor):  # another container with a dense view: its dense view travels
-        return ("dense", _np(dense if lo is None else dense[:, lo:hi]))
+        return ("dense", compact(_np(dense if lo is None else dense[:, lo:hi])))
     from cil_core.errors import ShapeError
 
     raise ShapeError(f"ray: cannot send inputs of type {type(inputs).__name__} to a worker "
@@ -104,8 +105,8 @@ def pack_inputs(inputs: Any, lo: int | None = None, hi: int | None = None) -> tu
 
 def unpack_inputs(packed: tuple) -> Any:
     if packed[0] == "events":
-        return EventBatch(_torch(packed[1]), list(packed[2]), packed[3])
-    return _torch(packed[1])
+        return EventBatch(_torch(expand(packed[1])), list(packed[2]), packed[3])
+    return _torch(expand(packed[1]))
 
 
 def input_version(inputs: Any) -> tuple:
