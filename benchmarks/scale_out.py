@@ -19,7 +19,7 @@ checked to end with exactly the weights of the local run with one thread.
 
 Per contender: proposals/s (MH) or steps/s (CIL-SPL), speed-up over the better of the local runs (1 thread, all threads:
 on a busy machine extra threads can make torch slower), backend calls and remote calls per step,
-bytes sent and received per call (spike counts come back as uint8 when lossless) and the remote
+bytes sent and received per call (binary spikes travel as bits, counts as uint8, when lossless) and the remote
 overhead per call (median over the calls of the driver wall time minus the slowest worker's own time; target from the issue:
 <= 5 ms + 6 ms per MB moved). Each Ray contender is also checked to score exactly what the local
 run scores. A third table measures the overhead of one call against the size of the parameters.
@@ -298,8 +298,9 @@ def docs_section(result: dict) -> str:
              "`benchmarks/results/scale_out.json`; method and discussion in "
              "[distributed.md](distributed.md#measured-figures)). Measured on "
              f"{m['cpus']} CPUs (torch {m['torch']}), load average {m['load_average_before'][0]:.1f} before and "
-             f"{m['load_average_after'][0]:.1f} after: other jobs shared the machine. Speed-ups are against the better "
-             "local run (1 or 2 torch threads); \"same as local\": the Ray run scored (MH) or trained (CIL-SPL) "
+             f"{m['load_average_after'][0]:.1f} after (the benchmark's own processes included). Speed-ups are "
+             "against the better local run (1 or 2 torch threads) and the one-thread local run; the overhead per "
+             "call is the median over the calls; \"same as local\": the Ray run scored (MH) or trained (CIL-SPL) "
              "exactly like the local run.", "", "![scale-out](img/scale_out.png)"]
     for title, rows, unit, _, _ in _sections(result):
         parts += ["", f"**{title}** (median of {result.get('steps', '?')} interleaved steps)", "",
@@ -324,7 +325,7 @@ def report(result: dict, out: Path, docs: bool) -> None:
                 f"an empty actor call: {ov['empty_call_ms']:.2f} ms)")
     m = result["machine"]
     print(f"\n{m['cpus']} CPUs; load average (1 min) {m['load_average_before'][0]:.1f} before, "
-          f"{m['load_average_after'][0]:.1f} after (other processes share the machine)")
+          f"{m['load_average_after'][0]:.1f} after (the benchmark's own processes included)")
     png = plot(result, out / "scale_out.png")
     if docs:
         write_docs_section(SECTION, docs_section(result))
