@@ -60,8 +60,8 @@ from torch import nn
 
 from cil_core.hardware.transfer import quantize_symmetric, straight_through
 from cil_core.sweep import Point, fingerprint, point_key, run_sweep
-from harness import (add_output_args, markdown_table, publish_figures, read_json, save_figure, write_docs_section,
-                     write_json)
+from harness import (add_output_args, add_sweep_args, markdown_table, publish_figures, read_json, runner_options,
+                     save_figure, write_docs_section, write_json)
 
 SECTION = "cil-spl"
 METHODS = ["ann2snn", "ann2snn-qat", "bptt", "cil-spl-bptt", "cil-spl-ann"]
@@ -350,14 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--nmnist", default=None, help="root holding NMNIST/ (tonic layout); default: synthetic digits")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: the cases one after "
-                    "the other in this process)")
-    ap.add_argument("--runner", default="local", help="who runs the cases (cil sweep's runners): local (default) or "
-                    "ray (cil-ray: one Ray task per case)")
-    ap.add_argument("--address", default=None, help="with --runner ray: the Ray head (host:port; default: "
-                    "RAY_ADDRESS, else a private local cluster)")
-    ap.add_argument("--resume", action="store_true", help="keep the cases already in the JSON Lines file of an "
-                    "interrupted run with the same settings (default: start that file afresh)")
+    add_sweep_args(ap, workers=1)
     add_output_args(ap, docs_section=SECTION)
     args = ap.parse_args(argv)
     if args.threads:
@@ -384,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  seed {point.options['seed']} {point.options['method']:13s} sw {sw:.3f} chip {hw:.3f}  "
               f"({rec['seconds']:.1f}s)", flush=True)
 
-    opts = {"jobs": args.workers} if args.runner == "local" else ({"address": args.address} if args.address else {})
-    sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=opts, on_result=show,
+    sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=runner_options(args),
+                      on_result=show,
                       threads=args.threads or torch.get_num_threads(), fresh=not args.resume,
                       base=fingerprint({"cfg": cfg, "data": data}))
     if sweep.skipped:

@@ -58,7 +58,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness import add_output_args, markdown_table, publish_figures, save_figure, write_docs_section, write_json
+from harness import (add_output_args, add_sweep_args, markdown_table, publish_figures, runner_options, save_figure,
+                     write_docs_section, write_json)
 
 SECTION = "cramer-analog"
 METHODS = ["offline", "cil-spl-output", "cil-spl-layers"]
@@ -268,14 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chips", type=int, default=None, help="number of chips (chip seeds 0..N-1; default 5)")
     ap.add_argument("--strength", type=float, default=0.5, help="analog-mismatch strength (default 0.5)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per point (default 1)")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                    help="local worker processes, one point each at a time (default: 2, or 1 on one core)")
-    ap.add_argument("--runner", default="local", help="who runs the points (cil sweep's runners): local (default, "
-                    "--workers processes) or ray (cil-ray: one Ray task per point)")
-    ap.add_argument("--address", default=None, help="with --runner ray: the Ray head (host:port; default: "
-                    "RAY_ADDRESS, else a private local cluster)")
-    ap.add_argument("--resume", action="store_true", help="keep the points already in the JSON Lines file of an "
-                    "interrupted run with the same settings (default: start that file afresh)")
+    add_sweep_args(ap, workers=min(2, os.cpu_count() or 1), unit="points")
     add_output_args(ap, docs_section=SECTION)
     args = ap.parse_args(argv)
     cfg = dict(T=25, T_code=20, hidden=128, beta=0.9, gain=2.0, init_seed=0, lr=5e-3, epochs=20, batch=64,
@@ -289,10 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     suffix = "_quick" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
-    opts: dict[str, Any] = {"jobs": args.workers} if args.runner == "local" else (
-        {"address": args.address} if args.address else {})
     runs = run(cfg, chips, lambda msg: print(msg, flush=True), results=args.out / f"cramer_analog{suffix}.jsonl",
-               runner=args.runner, runner_options=opts, resume=args.resume, threads=args.threads)
+               runner=args.runner, runner_options=runner_options(args), resume=args.resume, threads=args.threads)
     summary = summarize(runs)
     wall = time.perf_counter() - t_start
     sw_ref = summary["accuracy"]["offline"]["software"][0]

@@ -67,6 +67,27 @@ def add_output_args(ap: argparse.ArgumentParser, docs_section: str | None = None
                         help=f"also rewrite the {docs_section} section of docs/results.md and its figures in docs/img")
 
 
+def add_sweep_args(ap: argparse.ArgumentParser, *, workers: int, unit: str = "cases") -> None:
+    """The flags of a benchmark whose runs are the points of a ``cil sweep``: ``--workers`` (local
+    worker processes, default ``workers``), ``--runner``, ``--address`` and ``--resume``."""
+    ap.add_argument("--workers", type=int, default=workers,
+                    help=f"local worker processes, one of the {unit} each at a time (default {workers}; 1: one "
+                    "after the other in this process)")
+    ap.add_argument("--runner", default="local", help=f"who runs the {unit} (cil sweep's runners): local (default, "
+                    f"--workers processes) or ray (cil-ray: one Ray task per point)")
+    ap.add_argument("--address", default=None, help="with --runner ray: the Ray head (host:port; default: "
+                    "RAY_ADDRESS, else a private local cluster)")
+    ap.add_argument("--resume", action="store_true", help=f"keep the {unit} already in the JSON Lines file of an "
+                    "interrupted run with the same settings (default: start that file afresh)")
+
+
+def runner_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``run_sweep`` runner options that :func:`add_sweep_args`'s flags give."""
+    if args.runner == "local":
+        return {"jobs": args.workers}
+    return {"address": args.address} if args.address else {}
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON (creating the folder) and say so."""
     path = Path(path)

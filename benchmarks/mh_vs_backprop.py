@@ -63,9 +63,8 @@ from pathlib import Path
 from typing import Any
 
 from cil_core.sweep import Point, fingerprint, point_key, run_sweep
-from harness import (add_output_args, interleaved, markdown_table, publish_figures, read_json, save_figure,
-                     write_docs_section,
-                     write_json)
+from harness import (add_output_args, add_sweep_args, interleaved, markdown_table, publish_figures, read_json,
+                     runner_options, save_figure, write_docs_section, write_json)
 
 SECTION = "mh-vs-backprop"
 
@@ -414,14 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="run these training-set fractions only (at strength 1; 1 also runs every strength)")
     ap.add_argument("--no-deep", action="store_true", help="skip the 62-32-16-2 network")
     ap.add_argument("--no-ideas", action="store_true", help="skip the data-efficiency ideas")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                    help="local worker processes (one case each at a time)")
-    ap.add_argument("--runner", default="local", help="who runs the cases (cil sweep's runners): local (default, "
-                    "--workers processes) or ray (cil-ray: one Ray task per case)")
-    ap.add_argument("--address", default=None, help="with --runner ray: the Ray head (host:port; default: "
-                    "RAY_ADDRESS, else a private local cluster)")
-    ap.add_argument("--resume", action="store_true", help="keep the cases already in the JSON Lines file of an "
-                    "interrupted run with the same settings (default: start that file afresh)")
+    add_sweep_args(ap, workers=min(2, os.cpu_count() or 1))
     add_output_args(ap, docs_section=SECTION)
     ap.add_argument("--cost-only", action="store_true", help="only measure the forward-cost ratio analog/ideal")
     ap.add_argument("--from-json", default=None, help="re-render tables, plots (and with --docs the docs section) "
@@ -488,8 +480,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{res[0]['strength']:g} chip {res[0]['chip']}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in r.items())
               + f" ({time.perf_counter() - t_start:.0f} s, {rec['worker']})", flush=True)
 
-    opts = {"jobs": args.workers} if args.runner == "local" else ({"address": args.address} if args.address else {})
-    sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=opts, on_result=show,
+    sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=runner_options(args),
+                      on_result=show,
                       fresh=not args.resume,
                       base=fingerprint({"mh": mh, "grad_steps": GRAD_STEPS, "lr": LR}))
     if sweep.skipped:
