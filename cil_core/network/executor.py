@@ -85,7 +85,7 @@ def simulate(
         check_input(spec, x)
         check_parameters(spec, params, n_sets)
     S = 1 if n_sets is None else n_sets
-    T, B = x.shape[:2]
+    T = x.shape[0]
     # layout [T, S*B, *features]; sets are stacked along the batch dimension. With sets, h stays
     # the input every set shares, [T, B, *features], up to the first layer that depends on the set
     # (``shared``): a leading Dense/Conv layer then runs each set's own single-network call on it
@@ -106,16 +106,14 @@ def simulate(
                 h = (synapse.dense_shared if isinstance(layer, Dense) else synapse.conv_shared)(layer, h, w, b)
                 shared = False
                 continue
-            if isinstance(layer, Pool2d):  # the same for every set: pool the shared input
-                h = per_step(lambda xt: synapse.pool2d(layer, xt))
-                continue
-            if isinstance(layer, Flatten):
-                h = h.reshape(T, B, -1)
-                continue
-            if isinstance(layer, Dropout) and not (training and layer.p > 0):  # an identity
-                continue
-            h = _replicate(h, S)
-            shared = False
+            # pooling, flattening and inactive dropout are the same for every set and run below on
+            # the shared input; anything else (neurons, batch norm's per-set γ/β, a dropout mask per
+            # set) needs one copy of the input per set
+            same_for_all = isinstance(layer, (Pool2d, Flatten)) or (
+                isinstance(layer, Dropout) and not (training and layer.p > 0))
+            if not same_for_all:
+                h = _replicate(h, S)
+                shared = False
         if isinstance(layer, Neuron):
             n = neurons[k] if neurons is not None else layer
             obs = observations[k] if observations is not None else None
@@ -164,7 +162,7 @@ def simulate(
             if training and layer.p > 0:
                 h = torch.nn.functional.dropout(h, layer.p, training=True)
         elif isinstance(layer, Flatten):
-            h = h.reshape(T, S * B, -1)
+            h = h.reshape(T, h.shape[1], -1)  # [T, S*B, ...], or [T, B, ...] while shared
         else:  # pragma: no cover - NetworkSpec validation prevents this
             raise TypeError(f"unknown layer {layer!r}")
     if shared:  # no set-dependent layer at all
