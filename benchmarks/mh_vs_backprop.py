@@ -62,7 +62,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cil_core.sweep import Point, fingerprint, point_key, run_sweep
+from cil_core.sweep import Point, fingerprint, point_key, run_sweep, subset_fraction
 from harness import (add_output_args, add_sweep_args, interleaved, markdown_table, publish_figures, read_json,
                      runner_options, save_figure, write_docs_section, write_json)
 
@@ -94,21 +94,6 @@ LABELS = {"offline": "offline backprop (deployed)", "cil-spl": "CIL-SPL", "mh": 
           "mh-k64": "MH, 64 weights per block"}
 
 
-def _subset(train: Any, fraction: float, seed: int) -> Any:
-    """Stratified subset of the training split (at least one sample per class)."""
-    import torch
-
-    if fraction >= 1.0:
-        return train
-    g = torch.Generator().manual_seed(1000 + seed)
-    idx = []
-    for c in torch.unique(train.y):
-        members = (train.y == c).nonzero().flatten()
-        k = max(1, int(round(fraction * len(members))))
-        idx.append(members[torch.randperm(len(members), generator=g)[:k]])
-    return train.subset(torch.cat(idx).sort().values)
-
-
 def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
     """One (network, fraction, chip, strength) case: every algorithm asked for, measured on that chip."""
     import torch
@@ -123,7 +108,7 @@ def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
     mh_steps = mh_opts.pop("steps")
     data = load_breast_cancer_spikes()
     sizes = [data.n_inputs, *NETS[net_name], 2]
-    train = _subset(data.train, frac, chip_seed)
+    train = subset_fraction(data.train, frac, chip_seed)
     rows = []
 
     def chip():
