@@ -32,3 +32,22 @@ def native_and_cil_spl_gradients(model: torch.nn.Module, net: Any, x: torch.Tens
     readout.loss(out, y).backward()
     cil_grads = {k: p.grad.clone() for k, p in wrapped.module.named_parameters()}
     return native, cil_grads, trainer
+
+
+def native_and_wrapped_bptt_gradients(model: torch.nn.Module, net: Any, x: torch.Tensor,
+                                      run_native: Callable[[Any, torch.Tensor], torch.Tensor], seed: int
+                                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Gradients of one smooth function of every output value, :math:`L = \\sum w \\odot out / B`
+    with a seeded random ``w`` over the output features, w.r.t. ``model``'s parameters: through the
+    library's own forward (``run_native(model, x)``) and through the wrapped network's software
+    pass (``net(x)``). Parameters without a gradient are left out of both."""
+    w = torch.randn(*run_native(model, x).shape[2:], generator=torch.Generator().manual_seed(seed))
+    params = dict(model.named_parameters())
+
+    def grads(out: torch.Tensor) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        ((out * w).sum() / out.shape[1]).backward()
+        return {k: p.grad.clone() for k, p in params.items() if p.grad is not None}
+
+    native = grads(run_native(model, x))
+    return native, grads(net(x))

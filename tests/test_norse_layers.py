@@ -15,7 +15,7 @@ pytest.importorskip("cil_norse", reason="the cil-norse plugin is not installed (
 import cil_core as cil  # noqa: E402
 from cil_core.errors import UnsupportedLayerError  # noqa: E402
 from cil_norse import run_native  # noqa: E402
-from equivalence import native_and_cil_spl_gradients  # noqa: E402
+from equivalence import native_and_cil_spl_gradients, native_and_wrapped_bptt_gradients  # noqa: E402
 
 
 def _lif(tau_mem=150.0, tau_syn=200.0, v_th=0.5, v_leak=0.0, v_reset=0.0):
@@ -176,18 +176,7 @@ def test_models_match_norse_spike_for_spike(kind):
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_bptt_gradients_equal_norse_autograd(kind):
     model, x, net = _wrap(kind)
-    w = torch.randn(*run_native(model, x).shape[2:], generator=torch.Generator().manual_seed(1))
-    params = dict(model.named_parameters())
-
-    def loss(out):  # any smooth function of every output value
-        return (out * w).sum() / out.shape[1]
-
-    model.zero_grad()
-    loss(run_native(model, x)).backward()
-    g_norse = {k: p.grad.clone() for k, p in params.items() if p.grad is not None}
-    model.zero_grad()
-    loss(net(x)).backward()
-    g_cil = {k: p.grad.clone() for k, p in params.items() if p.grad is not None}
+    g_norse, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_native, seed=1)
     assert set(g_cil) == set(g_norse) and set(net.parameter_names()) <= set(g_cil)
     for k in g_norse:
         assert float(g_norse[k].abs().sum()) > 0, k

@@ -20,7 +20,7 @@ pytest.importorskip("cil_snntorch", reason="the cil-snntorch plugin is not insta
 
 import cil_core as cil  # noqa: E402
 from cil_snntorch import run_native  # noqa: E402
-from equivalence import native_and_cil_spl_gradients  # noqa: E402
+from equivalence import native_and_cil_spl_gradients, native_and_wrapped_bptt_gradients  # noqa: E402
 from snntorch import surrogate  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -291,18 +291,7 @@ def test_models_match_snntorch_spike_for_spike(kind, seed):
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_bptt_gradients_equal_snntorch_autograd(kind, seed):
     model, x, net = _build(kind, seed)
-    w = torch.randn(*run_native(model, x).shape[2:], generator=torch.Generator().manual_seed(seed))
-    params = dict(model.named_parameters())
-
-    def loss(out):  # a smooth function of every output value
-        return (out * w).sum() / out.shape[1]
-
-    model.zero_grad()
-    loss(run_native(model, x)).backward()
-    g_ref = {k: p.grad.clone() for k, p in params.items() if p.grad is not None}
-    model.zero_grad()
-    loss(net(x)).backward()
-    g_cil = {k: p.grad.clone() for k, p in params.items() if p.grad is not None}
+    g_ref, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_native, seed)
     assert set(g_cil) == set(g_ref) == set(net.parameter_names())
     for k in g_ref:
         assert float(g_ref[k].abs().sum()) > 0, k
