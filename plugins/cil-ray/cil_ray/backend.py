@@ -59,7 +59,7 @@ import socket
 import time
 import weakref
 from collections import OrderedDict, deque
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
@@ -239,38 +239,9 @@ class RayBackend(Backend):
 
     def _check_placement(self, ray: Any) -> None:
         """Fail at once when no node could ever hold a worker (Ray would leave it pending)."""
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        offered: dict[str, float] = {}
-        for n in nodes:
-            for r, v in n.get("Resources", {}).items():
-                offered[r] = offered.get(r, 0.0) + v
-        custom = sorted(r for r in offered if r not in ("CPU", "GPU", "memory", "object_store_memory")
-                        and not r.startswith("node:") and not r.startswith("accelerator_type"))
-        total: dict[str, float] = {}
-        for k in range(len(self.worker_options)):
-            need, labels = self._needs(k), self.worker_labels[k]
-            for r, v in need.items():
-                total[r] = total.get(r, 0.0) + v
-            fits = [n for n in nodes if all(n.get("Resources", {}).get(r, 0.0) >= v for r, v in need.items())
-                    and _labels_match(n.get("Labels", {}) or {}, labels)]
-            if fits:
-                continue
-            missing = [f"{r}={v:g}" for r, v in need.items() if max((n.get("Resources", {}).get(r, 0.0)
-                                                                       for n in nodes), default=0.0) < v]
-            what = f"resources {', '.join(missing)}" if missing else \
-                f"{need} together" + (f" on a node with labels {labels}" if labels else "")
-            hint = ""
-            board = self.boards[k]
-            if board is not None and f"board-{board}" not in offered:
-                hint = (f"; board {board!r} is offered by the node the board is attached to: "
-                        f"ray start ... --resources '{{\"board-{board}\": 1}}'")
-            raise PlacementError(f"ray:{self.inner}: worker {k} needs {what}, which no node of the cluster "
-                                 f"offers (custom resources offered: {custom or 'none'}; nodes: {len(nodes)}){hint}")
-        for r, v in total.items():
-            if v > offered.get(r, 0.0) + 1e-9:
-                extra = " (use num_cpus=0.5 or 0 for workers that mostly wait on I/O)" if r == "CPU" else ""
-                raise PlacementError(f"ray:{self.inner}: {len(self.worker_options)} workers need {v:g} {r} in all, "
-                                     f"the cluster offers {offered.get(r, 0.0):g}{extra}")
+        W = len(self.worker_options)
+        check_placement(ray, [(f"ray:{self.inner}: worker {k}", self._needs(k), self.worker_labels[k], self.boards[k])
+                              for k in range(W)], together=f"ray:{self.inner}: {W} workers")
 
     def _holder(self, ray: Any) -> dict[str, Any]:
         try:
@@ -641,7 +612,46 @@ def _mean(obs: list[Observation], meta: dict[str, Any]) -> Observation:
     return Observation(avg([o.output for o in obs]), layers, meta)
 
 
-def _labels_match(node: dict[str, str], want: dict[str, str]) -> bool:
+def check_placement(ray: Any, asks: Sequence[tuple[str, Mapping[str, float], Mapping[str, str], str | None]], *,
+                    together: str | None = None) -> None:
+    """Raise a :class:`~cil_ray.errors.PlacementError` at once when no alive node could ever hold
+    one of ``asks`` — ``(who, resources, node labels, board or None)`` for each actor or task,
+    ``who`` naming it in the message — or, with ``together`` (the message's subject), when all of
+    them at once need more of a resource than the cluster has. Ray would leave them pending."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    offered: dict[str, float] = {}
+    for n in nodes:
+        for r, v in n.get("Resources", {}).items():
+            offered[r] = offered.get(r, 0.0) + v
+    custom = sorted(r for r in offered if r not in ("CPU", "GPU", "memory", "object_store_memory")
+                    and not r.startswith("node:") and not r.startswith("accelerator_type"))
+    total: dict[str, float] = {}
+    for who, need, labels, board in asks:
+        for r, v in need.items():
+            total[r] = total.get(r, 0.0) + v
+        fits = [n for n in nodes if all(n.get("Resources", {}).get(r, 0.0) >= v for r, v in need.items())
+                and _labels_match(n.get("Labels", {}) or {}, labels)]
+        if fits:
+            continue
+        missing = [f"{r}={v:g}" for r, v in need.items() if max((n.get("Resources", {}).get(r, 0.0)
+                                                                   for n in nodes), default=0.0) < v]
+        what = f"resources {', '.join(missing)}" if missing else \
+            f"{dict(need)} together" + (f" on a node with labels {dict(labels)}" if labels else "")
+        hint = ""
+        if board is not None and f"board-{board}" not in offered:
+            hint = (f"; board {board!r} is offered by the node the board is attached to: "
+                    f"ray start ... --resources '{{\"board-{board}\": 1}}'")
+        raise PlacementError(f"{who} needs {what}, which no node of the cluster "
+                             f"offers (custom resources offered: {custom or 'none'}; nodes: {len(nodes)}){hint}")
+    if together is None:
+        return
+    for r, v in total.items():
+        if v > offered.get(r, 0.0) + 1e-9:
+            extra = " (use num_cpus=0.5 or 0 for workers that mostly wait on I/O)" if r == "CPU" else ""
+            raise PlacementError(f"{together} need {v:g} {r} in all, the cluster offers {offered.get(r, 0.0):g}{extra}")
+
+
+def _labels_match(node: Mapping[str, str], want: Mapping[str, str]) -> bool:
     """Plain ``key: value`` selectors are checked here; operator selectors (``!x``, ``in(...)``)
     are left to Ray."""
     for k, v in want.items():

@@ -46,22 +46,6 @@ def _run_point(fn: Callable[[Any], Any], payload: Any, threads: int) -> dict[str
     return out
 
 
-class _TaskShape:
-    """What one task asks for, in the form :meth:`RayBackend._check_placement` checks (one
-    "worker"): the placement check is shared with the ``ray:`` backend, not copied."""
-
-    inner = "sweep task"
-
-    def __init__(self, need: dict[str, float]) -> None:
-        self.worker_options = [{}]
-        self.worker_labels = [{}]
-        self.boards = [None]
-        self._need = need
-
-    def _needs(self, k: int) -> dict[str, float]:
-        return dict(self._need)
-
-
 class RayRunner:
     """Runs each sweep point as a Ray task (``cil sweep --runner ray``).
 
@@ -87,7 +71,7 @@ class RayRunner:
             raise OptionError(f"runner 'ray': max_retries must be a whole number >= 0, got {max_retries!r}")
         import ray
 
-        from .backend import RayBackend
+        from .backend import check_placement
         from .cluster import ensure_ray, shutdown
 
         self.resources = {k: float(v) for k, v in (resources or {}).items()}
@@ -95,21 +79,25 @@ class RayRunner:
         started = not ray.is_initialized()
         ensure_ray(address, token_file=token_file)
         self._owns_cluster = started
-        need = dict(self.resources)
-        if self.num_cpus > 0:
-            need["CPU"] = self.num_cpus
-        if self.num_gpus > 0:
-            need["GPU"] = self.num_gpus
         try:
-            RayBackend._check_placement(_TaskShape(need), ray)  # type: ignore[arg-type]
+            check_placement(ray, [("cil sweep --runner ray: each point's task", self._need(None), {}, None)])
         except PlacementError as exc:
             if started:
                 shutdown()
-            msg = str(exc).replace("ray:sweep task: worker 0 needs", "cil sweep --runner ray: each point's task needs")
-            raise PlacementError(msg + "; change the task's resources (--runner-opt resources=...) or add a node "
+            raise PlacementError(f"{exc}; change the task's resources (--runner-opt resources=...) or add a node "
                                  "that offers them") from None
         self._remote = ray.remote(_run_point)
         self._pending: list[Any] = []
+
+    def _need(self, extra: Mapping[str, float] | None) -> dict[str, float]:
+        """What one task asks of a node (its custom resources, CPUs and GPUs), for the placement check."""
+        opts = self._task_options(extra)
+        need = dict(opts.get("resources", {}))
+        if opts["num_cpus"] > 0:
+            need["CPU"] = opts["num_cpus"]
+        if opts["num_gpus"] > 0:
+            need["GPU"] = opts["num_gpus"]
+        return need
 
     def _task_options(self, extra: Mapping[str, float] | None) -> dict[str, Any]:
         """Ray options of one task: the runner's resources, plus a point's own."""
@@ -122,29 +110,23 @@ class RayRunner:
 
     def check(self, resources: Sequence[Mapping[str, float]], keys: Sequence[str] | None = None) -> None:
         """Fail at once with a :class:`PlacementError` naming the first point whose task no node
-        could hold (the placement check of :class:`~cil_ray.RayBackend`, once per distinct need)."""
+        could hold (:func:`cil_ray.backend.check_placement`, once per distinct need)."""
         import ray
 
-        from .backend import RayBackend
+        from .backend import check_placement
 
         seen: set[tuple] = set()
         for i, extra in enumerate(resources):
-            opts = self._task_options(extra)
-            need = dict(opts.get("resources", {}))
-            if opts["num_cpus"] > 0:
-                need["CPU"] = opts["num_cpus"]
-            if opts["num_gpus"] > 0:
-                need["GPU"] = opts["num_gpus"]
+            need = self._need(extra)
             sig = tuple(sorted(need.items()))
             if sig in seen:
                 continue
             seen.add(sig)
+            point = f"point {keys[i]}" if keys is not None else f"point #{i}"
             try:
-                RayBackend._check_placement(_TaskShape(need), ray)  # type: ignore[arg-type]
+                check_placement(ray, [(f"cil sweep --runner ray: {point}", need, {}, None)])
             except PlacementError as exc:
-                point = f"point {keys[i]}" if keys is not None else f"point #{i}"
-                msg = str(exc).replace("ray:sweep task: worker 0 needs", f"cil sweep --runner ray: {point} needs")
-                raise PlacementError(msg + "; give the node that has it this resource (ray start ... --resources "
+                raise PlacementError(f"{exc}; give the node that has it this resource (ray start ... --resources "
                                      "'{\"NAME\": 1}'), or change [sweep] resources / --runner-opt resources") from None
 
     def run(self, fn: Callable[[Any], Any], payloads: Sequence[Any], threads: int = 1,
