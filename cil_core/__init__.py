@@ -34,13 +34,15 @@ from .errors import (
     UnsupportedLayerError,
     UnsupportedModelError,
 )
-from .hardware import Backend, Deployment, HardwareSession, LayerObservation, Observation
+from .hardware import Backend, Deployment, LayerObservation, Observation
 from .options import validate as validate_options
 from .network import (Adaptation, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, NetworkSpec, Neuron, Pool2d,
                       Recurrent, Surrogate, WrappedNetwork, simulate)
 from .plugin import PluginInfo, get_manager, hookimpl, hookspec
 from .plugin.adapter import AdaptedModel, ModelAdapter, qualname
-from .training import Algorithm, History, Readout, StepResult, Trainer, TrainState
+from .plugin.session import HardwareSession
+from .training import Algorithm, Readout, StepResult, TrainState
+from .trainer import History, Trainer
 from .fidelity import FidelityReport, fidelity
 
 __version__ = "0.1.0"

@@ -61,9 +61,10 @@ from .data import as_dense
 from .data.validate import check_data
 from .errors import CilError, OptionError
 from .hardware.observation import LayerObservation
-from .hardware.session import HardwareSession, backend_name
+from .hardware.hooks import backend_name
 from .network.executor import simulate
 from .network.wrapped import WrappedNetwork
+from .plugin.session import HardwareSession
 from .training.readout import Readout
 
 #: a hidden layer at least this distorted (relative spike-count error) makes observe="layers" likely worth it

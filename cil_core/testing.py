@@ -51,9 +51,11 @@ import torch
 
 from .data import as_dense
 from .errors import BackendCapacityError, CilError, HardwareError
-from .hardware import Backend, Deployment, HardwareSession, Observation
+from .hardware import Backend, Deployment, Observation
+from .hardware.backend import mirror_traits
 from .network.description import NetworkSpec, Neuron
 from .network.reference import feedforward
+from .plugin.session import HardwareSession
 
 __all__ = ["check_backend", "default_case", "random_parameters", "random_inputs", "FaultyBackend"]
 
@@ -301,10 +303,7 @@ class FaultyBackend(Backend):
             raise ValueError(f"unknown fault kinds {bad}; use some of {self.KINDS}")
         self.inner, self.rate, self.hang_s, self.kinds = inner, float(rate), float(hang_s), tuple(kinds)
         self.name = f"faulty:{getattr(inner, 'name', '') or type(inner).__name__}"
-        self.max_sets = getattr(inner, "max_sets", 1)
-        self.observes_layers = getattr(inner, "observes_layers", False)
-        self.observes_membrane = getattr(inner, "observes_membrane", False)
-        self.stochastic = getattr(inner, "stochastic", False)
+        mirror_traits(self, inner)
         self.gen = torch.Generator().manual_seed(seed)
         self.faults = {k: 0 for k in self.KINDS}
         self.calls = 0

@@ -132,3 +132,34 @@ def test_a_backend_sees_the_calls_purpose_timeout_and_attempt(timeout, enforces)
     # a thread only where the session must enforce a timeout itself
     assert all(main == (timeout is None or enforces) for _, main in chip.seen)
     assert current_call() is None, "the context ends with the call"
+
+
+def test_deploy_goes_through_the_session_timeout_retries_and_counters():
+    """Trainer.deploy() is a session call like any other: a transfer slower than the timeout is
+    a HardwareError, a transient failure is retried, and the call is counted."""
+    import time
+
+    class SlowTransfer(IdealBackend):
+        name = "slow-transfer"
+        delay = 1.5
+        fail_first = 0
+
+        def transfer(self, spec, params, n_sets=None):
+            if self.fail_first:
+                self.fail_first -= 1
+                raise OSError("transient")
+            time.sleep(self.delay)
+            return super().transfer(spec, params, n_sets)
+
+    net = cil.wrap(feedforward([4, 3, 2], seed=0))
+    slow = SlowTransfer()
+    trainer = cil.Trainer(net, slow, "cil-spl", timeout=0.5)
+    with pytest.raises(cil.HardwareError, match="did not answer within 0.5 s \\(weight transfer\\)"):
+        trainer.deploy()
+    assert trainer.session.stats.failures == 1 and trainer.session.stats.calls == 0
+    slow.delay, slow.fail_first = 0.0, 1
+    trainer = cil.Trainer(net, slow, "cil-spl", retries=1, timeout=5.0)
+    dep = trainer.deploy()
+    assert isinstance(dep, cil.Deployment)
+    assert trainer.session.stats.calls_by_purpose == {"deploy": 1} and trainer.session.stats.failures == 1
+    assert trainer.session.stats.samples == {}  # a transfer runs no samples

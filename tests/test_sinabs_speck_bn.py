@@ -160,3 +160,32 @@ def test_batchnorm_that_does_not_follow_a_synaptic_layer_is_refused_on_speck():
     x = (torch.rand(4, 1, 2, 8, 8) < 0.3).float()
     assert torch.equal(cil.simulate(net.spec, net.detached_parameters(), x).output,
                        run_sinabs(model, x).detach())  # the ideal backend runs it as the model does
+
+
+def test_a_wrapper_around_speck_runs_a_batchnorm_network_as_speck_does():
+    """A backend wrapper (FaultyBackend, rate 0) mirrors the chip's traits through one helper,
+    so the session folds the batch norm for it exactly as for the chip: the same spikes."""
+    from cil_core.testing import FaultyBackend
+
+    gen = torch.Generator().manual_seed(13)
+    T, B = 8, 3
+    net = cil.wrap(_bn_convnet(gen, B, sl.SumPool2d(2)), input_shape=(2, 10, 10))
+    params = net.detached_parameters()
+    x = (torch.rand(T, B, 2, 10, 10, generator=gen) < 0.2).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the folded biases are dropped
+        chip = HardwareSession(SpeckBackend(drop_biases=True)).run(net.spec, params, x).output
+        wrapped = HardwareSession(FaultyBackend(SpeckBackend(drop_biases=True), rate=0.0)).run(net.spec, params, x).output
+    assert chip.sum() > 0
+    assert torch.equal(chip, wrapped)
+
+
+def test_speck_itself_refuses_a_batchnorm_it_was_not_given_folded():
+    """Whoever calls the chip: its own mapping never drops a layer it does not run."""
+    gen = torch.Generator().manual_seed(13)
+    net = cil.wrap(_bn_convnet(gen, 3, sl.SumPool2d(2)), input_shape=(2, 10, 10))
+    chip = SpeckBackend(drop_biases=True)
+    with pytest.raises(BackendCapacityError, match="batch norm.*fold it"):
+        chip.transfer(net.spec, net.detached_parameters())
+    with pytest.raises(BackendCapacityError, match="batch norm"):
+        chip.check(net.spec)

@@ -3,7 +3,8 @@
 Every weight transfer and every forward on hardware — training steps, evaluation, MH proposal
 scoring, fidelity checks — goes through :meth:`HardwareSession.run`, which
 
-1. calls the ``cil_transfer`` and ``cil_forward`` hooks (the plugin contract),
+1. calls the chip hooks it is handed (:class:`~cil_core.hardware.hooks.ChipHooks`: the
+   capacity check, ``cil_transfer`` and ``cil_forward``; by default the backend's own methods),
 2. validates what comes back (a :class:`Deployment`; an :class:`Observation` whose output and
    recorded layers have the expected shapes and are finite),
 3. turns any unexpected failure into a :class:`~cil_core.errors.HardwareError` naming the
@@ -13,9 +14,10 @@ scoring, fidelity checks — goes through :meth:`HardwareSession.run`, which
 5. counts calls, seconds and sample-inferences, separately per purpose (``"train"``,
    ``"eval"``, ...).
 
-Trainer and algorithms use only this object, so a session that forwards calls to another
-process or host (a later plugin) changes nothing above it. Hook arguments are the network
-description and plain tensors, never the user's module.
+Trainer and algorithms use only this object, so a backend that forwards calls to another
+process or host (``ray:``, :mod:`cil_ray`) changes nothing above it. Hook arguments are the
+network description and plain tensors, never the user's module. Weight transfers alone
+(:meth:`HardwareSession.deploy`) get the same timeout, retries and counting as full calls.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 
@@ -33,16 +35,11 @@ from ..data import as_dense
 from ..errors import CilError, HardwareError, PluginError
 from ..network.description import NetworkSpec
 from .backend import Deployment
+from .hooks import BackendHooks, ChipHooks, backend_name
 from .observation import LayerObservation, Observation
 from .transfer import chip_spec, prepare_for_backend
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..plugin.manager import Registry
-
-
-def backend_name(backend: Any) -> str:
-    """The name a backend is known by in messages."""
-    return getattr(backend, "name", "") or type(backend).__name__
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -99,17 +96,16 @@ class HardwareSession:
             must raise a :class:`HardwareError` itself when a call takes longer (it can stop
             what it waits on, e.g. kill a remote worker); for any other backend the session
             runs the call in a thread and abandons it after ``timeout`` seconds.
-        registry: the plugin registry whose hooks are called (default: the process-wide one).
+        hooks: the chip hooks to call (:class:`~cil_core.hardware.hooks.ChipHooks`). Default:
+            :class:`~cil_core.hardware.hooks.BackendHooks`, the backend's own methods; the
+            plugin registry's (``get_manager().chip_hooks()``, what ``cil.HardwareSession``,
+            the trainer and the fidelity report use) also asks every registered plugin.
     """
 
     def __init__(self, backend: Any, *, retries: int = 0, timeout: float | None = None,
-                 registry: "Registry | None" = None) -> None:
-        if registry is None:
-            from ..plugin.manager import get_manager
-
-            registry = get_manager()
+                 hooks: ChipHooks | None = None) -> None:
         self.backend = backend
-        self.registry = registry
+        self.hooks: ChipHooks = BackendHooks() if hooks is None else hooks
         self.retries = int(retries)
         self.timeout = timeout
         self.stats = SessionStats()
@@ -139,10 +135,7 @@ class HardwareSession:
         """Ask the backend whether ``spec`` fits (raises
         :class:`~cil_core.errors.BackendCapacityError` naming the limit). A backend without a
         ``check`` method accepts everything here and may still refuse at transfer time."""
-        spec = chip_spec(self.backend, spec)
-        check = getattr(self.backend, "check", None)
-        if callable(check):
-            check(spec)
+        self._hook("capacity check", self.hooks.check, spec=chip_spec(self.backend, spec), required=False)
 
     def transfer(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
         """One weight transfer through the ``cil_transfer`` hook, checked. No retry.
@@ -152,17 +145,20 @@ class HardwareSession:
         folded unless it lists ``"batchnorm"``, features checked against its capabilities)."""
         name = self.name
         spec, prepared = prepare_for_backend(self.backend, spec, params, n_sets)
-        dep = self._hook("weight transfer", self.registry.pm.hook.cil_transfer, spec=spec, params=prepared,
-                         n_sets=n_sets)
+        dep = self._hook("weight transfer", self.hooks.transfer, spec=spec, params=prepared, n_sets=n_sets)
         if not isinstance(dep, Deployment):
             raise HardwareError(f"backend '{name}' returned {type(dep).__name__} from weight transfer, "
                                 "not a Deployment", name)
         return dep
 
-    def deploy(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor]) -> Deployment:
-        """A weight transfer whose deployment shows what the chip holds. A backend whose
+    def deploy(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], purpose: str = "deploy") -> Deployment:
+        """A weight transfer whose deployment shows what the chip holds, with the session's
+        timeout and retries, counted as a call under ``purpose`` (no samples). A backend whose
         ``transfer`` only records the tensors for a later remote call (``chip["deferred"]``, e.g.
         ``ray:``) is asked for the real one through its ``materialize(deployment)`` method."""
+        return self._with_retries(lambda: self._deploy_once(spec, params), purpose, lambda _: 0, "weight transfer")
+
+    def _deploy_once(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor]) -> Deployment:
         dep = self.transfer(spec, params)
         materialize = getattr(self.backend, "materialize", None)
         if dep.chip.get("deferred") and callable(materialize):
@@ -174,21 +170,22 @@ class HardwareSession:
 
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
         """One forward through the ``cil_forward`` hook, with the observation validated. No retry."""
-        obs = self._hook("forward", self.registry.pm.hook.cil_forward, deployment=deployment, inputs=inputs,
-                         record=record)
+        obs = self._hook("forward", self.hooks.forward, deployment=deployment, inputs=inputs, record=record)
         validate_observation(self.name, deployment.spec, deployment.n_sets, inputs, obs, record)
         return obs
 
-    def _hook(self, stage: str, hook: Any, **kwargs: Any) -> Any:
-        """Call one hardware hook for this backend: an exception that is not cil's own becomes a
-        :class:`HardwareError` naming the backend and the stage; no answer is a :class:`PluginError`."""
+    def _hook(self, stage: str, hook: Callable[..., Any], required: bool = True, **kwargs: Any) -> Any:
+        """Call one chip hook for this backend: an exception that is not cil's own becomes a
+        :class:`HardwareError` naming the backend and the stage; no answer is a
+        :class:`PluginError` (unless not ``required``: a backend nobody checks accepts everything
+        here and may still refuse at transfer)."""
         try:
-            result = hook(backend=self.backend, **kwargs)
+            result = hook(self.backend, **kwargs)
         except CilError:
             raise
         except Exception as exc:
             raise HardwareError(f"backend '{self.name}' failed during {stage}: {exc!r}", self.name) from exc
-        if result is None:
+        if result is None and required:
             raise PluginError(f"no plugin implements {stage} for backend {self.backend!r}")
         return result
 
@@ -215,12 +212,23 @@ class HardwareSession:
 
     def _call_with_retries(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], inputs: Any,
                            n_sets: int | None, record: bool, purpose: str) -> Observation:
+        """One transfer + forward with the session's timeout and retries, counted under
+        ``purpose`` with its sample-inferences (samples x sets)."""
+        def samples(obs: Observation) -> int:
+            return int(obs.output.shape[2 if n_sets is not None else 1]) * (n_sets or 1)
+
+        return self._with_retries(lambda: self.forward(self.transfer(spec, params, n_sets), inputs, record),
+                                  purpose, samples, "weight transfer + forward")
+
+    def _with_retries(self, work: Callable[[], _R], purpose: str, samples: Callable[[_R], int], what: str) -> _R:
+        """Run ``work`` (a call to the backend) under the session's timeout, retrying a
+        :class:`HardwareError` ``retries`` times; count the call, its seconds and ``samples(result)``."""
         last: HardwareError | None = None
         for attempt in range(self.retries + 1):
             t0 = time.perf_counter()
             token = _CALL.set(CallContext(purpose, self.timeout, attempt))
             try:
-                obs = self._call(spec, params, inputs, n_sets, record)
+                result = self._timed(work, what)
             except HardwareError as exc:
                 self.stats.failures += 1
                 last = exc
@@ -230,46 +238,46 @@ class HardwareSession:
                 self.stats.seconds += time.perf_counter() - t0
             self.stats.calls += 1
             self.stats.calls_by_purpose[purpose] = self.stats.calls_by_purpose.get(purpose, 0) + 1
-            batch = int(obs.output.shape[2 if n_sets is not None else 1])
-            self.stats.samples[purpose] = self.stats.samples.get(purpose, 0) + batch * (n_sets or 1)
-            return obs
+            n = samples(result)
+            if n:
+                self.stats.samples[purpose] = self.stats.samples.get(purpose, 0) + n
+            return result
         assert last is not None
         if self.retries:
             raise HardwareError(f"{last} (failed {self.retries + 1} times)", last.backend) from last
         raise last
 
-    def _call(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], inputs: Any, n_sets: int | None,
-              record: bool) -> Observation:
-        """One transfer + forward, in a worker thread when a ``timeout`` is set.
+    def _timed(self, work: Callable[[], _R], what: str) -> _R:
+        """``work()``, in a worker thread when a ``timeout`` is set.
 
         Python cannot stop a thread: a call that times out is abandoned (its result discarded)
         and keeps running until the backend returns, so a hardware backend whose calls may hang
         should also time out on its own I/O — and declare ``enforces_timeout = True``: the
         session then calls it directly and leaves the timeout to it."""
         if self.timeout is None or getattr(self.backend, "enforces_timeout", False):
-            return self.forward(self.transfer(spec, params, n_sets), inputs, record)
+            return work()
         result: dict[str, Any] = {}
         grad = torch.is_grad_enabled()
 
-        def work() -> None:
+        def run() -> None:
             try:
                 with torch.set_grad_enabled(grad):  # grad mode is per thread
-                    result["obs"] = self.forward(self.transfer(spec, params, n_sets), inputs, record)
+                    result["value"] = work()
             except BaseException as exc:  # re-raised in the caller's thread
                 result["exc"] = exc
 
         # the thread runs in a copy of this context, so the backend sees the call's CallContext
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,),
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(run,),
                                   name=f"cil-hardware-call-{self.name}", daemon=True)
         worker.start()
         worker.join(self.timeout)
         if worker.is_alive():
             _ABANDONED[:] = [t for t in _ABANDONED if t.is_alive()] + [worker]
             raise HardwareError(f"backend '{self.name}' did not answer within {self.timeout:g} s "
-                                "(weight transfer + forward); the call was abandoned", self.name)
+                                f"({what}); the call was abandoned", self.name)
         if "exc" in result:
             raise result["exc"]
-        return result["obs"]
+        return result["value"]
 
     def __repr__(self) -> str:
         return f"<HardwareSession {self.name!r} calls={self.stats.calls}>"

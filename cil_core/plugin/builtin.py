@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import HardwareError
-from ..hardware.backend import Backend, Deployment, Observation
-from ..hardware.session import backend_name
+from ..hardware.backend import Deployment, Observation
+from ..hardware.hooks import BackendHooks
 from ..training.algorithm import Algorithm
 from .hookspecs import hookimpl
 
@@ -52,26 +51,22 @@ def cil_register_runners(register) -> None:
     register("local", LocalRunner)
 
 
+_BACKEND = BackendHooks()  # the bridge: a Backend's own methods
+
+
+@hookimpl
+def cil_check(backend: Any, spec: Any) -> bool | None:
+    return _BACKEND.check(backend, spec)
+
+
 @hookimpl
 def cil_transfer(backend: Any, spec: Any, params: dict, n_sets: int | None) -> Deployment | None:
-    if not isinstance(backend, Backend):
-        return None
-    dep = backend.transfer(spec, params, n_sets)
-    if dep is None:  # a Backend must answer for itself: None would read as "no plugin serves it"
-        raise HardwareError(f"backend '{backend_name(backend)}' returned None from transfer, not a Deployment",
-                            backend_name(backend))
-    return dep
+    return _BACKEND.transfer(backend, spec, params, n_sets)
 
 
 @hookimpl
 def cil_forward(backend: Any, deployment: Deployment, inputs: Any, record: bool) -> Observation | None:
-    if not isinstance(backend, Backend):
-        return None
-    obs = backend.forward(deployment, inputs, record)
-    if obs is None:
-        raise HardwareError(f"backend '{backend_name(backend)}' returned None from forward, not an Observation",
-                            backend_name(backend))
-    return obs
+    return _BACKEND.forward(backend, deployment, inputs, record)
 
 
 @hookimpl

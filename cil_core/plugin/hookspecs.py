@@ -94,6 +94,16 @@ def cil_register_runners(register: Callable[[str, Callable[..., Any]], None]) ->
 
 # ---------------------------------------------------------------- the three workers
 @hookspec(firstresult=True)
+def cil_check(backend: "Backend", spec: "NetworkSpec") -> "bool | None":
+    """Capacity check before the first call: raise :class:`~cil_core.errors.BackendCapacityError`
+    naming the limit if ``spec`` (the network as the chip receives it: dropout removed, batch
+    norm folded where the backend does not run it) does not fit ``backend``; return ``True``
+    when this implementation serves ``backend``, ``None`` otherwise. A backend no
+    implementation checks is asked at transfer time instead.
+    """
+
+
+@hookspec(firstresult=True)
 def cil_transfer(
     backend: "Backend", spec: "NetworkSpec", params: "dict[str, torch.Tensor]", n_sets: "int | None"
 ) -> "Deployment | None":

@@ -25,6 +25,7 @@ import pluggy
 
 from ..errors import PluginError
 from . import hookspecs
+from .chip_hooks import RegistryChipHooks
 
 ENTRY_POINT_GROUP = "cil"
 KINDS = ("backends", "adapters", "algorithms", "jobs", "runners")
@@ -238,6 +239,10 @@ class Registry:
         return out + list(self.broken.values())
 
     # ---------------------------------------------------------------- dispatch
+    def chip_hooks(self) -> RegistryChipHooks:
+        """The chip hooks of this registry's plugins, typed (what a session is handed)."""
+        return RegistryChipHooks(self.pm)
+
     def train_step(self, algorithm: Any, state: Any, batch: Any) -> Any:
         result = self.pm.hook.cil_train_step(algorithm=algorithm, state=state, batch=batch)
         if result is None:

@@ -95,16 +95,14 @@ class ChipWorker:
             actor_id = ctx.get_actor_id()
         except Exception:  # pragma: no cover
             node_id, actor_id = "", ""
+        from cil_core.hardware.backend import backend_traits
+
         b = self.backend
         return {
             "index": self.index, "pid": os.getpid(), "host": socket.gethostname(), "node_id": node_id,
             "node_ip": _node_ip(), "actor_id": actor_id, "inner": self.inner,
-            "backend_name": getattr(b, "name", "") or type(b).__name__,
-            "max_sets": getattr(b, "max_sets", 1), "observes_layers": bool(getattr(b, "observes_layers", False)),
-            "observes_membrane": bool(getattr(b, "observes_membrane", False)),
-            "stochastic": bool(getattr(b, "stochastic", False)), "started": self.started,
-            "capabilities": None if getattr(b, "capabilities", None) is None else sorted(b.capabilities),
-            "capability_hints": dict(getattr(b, "capability_hints", {}) or {}),
+            "backend_name": getattr(b, "name", "") or type(b).__name__, "started": self.started,
+            **backend_traits(b),
         }
 
     def get_holder(self) -> dict[str, Any]:

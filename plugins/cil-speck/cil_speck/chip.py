@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cil_core import BackendCapacityError, Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d
+from cil_core import BackendCapacityError, BatchNorm, Conv2d, Dense, Flatten, NetworkSpec, Neuron, Pool2d
 
 #: documented chip limits (Liu et al. 2024; sinabs "Speck" docs; sinabs.validate_memory_speck)
 MAX_LAYERS = 9
@@ -198,6 +198,13 @@ def map_spec(spec: NetworkSpec, drop_biases: bool = False) -> ChipMap:
             layers[-1].neuron_index = nidx
             layers[-1].spec_out_shape = tuple(out)
             nidx += 1
+        elif isinstance(layer, BatchNorm):  # whoever calls the chip: never drop a layer it does not run
+            raise _err("layer type", f"layer {li} is a batch norm, which the chip does not run; fold it into the "
+                                     "preceding synaptic layer first (cil_core.hardware.fold_batchnorm; a "
+                                     "HardwareSession folds it at transfer for a backend without 'batchnorm')")
+        else:
+            raise _err("layer type", f"layer {li} is a {type(layer).__name__}, which the chip does not run "
+                                     "(it runs Dense, Conv2d, Pool2d (sum/avg), Flatten and neuron layers)")
         shape = out
     if len(layers) > MAX_LAYERS:
         raise _err("layers", f"the network needs {len(layers)} chip layers; the chip has {MAX_LAYERS}")

@@ -12,15 +12,15 @@ from typing import Any, Callable
 
 import torch
 
-from ..data import SpikeData, as_dense
-from ..data.validate import check_data
-from ..errors import CheckpointError, CilError, NonFiniteError, OptionError
-from ..hardware import Backend, Deployment, HardwareSession
-from ..network.wrapped import WrappedNetwork
-from ..plugin.manager import get_manager
-from . import checkpoint as checkpoint_io
-from .algorithm import Algorithm, TrainState
-from .readout import Readout
+from .data import SpikeData, as_dense
+from .data.validate import check_data
+from .errors import CheckpointError, CilError, NonFiniteError, OptionError
+from .hardware import Backend, Deployment, HardwareSession
+from .network.wrapped import WrappedNetwork
+from .plugin.manager import get_manager
+from .training import checkpoint as checkpoint_io
+from .training.algorithm import Algorithm, TrainState
+from .training.readout import Readout
 
 
 log = logging.getLogger("cil")
@@ -63,7 +63,7 @@ class Trainer:
     def __init__(self, network: Any, backend: Backend | str = "ideal", algorithm: Algorithm | str = "cil-spl", *,
                  readout: Readout | str = "rate", seed: int = 0, retries: int = 0, timeout: float | None = None,
                  device: str | torch.device | None = None, **options: Any) -> None:
-        from .. import make_algorithm, make_backend, wrap
+        from . import make_algorithm, make_backend, wrap
 
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be a whole number, got {seed!r}")
@@ -80,7 +80,8 @@ class Trainer:
         if device is not None:
             self.network.to(device)
         self.backend: Backend = make_backend(backend) if isinstance(backend, str) else backend
-        self.session = HardwareSession(self.backend, retries=retries, timeout=timeout, registry=self.registry)
+        self.session = HardwareSession(self.backend, retries=retries, timeout=timeout,
+                                       hooks=self.registry.chip_hooks())
         self.session.check(self.network.spec)
         self.algorithm: Algorithm = make_algorithm(algorithm, **options) if isinstance(algorithm, str) else algorithm
         if options and not isinstance(algorithm, str):
@@ -196,7 +197,9 @@ class Trainer:
     # ------------------------------------------------------------ measurement
     def deploy(self) -> Deployment:
         """Transfer the network's current weights to the backend; returns the deployment
-        (what the chip holds: e.g. quantized codes in ``deployment.chip``)."""
+        (what the chip holds: e.g. quantized codes in ``deployment.chip``). Like every chip
+        call it goes through the session: its timeout and retries hold, and it is counted
+        (purpose ``"deploy"``)."""
         self.network.check_finite()
         return self.session.deploy(self.network.spec, self.network.detached_parameters())
 
