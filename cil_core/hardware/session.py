@@ -334,18 +334,25 @@ def _add_set_dim(obs: Observation) -> Observation:
     return Observation(obs.output.unsqueeze(1), layers, dict(obs.meta))
 
 
-def _concat_sets(parts: list[Observation]) -> Observation:
-    out = torch.cat([p.output for p in parts], dim=1)
+def concat_observations(parts: list[Observation], dim: int, meta: dict[str, Any]) -> Observation:
+    """Observations joined along ``dim`` (1: parameter sets of ``[T, S, B, ...]``; the batch
+    dimension otherwise): outputs and every layer's spikes, membranes where all parts have
+    them, layers only where all parts recorded them."""
+    out = torch.cat([p.output for p in parts], dim=dim)
     layers = None
     if all(p.layers is not None for p in parts):
         layers = []
         for k in range(len(parts[0].layers)):  # type: ignore[arg-type]
-            spikes = torch.cat([p.layers[k].spikes for p in parts], dim=1)  # type: ignore[index]
+            spikes = torch.cat([p.layers[k].spikes for p in parts], dim=dim)  # type: ignore[index]
             mems = [p.layers[k].membrane for p in parts]  # type: ignore[index]
-            membrane = None if any(m is None for m in mems) else torch.cat(mems, dim=1)  # type: ignore[arg-type]
+            membrane = None if any(m is None for m in mems) else torch.cat(mems, dim=dim)  # type: ignore[arg-type]
             layers.append(LayerObservation(spikes, membrane))
-    meta = parts[0].meta if len(parts) == 1 else {"calls": [p.meta for p in parts]}
     return Observation(out, layers, meta)
 
 
-__all__ = ["HardwareSession", "SessionStats", "CallContext", "current_call", "validate_observation", "backend_name"]
+def _concat_sets(parts: list[Observation]) -> Observation:
+    return concat_observations(parts, 1, parts[0].meta if len(parts) == 1 else {"calls": [p.meta for p in parts]})
+
+
+__all__ = ["HardwareSession", "SessionStats", "CallContext", "current_call", "validate_observation", "backend_name",
+           "concat_observations"]

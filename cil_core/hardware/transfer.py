@@ -161,16 +161,9 @@ def prepare_for_backend(backend: object, spec: NetworkSpec, params: Mapping[str,
                         n_sets: int | None = None) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
     """The network and tensors ``backend`` receives at weight transfer: dropout removed, batch
     norm folded unless the backend lists ``"batchnorm"`` among its capabilities, and every
-    remaining feature checked against them (:func:`check_capabilities`)."""
+    remaining feature checked against them (:func:`chip_spec`)."""
     chip_spec(backend, spec)
     return fold_batchnorm(spec, params, n_sets, fold=_folds_for(backend))
-
-
-def check_capabilities(backend: object, spec: NetworkSpec) -> None:
-    """Raise :class:`~cil_core.errors.BackendCapacityError` naming the first feature of
-    ``spec`` (and the layer needing it) that ``backend.capabilities`` lacks, with the backend's
-    hint of what to use instead. ``capabilities = None``: the backend runs everything."""
-    _refuse_missing(backend, spec.features())
 
 
 def _refuse_missing(backend: object, features: Mapping[str, str]) -> None:
@@ -188,4 +181,4 @@ def _refuse_missing(backend: object, features: Mapping[str, str]) -> None:
 
 
 __all__ = ["symmetric_scale", "quantize_symmetric", "straight_through", "fold_batchnorm", "prepare_for_backend",
-           "check_capabilities"]
+           "chip_spec"]

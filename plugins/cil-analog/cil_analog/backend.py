@@ -385,8 +385,3 @@ class AnalogMismatchBackend(Backend):
             self.noise_seed = int(noise_seed)
         self.noise_generator.manual_seed(self.noise_seed)
         self._table = None
-
-    def describe(self) -> str:
-        return (f"simulated analog subthreshold chip, strength {self.strength:g}, chip seed {self.seed} "
-                "(hidden mismatch, non-linear synapses, DAC, noise)")
-

@@ -67,7 +67,7 @@ from cil_core import Backend, Deployment, Observation
 from cil_core.data import as_dense
 from cil_core.errors import CilError, HardwareError, OptionError, PluginError
 from cil_core.hardware import LayerObservation
-from cil_core.hardware.session import current_call
+from cil_core.hardware.session import concat_observations, current_call
 from cil_core.network.description import NetworkSpec, check_parameters
 
 from . import transport
@@ -446,7 +446,7 @@ class RayBackend(Backend):
             out = _mean(obs, {"ray": info, "calls": [o.meta for o in obs]})
         else:
             dim = 1 if plan[0][1] is not None or S is None else 2  # sets, or samples of [T, (S,) B, ...]
-            out = _concat(obs, dim, {"ray": info, "calls": [o.meta for o in obs]})
+            out = concat_observations(obs, dim, {"ray": info, "calls": [o.meta for o in obs]})
         self.calls += 1
         self.remote_calls += len(refs)
         wall, busy = time.perf_counter() - t_start, max(i["seconds"] for i in info)
@@ -576,23 +576,6 @@ class RayBackend(Backend):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def describe(self) -> str:
-        hosts = sorted({i.get("host", "?") for i in self.info})
-        return f"{self.inner} on {len(self.actors)} Ray worker(s) ({', '.join(hosts)})"
-
-
-def _concat(obs: list[Observation], dim: int, meta: dict[str, Any]) -> Observation:
-    out = torch.cat([o.output for o in obs], dim=dim)
-    layers = None
-    if all(o.layers is not None for o in obs):
-        layers = []
-        for j in range(len(obs[0].layers)):  # type: ignore[arg-type]
-            spikes = torch.cat([o.layers[j].spikes for o in obs], dim=dim)  # type: ignore[index]
-            mems = [o.layers[j].membrane for o in obs]  # type: ignore[index]
-            membrane = None if any(m is None for m in mems) else torch.cat(mems, dim=dim)  # type: ignore[arg-type]
-            layers.append(LayerObservation(spikes, membrane))
-    return Observation(out, layers, meta)
 
 
 def _mean(obs: list[Observation], meta: dict[str, Any]) -> Observation:

@@ -256,11 +256,6 @@ def start_local(*, num_cpus: int | None = None, resources: dict[str, float] | No
         return {"address": "local", "temp_dir": parent}
 
 
-def local_temp_dir() -> str | None:
-    """The private folder of the local cluster this process started (``None`` if none)."""
-    return _LOCAL.get("dir")
-
-
 def shutdown() -> None:
     """Disconnect from Ray; if this process started the local cluster, stop it and remove its
     private folder."""
@@ -295,4 +290,4 @@ def ensure_ray(address: str | None = None, *, token_file: str | os.PathLike | No
 
 
 __all__ = ["connect", "start_local", "shutdown", "ensure_ray", "probe", "write_token_file", "read_token_file",
-           "check_token_file", "local_temp_dir"]
+           "check_token_file"]

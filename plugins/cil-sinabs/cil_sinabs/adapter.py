@@ -83,17 +83,15 @@ from torch import nn
 
 from cil_core import (
     Adaptation,
-    Dense,
     Flatten,
     NetworkSpec,
     Neuron,
     Pool2d,
     Recurrent,
-    SpecError,
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.plugin.adapter import ModelAdapter, pair, torch_layer
+from cil_core.plugin.adapter import ModelAdapter, flat_children, infer_input_shape, pair, torch_layer
 
 
 def _sinabs():
@@ -111,16 +109,6 @@ def _root(model: Any) -> tuple[nn.Module, str]:
     if Network and isinstance(model, Network):
         return model.spiking_model, "spiking_model."
     return model, ""
-
-
-def _flat_modules(seq: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
-    out: list[tuple[str, nn.Module]] = []
-    for name, m in seq.named_children():
-        if isinstance(m, nn.Sequential):
-            out.extend(_flat_modules(m, f"{prefix}{name}."))
-        else:
-            out.append((f"{prefix}{name}", m))
-    return out
 
 
 def _is_squeezed(mods: list[tuple[str, nn.Module]]) -> bool:
@@ -149,7 +137,7 @@ class SinabsAdapter(ModelAdapter):
     def to_spec(self, model: Any, input_shape: tuple[int, ...] | None = None, dt: float = 1e-3) -> NetworkSpec:
         sl = _sinabs()
         root, prefix = _root(model)
-        mods = _flat_modules(root, prefix)
+        mods = flat_children(root, prefix)
         squeezed = _is_squeezed(mods)
         layers: list = []
         for i, (name, m) in enumerate(mods):
@@ -183,14 +171,9 @@ class SinabsAdapter(ModelAdapter):
                     layers.append(layer)
             else:
                 raise UnsupportedLayerError(f"sinabs adapter: {where} has no equivalent in the cil network description")
-        if input_shape is None:
-            first = next((l for l in layers if not isinstance(l, Neuron)), None)
-            if isinstance(first, Dense):
-                input_shape = (first.in_features,)
-            else:
-                raise SpecError("sinabs adapter: cannot infer the per-sample input shape of a model that does not "
-                                "start with nn.Linear; pass input_shape=(C, H, W)")
-        return NetworkSpec(tuple(layers), tuple(int(v) for v in input_shape),
+        first = next((m for _, m in mods if not isinstance(m, (sl.FlattenTime, sl.UnflattenTime, sl.StatefulLayer))),
+                     None)
+        return NetworkSpec(tuple(layers), infer_input_shape(first, input_shape),
                            source=f"sinabs:{type(model).__name__}")
 
     def run_native(self, model: Any, x: torch.Tensor) -> torch.Tensor:
@@ -340,7 +323,7 @@ def run_sinabs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     sl = _sinabs()
     root, prefix = _root(model)
-    mods = _flat_modules(root, prefix)
+    mods = flat_children(root, prefix)
     squeezed = _is_squeezed(mods)
     T, B = x.shape[:2]
     _reset_states(model)
