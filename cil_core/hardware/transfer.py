@@ -81,7 +81,7 @@ def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple
         out_pos[i] = len(layers)
         layers.append(layer)
         last_syn = i if isinstance(layer, SYNAPTIC) else None
-    return NetworkSpec(tuple(layers), spec.input_shape, source=spec.source), folds
+    return NetworkSpec(tuple(layers), spec.input_shape, source=spec.source, synapse_calls=spec.synapse_calls), folds
 
 
 #: per (spec, fold): (spec, the spec a chip receives, the folds, that spec's features); the

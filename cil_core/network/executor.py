@@ -1,4 +1,4 @@
-"""Time-stepped execution of a :class:`~cil_core.network.description.NetworkSpec` in torch.
+"""Time-stepped execution of a :class:`~cil_core.network.spec.NetworkSpec` in torch.
 
 One function serves three roles:
 
@@ -7,8 +7,10 @@ One function serves three roles:
 * the numerical core of simulated non-ideal backends, which pass effective weights,
   per-neuron overrides and a membrane-noise source.
 
-Synaptic layers are evaluated one time step at a time, with the same tensor shapes as the
-libraries' own step-by-step loops, so the float results match those libraries bit for bit.
+Synaptic layers are evaluated as the source library evaluates them (``spec.synapse_calls``):
+one time step at a time, with the same tensor shapes as snntorch's and norse's step-by-step
+loops, or in one call over all steps of a sequence as sinabs does, so the float results match
+those libraries bit for bit.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .description import (BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, NetworkSpec, Neuron, Pool2d,
-                          check_parameters)
 from ..errors import NonFiniteError, ShapeError
-from ..hardware.observation import LayerObservation
 from ..kernels import synapse
 from ..kernels.neuron import LayerTrace, MembraneNoise, run_neuron_layer
+from .layers import BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
+from .neuron import Neuron
+from .observation import LayerObservation
+from .spec import NetworkSpec, check_parameters
 
 
 @dataclass
@@ -78,7 +81,7 @@ def simulate(
         neurons: replacement neuron descriptions, one per neuron layer (a backend's per-chip
             thresholds and leaks).
         membrane_noise: one noise source (or ``None``) per neuron layer.
-        training: apply :class:`~cil_core.network.description.Dropout` layers (a software
+        training: apply :class:`~cil_core.network.layers.Dropout` layers (a software
             training pass); otherwise they are identities, as on every chip.
     """
     if validate:
@@ -151,7 +154,12 @@ def simulate(
                 else synapse.conv1d
             w = params[layer.weight]
             b = None if layer.bias is None else params[layer.bias]
-            h = per_step(lambda xt: op(layer, xt, w, b, n_sets))
+            if spec.synapse_calls == "all-steps":  # one call on every (sample, step), batch-major
+                TT, SB = h.shape[:2]
+                o = op(layer, h.transpose(0, 1).reshape(SB * TT, *h.shape[2:]), w, b, n_sets)
+                h = o.reshape(SB, TT, *o.shape[1:]).transpose(0, 1)
+            else:
+                h = per_step(lambda xt: op(layer, xt, w, b, n_sets))
         elif isinstance(layer, Pool2d):
             h = per_step(lambda xt: synapse.pool2d(layer, xt))
         elif isinstance(layer, BatchNorm):

@@ -174,7 +174,7 @@ class SinabsAdapter(ModelAdapter):
         first = next((m for _, m in mods if not isinstance(m, (sl.FlattenTime, sl.UnflattenTime, sl.StatefulLayer))),
                      None)
         return NetworkSpec(tuple(layers), infer_input_shape(first, input_shape),
-                           source=f"sinabs:{type(model).__name__}")
+                           source=f"sinabs:{type(model).__name__}", synapse_calls="all-steps")
 
     def run_native(self, model: Any, x: torch.Tensor) -> torch.Tensor:
         return run_sinabs(model, x)
