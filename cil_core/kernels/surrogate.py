@@ -1,7 +1,7 @@
 """Spike functions: Heaviside forward, surrogate derivative backward.
 
 ``spike(x, surrogate, fires_at_threshold)`` returns :math:`H(x)` with ``x = v - theta``; its
-backward pass uses the surrogate derivative named in :class:`cil_core.network.description.Surrogate`.
+backward pass uses the surrogate derivative named in :class:`cil_core.network.neuron.Surrogate`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover  (kernels import no other cil module)
-    from ..network.description import Surrogate
+if TYPE_CHECKING:  # pragma: no cover  (annotations only: the kernels import no cil module at run time)
+    from ..network.neuron import Surrogate
 
 
 def surrogate_derivative(x: torch.Tensor, s: Surrogate) -> torch.Tensor:

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover  (kernels import no other cil module)
-    from ..network.description import BatchNorm, Conv1d, Conv2d, Dense, Pool2d
+if TYPE_CHECKING:  # pragma: no cover  (annotations only: the kernels import no cil module at run time)
+    from ..network.layers import BatchNorm, Conv1d, Conv2d, Dense, Pool2d
+    from ..network.neuron import Recurrent
 
 
 def dense(layer: Dense, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sets: int | None) -> torch.Tensor:
@@ -125,9 +126,9 @@ def batchnorm(layer: BatchNorm, x: torch.Tensor, w: torch.Tensor | None, b: torc
     return y.reshape(x.shape)
 
 
-def recurrent(layer, s_prev: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sets: int | None) -> torch.Tensor:
+def recurrent(layer: Recurrent, s_prev: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, sets: int | None) -> torch.Tensor:
     """Recurrent input :math:`W s_{t-1} + b` (dense) or :math:`w \\odot s_{t-1}` (one-to-one) of a
-    :class:`~cil_core.network.description.Recurrent`; ``s_prev`` is ``[S*B, n]``."""
+    :class:`~cil_core.network.neuron.Recurrent`; ``s_prev`` is ``[S*B, n]``."""
     if layer.mode == "one-to-one":
         if sets is None:
             y = w * s_prev

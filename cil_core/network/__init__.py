@@ -1,11 +1,21 @@
-"""The hardware-neutral network description (layers and neuron equations), its time-stepped
-executor (the software pass and the ideal chip), the :class:`WrappedNetwork` that ties a
-description to the user's model, and library-free reference networks."""
+"""The hardware-neutral network description and its runtime.
 
-from .description import (FEATURES, Adaptation, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Layer, NetworkSpec,
-                          Neuron, Pool2d, Recurrent, Surrogate, check_parameters)
+Vocabulary (plain data, importing only :mod:`cil_core.errors`): :mod:`.layers` (synaptic and
+shaping layers), :mod:`.neuron` (neuron equations, recurrence, adaptation, surrogates),
+:mod:`.spec` (:class:`NetworkSpec`, :data:`FEATURES`), :mod:`.observation` (what a forward
+observes); :mod:`.description` re-exports the first three under their former path.
+
+Runtime (above :mod:`cil_core.kernels`): :mod:`.executor` (the time-stepped software pass and
+ideal chip), :mod:`.wrapped` (:class:`WrappedNetwork`, a description tied to the user's model)
+and :mod:`.reference` (library-free reference networks)."""
+
+from .layers import BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
+from .neuron import Adaptation, Neuron, Recurrent, Surrogate
+from .observation import LayerObservation, Observation
+from .spec import FEATURES, Layer, NetworkSpec, check_parameters
 from .executor import NetworkTrace, simulate
 from .wrapped import WrappedNetwork
 
-__all__ = ["NetworkSpec", "FEATURES", "Adaptation", "BatchNorm", "Conv1d", "Dropout", "Recurrent", "Dense", "Conv2d", "Pool2d", "Flatten", "Layer", "Neuron", "Surrogate",
-           "check_parameters", "simulate", "NetworkTrace", "WrappedNetwork"]
+__all__ = ["NetworkSpec", "FEATURES", "Adaptation", "BatchNorm", "Conv1d", "Dropout", "Recurrent", "Dense", "Conv2d",
+           "Pool2d", "Flatten", "Layer", "Neuron", "Surrogate", "check_parameters", "LayerObservation", "Observation",
+           "simulate", "NetworkTrace", "WrappedNetwork"]

@@ -11,7 +11,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .description import Dense, NetworkSpec, Neuron, Surrogate
+from .layers import Dense
+from .neuron import Neuron, Surrogate
+from .spec import NetworkSpec
 from .wrapped import WrappedNetwork
 
 

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..errors import NonFiniteError, SpecError
-from .description import NetworkSpec
-from ..hardware.observation import LayerObservation
 from .executor import NetworkTrace, simulate
+from .observation import LayerObservation
+from .spec import NetworkSpec
 
 
 class WrappedNetwork(nn.Module):

@@ -1,0 +1,353 @@
+"""Network vocabulary: a layer of neurons (:class:`Neuron`), with its optional recurrent
+synapses (:class:`Recurrent`), adaptive threshold (:class:`Adaptation`) and the surrogate
+derivative of its spike function (:class:`Surrogate`).
+
+Every neuron layer states its decay, threshold, reset mechanism, reset timing and spike
+condition explicitly; nothing is implied by the library the model came from. Time is discrete:
+step ``t`` has length ``dt`` seconds. The time loop that runs these equations is
+:func:`cil_core.kernels.neuron.run_neuron_layer`.
+
+Neuron dynamics (one layer, all quantities per neuron; ``H`` is the Heaviside step, with
+``H(0) = 1`` iff ``fires_at_threshold``):
+
+.. math::
+
+    i_t &= \\alpha\\, i_{t-1} + x_t                    &&\\text{(synaptic current; absent if } \\alpha \\text{ is None, then } i_t = x_t)\\\\
+    I_t &= i_t \\;\\text{or}\\; i_{t-1}                &&\\text{(current\\_timing = "same-step" / "previous-step")}\\\\
+    u_t &= v_{\\rm leak} + \\beta\\,(v_{t-1} - v_{\\rm leak}) + g\\, I_t   &&\\text{(decay + integration, } g = \\text{input\\_gain)}\\\\
+    S_t &= H(v_t - \\theta)
+
+and the reset, according to ``reset_timing``:
+
+* ``"immediate"``: :math:`v_t = r(u_t)` where ``r`` is applied where :math:`S_t = 1`.
+* ``"deferred-pre"`` (snntorch ``Leaky`` with reset-to-zero): the reset signal
+  :math:`R_t = H(v_{t-1} - \\theta)` is applied to the *previous* membrane before decay:
+  :math:`u_t = v_{\\rm leak} + \\beta (r_{R_t}(v_{t-1}) - v_{\\rm leak}) + g I_t`, :math:`v_t = u_t`.
+* ``"deferred-post"`` (snntorch subtract reset, ``Synaptic`` zero reset): :math:`R_t` is applied
+  after decay and integration: :math:`v_t = r_{R_t}(u_t)`.
+
+with ``r`` = subtract (:math:`v - \\theta`), zero (:math:`v_{\\rm reset}`) or none. With
+``max_spikes_per_step = n != 1`` (``None``: unbounded) a neuron emits :math:`\\min(n, \\lfloor v/\\theta \\rfloor)` spikes
+and subtracts that many thresholds (sinabs ``MultiSpike``); a zero reset then applies wherever at
+least one spike occurred. ``v_min`` clamps the membrane from below after the reset (computed as
+:math:`\mathrm{relu}(v - v_{\min}) + v_{\min}`, sinabs' expression).
+
+Forward-Euler form (norse). When ``mem_rate`` :math:`k_m` (and, with a synaptic current,
+``syn_rate`` :math:`k_s`) are set, the same dynamics are evaluated in norse's floating-point
+order, :math:`i_t = (i_{t-1} + (-k_s)\\, i_{t-1}) + x_t` and
+:math:`u_t = v_{t-1} + k_m\\,((v_{\\rm leak} - v_{t-1}) + I_t)`; ``beta`` and ``alpha`` must then
+equal :math:`1 - k_m` and :math:`1 - k_s` and ``input_gain`` equal :math:`k_m` (backends that
+ignore the rates see the same dynamics up to rounding). ``v_init`` is the membrane at
+:math:`t = 0` (``None``: :math:`v_{\\rm leak}`; norse's ``IAFCell`` starts at ``v_reset``).
+
+Optional neuron features (each ``None`` / 1 by default, see :class:`Recurrent`,
+:class:`Adaptation`):
+
+* recurrence: :math:`r_t = W_{\\rm rec} S'_{t-1} (+ b)` (or :math:`w \\odot S'_{t-1}` one-to-one),
+  added to the input (``into="input"``: :math:`x_t + r_t` before the synaptic current), to the
+  synaptic current after its update (``"current"``) or to the membrane after decay and
+  integration, before a deferred reset (``"membrane"``);
+* adaptive threshold: :math:`\\theta_t = \\theta + a'_t` with the adaptation state of
+  :class:`Adaptation`;
+* graded spikes: the layer emits :math:`S'_t = g\\,S_t` (snntorch ``graded_spikes_factor``); the
+  reset follows :math:`S_t`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal, Union
+
+import torch
+
+from ..errors import ShapeError, SpecError
+
+Scalar = Union[float, torch.Tensor]
+Reset = Literal["subtract", "zero", "none"]
+ResetTiming = Literal["immediate", "deferred-pre", "deferred-post"]
+CurrentTiming = Literal["same-step", "previous-step"]
+
+__all__ = ["Surrogate", "Recurrent", "Adaptation", "Neuron", "Scalar", "Reset", "ResetTiming", "CurrentTiming"]
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """Surrogate derivative :math:`\\partial S/\\partial v` used by the *software* pass only.
+
+    ``name``: ``"atan"`` (snntorch default, :math:`\\frac{a/2}{1 + (\\pi a x / 2)^2}`),
+    ``"superspike"`` (:math:`1/(a|x| + 1)^2`, Zenke & Ganguli; BrainScaleS-2 uses a=50),
+    ``"fast-sigmoid"`` (:math:`1/(a|x| + 1)^2`, same as superspike, snntorch's naming),
+    ``"sigmoid"`` (:math:`a\\,\\sigma(ax)(1-\\sigma(ax))`), ``"exponential"``
+    (:math:`s\\,e^{-|x|/w}` with sinabs' SingleExponential w = a, s = scale),
+    ``"heaviside"`` (straight-through where :math:`S=1`), ``"triangular"``
+    (snntorch's ``triangular``, exactly as that library defines it: :math:`+a` for :math:`x < 0`,
+    :math:`-a` for :math:`x \\ge 0`; ``slope`` = its ``threshold`` argument),
+    ``"straight-through"`` (:math:`\\partial S/\\partial x = 1`, snntorch's
+    ``straight_through_estimator``).
+    ``x`` is :math:`v - \\theta` in the model's own membrane units.
+    """
+
+    name: str = "atan"
+    slope: float = 2.0
+    scale: float = 1.0
+
+    NAMES = ("atan", "superspike", "fast-sigmoid", "sigmoid", "exponential", "heaviside", "triangular",
+             "straight-through")
+
+    def __post_init__(self) -> None:
+        if self.name not in self.NAMES:
+            raise SpecError(f"unknown surrogate {self.name!r}; known: {', '.join(self.NAMES)}")
+        for f in ("slope", "scale"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise SpecError(f"surrogate {self.name!r}: {f} must be a positive finite number, got {v!r}")
+
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """Recurrent synapses of one neuron layer (a field of :class:`Neuron`).
+
+    At step ``t`` the layer receives :math:`r_t = W S'_{t-1} + b` (``mode="dense"``, ``W`` is
+    ``[n, n]``, torch's ``F.linear``) or :math:`r_t = w \\odot S'_{t-1}` (``mode="one-to-one"``,
+    ``w`` is ``[n]``), from its own output spikes of the previous step (:math:`S'_{-1} = 0`).
+    ``into`` says where :math:`r_t` is added (float order matters for spike-exactness):
+
+    * ``"input"``: :math:`x_t + r_t`, before anything else (sinabs' recurrent layers);
+    * ``"current"``: to the synaptic current after its update,
+      :math:`i_t = (\\alpha i_{t-1} + x_t) + r_t` (snntorch ``RSynaptic``, norse
+      ``LIFRecurrentCell``); equals ``"input"`` for a layer without synaptic current;
+    * ``"membrane"``: to the membrane after decay and integration,
+      :math:`u_t = (\\beta v_{t-1} + x_t) + r_t` (snntorch ``RLeaky``).
+
+    Only layers with 1-D features ``(n,)`` can be recurrent.
+
+    ``autapses=False`` (dense only; norse's recurrent cells' default) excludes self-connections:
+    the diagonal of ``W`` is held at zero (masked in the forward pass, so it gets no gradient
+    and no chip runs it, and zeroed when trained values are written back into the model).
+
+    ``initial`` is what the layer receives at step 0: ``"bias"`` (the synapses applied to
+    :math:`S'_{-1} = 0`, i.e. :math:`r_0 = b`; snntorch) or ``"zero"`` (nothing: sinabs' recurrent
+    layers start from a zero recurrent input, so their bias first acts at step 1)."""
+
+    weight: str
+    bias: str | None
+    features: int
+    mode: Literal["dense", "one-to-one"] = "dense"
+    into: Literal["input", "current", "membrane"] = "input"
+    autapses: bool = True
+    initial: Literal["bias", "zero"] = "bias"
+
+    kind = "recurrent"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dense", "one-to-one"):
+            raise SpecError(f"unknown recurrent mode {self.mode!r}; use 'dense' or 'one-to-one'")
+        if self.into not in ("input", "current", "membrane"):
+            raise SpecError(f"unknown recurrent target {self.into!r}; use 'input', 'current' or 'membrane'")
+        if not self.autapses and self.mode != "dense":
+            raise SpecError("autapses=False applies to dense recurrent synapses only")
+        if self.initial not in ("bias", "zero"):
+            raise SpecError(f"unknown recurrent initial input {self.initial!r}; use 'bias' or 'zero'")
+
+    def param_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the weight and bias tensors."""
+        w = (self.features, self.features) if self.mode == "dense" else (self.features,)
+        return w, (self.features,)
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """Adaptive threshold (ALIF / LSNN): the layer fires when :math:`v_t \\ge \\theta + a'_t`
+    (or ``>`` per ``fires_at_threshold``), with the adaptation state ``a`` (:math:`a_{-1} = 0`):
+
+    .. math::
+
+        a'_t &= \\rho\\, a_{t-1}            &&\\text{(form="decay")}\\\\
+        a'_t &= a_{t-1} + k\\,(0 - a_{t-1})  &&\\text{(form="euler", } k = 1 - \\rho\\text{)}\\\\
+        a_t  &= a'_t + j\\, S_t
+
+    ``rho`` (scalar or per neuron) is the decay per step and ``jump`` :math:`j` the threshold
+    increase per spike. Needs ``reset_timing="immediate"``; a subtract reset removes the
+    threshold in force, :math:`\\theta + a'_t`.
+
+    ``form="euler-threshold"`` (norse's ``LSNN`` float order): the state is the whole threshold
+    :math:`b` (:math:`b_{-1} = \\theta`), :math:`b'_t = b_{t-1} + k\\,(\\theta - b_{t-1})`, the
+    layer fires when :math:`v_t > b'_t` and :math:`b_t = b'_t + j\\,S_t` (mathematically the
+    same as ``"euler"``, :math:`b = \\theta + a`; the floats differ). ``rate`` is :math:`k`
+    itself (``dt * tau_adapt_inv`` as norse computes it; ``None``: :math:`1 - \\rho`), used by
+    both Euler forms; ``rho`` must then equal :math:`1 - k`.
+
+    ``form="lowpass"`` (sinabs ``ALIF``): the state is a low-pass of the spikes,
+    :math:`b_t = \\rho\\, b_{t-1} + (1 - \\rho)\\, S_t` (:math:`b_{-1} = 0`), and the threshold in
+    force is :math:`\\theta_t = \\theta + j\\, b_{t-1}` (``jump`` :math:`j` = sinabs'
+    ``adapt_scale``; each spike raises the threshold by :math:`j(1-\\rho)`).
+
+    ``spike_gradient`` (software pass only): ``"full"`` differentiates the spike decision with
+    respect to :math:`v_t - \\theta_t` (the adaptive threshold gets a gradient too; norse);
+    ``"membrane-relative"`` lets it flow to the membrane only and scales the surrogate with the
+    threshold in force, :math:`\\frac{\\theta}{\\theta_t}\\,\\sigma'\\big((v_t-\\theta_t)\\,\\theta/\\theta_t\\big)`
+    (sinabs' spike functions: no gradient to the threshold, a surrogate width proportional to
+    it). Forward values are the same."""
+
+    rho: Scalar
+    jump: Scalar
+    form: Literal["decay", "euler", "euler-threshold", "lowpass"] = "decay"
+    rate: Scalar | None = None
+    spike_gradient: Literal["full", "membrane-relative"] = "full"
+
+    kind = "adaptation"
+
+    def validate(self, where: str) -> None:
+        if self.form not in ("decay", "euler", "euler-threshold", "lowpass"):
+            raise SpecError(f"neuron '{where}': unknown adaptation form {self.form!r}")
+        if self.spike_gradient not in ("full", "membrane-relative"):
+            raise SpecError(f"neuron '{where}': unknown adaptation spike_gradient {self.spike_gradient!r}")
+        if self.rate is not None:
+            if self.form == "decay":
+                raise SpecError(f"neuron '{where}': adaptation rate needs form 'euler' or 'euler-threshold'")
+            k = torch.as_tensor(self.rate, dtype=torch.float64)
+            if not torch.isfinite(k).all() or not torch.allclose(torch.as_tensor(self.rho, dtype=torch.float64),
+                                                                 1 - k, rtol=1e-5, atol=1e-7):
+                raise SpecError(f"neuron '{where}': adaptation rho must equal 1 - rate")
+        for f in ("rho", "jump"):
+            t = torch.as_tensor(getattr(self, f), dtype=torch.float64)
+            if not torch.isfinite(t).all():
+                raise SpecError(f"neuron '{where}': adaptation {f} is not finite")
+        if bool(((torch.as_tensor(self.rho) < 0) | (torch.as_tensor(self.rho) > 1)).any()):
+            raise SpecError(f"neuron '{where}': adaptation rho must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """A layer of spiking (or, with ``output="membrane"``, non-spiking readout) neurons.
+
+    All fields are required: an adapter states the semantics of its library explicitly.
+    ``beta``, ``alpha``, ``threshold`` may be scalars or tensors broadcastable to the layer's
+    feature shape (per-neuron values). ``dt`` is in seconds and only documents the time base
+    (used by exporters and by backends that model physical time constants).
+    """
+
+    beta: Scalar
+    alpha: Scalar | None
+    threshold: Scalar
+    reset: Reset
+    reset_timing: ResetTiming
+    current_timing: CurrentTiming
+    input_gain: Scalar
+    v_leak: float
+    v_reset: float
+    v_min: float | None
+    fires_at_threshold: bool
+    max_spikes_per_step: int | None
+    dt: float
+    output: Literal["spikes", "membrane"]
+    surrogate: Surrogate = field(default_factory=Surrogate)
+    name: str = ""
+    #: forward-Euler step factors dt/tau_mem and dt/tau_syn (norse's float order; see the module doc)
+    mem_rate: Scalar | None = None
+    syn_rate: Scalar | None = None
+    #: membrane at t = 0 (``None``: ``v_leak``)
+    v_init: float | None = None
+    #: recurrent synapses (``None``: none)
+    recurrent: Recurrent | None = None
+    #: adaptive threshold (``None``: fixed threshold)
+    adaptation: Adaptation | None = None
+    #: spike amplitude :math:`g` (snntorch ``graded_spikes_factor``): the layer emits g * S
+    spike_amplitude: Scalar = 1.0
+    #: an immediate reset (and an adaptive threshold's jump) takes the spike without its
+    #: surrogate gradient (norse's recurrent ``lif_step`` / ``lsnn_step`` detach it); forward
+    #: values are unchanged
+    detach_reset: bool = False
+    #: float form of the synaptic current: ``"decay-then-add"`` :math:`i_t = \\alpha i_{t-1} + x_t`
+    #: (snntorch, norse), ``"add-then-decay"`` :math:`i_t = \\alpha (i_{t-1} + x_t)` (sinabs
+    #: ``tau_syn``: the input is decayed in its own step)
+    synaptic_update: Literal["decay-then-add", "add-then-decay"] = "decay-then-add"
+    #: the input is multiplied by these factors one after the other, :math:`((x f_1) f_2) \cdots`,
+    #: instead of by ``input_gain`` (snntorch ``Lapicque``'s float order,
+    #: :math:`x R \cdot \frac{1}{RC} \cdot \Delta t`); ``input_gain`` must equal their product
+    #: (backends that ignore the factors see the same dynamics up to rounding). ``None``: ``input_gain``
+    input_factors: tuple[Scalar, ...] | None = None
+
+    kind = "neuron"
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.recurrent is not None and tuple(in_shape) != (self.recurrent.features,):
+            raise ShapeError(f"neuron '{self.name}': recurrent synapses over {self.recurrent.features} neurons, but the "
+                             f"layer has features {in_shape} (only 1-D layers can be recurrent)")
+        return in_shape
+
+    def with_(self, **changes) -> "Neuron":
+        """A copy with some fields replaced (backends use it for per-chip parameters).
+
+        Replacing ``beta`` or ``input_gain`` (``alpha``) without new rates drops ``mem_rate`` and
+        ``syn_rate`` (``syn_rate``): the copy then follows the changed decay, not the old Euler rates."""
+        if ("beta" in changes or "input_gain" in changes) and "mem_rate" not in changes:
+            changes.setdefault("mem_rate", None)
+            changes.setdefault("syn_rate", None)
+        if "input_gain" in changes and "input_factors" not in changes:
+            changes["input_factors"] = None
+        if "alpha" in changes and "syn_rate" not in changes:
+            changes["syn_rate"] = None
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        if self.reset not in ("subtract", "zero", "none"):
+            raise SpecError(f"neuron '{self.name}': unknown reset {self.reset!r}")
+        if self.reset_timing not in ("immediate", "deferred-pre", "deferred-post"):
+            raise SpecError(f"neuron '{self.name}': unknown reset_timing {self.reset_timing!r}")
+        if self.current_timing not in ("same-step", "previous-step"):
+            raise SpecError(f"neuron '{self.name}': unknown current_timing {self.current_timing!r}")
+        if self.synaptic_update not in ("decay-then-add", "add-then-decay"):
+            raise SpecError(f"neuron '{self.name}': unknown synaptic_update {self.synaptic_update!r}")
+        if self.synaptic_update == "add-then-decay" and self.syn_rate is not None:
+            raise SpecError(f"neuron '{self.name}': synaptic_update='add-then-decay' has no Euler-rate form (syn_rate)")
+        if self.output not in ("spikes", "membrane"):
+            raise SpecError(f"neuron '{self.name}': unknown output {self.output!r}")
+        if self.max_spikes_per_step is not None and self.max_spikes_per_step < 1:
+            raise SpecError(f"neuron '{self.name}': max_spikes_per_step must be >= 1 or None (unbounded)")
+        if self.output == "membrane" and (self.recurrent is not None or self.adaptation is not None):
+            raise SpecError(f"neuron '{self.name}': a non-spiking readout layer cannot be recurrent or adaptive")
+        if self.adaptation is not None:
+            self.adaptation.validate(self.name)
+            if self.reset_timing != "immediate":
+                raise SpecError(f"neuron '{self.name}': an adaptive threshold needs reset_timing='immediate'")
+            if self.adaptation.spike_gradient == "membrane-relative" and self.max_spikes_per_step != 1:
+                raise SpecError(f"neuron '{self.name}': spike_gradient='membrane-relative' needs max_spikes_per_step=1")
+        amp = torch.as_tensor(self.spike_amplitude, dtype=torch.float64)
+        if not torch.isfinite(amp).all():
+            raise SpecError(f"neuron '{self.name}': spike_amplitude is not finite")
+        if self.input_factors is not None:
+            if self.mem_rate is not None:
+                raise SpecError(f"neuron '{self.name}': input_factors and mem_rate exclude each other")
+            prod = torch.ones((), dtype=torch.float64)
+            for f in self.input_factors:
+                t = torch.as_tensor(f, dtype=torch.float64)
+                if not torch.isfinite(t).all():
+                    raise SpecError(f"neuron '{self.name}': input_factors are not finite")
+                prod = prod * t
+            if not torch.allclose(torch.as_tensor(self.input_gain, dtype=torch.float64), prod, rtol=1e-5, atol=1e-7):
+                raise SpecError(f"neuron '{self.name}': input_gain must equal the product of input_factors")
+        if self.syn_rate is not None and (self.alpha is None or self.mem_rate is None):
+            raise SpecError(f"neuron '{self.name}': syn_rate needs a synaptic current (alpha) and mem_rate")
+        for f in ("beta", "alpha", "threshold", "input_gain", "mem_rate", "syn_rate"):
+            v = getattr(self, f)
+            if v is None:
+                continue
+            t = torch.as_tensor(v, dtype=torch.float64)
+            if not torch.isfinite(t).all():
+                raise SpecError(f"neuron '{self.name}': {f} is not finite")
+        if bool((torch.as_tensor(self.threshold) <= 0).any()):
+            raise SpecError(f"neuron '{self.name}': threshold must be > 0")
+        # the Euler rates restate the decays: beta = 1 - k_m, input_gain = k_m, alpha = 1 - k_s
+        pairs = []
+        if self.mem_rate is not None:
+            pairs += [("beta", self.beta, "1 - mem_rate", 1 - torch.as_tensor(self.mem_rate, dtype=torch.float64)),
+                      ("input_gain", self.input_gain, "mem_rate", torch.as_tensor(self.mem_rate, dtype=torch.float64))]
+        if self.syn_rate is not None:
+            pairs.append(("alpha", self.alpha, "1 - syn_rate", 1 - torch.as_tensor(self.syn_rate, dtype=torch.float64)))
+        for f, v, what, want in pairs:
+            have = torch.as_tensor(v, dtype=torch.float64)
+            if not torch.allclose(have, want, rtol=1e-5, atol=1e-7):
+                raise SpecError(f"neuron '{self.name}': {f} must equal {what} when the Euler rates are given")
