@@ -1,7 +1,9 @@
 """Time loop of one neuron layer (pure function, vectorised over batch and neurons).
 
-The equations are those of :class:`cil_core.network.description.Neuron`. The loop over time steps is the only
-Python loop; everything inside a step is a tensor operation over ``[N, *features]``.
+The equations are those of :class:`cil_core.network.neuron.Neuron`. Each part of one time step
+(synaptic current, membrane, reset signal, reset, floor, adaptation) is a small named function
+with its equation; :func:`run_neuron_layer` is the one loop over time steps that composes them,
+and the only Python loop: everything inside a step is a tensor operation over ``[N, *features]``.
 
 The order of floating-point operations follows the libraries' own (snntorch:
 ``beta * mem + input - reset * threshold``) so that the ideal backend reproduces a wrapped
@@ -17,8 +19,8 @@ import torch
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover  (kernels import no other cil module)
-    from ..network.description import Neuron
+if TYPE_CHECKING:  # pragma: no cover  (annotations only: the kernels import no cil module at run time)
+    from ..network.neuron import Neuron
 from .surrogate import multi_spike, spike
 
 #: ``noise(t, like) -> tensor`` added to the membrane before the spike decision at step ``t``.
@@ -45,6 +47,99 @@ def _is(v, value: float) -> bool:
     return not isinstance(v, torch.Tensor) and float(v) == value
 
 
+# ---------------------------------------------------------------- step functions
+# One time step of one part of the dynamics, on tensors [N, *features]; each keeps the float
+# order of the library it reproduces.
+
+def current_decay_then_add(i: torch.Tensor, x: torch.Tensor, alpha) -> torch.Tensor:
+    """Synaptic current :math:`i_t = \\alpha\\, i_{t-1} + x_t` (snntorch ``Synaptic``)."""
+    return alpha * i + x
+
+
+def current_add_then_decay(i: torch.Tensor, x: torch.Tensor, alpha) -> torch.Tensor:
+    """Synaptic current :math:`i_t = \\alpha\\, (i_{t-1} + x_t)` (sinabs ``tau_syn``)."""
+    return alpha * (i + x)
+
+
+def current_euler(i: torch.Tensor, x: torch.Tensor, neg_k_syn) -> torch.Tensor:
+    """Synaptic current, forward Euler: :math:`i_t = (i_{t-1} + (-k_s)\\, i_{t-1}) + x_t` (norse)."""
+    return (i + neg_k_syn * i) + x
+
+
+def membrane_euler(v: torch.Tensor, current: torch.Tensor, k_mem, leak: float) -> torch.Tensor:
+    """Membrane, forward Euler: :math:`u_t = v_{t-1} + k_m\\,((v_{\\rm leak} - v_{t-1}) + I_t)` (norse)."""
+    return v + k_mem * ((leak - v) + current)
+
+
+def membrane_decay(v: torch.Tensor, current: torch.Tensor, beta, leak: float) -> torch.Tensor:
+    """Membrane: :math:`u_t = v_{\\rm leak} + \\beta\\,(v_{t-1} - v_{\\rm leak}) + I_t`; with
+    :math:`v_{\\rm leak} = 0` :math:`\\beta v_{t-1} + I_t` (snntorch), and with :math:`\\beta = 1`
+    too :math:`v_{t-1} + I_t` (integrate-and-fire)."""
+    if leak != 0.0:
+        return leak + beta * (v - leak) + current
+    if _is(beta, 1.0):
+        return v + current
+    return beta * v + current
+
+
+def reset_signal(v: torch.Tensor, thr, strict: bool) -> torch.Tensor:
+    """Deferred reset signal :math:`R_t = H(v_{t-1} - \\theta)` from the stored (un-reset)
+    membrane, without gradient (``>`` if ``strict`` else ``>=``)."""
+    r = ((v - thr) > 0) if strict else ((v - thr) >= 0)
+    return r.to(v.dtype)
+
+
+def reset(u: torch.Tensor, s: torch.Tensor, how: str, thr, v_reset: float, multi: bool) -> torch.Tensor:
+    """Reset where :math:`S = s` spiked: ``"subtract"`` :math:`u - s\\,\\theta`; ``"zero"``
+    :math:`u - u\\,s` (:math:`v_{\\rm reset} = 0`) or :math:`(1 - s)\\,u + s\\,v_{\\rm reset}`, and
+    with several spikes per step (sinabs ``MembraneReset``) :math:`u\\,[s = 0] + [s \\ne 0]\\,v_{\\rm reset}`
+    (no gradient through ``s``); ``"none"`` leaves ``u``."""
+    if how == "subtract":
+        return u - s * thr
+    if how == "zero":
+        if multi:
+            keep = (s == 0).to(u.dtype)
+            return u * keep if v_reset == 0.0 else u * keep + (1 - keep) * v_reset
+        if v_reset == 0.0:
+            return u - u * s
+        return (1 - s) * u + s * v_reset
+    return u
+
+
+def floor_membrane(v: torch.Tensor, v_min: float) -> torch.Tensor:
+    """:math:`\\mathrm{relu}(v - v_{\\min}) + v_{\\min}` (sinabs' float expression for
+    :math:`\\max(v, v_{\\min})`, so wrapped sinabs models match spike for spike)."""
+    return torch.relu(v - v_min) + v_min
+
+
+def adaptation_decay(a: torch.Tensor, form: str, rho, k, thr0) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """Adaptation state and threshold in force before the spike decision
+    (:class:`~cil_core.network.neuron.Adaptation`): ``"decay"`` :math:`a' = \\rho a`,
+    ``"euler"`` :math:`a' = a + k (0 - a)`, both :math:`\\theta_t = \\theta + a'`;
+    ``"euler-threshold"`` :math:`b' = b + k(\\theta - b)`, :math:`\\theta_t = b'`; ``"lowpass"``
+    :math:`\\theta_t = \\theta + j\\, b` (state unchanged here; ``k`` is then ``jump``)."""
+    if form == "euler-threshold":
+        a = a + k * (thr0 - a)
+        return a, a
+    if form == "lowpass":  # sinabs ALIF: b0 + adapt_scale * b
+        return a, thr0 + k * a
+    a = a + k * (0.0 - a) if form == "euler" else rho * a
+    return a, thr0 + a
+
+
+def adaptation_jump(a: torch.Tensor, s: torch.Tensor, form: str, rho, k, jump) -> torch.Tensor:
+    """Adaptation after the spike: :math:`a = a' + j\\, S_t`; ``"lowpass"``
+    :math:`b_t = \\rho\\, b_{t-1} + k\\, S_t` (:math:`k = 1 - \\rho`)."""
+    return rho * a + k * s if form == "lowpass" else a + jump * s
+
+
+def straight_through(software: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Forward value ``observed``, gradient through ``software`` (Cramer et al. 2020)."""
+    return software + (observed - software).detach()
+
+
+# ---------------------------------------------------------------- the time loop
+
 def run_neuron_layer(
     n: Neuron,
     x: torch.Tensor,
@@ -59,7 +154,7 @@ def run_neuron_layer(
 
     ``recurrent_input(s_prev) -> r_t`` gives the recurrent synapses' contribution from the
     layer's previous output spikes (required iff ``n.recurrent`` is set; see
-    :class:`~cil_core.network.description.Recurrent` for where it is added).
+    :class:`~cil_core.network.neuron.Recurrent` for where it is added).
 
     ``observed_spikes`` / ``observed_membrane`` (same shape as ``x``) inject hardware
     observations by straight-through substitution: the forward value is the observation, the
@@ -124,19 +219,14 @@ def run_neuron_layer(
             return multi_spike(u / thr, cap, n.surrogate, thr, n.fires_at_threshold)
         return spike(u - thr, n.surrogate, n.fires_at_threshold)
 
-    def apply_reset(u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        if n.reset == "subtract":
-            return u - s * thr
-        if n.reset == "zero":
-            if multi:
-                # several spikes in one step (sinabs MultiSpike + MembraneReset): reset where any
-                # spike occurred, as sinabs does (v * (s == 0) + v_reset); no gradient through s
-                keep = (s == 0).to(u.dtype)
-                return u * keep if v_reset == 0.0 else u * keep + (1 - keep) * v_reset
-            if v_reset == 0.0:
-                return u - u * s
-            return (1 - s) * u + s * v_reset
-        return u
+    if alpha is None:
+        update_current, current_arg = None, None
+    elif neg_k_syn is not None:
+        update_current, current_arg = current_euler, neg_k_syn
+    elif add_then_decay:
+        update_current, current_arg = current_add_then_decay, alpha
+    else:
+        update_current, current_arg = current_decay_then_add, alpha
 
     for t in range(T):
         xt = steps[t]
@@ -145,21 +235,9 @@ def run_neuron_layer(
         if rec_into == "input" and r_t is not None:
             xt = xt + r_t
         if adapt is not None:
-            if adapt.form == "euler-threshold":
-                a = a + k_adapt * (thr0 - a)
-                thr = a
-            elif adapt.form == "lowpass":  # sinabs ALIF: b0 + adapt_scale * b
-                thr = thr0 + jump * a
-            else:
-                a = a + k_adapt * (0.0 - a) if adapt.form == "euler" else rho * a
-                thr = thr0 + a
+            a, thr = adaptation_decay(a, adapt.form, rho, jump if adapt.form == "lowpass" else k_adapt, thr0)
         if cur is not None:
-            if neg_k_syn is not None:
-                new_cur = (cur + neg_k_syn * cur) + xt
-            elif add_then_decay:  # sinabs tau_syn: alpha * (i + x)
-                new_cur = alpha * (cur + xt)
-            else:
-                new_cur = alpha * cur + xt
+            new_cur = update_current(cur, xt, current_arg)
             if rec_into == "current" and r_t is not None:
                 new_cur = new_cur + r_t
             current = new_cur if n.current_timing == "same-step" else cur
@@ -172,37 +250,26 @@ def run_neuron_layer(
         elif k_mem is None and not _is(gain, 1.0):
             current = gain * current
 
-        if deferred and n.reset != "none" and not readout:
-            # reset signal from the stored (un-reset) membrane of the previous step, no gradient
-            r = ((v - thr) > 0) if strict else ((v - thr) >= 0)
-            r = r.to(v.dtype)
-        else:
-            r = None
+        r = reset_signal(v, thr, strict) if deferred and n.reset != "none" and not readout else None
 
         if n.reset_timing == "deferred-pre" and r is not None:
-            v_prev = (1 - r) * v if (n.reset == "zero" and v_reset == 0.0) else apply_reset(v, r)
+            v_prev = (1 - r) * v if (n.reset == "zero" and v_reset == 0.0) else reset(v, r, n.reset, thr, v_reset, multi)
         else:
             v_prev = v
-        if k_mem is not None:
-            u = v_prev + k_mem * ((leak - v_prev) + current)
-        elif leak != 0.0:
-            u = leak + beta * (v_prev - leak) + current
-        elif _is(beta, 1.0):
-            u = v_prev + current
-        else:
-            u = beta * v_prev + current
+        u = membrane_euler(v_prev, current, k_mem, leak) if k_mem is not None else \
+            membrane_decay(v_prev, current, beta, leak)
         if rec_into == "membrane" and r_t is not None:
             u = u + r_t
         if n.reset_timing == "deferred-post" and r is not None:
-            u = apply_reset(u, r)
+            u = reset(u, r, n.reset, thr, v_reset, multi)
         if membrane_noise is not None:
             u = u + membrane_noise(t, u)
 
         if readout:
             v = u
             if observed_membrane is not None:
-                v = v + (observed_membrane[t] - v).detach()
-            if n.v_min is not None:
+                v = straight_through(v, observed_membrane[t])
+            if n.v_min is not None:  # a readout's floor is torch.clamp (not floor_membrane's relu form)
                 v = torch.clamp(v, min=n.v_min)
             spikes.append(v)
             continue
@@ -210,20 +277,18 @@ def run_neuron_layer(
         s = fire(u)
         if observed_spikes is not None:  # observations are the layer's output, g * S for graded spikes
             obs_t = observed_spikes[t] / amp if graded else observed_spikes[t]
-            s = s + (obs_t - s).detach()
+            s = straight_through(s, obs_t)
         s_fb = s.detach() if n.detach_reset else s  # what the reset and the adaptation see
         if n.reset_timing == "immediate" and n.reset != "none":
-            v = apply_reset(u, s_fb)
+            v = reset(u, s_fb, n.reset, thr, v_reset, multi)
         else:
             v = u
         if n.v_min is not None:
-            # relu(v - v_min) + v_min (sinabs' own float expression, so wrapped sinabs models
-            # match spike for spike; mathematically max(v, v_min))
-            v = torch.relu(v - n.v_min) + n.v_min
+            v = floor_membrane(v, n.v_min)
         if observed_membrane is not None:
-            v = v + (observed_membrane[t] - v).detach()
+            v = straight_through(v, observed_membrane[t])
         if adapt is not None:
-            a = rho * a + k_adapt * s_fb if adapt.form == "lowpass" else a + jump * s_fb
+            a = adaptation_jump(a, s_fb, adapt.form, rho, k_adapt, jump)
         if graded:
             s = s * amp
         if rec_into is not None:
