@@ -11,7 +11,7 @@ matplotlib. Writes ``benchmarks/results/cil_spl_speck[_quick].json`` and
 ``speck_cil_spl[_quick].png`` (``--out`` to change the folder); ``--docs`` also copies the figure
 to ``docs/img/speck_cil_spl.png``.
 
-The cases (method x seed) are the points of a ``cil sweep`` (:func:`cil_core.sweep.run_sweep`):
+The cases (method x seed) are the points of a ``cil sweep`` (:func:`cil_core.app.sweep.run_sweep`):
 each finished case is appended to ``cil_spl_speck[_quick].jsonl`` under ``--out``; ``--resume``
 keeps the cases already there (same settings), ``--runner ray`` runs them as Ray tasks and
 ``--workers N`` as N local processes (default: one after the other in this process). Every case
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cil_core.hardware.transfer import quantize_symmetric, straight_through
-from cil_core.sweep import Point, fingerprint, point_key, run_sweep
+from cil_core.app.sweep import Point, fingerprint, point_key, run_sweep
 from harness import (add_output_args, add_sweep_args, markdown_table, publish_figures, read_json, runner_options,
                      save_figure, write_docs_section, write_json)
 

@@ -146,10 +146,10 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: dict[str, Any], chips: int, log, *, results: Path, runner: str = "local",
         runner_options: dict[str, Any] | None = None, resume: bool = False, threads: int = 1) -> dict[str, Any]:
-    """Every method on every chip, as the points of a ``cil sweep`` (:func:`cil_core.sweep.run_sweep`):
+    """Every method on every chip, as the points of a ``cil sweep`` (:func:`cil_core.app.sweep.run_sweep`):
     ``offline`` once, each in-the-loop method once per chip. One JSON line per finished point in
     ``results``; with ``resume`` the points already there are kept."""
-    from cil_core.sweep import Point, fingerprint, point_key, run_sweep
+    from cil_core.app.sweep import Point, fingerprint, point_key, run_sweep
 
     train, test = latency_digits(cfg["T"], cfg["T_code"], cfg["n_train"], cfg["n_test"])
     spikes = float(train.x.sum((0, 2)).mean())

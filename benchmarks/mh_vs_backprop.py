@@ -41,7 +41,7 @@ Algorithms (each from the same random initialisation):
   8 networks' softmax outputs, each run on the chip: 8x the inference cost), ``+ens`` in the tables.
 
 The cases (network x fraction x strength x chip) are the points of a ``cil sweep``
-(:func:`cil_core.sweep.run_sweep`): each finished case is appended to
+(:func:`cil_core.app.sweep.run_sweep`): each finished case is appended to
 ``mh_vs_backprop{_quick,_subset,}.jsonl`` under ``--out``; ``--resume`` keeps the cases already there
 (same settings), and ``--runner ray`` runs them as Ray tasks instead of ``--workers`` local processes.
 
@@ -62,7 +62,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cil_core.sweep import Point, fingerprint, point_key, run_sweep, subset_fraction
+from cil_core.app.sweep import Point, fingerprint, point_key, run_sweep, subset_fraction
 from harness import (add_output_args, add_sweep_args, interleaved, markdown_table, publish_figures, read_json,
                      runner_options, save_figure, write_docs_section, write_json)
 

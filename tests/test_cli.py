@@ -6,7 +6,7 @@ import sys
 
 
 def cil(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "cil_core.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "cil_core.app.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_train_from_config_file_writes_results(tmp_path):
@@ -102,7 +102,7 @@ def test_model_factory_is_imported_from_the_current_folder_and_no_test_data_is_s
 
     d = load_breast_cancer_spikes()
     torch.save((d.train.x[:, :50], d.train.y[:50]), tmp_path / "train.pt")
-    r = subprocess.run([sys.executable, "-c", "import sys; from cil_core.cli import main; sys.exit(main())", "train",
+    r = subprocess.run([sys.executable, "-c", "import sys; from cil_core.app.cli import main; sys.exit(main())", "train",
                         "--model", "mymodel:make", "--model-opt", "hidden=5", "--data", "train.pt", "--epochs", "1",
                         "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -112,7 +112,7 @@ def test_model_factory_is_imported_from_the_current_folder_and_no_test_data_is_s
 def test_docs_config_table_is_the_schema():
     from pathlib import Path
 
-    from cil_core.config import markdown_table
+    from cil_core.app.config import markdown_table
 
     doc = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
     assert markdown_table() in doc

@@ -314,11 +314,11 @@ def test_parameter_sets_of_the_new_layers_equal_single_networks(seed, S, into):
 def test_the_readme_capability_table_is_generated_from_the_backends():
     from pathlib import Path
 
-    from cil_core.capabilities import registered_backends, section
+    from cil_core.app.capabilities import registered_backends, section
 
     backends = registered_backends()
     if not {"analog-mismatch", "speck"} <= set(backends):
         pytest.skip("the table covers the analog and speck plugins; install them to check it")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert section({k: backends[k] for k in ("analog-mismatch", "ideal", "speck")}) in readme, \
-        "README capability table is stale: run python -m cil_core.capabilities --write README.md"
+        "README capability table is stale: run python -m cil_core.app.capabilities --write README.md"

@@ -51,7 +51,7 @@ def test_builtins_and_entry_points_are_listed(tmp_path):
 
 def test_a_plugin_that_fails_to_import_is_listed_as_broken_and_the_rest_works(tmp_path):
     _fake_distributions(tmp_path)
-    r = _run(["cil_core.cli", "plugins"], tmp_path, module=True)
+    r = _run(["cil_core.app.cli", "plugins"], tmp_path, module=True)
     assert r.returncode == 0, r.stderr
     assert "fakebroken  [cil-fake-broken 0.1]  BROKEN" in r.stdout
     assert "No module named 'numpy_is_not_this_xyz'" in r.stdout
@@ -69,7 +69,7 @@ def test_a_plugin_that_fails_to_import_is_listed_as_broken_and_the_rest_works(tm
 def test_demo_runs_beside_a_broken_plugin(tmp_path):
     _fake_distributions(tmp_path)
     backend = [] if "analog-mismatch" in cil.get_manager().names("backends") else ["--backend", "ideal"]
-    r = _run(["cil_core.cli", "demo", "--quick", "--no-progress", *backend], tmp_path, module=True)
+    r = _run(["cil_core.app.cli", "demo", "--quick", "--no-progress", *backend], tmp_path, module=True)
     assert r.returncode == 0, r.stderr
     assert "mh from offline" in r.stdout
 
@@ -236,7 +236,7 @@ def test_disable_plugins_env_blocks_an_entry_point(tmp_path):
 
 def test_cli_plugins_lists_distributions(tmp_path):
     _fake_distributions(tmp_path)
-    out = _run(["cil_core.cli", "plugins"], tmp_path, module=True).stdout
+    out = _run(["cil_core.app.cli", "plugins"], tmp_path, module=True).stdout
     assert "cil_core  [cil-core" in out and "fakegood  [cil-fake-good 0.1]" in out
     assert "ideal" in out and "mh" in out and "Exact float simulation" in out
 

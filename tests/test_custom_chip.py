@@ -93,7 +93,7 @@ def test_template_installs_with_pip_and_trains(tmp_path):
     subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(src)], check=True,
                    cwd=tmp_path)
 
-    listing = subprocess.run([py, "-m", "cil_core.cli", "plugins"], check=True, capture_output=True, text=True,
+    listing = subprocess.run([py, "-m", "cil_core.app.cli", "plugins"], check=True, capture_output=True, text=True,
                              cwd=tmp_path).stdout
     block = listing[listing.index("toychip  [cil-toychip 0.1.0]"):]
     assert block.splitlines()[1].split()[:2] == ["backend", "toy-chip"]

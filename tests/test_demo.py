@@ -9,7 +9,7 @@ pytest.importorskip("cil_analog")
 
 
 def test_demo_quick(tmp_path, capsys):
-    from cil_core.demo import main
+    from cil_core.app.demo import main
 
     out = tmp_path / "demo.json"
     assert main(["--quick", "--no-progress", "--json", str(out)]) == 0

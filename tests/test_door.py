@@ -221,7 +221,7 @@ def test_cuda_without_cuda_is_named(breast_cancer):
 
 
 def test_cil_describe_lists_options_with_types_and_defaults(capsys):
-    from cil_core.cli import main
+    from cil_core.app.cli import main
 
     assert main(["describe", "mh"]) == 0
     out = capsys.readouterr().out
@@ -251,7 +251,7 @@ def test_unknown_surrogates_and_nan_inputs_get_their_own_errors(breast_cancer):
 def test_demo_on_a_backend_without_strength_names_what_does_not_fit(capsys):
 
     pytest.importorskip("cil_speck")
-    from cil_core.cli import main as cli
+    from cil_core.app.cli import main as cli
 
     assert cli(["demo", "--quick", "--no-progress", "--backend", "speck"]) == 1
     assert "does not support 'bias'; the simulated chip has no bias inputs: build the layers with bias=False" \

@@ -89,7 +89,7 @@ def test_random_configs_get_a_cil_error_line_never_a_traceback(tmp_path_factory,
         path.write_text(json.dumps(cfg))
     except ValueError:  # NaN etc. are still valid for Python's json
         return
-    r = subprocess.run([sys.executable, "-m", "cil_core.cli", "train", "--config", str(path)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "cil_core.app.cli", "train", "--config", str(path)], capture_output=True,
                        text=True, timeout=120)
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode in (0, 1, 2)

@@ -122,7 +122,7 @@ def test_bad_inputs_raise_cil_errors(data):
 
 
 def test_cli_writes_json_and_png(data, tmp_path, capsys):
-    from cil_core.cli import main
+    from cil_core.app.cli import main
 
     x, y = data
     torch.save((x, y), tmp_path / "d.pt")

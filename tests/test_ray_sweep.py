@@ -15,8 +15,8 @@ import pytest
 ray = pytest.importorskip("ray")
 cil_ray = pytest.importorskip("cil_ray")
 
-from cil_core import cli  # noqa: E402
-from cil_core.sweep import SweepError, load_grid, run_grid, run_sweep, train_point  # noqa: E402
+from cil_core.app import cli  # noqa: E402
+from cil_core.app.sweep import SweepError, load_grid, run_grid, run_sweep, train_point  # noqa: E402
 from cil_ray.errors import PlacementError  # noqa: E402
 import test_sweep  # noqa: E402
 from test_ray import cluster  # noqa: E402,F401  - the module's local cluster
@@ -98,7 +98,7 @@ def test_a_ray_backend_in_a_grid_is_checked_at_the_door(tmp_path):
 
 
 def test_each_point_asks_for_its_own_resources(cluster, tmp_path):  # noqa: F811
-    from cil_core.sweep import Point
+    from cil_core.app.sweep import Point
 
     def assigned(payload):  # runs in the task: what Ray gave it (pickled by value, nothing to import)
         import ray as r

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import cil_core as cil
-from cil_core import cli
+from cil_core.app import cli
 from cil_core.errors import LockError, OptionError, PluginError
-from cil_core.sweep import (LocalRunner, Point, ResultsFile, SweepError, load_grid, make_runner, point_key,
+from cil_core.app.sweep import (LocalRunner, Point, ResultsFile, SweepError, load_grid, make_runner, point_key,
                             read_results, run_grid, run_sweep)
 
 GRID = """
@@ -190,7 +190,7 @@ def test_per_algorithm_and_per_backend_tables_apply_to_their_points_only(tmp_pat
     with pytest.raises(OptionError, match="computed with another base config"):
         run_grid(changed, results=tmp_path / "algo.jsonl")
     # a grid without tables keeps the fingerprint of [base] alone (older results files resume)
-    from cil_core.sweep import fingerprint
+    from cil_core.app.sweep import fingerprint
 
     plain = load_grid(_grid(tmp_path))
     assert plain.base_fingerprint == fingerprint(plain.base)
@@ -232,7 +232,7 @@ def test_per_point_resources_are_formatted_and_handed_to_runners_that_take_them(
 # ----------------------------------------------------------------------------- the lock
 HOLD = """
 import sys, time
-from cil_core.sweep import ResultsFile
+from cil_core.app.sweep import ResultsFile
 with ResultsFile(sys.argv[1]).lock():
     print("locked", flush=True)
     time.sleep(120)
@@ -384,7 +384,7 @@ class _ReversedRunner:
         self.closed = False
 
     def run(self, fn, payloads, threads=1):
-        from cil_core.sweep import execute
+        from cil_core.app.sweep import execute
 
         for i in reversed(range(len(payloads))):
             yield i, {**execute(fn, payloads[i], threads), "worker": self.tag}

@@ -36,7 +36,7 @@ def cil_register_algorithms(register) -> None:
 @hookimpl
 def cil_register_jobs(register) -> None:
     def demo(argv: list[str]) -> int:
-        from ..demo import main
+        from ..app.demo import main
 
         return main(argv)
 
@@ -46,7 +46,7 @@ def cil_register_jobs(register) -> None:
 
 @hookimpl
 def cil_register_runners(register) -> None:
-    from ..sweep import LocalRunner
+    from ..app.sweep import LocalRunner
 
     register("local", LocalRunner)
 

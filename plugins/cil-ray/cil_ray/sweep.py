@@ -1,9 +1,9 @@
 """The ``ray`` sweep runner: each point of ``cil sweep`` as one Ray task.
 
 ``cil sweep grid.toml --runner ray --address HOST:PORT [--runner-opt resources='{"chip": 1}']``
-or ``cil_core.sweep.run_sweep(points, fn, results=..., runner="ray", runner_options={...})``.
+or ``cil_core.app.sweep.run_sweep(points, fn, results=..., runner="ray", runner_options={...})``.
 
-* Each task runs :func:`cil_core.sweep.execute` (the same code the local runner runs, with the
+* Each task runs :func:`cil_core.app.sweep.execute` (the same code the local runner runs, with the
   same torch thread count), so a deterministic point gives the same metrics on either runner.
 * ``resources`` (custom Ray resources per task, e.g. ``{"chip": 1}`` where nodes offer their chips
   as a resource ``chip``, ``{"board-SN123": 1}`` for one board), ``num_cpus`` and ``num_gpus`` place
@@ -12,7 +12,7 @@ or ``cil_core.sweep.run_sweep(points, fn, results=..., runner="ray", runner_opti
   fails at once with a :class:`~cil_ray.errors.PlacementError` when no node offers what a task asks
   for (Ray would leave the tasks pending forever).
 * A point's own resources (the grid's ``[sweep] resources`` templates, e.g. ``"board-{backend_options.serial}"
-  = 1``: one board per chip value; :attr:`cil_core.sweep.Point.resources`) are added to these
+  = 1``: one board per chip value; :attr:`cil_core.app.sweep.Point.resources`) are added to these
   for its task only (``CPU``/``GPU`` among them set the task's ``num_cpus``/``num_gpus``). They
   are checked the same way before anything is submitted, and a point no node can hold fails the
   sweep at once with a ``PlacementError`` naming the point and the resource.
@@ -35,7 +35,7 @@ def _run_point(fn: Callable[[Any], Any], payload: Any, threads: int) -> dict[str
     """The body of one task (runs in a Ray worker)."""
     import ray
 
-    from cil_core.sweep import execute
+    from cil_core.app.sweep import execute
 
     out = execute(fn, payload, threads)
     try:

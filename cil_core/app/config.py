@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionError
+from ..errors import OptionError
 
 
 def _opt(default: Any, help: str, *, flag: str | None = None, kind: str = "") -> Any:
@@ -74,7 +74,7 @@ class RunConfig:
                 close = difflib.get_close_matches(key, known, n=1)
                 raise OptionError(f"{source}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
                                   + f" (valid keys: {', '.join(known)})")
-        from .options import _matches, _type_name  # the same type rules as every other option
+        from ..options import _matches, _type_name  # the same type rules as every other option
 
         hints = typing.get_type_hints(cls)
         cfg = cls()
@@ -119,7 +119,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def markdown_table() -> str:
     """The config schema as a Markdown table (``docs/config.md`` is generated from it)."""
-    from .options import _type_name
+    from ..options import _type_name
 
     hints = typing.get_type_hints(RunConfig)
     rows = ["| key | command line | type | default | meaning |", "|---|---|---|---|---|"]
@@ -134,5 +134,5 @@ def markdown_table() -> str:
 __all__ = ["RunConfig", "read_config_file", "markdown_table"]
 
 
-if __name__ == "__main__":  # python -m cil_core.config > the table in docs/config.md
+if __name__ == "__main__":  # python -m cil_core.app.config > the table in docs/config.md
     print(markdown_table())

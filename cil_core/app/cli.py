@@ -24,20 +24,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import CilError, DataError, OptionError
+from ..errors import CilError, DataError, OptionError
 
 
 def _cmd_plugins(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="cil plugins", description="list loaded plugins")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    from . import list_plugins
+    from .. import list_plugins
 
     infos = list_plugins()
     if a.json:
         print(json.dumps([{**i.__dict__, "broken": i.broken} for i in infos], indent=2))
         return 0
-    from .plugin.manager import get_manager
+    from ..plugin.manager import get_manager
 
     reg = get_manager()
     for i in infos:
@@ -60,7 +60,7 @@ def _describe(value: Any, help: str) -> str:
 
 
 def _run_job(name: str, kind: str, argv: list[str]) -> int:
-    from .plugin.manager import get_manager
+    from ..plugin.manager import get_manager
 
     reg = get_manager()
     jobs = {n: reg.entry("jobs", n) for n in reg.names("jobs")}
@@ -105,7 +105,7 @@ def _load_object(path: str) -> Any:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    """``cil train``'s options, one per key of :class:`~cil_core.config.RunConfig`."""
+    """``cil train``'s options, one per key of :class:`~cil_core.app.config.RunConfig`."""
     from dataclasses import fields
 
     from .config import RunConfig
@@ -155,7 +155,7 @@ def _cmd_train(argv: list[str]) -> int:
 def _load_data(cfg: Any) -> tuple[Any, Any, bool]:
     """(train, test, has_test) from the config."""
     if cfg.data == "breast-cancer":
-        from .data.breast_cancer import load_breast_cancer_spikes
+        from ..data.breast_cancer import load_breast_cancer_spikes
 
         split = load_breast_cancer_spikes()
         return split.train, split.test, True
@@ -168,7 +168,7 @@ def _load_data(cfg: Any) -> tuple[Any, Any, bool]:
 def _load_pair(path: str, key: str) -> Any:
     import torch
 
-    from .data import as_data
+    from ..data import as_data
 
     p = Path(path)
     if not p.is_file():
@@ -187,12 +187,12 @@ def _load_pair(path: str, key: str) -> Any:
 def _build_network(cfg: Any, train: Any) -> Any:
     """The wrapped network of a run: ``cfg.model`` (``module:factory``) called with
     ``cfg.model_options``, or the library-free LIF net sized to the data."""
-    from . import wrap
-    from .data import as_data
+    from .. import wrap
+    from ..data import as_data
 
     if cfg.model:
         return wrap(_load_object(cfg.model)(**cfg.model_options))
-    from .network.reference import feedforward
+    from ..network.reference import feedforward
 
     n_in = int(as_data(train).x.shape[2]) if hasattr(as_data(train).x, "shape") else 62
     try:
@@ -204,8 +204,8 @@ def _build_network(cfg: Any, train: Any) -> Any:
 def _train(cfg: Any) -> int:
     import torch
 
-    from . import Trainer, make_backend
-    from .data import as_data
+    from .. import Trainer, make_backend
+    from ..data import as_data
 
     torch.manual_seed(cfg.seed)
     train, test, has_test = _load_data(cfg)
@@ -315,7 +315,7 @@ def _cmd_fidelity(argv: list[str]) -> int:
     p.add_argument("--plot", type=Path, help="draw per-layer divergence and a software-vs-chip raster (PNG)")
     a = p.parse_args(argv)
     from .config import RunConfig, read_config_file
-    from .fidelity import fidelity
+    from ..fidelity import fidelity
 
     keys = ("model", "model_options", "data", "test_data", "backend", "backend_options", "readout", "seed",
             "batch_size", "retries", "timeout")
@@ -330,7 +330,7 @@ def _cmd_fidelity(argv: list[str]) -> int:
     cfg = RunConfig.from_dict(raw, "cil fidelity")
     import torch
 
-    from . import make_backend
+    from .. import make_backend
 
     torch.manual_seed(cfg.seed)
     train, test, has_test = _load_data(cfg)
@@ -358,7 +358,7 @@ def _load_weights(net: Any, path: Path) -> None:
     """Weights from a cil checkpoint (by parameter name) or the model's own state_dict."""
     import torch
 
-    from .errors import CheckpointError
+    from ..errors import CheckpointError
 
     if not path.is_file():
         raise OptionError(f"weights: {path} does not exist")
@@ -383,8 +383,8 @@ def _cmd_describe(argv: list[str]) -> int:
     p.add_argument("name", help="a registered algorithm, backend or adapter name (see cil plugins)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    from .options import describe
-    from .plugin.manager import get_manager
+    from ..options import describe
+    from ..plugin.manager import get_manager
 
     reg = get_manager()
     found = [(kind, reg.entry(kind, a.name)) for kind in ("algorithms", "backends", "adapters", "runners")
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        from .. import __version__
 
         print(f"cil {__version__}")
         return 0
