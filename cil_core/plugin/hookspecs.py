@@ -86,9 +86,9 @@ def cil_register_runners(register: Callable[[str, Callable[..., Any]], None]) ->
 
     ``factory(**options)`` (options checked against its signature) returns an object with
     ``run(fn, payloads, threads)``, a generator of ``(index, outcome)`` pairs in the order the
-    points finish, where ``outcome`` is what :func:`cil_core.sweep.execute` ``(fn, payloads[index],
+    points finish, where ``outcome`` is what :func:`cil_core.app.sweep.execute` ``(fn, payloads[index],
     threads)`` returns (run wherever the runner likes; it may add a ``"worker"`` entry), and
-    ``close()``. The core registers ``local`` (:class:`cil_core.sweep.LocalRunner`).
+    ``close()``. The core registers ``local`` (:class:`cil_core.app.sweep.LocalRunner`).
     """
 
 
