@@ -21,7 +21,7 @@ from ..errors import NonFiniteError, ShapeError, SpecError
 from .layers import SYNAPTIC, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
 from .neuron import Neuron, Recurrent
 
-__all__ = ["FEATURES", "Layer", "NetworkSpec", "check_parameters"]
+__all__ = ["FEATURES", "Layer", "NetworkSpec", "check_parameters", "check_parameter_shapes"]
 
 
 #: every feature :meth:`NetworkSpec.features` reports, with what it means (the vocabulary of
@@ -244,20 +244,35 @@ def _short(v: object) -> str:
     return f"tensor{tuple(t.shape)}"
 
 
-def check_parameters(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None) -> None:
-    """Check that ``params`` holds every tensor the spec names, with the right shape, all finite.
+def check_parameter_shapes(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None,
+                           where: str = "") -> None:
+    """Check that ``params`` holds every tensor the spec names, with the right shape (no scan of
+    the values: cheap enough for every weight transfer).
 
     With ``n_sets`` every tensor carries a leading parameter-set dimension of that size.
-    Raises :class:`SpecError` (missing), :class:`ShapeError` or
-    :class:`~cil_core.errors.NonFiniteError` naming the offending tensor.
+    Raises :class:`SpecError` (missing) or :class:`ShapeError` naming the tensor, prefixed with
+    ``where`` (e.g. ``"speck: "``).
     """
     lead = () if n_sets is None else (n_sets,)
     for name, shape in spec.tensor_shapes().items():
         if name not in params:
-            raise SpecError(f"parameter '{name}' is missing")
+            raise SpecError(f"{where}parameter '{name}' is missing (given: {sorted(params)})")
+        got = tuple(params[name].shape)
+        if got != lead + shape:
+            sets = "" if n_sets is None else f" (a leading set dimension of {n_sets}, then {shape})"
+            raise ShapeError(f"{where}parameter '{name}' has shape {got}, expected {lead + shape}{sets}")
+
+
+def check_parameters(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None) -> None:
+    """Check that ``params`` holds every tensor the spec names, with the right shape
+    (:func:`check_parameter_shapes`), all finite.
+
+    Raises :class:`SpecError` (missing), :class:`ShapeError` or
+    :class:`~cil_core.errors.NonFiniteError` naming the offending tensor.
+    """
+    check_parameter_shapes(spec, params, n_sets)
+    for name in spec.tensor_shapes():
         t = params[name]
-        if tuple(t.shape) != lead + shape:
-            raise ShapeError(f"parameter '{name}' has shape {tuple(t.shape)}, expected {lead + shape}")
         if not torch.isfinite(t).all():
             bad = int((~torch.isfinite(t)).sum())
             raise NonFiniteError(f"parameter '{name}' holds {bad} non-finite value(s) (NaN or inf)")

@@ -28,6 +28,7 @@ import torch
 
 from cil_core import Backend, BackendCapacityError, Deployment, LayerObservation, Observation, ShapeError
 from cil_core.data import EventBatch, as_dense
+from cil_core.network.spec import check_parameter_shapes
 
 from . import kernel as K
 from .chip import map_spec, quantize
@@ -81,17 +82,7 @@ class SpeckBackend(Backend):
             if n_sets < 1 or cap is not None and n_sets > cap:
                 raise BackendCapacityError(f"speck: parameter sets: one call holds 1 to {cap} sets "
                                            f"(max_sets={cap}), got n_sets={n_sets}")
-        lead = () if n_sets is None else (n_sets,)
-        for _, layer in spec.synaptic_layers():
-            for name, shape in zip((layer.weight, layer.bias), layer.param_shapes()):
-                if name is None:
-                    continue
-                if name not in params:
-                    raise ShapeError(f"speck: no tensor '{name}' among the parameters {sorted(params)}")
-                got = tuple(params[name].shape)
-                if got != (*lead, *shape):
-                    sets_txt = "" if n_sets is None else f" (a leading set dimension of {n_sets}, then {shape})"
-                    raise ShapeError(f"speck: '{name}' has shape {got}, expected {(*lead, *shape)}{sets_txt}")
+        check_parameter_shapes(spec, params, n_sets, where="speck: ")
         sets = [params] if n_sets is None else [{k: v[s] for k, v in params.items()} for s in range(n_sets)]
         qs = [quantize(cmap, p, self.drop_biases) for p in sets]
         L = len(cmap.layers)
