@@ -16,15 +16,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import CilError, DataError, OptionError
+from .run import prepare
 
 
 def _cmd_plugins(argv: list[str]) -> int:
@@ -37,7 +36,7 @@ def _cmd_plugins(argv: list[str]) -> int:
     if a.json:
         print(json.dumps([{**i.__dict__, "broken": i.broken} for i in infos], indent=2))
         return 0
-    from ..plugin.manager import get_manager
+    from ..plugin.registry import get_manager
 
     reg = get_manager()
     for i in infos:
@@ -60,7 +59,7 @@ def _describe(value: Any, help: str) -> str:
 
 
 def _run_job(name: str, kind: str, argv: list[str]) -> int:
-    from ..plugin.manager import get_manager
+    from ..plugin.registry import get_manager
 
     reg = get_manager()
     jobs = {n: reg.entry("jobs", n) for n in reg.names("jobs")}
@@ -81,27 +80,6 @@ def _parse_kv(items: list[str], flag: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[k] = v
     return out
-
-
-def _load_object(path: str) -> Any:
-    """``module:attribute``, importable from the current folder too (as ``python -m`` would)."""
-    if ":" not in path:
-        raise OptionError(f"model: expected 'module:factory', got {path!r}")
-    mod, attr = path.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj = importlib.import_module(mod)
-    except ImportError as exc:
-        raise OptionError(f"model: cannot import module {mod!r} ({exc}); run cil from the folder that holds it "
-                          "or install it") from exc
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise OptionError(f"model: module {mod!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise OptionError(f"model: {path!r} is not callable")
-    return obj
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -152,73 +130,16 @@ def _cmd_train(argv: list[str]) -> int:
     return _train(cfg)
 
 
-def _load_data(cfg: Any) -> tuple[Any, Any, bool]:
-    """(train, test, has_test) from the config."""
-    if cfg.data == "breast-cancer":
-        from ..data.breast_cancer import load_breast_cancer_spikes
-
-        split = load_breast_cancer_spikes()
-        return split.train, split.test, True
-    train = _load_pair(cfg.data, "data")
-    if cfg.test_data:
-        return train, _load_pair(cfg.test_data, "test_data"), True
-    return train, train, False
-
-
-def _load_pair(path: str, key: str) -> Any:
-    import torch
-
-    from ..data import as_data
-
-    p = Path(path)
-    if not p.is_file():
-        raise OptionError(f"{key}: {path} does not exist (use 'breast-cancer' or a torch file of (x, y))")
-    try:
-        obj = torch.load(p, weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{key}: {path} cannot be read as a torch file of tensors: {type(exc).__name__}: {exc}") from exc
-    if isinstance(obj, dict) and {"x", "y"} <= set(obj):
-        obj = (obj["x"], obj["y"])
-    if not isinstance(obj, (tuple, list)) or len(obj) != 2:
-        raise DataError(f"{key}: {path} must hold (x [T, N, ...], y [N]) or {{'x': ..., 'y': ...}}")
-    return as_data(tuple(obj))
-
-
-def _build_network(cfg: Any, train: Any) -> Any:
-    """The wrapped network of a run: ``cfg.model`` (``module:factory``) called with
-    ``cfg.model_options``, or the library-free LIF net sized to the data."""
-    from .. import wrap
-    from ..data import as_data
-
-    if cfg.model:
-        return wrap(_load_object(cfg.model)(**cfg.model_options))
-    from ..network.reference import feedforward
-
-    n_in = int(as_data(train).x.shape[2]) if hasattr(as_data(train).x, "shape") else 62
-    try:
-        return feedforward(**{"sizes": [n_in, 32, 2], "seed": cfg.seed, **cfg.model_options})
-    except TypeError as exc:
-        raise OptionError(f"model_options: {exc}") from exc
-
-
 def _train(cfg: Any) -> int:
+    with prepare(cfg) as run:
+        return _train_run(run)
+
+
+def _train_run(run: Any) -> int:
     import torch
 
-    from .. import Trainer, make_backend
-    from ..data import as_data
-
-    torch.manual_seed(cfg.seed)
-    train, test, has_test = _load_data(cfg)
-    val = None
-    if cfg.validation_split:
-        train = as_data(train)
-        n_val = max(1, int(round(cfg.validation_split * len(train))))
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
-        val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
-    net = _build_network(cfg, train)
-    backend = make_backend(cfg.backend, **cfg.backend_options)
-    trainer = Trainer(net, backend, cfg.algorithm, seed=cfg.seed, readout=cfg.readout, retries=cfg.retries,
-                      timeout=cfg.timeout, device=cfg.device, **cfg.algorithm_options)
+    cfg, net, backend, val = run.cfg, run.net, run.backend, run.val
+    trainer = run.trainer()
     if cfg.out:  # fail before training, not after
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     sink = None
@@ -226,16 +147,14 @@ def _train(cfg: Any) -> int:
         Path(cfg.metrics).parent.mkdir(parents=True, exist_ok=True)
         sink = open(cfg.metrics, "a")  # noqa: SIM115 - closed below
     try:
-        hist = trainer.fit(train, epochs=cfg.epochs, steps=cfg.steps,
-                           batch_size=-1 if cfg.batch_size is None else cfg.batch_size, progress=cfg.progress,
-                           checkpoint=cfg.checkpoint, checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
-                           force=cfg.force, on_step=None if sink is None else
+        hist = trainer.fit(run.train, **run.fit_options(), progress=cfg.progress, checkpoint=cfg.checkpoint,
+                           checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, force=cfg.force, on_step=None if sink is None else
                            (lambda rec: (sink.write(json.dumps(rec) + "\n"), sink.flush())))
     finally:
         if sink is not None:
             sink.close()
-    metrics = trainer.evaluate(test)
-    where = "test" if has_test else "training (no test data given)"
+    metrics = trainer.evaluate(run.test)
+    where = "test" if run.has_test else "training (no test data given)"
     print(f"{trainer.algorithm.name} on {backend.name}: chip {where} accuracy {metrics['accuracy']:.3f} "
           f"({metrics['n']} samples), {len(hist)} steps in {hist.wall_time:.1f} s")
     result: dict[str, Any] = {"config": cfg.as_dict(), "metrics": metrics, "split": where,
@@ -328,21 +247,13 @@ def _cmd_fidelity(argv: list[str]) -> int:
             continue
         raw[key] = {**raw.get(key, {}), **_parse_kv(value, key)} if key.endswith("_options") else value
     cfg = RunConfig.from_dict(raw, "cil fidelity")
-    import torch
-
-    from .. import make_backend
-
-    torch.manual_seed(cfg.seed)
-    train, test, has_test = _load_data(cfg)
-    net = _build_network(cfg, train)
-    if a.weights is not None:
-        _load_weights(net, a.weights)
-    backend = make_backend(cfg.backend, **cfg.backend_options)
     for path in (a.out, a.plot):  # fail before the chip runs, not after
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-    report = fidelity(net, backend, test, batch_size=cfg.batch_size or 256, readout=cfg.readout, sample=a.sample,
-                      retries=cfg.retries, timeout=cfg.timeout)
+    with prepare(cfg, split_validation=False, weights=a.weights) as run:
+        report = fidelity(run.net, run.backend, run.test, batch_size=cfg.batch_size or 256, readout=cfg.readout,
+                          sample=a.sample, retries=cfg.retries, timeout=cfg.timeout)
+        has_test = run.has_test
     print(f"fidelity on the {'test' if has_test else 'given'} data")
     print(report.table())
     if a.out is not None:
@@ -354,29 +265,6 @@ def _cmd_fidelity(argv: list[str]) -> int:
     return 0
 
 
-def _load_weights(net: Any, path: Path) -> None:
-    """Weights from a cil checkpoint (by parameter name) or the model's own state_dict."""
-    import torch
-
-    from ..errors import CheckpointError
-
-    if not path.is_file():
-        raise OptionError(f"weights: {path} does not exist")
-    try:
-        blob = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise CheckpointError(f"weights: {path} cannot be read as a torch file: {type(exc).__name__}: {exc}") from exc
-    try:
-        if isinstance(blob, dict) and isinstance(blob.get("weights"), dict):  # a cil train --checkpoint
-            net.load_parameters(blob["weights"])
-        elif isinstance(blob, dict):  # a cil train --export (the model's state_dict)
-            net.module.load_state_dict(blob)
-        else:
-            raise CheckpointError(f"weights: {path} holds {type(blob).__name__}, not a checkpoint or a state_dict")
-    except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"weights: {path} does not fit the model: {exc}") from exc
-
-
 def _cmd_describe(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="cil describe", description="what an algorithm, backend or adapter is, "
                                 "and its options (name, type, default, meaning)")
@@ -384,7 +272,7 @@ def _cmd_describe(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     from ..options import describe
-    from ..plugin.manager import get_manager
+    from ..plugin.registry import get_manager
 
     reg = get_manager()
     found = [(kind, reg.entry(kind, a.name)) for kind in ("algorithms", "backends", "adapters", "runners")
