@@ -61,9 +61,9 @@ from .data import as_dense
 from .data.validate import check_data
 from .errors import CilError, OptionError
 from .hardware.observation import LayerObservation
-from .hardware.hooks import backend_name
 from .network.executor import simulate
 from .network.wrapped import WrappedNetwork
+from .plugin.factories import make_backend, wrap
 from .plugin.session import HardwareSession
 from .training.readout import Readout
 
@@ -290,8 +290,6 @@ def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readou
     Raises :class:`~cil_core.errors.DataError` / :class:`~cil_core.errors.ShapeError` for data
     the network cannot run and :class:`~cil_core.errors.OptionError` for bad options.
     """
-    from . import make_backend, wrap
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise OptionError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     if not isinstance(readout, (Readout, str)):

@@ -17,7 +17,8 @@ from .data.validate import check_data
 from .errors import CheckpointError, CilError, NonFiniteError, OptionError
 from .hardware import Backend, Deployment, HardwareSession
 from .network.wrapped import WrappedNetwork
-from .plugin.manager import get_manager
+from .plugin.factories import make_algorithm, make_backend, wrap
+from .plugin.registry import get_manager
 from .training import checkpoint as checkpoint_io
 from .training.algorithm import Algorithm, TrainState
 from .training.readout import Readout
@@ -63,8 +64,6 @@ class Trainer:
     def __init__(self, network: Any, backend: Backend | str = "ideal", algorithm: Algorithm | str = "cil-spl", *,
                  readout: Readout | str = "rate", seed: int = 0, retries: int = 0, timeout: float | None = None,
                  device: str | torch.device | None = None, **options: Any) -> None:
-        from . import make_algorithm, make_backend, wrap
-
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be a whole number, got {seed!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:

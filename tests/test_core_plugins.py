@@ -87,15 +87,47 @@ def test_installed_plugin_with_a_missing_dependency_is_named_when_its_backend_is
     assert "pip install numba" in r.stdout
 
 
-def test_asking_for_a_part_that_is_not_installed_names_its_distribution():
+def test_asking_for_a_part_whose_plugin_is_not_loaded_names_its_distribution():
     code = ("import cil_core as c\n"
             "for kind, name in (('backends', 'analog-mismatch'), ('adapters', 'norse')):\n"
             "    try:\n        c.get_manager().entry(kind, name)\n    except c.PluginError as e:\n        print(e)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env={"CIL_NO_ENTRYPOINTS": "1", "PATH": ""})
     assert r.returncode == 0, r.stderr
-    assert "'analog-mismatch' is provided by the distribution 'cil-analog': pip install" in r.stdout
+    assert "'analog-mismatch' is provided by the distribution 'cil-analog' (plugin 'analog')" in r.stdout
     assert "'norse' is provided by the distribution 'cil-norse'" in r.stdout
+    assert "entry points are not loaded (CIL_NO_ENTRYPOINTS)" in r.stdout
+
+
+def test_each_installed_plugin_declares_exactly_the_parts_it_registers():
+    """The cil.parts metadata (read without importing) agrees with what each plugin registers."""
+    import importlib.metadata as md
+
+    from cil_core.plugin.loader import ENTRY_POINT_GROUP, KINDS, PARTS_GROUP
+
+    declared: dict[str, set] = {}
+    for ep in md.entry_points(group=PARTS_GROUP):
+        kind, name = ep.name.split(".", 1)
+        declared.setdefault(ep.value.split(":")[0], set()).add((kind, name))
+    reg = cil.get_manager()
+    checked = 0
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        if reg.pm.get_plugin(ep.name) is None or not ep.value.startswith("cil_"):
+            continue
+        registered = {(k, n) for k in KINDS for n in reg.names(k) if reg.entry(k, n).owner == ep.name}
+        assert declared.get(ep.value.split(":")[0], set()) == registered, ep.name
+        checked += 1
+    assert checked >= 6
+
+
+def test_a_disabled_plugin_is_named_with_its_distribution_and_why():
+    code = ("import cil_core as c\n"
+            "try:\n    c.make_backend('speck')\nexcept c.PluginError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={"CIL_DISABLE_PLUGINS": "speck", "PATH": ""})
+    assert r.returncode == 0, r.stderr
+    assert "'speck' is provided by the distribution 'cil-speck' (plugin 'speck')" in r.stdout
+    assert "disabled by CIL_DISABLE_PLUGINS" in r.stdout
 
 
 def test_close_names_are_suggested():

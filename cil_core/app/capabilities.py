@@ -22,7 +22,7 @@ BEGIN, END = "<!-- capabilities:begin -->", "<!-- capabilities:end -->"
 def registered_backends() -> dict[str, Any]:
     """The loaded backends by name (their classes or factories), wrappers such as ``ray:``
     excluded (they run what the backend they wrap runs)."""
-    from ..plugin.manager import get_manager
+    from ..plugin.registry import get_manager
 
     reg = get_manager()
     return {n: reg.entry("backends", n).value for n in reg.names("backends") if not n.endswith(":")}

@@ -3,6 +3,7 @@ from the ``cil`` entry-point group and isolates broken ones, the core's own plug
 adapter protocol with the torch-layer translation every adapter shares."""
 
 from .hookspecs import hookimpl, hookspec
-from .manager import PluginInfo, Registry, get_manager, reset_manager
+from .loader import PluginInfo
+from .registry import Registry, get_manager, reset_manager
 
 __all__ = ["hookimpl", "hookspec", "PluginInfo", "Registry", "get_manager", "reset_manager"]

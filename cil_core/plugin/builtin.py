@@ -1,8 +1,9 @@
-"""The core's own plugin: registers the ``ideal`` backend, the three algorithms, the ``demo``
-job and the ``local`` sweep runner, and bridges the worker hooks to
-:class:`Backend`/:class:`Algorithm` objects.
+"""The library's own plugin: registers the ``ideal`` backend and the three algorithms, and
+bridges the worker hooks to :class:`Backend`/:class:`Algorithm` objects. (The application's
+parts, the ``demo`` job and the ``local`` sweep runner, are :mod:`cil_core.app.builtin`'s.)
 
-It is registered exactly like an external plugin (see :mod:`cil_core.plugin.manager`).
+It is registered exactly like an external plugin, by module name (see
+:data:`cil_core.plugin.loader.BUILTIN_PLUGINS`).
 Validation, retries and timeouts are not hooks: they belong to the
 :class:`~cil_core.hardware.HardwareSession`, the one caller of ``cil_transfer``/``cil_forward``.
 """
@@ -31,24 +32,6 @@ def cil_register_algorithms(register) -> None:
     register("offline", Offline)
     register("cil-spl", CilSpl)
     register("mh", MetropolisHastings)
-
-
-@hookimpl
-def cil_register_jobs(register) -> None:
-    def demo(argv: list[str]) -> int:
-        from ..app.demo import main
-
-        return main(argv)
-
-    register("demo", demo, help="breast cancer, offline vs CIL-SPL vs MH on a mismatched chip (the main job)",
-             kind="demo")
-
-
-@hookimpl
-def cil_register_runners(register) -> None:
-    from ..app.sweep import LocalRunner
-
-    register("local", LocalRunner)
 
 
 _BACKEND = BackendHooks()  # the bridge: a Backend's own methods

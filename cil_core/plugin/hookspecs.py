@@ -59,8 +59,9 @@ def cil_register_backends(register: Callable[[str, Callable[..., "Backend"]], No
 def cil_register_adapters(register: Callable[[str, Any], None]) -> None:
     """Register named model adapters: ``register("snntorch", SnnTorchAdapter())``.
 
-    An adapter has ``accepts(model) -> bool`` and ``to_spec(model, **options) -> NetworkSpec``
-    (see :class:`~cil_core.plugin.adapter.ModelAdapter`). :func:`cil_core.wrap` asks the adapters in
+    An adapter has ``accepts(model) -> bool`` and ``adapt(model, **options) -> AdaptedModel`` (the
+    description, the module that owns the tensors and the tensors; a
+    :class:`~cil_core.plugin.adapter.ModelAdapter` subclass derives ``adapt`` from its ``to_spec``). :func:`cil_core.wrap` asks the adapters in
     registration order and uses the first that accepts the model.
     """
 

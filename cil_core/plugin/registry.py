@@ -1,10 +1,10 @@
-"""The plugin registry: loads the ``cil`` entry-point group with pluggy's own loader, isolates
-plugins that fail, and keeps the table of named backends, adapters, algorithms, jobs and sweep
-runners.
+"""The plugin registry: the table of named backends, adapters, algorithms, jobs and sweep
+runners that the loaded plugins register, run-time registration, and dispatch of the training
+step. Finding and loading plugins is :mod:`cil_core.plugin.loader`'s; building parts by name is
+:mod:`cil_core.plugin.factories`'.
 
-A plugin that fails to import (or whose registration hook raises) is recorded as *broken*
-with the reason and a fix, and everything else keeps working: ``cil plugins`` lists it, and
-asking for something it would have provided says why it is missing.
+A plugin whose registration hook raises is isolated like one that fails to import (recorded
+as broken, the rest keeps working).
 
 Environment variables:
 
@@ -15,54 +15,16 @@ Environment variables:
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
 import inspect
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pluggy
 
 from ..errors import PluginError
-from . import hookspecs
+from . import hookspecs, loader
 from .chip_hooks import RegistryChipHooks
-
-ENTRY_POINT_GROUP = "cil"
-KINDS = ("backends", "adapters", "algorithms", "jobs", "runners")
-
-#: the first-party distributions and what each provides, so that asking for a part that is not
-#: installed names the distribution to install (third-party plugins are found by entry point)
-KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
-    "backends": {"analog-mismatch": "cil-analog", "speck": "cil-speck", "ray:": "cil-ray"},
-    "adapters": {"snntorch": "cil-snntorch", "norse": "cil-norse", "sinabs": "cil-sinabs", "nir": "cil-nir"},
-    "algorithms": {},
-    "jobs": {},
-    "runners": {"ray": "cil-ray"},
-}
-
-#: import names whose pip distribution is called differently
-_PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "cv2": "opencv-python", "PIL": "pillow"}
-
-
-@dataclass
-class PluginInfo:
-    """One plugin and what it contributes (``cil plugins`` prints these). ``error`` and ``fix``
-    are set for a broken plugin (then it contributes nothing)."""
-
-    name: str
-    distribution: str
-    version: str
-    backends: list[str] = field(default_factory=list)
-    adapters: list[str] = field(default_factory=list)
-    algorithms: list[str] = field(default_factory=list)
-    jobs: list[str] = field(default_factory=list)
-    runners: list[str] = field(default_factory=list)
-    error: str = ""
-    fix: str = ""
-
-    @property
-    def broken(self) -> bool:
-        return bool(self.error)
+from .loader import KINDS, PluginInfo
 
 
 @dataclass
@@ -82,42 +44,25 @@ class Registry:
         self._cache: dict[str, dict[str, _Entry]] | None = None
         self._runtime: set[str] = set()
         self.broken: dict[str, PluginInfo] = {}
-        from . import builtin
-
-        self.pm.register(builtin, name="cil_core")
-        if load_entrypoints and os.environ.get("CIL_NO_ENTRYPOINTS", "") not in ("1", "true", "yes"):
+        loader.register_builtins(self.pm)
+        if load_entrypoints and loader.entrypoints_enabled():
             self._load_entrypoints()
 
     # ---------------------------------------------------------------- loading
     def _load_entrypoints(self) -> None:
-        for name in (s.strip() for s in os.environ.get("CIL_DISABLE_PLUGINS", "").split(",")):
-            if name:
-                self.pm.set_blocked(name)
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if self.pm.has_plugin(ep.name) or self.pm.is_blocked(ep.name) or ep.name in self.broken:
-                continue
-            try:
-                self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
-                self.pm.check_pending()
-            except Exception as exc:  # isolate: record it, keep the others
-                self._mark_broken(ep.name, exc, _dist_name(ep))
-
-    def _mark_broken(self, name: str, exc: BaseException, dist: tuple[str, str] | None = None) -> None:
-        plugin = self.pm.get_plugin(name)
-        if plugin is not None:
-            if dist is None:
-                dist = self._dist_of_plugin(plugin)
-            self.pm.unregister(plugin)
-        dist = dist or ("?", "")
-        self.broken[name] = PluginInfo(name, dist[0], dist[1], error=f"{type(exc).__name__}: {exc}",
-                                       fix=_fix_for(name, dist[0], exc))
+        for name, exc, dist in loader.load_entrypoints(self.pm, skip=set(self.broken)):
+            self.broken[name] = loader.broken_info(name, exc, dist)
         self._cache = None
 
-    def _dist_of_plugin(self, plugin: Any) -> tuple[str, str]:
-        for p, dist in self.pm.list_plugin_distinfo():
-            if p is plugin:
-                return dist.project_name, dist.version
-        return "", ""
+    def _mark_broken(self, name: str, exc: BaseException) -> None:
+        """Isolate an installed plugin whose registration hook failed."""
+        plugin = self.pm.get_plugin(name)
+        dist = None
+        if plugin is not None:
+            dist = loader.dist_of_plugin(self.pm, plugin)
+            self.pm.unregister(plugin)
+        self.broken[name] = loader.broken_info(name, exc, dist)
+        self._cache = None
 
     # ---------------------------------------------------------------- run-time registration
     def register(self, plugin: Any, name: str | None = None, *, replace: bool = False) -> str:
@@ -190,7 +135,7 @@ class Registry:
                 try:
                     impl.function(register=register)
                 except Exception as exc:
-                    if owner in self._runtime or owner == "cil_core":
+                    if owner in self._runtime or _builtin(owner):
                         raise exc if isinstance(exc, PluginError) else PluginError(
                             f"plugin '{owner}' failed to register its {section}: {exc!r}") from exc
                     raise _PluginFailed(owner, exc) from exc
@@ -208,35 +153,45 @@ class Registry:
     def _missing_message(self, kind: str, name: str, table: dict[str, _Entry]) -> str:
         what = kind[:-1]
         msg = f"no {what} named {name!r} is loaded (loaded: {', '.join(sorted(table)) or 'none'})"
-        dist = KNOWN_PROVIDERS.get(kind, {}).get(name)
-        broken = [b for b in self.broken.values() if dist and b.distribution == dist]
-        if broken:
-            b = broken[0]
-            return f"{msg}. It comes from plugin '{b.name}' ({b.distribution}), which is installed but broken: {b.error}. Fix: {b.fix}"
-        if dist:
-            return f"{msg}. The {what} {name!r} is provided by the distribution '{dist}': pip install -e plugins/{dist} (or pip install {dist})"
+        declared = loader.declared_provider(kind, name)
+        if declared is not None:
+            dist, plugin = declared
+            b = self.broken.get(plugin)
+            if b is not None:
+                return (f"{msg}. It comes from plugin '{b.name}' ({b.distribution}), which is installed but broken: "
+                        f"{b.error}. Fix: {b.fix}")
+            why = ("it is disabled by CIL_DISABLE_PLUGINS" if self.pm.is_blocked(plugin) else
+                   "entry points are not loaded (CIL_NO_ENTRYPOINTS)" if not loader.entrypoints_enabled() else
+                   "its plugin is not loaded")
+            return (f"{msg}. The {what} {name!r} is provided by the distribution '{dist}' (plugin '{plugin}'), "
+                    f"which is installed but {why}: pip install -e plugins/{dist} (or pip install {dist}) "
+                    "if it is out of date")
         close = difflib.get_close_matches(name, list(table), n=1)
-        return f"{msg}; did you mean {close[0]!r}?" if close else msg
+        if close:
+            return f"{msg}; did you mean {close[0]!r}?"
+        return (f"{msg}. No installed distribution declares it: pip install the cil plugin that provides it "
+                "(cil plugins lists what is installed)")
 
     def plugins(self) -> list[PluginInfo]:
         """Every registered plugin with what it contributes, then the broken ones."""
         table = self._collect()
         dists = {id(p): (d.project_name, d.version) for p, d in self.pm.list_plugin_distinfo()}
-        out = []
+        out: dict[str, PluginInfo] = {}
         for name, plugin in self.pm.list_name_plugin():
             if plugin is None:  # blocked
                 continue
-            if name == "cil_core":
-                dist = _installed("cil-core")
-            elif name in self._runtime:
-                dist = ("(registered at run time)", "")
-            else:
-                dist = dists.get(id(plugin), ("?", ""))
-            info = PluginInfo(name, *dist)
+            shown = loader.BUILTIN_PREFIX if _builtin(name) else name  # the built-ins are listed as one
+            if shown not in out:
+                if shown == loader.BUILTIN_PREFIX:
+                    dist = loader.installed("cil-core")
+                elif name in self._runtime:
+                    dist = ("(registered at run time)", "")
+                else:
+                    dist = dists.get(id(plugin), ("?", ""))
+                out[shown] = PluginInfo(shown, *dist)
             for kind in KINDS:
-                getattr(info, kind).extend(n for n, e in table[kind].items() if e.owner == name)
-            out.append(info)
-        return out + list(self.broken.values())
+                getattr(out[shown], kind).extend(n for n, e in table[kind].items() if e.owner == name)
+        return list(out.values()) + list(self.broken.values())
 
     # ---------------------------------------------------------------- dispatch
     def chip_hooks(self) -> RegistryChipHooks:
@@ -282,25 +237,8 @@ def _as_plugin(plugin: Any, name: str | None) -> tuple[Any, str]:
     return plugin, name
 
 
-def _dist_name(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return "?", ""
-    return dist.metadata["Name"], dist.version
-
-
-def _installed(name: str) -> tuple[str, str]:
-    try:
-        return name, importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return name, "(not installed)"
-
-
-def _fix_for(plugin: str, dist: str, exc: BaseException) -> str:
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        top = exc.name.split(".")[0]
-        return f"pip install {_PIP_NAMES.get(top, top)} (needed by {dist}), or set CIL_DISABLE_PLUGINS={plugin}"
-    return f"reinstall {dist} (pip install -e plugins/{dist}), or set CIL_DISABLE_PLUGINS={plugin} to skip it"
+def _builtin(plugin_name: str) -> bool:
+    return any(plugin_name == name for name, _ in loader.BUILTIN_PLUGINS)
 
 
 _MANAGER: Registry | None = None
@@ -321,4 +259,4 @@ def reset_manager(load_entrypoints: bool = True) -> Registry:
     return _MANAGER
 
 
-__all__ = ["Registry", "PluginInfo", "KNOWN_PROVIDERS", "get_manager", "reset_manager"]
+__all__ = ["Registry", "PluginInfo", "get_manager", "reset_manager"]

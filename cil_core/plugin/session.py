@@ -6,7 +6,7 @@ from typing import Any
 
 from ..hardware.hooks import ChipHooks
 from ..hardware.session import HardwareSession as _Session
-from .manager import get_manager
+from .registry import get_manager
 
 
 def registry_hooks() -> ChipHooks:

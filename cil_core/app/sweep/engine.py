@@ -166,7 +166,7 @@ def _run_locked(points: Sequence[Point], keys: list[str], by_key: dict[str, Poin
             runner_obj = make_runner(runner, **dict(runner_options or {}))
         else:
             from ...options import validate
-            from ...plugin.manager import get_manager
+            from ...plugin.registry import get_manager
 
             # a misspelt runner or option is still named
             validate(get_manager().entry("runners", runner).value, dict(runner_options or {}), f"runner '{runner}'")

@@ -305,19 +305,12 @@ def check_config(cfg: Any, where: str) -> None:
     """The backend, algorithm and their options exist (checked against their declarations, without
     building anything)."""
     from ...options import validate
-    from ...plugin.manager import get_manager
+    from ...plugin.factories import check_backend_options
+    from ...plugin.registry import get_manager
 
     reg = get_manager()
     try:
-        name = cfg.backend
-        if ":" in name and name not in reg.names("backends"):
-            from ... import _positional_names
-
-            scheme, inner = name.split(":", 1)  # a wrapper scheme (ray:...): built as factory(inner, **options)
-            factory = reg.entry("backends", scheme + ":").value
-            validate(factory, dict(zip(_positional_names(factory), [inner])) | cfg.backend_options, f"backend '{name}'")
-        else:
-            validate(reg.entry("backends", name).value, cfg.backend_options, f"backend '{name}'")
+        check_backend_options(cfg.backend, cfg.backend_options, reg)
         validate(reg.entry("algorithms", cfg.algorithm).value, cfg.algorithm_options,
                  f"algorithm '{cfg.algorithm}'")
     except CilError as exc:

@@ -85,7 +85,7 @@ def make_runner(name: str, **options: Any) -> Any:
     """Build the runner registered as ``name`` (``local``; ``ray`` with cil-ray installed), its
     options checked against its declaration."""
     from ...options import validate
-    from ...plugin.manager import get_manager
+    from ...plugin.registry import get_manager
 
     factory = get_manager().entry("runners", name).value
     validate(factory, options, f"runner '{name}'")
