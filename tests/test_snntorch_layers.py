@@ -42,7 +42,9 @@ def _randomise_bn(model: nn.Module, g: torch.Generator) -> None:
                 bn.running_mean.copy_(0.2 * torch.randn(c, generator=g))
                 bn.running_var.copy_(0.5 + torch.rand(c, generator=g))
                 bn.weight.copy_(0.8 + 0.4 * torch.rand(c, generator=g))
-                bn.bias.copy_(0.1 * torch.randn(c, generator=g))
+                shift = 0.1 * torch.randn(c, generator=g)
+                if bn.bias is not None:  # snntorch's BatchNormTT1d/2d remove it
+                    bn.bias.copy_(shift)
 
 
 def _spikes(g: torch.Generator, T: int, B: int, shape, p: float = 0.3) -> torch.Tensor:
@@ -450,3 +452,107 @@ def test_refused_snntorch_layers_name_the_layer_and_the_alternative(build, match
         options["output"] = "membrane"
     with pytest.raises(cil.UnsupportedLayerError, match=match):
         cil.wrap(model, **options)
+
+
+# ------------------------------------------------------- per-step submodules (issue 20)
+class BNTTNet(nn.Module):
+    """Batch norm through time (Kim & Panda 2020) as snntorch users write it: one normalisation per
+    time step, ``self.bn1[step](...)``, as an ``nn.ModuleList`` or snntorch's ``BatchNormTT1d``."""
+
+    def __init__(self, form: str, steps: int):
+        super().__init__()
+        self.fc1 = nn.Linear(10, 16)
+        if form == "ModuleList":
+            self.bn1 = nn.ModuleList([nn.BatchNorm1d(16) for _ in range(steps)])
+        else:
+            self.bn1 = snn.BatchNormTT1d(16, steps)
+        self.lif1 = snn.Leaky(beta=0.85)
+        self.fc2 = nn.Linear(16, 4)
+        self.lif2 = snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        m1, m2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        out = []
+        for step in range(x.shape[0]):
+            s1, m1 = self.lif1(self.bn1[step](self.fc1(x[step])), m1)
+            s2, m2 = self.lif2(self.fc2(s1), m2)
+            out.append(s2)
+        return torch.stack(out)
+
+
+@pytest.mark.parametrize("form", ["ModuleList", "BatchNormTT1d"])
+def test_a_different_submodule_per_time_step_is_refused_by_name(form):
+    """Each step's batch norm has its own statistics: running step 0's at every step (what a chain
+    description of the first step would do) changes the output, so cil refuses the model, naming
+    the container and the reason, instead of computing something else."""
+    g = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    model = BNTTNet(form, 20)
+    _randomise_bn(model, g)
+    _scale(model, 2.0)
+    model.eval()
+    x = _spikes(g, 20, 16, (10,))
+    # the refusal is not vacuous: with step 0's normalisation at every step the output differs
+    with torch.no_grad():
+        ref = run_native(model, x)
+    step0 = BNTTNet(form, 20)
+    step0.load_state_dict(model.state_dict())
+    step0.eval()
+    for bn in step0.bn1[1:]:
+        bn.load_state_dict(step0.bn1[0].state_dict())
+    with torch.no_grad():
+        differ = int((run_native(step0, x) != ref).sum())
+    assert float(ref.sum()) > 0 and differ > 0, differ
+    with pytest.raises(cil.UnsupportedLayerError,
+                       match=r"BNTTNet: its forward uses a different submodule at each time step \('bn1' \(ModuleList\): "
+                             r"'bn1.0', 'bn1.1', 'bn1.2'.*batch norm through time.*BatchNormTT1d.*Use one module for "
+                             r"all steps"):
+        cil.wrap(model)
+
+
+class SharedLayerNet(nn.Module):
+    """One ``nn.Linear`` used in two places of each step (not a chain of layers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.lif1 = snn.Leaky(beta=0.9)
+        self.lif2 = snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        m1, m2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        out = []
+        for step in range(x.shape[0]):
+            s1, m1 = self.lif1(self.fc(x[step]), m1)
+            s2, m2 = self.lif2(self.fc(s1), m2)
+            out.append(s2)
+        return torch.stack(out)
+
+
+class FirstStepNet(nn.Module):
+    """A forward whose first step differs from the others (an extra layer at step 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.warm = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.lif = snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        m = self.lif.init_leaky()
+        out = []
+        for step in range(x.shape[0]):
+            h = self.fc(x[step])
+            if step > 0:
+                h = self.warm(h)
+            s, m = self.lif(h, m)
+            out.append(s)
+        return torch.stack(out)
+
+
+@pytest.mark.parametrize("build, match", [
+    (SharedLayerNet, r"SharedLayerNet: submodule 'fc' is called 2 times in each time step .*shared.*copy.deepcopy"),
+    (FirstStepNet, r"FirstStepNet: its forward calls 'warm' at only some time steps \('warm' at 2 of 3 probe steps\)"),
+])
+def test_a_forward_that_is_not_the_same_chain_at_every_step_is_refused_by_name(build, match):
+    with pytest.raises(cil.UnsupportedLayerError, match=match):
+        cil.wrap(build())

@@ -9,10 +9,14 @@ Two model shapes are accepted, unchanged:
    resetting every neuron's state.
 2. A user ``nn.Module`` whose ``forward(x)`` loops over the time-major input itself and returns
    the output spike record ``[T, B, C]`` (or a tuple whose first element is it), as in the
-   snntorch tutorials. cil finds the layer order by recording the submodule calls of one time
-   step (the model in ``eval()`` mode, so batch norm statistics are not touched) and checks that
-   they form a chain (each layer consumes the previous layer's output; a reshape between them
-   becomes a ``Flatten``).
+   snntorch tutorials. cil finds the layer order by recording the submodule calls of a probe run
+   over 3 time steps (the model in ``eval()`` mode, so batch norm statistics are not touched),
+   checks that every step calls the same submodules in the same order, each once, and that the
+   calls form a chain (each layer consumes the previous layer's output; a reshape between them
+   becomes a ``Flatten``). A forward that uses a different submodule at each step (batch norm
+   through time, ``self.bn[step](x)``, snntorch's ``BatchNormTT1d/2d``), calls a submodule at
+   some steps only, or calls one submodule twice per step is refused naming the submodules:
+   a chain description of step 0 would compute every later step differently.
 
 Accepted, each spike for spike (and membrane for membrane, bit for bit) equal to snntorch's own
 forward on the ideal backend and in cil's software pass, with the BPTT gradients of snntorch's
@@ -301,13 +305,72 @@ def run_native(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tuple[str, nn.Module]]:
-    """Order the leaf layers of a time-looping module by recording one time step of calls.
+#: time steps of the probe run that finds a time-looping module's layer order (at least 2, so that
+#: a module whose forward calls different submodules at different steps is seen doing so)
+PROBE_STEPS = 3
 
-    Runs the model once on a zero input ``[2, 1, *input_shape]`` with forward hooks on its leaf
-    modules, keeps the calls of the first time step (until a module repeats), and checks that
-    each call's input is the previous call's output (or a reshape of it, which becomes a
-    ``Flatten``). Raises :class:`UnsupportedLayerError` if the calls do not form a chain.
+
+def _parent(name: str, model: nn.Module) -> str:
+    """``"bn1.0"`` → ``"'bn1' (ModuleList)"``: the container a per-step submodule belongs to
+    (``""`` for a direct child of the model)."""
+    parent = name.rpartition(".")[0]
+    return f"'{parent}' ({type(model.get_submodule(parent)).__name__})" if parent else ""
+
+
+def _check_steps(model: nn.Module, names: list[str], steps: int) -> int:
+    """The number of calls per time step, after checking that every step of the probe run called
+    the same submodules in the same order, each once.
+
+    Raises :class:`UnsupportedLayerError` naming the submodules otherwise: a forward that uses a
+    different submodule at each step (``self.bn[step](x)``, snntorch's ``BatchNormTT1d``) would
+    be described by step 0's submodule alone and computed differently at every later step; a
+    submodule called twice in one step (a shared layer) has no place in a chain of layers."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    per_step = len(names) // steps
+    if len(names) % steps == 0 and all(names[k] == names[k % per_step] for k in range(len(names))):
+        twice = sorted(n for n in set(names[:per_step]) if names[:per_step].count(n) > 1)
+        if twice:
+            raise UnsupportedLayerError(
+                f"{qualname(model)}: submodule{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} "
+                f"{'are' if len(twice) > 1 else 'is'} called {counts[twice[0]] // steps} times in each time step "
+                "(a layer shared between two places of the network): cil describes a chain in which each layer "
+                "is its own module. Give each place its own module (copy.deepcopy the layer)")
+        return per_step
+    rare = [n for n in dict.fromkeys(names) if counts[n] < steps]
+    if rare:
+        groups: dict[str, list[str]] = {}
+        for n in rare:
+            groups.setdefault(_parent(n, model), []).append(n)
+        which = "; ".join(f"{p + ': ' if p else ''}{', '.join(map(repr, ns))}" for p, ns in groups.items())
+        if all(counts[n] == 1 for n in rare) and len(rare) > 1:
+            raise UnsupportedLayerError(
+                f"{qualname(model)}: its forward uses a different submodule at each time step ({which}, each called "
+                f"at one of {steps} probe steps; e.g. batch norm through time, self.bn[step](x), or snntorch's "
+                "BatchNormTT1d/2d). cil describes the network as one chain of layers run identically at every step, "
+                "so it would run step 0's submodule at every step. Use one module for all steps (e.g. a single "
+                "nn.BatchNorm1d)")
+        raise UnsupportedLayerError(
+            f"{qualname(model)}: its forward calls {which} at only some time steps "
+            f"({', '.join(f'{n!r} at {counts[n]}' for n in rare)} of {steps} probe steps). cil describes the network "
+            "as one chain of layers run identically at every step, so it cannot reproduce a forward that changes "
+            "with the step. Call the same layers at every step")
+    raise UnsupportedLayerError(
+        f"{qualname(model)}: its forward does not call the same submodules in the same order at every time step "
+        f"(calls over {steps} probe steps: {names}); cil describes the network as one chain of layers run "
+        "identically at every step")
+
+
+def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tuple[str, nn.Module]]:
+    """Order the leaf layers of a time-looping module by recording its submodule calls.
+
+    Runs the model once on a zero input ``[PROBE_STEPS, 1, *input_shape]`` with forward hooks on
+    its leaf modules and records every call. Every step must call the same submodules in the
+    same order, each once (else :class:`UnsupportedLayerError` names the submodules that differ,
+    see :func:`_check_steps`); the calls of the first step must form a chain: each call's input
+    is the previous call's output (or a reshape of it, which becomes a ``Flatten``). Raises
+    :class:`UnsupportedLayerError` if they do not.
     """
     # leaf modules, with snntorch neurons as leaves (RLeaky / RSynaptic own their recurrent nn.Linear)
     inside_neuron = {n for n, m in model.named_modules() if isinstance(m, snn.SpikingNeuron)}
@@ -318,19 +381,11 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
         raise UnsupportedLayerError(f"{qualname(model)} has no layers")
     shape = infer_input_shape(leaves[0][1], input_shape)
     calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
-    seen: set[str] = set()
-    done = [False]
 
     def hook(name: str):
         def fn(mod: nn.Module, inputs: tuple, output: Any) -> None:
-            if done[0]:
-                return
-            if name in seen:
-                done[0] = True
-                return
-            seen.add(name)
             out = output[0] if isinstance(output, tuple) else output
-            calls.append((name, mod, inputs[0], out))
+            calls.append((name, mod, inputs[0] if inputs else None, out))
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
@@ -338,7 +393,7 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
     model.eval()  # batch norm must not update its running statistics on the probe input; dropout off
     try:
         with torch.no_grad():
-            run_native(model, torch.zeros(2, 1, *shape))
+            run_native(model, torch.zeros(PROBE_STEPS, 1, *shape))
     except Exception as exc:
         raise UnsupportedLayerError(
             f"could not run {qualname(model)} on a time-major input [T, B, {', '.join(map(str, shape))}] to find its "
@@ -348,11 +403,15 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
         for h in handles:
             h.remove()
         model.train(was_training)
+    if not calls:
+        raise UnsupportedLayerError(f"{qualname(model)}: its forward called none of its layers")
+    per_step = _check_steps(model, [c[0] for c in calls], PROBE_STEPS)
     chain: list[tuple[str, nn.Module]] = []
     prev_out: torch.Tensor | None = None
-    for name, mod, inp, out in calls:
+    for name, mod, inp, out in calls[:per_step]:
         if prev_out is not None and inp is not prev_out:
-            same_storage = inp.numel() == prev_out.numel() and inp.data_ptr() == prev_out.data_ptr()
+            same_storage = (isinstance(inp, torch.Tensor) and inp.numel() == prev_out.numel()
+                            and inp.data_ptr() == prev_out.data_ptr())
             if same_storage and inp.dim() == 2 and prev_out.dim() > 2:
                 chain.append((f"{name}__flatten", nn.Flatten()))
             elif not same_storage or inp.shape != prev_out.shape:
