@@ -349,3 +349,56 @@ def test_imported_graph_trains_and_exports_the_deployed_weights(breast_cancer, t
     assert len(np.unique(w_dep)) <= 15
     assert not np.array_equal(w_dep, trained[dep.spec.layers[0].weight].detach().numpy())
     assert isinstance(read.nodes["1_neuron"], nir.IF) and isinstance(read.nodes["3_neuron"], nir.LIF)
+
+
+# ------------------------------------------------------------------ tau < dt (issue 20)
+def _cuba(tau_syn, tau_mem, n=2):
+    return nir.CubaLIF(tau_syn=np.full(n, tau_syn), tau_mem=np.full(n, tau_mem), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n), w_in=np.ones(n))
+
+
+@pytest.mark.parametrize("node, needle, dt_max", [
+    (nir.LIF(**{**LIF2, "tau": np.array([0.01, 5e-4])}),
+     r"node 'n1' \(LIF\): tau = 0.0005 s \(beta = 1 - dt/tau = -1\) — smaller than dt = 0.001 s", 5e-4),
+    (_cuba(2e-4, 0.02), r"node 'n1' \(CubaLIF\): tau_syn = 0.0002 s \(alpha = 1 - dt/tau_syn = -4\)", 2e-4),
+    (_cuba(0.005, 1e-5), r"node 'n1' \(CubaLIF\): tau_mem = 1e-05 s \(beta = 1 - dt/tau_mem = -99\)", 1e-5),
+    (nir.LI(tau=np.full(2, 4e-4), r=np.ones(2), v_leak=np.zeros(2)), r"node 'n1' \(LI\): tau = 0.0004 s", 4e-4),
+])
+def test_time_constant_below_dt_is_refused_naming_the_node_and_the_dt_that_works(node, needle, dt_max):
+    """Forward Euler's beta = 1 - dt/tau is negative for tau < dt (e.g. -99): the membrane flips sign
+    every step. The import refuses it, naming the node and the largest dt that works; that dt and
+    the exact discretization both import, with decays in [0, 1]."""
+    graph = _graph(nir.Linear(weight=W), node)
+    with pytest.raises(SpecError, match=needle + rf".*Import with dt <= {dt_max:g} s.*discretization='exact'"):
+        cil_nir.from_nir(graph, dt=1e-3)
+    for options in ({"dt": dt_max}, {"dt": 1e-3, "discretization": "exact"}):
+        n = cil_nir.from_nir(graph, **options).spec.layers[-1]
+        for decay in (n.beta, n.alpha):
+            if decay is not None:
+                d = torch.as_tensor(decay)
+                assert bool(((d >= 0) & (d <= 1)).all()), (options, decay)
+
+
+def test_time_constant_below_dt_is_refused_for_every_node_with_the_graph_wide_dt():
+    graph = _graph(nir.Linear(weight=W), nir.LIF(**{**LIF2, "tau": np.full(2, 5e-4)}),
+                   nir.Linear(weight=np.ones((2, 2), np.float32)), _cuba(2e-4, 0.02), out_shape=(2,))
+    with pytest.raises(SpecError, match=r"node 'n1' \(LIF\): tau = 0.0005 s.*; node 'n3' \(CubaLIF\): tau_syn = "
+                                        r"0.0002 s.*Import with dt <= 0.0002 s"):
+        cil_nir.from_nir(graph, dt=1e-3)
+
+
+def test_norse_export_imported_at_its_own_dt_is_refused_not_run_with_negative_decays():
+    """norse's ``to_nir`` writes ``tau = dt / tau_inv`` (default dt = 1e-3: LIFCell's tau_syn = 5e-6 s,
+    tau_mem = 1e-5 s, 1000 times smaller than norse's 5 ms and 10 ms), so importing its graph with
+    dt = 1e-3 gave beta = -99 and alpha = -199 and an output rate of 0.50 where norse has 0.07.
+    The import now refuses it, naming the node and the largest dt that works."""
+    norse = pytest.importorskip("norse.torch")
+    torch.manual_seed(0)
+    graph = norse.to_nir(norse.SequentialState(nn.Linear(6, 3), norse.LIFCell()), torch.zeros(6))
+    with pytest.raises(SpecError, match=r"node '1' \(CubaLIF\): tau_mem = 1e-05 s \(beta = 1 - dt/tau_mem = -99\), "
+                                        r"tau_syn = 5e-06 s \(alpha = 1 - dt/tau_syn = -199\) — smaller than dt = 0.001 s"
+                                        r".*Import with dt <= 5e-06 s"):
+        cil_nir.from_nir(graph, dt=1e-3)
+    # at norse's own decays (dt = 1e-6 for this graph: beta = 1 - 1e-6/1e-5 = 0.9 = 1 - 1e-3 * 100)
+    n = cil_nir.from_nir(graph, dt=1e-6).spec.layers[-1]
+    assert n.beta == pytest.approx(0.9) and n.alpha == pytest.approx(0.8)

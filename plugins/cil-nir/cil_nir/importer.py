@@ -17,6 +17,12 @@ used here, stated because NIR tools differ on each of them (the known pitfalls):
 * ``CubaLIF`` (:math:`\\tau_{syn}\\dot I = -I + w_{in} S`): :math:`\\alpha = 1 - dt/\\tau_{syn}`,
   :math:`i_t = \\alpha i_{t-1} + x_t`, the membrane integrates the *updated* current
   (``current_timing="same-step"``), gain :math:`g = (dt R/\\tau_{mem})(dt/\\tau_{syn}) w_{in}`.
+* Under ``"euler"`` every time constant must be at least ``dt``: :math:`\\tau < dt` gives a
+  negative decay (the membrane would flip sign every step; cil's exporter never writes one).
+  Such a graph is refused (:class:`~cil_core.SpecError`, :func:`check_time_step`) naming each
+  node and the largest ``dt`` that works, :math:`\\min \\tau` over the graph, or suggesting
+  ``"exact"``. norse's ``to_nir`` writes :math:`\\tau = dt/\\tau^{-1}` (1000× too small at its
+  default ``dt = 1e-3``), which is the usual way to meet this.
 * ``IF`` (:math:`\\dot v = R I`): :math:`v_t = v_{t-1} + R x_t` — no ``dt`` factor (there is
   no time constant to scale; this is how sinabs and snntorch read and write ``IF``).
 * ``LI`` / ``I``: the membrane equation of ``LIF`` / ``IF`` without threshold: a non-spiking
@@ -175,20 +181,62 @@ def _t(x: np.ndarray | float, like: float | torch.Tensor) -> float | torch.Tenso
     return float(x)
 
 
+def _taus(node: Any) -> list[tuple[str, float]]:
+    """The smallest value of each time constant of a NIR neuron node, ``[(field, tau_min)]``."""
+    fields = ("tau_mem", "tau_syn") if isinstance(node, nir.CubaLIF) else ("tau",) if isinstance(
+        node, (nir.LIF, nir.LI)) else ()
+    return [(f, float(np.min(np.asarray(getattr(node, f), dtype=np.float64)))) for f in fields
+            if np.asarray(getattr(node, f)).size]
+
+
+def _tau_below_dt(nodes: list[tuple[str, list[tuple[str, float]]]], dt: float, dt_max: float) -> str:
+    """The refusal of time constants below ``dt`` under forward Euler (``nodes``: ``[(where,
+    [(field, tau_min)])]``), naming each node and the largest ``dt`` that would work."""
+    low = "; ".join(f"{where}: " + ", ".join(f"{f} = {t:g} s ({'alpha' if f == 'tau_syn' else 'beta'} = 1 - dt/{f} = {1 - dt / t:g})" for f, t in taus)
+                    for where, taus in nodes)
+    return (f"{low} — smaller than dt = {dt:g} s. Forward Euler turns a time constant tau into the per-step decay "
+            "1 - dt/tau, which is negative when tau < dt: the membrane would flip sign every step instead of "
+            f"decaying. Import with dt <= {dt_max:g} s (the smallest time constant of the graph), or with "
+            "discretization='exact' (decay exp(-dt/tau), in (0, 1) for any dt)")
+
+
+def check_time_step(graph: nir.NIRGraph, dt: float, discretization: str) -> None:
+    """Refuse a ``dt`` larger than a time constant of the graph under forward Euler.
+
+    With :math:`\beta = 1 - dt/\tau` (and :math:`\alpha = 1 - dt/\tau_{syn}`), :math:`\tau < dt`
+    gives a negative decay; cil's exporter never writes one (it refuses :math:`\beta \le 0`).
+    Raises :class:`~cil_core.SpecError` naming every offending node and the largest ``dt`` that
+    works for the whole graph, :math:`\min \tau`."""
+    if discretization != "euler":
+        return
+    taus = {name: _taus(node) for name, node in graph.nodes.items() if isinstance(node, NEURON_NODES)}
+    valid = [t for ts in taus.values() for _, t in ts if t > 0]
+    if not valid:
+        return
+    dt_max = min(valid)
+    bad = [(name, [(f, t) for f, t in ts if 0 < t < dt]) for name, ts in taus.items()]
+    bad = [(name, ts) for name, ts in bad if ts]
+    if bad:
+        raise SpecError(_tau_below_dt([(f"node '{name}' ({type(graph.nodes[name]).__name__})", ts) for name, ts in bad],
+                                      dt, dt_max))
+
+
 def neuron_from_node(node: Any, name: str, shape: tuple[int, ...], dt: float, *, reset: str | None,
                      discretization: str, surrogate: Surrogate) -> Neuron:
     """Translate one NIR neuron node (see the module docstring for the conventions)."""
     where = f"node '{name}' ({type(node).__name__})"
     meta = {k[len(META):]: _text(v) for k, v in (getattr(node, "metadata", None) or {}).items() if k.startswith(META)}
 
-    def decay(tau: Any) -> tuple[Any, Any]:
+    def decay(tau: Any, what: str) -> tuple[Any, Any]:
         """(beta, k) for time constant ``tau``: beta the per-step decay, k the input factor."""
-        tau_t = _per_neuron(tau, shape, where, "tau")
+        tau_t = _per_neuron(tau, shape, where, what)
         tau_a = _np(tau_t)
         if np.any(tau_a <= 0):
             raise SpecError(f"{where}: time constants must be > 0")
         k = dt / tau_a
         if discretization == "euler":
+            if np.any(k > 1):
+                raise SpecError(_tau_below_dt([(where, [(what, float(tau_a.min()))])], dt, float(tau_a.min())))
             beta, fac = 1.0 - k, k
         else:
             beta = np.exp(-k)
@@ -203,13 +251,13 @@ def neuron_from_node(node: Any, name: str, shape: tuple[int, ...], dt: float, *,
     elif isinstance(node, nir.I):
         beta, gain, alpha, v_leak = 1.0, param(node.r, "r"), None, 0.0
     elif isinstance(node, (nir.LIF, nir.LI)):
-        beta, fac = decay(node.tau)
+        beta, fac = decay(node.tau, "tau")
         r = param(node.r, "r")
         gain = _t(fac * _np(r), beta if isinstance(beta, torch.Tensor) else r)
         alpha, v_leak = None, _uniform(node.v_leak, where, "v_leak")
     elif isinstance(node, nir.CubaLIF):
-        beta, fac_m = decay(node.tau_mem)
-        alpha, fac_s = decay(node.tau_syn)
+        beta, fac_m = decay(node.tau_mem, "tau_mem")
+        alpha, fac_s = decay(node.tau_syn, "tau_syn")
         r, w_in = param(node.r, "r"), param(node.w_in, "w_in")
         g = fac_m * _np(r) * fac_s * _np(w_in)
         like = next((v for v in (beta, alpha, r, w_in) if isinstance(v, torch.Tensor)), 0.0)
@@ -301,6 +349,7 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
     if not dt > 0:
         raise SpecError(f"dt must be > 0, got {dt}")
     surrogate = surrogate or Surrogate("atan", 2.0)
+    check_time_step(graph, dt, discretization)
 
     order = chain_of(graph)
     inp = graph.nodes[order[0]]
@@ -423,4 +472,5 @@ class NirAdapter:
         return net(x)
 
 
-__all__ = ["NIRNetwork", "NirAdapter", "from_nir", "load", "read_graph", "chain_of", "neuron_from_node"]
+__all__ = ["NIRNetwork", "NirAdapter", "from_nir", "load", "read_graph", "chain_of", "neuron_from_node",
+           "check_time_step"]
