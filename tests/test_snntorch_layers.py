@@ -556,3 +556,122 @@ class FirstStepNet(nn.Module):
 def test_a_forward_that_is_not_the_same_chain_at_every_step_is_refused_by_name(build, match):
     with pytest.raises(cil.UnsupportedLayerError, match=match):
         cil.wrap(build())
+
+
+# ------------------------------------------------------- snntorch 1.0's layers (issue 20)
+def _parallel(n_in: int, n_out: int, g: torch.Generator, **kw) -> nn.Module:
+    """A ``LeakyParallel(bias=False)`` with per-neuron decays written into its diagonal hidden matrix
+    (snntorch 1.0 uses a ``beta`` argument only when it holds one value)."""
+    lp = snn.LeakyParallel(n_in, n_out, bias=False, **kw)
+    with torch.no_grad():
+        lp.rnn.weight_hh_l0.copy_(torch.diag(0.5 + 0.45 * torch.rand(n_out, generator=g)))
+    return lp
+
+
+class ParallelNet(nn.Module):
+    """snntorch's own LeakyParallel example: layers called once each on the whole sequence."""
+
+    def __init__(self, g: torch.Generator):
+        super().__init__()
+        self.lif1 = snn.LeakyParallel(input_size=10, hidden_size=16, beta=0.85, bias=False)
+        self.fc = nn.Linear(16, 12)
+        self.drop = nn.Dropout(0.2)
+        self.lif2 = _parallel(12, 4, g, threshold=0.8, graded_spikes_factor=1.5,
+                              spike_grad=surrogate.fast_sigmoid(slope=10))
+
+    def forward(self, x):
+        return self.lif2(self.drop(self.fc(self.lif1(x))))
+
+
+PARALLEL = {
+    "LeakyParallel Sequential": lambda g: nn.Sequential(_parallel(10, 16, g), nn.Linear(16, 12, bias=False),
+                                                        _parallel(12, 4, g, beta=0.8)),
+    "LeakyParallel module (snntorch example)": ParallelNet,
+    "LeakyParallel per-neuron threshold": lambda g: nn.Sequential(
+        _parallel(10, 16, g, threshold=0.7 + 0.6 * torch.rand(16, generator=g)), _parallel(16, 4, g)),
+}
+
+
+def _build_parallel(kind: str, seed: int):
+    g = torch.Generator().manual_seed(1000 * seed + sum(map(ord, kind)))
+    torch.manual_seed(seed)
+    model = PARALLEL[kind](g)
+    _scale(model, 2.5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight_ih_l0"):
+                p.mul_(1.5)  # snntorch's RNN initialisation is small: make every layer fire
+    model.eval()
+    return model, _spikes(g, 30, 6, (10,)), cil.wrap(model).eval()
+
+
+def _parallel_layers(model: nn.Module, x: torch.Tensor):
+    """snntorch's output, each LeakyParallel's spikes and each one's membrane (its RNN's h)."""
+    spikes, mems, handles = [], [], []
+    for m in model.modules():
+        if isinstance(m, snn.LeakyParallel):
+            handles.append(m.register_forward_hook(lambda mod, i, o: spikes.append(o.detach())))
+            handles.append(m.rnn.register_forward_hook(lambda mod, i, o: mems.append(o[0].detach())))
+    try:
+        out = run_native(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, spikes, mems
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kind", list(PARALLEL))
+def test_leaky_parallel_matches_snntorch_spike_for_spike(kind, seed):
+    """LeakyParallel(bias=False) = Dense(rnn.weight_ih_l0) + a neuron with beta = diag(W_hh), no reset,
+    membrane floored at 0 (nn.RNN's relu): outputs, spikes and membranes bit-identical, on ideal
+    and in the software pass; BPTT gradients equal snntorch's autograd."""
+    model, x, net = _build_parallel(kind, seed)
+    with torch.no_grad():
+        ref, hidden, mems = _parallel_layers(model, x)
+        obs = _ideal(net, x)
+        soft = net.run(x, record=True, record_membrane=True)
+    assert torch.equal(obs.output, ref), f"{kind}: {(obs.output != ref).sum()} of {ref.numel()} values differ"
+    assert torch.equal(soft.output, ref)
+    for k, (h, m) in enumerate(zip(hidden, mems)):
+        assert torch.equal(obs.layers[k].spikes, h), f"{kind}: layer {k}: {(obs.layers[k].spikes != h).sum()} differ"
+        assert torch.equal(soft.layers[k].membrane, m), f"{kind}: layer {k}: membranes differ"
+        rate = float((h != 0).float().mean())
+        assert 0.01 < rate < 0.9, (kind, k, rate)
+    g_ref, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_native, seed)
+    assert set(g_cil) == set(g_ref) == set(net.parameter_names())
+    for k in g_ref:
+        assert float(g_ref[k].abs().sum()) > 0, k
+        torch.testing.assert_close(g_cil[k], g_ref[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{kind} {k}: {m}")
+
+
+REFUSED_1_0 = [
+    (lambda: nn.Sequential(nn.Linear(4, 4), snn.StateLeaky(beta=0.9, channels=4)),
+     r"layer '1' \(StateLeaky\): StateLeaky computes the membrane of the whole sequence at once as a causal "
+     r"convolution.*never resets.*up to float rounding.*snn.Leaky\(beta=0.904837, reset_mechanism='none'\)"),
+    (lambda: nn.Sequential(snn.LinearLeaky(beta=0.8, in_features=4, out_features=3, kernel_truncation_steps=5)),
+     r"layer '0' \(LinearLeaky\).*kernel_truncation_steps=5.*older than 5 steps.*nn.Linear\(in_features, "
+     r"out_features\) followed by snn.Leaky\(beta=0.818731, reset_mechanism='none'\)"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel with bias=True: .*b_hh.*bias=False"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False, learn_beta=True)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel with learn_beta=True"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False, weight_hh_enable=True)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel with a dense hidden matrix \(weight_hh_enable=True\)"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=torch.full((3,), 0.5), bias=False)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel with decays outside \[0, 1\].*pass beta"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel as the non-spiking readout \(output='membrane'\)"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False), nn.BatchNorm1d(3)),
+     r"layer '1' \(BatchNorm1d\): in a model of LeakyParallel layers.*nn.Linear, nn.Dropout and nn.Identity"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False), snn.Leaky(0.9, init_hidden=True)),
+     r"layer '1' \(Leaky\): snntorch neurons run one time step per call.*LeakyParallel"),
+]
+
+
+@pytest.mark.parametrize("build, match", REFUSED_1_0)
+def test_snntorch_1_0_layers_are_refused_naming_the_layer_and_the_reason(build, match):
+    torch.manual_seed(3)  # LeakyParallel(beta=tensor) keeps nn.RNN's random decays: some are negative at this seed
+    model = build()
+    with pytest.raises(cil.UnsupportedLayerError, match=match):
+        cil.wrap(model, input_shape=(4,), output="membrane" if "readout" in match else "spikes")

@@ -274,7 +274,8 @@ def run_neuron_layer(
             spikes.append(v)
             continue
 
-        s = fire(u)
+        # LeakyParallel (nn.RNN + relu) thresholds the floored membrane: same value, its gradient
+        s = fire(floor_membrane(u, n.v_min) if getattr(n, "fire_on_floored", False) and n.v_min is not None else u)
         if observed_spikes is not None:  # observations are the layer's output, g * S for graded spikes
             obs_t = observed_spikes[t] / amp if graded else observed_spikes[t]
             s = straight_through(s, obs_t)

@@ -269,6 +269,11 @@ class Neuron:
     #: :math:`x R \cdot \frac{1}{RC} \cdot \Delta t`); ``input_gain`` must equal their product
     #: (backends that ignore the factors see the same dynamics up to rounding). ``None``: ``input_gain``
     input_factors: tuple[Scalar, ...] | None = None
+    #: the spike is taken from the floored membrane, :math:`S_t = H(\mathrm{relu}(u_t - v_{\min}) + v_{\min} - \theta)`,
+    #: instead of from :math:`u_t` (snntorch ``LeakyParallel``: ``nn.RNN``'s relu, then the threshold). Needs
+    #: ``v_min`` below every threshold, so forward values are unchanged; the surrogate gradient is then zero where
+    #: :math:`u_t < v_{\min}` (software pass only, as ``detach_reset``)
+    fire_on_floored: bool = False
 
     kind = "neuron"
 
@@ -315,6 +320,10 @@ class Neuron:
                 raise SpecError(f"neuron '{self.name}': an adaptive threshold needs reset_timing='immediate'")
             if self.adaptation.spike_gradient == "membrane-relative" and self.max_spikes_per_step != 1:
                 raise SpecError(f"neuron '{self.name}': spike_gradient='membrane-relative' needs max_spikes_per_step=1")
+        if self.fire_on_floored and (self.v_min is None or self.output != "spikes"
+                                     or bool((torch.as_tensor(self.threshold) <= self.v_min).any())):
+            raise SpecError(f"neuron '{self.name}': fire_on_floored needs a spiking layer with v_min below every "
+                            "threshold")
         amp = torch.as_tensor(self.spike_amplitude, dtype=torch.float64)
         if not torch.isfinite(amp).all():
             raise SpecError(f"neuron '{self.name}': spike_amplitude is not finite")

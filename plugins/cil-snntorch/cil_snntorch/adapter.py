@@ -27,6 +27,11 @@ autograd (tests/test_snntorch_adapter.py, tests/test_snntorch_layers.py):
   forward; folded into the preceding conv/linear for chips that cannot normalise),
   ``nn.Dropout`` (software training passes only, never on a chip), ``nn.Flatten``,
   ``nn.Identity``;
+* snntorch 1.0's ``LeakyParallel(bias=False)`` (an ``nn.RNN`` with relu and a diagonal hidden
+  matrix, called once on the whole sequence): ``Dense(rnn.weight_ih_l0)`` + a neuron with
+  :math:`\\beta = \\mathrm{diag}(W_{hh})`, no reset, the membrane floored at 0 and the spike taken from
+  the floored membrane (``fire_on_floored``), in an ``nn.Sequential`` or a module that calls its
+  layers once each, with only ``nn.Linear``, ``nn.Dropout``, ``nn.Identity`` between them;
 * neurons: ``Leaky``, ``Synaptic``, ``RLeaky``, ``RSynaptic``, ``Lapicque``; surrogates
   ``atan``, ``fast_sigmoid``, ``sigmoid``, ``heaviside``, ``triangular``,
   ``straight_through_estimator``; ``graded_spikes_factor`` (scalar or per neuron) as the
@@ -71,9 +76,16 @@ Refused, with the layer named and what to use instead (:class:`~cil_core.Unsuppo
   ``learn_graded_spikes_factor=True``: cil trains synaptic weights only, so these would stay
   frozen while snntorch's own BPTT trains them (freeze them to train with cil);
 * a recurrent layer as the non-spiking readout (``output="membrane"``);
+* snntorch 1.0's ``StateLeaky`` / ``LinearLeaky``: the membrane is a causal convolution of the
+  whole sequence with :math:`e^{-t/\\tau}`, never reset; cil's recursion equals it only up to
+  rounding (the message names ``snn.Leaky(beta=exp(-(1-beta)), reset_mechanism='none')``);
+  ``LeakyParallel`` with ``bias=True`` (its ``b_hh`` is added inside the recurrence),
+  ``weight_hh_enable=True``, ``learn_beta``, decays outside [0, 1] (snntorch 1.0 ignores a
+  per-neuron ``beta`` and keeps nn.RNN's random ones), as the readout, or mixed with step-by-step
+  neurons or with layers other than ``nn.Linear`` / ``nn.Dropout`` / ``nn.Identity``;
 * ``reset_delay=False``, ``inhibition``, ``state_quant``, ``surrogate_disable=True`` and other
   surrogates (``spike_rate_escape``, ``LSO``, ``SFS``, custom functions), other neuron types
-  (``SLSTM``, ``SConv2dLSTM``, ``LeakyParallel``, ...); ``nn.Dropout1d/2d`` (use ``nn.Dropout``),
+  (``SLSTM``, ``SConv2dLSTM``, ...); ``nn.Dropout1d/2d`` (use ``nn.Dropout``),
   pooling / convolution with padding modes, dilation, groups or ``ceil_mode``.
 """
 
@@ -87,6 +99,7 @@ import torch
 from torch import nn
 
 from cil_core import (
+    Dense,
     NetworkSpec,
     Neuron,
     ShapeError,
@@ -98,7 +111,12 @@ from cil_core.plugin.adapter import (ModelAdapter, flat_children, infer_input_sh
                                      torch_layer)
 
 NEURONS = (snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic, snn.Lapicque)
-SUPPORTED_NEURONS = "snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic, snn.Lapicque"
+SUPPORTED_NEURONS = "snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic, snn.Lapicque, snn.LeakyParallel(bias=False)"
+#: snntorch 1.0's layers that take the whole sequence ``[T, B, C]`` in one call (absent before 1.0)
+LEAKY_PARALLEL: tuple[type, ...] = tuple(getattr(snn, n) for n in ("LeakyParallel",) if hasattr(snn, n))
+STATE_LEAKY: tuple[type, ...] = tuple(getattr(snn, n) for n in ("StateLeaky", "LinearLeaky") if hasattr(snn, n))
+#: torch layers that act on every time step of a ``[T, B, C]`` sequence alike (allowed between LeakyParallel layers)
+SEQUENCE_SAFE = (nn.Linear, nn.Dropout, nn.Identity)
 
 
 def surrogate_of(layer: nn.Module, where: str) -> Surrogate:
@@ -228,13 +246,116 @@ def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", n
     )
 
 
+def refuse_state_leaky(model: nn.Module) -> None:
+    """Refuse snntorch 1.0's ``StateLeaky`` / ``LinearLeaky`` anywhere in ``model``, naming the layer.
+
+    Their membrane is the causal convolution :math:`v_t = \\sum_{k=0}^{t} e^{-k/\\tau} x_{t-k}` with
+    :math:`\\tau = 1/(1-\\beta)`, computed for the whole sequence by ``conv1d``, never reset. cil's
+    neuron runs the recursion :math:`v_t = d\\,v_{t-1} + x_t` (:math:`d = e^{-1/\\tau}`), equal only up to
+    float rounding (most membrane values differ in the last bits), so spikes at the threshold
+    would not be reproduced exactly; with ``kernel_truncation_steps`` the filter forgets old inputs,
+    which no recursion does."""
+    for name, m in model.named_modules():
+        if STATE_LEAKY and isinstance(m, STATE_LEAKY):
+            kind = type(m).__name__
+            d = float(torch.exp(-1 / m.tau.detach().reshape(-1)[0]))
+            trunc = getattr(m, "kernel_truncation_steps", None)
+            instead = ("nn.Linear(in_features, out_features) followed by " if kind == "LinearLeaky" else "")
+            raise UnsupportedLayerError(
+                f"layer '{name or qualname(model)}' ({kind}): {kind} computes the membrane of the whole sequence at once "
+                "as a causal convolution of its input with the kernel exp(-t/tau), tau = 1/(1 - beta), and never resets "
+                "it after a spike. cil's neuron runs the step-by-step recursion v_t = d * v_{t-1} + x_t, which equals "
+                "that convolution only up to float rounding (torch's conv1d sums the taps in its own order), so spikes "
+                "at the threshold would not be reproduced exactly"
+                + (f"; with kernel_truncation_steps={trunc} the membrane also forgets inputs older than {trunc} steps, "
+                   "which no recursion does" if trunc is not None else "")
+                + f". The same dynamics step by step: {instead}snn.Leaky(beta={d:.6g}, reset_mechanism='none') (the "
+                f"per-step decay is exp(-(1 - beta)) = {d:.6g}, not beta)")
+
+
+def parallel_neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes") -> Neuron:
+    """Translate snntorch 1.0's ``LeakyParallel`` (after its input synapses, ``rnn.weight_ih_l0``).
+
+    ``LeakyParallel`` is ``nn.RNN(nonlinearity="relu")`` with a diagonal hidden matrix
+    :math:`W_{hh} = \\mathrm{diag}(\\beta)`, then a threshold without reset:
+
+    .. math::
+
+        h_t = \\mathrm{relu}\\big(W_{ih} x_t + \\beta \\odot h_{t-1}\\big), \\qquad S_t = H(h_t - \\theta)
+
+    i.e. ``beta`` per neuron (the diagonal as the RNN holds it), ``reset="none"``, the membrane
+    floored at 0 (``v_min=0``) and the spike taken from the floored membrane
+    (``fire_on_floored``, for the gradient). Refused: ``bias=True`` (``b_hh`` is added inside the
+    recurrence, :math:`(W_{ih}x_t + b_{ih}) + (\\beta h_{t-1} + b_{hh})`, a float order the
+    description has no place for), ``weight_hh_enable=True`` (dense membrane-to-membrane coupling),
+    ``learn_beta`` / ``learn_threshold`` / ``learn_graded_spikes_factor``, decays outside [0, 1]."""
+    rnn = layer.rnn
+    if output == "membrane":
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel as the non-spiking readout (output='membrane'): snntorch's LeakyParallel has no "
+            "readout form, and its membrane is nn.RNN's relu (gradient 0 at exactly 0), which cil's readout floor "
+            "(torch.clamp) matches in value but not in gradient. End the model with spikes (output='spikes') or "
+            "with a step-by-step model whose last layer is snn.Leaky")
+    if rnn.bias:
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel with bias=True: its nn.RNN adds the hidden bias b_hh inside the recurrence, "
+            "h_t = relu((W_ih x_t + b_ih) + (beta * h_{t-1} + b_hh)), a second per-step constant in a float order cil's "
+            "neuron (one synaptic bias, then beta * v + I) cannot reproduce exactly; b_hh is also trained. Build it "
+            "with bias=False")
+    w_hh = rnn.weight_hh_l0
+    if w_hh.requires_grad:
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel with learn_beta=True: cil trains synaptic weights only, so the decays "
+            "(rnn.weight_hh_l0) would stay frozen while snntorch's own BPTT trains them. Build the layer with "
+            "learn_beta=False to train with cil")
+    for attr, flag in (("threshold", "learn_threshold"), ("graded_spikes_factor", "learn_graded_spikes_factor")):
+        value = getattr(layer, attr, None)
+        if isinstance(value, nn.Parameter) and value.requires_grad:
+            raise UnsupportedLayerError(
+                f"{where}: LeakyParallel with {flag}=True: cil trains synaptic weights only, so {attr} would stay "
+                f"frozen while snntorch's own BPTT trains it. Build the layer with {flag}=False to train with cil")
+    w = w_hh.detach()
+    beta = torch.diagonal(w).clone()
+    if bool((w - torch.diag(beta)).ne(0).any()):
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel with a dense hidden matrix (weight_hh_enable=True): each membrane feeds every "
+            "other membrane, a coupling cil's neurons do not have (recurrent synapses carry spikes). Build it with "
+            "weight_hh_enable=False (the default, one decay per neuron)")
+    if bool(((beta < 0) | (beta > 1)).any()):
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel with decays outside [0, 1] (min {float(beta.min()):g}, max {float(beta.max()):g}; "
+            "beta=None draws them from nn.RNN's initialisation): pass beta")
+    fn = layer.spike_grad
+    if getattr(fn, "__self__", None) is getattr(type(layer), "ATan", object()):
+        sur = Surrogate("atan", 2.0)  # LeakyParallel's own ATan: alpha/2 / (1 + (pi/2 alpha x)^2), alpha = 2
+    else:
+        sur = surrogate_of(layer, where)
+    g = torch.as_tensor(layer.graded_spikes_factor).detach()
+    amplitude: Any = 1.0 if bool((g == 1.0).all()) else _frozen_tensor(g)
+    return Neuron(
+        beta=beta, alpha=None, threshold=layer.threshold.detach().clone(), reset="none", reset_timing="immediate",
+        current_timing="same-step", input_gain=1.0, v_leak=0.0, v_reset=0.0, v_min=0.0, fires_at_threshold=False,
+        max_spikes_per_step=1, dt=dt, output="spikes", surrogate=sur, name=where, spike_amplitude=amplitude,
+        fire_on_floored=True,
+    )
+
+
+def _is_neuron(m: nn.Module) -> bool:
+    return isinstance(m, snn.SpikingNeuron) or bool(LEAKY_PARALLEL and isinstance(m, LEAKY_PARALLEL))
+
+
 def _translate(named: Sequence[tuple[str, nn.Module]], input_shape: tuple[int, ...], dt: float, output: str,
                source: str) -> NetworkSpec:
     layers: list = []
-    neuron_idx = [i for i, (_, m) in enumerate(named) if isinstance(m, snn.SpikingNeuron)]
+    neuron_idx = [i for i, (_, m) in enumerate(named) if _is_neuron(m)]
     last_neuron = neuron_idx[-1] if neuron_idx else -1
     for i, (name, m) in enumerate(named):
         where = f"layer '{name}' ({type(m).__name__})"
+        if LEAKY_PARALLEL and isinstance(m, LEAKY_PARALLEL):
+            rnn = m.rnn
+            layers.append(Dense(f"{name}.rnn.weight_ih_l0", None, rnn.input_size, rnn.hidden_size))
+            layers.append(parallel_neuron_of(m, where, dt, output if i == last_neuron else "spikes"))
+            continue
         if isinstance(m, snn.SpikingNeuron):
             layers.append(neuron_of(m, where, dt, output if i == last_neuron else "spikes", name))
             continue
@@ -255,13 +376,20 @@ class SnnTorchAdapter(ModelAdapter):
     """cil adapter for snntorch models."""
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, nn.Module) and any(isinstance(m, snn.SpikingNeuron) for m in model.modules())
+        return isinstance(model, nn.Module) and any(_is_neuron(m) for m in model.modules())
 
     def to_spec(self, model: nn.Module, *, input_shape: Sequence[int] | None = None, dt: float = 1e-3,
                 output: str = "spikes") -> NetworkSpec:
         """Describe ``model``. Options: ``input_shape`` (per sample; required when the first layer
         is a convolution), ``dt`` (seconds per step, documentation only), ``output``
         (``"spikes"`` or ``"membrane"``: the last neuron layer becomes a non-spiking readout)."""
+        refuse_state_leaky(model)
+        if _is_sequence_model(model):
+            named = sequence_chain(model, input_shape)
+            first = named[0][1]
+            shape = ((first.rnn.input_size,) if input_shape is None and isinstance(first, LEAKY_PARALLEL)
+                     else infer_input_shape(first, input_shape))
+            return _translate(named, shape, dt, output, f"snntorch sequence model ({qualname(model)})")
         if isinstance(model, nn.Sequential):
             named = flat_children(model)  # nested nn.Sequential containers flattened, names keep their dots
             for name, m in named:
@@ -291,9 +419,83 @@ def reset_states(model: nn.Module) -> None:
             m.reset_mem()
 
 
+def _is_sequence_model(model: nn.Module) -> bool:
+    """Whether ``model`` holds a layer that takes the whole sequence in one call (``LeakyParallel``)."""
+    return bool(LEAKY_PARALLEL) and any(isinstance(m, LEAKY_PARALLEL) for m in model.modules())
+
+
+def sequence_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tuple[str, nn.Module]]:
+    """The layers of a model built from ``LeakyParallel`` layers, which take the whole sequence
+    ``[T, B, C]`` in one call: an ``nn.Sequential``, or a module whose forward calls its layers once
+    each in a chain (snntorch's own example). Between them only layers that act on every time step
+    alike are allowed (:data:`SEQUENCE_SAFE`); step-by-step snntorch neurons cannot be mixed in."""
+    if isinstance(model, nn.Sequential):
+        named = flat_children(model)
+    else:
+        inside = {n for n, m in model.named_modules() if LEAKY_PARALLEL and isinstance(m, LEAKY_PARALLEL)}
+        leaves = [(n, m) for n, m in model.named_modules()
+                  if n and (n in inside or not list(m.children())) and not any(n.startswith(p + ".") for p in inside)]
+        first = leaves[0][1]
+        shape = ((first.rnn.input_size,) if input_shape is None and isinstance(first, LEAKY_PARALLEL)
+                 else infer_input_shape(first, input_shape))
+        calls: list[tuple[str, nn.Module, Any, Any]] = []
+
+        def hook(name: str):
+            def fn(mod: nn.Module, inputs: tuple, output: Any) -> None:
+                calls.append((name, mod, inputs[0] if inputs else None, output[0] if isinstance(output, tuple)
+                              else output))
+            return fn
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(PROBE_STEPS, 1, *shape))
+        except Exception as exc:
+            raise UnsupportedLayerError(
+                f"could not run {qualname(model)} (it holds LeakyParallel layers, which take the whole sequence) on "
+                f"a time-major input [T, B, {', '.join(map(str, shape))}] to find its layer order: {exc!r}") from exc
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was_training)
+        names = [c[0] for c in calls]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UnsupportedLayerError(
+                f"{qualname(model)}: submodules {twice} are called more than once per forward; a model of "
+                "LeakyParallel layers must call each layer once, in a chain (snntorch's own example)")
+        named, prev = [], None
+        for name, mod, inp, out in calls:
+            if prev is not None and inp is not prev:
+                raise UnsupportedLayerError(
+                    f"{qualname(model)} is not a feed-forward chain: layer '{name}' does not consume the output of "
+                    f"'{named[-1][0]}'")
+            named.append((name, mod))
+            prev = out
+    for name, m in named:
+        where = f"layer '{name}' ({type(m).__name__})"
+        if isinstance(m, snn.SpikingNeuron):
+            raise UnsupportedLayerError(
+                f"{where}: snntorch neurons run one time step per call, but this model holds LeakyParallel layers, "
+                "which take the whole sequence [T, B, C] in one call; cil cannot run both in one model. Use "
+                "LeakyParallel layers throughout, or step-by-step neurons throughout")
+        if not (isinstance(m, SEQUENCE_SAFE) or isinstance(m, LEAKY_PARALLEL)):
+            raise UnsupportedLayerError(
+                f"{where}: in a model of LeakyParallel layers (which take the whole sequence [T, B, C]) only "
+                "nn.Linear, nn.Dropout and nn.Identity may sit between them, as they act on every time step alike; "
+                f"{type(m).__name__} would see the time dimension as a batch or feature dimension")
+    return named
+
+
 def run_native(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's own snntorch forward over time-major ``x`` (an ``nn.Sequential`` is called once
-    per step after its neurons are reset); returns the output ``[T, B, ...]``."""
+    per step after its neurons are reset; a model of ``LeakyParallel`` layers once on the whole
+    sequence); returns the output ``[T, B, ...]``."""
+    if _is_sequence_model(model):
+        out = model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
     if isinstance(model, nn.Sequential):
         reset_states(model)
         outs = []
