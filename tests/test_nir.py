@@ -402,3 +402,65 @@ def test_norse_export_imported_at_its_own_dt_is_refused_not_run_with_negative_de
     # at norse's own decays (dt = 1e-6 for this graph: beta = 1 - 1e-6/1e-5 = 0.9 = 1 - 1e-3 * 100)
     n = cil_nir.from_nir(graph, dt=1e-6).spec.layers[-1]
     assert n.beta == pytest.approx(0.9) and n.alpha == pytest.approx(0.8)
+
+
+# ------------------------------------------------------------------ Conv1d import (issue 20)
+def test_conv1d_round_trip_with_and_without_bias(tmp_path):
+    from cil_core import Conv1d, Flatten
+    torch.manual_seed(4)
+    c1, c2, lin = nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(4, 3, 3, stride=2, bias=False), nn.Linear(3 * 5, 4)
+    with torch.no_grad():
+        for m in (c1, c2, lin):
+            m.weight.mul_(3)
+    spec = NetworkSpec((Conv1d("0.weight", "0.bias", 2, 4, 3, 1, 1), _neuron(beta=0.8),
+                        Conv1d("1.weight", None, 4, 3, 3, 2, 0), _neuron(beta=0.9), Flatten(),
+                        Dense("2.weight", "2.bias", 15, 4), _neuron(beta=0.95)), (2, 12))
+    net = WrappedNetwork(nn.Sequential(c1, c2, lin), spec, "native")
+    cil_nir.export(net, tmp_path / "conv1d.nir")
+    back = cil_nir.load(tmp_path / "conv1d.nir")
+    assert [layer.kind for layer in back.spec.layers] == [layer.kind for layer in spec.layers]
+    assert back.spec.layers[2].bias is None and back.spec.layers[0].bias is not None
+    x = spikes_in(torch.Generator().manual_seed(4), 30, 6, 2, 12)
+    ref = ideal_output(net, x)
+    assert torch.equal(ideal_output(back, x), ref) and float(ref.sum()) > 0
+
+
+def _conv1d_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.ndarray:
+    """[B, C, L] * [O, C, K] → [B, O, L'] (stride 1), written out."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad)))
+    K = w.shape[2]
+    L = x.shape[2] - K + 1
+    return np.stack([np.einsum("bck,ock->bo", x[:, :, i:i + K], w) for i in range(L)], axis=2) + b[None, :, None]
+
+
+def test_conv1d_graph_follows_the_documented_euler_conventions():
+    """A hand-built NIR graph, Conv1d → LIF (one tau per channel) → Flatten → Linear → LI, against
+    NIR's ODEs integrated by forward Euler in numpy."""
+    rng = np.random.default_rng(1)
+    dt = 1e-3
+    w1, b1 = rng.normal(0, 1.5, (3, 2, 3)).astype(np.float32), rng.normal(0, 0.2, 3).astype(np.float32)
+    w2 = rng.normal(0, 1.0, (4, 3 * 10)).astype(np.float32)
+    tau = rng.uniform(4e-3, 2e-2, 3)
+    lif = dict(tau=tau, r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.full(3, 0.8))
+    li = dict(tau=np.full(4, 2e-2), r=np.full(4, 20.0), v_leak=np.zeros(4))
+    graph = nir.NIRGraph.from_list(
+        nir.Input(input_type=np.array([2, 10])),
+        nir.Conv1d(input_shape=10, weight=w1, stride=1, padding=1, dilation=1, groups=1, bias=b1), nir.LIF(**lif),
+        nir.Flatten(input_type={"input": np.array([3, 10])}, start_dim=0, end_dim=-1), nir.Linear(weight=w2),
+        nir.LI(**li), nir.Output(output_type=np.array([4])))
+    net = cil.wrap(graph, dt=dt)
+    x = spikes_in(torch.Generator().manual_seed(1), 40, 5, 2, 10, p=0.4)
+    xs = x.double().numpy()
+    v1, v2 = np.zeros((5, 3, 10)), np.zeros((5, 4))
+    ref = np.zeros((40, 5, 4))
+    for t in range(40):
+        I1 = _conv1d_np(xs[t], w1.astype(np.float64), b1.astype(np.float64), 1)
+        v1 = v1 + dt / tau[None, :, None] * (-v1 + 10.0 * I1)
+        z1 = (v1 > 0.8).astype(float)
+        v1 = v1 - 0.8 * z1
+        v2 = v2 + dt / 2e-2 * (-v2 + 20.0 * (z1.reshape(5, -1) @ w2.T.astype(np.float64)))
+        ref[t] = v2
+    rec = cil.make_backend("ideal")
+    obs = rec.forward(rec.transfer(net.spec, net.detached_parameters()), x, record=True)
+    assert 0.02 < float(obs.layers[0].spikes.mean()) < 0.9
+    assert np.allclose(obs.output.double().numpy(), ref, rtol=1e-4, atol=1e-4)

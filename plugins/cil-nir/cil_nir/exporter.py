@@ -163,6 +163,8 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
                 else np.zeros(layer.out_channels, np.float32)
             node = nir.Conv1d(input_shape=int(shape_in[1]), weight=w, stride=layer.stride, padding=layer.padding,
                               dilation=1, groups=1, bias=b)
+            if layer.bias is None:  # as for Conv2d: a zero bias written for a layer without one
+                node.metadata = {META + "bias": 0}
         elif isinstance(layer, Pool2d):
             if layer.mode == "max":
                 raise UnsupportedLayerError(f"{where}: NIR 1.0 has no max-pooling node; export a model with "

@@ -44,9 +44,9 @@ be positive.
 recurrence or subgraphs). ``Flatten`` with ``start_dim`` 0 (NIR's convention: no batch
 dimension) or 1 (written by tools that count the batch) and ``end_dim=-1`` flattens all features.
 
-Supported nodes: ``Input``, ``Output``, ``Affine``, ``Linear``, ``Conv2d``, ``SumPool2d``,
+Supported nodes: ``Input``, ``Output``, ``Affine``, ``Linear``, ``Conv1d``, ``Conv2d``, ``SumPool2d``,
 ``AvgPool2d``, ``Flatten``, ``LIF``, ``CubaLIF``, ``IF``, ``LI``, ``I``. Any other node
-(``Delay``, ``Threshold``, ``Scale``, ``Conv1d``, a nested ``NIRGraph``, ...) raises
+(``Delay``, ``Threshold``, ``Scale``, a nested ``NIRGraph``, ...) raises
 :class:`~cil_core.UnsupportedLayerError` naming it.
 """
 
@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from cil_core import (
+    Conv1d,
     Conv2d,
     Dense,
     Flatten,
@@ -159,8 +160,8 @@ def _per_neuron(value: Any, shape: tuple[int, ...], where: str, what: str) -> fl
         return float(a.reshape(-1)[0])
     if a.size == math.prod(shape):
         return torch.as_tensor(a.reshape(shape), dtype=torch.float32)
-    if len(shape) == 3 and a.size == shape[0]:
-        return torch.as_tensor(a.reshape(shape[0], 1, 1), dtype=torch.float32)
+    if len(shape) in (2, 3) and a.size == shape[0]:  # one value per channel of a conv layer
+        return torch.as_tensor(a.reshape(shape[0], *(1,) * (len(shape) - 1)), dtype=torch.float32)
     raise SpecError(f"{where}: {what} has {a.size} values, the layer has {math.prod(shape)} neurons {shape}")
 
 
@@ -405,6 +406,34 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
             synapses[key] = conv
             layer = Conv2d(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None, w.shape[1],
                            w.shape[0], k, stride, pad)
+        elif isinstance(node, nir.Conv1d):
+            w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
+            if w.dim() != 3:
+                raise UnsupportedLayerError(f"{where}: weight of shape {tuple(w.shape)} is not [out, in, k]")
+            if int(node.groups) != 1 or int(np.asarray(node.dilation).reshape(-1)[0]) != 1:
+                raise UnsupportedLayerError(f"{where}: groups and dilation other than 1 are not supported")
+            k1, stride1 = int(w.shape[2]), int(np.asarray(node.stride).reshape(-1)[0])
+            if isinstance(node.padding, str):
+                if node.padding == "valid":
+                    pad1 = 0
+                elif node.padding == "same" and stride1 == 1 and k1 % 2:
+                    pad1 = k1 // 2
+                else:
+                    raise UnsupportedLayerError(f"{where}: padding {node.padding!r} with kernel {k1} and stride "
+                                                f"{stride1} is not supported")
+            else:
+                pad1 = int(np.asarray(node.padding).reshape(-1)[0])
+            bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
+            has_bias = bias.size > 0 and not _no_bias(node)
+            key = _key(name, taken)
+            conv1 = nn.Conv1d(w.shape[1], w.shape[0], k1, stride=stride1, padding=pad1, bias=has_bias)
+            with torch.no_grad():
+                conv1.weight.copy_(w)
+                if has_bias:
+                    conv1.bias.copy_(torch.as_tensor(np.broadcast_to(bias, (w.shape[0],)).copy(), dtype=torch.float32))
+            synapses[key] = conv1
+            layer = Conv1d(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None, w.shape[1],
+                           w.shape[0], k1, stride1, pad1)
         elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
             if pair(node.padding, where, "padding") != (0, 0):
                 raise UnsupportedLayerError(f"{where}: padded pooling is not supported")
@@ -423,7 +452,7 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
                                      surrogate=surrogate)
         else:
             raise UnsupportedLayerError(
-                f"{where} is not supported by cil's NIR import (supported: Affine, Linear, Conv2d, SumPool2d, "
+                f"{where} is not supported by cil's NIR import (supported: Affine, Linear, Conv1d, Conv2d, SumPool2d, "
                 "AvgPool2d, Flatten, LIF, CubaLIF, IF, LI, I)")
         try:
             shape = layer.out_shape(shape)
