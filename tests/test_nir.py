@@ -464,3 +464,101 @@ def test_conv1d_graph_follows_the_documented_euler_conventions():
     obs = rec.forward(rec.transfer(net.spec, net.detached_parameters()), x, record=True)
     assert 0.02 < float(obs.layers[0].spikes.mean()) < 0.9
     assert np.allclose(obs.output.double().numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ recurrent graphs (issue 20)
+def _braille_like(rng, *, subgraph: bool, bias: bool):
+    """The NIR paper's braille graph shape: Affine → CubaLIF with a recurrent w_rec edge
+    (lif1 → w_rec → lif1), Affine → CubaLIF, optionally with lif1 and w_rec as a subgraph (the form
+    snntorch writes for RSynaptic)."""
+    n_in, n_h, n_out = 6, 12, 4
+    w1, b1 = rng.normal(0, 1.2, (n_h, n_in)).astype(np.float32), rng.normal(0, 0.1, n_h).astype(np.float32)
+    w_rec = rng.normal(0, 0.8, (n_h, n_h)).astype(np.float32)
+    b_rec = rng.normal(0, 0.1, n_h).astype(np.float32)
+    w2 = rng.normal(0, 1.5, (n_out, n_h)).astype(np.float32)
+    cuba1 = dict(tau_syn=rng.uniform(3e-3, 8e-3, n_h), tau_mem=rng.uniform(8e-3, 2e-2, n_h), r=np.full(n_h, 10.0),
+                 v_leak=np.zeros(n_h), v_threshold=np.full(n_h, 0.25), w_in=np.full(n_h, 5.0))
+    cuba2 = dict(tau_syn=np.full(n_out, 5e-3), tau_mem=np.full(n_out, 1e-2), r=np.full(n_out, 10.0),
+                 v_leak=np.zeros(n_out), v_threshold=np.full(n_out, 0.2), w_in=np.full(n_out, 5.0))
+    rec = nir.Affine(weight=w_rec, bias=b_rec) if bias else nir.Linear(weight=w_rec)
+    lif1 = nir.CubaLIF(**cuba1)
+    nodes = {"input": nir.Input(input_type=np.array([n_in])), "fc1": nir.Affine(weight=w1, bias=b1),
+             "fc2": nir.Linear(weight=w2), "lif2": nir.CubaLIF(**cuba2),
+             "output": nir.Output(output_type=np.array([n_out]))}
+    if subgraph:
+        nodes["lif1"] = nir.NIRGraph(
+            nodes={"input": nir.Input(input_type=np.array([n_h])), "lif": lif1, "w_rec": rec,
+                   "output": nir.Output(output_type=np.array([n_h]))},
+            edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+        edges = [("input", "fc1"), ("fc1", "lif1.input"), ("lif1.output", "fc2"), ("fc2", "lif2"), ("lif2", "output")]
+    else:
+        nodes.update({"lif1": lif1, "w_rec": rec})
+        edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "w_rec"), ("w_rec", "lif1"), ("lif1", "fc2"),
+                 ("fc2", "lif2"), ("lif2", "output")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges)
+    return graph, dict(w1=w1, b1=b1, w_rec=w_rec, b_rec=b_rec if bias else np.zeros(n_h), w2=w2, cuba1=cuba1,
+                       cuba2=cuba2)
+
+
+def _recurrent_reference(x: np.ndarray, p: dict, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """NIR's ODEs by forward Euler in numpy; a node's inputs are summed, and the recurrent edge
+    delivers the previous step's spikes (z_{-1} = 0, so the Affine's bias acts from step 0)."""
+    T, B, _ = x.shape
+    c1, c2 = p["cuba1"], p["cuba2"]
+    i1, v1, z1 = (np.zeros((B, len(c1["r"]))) for _ in range(3))
+    i2, v2 = (np.zeros((B, len(c2["r"]))) for _ in range(2))
+    hid, out = [], []
+    for t in range(T):
+        inp = x[t] @ p["w1"].T + p["b1"] + z1 @ p["w_rec"].T + p["b_rec"]
+        i1 = i1 + dt / c1["tau_syn"] * (-i1 + c1["w_in"] * inp)
+        v1 = v1 + dt / c1["tau_mem"] * ((c1["v_leak"] - v1) + c1["r"] * i1)
+        z1 = (v1 > c1["v_threshold"]).astype(float)
+        v1 = v1 - z1 * c1["v_threshold"]
+        i2 = i2 + dt / c2["tau_syn"] * (-i2 + c2["w_in"] * (z1 @ p["w2"].T))
+        v2 = v2 + dt / c2["tau_mem"] * ((c2["v_leak"] - v2) + c2["r"] * i2)
+        z2 = (v2 > c2["v_threshold"]).astype(float)
+        v2 = v2 - z2 * c2["v_threshold"]
+        hid.append(z1)
+        out.append(z2)
+    return np.stack(hid), np.stack(out)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_recurrent_cubalif_graph_follows_nirs_equations_flat_and_as_a_subgraph(bias):
+    rng = np.random.default_rng(5)
+    dt = 1e-3
+    flat, p = _braille_like(rng, subgraph=False, bias=bias)
+    sub, _ = _braille_like(np.random.default_rng(5), subgraph=True, bias=bias)
+    net = cil.wrap(flat, dt=dt)
+    rec = net.spec.layers[1].recurrent
+    assert rec is not None and rec.into == "current" and rec.mode == "dense" and (rec.bias is not None) == bias
+    assert set(net.parameter_names()) >= {"synapses.w_rec.weight"}
+    x = spikes_in(torch.Generator().manual_seed(5), 60, 8, 6, p=0.3)
+    chip = cil.make_backend("ideal")
+    obs = chip.forward(chip.transfer(net.spec, net.detached_parameters()), x, record=True)
+    hid_ref, out_ref = _recurrent_reference(x.double().numpy(), p, dt)
+    hid = obs.layers[0].spikes.double().numpy()
+    assert 0.02 < hid.mean() < 0.9 and 0.02 < out_ref.mean() < 0.9
+    # float32 against float64: allow a handful of threshold flips, no more
+    assert (hid != hid_ref).mean() < 2e-3 and (obs.output.double().numpy() != out_ref).mean() < 5e-3
+    # the recurrence matters: without w_rec the hidden spikes are far from NIR's
+    no_rec = {k: v.clone() for k, v in net.detached_parameters().items()}
+    no_rec["synapses.w_rec.weight"].zero_()
+    if bias:
+        no_rec["synapses.w_rec.bias"].zero_()
+    cut = chip.forward(chip.transfer(net.spec, no_rec), x, record=True).layers[0].spikes.double().numpy()
+    assert (cut != hid_ref).mean() > 0.02
+    # the subgraph form (snntorch's) imports to the same network
+    net_sub = cil.wrap(sub, dt=dt)
+    assert net_sub.spec.layers[1].recurrent is not None
+    assert torch.equal(ideal_output(net_sub, x), ideal_output(net, x))
+
+
+def test_recurrent_graph_trains_its_recurrent_weights():
+    graph, _ = _braille_like(np.random.default_rng(6), subgraph=False, bias=True)
+    net = cil.wrap(graph, dt=1e-3)
+    x = spikes_in(torch.Generator().manual_seed(6), 30, 4, 6)
+    out = net(x)
+    out.sum().backward()
+    w = dict(net.module.named_parameters())["synapses.w_rec.weight"]
+    assert w.grad is not None and float(w.grad.abs().sum()) > 0

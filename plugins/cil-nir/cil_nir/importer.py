@@ -40,8 +40,16 @@ feature shape, one with one value per channel of a convolutional layer is broadc
 space. ``v_leak`` must be uniform within a layer (``Neuron.v_leak`` is a scalar). Thresholds must
 be positive.
 
-**Graph shape.** One ``Input``, one ``Output``, and a chain between them (no branches,
-recurrence or subgraphs). ``Flatten`` with ``start_dim`` 0 (NIR's convention: no batch
+**Graph shape.** One ``Input``, one ``Output``, and a chain between them (no branches).
+Nested ``NIRGraph`` nodes (subgraphs, as snntorch writes recurrent layers) are inlined first;
+an edge to ``"sub"`` or ``"sub.input"`` enters the subgraph, one from ``"sub"`` / ``"sub.output"``
+leaves it. **Recurrence**: a ``Linear`` / ``Affine`` node whose only input and output is one
+neuron node (``lif → w_rec → lif``, the NIR paper's braille graph) becomes that layer's dense
+recurrent synapses (:class:`~cil_core.network.description.Recurrent`): the edge delivers the
+previous step's spikes, :math:`r_t = W S_{t-1} + b` (:math:`S_{-1} = 0`, so the bias acts from
+step 0), summed with the feed-forward input as NIR sums a node's inputs — into the synaptic
+current of a ``CubaLIF`` (:math:`i_t = (\\alpha i_{t-1} + x_t) + r_t`), into the input of a ``LIF``
+or ``IF`` — so the input gain scales both alike. Any other cycle is refused naming its node. ``Flatten`` with ``start_dim`` 0 (NIR's convention: no batch
 dimension) or 1 (written by tools that count the batch) and ``end_dim=-1`` flattens all features.
 
 Supported nodes: ``Input``, ``Output``, ``Affine``, ``Linear``, ``Conv1d``, ``Conv2d``, ``SumPool2d``,
@@ -54,6 +62,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +85,7 @@ from cil_core import (
     UnsupportedLayerError,
     WrappedNetwork,
 )
+from cil_core.network.description import Recurrent
 from cil_core.network.executor import simulate
 from cil_core.plugin.adapter import AdaptedModel, pair
 
@@ -113,7 +123,78 @@ def read_graph(source: Any) -> nir.NIRGraph:
     raise TypeError(f"expected a nir.NIRGraph or a path to a .nir file, got {type(source).__name__}")
 
 
-def chain_of(graph: nir.NIRGraph) -> list[str]:
+@dataclass
+class FlatGraph:
+    """A NIR graph with its subgraphs inlined (node names ``"<subgraph>.<node>"``) and its
+    recurrent synapses set apart: ``recurrent[neuron] = (name, node)`` for every ``Linear`` /
+    ``Affine`` node whose only input and only output is the same neuron node (``nodes`` and
+    ``edges`` then hold the feed-forward part only)."""
+
+    nodes: dict[str, Any]
+    edges: list[tuple[str, str]]
+    metadata: dict[str, Any]
+    recurrent: dict[str, tuple[str, Any]] = field(default_factory=dict)
+
+
+def _inline(nodes: dict[str, Any], edges: list[tuple[str, str]]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Replace every nested ``NIRGraph`` node by its nodes. An edge into the subgraph (named by
+    the subgraph or by its input node, ``"lif1"`` / ``"lif1.input"``) goes to what its ``Input``
+    feeds; an edge out of it leaves from what feeds its ``Output``."""
+    nodes, edges = dict(nodes), list(edges)
+    for name in [k for k, n in nodes.items() if isinstance(n, nir.NIRGraph)]:
+        sub = nodes.pop(name)
+        sub_nodes, sub_edges = _inline(sub.nodes, list(sub.edges))
+        ins = [k for k, n in sub_nodes.items() if isinstance(n, nir.Input)]
+        outs = [k for k, n in sub_nodes.items() if isinstance(n, nir.Output)]
+        if len(ins) != 1 or len(outs) != 1:
+            raise UnsupportedLayerError(f"subgraph '{name}' has input nodes {ins} and output nodes {outs}; cil inlines "
+                                        "subgraphs with exactly one of each")
+        first = [f"{name}.{b}" for a, b in sub_edges if a == ins[0]]
+        last = [f"{name}.{a}" for a, b in sub_edges if b == outs[0]]
+        for k, n in sub_nodes.items():
+            if k not in (ins[0], outs[0]):
+                nodes[f"{name}.{k}"] = n
+        outer = []
+        for a, b in edges:
+            srcs = last if a in (name, f"{name}.{outs[0]}") else [a]
+            dsts = first if b in (name, f"{name}.{ins[0]}") else [b]
+            outer += [(x, y) for x in srcs for y in dsts]
+        edges = outer + [(f"{name}.{a}", f"{name}.{b}") for a, b in sub_edges if a != ins[0] and b != outs[0]]
+    return nodes, edges
+
+
+def flatten_graph(graph: nir.NIRGraph) -> FlatGraph:
+    """Inline the subgraphs of ``graph`` and set its recurrent synapses apart (see :class:`FlatGraph`)."""
+    nodes, edges = _inline(graph.nodes, list(graph.edges))
+    for a, b in edges:
+        if a not in nodes or b not in nodes:
+            raise SpecError(f"edge ({a!r}, {b!r}) names a node that is not in the graph")
+    pred: dict[str, list[str]] = {k: [] for k in nodes}
+    succ: dict[str, list[str]] = {k: [] for k in nodes}
+    for a, b in edges:
+        succ[a].append(b)
+        pred[b].append(a)
+    recurrent: dict[str, str] = {}
+    for r, node in nodes.items():
+        if (isinstance(node, (nir.Linear, nir.Affine)) and len(pred[r]) == 1 and succ[r] == pred[r]
+                and isinstance(nodes[pred[r][0]], NEURON_NODES)):
+            n = pred[r][0]
+            if n in recurrent:
+                raise UnsupportedLayerError(f"node '{n}' ({type(nodes[n]).__name__}) has two recurrent synapses "
+                                            f"('{recurrent[n]}', '{r}'); cil supports one per neuron layer")
+            recurrent[n] = r
+    for a, b in edges:
+        if a == b:
+            raise UnsupportedLayerError(f"node '{a}' ({type(nodes[a]).__name__}) feeds itself without synapses; "
+                                        "recurrence must go through a Linear or Affine node")
+    rec_nodes = set(recurrent.values())
+    return FlatGraph({k: v for k, v in nodes.items() if k not in rec_nodes},
+                     [(a, b) for a, b in edges if a not in rec_nodes and b not in rec_nodes],
+                     {k: _text(v) for k, v in (graph.metadata or {}).items()},
+                     {n: (r, nodes[r]) for n, r in recurrent.items()})
+
+
+def chain_of(graph: nir.NIRGraph | FlatGraph) -> list[str]:
     """The node names from the ``Input`` to the ``Output`` node, or an error naming the node
     where the graph is not a simple chain."""
     inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
@@ -129,7 +210,8 @@ def chain_of(graph: nir.NIRGraph) -> list[str]:
     order, node, seen = [], inputs[0], set()
     while True:
         if node in seen:
-            raise UnsupportedLayerError(f"node '{node}' is reached twice: recurrent graphs are not supported")
+            raise UnsupportedLayerError(f"node '{node}' is reached twice: cil imports recurrence only as a Linear or "
+                                        "Affine node between a neuron node and itself (n -> w_rec -> n)")
         seen.add(node)
         order.append(node)
         if node == outputs[0]:
@@ -137,7 +219,8 @@ def chain_of(graph: nir.NIRGraph) -> list[str]:
         nxt = succ[node]
         if len(nxt) != 1:
             raise UnsupportedLayerError(
-                f"node '{node}' has {len(nxt)} successors {nxt}: only feed-forward chains are supported"
+                f"node '{node}' has {len(nxt)} successors {nxt}: only chains are supported (recurrence as a Linear or "
+                "Affine node between a neuron node and itself)"
                 if nxt else f"node '{node}' has no successor: the chain does not reach the output node")
         node = nxt[0]
     extra = sorted(set(graph.nodes) - seen)
@@ -201,7 +284,7 @@ def _tau_below_dt(nodes: list[tuple[str, list[tuple[str, float]]]], dt: float, d
             "discretization='exact' (decay exp(-dt/tau), in (0, 1) for any dt)")
 
 
-def check_time_step(graph: nir.NIRGraph, dt: float, discretization: str) -> None:
+def check_time_step(graph: nir.NIRGraph | FlatGraph, dt: float, discretization: str) -> None:
     """Refuse a ``dt`` larger than a time constant of the graph under forward Euler.
 
     With :math:`\beta = 1 - dt/\tau` (and :math:`\alpha = 1 - dt/\tau_{syn}`), :math:`\tau < dt`
@@ -323,6 +406,34 @@ def _key(name: str, taken: set[str]) -> str:
     return key
 
 
+def _recurrent(node: Any, name: str, syn_name: str, syn: Any, shape: tuple[int, ...], synapses: dict[str, nn.Module],
+               taken: set[str]) -> Recurrent:
+    """The recurrent synapses of neuron node ``name``: the ``Linear`` / ``Affine`` node ``syn_name``
+    on the edges ``name → syn_name → name``, as dense :class:`~cil_core.network.description.Recurrent`
+    synapses from the layer's previous-step spikes, :math:`r_t = W S_{t-1} (+ b)` (:math:`r_0 = b`),
+    entering where the feed-forward input enters: into the synaptic current of a ``CubaLIF``
+    (:math:`i_t = (\\alpha i_{t-1} + x_t) + r_t`, snntorch ``RSynaptic``'s order) or the input of
+    a ``LIF`` / ``IF``, so both are scaled by the same input gain, as NIR sums a node's inputs."""
+    where = f"node '{name}' ({type(node).__name__})"
+    if isinstance(node, (nir.LI, nir.I)):
+        raise UnsupportedLayerError(f"{where}: a recurrent non-spiking readout is not supported")
+    w = torch.as_tensor(np.asarray(syn.weight), dtype=torch.float32)
+    n = math.prod(shape)
+    if len(shape) != 1 or tuple(w.shape) != (n, n):
+        raise UnsupportedLayerError(f"{where}: recurrent synapses '{syn_name}' of shape {tuple(w.shape)} on a layer of "
+                                    f"shape {shape}: cil's recurrent synapses are [n, n] over a 1-D layer")
+    has_bias = isinstance(syn, nir.Affine) and not _no_bias(syn)
+    key = _key(syn_name, taken)
+    lin = nn.Linear(n, n, bias=has_bias)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        if has_bias:
+            lin.bias.copy_(torch.as_tensor(np.asarray(syn.bias), dtype=torch.float32).reshape(-1))
+    synapses[key] = lin
+    return Recurrent(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None, n, mode="dense",
+                     into="current" if isinstance(node, nir.CubaLIF) else "input", initial="bias")
+
+
 def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, discretization: str = "euler",
              surrogate: Surrogate | None = None) -> NIRNetwork:
     """Import a NIR graph (a ``nir.NIRGraph`` or a ``.nir`` file) as a trainable :class:`NIRNetwork`.
@@ -340,7 +451,8 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
         raise SpecError(f"discretization must be 'euler' or 'exact', not {discretization!r}")
     if reset not in (None, "subtract", "zero"):
         raise SpecError(f"reset must be 'subtract' or 'zero', not {reset!r}")
-    gmeta = {k: _text(v) for k, v in (graph.metadata or {}).items()}
+    flat = flatten_graph(graph)
+    gmeta = flat.metadata
     if dt is None:
         dt = gmeta.get("dt")
         if dt is None:
@@ -350,20 +462,20 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
     if not dt > 0:
         raise SpecError(f"dt must be > 0, got {dt}")
     surrogate = surrogate or Surrogate("atan", 2.0)
-    check_time_step(graph, dt, discretization)
+    check_time_step(flat, dt, discretization)
 
-    order = chain_of(graph)
-    inp = graph.nodes[order[0]]
+    order = chain_of(flat)
+    inp = flat.nodes[order[0]]
     in_shape = tuple(int(s) for s in np.asarray(inp.input_type["input"]).reshape(-1))
     shape = in_shape
     layers: list = []
     synapses: dict[str, nn.Module] = {}
     taken: set[str] = set()
-    neuron_names = [k for k in order if isinstance(graph.nodes[k], NEURON_NODES)]
+    neuron_names = [k for k in order if isinstance(flat.nodes[k], NEURON_NODES)]
     if not neuron_names:
         raise UnsupportedLayerError("the graph has no neuron node (LIF, CubaLIF, IF, LI, I)")
     for name in order[1:-1]:
-        node = graph.nodes[name]
+        node = flat.nodes[name]
         where = f"node '{name}' ({type(node).__name__})"
         if isinstance(node, (nir.Affine, nir.Linear)):
             w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
@@ -450,6 +562,8 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
                                             "neuron layer (the readout)")
             layer = neuron_from_node(node, name, shape, dt, reset=reset, discretization=discretization,
                                      surrogate=surrogate)
+            if name in flat.recurrent:
+                layer = replace(layer, recurrent=_recurrent(node, name, *flat.recurrent[name], shape, synapses, taken))
         else:
             raise UnsupportedLayerError(
                 f"{where} is not supported by cil's NIR import (supported: Affine, Linear, Conv1d, Conv2d, SumPool2d, "
@@ -460,7 +574,7 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
             raise ShapeError(f"{where}: {exc}") from exc
         layers.append(layer)
     if layers and not isinstance(layers[-1], Neuron):
-        raise UnsupportedLayerError(f"node '{order[-2]}' ({type(graph.nodes[order[-2]]).__name__}) feeds the output: "
+        raise UnsupportedLayerError(f"node '{order[-2]}' ({type(flat.nodes[order[-2]]).__name__}) feeds the output: "
                                     "the last layer must be a neuron layer")
     spec = NetworkSpec(tuple(layers), in_shape, source=f"NIR graph ({len(order)} nodes, dt={dt:g} s, {discretization})")
     return NIRNetwork(spec, synapses, {**gmeta, "dt": dt, "discretization": discretization})
@@ -502,4 +616,4 @@ class NirAdapter:
 
 
 __all__ = ["NIRNetwork", "NirAdapter", "from_nir", "load", "read_graph", "chain_of", "neuron_from_node",
-           "check_time_step"]
+           "check_time_step", "flatten_graph", "FlatGraph"]
