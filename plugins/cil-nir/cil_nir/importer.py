@@ -430,8 +430,10 @@ def _recurrent(node: Any, name: str, syn_name: str, syn: Any, shape: tuple[int, 
         if has_bias:
             lin.bias.copy_(torch.as_tensor(np.asarray(syn.bias), dtype=torch.float32).reshape(-1))
     synapses[key] = lin
+    meta = {k[len(META):]: _text(v) for k, v in (getattr(node, "metadata", None) or {}).items() if k.startswith(META)}
     return Recurrent(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None, n, mode="dense",
-                     into="current" if isinstance(node, nir.CubaLIF) else "input", initial="bias")
+                     into=meta.get("recurrent_into", "current" if isinstance(node, nir.CubaLIF) else "input"),
+                     initial=meta.get("recurrent_initial", "bias"))
 
 
 def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, discretization: str = "euler",
