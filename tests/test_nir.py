@@ -123,7 +123,7 @@ def test_convolutional_round_trip(tmp_path):
 
 
 def test_batch_norm_is_exported_folded_and_layers_nir_cannot_hold_are_refused(tmp_path):
-    from cil_core import BatchNorm, Conv2d, Dropout, Flatten, Pool2d, Recurrent
+    from cil_core import Adaptation, BatchNorm, Conv2d, Dropout, Flatten, Pool2d
 
     torch.manual_seed(4)
     conv, bn, lin = nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Linear(3 * 4 * 4, 5, bias=False)
@@ -147,10 +147,11 @@ def test_batch_norm_is_exported_folded_and_layers_nir_cannot_hold_are_refused(tm
     maxpool = NetworkSpec((Pool2d((2, 2), (2, 2), "max"), Flatten(), Dense("w", None, 8, 2), _neuron()), (2, 4, 4))
     with pytest.raises(UnsupportedLayerError, match="max-pooling"):
         cil_nir.to_nir(WrappedNetwork(nn.ParameterDict({"w": nn.Parameter(torch.ones(2, 8))}), maxpool, "native"))
-    rec = NetworkSpec((Dense("w", None, 2, 2), _neuron().with_(recurrent=Recurrent("r", None, 2))), (2,))
-    module = nn.ParameterDict({"w": nn.Parameter(torch.ones(2, 2)), "r": nn.Parameter(torch.ones(2, 2))})
-    with pytest.raises(UnsupportedLayerError, match="recurrent synapses"):
-        cil_nir.to_nir(WrappedNetwork(module, rec, "native"))
+    # recurrent synapses are exported since issue 20 (test_recurrent_networks_export_...); an adaptive threshold is not
+    adapt = NetworkSpec((Dense("w", None, 2, 2), _neuron().with_(adaptation=Adaptation(0.9, 0.1))), (2,))
+    module = nn.ParameterDict({"w": nn.Parameter(torch.ones(2, 2))})
+    with pytest.raises(UnsupportedLayerError, match="an adaptive threshold"):
+        cil_nir.to_nir(WrappedNetwork(module, adapt, "native"))
 
 # ------------------------------------------------------------------ conventions vs an independent reference
 def _reference(x: np.ndarray, w1, b1, lif: dict, w2, cuba: dict, w3, li: dict, dt: float) -> np.ndarray:
