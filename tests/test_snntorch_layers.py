@@ -675,3 +675,18 @@ def test_snntorch_1_0_layers_are_refused_naming_the_layer_and_the_reason(build, 
     model = build()
     with pytest.raises(cil.UnsupportedLayerError, match=match):
         cil.wrap(model, input_shape=(4,), output="membrane" if "readout" in match else "spikes")
+
+
+def test_cil_spl_gradients_equal_bptt_for_a_leaky_parallel_model():
+    """Trained through cil (CIL-SPL on the ideal chip), a LeakyParallel model gets snntorch's own
+    BPTT gradients; a step of training changes the user's rnn.weight_ih_l0 in place."""
+    model, x, net = _build_parallel("LeakyParallel Sequential", 0)
+    y = torch.randint(0, 4, (x.shape[1],), generator=torch.Generator().manual_seed(0))
+    native, cil_grads, trainer = native_and_cil_spl_gradients(model, net, x, y, run_native)
+    for k in net.parameter_names():
+        assert float(native[k].abs().sum()) > 0, k
+        torch.testing.assert_close(cil_grads[k], native[k], rtol=1e-5, atol=1e-6)
+    before = model[0].rnn.weight_ih_l0.detach().clone()
+    trainer.fit(cil.SpikeData(x, y), epochs=1)
+    assert not torch.equal(model[0].rnn.weight_ih_l0.detach(), before)
+    assert torch.equal(model[0].rnn.weight_hh_l0, torch.diag(torch.diagonal(model[0].rnn.weight_hh_l0)))
