@@ -555,7 +555,8 @@ def _check_steps(model: nn.Module, names: list[str], steps: int) -> int:
                 "nn.BatchNorm1d)")
         raise UnsupportedLayerError(
             f"{qualname(model)}: its forward calls {which} at only some time steps "
-            f"({', '.join(f'{n!r} at {counts[n]}' for n in rare)} of {steps} probe steps). cil describes the network "
+            f"({', '.join(f'{n!r} at {counts[n]}' for n in rare)} of {steps} probe steps), or outside its time loop. "
+            "cil describes the network "
             "as one chain of layers run identically at every step, so it cannot reproduce a forward that changes "
             "with the step. Call the same layers at every step")
     raise UnsupportedLayerError(
