@@ -206,6 +206,46 @@ def m_surrogate(which):
     return build
 
 
+def m_no_reset_delay(neuron: str, reset: str):
+    """``reset_delay=False``: the reset right after the spike. The inputs are strong enough that the
+    membrane left after a subtract reset is sometimes still above the threshold, where snntorch's
+    deferred reset R_t is non-zero and the catch-up reset differs from a plain immediate reset."""
+    def build(g):
+        if neuron == "Leaky":
+            first = leaky(reset_mechanism=reset, reset_delay=False)
+        elif neuron == "Synaptic":
+            first = snn.Synaptic(alpha=0.6, beta=0.8, reset_mechanism=reset, init_hidden=True, reset_delay=False)
+        else:
+            first = snn.RLeaky(beta=0.8, linear_features=14, reset_mechanism=reset, init_hidden=True, reset_delay=False)
+        m = nn.Sequential(nn.Linear(10, 14), first, nn.Linear(14, 4), leaky(reset_delay=False, output=True))
+        _scale(m, 4.0)
+        return m, _spikes(g, 30, 6, (10,), p=0.4), None
+    return build
+
+
+def m_state_quant(neuron: str, uniform: bool, reset_delay: bool = True):
+    """``state_quant``: snntorch's quantized states (the issue's 8-bit uniform example, a 5-bit
+    non-uniform one), on Leaky / Synaptic (membrane and current) / RLeaky / Lapicque."""
+    def build(g):
+        from snntorch.functional import quant
+
+        q = quant.state_quant(num_bits=8, uniform=True) if uniform else \
+            quant.state_quant(num_bits=5, uniform=False, threshold=1.0, lower_limit=0.5, upper_limit=1.0)
+        if neuron == "Leaky":
+            first = leaky(state_quant=q, reset_delay=reset_delay)
+        elif neuron == "Synaptic":
+            first = snn.Synaptic(alpha=0.6, beta=0.8, init_hidden=True, state_quant=q, reset_delay=reset_delay)
+        elif neuron == "RSynaptic":
+            first = snn.RSynaptic(alpha=0.6, beta=0.8, linear_features=14, init_hidden=True, state_quant=q)
+        else:
+            first = snn.Lapicque(beta=0.9, init_hidden=True, state_quant=q)
+        m = nn.Sequential(nn.Linear(10, 14), first, nn.Linear(14, 4),
+                          leaky(state_quant=q, reset_mechanism="zero", output=True))
+        _scale(m, 20.0 if neuron == "Lapicque" else 2.5)
+        return m, _spikes(g, 30, 6, (10,), p=0.4), None
+    return build
+
+
 MODELS = {
     "CSNN Conv2d+BatchNorm2d+MaxPool2d+Dropout": m_csnn,
     "CSNN module (time loop)": m_csnn_module,
@@ -226,6 +266,16 @@ MODELS = {
     "graded spikes per neuron": m_graded(True),
     "triangular surrogate": m_surrogate("triangular"),
     "straight-through surrogate": m_surrogate("ste"),
+    "Leaky reset_delay=False subtract": m_no_reset_delay("Leaky", "subtract"),
+    "Leaky reset_delay=False zero": m_no_reset_delay("Leaky", "zero"),
+    "Synaptic reset_delay=False subtract": m_no_reset_delay("Synaptic", "subtract"),
+    "Synaptic reset_delay=False zero": m_no_reset_delay("Synaptic", "zero"),
+    "RLeaky reset_delay=False subtract": m_no_reset_delay("RLeaky", "subtract"),
+    "state_quant 8-bit uniform Leaky": m_state_quant("Leaky", True),
+    "state_quant 5-bit non-uniform Synaptic": m_state_quant("Synaptic", False),
+    "state_quant RSynaptic": m_state_quant("RSynaptic", True),
+    "state_quant Lapicque": m_state_quant("Lapicque", False),
+    "state_quant + reset_delay=False": m_state_quant("Synaptic", True, reset_delay=False),
 }
 
 
@@ -690,3 +740,84 @@ def test_cil_spl_gradients_equal_bptt_for_a_leaky_parallel_model():
     trainer.fit(cil.SpikeData(x, y), epochs=1)
     assert not torch.equal(model[0].rnn.weight_ih_l0.detach(), before)
     assert torch.equal(model[0].rnn.weight_hh_l0, torch.diag(torch.diagonal(model[0].rnn.weight_hh_l0)))
+
+
+# ------------------------------------------- reset_delay=False and state_quant (issue 20, item 3)
+def _differs_when(net, x, **changes) -> int:
+    """How many output and membrane values change when every neuron layer's description is
+    altered by ``changes`` (a description that ignored the option would compute this)."""
+    from dataclasses import replace
+
+    spec = replace(net.spec, layers=tuple(l.with_(**{k: v(l) for k, v in changes.items()}) if l.kind == "neuron"
+                                          else l for l in net.spec.layers))
+    with torch.no_grad():
+        a = cil.simulate(net.spec, net.detached_parameters(), x, record=True, record_membrane=True)
+        b = cil.simulate(spec, net.detached_parameters(), x, record=True, record_membrane=True)
+    return int((a.output != b.output).sum()) + sum(int((p.membrane != q.membrane).sum())
+                                                   for p, q in zip(a.layers, b.layers))
+
+
+@pytest.mark.parametrize("kind", ["Leaky reset_delay=False subtract", "Synaptic reset_delay=False subtract",
+                                  "RLeaky reset_delay=False subtract"])
+def test_reset_delay_false_is_a_catch_up_reset_not_a_plain_immediate_one(kind):
+    model, x, net = _build(kind, 0)
+    n = net.spec.layers[1]
+    assert n.reset_catch_up and n.reset_timing == "deferred-post"
+    with torch.no_grad():
+        _, _, mems = _native_layers(model, x)
+    # snntorch's deferred reset R_t is non-zero somewhere: a membrane above threshold after the reset
+    assert bool((mems[0] > n.threshold).any())
+    # neither the delayed reset nor a plain immediate reset computes what snntorch does
+    assert _differs_when(net, x, reset_catch_up=lambda l: False) > 0
+    assert _differs_when(net, x, reset_catch_up=lambda l: False, reset_timing=lambda l: "immediate") > 0
+
+
+def test_state_quant_levels_are_snntorchs_and_matter():
+    from snntorch.functional import quant
+
+    model, x, net = _build("state_quant 5-bit non-uniform Synaptic", 0)
+    q = net.spec.layers[1].quantization
+    assert q.states == ("membrane", "current") and net.spec.layers[-1].quantization.states == ("membrane",)
+    levels = quant.state_quant(num_bits=5, uniform=False, threshold=1.0, lower_limit=0.5,
+                               upper_limit=1.0).__closure__[0].cell_contents
+    assert torch.equal(q.levels, levels) and q.levels.numel() == 32  # snntorch: 2 << (num_bits - 1)
+    assert net.spec.features()["quantized-state"].startswith("layer 1")
+    with torch.no_grad():
+        soft = net.run(x, record=True, record_membrane=True)
+    for layer in soft.layers:  # every membrane snntorch holds is one of the levels
+        assert bool(torch.isin(layer.membrane, q.levels).all())
+    assert _differs_when(net, x, quantization=lambda l: None) > 100
+
+
+def test_backends_declare_quantized_state():
+    model, x, net = _build("state_quant 8-bit uniform Leaky", 0)
+    pytest.importorskip("cil_analog", reason="the cil-analog plugin is not installed")
+    with pytest.raises(cil.BackendCapacityError, match=r"layer 1 \(neuron 'layer '1' \(Leaky\)'\).*'quantized-state'; "
+                                                       r"an analog membrane is continuous"):
+        cil.HardwareSession(cil.make_backend("analog-mismatch")).check(net.spec)
+    pytest.importorskip("cil_speck", reason="the cil-speck plugin is not installed")
+    from dataclasses import replace
+
+    spec = replace(net.spec, layers=tuple(replace(l, bias=None) if l.kind == "dense" else
+                                          l.with_(beta=1.0) if l.kind == "neuron" else l for l in net.spec.layers))
+    with pytest.raises(cil.BackendCapacityError, match=r"'quantized-state'; the chip holds its own 16-bit"):
+        cil.HardwareSession(cil.make_backend("speck")).check(spec)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: nn.Sequential(nn.Linear(4, 4), snn.RSynaptic(0.5, 0.9, linear_features=4, init_hidden=True,
+                                                          reset_delay=False)),
+     r"layer '1' \(RSynaptic\).*reset_delay=False: snntorch 1.0's RSynaptic cannot run it"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), snn.Leaky(0.9, init_hidden=True, state_quant=lambda v: torch.round(v))),
+     r"layer '1' \(Leaky\).*state_quant=.*snntorch.functional.quant.state_quant"),
+])
+def test_refused_reset_delay_and_state_quant_forms_name_the_layer_and_the_reason(build, match):
+    with pytest.raises(cil.UnsupportedLayerError, match=match):
+        cil.wrap(build())
+
+
+def test_rsynaptic_reset_delay_false_really_fails_in_snntorch():
+    """The refusal above states a fact about snntorch 1.0: its own forward raises."""
+    layer = snn.RSynaptic(0.5, 0.9, linear_features=4, init_hidden=True, reset_delay=False)
+    with pytest.raises(TypeError):
+        layer(torch.ones(2, 4))

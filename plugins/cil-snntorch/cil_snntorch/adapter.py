@@ -58,6 +58,15 @@ Neuron semantics (snntorch 0.9-1.0, ``reset_delay=True``), with :math:`R_t = H(v
   from the buffers as snntorch does, the input scaled by ``input_factors=(R, 1/(RC), Δt)`` one
   after the other (snntorch's float order); resets ``deferred-post``;
 * graded spikes: :math:`S'_t = g\\,S_t` (``spike_amplitude``); the reset follows :math:`S_t`;
+* ``reset_delay=False`` (``Leaky``, ``Synaptic``, ``RLeaky``): snntorch keeps its deferred reset
+  :math:`R_t` and, right after ``fire``, resets by :math:`S_t - R_t` ("avoid double reset"):
+  :math:`v_t = u_t - (S_t - R_t)\\theta` or :math:`u_t - (S_t - R_t)u_t` → ``Neuron.reset_catch_up``.
+  :math:`R_t \\ne 0` only where the membrane left after a subtract reset is still above the
+  threshold; the spike decision of that step then sees :math:`u_t - \\theta` (snntorch's order);
+* ``state_quant=snntorch.functional.quant.state_quant(...)`` (uniform or not): the membrane (and
+  ``Synaptic``'s current) is rounded to the nearest level after the state update, before
+  ``fire`` (:class:`~cil_core.network.neuron.StateQuantization`, levels read from the function),
+  gradient straight-through as snntorch's ``StateQuant``;
 * :math:`S_t = H(v_t - \\theta)` with ``H(0) = 0``; :math:`\\alpha, \\beta` clipped to [0, 1].
 
 Refused, with the layer named and what to use instead (:class:`~cil_core.UnsupportedLayerError`):
@@ -83,7 +92,10 @@ Refused, with the layer named and what to use instead (:class:`~cil_core.Unsuppo
   ``weight_hh_enable=True``, ``learn_beta``, decays outside [0, 1] (snntorch 1.0 ignores a
   per-neuron ``beta`` and keeps nn.RNN's random ones), as the readout, or mixed with step-by-step
   neurons or with layers other than ``nn.Linear`` / ``nn.Dropout`` / ``nn.Identity``;
-* ``reset_delay=False``, ``inhibition``, ``state_quant``, ``surrogate_disable=True`` and other
+* ``RSynaptic(reset_delay=False)``: snntorch 1.0 cannot run it (its forward divides the ``spk``
+  argument, ``None`` with ``init_hidden``, and discards the reset it computes); a ``state_quant``
+  other than snntorch's own ``state_quant(...)`` function;
+* ``inhibition``, ``surrogate_disable=True`` and other
   surrogates (``spike_rate_escape``, ``LSO``, ``SFS``, custom functions), other neuron types
   (``SLSTM``, ``SConv2dLSTM``, ...); ``nn.Dropout1d/2d`` (use ``nn.Dropout``),
   pooling / convolution with padding modes, dilation, groups or ``ceil_mode``.
@@ -106,7 +118,7 @@ from cil_core import (
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.network.description import Recurrent
+from cil_core.network.description import Recurrent, StateQuantization
 from cil_core.plugin.adapter import (ModelAdapter, flat_children, infer_input_shape, TORCH_LAYERS, qualname,
                                      torch_layer)
 
@@ -193,11 +205,16 @@ def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", n
         raise UnsupportedLayerError(f"{where}: {qualname(layer)} is not supported (supported neurons: "
                                     f"{SUPPORTED_NEURONS})")
     kind = type(layer).__name__
-    for attr, bad, what in (("inhibition", True, "inhibition=True"), ("reset_delay", False, "reset_delay=False")):
-        if getattr(layer, attr, not bad) == bad:
-            raise UnsupportedLayerError(f"{where}: {kind} with {what} is not supported")
-    if getattr(layer, "state_quant", False):
-        raise UnsupportedLayerError(f"{where}: {kind} with state_quant is not supported")
+    if getattr(layer, "inhibition", False):
+        raise UnsupportedLayerError(f"{where}: {kind} with inhibition=True is not supported")
+    catch_up = not getattr(layer, "reset_delay", True)
+    if catch_up and isinstance(layer, snn.RSynaptic):
+        raise UnsupportedLayerError(
+            f"{where}: RSynaptic with reset_delay=False: snntorch 1.0's RSynaptic cannot run it (its forward divides "
+            "the spk argument, None with init_hidden=True, by graded_spikes_factor, and assigns the immediate reset to "
+            "a local variable it then discards), so there is no snntorch behaviour to reproduce. Use "
+            "reset_delay=True, or snn.Synaptic(reset_delay=False) with a separate recurrent nn.Linear")
+    quantization = quantization_of(layer, where)
     for attr, flag in (("beta", "learn_beta"), ("threshold", "learn_threshold"), ("alpha", "learn_alpha"),
                        ("graded_spikes_factor", "learn_graded_spikes_factor")):
         value = getattr(layer, attr, None)
@@ -242,8 +259,34 @@ def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", n
         current_timing="same-step", input_gain=gain, v_leak=0.0, v_reset=0.0, v_min=None,
         fires_at_threshold=False, max_spikes_per_step=1, dt=dt, output=output,  # type: ignore[arg-type]
         surrogate=surrogate_of(layer, where), name=where, recurrent=recurrent, spike_amplitude=amplitude,
-        input_factors=factors,
+        input_factors=factors, quantization=quantization,
+        reset_catch_up=catch_up and not readout and mech != "none",
     )
+
+
+def quantization_of(layer: nn.Module, where: str) -> StateQuantization | None:
+    """The quantized state of a layer built with ``state_quant=snntorch.functional.quant.state_quant(...)``:
+    its levels (read from the function's closure) on the membrane, and on the synaptic current of
+    ``Synaptic`` / ``RSynaptic`` (snntorch quantizes both after the state update, before ``fire``,
+    which quantizes the membrane once more: a no-op on a level). Other quantizers are refused."""
+    fn = getattr(layer, "state_quant", False)
+    if not fn:
+        return None
+    kind = type(layer).__name__
+    free = dict(zip(fn.__code__.co_freevars, [c.cell_contents for c in (fn.__closure__ or ())])) \
+        if hasattr(fn, "__code__") else {}
+    if getattr(fn, "__module__", "") != "snntorch.functional.quant" or \
+            getattr(fn, "__qualname__", "") != "state_quant.<locals>.inner" or "levels" not in free:
+        raise UnsupportedLayerError(
+            f"{where}: {kind} with state_quant={getattr(fn, '__qualname__', fn)!r}: cil reproduces snntorch's own "
+            "snntorch.functional.quant.state_quant(...) (each state rounded to the nearest of a set of levels), not "
+            "other quantization functions")
+    levels = torch.as_tensor(free["levels"]).detach().clone()
+    if levels.dim() != 1 or levels.numel() < 2 or not levels.is_floating_point() or not bool(torch.isfinite(levels).all()):
+        raise UnsupportedLayerError(f"{where}: {kind} with state_quant levels of shape {tuple(levels.shape)}: cil "
+                                    "needs at least 2 finite levels")
+    states = ("membrane", "current") if isinstance(layer, (snn.Synaptic, snn.RSynaptic)) else ("membrane",)
+    return StateQuantization(levels, states)
 
 
 def refuse_state_leaky(model: nn.Module) -> None:
