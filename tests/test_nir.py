@@ -604,3 +604,24 @@ def test_recurrent_networks_export_and_import_back_spike_for_spike(kind, tmp_pat
     rate = float(hid.forward(hid.transfer(net.spec, net.detached_parameters()), x, record=True).layers[0].spikes.mean())
     assert 0.02 < rate < 0.9 and float(ref.sum()) > 0
     assert torch.equal(ideal_output(back, x), ref)
+
+
+def test_export_refuses_neuron_features_nir_cannot_state():
+    """Refractory periods, quantized states and snntorch's catch-up reset have no NIR node: the
+    exporter names them instead of writing a graph that other tools would run differently."""
+    from dataclasses import replace
+
+    import cil_nir
+    from cil_core.network.neuron import Refractory, StateQuantization
+
+    spec = cil.NetworkSpec((cil.Dense("w", None, 3, 2), cil.Neuron(
+        beta=0.9, alpha=None, threshold=1.0, reset="subtract", reset_timing="deferred-post",
+        current_timing="same-step", input_gain=1.0, v_leak=0.0, v_reset=0.0, v_min=None, fires_at_threshold=False,
+        max_spikes_per_step=1, dt=1e-3, output="spikes", name="n")), (3,))
+    params = {"w": torch.ones(2, 3)}
+    n = spec.layers[1]
+    for changed, what in ((n.with_(reset_timing="immediate", refractory=Refractory(2.0)), "a refractory period"),
+                          (n.with_(quantization=StateQuantization(torch.linspace(-1, 1, 8))), "a quantized state"),
+                          (n.with_(reset_catch_up=True), "a catch-up reset")):
+        with pytest.raises(cil.UnsupportedLayerError, match=what):
+            cil_nir.to_nir(cil.Deployment("ideal", replace(spec, layers=(spec.layers[0], changed)), params))

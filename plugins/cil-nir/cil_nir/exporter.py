@@ -218,7 +218,11 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
             for what, present in (("an adaptive threshold", layer.adaptation is not None),
                                   ("graded spikes", not bool((torch.as_tensor(layer.spike_amplitude) == 1).all())),
                                   ("a synaptic current updated as alpha * (i + x) (sinabs tau_syn)",
-                                   getattr(layer, "synaptic_update", "decay-then-add") != "decay-then-add")):
+                                   getattr(layer, "synaptic_update", "decay-then-add") != "decay-then-add"),
+                                  ("a refractory period", getattr(layer, "refractory", None) is not None),
+                                  ("a quantized state (state_quant)", getattr(layer, "quantization", None) is not None),
+                                  ("a catch-up reset (snntorch reset_delay=False)",
+                                   getattr(layer, "reset_catch_up", False))):
                 if present:
                     raise UnsupportedLayerError(f"{where}: NIR export of a neuron layer with {what} is not supported "
                                                 "(NIR 1.0 has no node for it)")
