@@ -91,6 +91,28 @@ from cil_core.plugin.adapter import AdaptedModel, pair
 
 NEURON_NODES = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I)
 META = "cil_"  # prefix of the node-metadata keys cil writes
+#: What the importer accepts, as ``(node or graph form, how the description states it, what cil trains)``;
+#: docs/models.md's adapter table is generated from it (``benchmarks/model_table.py``), and a test
+#: checks that every class of :data:`NEURON_NODES` is named here.
+ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
+    ("Affine, Linear", "Dense", "weight, bias"),
+    ("Conv1d, Conv2d", "Conv1d / Conv2d (integer, 'valid' or odd-kernel 'same' padding)", "weight, bias"),
+    ("SumPool2d, AvgPool2d, Flatten", "Pool2d sum / avg, Flatten", "-"),
+    ("LIF, CubaLIF, IF", "forward Euler (or 'exact'), subtract reset at once, strict threshold; cil_* metadata "
+     "restores cil's own semantics", "none: tau, r, v_threshold fixed"),
+    ("LI, I", "non-spiking readout (last neuron layer)", "none"),
+    ("neuron -> Linear/Affine -> same neuron", "dense Recurrent added where the feed-forward input enters",
+     "recurrent weight, bias"),
+    ("nested NIRGraph (subgraphs)", "inlined", "-"),
+    ("a chain from Input to Output, dt given or in metadata", "NetworkSpec of a cil_nir.NIRNetwork", "all tensors"),
+)
+#: What the importer refuses, as ``(node or graph form, why)`` (docs/models.md's generated table).
+REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
+    ("time constants below dt under forward Euler", "the decay 1 - dt/tau is negative; the message names the nodes "
+     "and the largest dt"),
+    ("branches, cycles other than neuron -> w_rec -> neuron", "the description is a chain"),
+    ("Delay, Threshold, Scale, other nodes; grouped or dilated convolutions", "no counterpart in the description"),
+)
 
 
 def _text(v: Any) -> Any:

@@ -126,6 +126,41 @@ READOUTS = (norse.LICell, norse.LI, norse.LILinearCell)
 #: every norse neuron module (LILinearCell is a plain nn.Module in norse)
 ANY_NORSE_NEURON = (SNNCell, SNN, SNNRecurrentCell, SNNRecurrent, norse.LILinearCell)
 ADEX = (norse.LIFAdExCell, norse.LIFAdEx, norse.LIFAdExRecurrentCell, norse.LIFAdExRecurrent)
+#: What this adapter accepts, as ``(layer, how the description states it, what cil trains)``;
+#: docs/models.md's adapter table is generated from it (``benchmarks/model_table.py``), and a test
+#: checks that every class of :data:`NEURONS` is named here.
+ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
+    ("nn.Linear, nn.Conv1d, nn.Conv2d (in Lift between time-looping modules)", "Dense / Conv1d / Conv2d",
+     "weight, bias"),
+    ("nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, nn.Identity", "Pool2d avg / max, Flatten", "-"),
+    ("nn.BatchNorm1d/2d", "BatchNorm with the running statistics; folded for chips", "γ, β"),
+    ("nn.Dropout", "Dropout: software training passes only", "-"),
+    ("LIFCell, LIF", "forward-Euler LIF in norse's float order (mem_rate, syn_rate), zero reset", "none: "
+     "tau_mem_inv, tau_syn_inv, v_th fixed"),
+    ("LIFBoxCell", "LIF membrane without current; reset_value / reset_subtract", "none"),
+    ("IAFCell, IAF", "integrate-and-fire, v_init = v_reset", "none"),
+    ("LICell, LI", "non-spiking leaky-integrator readout (last neuron layer)", "none"),
+    ("LILinearCell", "Dense(input_weights) + readout", "input_weights"),
+    ("LIFRecurrentCell, LIFRecurrent", "Dense(input_weights) + Recurrent(into='current', autapses), detached reset",
+     "input_weights, recurrent_weights"),
+    ("LSNNCell, LSNN, LSNNRecurrentCell, LSNNRecurrent", "Adaptation(form='euler-threshold'), previous-step current",
+     "(input_weights, recurrent_weights)"),
+    ("LIFRefracCell, LIFRefracRecurrentCell, LIFRefracRecurrent", "LIF / recurrent LIF + Refractory(period = "
+     "rho_reset), the counter's Heaviside with SuperSpike's gradient", "(input_weights, recurrent_weights)"),
+    ("SequentialState (nested ones flattened)", "a chain; cells stepped by cil, time-looping modules as they are",
+     "its layers' tensors"),
+)
+#: What this adapter refuses, as ``(layer, why)`` (docs/models.md's generated table).
+REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
+    ("LIFAdExCell and its variants (LIFAdExRefrac too)", "exponential spike initiation and a membrane-driven "
+     "adaptation current have no counterpart; use LSNNCell or LIFCell"),
+    ("norse.torch.models.conv.ConvNet / ConvNet4", "its loop multiplies conv2's output by 10; write it as a "
+     "SequentialState"),
+    ("RecurrentSequential, adjoint=True, surrogate methods other than 'super'", "no counterpart / other gradients"),
+    ("per-neuron v_leak / v_reset, v_th <= 0, sparse inputs", "scalars in the description; shift the voltages"),
+    ("CobaLIF, LIFEx, Izhikevich, LIFMC, LIFMCRefrac, other neuron types", "no counterpart in the description"),
+)
+
 SUPPORTED = ("LIFCell, LIFBoxCell, IAFCell, LICell, LIFRecurrentCell, LSNNCell, LSNNRecurrentCell, LILinearCell, "
              "LIFRefracCell, LIFRefracRecurrentCell, LIF, IAF, LI, LIFRecurrent, LSNN, LSNNRecurrent, "
              "LIFRefracRecurrent")

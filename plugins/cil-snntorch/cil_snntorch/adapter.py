@@ -130,6 +130,49 @@ STATE_LEAKY: tuple[type, ...] = tuple(getattr(snn, n) for n in ("StateLeaky", "L
 #: torch layers that act on every time step of a ``[T, B, C]`` sequence alike (allowed between LeakyParallel layers)
 SEQUENCE_SAFE = (nn.Linear, nn.Dropout, nn.Identity)
 
+#: What this adapter accepts, as ``(layer or option, how the description states it, what cil trains)``;
+#: docs/models.md's adapter table is generated from it (``benchmarks/model_table.py``), and a test
+#: checks that every neuron class :func:`neuron_of` dispatches on is named here.
+ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
+    ("nn.Linear, nn.Conv1d, nn.Conv2d", "Dense / Conv1d / Conv2d, one call per time step", "weight, bias"),
+    ("nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, nn.Identity", "Pool2d avg / max (spiking max pooling), Flatten",
+     "-"),
+    ("nn.BatchNorm1d/2d", "BatchNorm with the running statistics; folded into the synapses for chips", "γ, β"),
+    ("nn.Dropout", "Dropout: software training passes only", "-"),
+    ("snn.Leaky", "subtract reset deferred-post, zero reset deferred-pre", "none: beta, threshold fixed"),
+    ("snn.Synaptic", "synaptic current alpha, reset deferred-post", "none: alpha, beta, threshold fixed"),
+    ("snn.RLeaky", "Recurrent(into='membrane'): dense (linear_features) or one-to-one (per-neuron V)",
+     "recurrent weight, bias / V"),
+    ("snn.RSynaptic", "Recurrent(into='current'), dense or one-to-one", "recurrent weight, bias / V"),
+    ("snn.Lapicque", "beta = 1 - dt/(RC), input_factors (R, 1/(RC), dt) in snntorch's order", "none"),
+    ("snn.LeakyParallel(bias=False)", "Dense(rnn.weight_ih_l0) + neuron with beta = diag(W_hh), no reset, membrane "
+     "floored at 0 (fire_on_floored)", "rnn.weight_ih_l0"),
+    ("reset_delay=False (Leaky, Synaptic, RLeaky)", "Neuron.reset_catch_up: u - (S - R) theta / u - (S - R) u", "-"),
+    ("state_quant=snntorch.functional.quant.state_quant(...)", "StateQuantization: membrane (Synaptic, RSynaptic: "
+     "and current) rounded to snntorch's levels, straight-through", "-"),
+    ("graded_spikes_factor (scalar or per neuron)", "spike_amplitude", "none"),
+    ("surrogates atan, fast_sigmoid, sigmoid, heaviside, triangular, straight_through_estimator", "Surrogate", "-"),
+    ("nn.Sequential (nested ones flattened), or a module whose forward loops over time",
+     "a chain; a module's layer order traced over 3 probe steps", "its layers' tensors"),
+)
+#: What this adapter refuses, as ``(layer or option, why)`` (docs/models.md's generated table).
+REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
+    ("snn.Alpha", "two exponential traces whose resets act on the traces: reproducible only up to rounding; use "
+     "snn.Synaptic"),
+    ("snn.StateLeaky, snn.LinearLeaky", "the membrane is a conv1d of the whole sequence, never reset: equal to a "
+     "recursion only up to rounding; the message names the step-by-step snn.Leaky"),
+    ("snn.LeakyParallel with bias=True, weight_hh_enable=True, learn_beta, decays outside [0, 1], as readout",
+     "b_hh inside the recurrence, membranes coupled, decays trained or random"),
+    ("snn.RSynaptic(reset_delay=False)", "snntorch 1.0 itself cannot run it (raises; discards the reset it computes)"),
+    ("learn_beta, learn_threshold, learn_alpha, learn_graded_spikes_factor, learn_recurrent=False",
+     "cil trains synaptic weights only (issue 20 item 1)"),
+    ("a state_quant other than snntorch's state_quant(...)", "an arbitrary function has no description"),
+    ("a time-looping forward whose steps differ (per-step submodules, BatchNormTT, shared layers)",
+     "a chain run identically at every step would compute it differently"),
+    ("inhibition, surrogate_disable=True, other surrogates, SLSTM, SConv2dLSTM, nn.Dropout1d/2d, padded / "
+     "dilated / grouped / ceil-mode pooling and convolution", "no counterpart in the description"),
+)
+
 
 def surrogate_of(layer: nn.Module, where: str) -> Surrogate:
     """Read the surrogate an snntorch neuron uses (a closure made by ``snntorch.surrogate``)."""
