@@ -21,7 +21,7 @@ import torch
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover  (annotations only: the kernels import no cil module at run time)
-    from ..network.neuron import Neuron
+    from ..network.neuron import Neuron, Surrogate
 from .surrogate import multi_spike, spike
 
 #: ``noise(t, like) -> tensor`` added to the membrane before the spike decision at step ``t``.
@@ -169,8 +169,8 @@ def quantize_state(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return _nearest_level(x, levels)
 
 
-def refractory_step(v_new: torch.Tensor, v_old: torch.Tensor, s: torch.Tensor, rho: torch.Tensor, period,
-                    surrogate, ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def refractory_step(v_new: torch.Tensor, v_old: torch.Tensor, s: torch.Tensor, rho: torch.Tensor,
+                    period: torch.Tensor | float, surrogate: Surrogate) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step of the refractory counter (:class:`~cil_core.network.neuron.Refractory`, norse's
     ``compute_refractory_update``, same float order): :math:`m = H(\\rho)` (with the layer's
     surrogate gradient at :math:`\\rho`), :math:`v = (1 - m) v^* + m\\, v_{t-1}`,
