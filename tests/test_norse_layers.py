@@ -454,3 +454,27 @@ def test_chips_declare_refractoriness():
     with pytest.raises(cil.BackendCapacityError, match=r"layer 1 \(neuron 'layer '1' \(LIFRefracCell\)'\).*"
                                                        r"'refractory'; the chip's neurons have no refractory period"):
         cil.HardwareSession(cil.make_backend("speck")).check(spec)
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda: norse.SequentialState(norse.LIFRefracRecurrentCell(2, 4)), (2,)),
+    (lambda: norse.SequentialState(norse.LIFRefracCell()), (20, 30)),
+    (lambda: norse.SequentialState(norse.LIFRefracRecurrent(2, 4)), (2,)),
+])
+def test_norses_own_refractory_test_configurations_are_exact(build, shape):
+    """The cells as norse's own tests build them (default parameters, rho_reset = 5), on gaussian
+    input as there, scaled so that the neurons fire and the refractory period acts."""
+    torch.manual_seed(3)
+    model = build()
+    x = 25.0 * torch.randn(40, 5, *shape, generator=torch.Generator().manual_seed(4))
+    net = cil.wrap(model, input_shape=shape)
+    with torch.no_grad():
+        ref = run_native(model, x)
+        assert torch.equal(_ideal(net, x).output, ref) and torch.equal(net(x), ref)
+    assert 0.01 < float(ref.mean()) < 0.5
+    if not list(model.parameters()):  # a bare LIFRefracCell has no weights to train
+        return
+    g_norse, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_native, seed=5)
+    for k in g_norse:
+        assert float(g_norse[k].abs().sum()) > 0, k
+        assert torch.allclose(g_cil[k], g_norse[k], rtol=1e-4, atol=1e-6), k
