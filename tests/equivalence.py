@@ -22,7 +22,8 @@ def native_and_cil_spl_gradients(model: torch.nn.Module, net: Any, x: torch.Tens
     readout = cil.Readout("rate")
     model.zero_grad()
     readout.loss(run_native(model, x), y).backward()
-    native = {k: p.grad.clone() for k, p in model.named_parameters()}
+    # parameters the library keeps frozen (requires_grad=False, e.g. LeakyParallel's decays) have no gradient
+    native = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
     wrapped = net if isinstance(net, cil.WrappedNetwork) else cil.wrap(net)
     trainer = cil.Trainer(wrapped, "ideal", "cil-spl", **trainer_options)
     trainer.algorithm.setup(trainer.state, cil.SpikeData(x, y))
@@ -30,7 +31,7 @@ def native_and_cil_spl_gradients(model: torch.nn.Module, net: Any, x: torch.Tens
     assert source == "hardware"
     wrapped.module.zero_grad()
     readout.loss(out, y).backward()
-    cil_grads = {k: p.grad.clone() for k, p in wrapped.module.named_parameters()}
+    cil_grads = {k: p.grad.clone() for k, p in wrapped.module.named_parameters() if p.grad is not None}
     return native, cil_grads, trainer
 
 

@@ -123,7 +123,7 @@ def test_convolutional_round_trip(tmp_path):
 
 
 def test_batch_norm_is_exported_folded_and_layers_nir_cannot_hold_are_refused(tmp_path):
-    from cil_core import BatchNorm, Conv2d, Dropout, Flatten, Pool2d, Recurrent
+    from cil_core import Adaptation, BatchNorm, Conv2d, Dropout, Flatten, Pool2d
 
     torch.manual_seed(4)
     conv, bn, lin = nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Linear(3 * 4 * 4, 5, bias=False)
@@ -147,10 +147,11 @@ def test_batch_norm_is_exported_folded_and_layers_nir_cannot_hold_are_refused(tm
     maxpool = NetworkSpec((Pool2d((2, 2), (2, 2), "max"), Flatten(), Dense("w", None, 8, 2), _neuron()), (2, 4, 4))
     with pytest.raises(UnsupportedLayerError, match="max-pooling"):
         cil_nir.to_nir(WrappedNetwork(nn.ParameterDict({"w": nn.Parameter(torch.ones(2, 8))}), maxpool, "native"))
-    rec = NetworkSpec((Dense("w", None, 2, 2), _neuron().with_(recurrent=Recurrent("r", None, 2))), (2,))
-    module = nn.ParameterDict({"w": nn.Parameter(torch.ones(2, 2)), "r": nn.Parameter(torch.ones(2, 2))})
-    with pytest.raises(UnsupportedLayerError, match="recurrent synapses"):
-        cil_nir.to_nir(WrappedNetwork(module, rec, "native"))
+    # recurrent synapses are exported since issue 20 (test_recurrent_networks_export_...); an adaptive threshold is not
+    adapt = NetworkSpec((Dense("w", None, 2, 2), _neuron().with_(adaptation=Adaptation(0.9, 0.1))), (2,))
+    module = nn.ParameterDict({"w": nn.Parameter(torch.ones(2, 2))})
+    with pytest.raises(UnsupportedLayerError, match="an adaptive threshold"):
+        cil_nir.to_nir(WrappedNetwork(module, adapt, "native"))
 
 # ------------------------------------------------------------------ conventions vs an independent reference
 def _reference(x: np.ndarray, w1, b1, lif: dict, w2, cuba: dict, w3, li: dict, dt: float) -> np.ndarray:
@@ -349,3 +350,278 @@ def test_imported_graph_trains_and_exports_the_deployed_weights(breast_cancer, t
     assert len(np.unique(w_dep)) <= 15
     assert not np.array_equal(w_dep, trained[dep.spec.layers[0].weight].detach().numpy())
     assert isinstance(read.nodes["1_neuron"], nir.IF) and isinstance(read.nodes["3_neuron"], nir.LIF)
+
+
+# ------------------------------------------------------------------ tau < dt (issue 20)
+def _cuba(tau_syn, tau_mem, n=2):
+    return nir.CubaLIF(tau_syn=np.full(n, tau_syn), tau_mem=np.full(n, tau_mem), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n), w_in=np.ones(n))
+
+
+@pytest.mark.parametrize("node, needle, dt_max", [
+    (nir.LIF(**{**LIF2, "tau": np.array([0.01, 5e-4])}),
+     r"node 'n1' \(LIF\): tau = 0.0005 s \(beta = 1 - dt/tau = -1\) — smaller than dt = 0.001 s", 5e-4),
+    (_cuba(2e-4, 0.02), r"node 'n1' \(CubaLIF\): tau_syn = 0.0002 s \(alpha = 1 - dt/tau_syn = -4\)", 2e-4),
+    (_cuba(0.005, 1e-5), r"node 'n1' \(CubaLIF\): tau_mem = 1e-05 s \(beta = 1 - dt/tau_mem = -99\)", 1e-5),
+    (nir.LI(tau=np.full(2, 4e-4), r=np.ones(2), v_leak=np.zeros(2)), r"node 'n1' \(LI\): tau = 0.0004 s", 4e-4),
+])
+def test_time_constant_below_dt_is_refused_naming_the_node_and_the_dt_that_works(node, needle, dt_max):
+    """Forward Euler's beta = 1 - dt/tau is negative for tau < dt (e.g. -99): the membrane flips sign
+    every step. The import refuses it, naming the node and the largest dt that works; that dt and
+    the exact discretization both import, with decays in [0, 1]."""
+    graph = _graph(nir.Linear(weight=W), node)
+    with pytest.raises(SpecError, match=needle + rf".*Import with dt <= {dt_max:g} s.*discretization='exact'"):
+        cil_nir.from_nir(graph, dt=1e-3)
+    for options in ({"dt": dt_max}, {"dt": 1e-3, "discretization": "exact"}):
+        n = cil_nir.from_nir(graph, **options).spec.layers[-1]
+        for decay in (n.beta, n.alpha):
+            if decay is not None:
+                d = torch.as_tensor(decay)
+                assert bool(((d >= 0) & (d <= 1)).all()), (options, decay)
+
+
+def test_time_constant_below_dt_is_refused_for_every_node_with_the_graph_wide_dt():
+    graph = _graph(nir.Linear(weight=W), nir.LIF(**{**LIF2, "tau": np.full(2, 5e-4)}),
+                   nir.Linear(weight=np.ones((2, 2), np.float32)), _cuba(2e-4, 0.02), out_shape=(2,))
+    with pytest.raises(SpecError, match=r"node 'n1' \(LIF\): tau = 0.0005 s.*; node 'n3' \(CubaLIF\): tau_syn = "
+                                        r"0.0002 s.*Import with dt <= 0.0002 s"):
+        cil_nir.from_nir(graph, dt=1e-3)
+
+
+def test_norse_export_imported_at_its_own_dt_is_refused_not_run_with_negative_decays():
+    """norse's ``to_nir`` writes ``tau = dt / tau_inv`` (default dt = 1e-3: LIFCell's tau_syn = 5e-6 s,
+    tau_mem = 1e-5 s, 1000 times smaller than norse's 5 ms and 10 ms), so importing its graph with
+    dt = 1e-3 gave beta = -99 and alpha = -199 and an output rate of 0.50 where norse has 0.07.
+    The import now refuses it, naming the node and the largest dt that works."""
+    norse = pytest.importorskip("norse.torch")
+    torch.manual_seed(0)
+    graph = norse.to_nir(norse.SequentialState(nn.Linear(6, 3), norse.LIFCell()), torch.zeros(6))
+    with pytest.raises(SpecError, match=r"node '1' \(CubaLIF\): tau_mem = 1e-05 s \(beta = 1 - dt/tau_mem = -99\), "
+                                        r"tau_syn = 5e-06 s \(alpha = 1 - dt/tau_syn = -199\) — smaller than dt = 0.001 s"
+                                        r".*Import with dt <= 5e-06 s"):
+        cil_nir.from_nir(graph, dt=1e-3)
+    # at norse's own decays (dt = 1e-6 for this graph: beta = 1 - 1e-6/1e-5 = 0.9 = 1 - 1e-3 * 100)
+    n = cil_nir.from_nir(graph, dt=1e-6).spec.layers[-1]
+    assert n.beta == pytest.approx(0.9) and n.alpha == pytest.approx(0.8)
+
+
+# ------------------------------------------------------------------ Conv1d import (issue 20)
+def test_conv1d_round_trip_with_and_without_bias(tmp_path):
+    from cil_core import Conv1d, Flatten
+    torch.manual_seed(4)
+    c1, c2, lin = nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(4, 3, 3, stride=2, bias=False), nn.Linear(3 * 5, 4)
+    with torch.no_grad():
+        for m in (c1, c2, lin):
+            m.weight.mul_(3)
+    spec = NetworkSpec((Conv1d("0.weight", "0.bias", 2, 4, 3, 1, 1), _neuron(beta=0.8),
+                        Conv1d("1.weight", None, 4, 3, 3, 2, 0), _neuron(beta=0.9), Flatten(),
+                        Dense("2.weight", "2.bias", 15, 4), _neuron(beta=0.95)), (2, 12))
+    net = WrappedNetwork(nn.Sequential(c1, c2, lin), spec, "native")
+    cil_nir.export(net, tmp_path / "conv1d.nir")
+    back = cil_nir.load(tmp_path / "conv1d.nir")
+    assert [layer.kind for layer in back.spec.layers] == [layer.kind for layer in spec.layers]
+    assert back.spec.layers[2].bias is None and back.spec.layers[0].bias is not None
+    x = spikes_in(torch.Generator().manual_seed(4), 30, 6, 2, 12)
+    ref = ideal_output(net, x)
+    assert torch.equal(ideal_output(back, x), ref) and float(ref.sum()) > 0
+
+
+def _conv1d_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.ndarray:
+    """[B, C, L] * [O, C, K] → [B, O, L'] (stride 1), written out."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad)))
+    K = w.shape[2]
+    L = x.shape[2] - K + 1
+    return np.stack([np.einsum("bck,ock->bo", x[:, :, i:i + K], w) for i in range(L)], axis=2) + b[None, :, None]
+
+
+def test_conv1d_graph_follows_the_documented_euler_conventions():
+    """A hand-built NIR graph, Conv1d → LIF (one tau per channel) → Flatten → Linear → LI, against
+    NIR's ODEs integrated by forward Euler in numpy."""
+    rng = np.random.default_rng(1)
+    dt = 1e-3
+    w1, b1 = rng.normal(0, 1.5, (3, 2, 3)).astype(np.float32), rng.normal(0, 0.2, 3).astype(np.float32)
+    w2 = rng.normal(0, 1.0, (4, 3 * 10)).astype(np.float32)
+    tau = rng.uniform(4e-3, 2e-2, 3)
+    lif = dict(tau=tau, r=np.full(3, 10.0), v_leak=np.zeros(3), v_threshold=np.full(3, 0.8))
+    li = dict(tau=np.full(4, 2e-2), r=np.full(4, 20.0), v_leak=np.zeros(4))
+    graph = nir.NIRGraph.from_list(
+        nir.Input(input_type=np.array([2, 10])),
+        nir.Conv1d(input_shape=10, weight=w1, stride=1, padding=1, dilation=1, groups=1, bias=b1), nir.LIF(**lif),
+        nir.Flatten(input_type={"input": np.array([3, 10])}, start_dim=0, end_dim=-1), nir.Linear(weight=w2),
+        nir.LI(**li), nir.Output(output_type=np.array([4])))
+    net = cil.wrap(graph, dt=dt)
+    x = spikes_in(torch.Generator().manual_seed(1), 40, 5, 2, 10, p=0.4)
+    xs = x.double().numpy()
+    v1, v2 = np.zeros((5, 3, 10)), np.zeros((5, 4))
+    ref = np.zeros((40, 5, 4))
+    for t in range(40):
+        I1 = _conv1d_np(xs[t], w1.astype(np.float64), b1.astype(np.float64), 1)
+        v1 = v1 + dt / tau[None, :, None] * (-v1 + 10.0 * I1)
+        z1 = (v1 > 0.8).astype(float)
+        v1 = v1 - 0.8 * z1
+        v2 = v2 + dt / 2e-2 * (-v2 + 20.0 * (z1.reshape(5, -1) @ w2.T.astype(np.float64)))
+        ref[t] = v2
+    rec = cil.make_backend("ideal")
+    obs = rec.forward(rec.transfer(net.spec, net.detached_parameters()), x, record=True)
+    assert 0.02 < float(obs.layers[0].spikes.mean()) < 0.9
+    assert np.allclose(obs.output.double().numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ recurrent graphs (issue 20)
+def _braille_like(rng, *, subgraph: bool, bias: bool):
+    """The NIR paper's braille graph shape: Affine → CubaLIF with a recurrent w_rec edge
+    (lif1 → w_rec → lif1), Affine → CubaLIF, optionally with lif1 and w_rec as a subgraph (the form
+    snntorch writes for RSynaptic)."""
+    n_in, n_h, n_out = 6, 12, 4
+    w1, b1 = rng.normal(0, 1.2, (n_h, n_in)).astype(np.float32), rng.normal(0, 0.1, n_h).astype(np.float32)
+    w_rec = rng.normal(0, 0.8, (n_h, n_h)).astype(np.float32)
+    b_rec = rng.normal(0, 0.1, n_h).astype(np.float32)
+    w2 = rng.normal(0, 1.5, (n_out, n_h)).astype(np.float32)
+    cuba1 = dict(tau_syn=rng.uniform(3e-3, 8e-3, n_h), tau_mem=rng.uniform(8e-3, 2e-2, n_h), r=np.full(n_h, 10.0),
+                 v_leak=np.zeros(n_h), v_threshold=np.full(n_h, 0.25), w_in=np.full(n_h, 5.0))
+    cuba2 = dict(tau_syn=np.full(n_out, 5e-3), tau_mem=np.full(n_out, 1e-2), r=np.full(n_out, 10.0),
+                 v_leak=np.zeros(n_out), v_threshold=np.full(n_out, 0.2), w_in=np.full(n_out, 5.0))
+    rec = nir.Affine(weight=w_rec, bias=b_rec) if bias else nir.Linear(weight=w_rec)
+    lif1 = nir.CubaLIF(**cuba1)
+    nodes = {"input": nir.Input(input_type=np.array([n_in])), "fc1": nir.Affine(weight=w1, bias=b1),
+             "fc2": nir.Linear(weight=w2), "lif2": nir.CubaLIF(**cuba2),
+             "output": nir.Output(output_type=np.array([n_out]))}
+    if subgraph:
+        nodes["lif1"] = nir.NIRGraph(
+            nodes={"input": nir.Input(input_type=np.array([n_h])), "lif": lif1, "w_rec": rec,
+                   "output": nir.Output(output_type=np.array([n_h]))},
+            edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+        edges = [("input", "fc1"), ("fc1", "lif1.input"), ("lif1.output", "fc2"), ("fc2", "lif2"), ("lif2", "output")]
+    else:
+        nodes.update({"lif1": lif1, "w_rec": rec})
+        edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "w_rec"), ("w_rec", "lif1"), ("lif1", "fc2"),
+                 ("fc2", "lif2"), ("lif2", "output")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges)
+    return graph, dict(w1=w1, b1=b1, w_rec=w_rec, b_rec=b_rec if bias else np.zeros(n_h), w2=w2, cuba1=cuba1,
+                       cuba2=cuba2)
+
+
+def _recurrent_reference(x: np.ndarray, p: dict, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """NIR's ODEs by forward Euler in numpy; a node's inputs are summed, and the recurrent edge
+    delivers the previous step's spikes (z_{-1} = 0, so the Affine's bias acts from step 0)."""
+    T, B, _ = x.shape
+    c1, c2 = p["cuba1"], p["cuba2"]
+    i1, v1, z1 = (np.zeros((B, len(c1["r"]))) for _ in range(3))
+    i2, v2 = (np.zeros((B, len(c2["r"]))) for _ in range(2))
+    hid, out = [], []
+    for t in range(T):
+        inp = x[t] @ p["w1"].T + p["b1"] + z1 @ p["w_rec"].T + p["b_rec"]
+        i1 = i1 + dt / c1["tau_syn"] * (-i1 + c1["w_in"] * inp)
+        v1 = v1 + dt / c1["tau_mem"] * ((c1["v_leak"] - v1) + c1["r"] * i1)
+        z1 = (v1 > c1["v_threshold"]).astype(float)
+        v1 = v1 - z1 * c1["v_threshold"]
+        i2 = i2 + dt / c2["tau_syn"] * (-i2 + c2["w_in"] * (z1 @ p["w2"].T))
+        v2 = v2 + dt / c2["tau_mem"] * ((c2["v_leak"] - v2) + c2["r"] * i2)
+        z2 = (v2 > c2["v_threshold"]).astype(float)
+        v2 = v2 - z2 * c2["v_threshold"]
+        hid.append(z1)
+        out.append(z2)
+    return np.stack(hid), np.stack(out)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_recurrent_cubalif_graph_follows_nirs_equations_flat_and_as_a_subgraph(bias):
+    rng = np.random.default_rng(5)
+    dt = 1e-3
+    flat, p = _braille_like(rng, subgraph=False, bias=bias)
+    sub, _ = _braille_like(np.random.default_rng(5), subgraph=True, bias=bias)
+    net = cil.wrap(flat, dt=dt)
+    rec = net.spec.layers[1].recurrent
+    assert rec is not None and rec.into == "current" and rec.mode == "dense" and (rec.bias is not None) == bias
+    assert set(net.parameter_names()) >= {"synapses.w_rec.weight"}
+    x = spikes_in(torch.Generator().manual_seed(5), 60, 8, 6, p=0.3)
+    chip = cil.make_backend("ideal")
+    obs = chip.forward(chip.transfer(net.spec, net.detached_parameters()), x, record=True)
+    hid_ref, out_ref = _recurrent_reference(x.double().numpy(), p, dt)
+    hid = obs.layers[0].spikes.double().numpy()
+    assert 0.02 < hid.mean() < 0.9 and 0.02 < out_ref.mean() < 0.9
+    # float32 against float64: allow a handful of threshold flips, no more
+    assert (hid != hid_ref).mean() < 2e-3 and (obs.output.double().numpy() != out_ref).mean() < 5e-3
+    # the recurrence matters: without w_rec the hidden spikes are far from NIR's
+    no_rec = {k: v.clone() for k, v in net.detached_parameters().items()}
+    no_rec["synapses.w_rec.weight"].zero_()
+    if bias:
+        no_rec["synapses.w_rec.bias"].zero_()
+    cut = chip.forward(chip.transfer(net.spec, no_rec), x, record=True).layers[0].spikes.double().numpy()
+    assert (cut != hid_ref).mean() > 0.02
+    # the subgraph form (snntorch's) imports to the same network
+    net_sub = cil.wrap(sub, dt=dt)
+    assert net_sub.spec.layers[1].recurrent is not None
+    assert torch.equal(ideal_output(net_sub, x), ideal_output(net, x))
+
+
+def test_recurrent_graph_trains_its_recurrent_weights():
+    graph, _ = _braille_like(np.random.default_rng(6), subgraph=False, bias=True)
+    net = cil.wrap(graph, dt=1e-3)
+    x = spikes_in(torch.Generator().manual_seed(6), 30, 4, 6)
+    out = net(x)
+    out.sum().backward()
+    w = dict(net.module.named_parameters())["synapses.w_rec.weight"]
+    assert w.grad is not None and float(w.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("kind", ["RLeaky dense", "RSynaptic dense", "RSynaptic one-to-one", "norse LIFRecurrent"])
+def test_recurrent_networks_export_and_import_back_spike_for_spike(kind, tmp_path):
+    """A recurrent layer is written as neuron → w_rec → neuron; what NIR cannot state (snntorch's
+    recurrent input added to the membrane, a one-to-one w) is kept in metadata or written as a
+    diagonal matrix, so the file imports back to the same outputs on ideal."""
+    torch.manual_seed(8)
+    if kind.startswith("norse"):
+        norse = pytest.importorskip("norse.torch")
+        model = norse.SequentialState(nn.Linear(10, 14), norse.LIFRecurrentCell(14, 14), nn.Linear(14, 4),
+                                      norse.LIFBoxCell())
+        gain = 12.0  # norse integrates dt * tau_mem_inv = 0.1 of its input per step
+    else:
+        snn = pytest.importorskip("snntorch")
+        if kind == "RLeaky dense":
+            rec = snn.RLeaky(beta=0.85, linear_features=14, init_hidden=True)
+        elif kind == "RSynaptic dense":
+            rec = snn.RSynaptic(alpha=0.7, beta=0.85, linear_features=14, init_hidden=True)
+        else:
+            rec = snn.RSynaptic(alpha=0.7, beta=0.85, all_to_all=False, V=0.3 * torch.randn(14), init_hidden=True)
+        model = nn.Sequential(nn.Linear(10, 14), rec, nn.Linear(14, 4), snn.Leaky(beta=0.9, init_hidden=True))
+        gain = 3.0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "recurrent" not in name:
+                p.mul_(gain)
+    net = cil.wrap(model)
+    k = next(i for i, layer in enumerate(net.spec.layers) if getattr(layer, "recurrent", None) is not None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NIRSemanticsWarning)
+        cil_nir.export(net, tmp_path / "rec.nir")
+    back = cil_nir.load(tmp_path / "rec.nir")
+    assert back.spec.layers[k].recurrent is not None
+    assert back.spec.layers[k].recurrent.into == net.spec.layers[k].recurrent.into
+    x = spikes_in(torch.Generator().manual_seed(8), 40, 6, 10)
+    ref = ideal_output(net, x)
+    hid = cil.make_backend("ideal")
+    rate = float(hid.forward(hid.transfer(net.spec, net.detached_parameters()), x, record=True).layers[0].spikes.mean())
+    assert 0.02 < rate < 0.9 and float(ref.sum()) > 0
+    assert torch.equal(ideal_output(back, x), ref)
+
+
+def test_export_refuses_neuron_features_nir_cannot_state():
+    """Refractory periods, quantized states and snntorch's catch-up reset have no NIR node: the
+    exporter names them instead of writing a graph that other tools would run differently."""
+    from dataclasses import replace
+
+    import cil_nir
+    from cil_core.network.neuron import Refractory, StateQuantization
+
+    spec = cil.NetworkSpec((cil.Dense("w", None, 3, 2), cil.Neuron(
+        beta=0.9, alpha=None, threshold=1.0, reset="subtract", reset_timing="deferred-post",
+        current_timing="same-step", input_gain=1.0, v_leak=0.0, v_reset=0.0, v_min=None, fires_at_threshold=False,
+        max_spikes_per_step=1, dt=1e-3, output="spikes", name="n")), (3,))
+    params = {"w": torch.ones(2, 3)}
+    n = spec.layers[1]
+    for changed, what in ((n.with_(reset_timing="immediate", refractory=Refractory(2.0)), "a refractory period"),
+                          (n.with_(quantization=StateQuantization(torch.linspace(-1, 1, 8))), "a quantized state"),
+                          (n.with_(reset_catch_up=True), "a catch-up reset")):
+        with pytest.raises(cil.UnsupportedLayerError, match=what):
+            cil_nir.to_nir(cil.Deployment("ideal", replace(spec, layers=(spec.layers[0], changed)), params))

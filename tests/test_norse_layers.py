@@ -120,6 +120,26 @@ def m_lifted_time():
     return m, _spikes(30, 5, (1, 8, 8), 9, p=0.4)
 
 
+def _refrac(rho_reset=3.0, **lif):
+    return norse.LIFRefracParameters(_lif(**lif), torch.as_tensor(rho_reset))
+
+
+def m_refrac_cells():
+    """norse's refractory LIF: feed-forward and recurrent cells, integer and fractional periods."""
+    m = norse.SequentialState(nn.Linear(10, 20), norse.LIFRefracCell(_refrac(3.0, v_leak=0.05, v_reset=-0.1)),
+                              norse.LIFRefracRecurrentCell(20, 8, p=_refrac(2.5)), nn.Linear(8, 4),
+                              norse.LIFRefracCell(_refrac(1.0)))
+    _scale(m, 10.0)
+    return m, _spikes(60, 6, (10,), 13)
+
+
+def m_refrac_time():
+    m = norse.SequentialState(nn.Linear(10, 16), norse.LIF(_lif()),
+                              norse.LIFRefracRecurrent(16, 6, p=_refrac(4.0)), nn.Linear(6, 3), norse.LI())
+    _scale(m, 10.0)
+    return m, _spikes(60, 6, (10,), 14)
+
+
 def _randomise_bn(m: nn.Module) -> None:
     g = torch.Generator().manual_seed(11)
     with torch.no_grad():
@@ -143,6 +163,8 @@ MODELS = {
     "Conv1d": m_conv1d,
     "nested": m_nested,
     "Lift(BatchNorm,MaxPool2d)+LIFRecurrent": m_lifted_time,
+    "LIFRefracCell+LIFRefracRecurrentCell": m_refrac_cells,
+    "LIFRefracRecurrent": m_refrac_time,
 }
 INPUT_SHAPE = {"Conv2d+BatchNorm+MaxPool2d+Dropout": (1, 8, 8), "Conv1d": (2, 9),
                "Lift(BatchNorm,MaxPool2d)+LIFRecurrent": (1, 8, 8)}
@@ -317,3 +339,142 @@ def test_autapse_free_cell_with_a_nonzero_diagonal_is_refused():
         cell.recurrent_weights.fill_(0.1)
     with pytest.raises(UnsupportedLayerError, match=r"layer '0' \(LIFRecurrentCell\).*autapses=True"):
         cil.wrap(norse.SequentialState(cell))
+
+
+# ------------------------------------------------------------------ refractory periods (issue 20)
+def _hidden_norse(model, x):
+    """Every norse neuron's output spikes and membrane at each step, in call order (cells only)."""
+    spikes, mems = {}, {}
+    hooks = []
+    for name, m in model.named_children():
+        if isinstance(m, (norse.LIFRefracCell, norse.LIFRefracRecurrentCell, norse.LIFCell)):
+            def hook(mod, inp, out, name=name):
+                z, st = out
+                spikes.setdefault(name, []).append(z.detach())
+                mems.setdefault(name, []).append(st.lif.v.detach().clone())
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        run_native(model, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [torch.stack(v) for v in spikes.values()], [torch.stack(v) for v in mems.values()]
+
+
+def test_refractory_cells_match_norse_membrane_for_membrane():
+    model, x, net = _wrap("LIFRefracCell+LIFRefracRecurrentCell")
+    with torch.no_grad():
+        spikes, mems = _hidden_norse(model, x)
+        soft = net.run(x, record=True, record_membrane=True)
+    assert len(spikes) == len(soft.layers) == 3
+    for k, (s, v, o) in enumerate(zip(spikes, mems, soft.layers)):
+        assert torch.equal(o.spikes, s), (k, int((o.spikes != s).sum()))
+        assert torch.equal(o.membrane, v), (k, int((o.membrane != v).sum()))
+    periods = [n.refractory.period for _, n in net.spec.neuron_layers()]
+    assert periods == [3.0, 2.5, 1.0]
+
+
+@pytest.mark.parametrize("period, gap", [(3.0, 4), (2.5, 4), (1.0, 2)])
+def test_refractory_period_silences_the_neuron_for_ceil_rho_reset_steps(period, gap):
+    """Constant strong drive: a LIFRefracCell fires every ceil(rho_reset) + 1 steps, where the
+    same cell without refractoriness fires at every step; cil reproduces both."""
+    lin = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(40.0)
+    x = torch.ones(24, 1, 1)
+    for cell, expect in ((norse.LIFRefracCell(_refrac(period, tau_syn=1000.0)), gap), (norse.LIFCell(_lif(tau_syn=1000.0)), 1)):
+        model = norse.SequentialState(lin, cell)
+        with torch.no_grad():
+            ref = run_native(model, x)
+            out = cil.wrap(model)(x)
+        assert torch.equal(out, ref)
+        t = torch.nonzero(ref.reshape(-1)).reshape(-1)
+        assert len(t) > 3 and set(torch.diff(t).tolist()) == {expect}, (period, t.tolist())
+
+
+def test_refractoriness_changes_the_output_so_the_equivalence_is_not_vacuous():
+    model, x, net = _wrap("LIFRefracCell+LIFRefracRecurrentCell")
+    bare = net.spec.__class__(tuple(l.with_(refractory=None) if l.kind == "neuron" else l for l in net.spec.layers),
+                              net.spec.input_shape)
+    with torch.no_grad():
+        ref = run_native(model, x)
+        without = cil.simulate(bare, net.detached_parameters(), x).output
+    assert torch.equal(_ideal(net, x).output, ref)
+    assert int((without != ref).sum()) > 50
+
+
+def test_cil_spl_gradients_equal_norse_bptt_with_refractory_periods():
+    model, x, net = _wrap("LIFRefracCell+LIFRefracRecurrentCell")
+    y = torch.randint(0, 4, (x.shape[1],), generator=torch.Generator().manual_seed(7))
+    g_norse, g_cil, _ = native_and_cil_spl_gradients(model, net, x, y, run_native)
+    assert set(g_cil) == set(g_norse)
+    for k in g_norse:
+        assert float(g_norse[k].abs().sum()) > 0, k
+        assert torch.allclose(g_cil[k], g_norse[k], rtol=1e-4, atol=1e-6), (k, (g_cil[k] - g_norse[k]).abs().max())
+
+
+def test_refractory_gradient_flows_through_the_counter_as_in_norse():
+    """norse thresholds the counter with SuperSpike, so gradients also flow through rho; a
+    description that held the mask without gradient would give other weight gradients."""
+    from cil_core.kernels import neuron as kn
+
+    model, x, net = _wrap("LIFRefracCell+LIFRefracRecurrentCell")
+    g_norse, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_native, seed=2)
+    original = kn.refractory_step
+
+    def held_without_gradient(v_new, v_old, s, rho, period, surrogate):
+        m = (rho > 0).to(rho.dtype)  # the same mask, without norse's surrogate gradient
+        s = (1 - m) * s
+        return (1 - m) * v_new + m * v_old, s, (1 - s) * torch.relu(rho - m) + s * period
+
+    kn.refractory_step = held_without_gradient
+    try:
+        _, g_detached = native_and_wrapped_bptt_gradients(model, net, x, run_native, seed=2)
+    finally:
+        kn.refractory_step = original
+    for k in g_norse:
+        assert torch.allclose(g_cil[k], g_norse[k], rtol=1e-4, atol=1e-6), k
+    assert any(not torch.allclose(g_detached[k], g_norse[k], rtol=1e-4, atol=1e-6) for k in g_norse)
+
+
+def test_chips_declare_refractoriness():
+    model, x, net = _wrap("LIFRefracCell+LIFRefracRecurrentCell")
+    assert net.spec.features()["refractory"].startswith("layer 1")
+    pytest.importorskip("cil_analog", reason="the cil-analog plugin is not installed")
+    chip = cil.make_backend("analog-mismatch", strength=0.0)
+    obs = cil.HardwareSession(chip).run(net.spec, net.detached_parameters(), x)
+    with torch.no_grad():
+        assert torch.equal(obs.output, run_native(model, x))  # the analog chip at zero mismatch runs it exactly
+    pytest.importorskip("cil_speck", reason="the cil-speck plugin is not installed")
+    from dataclasses import replace
+
+    spec = replace(net.spec, layers=tuple(
+        replace(l, bias=None) if l.kind == "dense" else l.with_(alpha=None) if l.kind == "neuron" else l
+        for l in net.spec.layers[:2]))
+    with pytest.raises(cil.BackendCapacityError, match=r"layer 1 \(neuron 'layer '1' \(LIFRefracCell\)'\).*"
+                                                       r"'refractory'; the chip's neurons have no refractory period"):
+        cil.HardwareSession(cil.make_backend("speck")).check(spec)
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda: norse.SequentialState(norse.LIFRefracRecurrentCell(2, 4)), (2,)),
+    (lambda: norse.SequentialState(norse.LIFRefracCell()), (20, 30)),
+    (lambda: norse.SequentialState(norse.LIFRefracRecurrent(2, 4)), (2,)),
+])
+def test_norses_own_refractory_test_configurations_are_exact(build, shape):
+    """The cells as norse's own tests build them (default parameters, rho_reset = 5), on gaussian
+    input as there, scaled so that the neurons fire and the refractory period acts."""
+    torch.manual_seed(3)
+    model = build()
+    x = 25.0 * torch.randn(40, 5, *shape, generator=torch.Generator().manual_seed(4))
+    net = cil.wrap(model, input_shape=shape)
+    with torch.no_grad():
+        ref = run_native(model, x)
+        assert torch.equal(_ideal(net, x).output, ref) and torch.equal(net(x), ref)
+    assert 0.01 < float(ref.mean()) < 0.5
+    if not list(model.parameters()):  # a bare LIFRefracCell has no weights to train
+        return
+    g_norse, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_native, seed=5)
+    for k in g_norse:
+        assert float(g_norse[k].abs().sum()) > 0, k
+        assert torch.allclose(g_cil[k], g_norse[k], rtol=1e-4, atol=1e-6), k

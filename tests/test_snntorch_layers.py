@@ -42,7 +42,9 @@ def _randomise_bn(model: nn.Module, g: torch.Generator) -> None:
                 bn.running_mean.copy_(0.2 * torch.randn(c, generator=g))
                 bn.running_var.copy_(0.5 + torch.rand(c, generator=g))
                 bn.weight.copy_(0.8 + 0.4 * torch.rand(c, generator=g))
-                bn.bias.copy_(0.1 * torch.randn(c, generator=g))
+                shift = 0.1 * torch.randn(c, generator=g)
+                if bn.bias is not None:  # snntorch's BatchNormTT1d/2d remove it
+                    bn.bias.copy_(shift)
 
 
 def _spikes(g: torch.Generator, T: int, B: int, shape, p: float = 0.3) -> torch.Tensor:
@@ -204,6 +206,46 @@ def m_surrogate(which):
     return build
 
 
+def m_no_reset_delay(neuron: str, reset: str):
+    """``reset_delay=False``: the reset right after the spike. The inputs are strong enough that the
+    membrane left after a subtract reset is sometimes still above the threshold, where snntorch's
+    deferred reset R_t is non-zero and the catch-up reset differs from a plain immediate reset."""
+    def build(g):
+        if neuron == "Leaky":
+            first = leaky(reset_mechanism=reset, reset_delay=False)
+        elif neuron == "Synaptic":
+            first = snn.Synaptic(alpha=0.6, beta=0.8, reset_mechanism=reset, init_hidden=True, reset_delay=False)
+        else:
+            first = snn.RLeaky(beta=0.8, linear_features=14, reset_mechanism=reset, init_hidden=True, reset_delay=False)
+        m = nn.Sequential(nn.Linear(10, 14), first, nn.Linear(14, 4), leaky(reset_delay=False, output=True))
+        _scale(m, 4.0)
+        return m, _spikes(g, 30, 6, (10,), p=0.4), None
+    return build
+
+
+def m_state_quant(neuron: str, uniform: bool, reset_delay: bool = True):
+    """``state_quant``: snntorch's quantized states (the issue's 8-bit uniform example, a 5-bit
+    non-uniform one), on Leaky / Synaptic (membrane and current) / RLeaky / Lapicque."""
+    def build(g):
+        from snntorch.functional import quant
+
+        q = quant.state_quant(num_bits=8, uniform=True) if uniform else \
+            quant.state_quant(num_bits=5, uniform=False, threshold=1.0, lower_limit=0.5, upper_limit=1.0)
+        if neuron == "Leaky":
+            first = leaky(state_quant=q, reset_delay=reset_delay)
+        elif neuron == "Synaptic":
+            first = snn.Synaptic(alpha=0.6, beta=0.8, init_hidden=True, state_quant=q, reset_delay=reset_delay)
+        elif neuron == "RSynaptic":
+            first = snn.RSynaptic(alpha=0.6, beta=0.8, linear_features=14, init_hidden=True, state_quant=q)
+        else:
+            first = snn.Lapicque(beta=0.9, init_hidden=True, state_quant=q)
+        m = nn.Sequential(nn.Linear(10, 14), first, nn.Linear(14, 4),
+                          leaky(state_quant=q, reset_mechanism="zero", output=True))
+        _scale(m, 20.0 if neuron == "Lapicque" else 2.5)
+        return m, _spikes(g, 30, 6, (10,), p=0.4), None
+    return build
+
+
 MODELS = {
     "CSNN Conv2d+BatchNorm2d+MaxPool2d+Dropout": m_csnn,
     "CSNN module (time loop)": m_csnn_module,
@@ -224,6 +266,16 @@ MODELS = {
     "graded spikes per neuron": m_graded(True),
     "triangular surrogate": m_surrogate("triangular"),
     "straight-through surrogate": m_surrogate("ste"),
+    "Leaky reset_delay=False subtract": m_no_reset_delay("Leaky", "subtract"),
+    "Leaky reset_delay=False zero": m_no_reset_delay("Leaky", "zero"),
+    "Synaptic reset_delay=False subtract": m_no_reset_delay("Synaptic", "subtract"),
+    "Synaptic reset_delay=False zero": m_no_reset_delay("Synaptic", "zero"),
+    "RLeaky reset_delay=False subtract": m_no_reset_delay("RLeaky", "subtract"),
+    "state_quant 8-bit uniform Leaky": m_state_quant("Leaky", True),
+    "state_quant 5-bit non-uniform Synaptic": m_state_quant("Synaptic", False),
+    "state_quant RSynaptic": m_state_quant("RSynaptic", True),
+    "state_quant Lapicque": m_state_quant("Lapicque", False),
+    "state_quant + reset_delay=False": m_state_quant("Synaptic", True, reset_delay=False),
 }
 
 
@@ -450,3 +502,322 @@ def test_refused_snntorch_layers_name_the_layer_and_the_alternative(build, match
         options["output"] = "membrane"
     with pytest.raises(cil.UnsupportedLayerError, match=match):
         cil.wrap(model, **options)
+
+
+# ------------------------------------------------------- per-step submodules (issue 20)
+class BNTTNet(nn.Module):
+    """Batch norm through time (Kim & Panda 2020) as snntorch users write it: one normalisation per
+    time step, ``self.bn1[step](...)``, as an ``nn.ModuleList`` or snntorch's ``BatchNormTT1d``."""
+
+    def __init__(self, form: str, steps: int):
+        super().__init__()
+        self.fc1 = nn.Linear(10, 16)
+        if form == "ModuleList":
+            self.bn1 = nn.ModuleList([nn.BatchNorm1d(16) for _ in range(steps)])
+        else:
+            self.bn1 = snn.BatchNormTT1d(16, steps)
+        self.lif1 = snn.Leaky(beta=0.85)
+        self.fc2 = nn.Linear(16, 4)
+        self.lif2 = snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        m1, m2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        out = []
+        for step in range(x.shape[0]):
+            s1, m1 = self.lif1(self.bn1[step](self.fc1(x[step])), m1)
+            s2, m2 = self.lif2(self.fc2(s1), m2)
+            out.append(s2)
+        return torch.stack(out)
+
+
+@pytest.mark.parametrize("form", ["ModuleList", "BatchNormTT1d"])
+def test_a_different_submodule_per_time_step_is_refused_by_name(form):
+    """Each step's batch norm has its own statistics: running step 0's at every step (what a chain
+    description of the first step would do) changes the output, so cil refuses the model, naming
+    the container and the reason, instead of computing something else."""
+    g = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    model = BNTTNet(form, 20)
+    _randomise_bn(model, g)
+    _scale(model, 2.0)
+    model.eval()
+    x = _spikes(g, 20, 16, (10,))
+    # the refusal is not vacuous: with step 0's normalisation at every step the output differs
+    with torch.no_grad():
+        ref = run_native(model, x)
+    step0 = BNTTNet(form, 20)
+    step0.load_state_dict(model.state_dict())
+    step0.eval()
+    for bn in step0.bn1[1:]:
+        bn.load_state_dict(step0.bn1[0].state_dict())
+    with torch.no_grad():
+        differ = int((run_native(step0, x) != ref).sum())
+    assert float(ref.sum()) > 0 and differ > 0, differ
+    with pytest.raises(cil.UnsupportedLayerError,
+                       match=r"BNTTNet: its forward uses a different submodule at each time step \('bn1' \(ModuleList\): "
+                             r"'bn1.0', 'bn1.1', 'bn1.2'.*batch norm through time.*BatchNormTT1d.*Use one module for "
+                             r"all steps"):
+        cil.wrap(model)
+
+
+class SharedLayerNet(nn.Module):
+    """One ``nn.Linear`` used in two places of each step (not a chain of layers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.lif1 = snn.Leaky(beta=0.9)
+        self.lif2 = snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        m1, m2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        out = []
+        for step in range(x.shape[0]):
+            s1, m1 = self.lif1(self.fc(x[step]), m1)
+            s2, m2 = self.lif2(self.fc(s1), m2)
+            out.append(s2)
+        return torch.stack(out)
+
+
+class FirstStepNet(nn.Module):
+    """A forward whose first step differs from the others (an extra layer at step 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.warm = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.lif = snn.Leaky(beta=0.9)
+
+    def forward(self, x):
+        m = self.lif.init_leaky()
+        out = []
+        for step in range(x.shape[0]):
+            h = self.fc(x[step])
+            if step > 0:
+                h = self.warm(h)
+            s, m = self.lif(h, m)
+            out.append(s)
+        return torch.stack(out)
+
+
+@pytest.mark.parametrize("build, match", [
+    (SharedLayerNet, r"SharedLayerNet: submodule 'fc' is called 2 times in each time step .*shared.*copy.deepcopy"),
+    (FirstStepNet, r"FirstStepNet: its forward calls 'warm' at only some time steps \('warm' at 2 of 3 probe steps\)"),
+])
+def test_a_forward_that_is_not_the_same_chain_at_every_step_is_refused_by_name(build, match):
+    with pytest.raises(cil.UnsupportedLayerError, match=match):
+        cil.wrap(build())
+
+
+# ------------------------------------------------------- snntorch 1.0's layers (issue 20)
+def _parallel(n_in: int, n_out: int, g: torch.Generator, **kw) -> nn.Module:
+    """A ``LeakyParallel(bias=False)`` with per-neuron decays written into its diagonal hidden matrix
+    (snntorch 1.0 uses a ``beta`` argument only when it holds one value)."""
+    lp = snn.LeakyParallel(n_in, n_out, bias=False, **kw)
+    with torch.no_grad():
+        lp.rnn.weight_hh_l0.copy_(torch.diag(0.5 + 0.45 * torch.rand(n_out, generator=g)))
+    return lp
+
+
+class ParallelNet(nn.Module):
+    """snntorch's own LeakyParallel example: layers called once each on the whole sequence."""
+
+    def __init__(self, g: torch.Generator):
+        super().__init__()
+        self.lif1 = snn.LeakyParallel(input_size=10, hidden_size=16, beta=0.85, bias=False)
+        self.fc = nn.Linear(16, 12)
+        self.drop = nn.Dropout(0.2)
+        self.lif2 = _parallel(12, 4, g, threshold=0.8, graded_spikes_factor=1.5,
+                              spike_grad=surrogate.fast_sigmoid(slope=10))
+
+    def forward(self, x):
+        return self.lif2(self.drop(self.fc(self.lif1(x))))
+
+
+PARALLEL = {
+    "LeakyParallel Sequential": lambda g: nn.Sequential(_parallel(10, 16, g), nn.Linear(16, 12, bias=False),
+                                                        _parallel(12, 4, g, beta=0.8)),
+    "LeakyParallel module (snntorch example)": ParallelNet,
+    "LeakyParallel per-neuron threshold": lambda g: nn.Sequential(
+        _parallel(10, 16, g, threshold=0.7 + 0.6 * torch.rand(16, generator=g)), _parallel(16, 4, g)),
+}
+
+
+def _build_parallel(kind: str, seed: int):
+    g = torch.Generator().manual_seed(1000 * seed + sum(map(ord, kind)))
+    torch.manual_seed(seed)
+    model = PARALLEL[kind](g)
+    _scale(model, 2.5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight_ih_l0"):
+                p.mul_(1.5)  # snntorch's RNN initialisation is small: make every layer fire
+    model.eval()
+    return model, _spikes(g, 30, 6, (10,)), cil.wrap(model).eval()
+
+
+def _parallel_layers(model: nn.Module, x: torch.Tensor):
+    """snntorch's output, each LeakyParallel's spikes and each one's membrane (its RNN's h)."""
+    spikes, mems, handles = [], [], []
+    for m in model.modules():
+        if isinstance(m, snn.LeakyParallel):
+            handles.append(m.register_forward_hook(lambda mod, i, o: spikes.append(o.detach())))
+            handles.append(m.rnn.register_forward_hook(lambda mod, i, o: mems.append(o[0].detach())))
+    try:
+        out = run_native(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, spikes, mems
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kind", list(PARALLEL))
+def test_leaky_parallel_matches_snntorch_spike_for_spike(kind, seed):
+    """LeakyParallel(bias=False) = Dense(rnn.weight_ih_l0) + a neuron with beta = diag(W_hh), no reset,
+    membrane floored at 0 (nn.RNN's relu): outputs, spikes and membranes bit-identical, on ideal
+    and in the software pass; BPTT gradients equal snntorch's autograd."""
+    model, x, net = _build_parallel(kind, seed)
+    with torch.no_grad():
+        ref, hidden, mems = _parallel_layers(model, x)
+        obs = _ideal(net, x)
+        soft = net.run(x, record=True, record_membrane=True)
+    assert torch.equal(obs.output, ref), f"{kind}: {(obs.output != ref).sum()} of {ref.numel()} values differ"
+    assert torch.equal(soft.output, ref)
+    for k, (h, m) in enumerate(zip(hidden, mems)):
+        assert torch.equal(obs.layers[k].spikes, h), f"{kind}: layer {k}: {(obs.layers[k].spikes != h).sum()} differ"
+        assert torch.equal(soft.layers[k].membrane, m), f"{kind}: layer {k}: membranes differ"
+        rate = float((h != 0).float().mean())
+        assert 0.01 < rate < 0.9, (kind, k, rate)
+    g_ref, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_native, seed)
+    assert set(g_cil) == set(g_ref) == set(net.parameter_names())
+    for k in g_ref:
+        assert float(g_ref[k].abs().sum()) > 0, k
+        torch.testing.assert_close(g_cil[k], g_ref[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{kind} {k}: {m}")
+
+
+REFUSED_1_0 = [
+    (lambda: nn.Sequential(nn.Linear(4, 4), snn.StateLeaky(beta=0.9, channels=4)),
+     r"layer '1' \(StateLeaky\): StateLeaky computes the membrane of the whole sequence at once as a causal "
+     r"convolution.*never resets.*up to float rounding.*snn.Leaky\(beta=0.904837, reset_mechanism='none'\)"),
+    (lambda: nn.Sequential(snn.LinearLeaky(beta=0.8, in_features=4, out_features=3, kernel_truncation_steps=5)),
+     r"layer '0' \(LinearLeaky\).*kernel_truncation_steps=5.*older than 5 steps.*nn.Linear\(in_features, "
+     r"out_features\) followed by snn.Leaky\(beta=0.818731, reset_mechanism='none'\)"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel with bias=True: .*b_hh.*bias=False"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False, learn_beta=True)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel with learn_beta=True"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False, weight_hh_enable=True)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel with a dense hidden matrix \(weight_hh_enable=True\)"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=torch.full((3,), 0.5), bias=False)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel with decays outside \[0, 1\].*pass beta"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False)),
+     r"layer '0' \(LeakyParallel\): LeakyParallel as the non-spiking readout \(output='membrane'\)"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False), nn.BatchNorm1d(3)),
+     r"layer '1' \(BatchNorm1d\): in a model of LeakyParallel layers.*nn.Linear, nn.Dropout and nn.Identity"),
+    (lambda: nn.Sequential(snn.LeakyParallel(4, 3, beta=0.9, bias=False), snn.Leaky(0.9, init_hidden=True)),
+     r"layer '1' \(Leaky\): snntorch neurons run one time step per call.*LeakyParallel"),
+]
+
+
+@pytest.mark.parametrize("build, match", REFUSED_1_0)
+def test_snntorch_1_0_layers_are_refused_naming_the_layer_and_the_reason(build, match):
+    torch.manual_seed(3)  # LeakyParallel(beta=tensor) keeps nn.RNN's random decays: some are negative at this seed
+    model = build()
+    with pytest.raises(cil.UnsupportedLayerError, match=match):
+        cil.wrap(model, input_shape=(4,), output="membrane" if "readout" in match else "spikes")
+
+
+def test_cil_spl_gradients_equal_bptt_for_a_leaky_parallel_model():
+    """Trained through cil (CIL-SPL on the ideal chip), a LeakyParallel model gets snntorch's own
+    BPTT gradients; a step of training changes the user's rnn.weight_ih_l0 in place."""
+    model, x, net = _build_parallel("LeakyParallel Sequential", 0)
+    y = torch.randint(0, 4, (x.shape[1],), generator=torch.Generator().manual_seed(0))
+    native, cil_grads, trainer = native_and_cil_spl_gradients(model, net, x, y, run_native)
+    for k in net.parameter_names():
+        assert float(native[k].abs().sum()) > 0, k
+        torch.testing.assert_close(cil_grads[k], native[k], rtol=1e-5, atol=1e-6)
+    before = model[0].rnn.weight_ih_l0.detach().clone()
+    trainer.fit(cil.SpikeData(x, y), epochs=1)
+    assert not torch.equal(model[0].rnn.weight_ih_l0.detach(), before)
+    assert torch.equal(model[0].rnn.weight_hh_l0, torch.diag(torch.diagonal(model[0].rnn.weight_hh_l0)))
+
+
+# ------------------------------------------- reset_delay=False and state_quant (issue 20, item 3)
+def _differs_when(net, x, **changes) -> int:
+    """How many output and membrane values change when every neuron layer's description is
+    altered by ``changes`` (a description that ignored the option would compute this)."""
+    from dataclasses import replace
+
+    spec = replace(net.spec, layers=tuple(l.with_(**{k: v(l) for k, v in changes.items()}) if l.kind == "neuron"
+                                          else l for l in net.spec.layers))
+    with torch.no_grad():
+        a = cil.simulate(net.spec, net.detached_parameters(), x, record=True, record_membrane=True)
+        b = cil.simulate(spec, net.detached_parameters(), x, record=True, record_membrane=True)
+    return int((a.output != b.output).sum()) + sum(int((p.membrane != q.membrane).sum())
+                                                   for p, q in zip(a.layers, b.layers))
+
+
+@pytest.mark.parametrize("kind", ["Leaky reset_delay=False subtract", "Synaptic reset_delay=False subtract",
+                                  "RLeaky reset_delay=False subtract"])
+def test_reset_delay_false_is_a_catch_up_reset_not_a_plain_immediate_one(kind):
+    model, x, net = _build(kind, 0)
+    n = net.spec.layers[1]
+    assert n.reset_catch_up and n.reset_timing == "deferred-post"
+    with torch.no_grad():
+        _, _, mems = _native_layers(model, x)
+    # snntorch's deferred reset R_t is non-zero somewhere: a membrane above threshold after the reset
+    assert bool((mems[0] > n.threshold).any())
+    # neither the delayed reset nor a plain immediate reset computes what snntorch does
+    assert _differs_when(net, x, reset_catch_up=lambda l: False) > 0
+    assert _differs_when(net, x, reset_catch_up=lambda l: False, reset_timing=lambda l: "immediate") > 0
+
+
+def test_state_quant_levels_are_snntorchs_and_matter():
+    from snntorch.functional import quant
+
+    model, x, net = _build("state_quant 5-bit non-uniform Synaptic", 0)
+    q = net.spec.layers[1].quantization
+    assert q.states == ("membrane", "current") and net.spec.layers[-1].quantization.states == ("membrane",)
+    levels = quant.state_quant(num_bits=5, uniform=False, threshold=1.0, lower_limit=0.5,
+                               upper_limit=1.0).__closure__[0].cell_contents
+    assert torch.equal(q.levels, levels) and q.levels.numel() == 32  # snntorch: 2 << (num_bits - 1)
+    assert net.spec.features()["quantized-state"].startswith("layer 1")
+    with torch.no_grad():
+        soft = net.run(x, record=True, record_membrane=True)
+    for layer in soft.layers:  # every membrane snntorch holds is one of the levels
+        assert bool(torch.isin(layer.membrane, q.levels).all())
+    assert _differs_when(net, x, quantization=lambda l: None) > 100
+
+
+def test_backends_declare_quantized_state():
+    model, x, net = _build("state_quant 8-bit uniform Leaky", 0)
+    pytest.importorskip("cil_analog", reason="the cil-analog plugin is not installed")
+    with pytest.raises(cil.BackendCapacityError, match=r"layer 1 \(neuron 'layer '1' \(Leaky\)'\).*'quantized-state'; "
+                                                       r"an analog membrane is continuous"):
+        cil.HardwareSession(cil.make_backend("analog-mismatch")).check(net.spec)
+    pytest.importorskip("cil_speck", reason="the cil-speck plugin is not installed")
+    from dataclasses import replace
+
+    spec = replace(net.spec, layers=tuple(replace(l, bias=None) if l.kind == "dense" else
+                                          l.with_(beta=1.0) if l.kind == "neuron" else l for l in net.spec.layers))
+    with pytest.raises(cil.BackendCapacityError, match=r"'quantized-state'; the chip holds its own 16-bit"):
+        cil.HardwareSession(cil.make_backend("speck")).check(spec)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: nn.Sequential(nn.Linear(4, 4), snn.RSynaptic(0.5, 0.9, linear_features=4, init_hidden=True,
+                                                          reset_delay=False)),
+     r"layer '1' \(RSynaptic\).*reset_delay=False: snntorch 1.0's RSynaptic cannot run it"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), snn.Leaky(0.9, init_hidden=True, state_quant=lambda v: torch.round(v))),
+     r"layer '1' \(Leaky\).*state_quant=.*snntorch.functional.quant.state_quant"),
+])
+def test_refused_reset_delay_and_state_quant_forms_name_the_layer_and_the_reason(build, match):
+    with pytest.raises(cil.UnsupportedLayerError, match=match):
+        cil.wrap(build())
+
+
+def test_rsynaptic_reset_delay_false_really_fails_in_snntorch():
+    """The refusal above states a fact about snntorch 1.0: its own forward raises."""
+    layer = snn.RSynaptic(0.5, 0.9, linear_features=4, init_hidden=True, reset_delay=False)
+    with pytest.raises(TypeError):
+        layer(torch.ones(2, 4))

@@ -1,7 +1,8 @@
 """Time loop of one neuron layer (pure function, vectorised over batch and neurons).
 
 The equations are those of :class:`cil_core.network.neuron.Neuron`. Each part of one time step
-(synaptic current, membrane, reset signal, reset, floor, adaptation) is a small named function
+(synaptic current, membrane, reset signal, reset, catch-up reset, state quantization, floor,
+refractory counter, adaptation) is a small named function
 with its equation; :func:`run_neuron_layer` is the one loop over time steps that composes them,
 and the only Python loop: everything inside a step is a tensor operation over ``[N, *features]``.
 
@@ -20,7 +21,7 @@ import torch
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover  (annotations only: the kernels import no cil module at run time)
-    from ..network.neuron import Neuron
+    from ..network.neuron import Neuron, Surrogate
 from .surrogate import multi_spike, spike
 
 #: ``noise(t, like) -> tensor`` added to the membrane before the spike decision at step ``t``.
@@ -133,6 +134,55 @@ def adaptation_jump(a: torch.Tensor, s: torch.Tensor, form: str, rho, k, jump) -
     return rho * a + k * s if form == "lowpass" else a + jump * s
 
 
+def catch_up_reset(u: torch.Tensor, s: torch.Tensor, r: torch.Tensor, how: str, thr) -> torch.Tensor:
+    """Reset right after the spike decision, net of the deferred reset :math:`R_t` already applied
+    (snntorch ``reset_delay=False``): :math:`u - (S - R)\\,\\theta` (subtract) or
+    :math:`u - (S - R)\\,u` (zero to 0)."""
+    d = s - r
+    return u - d * thr if how == "subtract" else u - d * u
+
+
+class _Quantize(torch.autograd.Function):
+    """Nearest level forward, identity backward (snntorch's ``StateQuant``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _nearest_level(x, levels)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad, None
+
+
+def _nearest_level(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    # snntorch's float operations: |levels - x| per value, the index of the (first) minimum
+    idx = torch.min(torch.abs(levels - x.reshape(-1, 1)), dim=-1)[1]
+    return levels[idx].reshape(x.shape)
+
+
+def quantize_state(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """:math:`q(x)`: each value replaced by the nearest of ``levels`` (the first of equidistant
+    ones), with a straight-through gradient
+    (:class:`~cil_core.network.neuron.StateQuantization`)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Quantize.apply(x, levels)
+    return _nearest_level(x, levels)
+
+
+def refractory_step(v_new: torch.Tensor, v_old: torch.Tensor, s: torch.Tensor, rho: torch.Tensor,
+                    period: torch.Tensor | float, surrogate: Surrogate) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the refractory counter (:class:`~cil_core.network.neuron.Refractory`, norse's
+    ``compute_refractory_update``, same float order): :math:`m = H(\\rho)` (with the layer's
+    surrogate gradient at :math:`\\rho`), :math:`v = (1 - m) v^* + m\\, v_{t-1}`,
+    :math:`S = (1 - m) S^*`, :math:`\\rho' = (1 - S)\\,\\mathrm{relu}(\\rho - m) + S \\rho_{\\rm reset}`.
+    Returns ``(v, S, rho')``."""
+    m = spike(rho, surrogate, False)
+    v = (1 - m) * v_new + m * v_old
+    s = (1 - m) * s
+    rho = (1 - s) * torch.relu(rho - m) + s * period
+    return v, s, rho
+
+
 def straight_through(software: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     """Forward value ``observed``, gradient through ``software`` (Cramer et al. 2020)."""
     return software + (observed - software).detach()
@@ -204,6 +254,15 @@ def run_neuron_layer(
     thr0 = thr
 
     relative_grad = adapt is not None and adapt.spike_gradient == "membrane-relative"
+    refrac = getattr(n, "refractory", None)
+    if refrac is not None:
+        period = _param(refrac.period, x0)
+        rho = torch.zeros_like(x0)
+    quant = getattr(n, "quantization", None)
+    if quant is not None:
+        levels = torch.as_tensor(quant.levels).to(device=x0.device, dtype=x0.dtype)
+        quant_mem, quant_cur = "membrane" in quant.states, "current" in quant.states
+    catch_up = getattr(n, "reset_catch_up", False)
 
     def fire(u: torch.Tensor) -> torch.Tensor:
         if relative_grad and torch.is_grad_enabled() and u.requires_grad:
@@ -230,6 +289,7 @@ def run_neuron_layer(
 
     for t in range(T):
         xt = steps[t]
+        v_old = v  # the membrane the step starts from (a refractory neuron keeps it)
         # sinabs' recurrent layers receive nothing at step 0 (Recurrent.initial == "zero")
         r_t = recurrent_input(s_prev) if rec_into is not None and (t > 0 or rec_initial == "bias") else None
         if rec_into == "input" and r_t is not None:
@@ -262,6 +322,11 @@ def run_neuron_layer(
             u = u + r_t
         if n.reset_timing == "deferred-post" and r is not None:
             u = reset(u, r, n.reset, thr, v_reset, multi)
+        if quant is not None:  # snntorch state_quant: after the state update, before the spike decision
+            if quant_mem:
+                u = quantize_state(u, levels)
+            if quant_cur and cur is not None:
+                cur = quantize_state(cur, levels)
         if membrane_noise is not None:
             u = u + membrane_noise(t, u)
 
@@ -274,17 +339,24 @@ def run_neuron_layer(
             spikes.append(v)
             continue
 
-        s = fire(u)
+        # LeakyParallel (nn.RNN + relu) thresholds the floored membrane: same value, its gradient
+        s = fire(floor_membrane(u, n.v_min) if getattr(n, "fire_on_floored", False) and n.v_min is not None else u)
         if observed_spikes is not None:  # observations are the layer's output, g * S for graded spikes
             obs_t = observed_spikes[t] / amp if graded else observed_spikes[t]
             s = straight_through(s, obs_t)
         s_fb = s.detach() if n.detach_reset else s  # what the reset and the adaptation see
         if n.reset_timing == "immediate" and n.reset != "none":
             v = reset(u, s_fb, n.reset, thr, v_reset, multi)
+        elif catch_up and r is not None:  # snntorch reset_delay=False
+            v = catch_up_reset(u, s_fb, r, n.reset, thr)
         else:
             v = u
         if n.v_min is not None:
             v = floor_membrane(v, n.v_min)
+        if refrac is not None:
+            v, s, rho = refractory_step(v, v_old, s, rho, period, n.surrogate)
+            if observed_spikes is not None:  # the output is what the chip emitted
+                s = straight_through(s, obs_t)
         if observed_membrane is not None:
             v = straight_through(v, observed_membrane[t])
         if adapt is not None:

@@ -50,7 +50,19 @@ Optional neuron features (each ``None`` / 1 by default, see :class:`Recurrent`,
 * adaptive threshold: :math:`\\theta_t = \\theta + a'_t` with the adaptation state of
   :class:`Adaptation`;
 * graded spikes: the layer emits :math:`S'_t = g\\,S_t` (snntorch ``graded_spikes_factor``); the
-  reset follows :math:`S_t`.
+  reset follows :math:`S_t`;
+* refractory period (:class:`Refractory`, norse ``LIFRefracCell``): after a spike the neuron is
+  silent and its membrane held for :math:`\\lceil \\rho_{\\rm reset} \\rceil` steps;
+* quantized state (:class:`StateQuantization`, snntorch ``state_quant``): the membrane (and the
+  synaptic current) is rounded to the nearest of a set of levels after each update, before the
+  spike decision, as a digital chip holds it;
+* a catch-up reset (``reset_catch_up``, snntorch ``reset_delay=False``): with a deferred reset
+  :math:`R_t`, the layer also resets right after its spike decision, by the spike net of the
+  deferred reset already applied: :math:`v_t = u_t - (S_t - R_t)\\,\\theta` (subtract) or
+  :math:`u_t - (S_t - R_t)\\,u_t` (zero, :math:`v_{\\rm reset} = 0`). Each spike is then reset in
+  the step it is emitted; :math:`R_t` is non-zero only where the membrane left after a reset is
+  still above the threshold, and the spike decision at that step sees the membrane after
+  :math:`R_t` (snntorch's float order).
 """
 
 from __future__ import annotations
@@ -68,7 +80,7 @@ Reset = Literal["subtract", "zero", "none"]
 ResetTiming = Literal["immediate", "deferred-pre", "deferred-post"]
 CurrentTiming = Literal["same-step", "previous-step"]
 
-__all__ = ["Surrogate", "Recurrent", "Adaptation", "Neuron", "Scalar", "Reset", "ResetTiming", "CurrentTiming"]
+__all__ = ["Surrogate", "Recurrent", "Adaptation", "Refractory", "StateQuantization", "Neuron", "Scalar", "Reset", "ResetTiming", "CurrentTiming"]
 
 
 @dataclass(frozen=True)
@@ -220,6 +232,76 @@ class Adaptation:
 
 
 @dataclass(frozen=True)
+class Refractory:
+    """Absolute refractory period of a neuron layer (a field of :class:`Neuron`; norse's
+    ``LIFRefracCell`` / ``LIFRefracRecurrentCell`` / ``LIFRefracRecurrent``,
+    ``compute_refractory_update``).
+
+    Each neuron has a refractory counter :math:`\\rho` (:math:`\\rho_{-1} = 0`). With
+    :math:`v^*_t` and :math:`S^*_t` the membrane (after this step's reset) and the spike of the
+    layer's ordinary dynamics, and :math:`v_{t-1}` the membrane the step started from:
+
+    .. math::
+
+        m_t  &= H(\\rho_{t-1})  \\qquad (\\rho_{t-1} > 0)\\\\
+        v_t  &= (1 - m_t)\\, v^*_t + m_t\\, v_{t-1}\\\\
+        S_t  &= (1 - m_t)\\, S^*_t\\\\
+        \\rho_t &= (1 - S_t)\\,\\mathrm{relu}(\\rho_{t-1} - m_t) + S_t\\, \\rho_{\\rm reset}
+
+    in this float order (norse's). After a spike the neuron is silent and its membrane frozen
+    for :math:`\\lceil \\rho_{\\rm reset} \\rceil` steps (the counter falls by one per step and
+    is clamped at 0); the synaptic current keeps integrating. ``period`` is
+    :math:`\\rho_{\\rm reset}` in steps (scalar or per neuron; 0: no refractory period).
+
+    Software pass: :math:`m_t` takes the layer's surrogate gradient at :math:`\\rho_{t-1}` (norse
+    thresholds the counter with the spike function), so gradients flow through the counter as in
+    norse's BPTT. Needs ``reset_timing="immediate"``, one spike per step, a spiking layer and no
+    adaptive threshold."""
+
+    period: Scalar
+
+    kind = "refractory"
+
+    def validate(self, where: str) -> None:
+        t = torch.as_tensor(self.period, dtype=torch.float64)
+        if not torch.isfinite(t).all() or bool((t < 0).any()):
+            raise SpecError(f"neuron '{where}': the refractory period must be finite and >= 0 (steps)")
+
+
+@dataclass(frozen=True)
+class StateQuantization:
+    """A neuron layer's state held on a set of levels (a field of :class:`Neuron`; snntorch's
+    ``state_quant``, e.g. ``snntorch.functional.quant.state_quant(num_bits=8, uniform=True)``):
+    what a digital chip with a few bits of membrane holds.
+
+    After each update of a state named in ``states`` (``"membrane"``: after decay, integration,
+    recurrence and a deferred reset, before the spike decision; ``"current"``: the synaptic
+    current after its update), the value is replaced by the nearest level,
+
+    .. math:: q(x) = \\ell_{k^*}, \\qquad k^* = \\min \\operatorname{arg\\,min}_k |\\ell_k - x|
+
+    (the first of equidistant levels; values outside the range go to the extreme level).
+    ``levels`` is a 1-D tensor (uniform or not). Software pass: straight-through,
+    :math:`\\partial q/\\partial x = 1` (snntorch's ``StateQuant``). A catch-up reset
+    (``Neuron.reset_catch_up``) acts after the quantization and is not quantized again."""
+
+    levels: torch.Tensor
+    states: tuple[str, ...] = ("membrane",)
+
+    kind = "state-quantization"
+
+    def validate(self, where: str) -> None:
+        lv = torch.as_tensor(self.levels)
+        if lv.dim() != 1 or lv.numel() < 2 or not lv.is_floating_point() or not torch.isfinite(lv).all():
+            raise SpecError(f"neuron '{where}': quantization levels must be a 1-D float tensor of at least 2 finite "
+                            "values")
+        bad = [s for s in self.states if s not in ("membrane", "current")]
+        if bad or not self.states:
+            raise SpecError(f"neuron '{where}': quantized states must be 'membrane' and/or 'current', got "
+                            f"{self.states!r}")
+
+
+@dataclass(frozen=True)
 class Neuron:
     """A layer of spiking (or, with ``output="membrane"``, non-spiking readout) neurons.
 
@@ -269,6 +351,18 @@ class Neuron:
     #: :math:`x R \cdot \frac{1}{RC} \cdot \Delta t`); ``input_gain`` must equal their product
     #: (backends that ignore the factors see the same dynamics up to rounding). ``None``: ``input_gain``
     input_factors: tuple[Scalar, ...] | None = None
+    #: the spike is taken from the floored membrane, :math:`S_t = H(\mathrm{relu}(u_t - v_{\min}) + v_{\min} - \theta)`,
+    #: instead of from :math:`u_t` (snntorch ``LeakyParallel``: ``nn.RNN``'s relu, then the threshold). Needs
+    #: ``v_min`` below every threshold, so forward values are unchanged; the surrogate gradient is then zero where
+    #: :math:`u_t < v_{\min}` (software pass only, as ``detach_reset``)
+    fire_on_floored: bool = False
+    #: absolute refractory period (``None``: none)
+    refractory: Refractory | None = None
+    #: membrane (and current) held on a set of levels (``None``: full float precision)
+    quantization: StateQuantization | None = None
+    #: with a deferred reset, also reset right after the spike decision by :math:`S_t - R_t`
+    #: (snntorch ``reset_delay=False``; see the module doc)
+    reset_catch_up: bool = False
 
     kind = "neuron"
 
@@ -315,6 +409,22 @@ class Neuron:
                 raise SpecError(f"neuron '{self.name}': an adaptive threshold needs reset_timing='immediate'")
             if self.adaptation.spike_gradient == "membrane-relative" and self.max_spikes_per_step != 1:
                 raise SpecError(f"neuron '{self.name}': spike_gradient='membrane-relative' needs max_spikes_per_step=1")
+        if self.refractory is not None:
+            self.refractory.validate(self.name)
+            if (self.reset_timing != "immediate" or self.max_spikes_per_step != 1 or self.output != "spikes"
+                    or self.adaptation is not None):
+                raise SpecError(f"neuron '{self.name}': a refractory period needs a spiking layer with "
+                                "reset_timing='immediate', one spike per step and no adaptive threshold")
+        if self.quantization is not None:
+            self.quantization.validate(self.name)
+        if self.reset_catch_up and (self.reset_timing == "immediate" or self.max_spikes_per_step != 1
+                                    or self.reset == "none" or (self.reset == "zero" and self.v_reset != 0.0)):
+            raise SpecError(f"neuron '{self.name}': reset_catch_up needs a deferred subtract or zero (to 0) reset "
+                            "and one spike per step")
+        if self.fire_on_floored and (self.v_min is None or self.output != "spikes"
+                                     or bool((torch.as_tensor(self.threshold) <= self.v_min).any())):
+            raise SpecError(f"neuron '{self.name}': fire_on_floored needs a spiking layer with v_min below every "
+                            "threshold")
         amp = torch.as_tensor(self.spike_amplitude, dtype=torch.float64)
         if not torch.isfinite(amp).all():
             raise SpecError(f"neuron '{self.name}': spike_amplitude is not finite")

@@ -42,6 +42,8 @@ FEATURES: dict[str, str] = {
     "multi-spike": "several spikes per neuron and step (sinabs MultiSpike)",
     "graded-spikes": "spike amplitude != 1 (snntorch graded_spikes_factor)",
     "membrane-readout": "a non-spiking leaky-integrator readout layer",
+    "refractory": "an absolute refractory period (norse LIFRefracCell)",
+    "quantized-state": "membrane / synaptic current held on a set of levels (snntorch state_quant)",
 }
 
 #: any layer of a :class:`NetworkSpec`
@@ -188,6 +190,10 @@ class NetworkSpec:
                     add("multi-spike", where)
                 if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()):
                     add("graded-spikes", where)
+                if getattr(layer, "refractory", None) is not None:
+                    add("refractory", where)
+                if getattr(layer, "quantization", None) is not None:
+                    add("quantized-state", where)
             if isinstance(layer, (Dense, Conv1d, Conv2d)) and layer.bias is not None:
                 add("bias", where)
         return need
@@ -215,6 +221,13 @@ class NetworkSpec:
                     desc += " input_factors=(" + ", ".join(_short(f) for f in layer.input_factors) + ")"
                 if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()):
                     desc += f" amplitude={_short(layer.spike_amplitude)}"
+                if getattr(layer, "refractory", None) is not None:
+                    desc += f" refractory={_short(layer.refractory.period)}"
+                if getattr(layer, "quantization", None) is not None:
+                    q = layer.quantization
+                    desc += f" quantized[{'+'.join(q.states)}]({torch.as_tensor(q.levels).numel()} levels)"
+                if getattr(layer, "reset_catch_up", False):
+                    desc += " reset_catch_up"
             elif isinstance(layer, BatchNorm):
                 desc = f"batchnorm(weight={layer.weight}, bias={layer.bias}, C={layer.num_features}, eps={layer.eps:g})"
             else:

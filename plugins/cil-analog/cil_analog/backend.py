@@ -180,9 +180,15 @@ class AnalogMismatchBackend(Backend):
     max_sets = None
     observes_layers = True
     observes_membrane = False
-    #: everything the description says, recurrent synapses included (they get mismatch too);
-    #: batch norm has no circuit: it is folded into the preceding synapses at transfer
-    capabilities = frozenset(FEATURES) - {"batchnorm"}
+    #: everything the description says, recurrent synapses included (they get mismatch too), and
+    #: refractory periods (run exactly as described: the per-chip replacements keep them); batch
+    #: norm has no circuit: it is folded into the preceding synapses at transfer. A quantized state
+    #: is refused: an analog membrane is continuous and has no levels to hold
+    capabilities = frozenset(FEATURES) - {"batchnorm", "quantized-state"}
+    capability_hints = {
+        "quantized-state": "an analog membrane is continuous: it holds no quantization levels; build the layers "
+                           "without state_quant (or run a digital backend)",
+    }
 
     def __init__(self, strength: float = 1.0, seed: int = 0, noise_seed: int | None = None, **overrides: Any) -> None:
         self.strength = float(strength)

@@ -12,6 +12,12 @@ surrogate — is written into each node's ``metadata`` under ``cil_*`` keys, so 
 :func:`cil_nir.from_nir` restores the network exactly; other tools ignore it, so for them the
 graph is an approximation: :func:`to_nir` warns (``strict=True`` raises instead). The graph's
 ``metadata`` holds ``dt`` (seconds) and ``discretization="euler"``.
+
+Recurrent synapses are a ``Linear`` / ``Affine`` node on the edges ``neuron → <neuron>_rec →
+neuron`` (the NIR paper's braille form, read back by :func:`cil_nir.from_nir`); one-to-one
+synapses are written as a diagonal matrix, and where the recurrent input enters (``into``) or
+that it is zero at step 0 (``initial``) goes into the neuron node's metadata when NIR's reading
+(summed with the feed-forward input, bias from step 0) differs.
 """
 
 from __future__ import annotations
@@ -118,6 +124,39 @@ def _neuron_node(n: Neuron, shape: tuple[int, ...], where: str, lossy: list[str]
     return nir.IF(r=_arr(gain, shape), v_threshold=_arr(thr, shape), metadata=meta)
 
 
+def _recurrent_node(n: Neuron, node: nir.NIRNode, params: dict[str, torch.Tensor], where: str,
+                    lossy: list[str]) -> nir.NIRNode:
+    """The recurrent synapses of neuron layer ``n`` as a ``Linear`` / ``Affine`` node on the edges
+    ``neuron → w_rec → neuron`` (how :func:`cil_nir.from_nir` reads them: previous-step spikes, into
+    a ``CubaLIF``'s current or a ``LIF``'s input). A one-to-one ``w`` is written as ``diag(w)``,
+    ``autapses=False`` as a zero diagonal; where the spikes enter (``into``) and the step-0 input
+    (``initial``), when NIR's reading differs, go into the neuron node's metadata (noted as lossy)."""
+    rec = n.recurrent
+    assert rec is not None
+    w = params[rec.weight].double()
+    if rec.mode == "one-to-one":
+        w = torch.diag(w.reshape(-1))
+        lossy.append(f"{where}: one-to-one recurrent synapses written as a diagonal matrix (an import trains the "
+                     "off-diagonal entries too)")
+    elif not rec.autapses:
+        w = w * (1 - torch.eye(w.shape[0], dtype=w.dtype))
+        lossy.append(f"{where}: recurrent synapses without autapses written with a zero diagonal (an import trains it)")
+    natural = "current" if n.alpha is not None else "input"
+    into = "input" if (rec.into == "current" and n.alpha is None) else rec.into
+    meta = node.metadata if node.metadata is not None else {}
+    if into != natural:
+        meta[META + "recurrent_into"] = rec.into
+        lossy.append(f"{where}: recurrent input added to the {rec.into} (NIR sums it with the feed-forward input)")
+    if rec.initial != "bias":
+        meta[META + "recurrent_initial"] = rec.initial
+        lossy.append(f"{where}: recurrent input zero at step 0 (NIR: the synapses' bias acts from step 0)")
+    node.metadata = meta
+    w32 = w.numpy().astype(np.float32)
+    if rec.bias is None:
+        return nir.Linear(weight=w32)
+    return nir.Affine(weight=w32, bias=params[rec.bias].double().numpy().astype(np.float32))
+
+
 def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
     """The network as a ``nir.NIRGraph``.
 
@@ -134,6 +173,7 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(spec.input_shape))}
     names = ["input"]
     lossy: list[str] = []
+    rec_nodes: dict[str, tuple[str, nir.NIRNode]] = {}
     dts = {float(n.dt) for _, n in spec.neuron_layers()}
     if len(dts) != 1:
         raise UnsupportedLayerError(f"neuron layers use different time steps {sorted(dts)}; NIR export needs one dt")
@@ -163,6 +203,8 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
                 else np.zeros(layer.out_channels, np.float32)
             node = nir.Conv1d(input_shape=int(shape_in[1]), weight=w, stride=layer.stride, padding=layer.padding,
                               dilation=1, groups=1, bias=b)
+            if layer.bias is None:  # as for Conv2d: a zero bias written for a layer without one
+                node.metadata = {META + "bias": 0}
         elif isinstance(layer, Pool2d):
             if layer.mode == "max":
                 raise UnsupportedLayerError(f"{where}: NIR 1.0 has no max-pooling node; export a model with "
@@ -173,28 +215,37 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
             # NIR shapes carry no batch dimension: flattening all features starts at dim 0
             node = nir.Flatten(input_type={"input": np.array(shape_in)}, start_dim=0, end_dim=-1)
         elif isinstance(layer, Neuron):
-            for what, present in (("recurrent synapses", layer.recurrent is not None),
-                                  ("an adaptive threshold", layer.adaptation is not None),
+            for what, present in (("an adaptive threshold", layer.adaptation is not None),
                                   ("graded spikes", not bool((torch.as_tensor(layer.spike_amplitude) == 1).all())),
                                   ("a synaptic current updated as alpha * (i + x) (sinabs tau_syn)",
-                                   getattr(layer, "synaptic_update", "decay-then-add") != "decay-then-add")):
+                                   getattr(layer, "synaptic_update", "decay-then-add") != "decay-then-add"),
+                                  ("a refractory period", getattr(layer, "refractory", None) is not None),
+                                  ("a quantized state (state_quant)", getattr(layer, "quantization", None) is not None),
+                                  ("a catch-up reset (snntorch reset_delay=False)",
+                                   getattr(layer, "reset_catch_up", False))):
                 if present:
                     raise UnsupportedLayerError(f"{where}: NIR export of a neuron layer with {what} is not supported "
                                                 "(NIR 1.0 has no node for it)")
             node = _neuron_node(layer, shape_out, where, lossy)
+            if layer.recurrent is not None:
+                rec_nodes[name] = (f"{name}_rec", _recurrent_node(layer, node, params, where, lossy))
         else:  # pragma: no cover
             raise UnsupportedLayerError(f"{where}: no NIR equivalent")
         nodes[name] = node
         names.append(name)
     nodes["output"] = nir.Output(output_type=np.array(shapes[-1]))
     names.append("output")
+    edges = list(zip(names[:-1], names[1:]))
+    for neuron, (rec_name, rec_node) in rec_nodes.items():  # neuron -> w_rec -> neuron
+        nodes[rec_name] = rec_node
+        edges += [(neuron, rec_name), (rec_name, neuron)]
     if lossy:
         msg = ("NIR 1.0 cannot state these semantics; they are kept in cil_* node metadata (cil_nir.from_nir "
                "restores them, other tools ignore them): " + "; ".join(lossy))
         if strict:
             raise UnsupportedLayerError(msg)
         warnings.warn(msg, NIRSemanticsWarning, stacklevel=2)
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])),
+    return nir.NIRGraph(nodes=nodes, edges=edges,
                         metadata={"dt": dts.pop(), "discretization": "euler", "generator": "cil-nir",
                                   "source": spec.source})
 

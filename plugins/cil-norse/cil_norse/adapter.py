@@ -37,6 +37,13 @@ Neuron semantics (norse 1.1, ``functional/lif.py``, ``lif_box.py``, ``iaf.py``, 
   :math:`b' = b + k_a(v_{th} - b)`, :math:`z = H(v' - b')`, :math:`b = b' + \\beta z`. The
   recurrent variant adds :math:`W_{rec} z_{t-1}` to the current after the input and detaches
   the spike in the reset and the threshold jump, as ``lsnn_step`` does.
+* ``LIFRefracCell``, ``LIFRefracRecurrentCell``, ``LIFRefracRecurrent`` (``lif_refrac*_step``):
+  the LIF (recurrent) step, then norse's ``compute_refractory_update``:
+  :class:`~cil_core.network.neuron.Refractory` with ``period = rho_reset``: while the counter
+  :math:`\\rho > 0` the neuron is silent and its membrane held,
+  :math:`\\rho' = (1 - z)\\,\\mathrm{relu}(\\rho - H(\\rho)) + z\\,\\rho_{reset}` (the counter's
+  Heaviside takes the SuperSpike surrogate, as in norse). norse 1.1 has no feed-forward
+  time-looping ``LIFRefrac``.
 * ``LIFBoxCell``: the LIF membrane without the current; ``reset_value`` → zero reset,
   ``reset_subtract`` → subtract reset. norse sums the bracket as :math:`(x + v_{leak}) - v`; cil
   as :math:`(v_{leak} - v) + x`: identical for ``v_leak = 0``, equal up to rounding otherwise.
@@ -71,7 +78,7 @@ Refused (an :class:`~cil_core.UnsupportedLayerError` names the layer and what to
 * ``RecurrentSequential`` (feeds the output back into the input), other surrogate methods
   (``tanh``, ``triangle``, ``circ``, ``heavi_erfc``, ``heaviside``, ``adjoint``), per-neuron
   ``v_leak`` / ``v_reset``, thresholds <= 0 (shift the voltages so that ``v_th > 0``), other
-  neuron types (CobaLIF, refractory, LIFEx, Izhikevich, multi-compartment, ...), sparse inputs,
+  neuron types (CobaLIF, LIFAdExRefrac, LIFMCRefrac, LIFEx, Izhikevich, multi-compartment, ...), sparse inputs,
   a plain ``nn.Sequential`` holding a norse neuron inside a ``SequentialState`` (norse itself
   cannot run it: use a nested ``SequentialState``), and a mix of cells and time-looping modules.
 """
@@ -83,6 +90,7 @@ from typing import Any, Sequence
 import norse.torch as norse
 import torch
 from norse.torch.functional.lif import lif_feed_forward_step, lif_step
+from norse.torch.functional.lif_refrac import lif_refrac_feed_forward_step, lif_refrac_step
 from norse.torch.functional.lsnn import lsnn_feed_forward_step, lsnn_step
 from norse.torch.functional.reset import reset_subtract, reset_value
 from norse.torch.module.snn import SNN, SNNCell, SNNRecurrent, SNNRecurrentCell
@@ -99,21 +107,63 @@ from cil_core import (
     Surrogate,
     UnsupportedLayerError,
 )
+from cil_core.network.neuron import Refractory
 from cil_core.plugin.adapter import ModelAdapter, infer_input_shape, qualname, torch_layer
 
-RECURRENT_LIF = (norse.LIFRecurrentCell, norse.LIFRecurrent)
+#: LIF with an absolute refractory period (norse 1.1 has no feed-forward time-looping ``LIFRefrac``)
+REFRAC_FF = tuple(getattr(norse, n) for n in ("LIFRefracCell", "LIFRefrac") if hasattr(norse, n))
+REFRAC_REC = tuple(getattr(norse, n) for n in ("LIFRefracRecurrentCell", "LIFRefracRecurrent") if hasattr(norse, n))
+REFRAC = REFRAC_FF + REFRAC_REC
+RECURRENT_LIF = (norse.LIFRecurrentCell, norse.LIFRecurrent) + REFRAC_REC
 LSNN_FF = (norse.LSNNCell, norse.LSNN)
 LSNN_REC = (norse.LSNNRecurrentCell, norse.LSNNRecurrent)
 CELLS = (norse.LIFCell, norse.LIFBoxCell, norse.IAFCell, norse.LICell, norse.LIFRecurrentCell, norse.LSNNCell,
-         norse.LSNNRecurrentCell, norse.LILinearCell)
-TIME_MODULES = (norse.LIF, norse.IAF, norse.LI, norse.LIFRecurrent, norse.LSNN, norse.LSNNRecurrent)
+         norse.LSNNRecurrentCell, norse.LILinearCell) + tuple(c for c in REFRAC if c.__name__.endswith("Cell"))
+TIME_MODULES = (norse.LIF, norse.IAF, norse.LI, norse.LIFRecurrent, norse.LSNN, norse.LSNNRecurrent) + \
+    tuple(c for c in REFRAC if not c.__name__.endswith("Cell"))
 NEURONS = CELLS + TIME_MODULES
 READOUTS = (norse.LICell, norse.LI, norse.LILinearCell)
 #: every norse neuron module (LILinearCell is a plain nn.Module in norse)
 ANY_NORSE_NEURON = (SNNCell, SNN, SNNRecurrentCell, SNNRecurrent, norse.LILinearCell)
 ADEX = (norse.LIFAdExCell, norse.LIFAdEx, norse.LIFAdExRecurrentCell, norse.LIFAdExRecurrent)
+#: What this adapter accepts, as ``(layer, how the description states it, what cil trains)``;
+#: docs/models.md's adapter table is generated from it (``benchmarks/model_table.py``), and a test
+#: checks that every class of :data:`NEURONS` is named here.
+ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
+    ("nn.Linear, nn.Conv1d, nn.Conv2d (in Lift between time-looping modules)", "Dense / Conv1d / Conv2d",
+     "weight, bias"),
+    ("nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, nn.Identity", "Pool2d avg / max, Flatten", "-"),
+    ("nn.BatchNorm1d/2d", "BatchNorm with the running statistics; folded for chips", "γ, β"),
+    ("nn.Dropout", "Dropout: software training passes only", "-"),
+    ("LIFCell, LIF", "forward-Euler LIF in norse's float order (mem_rate, syn_rate), zero reset", "none: "
+     "tau_mem_inv, tau_syn_inv, v_th fixed"),
+    ("LIFBoxCell", "LIF membrane without current; reset_value / reset_subtract", "none"),
+    ("IAFCell, IAF", "integrate-and-fire, v_init = v_reset", "none"),
+    ("LICell, LI", "non-spiking leaky-integrator readout (last neuron layer)", "none"),
+    ("LILinearCell", "Dense(input_weights) + readout", "input_weights"),
+    ("LIFRecurrentCell, LIFRecurrent", "Dense(input_weights) + Recurrent(into='current', autapses), detached reset",
+     "input_weights, recurrent_weights"),
+    ("LSNNCell, LSNN, LSNNRecurrentCell, LSNNRecurrent", "Adaptation(form='euler-threshold'), previous-step current",
+     "(input_weights, recurrent_weights)"),
+    ("LIFRefracCell, LIFRefracRecurrentCell, LIFRefracRecurrent", "LIF / recurrent LIF + Refractory(period = "
+     "rho_reset), the counter's Heaviside with SuperSpike's gradient", "(input_weights, recurrent_weights)"),
+    ("SequentialState (nested ones flattened)", "a chain; cells stepped by cil, time-looping modules as they are",
+     "its layers' tensors"),
+)
+#: What this adapter refuses, as ``(layer, why)`` (docs/models.md's generated table).
+REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
+    ("LIFAdExCell and its variants (LIFAdExRefrac too)", "exponential spike initiation and a membrane-driven "
+     "adaptation current have no counterpart; use LSNNCell or LIFCell"),
+    ("norse.torch.models.conv.ConvNet / ConvNet4", "its loop multiplies conv2's output by 10; write it as a "
+     "SequentialState"),
+    ("RecurrentSequential, adjoint=True, surrogate methods other than 'super'", "no counterpart / other gradients"),
+    ("per-neuron v_leak / v_reset, v_th <= 0, sparse inputs", "scalars in the description; shift the voltages"),
+    ("CobaLIF, LIFEx, Izhikevich, LIFMC, LIFMCRefrac, other neuron types", "no counterpart in the description"),
+)
+
 SUPPORTED = ("LIFCell, LIFBoxCell, IAFCell, LICell, LIFRecurrentCell, LSNNCell, LSNNRecurrentCell, LILinearCell, "
-             "LIF, IAF, LI, LIFRecurrent, LSNN, LSNNRecurrent")
+             "LIFRefracCell, LIFRefracRecurrentCell, LIF, IAF, LI, LIFRecurrent, LSNN, LSNNRecurrent, "
+             "LIFRefracRecurrent")
 
 
 def _tensor(v: Any) -> torch.Tensor:
@@ -166,7 +216,7 @@ def neuron_of(layer: nn.Module, where: str) -> Neuron:
     expressible. Recurrent cells: see :func:`layers_of`."""
     if not isinstance(layer, NEURONS):
         _refuse_neuron(layer, where)
-    p, dt = layer.p, float(layer.dt)
+    p, dt = (layer.p.lif if isinstance(layer, REFRAC) else layer.p), float(layer.dt)
     common = dict(reset_timing="immediate", current_timing="same-step", v_min=None, fires_at_threshold=False,
                   max_spikes_per_step=1, dt=dt, name=where)
     if isinstance(layer, (norse.IAFCell, norse.IAF)):
@@ -205,13 +255,25 @@ def neuron_of(layer: nn.Module, where: str) -> Neuron:
         extra["adaptation"] = Adaptation(rho=1 - k_ad, jump=_tensor(p.beta), form="euler-threshold", rate=k_ad)
         extra["detach_reset"] = isinstance(layer, LSNN_REC)  # lsnn_step detaches z in the reset and in b
     elif isinstance(layer, RECURRENT_LIF):
-        _check_activation(layer, lif_step, where)
+        _check_activation(layer, lif_refrac_step if isinstance(layer, REFRAC) else lif_step, where)
         extra["detach_reset"] = True  # lif_step: (1 - z.detach()) * v + z.detach() * v_reset
     elif isinstance(layer, (norse.LIFCell, norse.LIF)):
         _check_activation(layer, lif_feed_forward_step, where)
+    elif isinstance(layer, REFRAC_FF):
+        _check_activation(layer, lif_refrac_feed_forward_step, where)
+    if isinstance(layer, REFRAC):
+        # compute_refractory_update: silent and membrane held while the counter rho > 0; rho_reset on a spike
+        extra["refractory"] = Refractory(period=_refractory_period(layer.p.rho_reset, where))
     return Neuron(beta=1 - k_mem, alpha=1 - k_syn, threshold=thr, reset="zero", input_gain=k_mem, v_leak=v_leak,
                   v_reset=v_reset, output="spikes", surrogate=_surrogate(p, where), mem_rate=k_mem, syn_rate=k_syn,
                   **common, **extra)
+
+
+def _refractory_period(rho_reset: Any, where: str) -> Any:
+    t = _tensor(rho_reset)
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise UnsupportedLayerError(f"{where}: rho_reset must be finite and >= 0 (the refractory period in steps)")
+    return float(t) if t.numel() == 1 else t
 
 
 def layers_of(name: str, layer: nn.Module, where: str, params: dict[str, torch.Tensor]) -> list:

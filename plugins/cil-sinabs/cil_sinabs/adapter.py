@@ -16,7 +16,7 @@ BPTT gradients of sinabs' own autograd; tests/test_sinabs_adapter.py, tests/test
   software training passes only);
 * neurons: ``IAF``, ``LIF`` and their ``Squeeze`` variants, with or without ``tau_syn``;
   ``IAFRecurrent`` / ``LIFRecurrent`` with ``rec_connect=nn.Linear(n, n)``; ``ALIF``,
-  ``ALIFSqueeze``, ``ALIFRecurrent``; ``ExpLeak`` / ``ExpLeakSqueeze`` and any layer with
+  ``ALIFRecurrent`` (sinabs 3.1 has no ``ALIFSqueeze``); ``ExpLeak`` / ``ExpLeakSqueeze`` and any layer with
   ``spike_fn=None`` (a non-spiking membrane readout, ``output="membrane"``).
 
 Neuron semantics, stated explicitly in every :class:`~cil_core.Neuron` (sinabs 3.x,
@@ -93,6 +93,37 @@ from cil_core import (
 )
 from cil_core.plugin.adapter import ModelAdapter, flat_children, infer_input_shape, pair, torch_layer
 
+
+#: What this adapter accepts, as ``(layer, how the description states it, what cil trains)``;
+#: docs/models.md's adapter table is generated from it (``benchmarks/model_table.py``).
+ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
+    ("nn.Linear, nn.Conv1d, nn.Conv2d", "Dense / Conv1d / Conv2d, one call on all (sample, step) pairs "
+     "(synapse_calls='all-steps')", "weight, bias"),
+    ("SumPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, nn.Identity, FlattenTime / UnflattenTime at the ends",
+     "Pool2d sum / avg / max, Flatten, layout markers", "-"),
+    ("nn.BatchNorm1d/2d (squeezed layout), nn.Dropout", "BatchNorm (running statistics; folded for chips), Dropout",
+     "γ, β"),
+    ("IAF, IAFSqueeze, LIF, LIFSqueeze (with or without tau_syn)", "immediate reset, fires at threshold; tau_syn: "
+     "synaptic_update='add-then-decay'; min_v_mem: v_min", "none: tau_mem, tau_syn, threshold fixed"),
+    ("MultiSpike, SingleSpike, MaxSpike(n); MembraneSubtract, MembraneReset(0)", "max_spikes_per_step None / 1 / n; "
+     "subtract / zero reset with the spike detached", "-"),
+    ("IAFRecurrent, LIFRecurrent with rec_connect=nn.Linear(n, n)", "Recurrent(into='input', initial='zero')",
+     "rec_connect weight, bias"),
+    ("ALIF, ALIFRecurrent", "Adaptation(form='lowpass', spike_gradient='membrane-relative')", "none"),
+    ("ExpLeak, ExpLeakSqueeze, spike_fn=None", "non-spiking readout", "none"),
+    ("nn.Sequential, sinabs.network.Network (from_model)", "a chain", "its layers' tensors"),
+)
+#: What this adapter refuses, as ``(layer, why)`` (docs/models.md's generated table).
+REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
+    ("rec_connect other than a square nn.Linear", "recurrent synapses are dense over 1-D layers"),
+    ("ExpLeak with min_v_mem", "sinabs outputs the unclipped membrane but keeps the clipped one"),
+    ("ALIF with spike_fn other than SingleSpike, MembraneReset, per-neuron threshold, tau_syn with norm_input",
+     "dynamics no other layer has"),
+    ("MembraneReset(reset_value != 0), MembraneSubtract(subtract_value != threshold), other spike / reset "
+     "functions", "no counterpart in the description"),
+    ("batch norm in the (B, T, ...) layout, channel dropout, any other module", "would normalise over time / no "
+     "counterpart"),
+)
 
 def _sinabs():
     import sinabs.layers as sl  # safe: never touches sinabs.backend.dynapcnn

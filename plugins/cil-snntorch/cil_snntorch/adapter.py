@@ -9,10 +9,14 @@ Two model shapes are accepted, unchanged:
    resetting every neuron's state.
 2. A user ``nn.Module`` whose ``forward(x)`` loops over the time-major input itself and returns
    the output spike record ``[T, B, C]`` (or a tuple whose first element is it), as in the
-   snntorch tutorials. cil finds the layer order by recording the submodule calls of one time
-   step (the model in ``eval()`` mode, so batch norm statistics are not touched) and checks that
-   they form a chain (each layer consumes the previous layer's output; a reshape between them
-   becomes a ``Flatten``).
+   snntorch tutorials. cil finds the layer order by recording the submodule calls of a probe run
+   over 3 time steps (the model in ``eval()`` mode, so batch norm statistics are not touched),
+   checks that every step calls the same submodules in the same order, each once, and that the
+   calls form a chain (each layer consumes the previous layer's output; a reshape between them
+   becomes a ``Flatten``). A forward that uses a different submodule at each step (batch norm
+   through time, ``self.bn[step](x)``, snntorch's ``BatchNormTT1d/2d``), calls a submodule at
+   some steps only, or calls one submodule twice per step is refused naming the submodules:
+   a chain description of step 0 would compute every later step differently.
 
 Accepted, each spike for spike (and membrane for membrane, bit for bit) equal to snntorch's own
 forward on the ideal backend and in cil's software pass, with the BPTT gradients of snntorch's
@@ -23,6 +27,11 @@ autograd (tests/test_snntorch_adapter.py, tests/test_snntorch_layers.py):
   forward; folded into the preceding conv/linear for chips that cannot normalise),
   ``nn.Dropout`` (software training passes only, never on a chip), ``nn.Flatten``,
   ``nn.Identity``;
+* snntorch 1.0's ``LeakyParallel(bias=False)`` (an ``nn.RNN`` with relu and a diagonal hidden
+  matrix, called once on the whole sequence): ``Dense(rnn.weight_ih_l0)`` + a neuron with
+  :math:`\\beta = \\mathrm{diag}(W_{hh})`, no reset, the membrane floored at 0 and the spike taken from
+  the floored membrane (``fire_on_floored``), in an ``nn.Sequential`` or a module that calls its
+  layers once each, with only ``nn.Linear``, ``nn.Dropout``, ``nn.Identity`` between them;
 * neurons: ``Leaky``, ``Synaptic``, ``RLeaky``, ``RSynaptic``, ``Lapicque``; surrogates
   ``atan``, ``fast_sigmoid``, ``sigmoid``, ``heaviside``, ``triangular``,
   ``straight_through_estimator``; ``graded_spikes_factor`` (scalar or per neuron) as the
@@ -49,6 +58,15 @@ Neuron semantics (snntorch 0.9-1.0, ``reset_delay=True``), with :math:`R_t = H(v
   from the buffers as snntorch does, the input scaled by ``input_factors=(R, 1/(RC), Δt)`` one
   after the other (snntorch's float order); resets ``deferred-post``;
 * graded spikes: :math:`S'_t = g\\,S_t` (``spike_amplitude``); the reset follows :math:`S_t`;
+* ``reset_delay=False`` (``Leaky``, ``Synaptic``, ``RLeaky``): snntorch keeps its deferred reset
+  :math:`R_t` and, right after ``fire``, resets by :math:`S_t - R_t` ("avoid double reset"):
+  :math:`v_t = u_t - (S_t - R_t)\\theta` or :math:`u_t - (S_t - R_t)u_t` → ``Neuron.reset_catch_up``.
+  :math:`R_t \\ne 0` only where the membrane left after a subtract reset is still above the
+  threshold; the spike decision of that step then sees :math:`u_t - \\theta` (snntorch's order);
+* ``state_quant=snntorch.functional.quant.state_quant(...)`` (uniform or not): the membrane (and
+  ``Synaptic``'s current) is rounded to the nearest level after the state update, before
+  ``fire`` (:class:`~cil_core.network.neuron.StateQuantization`, levels read from the function),
+  gradient straight-through as snntorch's ``StateQuant``;
 * :math:`S_t = H(v_t - \\theta)` with ``H(0) = 0``; :math:`\\alpha, \\beta` clipped to [0, 1].
 
 Refused, with the layer named and what to use instead (:class:`~cil_core.UnsupportedLayerError`):
@@ -67,9 +85,19 @@ Refused, with the layer named and what to use instead (:class:`~cil_core.Unsuppo
   ``learn_graded_spikes_factor=True``: cil trains synaptic weights only, so these would stay
   frozen while snntorch's own BPTT trains them (freeze them to train with cil);
 * a recurrent layer as the non-spiking readout (``output="membrane"``);
-* ``reset_delay=False``, ``inhibition``, ``state_quant``, ``surrogate_disable=True`` and other
+* snntorch 1.0's ``StateLeaky`` / ``LinearLeaky``: the membrane is a causal convolution of the
+  whole sequence with :math:`e^{-t/\\tau}`, never reset; cil's recursion equals it only up to
+  rounding (the message names ``snn.Leaky(beta=exp(-(1-beta)), reset_mechanism='none')``);
+  ``LeakyParallel`` with ``bias=True`` (its ``b_hh`` is added inside the recurrence),
+  ``weight_hh_enable=True``, ``learn_beta``, decays outside [0, 1] (snntorch 1.0 ignores a
+  per-neuron ``beta`` and keeps nn.RNN's random ones), as the readout, or mixed with step-by-step
+  neurons or with layers other than ``nn.Linear`` / ``nn.Dropout`` / ``nn.Identity``;
+* ``RSynaptic(reset_delay=False)``: snntorch 1.0 cannot run it (its forward divides the ``spk``
+  argument, ``None`` with ``init_hidden``, and discards the reset it computes); a ``state_quant``
+  other than snntorch's own ``state_quant(...)`` function;
+* ``inhibition``, ``surrogate_disable=True`` and other
   surrogates (``spike_rate_escape``, ``LSO``, ``SFS``, custom functions), other neuron types
-  (``SLSTM``, ``SConv2dLSTM``, ``LeakyParallel``, ...); ``nn.Dropout1d/2d`` (use ``nn.Dropout``),
+  (``SLSTM``, ``SConv2dLSTM``, ...); ``nn.Dropout1d/2d`` (use ``nn.Dropout``),
   pooling / convolution with padding modes, dilation, groups or ``ceil_mode``.
 """
 
@@ -83,18 +111,67 @@ import torch
 from torch import nn
 
 from cil_core import (
+    Dense,
     NetworkSpec,
     Neuron,
     ShapeError,
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.network.description import Recurrent
+from cil_core.network.description import Recurrent, StateQuantization
 from cil_core.plugin.adapter import (ModelAdapter, flat_children, infer_input_shape, TORCH_LAYERS, qualname,
                                      torch_layer)
 
 NEURONS = (snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic, snn.Lapicque)
-SUPPORTED_NEURONS = "snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic, snn.Lapicque"
+SUPPORTED_NEURONS = "snn.Leaky, snn.Synaptic, snn.RLeaky, snn.RSynaptic, snn.Lapicque, snn.LeakyParallel(bias=False)"
+#: snntorch 1.0's layers that take the whole sequence ``[T, B, C]`` in one call (absent before 1.0)
+LEAKY_PARALLEL: tuple[type, ...] = tuple(getattr(snn, n) for n in ("LeakyParallel",) if hasattr(snn, n))
+STATE_LEAKY: tuple[type, ...] = tuple(getattr(snn, n) for n in ("StateLeaky", "LinearLeaky") if hasattr(snn, n))
+#: torch layers that act on every time step of a ``[T, B, C]`` sequence alike (allowed between LeakyParallel layers)
+SEQUENCE_SAFE = (nn.Linear, nn.Dropout, nn.Identity)
+
+#: What this adapter accepts, as ``(layer or option, how the description states it, what cil trains)``;
+#: docs/models.md's adapter table is generated from it (``benchmarks/model_table.py``), and a test
+#: checks that every neuron class :func:`neuron_of` dispatches on is named here.
+ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
+    ("nn.Linear, nn.Conv1d, nn.Conv2d", "Dense / Conv1d / Conv2d, one call per time step", "weight, bias"),
+    ("nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, nn.Identity", "Pool2d avg / max (spiking max pooling), Flatten",
+     "-"),
+    ("nn.BatchNorm1d/2d", "BatchNorm with the running statistics; folded into the synapses for chips", "γ, β"),
+    ("nn.Dropout", "Dropout: software training passes only", "-"),
+    ("snn.Leaky", "subtract reset deferred-post, zero reset deferred-pre", "none: beta, threshold fixed"),
+    ("snn.Synaptic", "synaptic current alpha, reset deferred-post", "none: alpha, beta, threshold fixed"),
+    ("snn.RLeaky", "Recurrent(into='membrane'): dense (linear_features) or one-to-one (per-neuron V)",
+     "recurrent weight, bias / V"),
+    ("snn.RSynaptic", "Recurrent(into='current'), dense or one-to-one", "recurrent weight, bias / V"),
+    ("snn.Lapicque", "beta = 1 - dt/(RC), input_factors (R, 1/(RC), dt) in snntorch's order", "none"),
+    ("snn.LeakyParallel(bias=False)", "Dense(rnn.weight_ih_l0) + neuron with beta = diag(W_hh), no reset, membrane "
+     "floored at 0 (fire_on_floored)", "rnn.weight_ih_l0"),
+    ("reset_delay=False (Leaky, Synaptic, RLeaky)", "Neuron.reset_catch_up: u - (S - R) theta / u - (S - R) u", "-"),
+    ("state_quant=snntorch.functional.quant.state_quant(...)", "StateQuantization: membrane (Synaptic, RSynaptic: "
+     "and current) rounded to snntorch's levels, straight-through", "-"),
+    ("graded_spikes_factor (scalar or per neuron)", "spike_amplitude", "none"),
+    ("surrogates atan, fast_sigmoid, sigmoid, heaviside, triangular, straight_through_estimator", "Surrogate", "-"),
+    ("nn.Sequential (nested ones flattened), or a module whose forward loops over time",
+     "a chain; a module's layer order traced over 3 probe steps", "its layers' tensors"),
+)
+#: What this adapter refuses, as ``(layer or option, why)`` (docs/models.md's generated table).
+REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
+    ("snn.Alpha", "two exponential traces whose resets act on the traces: reproducible only up to rounding; use "
+     "snn.Synaptic"),
+    ("snn.StateLeaky, snn.LinearLeaky", "the membrane is a conv1d of the whole sequence, never reset: equal to a "
+     "recursion only up to rounding; the message names the step-by-step snn.Leaky"),
+    ("snn.LeakyParallel with bias=True, weight_hh_enable=True, learn_beta, decays outside [0, 1], as readout",
+     "b_hh inside the recurrence, membranes coupled, decays trained or random"),
+    ("snn.RSynaptic(reset_delay=False)", "snntorch 1.0 itself cannot run it (raises; discards the reset it computes)"),
+    ("learn_beta, learn_threshold, learn_alpha, learn_graded_spikes_factor, learn_recurrent=False",
+     "cil trains synaptic weights only (issue 20 item 1)"),
+    ("a state_quant other than snntorch's state_quant(...)", "an arbitrary function has no description"),
+    ("a time-looping forward whose steps differ (per-step submodules, BatchNormTT, shared layers)",
+     "a chain run identically at every step would compute it differently"),
+    ("inhibition, surrogate_disable=True, other surrogates, SLSTM, SConv2dLSTM, nn.Dropout1d/2d, padded / "
+     "dilated / grouped / ceil-mode pooling and convolution", "no counterpart in the description"),
+)
 
 
 def surrogate_of(layer: nn.Module, where: str) -> Surrogate:
@@ -171,11 +248,16 @@ def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", n
         raise UnsupportedLayerError(f"{where}: {qualname(layer)} is not supported (supported neurons: "
                                     f"{SUPPORTED_NEURONS})")
     kind = type(layer).__name__
-    for attr, bad, what in (("inhibition", True, "inhibition=True"), ("reset_delay", False, "reset_delay=False")):
-        if getattr(layer, attr, not bad) == bad:
-            raise UnsupportedLayerError(f"{where}: {kind} with {what} is not supported")
-    if getattr(layer, "state_quant", False):
-        raise UnsupportedLayerError(f"{where}: {kind} with state_quant is not supported")
+    if getattr(layer, "inhibition", False):
+        raise UnsupportedLayerError(f"{where}: {kind} with inhibition=True is not supported")
+    catch_up = not getattr(layer, "reset_delay", True)
+    if catch_up and isinstance(layer, snn.RSynaptic):
+        raise UnsupportedLayerError(
+            f"{where}: RSynaptic with reset_delay=False: snntorch 1.0's RSynaptic cannot run it (its forward divides "
+            "the spk argument, None with init_hidden=True, by graded_spikes_factor, and assigns the immediate reset to "
+            "a local variable it then discards), so there is no snntorch behaviour to reproduce. Use "
+            "reset_delay=True, or snn.Synaptic(reset_delay=False) with a separate recurrent nn.Linear")
+    quantization = quantization_of(layer, where)
     for attr, flag in (("beta", "learn_beta"), ("threshold", "learn_threshold"), ("alpha", "learn_alpha"),
                        ("graded_spikes_factor", "learn_graded_spikes_factor")):
         value = getattr(layer, attr, None)
@@ -220,17 +302,146 @@ def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", n
         current_timing="same-step", input_gain=gain, v_leak=0.0, v_reset=0.0, v_min=None,
         fires_at_threshold=False, max_spikes_per_step=1, dt=dt, output=output,  # type: ignore[arg-type]
         surrogate=surrogate_of(layer, where), name=where, recurrent=recurrent, spike_amplitude=amplitude,
-        input_factors=factors,
+        input_factors=factors, quantization=quantization,
+        reset_catch_up=catch_up and not readout and mech != "none",
     )
+
+
+def quantization_of(layer: nn.Module, where: str) -> StateQuantization | None:
+    """The quantized state of a layer built with ``state_quant=snntorch.functional.quant.state_quant(...)``:
+    its levels (read from the function's closure) on the membrane, and on the synaptic current of
+    ``Synaptic`` / ``RSynaptic`` (snntorch quantizes both after the state update, before ``fire``,
+    which quantizes the membrane once more: a no-op on a level). Other quantizers are refused."""
+    fn = getattr(layer, "state_quant", False)
+    if not fn:
+        return None
+    kind = type(layer).__name__
+    free = dict(zip(fn.__code__.co_freevars, [c.cell_contents for c in (fn.__closure__ or ())])) \
+        if hasattr(fn, "__code__") else {}
+    if getattr(fn, "__module__", "") != "snntorch.functional.quant" or \
+            getattr(fn, "__qualname__", "") != "state_quant.<locals>.inner" or "levels" not in free:
+        raise UnsupportedLayerError(
+            f"{where}: {kind} with state_quant={getattr(fn, '__qualname__', fn)!r}: cil reproduces snntorch's own "
+            "snntorch.functional.quant.state_quant(...) (each state rounded to the nearest of a set of levels), not "
+            "other quantization functions")
+    levels = torch.as_tensor(free["levels"]).detach().clone()
+    if levels.dim() != 1 or levels.numel() < 2 or not levels.is_floating_point() or not bool(torch.isfinite(levels).all()):
+        raise UnsupportedLayerError(f"{where}: {kind} with state_quant levels of shape {tuple(levels.shape)}: cil "
+                                    "needs at least 2 finite levels")
+    states = ("membrane", "current") if isinstance(layer, (snn.Synaptic, snn.RSynaptic)) else ("membrane",)
+    return StateQuantization(levels, states)
+
+
+def refuse_state_leaky(model: nn.Module) -> None:
+    """Refuse snntorch 1.0's ``StateLeaky`` / ``LinearLeaky`` anywhere in ``model``, naming the layer.
+
+    Their membrane is the causal convolution :math:`v_t = \\sum_{k=0}^{t} e^{-k/\\tau} x_{t-k}` with
+    :math:`\\tau = 1/(1-\\beta)`, computed for the whole sequence by ``conv1d``, never reset. cil's
+    neuron runs the recursion :math:`v_t = d\\,v_{t-1} + x_t` (:math:`d = e^{-1/\\tau}`), equal only up to
+    float rounding (most membrane values differ in the last bits), so spikes at the threshold
+    would not be reproduced exactly; with ``kernel_truncation_steps`` the filter forgets old inputs,
+    which no recursion does."""
+    for name, m in model.named_modules():
+        if STATE_LEAKY and isinstance(m, STATE_LEAKY):
+            kind = type(m).__name__
+            d = float(torch.exp(-1 / m.tau.detach().reshape(-1)[0]))
+            trunc = getattr(m, "kernel_truncation_steps", None)
+            instead = ("nn.Linear(in_features, out_features) followed by " if kind == "LinearLeaky" else "")
+            raise UnsupportedLayerError(
+                f"layer '{name or qualname(model)}' ({kind}): {kind} computes the membrane of the whole sequence at once "
+                "as a causal convolution of its input with the kernel exp(-t/tau), tau = 1/(1 - beta), and never resets "
+                "it after a spike. cil's neuron runs the step-by-step recursion v_t = d * v_{t-1} + x_t, which equals "
+                "that convolution only up to float rounding (torch's conv1d sums the taps in its own order), so spikes "
+                "at the threshold would not be reproduced exactly"
+                + (f"; with kernel_truncation_steps={trunc} the membrane also forgets inputs older than {trunc} steps, "
+                   "which no recursion does" if trunc is not None else "")
+                + f". The same dynamics step by step: {instead}snn.Leaky(beta={d:.6g}, reset_mechanism='none') (the "
+                f"per-step decay is exp(-(1 - beta)) = {d:.6g}, not beta)")
+
+
+def parallel_neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes") -> Neuron:
+    """Translate snntorch 1.0's ``LeakyParallel`` (after its input synapses, ``rnn.weight_ih_l0``).
+
+    ``LeakyParallel`` is ``nn.RNN(nonlinearity="relu")`` with a diagonal hidden matrix
+    :math:`W_{hh} = \\mathrm{diag}(\\beta)`, then a threshold without reset:
+
+    .. math::
+
+        h_t = \\mathrm{relu}\\big(W_{ih} x_t + \\beta \\odot h_{t-1}\\big), \\qquad S_t = H(h_t - \\theta)
+
+    i.e. ``beta`` per neuron (the diagonal as the RNN holds it), ``reset="none"``, the membrane
+    floored at 0 (``v_min=0``) and the spike taken from the floored membrane
+    (``fire_on_floored``, for the gradient). Refused: ``bias=True`` (``b_hh`` is added inside the
+    recurrence, :math:`(W_{ih}x_t + b_{ih}) + (\\beta h_{t-1} + b_{hh})`, a float order the
+    description has no place for), ``weight_hh_enable=True`` (dense membrane-to-membrane coupling),
+    ``learn_beta`` / ``learn_threshold`` / ``learn_graded_spikes_factor``, decays outside [0, 1]."""
+    rnn = layer.rnn
+    if output == "membrane":
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel as the non-spiking readout (output='membrane'): snntorch's LeakyParallel has no "
+            "readout form, and its membrane is nn.RNN's relu (gradient 0 at exactly 0), which cil's readout floor "
+            "(torch.clamp) matches in value but not in gradient. End the model with spikes (output='spikes') or "
+            "with a step-by-step model whose last layer is snn.Leaky")
+    if rnn.bias:
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel with bias=True: its nn.RNN adds the hidden bias b_hh inside the recurrence, "
+            "h_t = relu((W_ih x_t + b_ih) + (beta * h_{t-1} + b_hh)), a second per-step constant in a float order cil's "
+            "neuron (one synaptic bias, then beta * v + I) cannot reproduce exactly; b_hh is also trained. Build it "
+            "with bias=False")
+    w_hh = rnn.weight_hh_l0
+    if w_hh.requires_grad:
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel with learn_beta=True: cil trains synaptic weights only, so the decays "
+            "(rnn.weight_hh_l0) would stay frozen while snntorch's own BPTT trains them. Build the layer with "
+            "learn_beta=False to train with cil")
+    for attr, flag in (("threshold", "learn_threshold"), ("graded_spikes_factor", "learn_graded_spikes_factor")):
+        value = getattr(layer, attr, None)
+        if isinstance(value, nn.Parameter) and value.requires_grad:
+            raise UnsupportedLayerError(
+                f"{where}: LeakyParallel with {flag}=True: cil trains synaptic weights only, so {attr} would stay "
+                f"frozen while snntorch's own BPTT trains it. Build the layer with {flag}=False to train with cil")
+    w = w_hh.detach()
+    beta = torch.diagonal(w).clone()
+    if bool((w - torch.diag(beta)).ne(0).any()):
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel with a dense hidden matrix (weight_hh_enable=True): each membrane feeds every "
+            "other membrane, a coupling cil's neurons do not have (recurrent synapses carry spikes). Build it with "
+            "weight_hh_enable=False (the default, one decay per neuron)")
+    if bool(((beta < 0) | (beta > 1)).any()):
+        raise UnsupportedLayerError(
+            f"{where}: LeakyParallel with decays outside [0, 1] (min {float(beta.min()):g}, max {float(beta.max()):g}; "
+            "beta=None draws them from nn.RNN's initialisation): pass beta")
+    fn = layer.spike_grad
+    if getattr(fn, "__self__", None) is getattr(type(layer), "ATan", object()):
+        sur = Surrogate("atan", 2.0)  # LeakyParallel's own ATan: alpha/2 / (1 + (pi/2 alpha x)^2), alpha = 2
+    else:
+        sur = surrogate_of(layer, where)
+    g = torch.as_tensor(layer.graded_spikes_factor).detach()
+    amplitude: Any = 1.0 if bool((g == 1.0).all()) else _frozen_tensor(g)
+    return Neuron(
+        beta=beta, alpha=None, threshold=layer.threshold.detach().clone(), reset="none", reset_timing="immediate",
+        current_timing="same-step", input_gain=1.0, v_leak=0.0, v_reset=0.0, v_min=0.0, fires_at_threshold=False,
+        max_spikes_per_step=1, dt=dt, output="spikes", surrogate=sur, name=where, spike_amplitude=amplitude,
+        fire_on_floored=True,
+    )
+
+
+def _is_neuron(m: nn.Module) -> bool:
+    return isinstance(m, snn.SpikingNeuron) or bool(LEAKY_PARALLEL and isinstance(m, LEAKY_PARALLEL))
 
 
 def _translate(named: Sequence[tuple[str, nn.Module]], input_shape: tuple[int, ...], dt: float, output: str,
                source: str) -> NetworkSpec:
     layers: list = []
-    neuron_idx = [i for i, (_, m) in enumerate(named) if isinstance(m, snn.SpikingNeuron)]
+    neuron_idx = [i for i, (_, m) in enumerate(named) if _is_neuron(m)]
     last_neuron = neuron_idx[-1] if neuron_idx else -1
     for i, (name, m) in enumerate(named):
         where = f"layer '{name}' ({type(m).__name__})"
+        if LEAKY_PARALLEL and isinstance(m, LEAKY_PARALLEL):
+            rnn = m.rnn
+            layers.append(Dense(f"{name}.rnn.weight_ih_l0", None, rnn.input_size, rnn.hidden_size))
+            layers.append(parallel_neuron_of(m, where, dt, output if i == last_neuron else "spikes"))
+            continue
         if isinstance(m, snn.SpikingNeuron):
             layers.append(neuron_of(m, where, dt, output if i == last_neuron else "spikes", name))
             continue
@@ -251,13 +462,20 @@ class SnnTorchAdapter(ModelAdapter):
     """cil adapter for snntorch models."""
 
     def accepts(self, model: Any) -> bool:
-        return isinstance(model, nn.Module) and any(isinstance(m, snn.SpikingNeuron) for m in model.modules())
+        return isinstance(model, nn.Module) and any(_is_neuron(m) for m in model.modules())
 
     def to_spec(self, model: nn.Module, *, input_shape: Sequence[int] | None = None, dt: float = 1e-3,
                 output: str = "spikes") -> NetworkSpec:
         """Describe ``model``. Options: ``input_shape`` (per sample; required when the first layer
         is a convolution), ``dt`` (seconds per step, documentation only), ``output``
         (``"spikes"`` or ``"membrane"``: the last neuron layer becomes a non-spiking readout)."""
+        refuse_state_leaky(model)
+        if _is_sequence_model(model):
+            named = sequence_chain(model, input_shape)
+            first = named[0][1]
+            shape = ((first.rnn.input_size,) if input_shape is None and isinstance(first, LEAKY_PARALLEL)
+                     else infer_input_shape(first, input_shape))
+            return _translate(named, shape, dt, output, f"snntorch sequence model ({qualname(model)})")
         if isinstance(model, nn.Sequential):
             named = flat_children(model)  # nested nn.Sequential containers flattened, names keep their dots
             for name, m in named:
@@ -287,9 +505,83 @@ def reset_states(model: nn.Module) -> None:
             m.reset_mem()
 
 
+def _is_sequence_model(model: nn.Module) -> bool:
+    """Whether ``model`` holds a layer that takes the whole sequence in one call (``LeakyParallel``)."""
+    return bool(LEAKY_PARALLEL) and any(isinstance(m, LEAKY_PARALLEL) for m in model.modules())
+
+
+def sequence_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tuple[str, nn.Module]]:
+    """The layers of a model built from ``LeakyParallel`` layers, which take the whole sequence
+    ``[T, B, C]`` in one call: an ``nn.Sequential``, or a module whose forward calls its layers once
+    each in a chain (snntorch's own example). Between them only layers that act on every time step
+    alike are allowed (:data:`SEQUENCE_SAFE`); step-by-step snntorch neurons cannot be mixed in."""
+    if isinstance(model, nn.Sequential):
+        named = flat_children(model)
+    else:
+        inside = {n for n, m in model.named_modules() if LEAKY_PARALLEL and isinstance(m, LEAKY_PARALLEL)}
+        leaves = [(n, m) for n, m in model.named_modules()
+                  if n and (n in inside or not list(m.children())) and not any(n.startswith(p + ".") for p in inside)]
+        first = leaves[0][1]
+        shape = ((first.rnn.input_size,) if input_shape is None and isinstance(first, LEAKY_PARALLEL)
+                 else infer_input_shape(first, input_shape))
+        calls: list[tuple[str, nn.Module, Any, Any]] = []
+
+        def hook(name: str):
+            def fn(mod: nn.Module, inputs: tuple, output: Any) -> None:
+                calls.append((name, mod, inputs[0] if inputs else None, output[0] if isinstance(output, tuple)
+                              else output))
+            return fn
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(PROBE_STEPS, 1, *shape))
+        except Exception as exc:
+            raise UnsupportedLayerError(
+                f"could not run {qualname(model)} (it holds LeakyParallel layers, which take the whole sequence) on "
+                f"a time-major input [T, B, {', '.join(map(str, shape))}] to find its layer order: {exc!r}") from exc
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was_training)
+        names = [c[0] for c in calls]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UnsupportedLayerError(
+                f"{qualname(model)}: submodules {twice} are called more than once per forward; a model of "
+                "LeakyParallel layers must call each layer once, in a chain (snntorch's own example)")
+        named, prev = [], None
+        for name, mod, inp, out in calls:
+            if prev is not None and inp is not prev:
+                raise UnsupportedLayerError(
+                    f"{qualname(model)} is not a feed-forward chain: layer '{name}' does not consume the output of "
+                    f"'{named[-1][0]}'")
+            named.append((name, mod))
+            prev = out
+    for name, m in named:
+        where = f"layer '{name}' ({type(m).__name__})"
+        if isinstance(m, snn.SpikingNeuron):
+            raise UnsupportedLayerError(
+                f"{where}: snntorch neurons run one time step per call, but this model holds LeakyParallel layers, "
+                "which take the whole sequence [T, B, C] in one call; cil cannot run both in one model. Use "
+                "LeakyParallel layers throughout, or step-by-step neurons throughout")
+        if not (isinstance(m, SEQUENCE_SAFE) or isinstance(m, LEAKY_PARALLEL)):
+            raise UnsupportedLayerError(
+                f"{where}: in a model of LeakyParallel layers (which take the whole sequence [T, B, C]) only "
+                "nn.Linear, nn.Dropout and nn.Identity may sit between them, as they act on every time step alike; "
+                f"{type(m).__name__} would see the time dimension as a batch or feature dimension")
+    return named
+
+
 def run_native(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's own snntorch forward over time-major ``x`` (an ``nn.Sequential`` is called once
-    per step after its neurons are reset); returns the output ``[T, B, ...]``."""
+    per step after its neurons are reset; a model of ``LeakyParallel`` layers once on the whole
+    sequence); returns the output ``[T, B, ...]``."""
+    if _is_sequence_model(model):
+        out = model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
     if isinstance(model, nn.Sequential):
         reset_states(model)
         outs = []
@@ -301,13 +593,73 @@ def run_native(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tuple[str, nn.Module]]:
-    """Order the leaf layers of a time-looping module by recording one time step of calls.
+#: time steps of the probe run that finds a time-looping module's layer order (at least 2, so that
+#: a module whose forward calls different submodules at different steps is seen doing so)
+PROBE_STEPS = 3
 
-    Runs the model once on a zero input ``[2, 1, *input_shape]`` with forward hooks on its leaf
-    modules, keeps the calls of the first time step (until a module repeats), and checks that
-    each call's input is the previous call's output (or a reshape of it, which becomes a
-    ``Flatten``). Raises :class:`UnsupportedLayerError` if the calls do not form a chain.
+
+def _parent(name: str, model: nn.Module) -> str:
+    """``"bn1.0"`` → ``"'bn1' (ModuleList)"``: the container a per-step submodule belongs to
+    (``""`` for a direct child of the model)."""
+    parent = name.rpartition(".")[0]
+    return f"'{parent}' ({type(model.get_submodule(parent)).__name__})" if parent else ""
+
+
+def _check_steps(model: nn.Module, names: list[str], steps: int) -> int:
+    """The number of calls per time step, after checking that every step of the probe run called
+    the same submodules in the same order, each once.
+
+    Raises :class:`UnsupportedLayerError` naming the submodules otherwise: a forward that uses a
+    different submodule at each step (``self.bn[step](x)``, snntorch's ``BatchNormTT1d``) would
+    be described by step 0's submodule alone and computed differently at every later step; a
+    submodule called twice in one step (a shared layer) has no place in a chain of layers."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    per_step = len(names) // steps
+    if len(names) % steps == 0 and all(names[k] == names[k % per_step] for k in range(len(names))):
+        twice = sorted(n for n in set(names[:per_step]) if names[:per_step].count(n) > 1)
+        if twice:
+            raise UnsupportedLayerError(
+                f"{qualname(model)}: submodule{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} "
+                f"{'are' if len(twice) > 1 else 'is'} called {counts[twice[0]] // steps} times in each time step "
+                "(a layer shared between two places of the network): cil describes a chain in which each layer "
+                "is its own module. Give each place its own module (copy.deepcopy the layer)")
+        return per_step
+    rare = [n for n in dict.fromkeys(names) if counts[n] < steps]
+    if rare:
+        groups: dict[str, list[str]] = {}
+        for n in rare:
+            groups.setdefault(_parent(n, model), []).append(n)
+        which = "; ".join(f"{p + ': ' if p else ''}{', '.join(map(repr, ns))}" for p, ns in groups.items())
+        if all(counts[n] == 1 for n in rare) and len(rare) > 1:
+            raise UnsupportedLayerError(
+                f"{qualname(model)}: its forward uses a different submodule at each time step ({which}, each called "
+                f"at one of {steps} probe steps; e.g. batch norm through time, self.bn[step](x), or snntorch's "
+                "BatchNormTT1d/2d). cil describes the network as one chain of layers run identically at every step, "
+                "so it would run step 0's submodule at every step. Use one module for all steps (e.g. a single "
+                "nn.BatchNorm1d)")
+        raise UnsupportedLayerError(
+            f"{qualname(model)}: its forward calls {which} at only some time steps "
+            f"({', '.join(f'{n!r} at {counts[n]}' for n in rare)} of {steps} probe steps), or outside its time loop. "
+            "cil describes the network "
+            "as one chain of layers run identically at every step, so it cannot reproduce a forward that changes "
+            "with the step. Call the same layers at every step")
+    raise UnsupportedLayerError(
+        f"{qualname(model)}: its forward does not call the same submodules in the same order at every time step "
+        f"(calls over {steps} probe steps: {names}); cil describes the network as one chain of layers run "
+        "identically at every step")
+
+
+def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tuple[str, nn.Module]]:
+    """Order the leaf layers of a time-looping module by recording its submodule calls.
+
+    Runs the model once on a zero input ``[PROBE_STEPS, 1, *input_shape]`` with forward hooks on
+    its leaf modules and records every call. Every step must call the same submodules in the
+    same order, each once (else :class:`UnsupportedLayerError` names the submodules that differ,
+    see :func:`_check_steps`); the calls of the first step must form a chain: each call's input
+    is the previous call's output (or a reshape of it, which becomes a ``Flatten``). Raises
+    :class:`UnsupportedLayerError` if they do not.
     """
     # leaf modules, with snntorch neurons as leaves (RLeaky / RSynaptic own their recurrent nn.Linear)
     inside_neuron = {n for n, m in model.named_modules() if isinstance(m, snn.SpikingNeuron)}
@@ -318,19 +670,11 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
         raise UnsupportedLayerError(f"{qualname(model)} has no layers")
     shape = infer_input_shape(leaves[0][1], input_shape)
     calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
-    seen: set[str] = set()
-    done = [False]
 
     def hook(name: str):
         def fn(mod: nn.Module, inputs: tuple, output: Any) -> None:
-            if done[0]:
-                return
-            if name in seen:
-                done[0] = True
-                return
-            seen.add(name)
             out = output[0] if isinstance(output, tuple) else output
-            calls.append((name, mod, inputs[0], out))
+            calls.append((name, mod, inputs[0] if inputs else None, out))
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
@@ -338,7 +682,7 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
     model.eval()  # batch norm must not update its running statistics on the probe input; dropout off
     try:
         with torch.no_grad():
-            run_native(model, torch.zeros(2, 1, *shape))
+            run_native(model, torch.zeros(PROBE_STEPS, 1, *shape))
     except Exception as exc:
         raise UnsupportedLayerError(
             f"could not run {qualname(model)} on a time-major input [T, B, {', '.join(map(str, shape))}] to find its "
@@ -348,11 +692,15 @@ def trace_chain(model: nn.Module, input_shape: Sequence[int] | None) -> list[tup
         for h in handles:
             h.remove()
         model.train(was_training)
+    if not calls:
+        raise UnsupportedLayerError(f"{qualname(model)}: its forward called none of its layers")
+    per_step = _check_steps(model, [c[0] for c in calls], PROBE_STEPS)
     chain: list[tuple[str, nn.Module]] = []
     prev_out: torch.Tensor | None = None
-    for name, mod, inp, out in calls:
+    for name, mod, inp, out in calls[:per_step]:
         if prev_out is not None and inp is not prev_out:
-            same_storage = inp.numel() == prev_out.numel() and inp.data_ptr() == prev_out.data_ptr()
+            same_storage = (isinstance(inp, torch.Tensor) and inp.numel() == prev_out.numel()
+                            and inp.data_ptr() == prev_out.data_ptr())
             if same_storage and inp.dim() == 2 and prev_out.dim() > 2:
                 chain.append((f"{name}__flatten", nn.Flatten()))
             elif not same_storage or inp.shape != prev_out.shape:

@@ -60,6 +60,10 @@ class SpeckBackend(Backend):
                             "with beta=1 or sinabs IAF",
         "membrane-readout": "the chip outputs spikes only: read out spike counts (readout='rate')",
         "graded-spikes": "events carry no amplitude: use graded_spikes_factor=1",
+        "refractory": "the chip's neurons have no refractory period: use a neuron without one (norse IAFCell, "
+                      "sinabs IAF)",
+        "quantized-state": "the chip holds its own 16-bit integer state, scaled to the threshold at transfer; its "
+                           "levels are not a model's quantization levels: build the layers without state_quant",
     }
 
     def __init__(self, drop_biases: bool = False, threads: int | None = None) -> None:

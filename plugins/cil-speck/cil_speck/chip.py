@@ -119,6 +119,11 @@ def check_neuron(n: Neuron, where: str) -> None:
         raise _err("neuron model", f"{where}: the chip's neurons start at 0 (v_init={n.v_init})")
     if n.reset == "none":
         raise _err("neuron model", f"{where}: the chip always resets after a spike (reset='none' is impossible)")
+    if getattr(n, "refractory", None) is not None:
+        raise _err("neuron model", f"{where}: the chip's neurons have no refractory period")
+    if getattr(n, "quantization", None) is not None:
+        raise _err("neuron model", f"{where}: the chip holds its own 16-bit integer state, not the model's "
+                                   "quantization levels (state_quant)")
     if n.reset == "zero" and float(n.v_reset) != 0.0:
         raise _err("neuron model", f"{where}: reset to a non-zero potential")
     _scalar(n.threshold, "threshold", where)
