@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover  (annotations only: the kernels import no cil module at run time)
     from ..network.neuron import Neuron
-from .surrogate import multi_spike, spike
+from .surrogate import heaviside, multi_spike, spike
 
 #: ``noise(t, like) -> tensor`` added to the membrane before the spike decision at step ``t``.
 MembraneNoise = Callable[[int, torch.Tensor], torch.Tensor]
@@ -85,8 +85,7 @@ def membrane_decay(v: torch.Tensor, current: torch.Tensor, beta, leak: float) ->
 def reset_signal(v: torch.Tensor, thr, strict: bool) -> torch.Tensor:
     """Deferred reset signal :math:`R_t = H(v_{t-1} - \\theta)` from the stored (un-reset)
     membrane, without gradient (``>`` if ``strict`` else ``>=``)."""
-    r = ((v - thr) > 0) if strict else ((v - thr) >= 0)
-    return r.to(v.dtype)
+    return heaviside(v - thr, not strict)
 
 
 def reset(u: torch.Tensor, s: torch.Tensor, how: str, thr, v_reset: float, multi: bool) -> torch.Tensor:
@@ -204,6 +203,17 @@ def run_neuron_layer(
     thr0 = thr
 
     relative_grad = adapt is not None and adapt.spike_gradient == "membrane-relative"
+    # Without autograd (a backend's forward) two shortcuts that change no value: a plain spiking
+    # layer writes its spikes S_t = H(u_t - θ) straight into the output tensor (no stack at the
+    # end), and when the stored membrane is u itself and θ fixed (deferred reset, no floor, no
+    # observed membrane, no adaptation) the deferred reset signal R_{t+1} = H(v_t - θ) is the
+    # same expression on the same values as S_t, so S_t is used instead of recomputing it.
+    direct = (not torch.is_grad_enabled() and not readout and not multi and not graded
+              and observed_spikes is None)
+    reuse_spike_as_reset = (direct and deferred and n.reset != "none" and n.v_min is None
+                            and observed_membrane is None and adapt is None)
+    out_buf: torch.Tensor | None = None
+    s_last: torch.Tensor | None = None
 
     def fire(u: torch.Tensor) -> torch.Tensor:
         if relative_grad and torch.is_grad_enabled() and u.requires_grad:
@@ -250,7 +260,10 @@ def run_neuron_layer(
         elif k_mem is None and not _is(gain, 1.0):
             current = gain * current
 
-        r = reset_signal(v, thr, strict) if deferred and n.reset != "none" and not readout else None
+        if deferred and n.reset != "none" and not readout:
+            r = s_last if reuse_spike_as_reset and s_last is not None else reset_signal(v, thr, strict)
+        else:
+            r = None
 
         if n.reset_timing == "deferred-pre" and r is not None:
             v_prev = (1 - r) * v if (n.reset == "zero" and v_reset == 0.0) else reset(v, r, n.reset, thr, v_reset, multi)
@@ -274,7 +287,13 @@ def run_neuron_layer(
             spikes.append(v)
             continue
 
-        s = fire(u)
+        if direct:  # = fire(u) without autograd: H(u - θ), written into the output
+            if out_buf is None:
+                out_buf = torch.empty((T, *u.shape), dtype=u.dtype, device=u.device)
+            s = heaviside(u - thr, n.fires_at_threshold, out=out_buf[t])
+            s_last = s
+        else:
+            s = fire(u)
         if observed_spikes is not None:  # observations are the layer's output, g * S for graded spikes
             obs_t = observed_spikes[t] / amp if graded else observed_spikes[t]
             s = straight_through(s, obs_t)
@@ -293,11 +312,12 @@ def run_neuron_layer(
             s = s * amp
         if rec_into is not None:
             s_prev = s
-        spikes.append(s)
+        if not direct:
+            spikes.append(s)
         if record_membrane:
             membranes.append(v)
 
-    out = torch.stack(spikes)
+    out = out_buf if direct and out_buf is not None else torch.stack(spikes)
     if readout:
         return LayerTrace(spikes=out, membrane=out)
     return LayerTrace(spikes=out, membrane=torch.stack(membranes) if record_membrane else None)
