@@ -94,7 +94,7 @@ def reset(u: torch.Tensor, s: torch.Tensor, how: str, thr, v_reset: float, multi
     with several spikes per step (sinabs ``MembraneReset``) :math:`u\\,[s = 0] + [s \\ne 0]\\,v_{\\rm reset}`
     (no gradient through ``s``); ``"none"`` leaves ``u``."""
     if how == "subtract":
-        return u - s * thr
+        return u - s if _is(thr, 1.0) else u - s * thr  # s * 1.0 is s, exactly
     if how == "zero":
         if multi:
             keep = (s == 0).to(u.dtype)
