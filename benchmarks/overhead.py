@@ -8,7 +8,8 @@
    chains' proposals in one batched call.
 
 Timings interleave the contenders (A, B, A, B, ...) and report medians, so that a noisy
-machine hurts both alike (``harness.interleaved``). Writes ``benchmarks/results/overhead.json``
+machine hurts both alike (``harness.interleaved``); the MH part also reports CPU seconds of this
+process (``time.process_time``), which other processes' load on a shared machine does not inflate. Writes ``benchmarks/results/overhead.json``
 (``--out`` to change the folder).
 
     python benchmarks/overhead.py [--repeats 15] [--threads 2]     # also: make bench
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import time
 
 import snntorch as snn
 import torch
@@ -80,9 +82,12 @@ def mh_throughput(repeats: int, chains: int) -> dict:
         trainers["batched" if batched else "one_call_per_proposal"] = (tr, batch)
     fns = {k: (lambda tr=tr, b=b: tr.algorithm.step(tr.state, b)) for k, (tr, b) in trainers.items()}
     t = interleaved(fns, repeats, warmup=2)
+    cpu = interleaved(fns, repeats, warmup=0, clock=time.process_time)
     for k, v in t.items():
-        out[k] = {"seconds_per_step": v, "proposals_per_second": chains / v}
+        out[k] = {"seconds_per_step": v, "proposals_per_second": chains / v,
+                  "cpu_seconds_per_step": cpu[k], "proposals_per_cpu_second": chains / cpu[k]}
     out["speedup"] = t["one_call_per_proposal"] / t["batched"]
+    out["cpu_speedup"] = cpu["one_call_per_proposal"] / cpu["batched"]
     out["setting"] = f"62-32-2 LIF, T=16, {len(data.train)} samples per proposal, {chains} chains"
     return out
 
@@ -105,9 +110,10 @@ def main() -> None:
                  ["forward + backward", f"{ms['snntorch_bptt']:.2f}", f"{ms['cil_software_bptt']:.2f}",
                   f"{fwd['bptt_ratio']:.2f}"]],
                 f"Forward overhead ({fwd['network']}, {a.threads} threads, median of {a.repeats}, interleaved)")
-    print_table(["", "proposals / s"],
-                [[k, f"{mh[k]['proposals_per_second']:.1f}"] for k in ("one_call_per_proposal", "batched")]
-                + [["batching speed-up", f"{mh['speedup']:.2f}x"]],
+    print_table(["", "proposals / s", "proposals / CPU-s"],
+                [[k, f"{mh[k]['proposals_per_second']:.1f}", f"{mh[k]['proposals_per_cpu_second']:.1f}"]
+                 for k in ("one_call_per_proposal", "batched")]
+                + [["batching speed-up", f"{mh['speedup']:.2f}x", f"{mh['cpu_speedup']:.2f}x"]],
                 f"MH proposals scored per second ({mh['setting']}, ideal backend)")
     write_json(a.out / "overhead.json", result)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import DataError, NonFiniteError, ShapeError
+from ..kernels.finite import all_finite, count_non_finite
 from . import EventBatch, SpikeData, as_data
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,8 +45,8 @@ def check_data(data: Any, spec: "NetworkSpec", *, n_classes: int | None = None, 
         raise DataError(f"{what} is empty (0 samples)")
     if x.dtype not in _SAFE_INPUT:
         raise DataError(f"{what}: inputs of dtype {x.dtype} cannot be cast to {dtype}; pass spike counts or floats")
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        raise NonFiniteError(f"{what}: inputs hold {int((~torch.isfinite(x)).sum())} NaN or inf value(s)")
+    if not all_finite(x):
+        raise NonFiniteError(f"{what}: inputs hold {count_non_finite(x)} NaN or inf value(s)")
     if x.dtype != dtype:
         x = x.to(dtype)
     y = _labels(d.y, what, n_classes)

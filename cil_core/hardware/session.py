@@ -33,6 +33,7 @@ import torch
 
 from ..data import as_dense
 from ..errors import CilError, HardwareError, PluginError
+from ..kernels.finite import all_finite
 from ..network.description import NetworkSpec
 from .backend import Deployment
 from .hooks import BackendHooks, ChipHooks, backend_name
@@ -308,7 +309,7 @@ def validate_observation(name: str, spec: NetworkSpec, n_sets: int | None, input
     want = (T, *sets, B, *spec.output_shape)
     if tuple(obs.output.shape) != want:
         raise HardwareError(f"backend '{name}' returned output of shape {tuple(obs.output.shape)}, expected {want}", name)
-    if not torch.isfinite(obs.output).all():
+    if not all_finite(obs.output):
         raise HardwareError(f"backend '{name}' returned non-finite output values (NaN or inf)", name)
     if not record or obs.layers is None:
         return
@@ -323,7 +324,7 @@ def validate_observation(name: str, spec: NetworkSpec, n_sets: int | None, input
             if tuple(t.shape) != (T, *sets, B, *shape):
                 raise HardwareError(f"backend '{name}': layer {k} {what} have shape {tuple(t.shape)}, "
                                     f"expected {(T, *sets, B, *shape)}", name)
-            if not torch.isfinite(t).all():
+            if not all_finite(t):
                 raise HardwareError(f"backend '{name}': layer {k} {what} hold non-finite values", name)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover  (annotations only: the kernels import no cil module at run time)
     from ..network.neuron import Neuron, Surrogate
-from .surrogate import multi_spike, spike
+from .surrogate import heaviside, multi_spike, spike
 
 #: ``noise(t, like) -> tensor`` added to the membrane before the spike decision at step ``t``.
 MembraneNoise = Callable[[int, torch.Tensor], torch.Tensor]
@@ -86,8 +86,7 @@ def membrane_decay(v: torch.Tensor, current: torch.Tensor, beta, leak: float) ->
 def reset_signal(v: torch.Tensor, thr, strict: bool) -> torch.Tensor:
     """Deferred reset signal :math:`R_t = H(v_{t-1} - \\theta)` from the stored (un-reset)
     membrane, without gradient (``>`` if ``strict`` else ``>=``)."""
-    r = ((v - thr) > 0) if strict else ((v - thr) >= 0)
-    return r.to(v.dtype)
+    return heaviside(v - thr, not strict)
 
 
 def reset(u: torch.Tensor, s: torch.Tensor, how: str, thr, v_reset: float, multi: bool) -> torch.Tensor:
@@ -96,7 +95,7 @@ def reset(u: torch.Tensor, s: torch.Tensor, how: str, thr, v_reset: float, multi
     with several spikes per step (sinabs ``MembraneReset``) :math:`u\\,[s = 0] + [s \\ne 0]\\,v_{\\rm reset}`
     (no gradient through ``s``); ``"none"`` leaves ``u``."""
     if how == "subtract":
-        return u - s * thr
+        return u - s if _is(thr, 1.0) else u - s * thr  # s * 1.0 is s, exactly
     if how == "zero":
         if multi:
             keep = (s == 0).to(u.dtype)
@@ -263,6 +262,21 @@ def run_neuron_layer(
         levels = torch.as_tensor(quant.levels).to(device=x0.device, dtype=x0.dtype)
         quant_mem, quant_cur = "membrane" in quant.states, "current" in quant.states
     catch_up = getattr(n, "reset_catch_up", False)
+    fire_on_floored = getattr(n, "fire_on_floored", False) and n.v_min is not None
+    # Without autograd (a backend's forward) two shortcuts that change no value: a plain spiking
+    # layer writes its spikes S_t = H(u_t - θ) straight into the output tensor (no stack at the
+    # end), and when the stored membrane is u itself and θ fixed (deferred reset, no floor, no
+    # observed membrane, no adaptation) the deferred reset signal R_{t+1} = H(v_t - θ) is the
+    # same expression on the same values as S_t, so S_t is used instead of recomputing it.
+    # Refractory masks, quantized states, catch-up resets and firing on the floored membrane
+    # take the general path.
+    direct = (not torch.is_grad_enabled() and not readout and not multi and not graded
+              and observed_spikes is None and refrac is None and quant is None and not catch_up
+              and not fire_on_floored)
+    reuse_spike_as_reset = (direct and deferred and n.reset != "none" and n.v_min is None
+                            and observed_membrane is None and adapt is None)
+    out_buf: torch.Tensor | None = None
+    s_last: torch.Tensor | None = None
 
     def fire(u: torch.Tensor) -> torch.Tensor:
         if relative_grad and torch.is_grad_enabled() and u.requires_grad:
@@ -310,7 +324,10 @@ def run_neuron_layer(
         elif k_mem is None and not _is(gain, 1.0):
             current = gain * current
 
-        r = reset_signal(v, thr, strict) if deferred and n.reset != "none" and not readout else None
+        if deferred and n.reset != "none" and not readout:
+            r = s_last if reuse_spike_as_reset and s_last is not None else reset_signal(v, thr, strict)
+        else:
+            r = None
 
         if n.reset_timing == "deferred-pre" and r is not None:
             v_prev = (1 - r) * v if (n.reset == "zero" and v_reset == 0.0) else reset(v, r, n.reset, thr, v_reset, multi)
@@ -339,8 +356,14 @@ def run_neuron_layer(
             spikes.append(v)
             continue
 
-        # LeakyParallel (nn.RNN + relu) thresholds the floored membrane: same value, its gradient
-        s = fire(floor_membrane(u, n.v_min) if getattr(n, "fire_on_floored", False) and n.v_min is not None else u)
+        if direct:  # = fire(u) without autograd: H(u - θ), written into the output
+            if out_buf is None:
+                out_buf = torch.empty((T, *u.shape), dtype=u.dtype, device=u.device)
+            s = heaviside(u - thr, n.fires_at_threshold, out=out_buf[t])
+            s_last = s
+        else:
+            # LeakyParallel (nn.RNN + relu) thresholds the floored membrane: same value, its gradient
+            s = fire(floor_membrane(u, n.v_min) if fire_on_floored else u)
         if observed_spikes is not None:  # observations are the layer's output, g * S for graded spikes
             obs_t = observed_spikes[t] / amp if graded else observed_spikes[t]
             s = straight_through(s, obs_t)
@@ -365,11 +388,12 @@ def run_neuron_layer(
             s = s * amp
         if rec_into is not None:
             s_prev = s
-        spikes.append(s)
+        if not direct:
+            spikes.append(s)
         if record_membrane:
             membranes.append(v)
 
-    out = torch.stack(spikes)
+    out = out_buf if direct and out_buf is not None else torch.stack(spikes)
     if readout:
         return LayerTrace(spikes=out, membrane=out)
     return LayerTrace(spikes=out, membrane=torch.stack(membranes) if record_membrane else None)

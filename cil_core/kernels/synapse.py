@@ -48,12 +48,14 @@ def dense_shared(layer: Dense, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
         return torch.stack([F.linear(xt, ws[s], bs[s]) for xt in steps for s in range(S)]).view(T, S * B, out)
     y = torch.empty(T, S, B, out, dtype=torch.result_type(x, w), device=x.device)
+    wts = [ws_.t() for ws_ in ws]  # the same transposed views, made once instead of once per step
     for t, xt in enumerate(steps):
+        yt = y[t]
         for s in range(S):
             if bs[s] is None:
-                torch.mm(xt, ws[s].t(), out=y[t, s])
+                torch.mm(xt, wts[s], out=yt[s])
             else:
-                torch.addmm(bs[s], xt, ws[s].t(), out=y[t, s])
+                torch.addmm(bs[s], xt, wts[s], out=yt[s])
     return y.view(T, S * B, out)
 
 

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import NonFiniteError, ShapeError
 from ..kernels import synapse
+from ..kernels.finite import all_finite
 from ..kernels.neuron import LayerTrace, MembraneNoise, run_neuron_layer
 from .layers import BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
 from .neuron import Neuron
@@ -51,7 +52,7 @@ def check_input(spec: NetworkSpec, x: torch.Tensor) -> None:
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ShapeError(f"input has shape {tuple(x.shape)}: no time steps or no samples")
-    if x.is_floating_point() and not torch.isfinite(x).all():
+    if not all_finite(x):
         raise NonFiniteError("input holds non-finite values (NaN or inf)")
 
 

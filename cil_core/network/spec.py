@@ -18,6 +18,7 @@ from typing import Mapping, Union
 import torch
 
 from ..errors import NonFiniteError, ShapeError, SpecError
+from ..kernels.finite import all_finite, count_non_finite
 from .layers import SYNAPTIC, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
 from .neuron import Neuron, Recurrent
 
@@ -286,7 +287,7 @@ def check_parameters(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_se
     check_parameter_shapes(spec, params, n_sets)
     for name in spec.tensor_shapes():
         t = params[name]
-        if not torch.isfinite(t).all():
-            bad = int((~torch.isfinite(t)).sum())
+        if not all_finite(t):
+            bad = count_non_finite(t)
             raise NonFiniteError(f"parameter '{name}' holds {bad} non-finite value(s) (NaN or inf)")
 
