@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1] / "cil_core"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("errors/options", ("cil_core.errors", "cil_core.options")),
     ("network vocabulary", ("cil_core.network.layers", "cil_core.network.neuron", "cil_core.network.spec",
-                            "cil_core.network.observation", "cil_core.network.description")),
+                            "cil_core.network.observation", "cil_core.network.description",
+                            "cil_core.network.finite")),
     ("kernels", ("cil_core.kernels",)),
     ("network runtime", ("cil_core.network",)),
     ("data", ("cil_core.data",)),

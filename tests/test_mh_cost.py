@@ -20,7 +20,7 @@ import cil_core as cil
 from cil_core.errors import NonFiniteError
 from cil_core.hardware import HardwareSession
 from cil_core.hardware.ideal import IdealBackend
-from cil_core.kernels.finite import all_finite, count_non_finite
+from cil_core.network.finite import all_finite, count_non_finite
 from cil_core.kernels.neuron import run_neuron_layer
 from cil_core.kernels.surrogate import heaviside
 from cil_core.network.neuron import Neuron

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import DataError, NonFiniteError, ShapeError
-from ..kernels.finite import all_finite, count_non_finite
+from ..network.finite import all_finite, count_non_finite
 from . import EventBatch, SpikeData, as_data
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -33,7 +33,7 @@ import torch
 
 from ..data import as_dense
 from ..errors import CilError, HardwareError, PluginError
-from ..kernels.finite import all_finite
+from ..network.finite import all_finite
 from ..network.description import NetworkSpec
 from .backend import Deployment
 from .hooks import BackendHooks, ChipHooks, backend_name

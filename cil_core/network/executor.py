@@ -22,7 +22,7 @@ import torch
 
 from ..errors import NonFiniteError, ShapeError
 from ..kernels import synapse
-from ..kernels.finite import all_finite
+from .finite import all_finite
 from ..kernels.neuron import LayerTrace, MembraneNoise, run_neuron_layer
 from .layers import BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
 from .neuron import Neuron

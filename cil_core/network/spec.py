@@ -18,7 +18,7 @@ from typing import Mapping, Union
 import torch
 
 from ..errors import NonFiniteError, ShapeError, SpecError
-from ..kernels.finite import all_finite, count_non_finite
+from .finite import all_finite, count_non_finite
 from .layers import SYNAPTIC, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
 from .neuron import Neuron, Recurrent
 
