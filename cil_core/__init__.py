@@ -34,7 +34,7 @@ from .errors import (
 )
 from .hardware import Backend, Deployment, LayerObservation, Observation
 from .network import (Adaptation, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, NetworkSpec, Neuron, Pool2d,
-                      Recurrent, Surrogate, WrappedNetwork, simulate)
+                      Recurrent, Refractory, StateQuantization, Surrogate, WrappedNetwork, simulate)
 from .plugin import PluginInfo, get_manager, hookimpl, hookspec
 from .plugin.adapter import AdaptedModel, ModelAdapter
 from .plugin.factories import list_plugins, make_algorithm, make_backend, register, unregister, wrap
@@ -49,7 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "wrap", "make_backend", "make_algorithm", "list_plugins", "register", "unregister", "Trainer", "History",
     "WrappedNetwork", "NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Neuron", "Surrogate",
-    "Conv1d", "BatchNorm", "Dropout", "Recurrent", "Adaptation", "fidelity", "FidelityReport",
+    "Conv1d", "BatchNorm", "Dropout", "Recurrent", "Adaptation", "Refractory", "StateQuantization", "fidelity", "FidelityReport",
     "Backend", "Deployment", "Observation", "LayerObservation", "Algorithm", "StepResult", "TrainState",
     "ModelAdapter", "AdaptedModel", "HardwareSession", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",
     "CilError", "OptionError", "DataError", "CheckpointError", "SpecError", "ShapeError", "NonFiniteError", "UnsupportedModelError", "UnsupportedLayerError",
