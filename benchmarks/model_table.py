@@ -6,18 +6,18 @@ own declarations (``ACCEPTED_LAYERS`` / ``REFUSED_LAYERS`` in ``cil_snntorch.ada
 the ``<!-- models:begin -->`` / ``<!-- models:end -->`` markers; ``--write docs/models.md``
 replaces that section in place. ``tests/test_model_table.py`` fails when the file is stale.
 
-(The README's backend table has the same form, from ``cil_core.app.capabilities``; this
-generator would sit beside it there. It lives here for now because it imports every SNN
-library, which nothing installed may do for all of them at once.)
+(The README's backend table has the same form, from ``cil_core.app.capabilities``; both replace
+their section with :mod:`cil_core.app.sections`. This generator lives here because it imports
+every adapter's module, and the core names no plugin.)
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import re
 import sys
 from pathlib import Path
+
+from cil_core.app.sections import replace_section, section_main
 
 BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
 
@@ -69,22 +69,11 @@ def section(decl: dict[str, tuple[tuple, tuple]] | None = None) -> str:
 
 def write(path: Path) -> None:
     """Replace the generated section of ``path`` (which must hold the markers)."""
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} section")
-    new = section()
-    path.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: new, text, flags=re.S))
+    replace_section(path, BEGIN, END, section())
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python benchmarks/model_table.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--write", type=Path, help="replace the generated section of this Markdown file")
-    args = ap.parse_args(argv)
-    if args.write:
-        write(args.write)
-    else:
-        print(section())
-    return 0
+    return section_main(argv, "python benchmarks/model_table.py", __doc__.splitlines()[0], section, BEGIN, END)
 
 
 if __name__ == "__main__":

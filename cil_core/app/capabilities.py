@@ -8,13 +8,12 @@ replaces that section in place.
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..network.description import FEATURES
+from .sections import replace_section, section_main
 
 BEGIN, END = "<!-- capabilities:begin -->", "<!-- capabilities:end -->"
 
@@ -61,21 +60,11 @@ def section(backends: Mapping[str, Any] | None = None) -> str:
 
 def write(path: Path) -> None:
     """Replace the capability section of ``path`` (which must hold the markers)."""
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} section")
-    path.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section(), text, flags=re.S))
+    replace_section(path, BEGIN, END, section())
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cil_core.app.capabilities", description=__doc__.splitlines()[0])
-    ap.add_argument("--write", type=Path, help="replace the capability section of this Markdown file")
-    args = ap.parse_args(argv)
-    if args.write:
-        write(args.write)
-    else:
-        print(section())
-    return 0
+    return section_main(argv, "python -m cil_core.app.capabilities", __doc__.splitlines()[0], section, BEGIN, END)
 
 
 __all__ = ["markdown_table", "section", "support", "registered_backends"]
