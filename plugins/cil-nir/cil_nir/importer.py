@@ -252,6 +252,19 @@ def chain_of(graph: nir.NIRGraph | FlatGraph) -> list[str]:
     return order
 
 
+def _conv_synapse(cls: type, node: Any, w: torch.Tensor, kernel: Any, stride: Any, padding: Any) -> tuple[Any, bool]:
+    """A torch convolution (``nn.Conv1d`` / ``nn.Conv2d``) holding a NIR conv node's weight and,
+    where it has one, its bias (broadcast per output channel); and whether it has a bias."""
+    bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
+    has_bias = bias.size > 0 and not _no_bias(node)
+    conv = cls(w.shape[1], w.shape[0], kernel, stride=stride, padding=padding, bias=has_bias)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        if has_bias:
+            conv.bias.copy_(torch.as_tensor(np.broadcast_to(bias, (w.shape[0],)).copy(), dtype=torch.float32))
+    return conv, has_bias
+
+
 def _no_bias(node: Any) -> bool:
     """cil writes bias-free layers with a zero bias and ``cil_bias = 0`` in the node metadata."""
     meta = getattr(node, "metadata", None) or {}
@@ -531,14 +544,8 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
                                                 f"{stride} is not supported")
             else:
                 pad = pair(node.padding, where, "padding")
-            bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
-            has_bias = bias.size > 0 and not _no_bias(node)
             key = _key(name, taken)
-            conv = nn.Conv2d(w.shape[1], w.shape[0], k, stride=stride, padding=pad, bias=has_bias)
-            with torch.no_grad():
-                conv.weight.copy_(w)
-                if has_bias:
-                    conv.bias.copy_(torch.as_tensor(np.broadcast_to(bias, (w.shape[0],)).copy(), dtype=torch.float32))
+            conv, has_bias = _conv_synapse(nn.Conv2d, node, w, k, stride, pad)
             synapses[key] = conv
             layer = Conv2d(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None, w.shape[1],
                            w.shape[0], k, stride, pad)
@@ -559,15 +566,8 @@ def from_nir(source: Any, *, dt: float | None = None, reset: str | None = None, 
                                                 f"{stride1} is not supported")
             else:
                 pad1 = int(np.asarray(node.padding).reshape(-1)[0])
-            bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
-            has_bias = bias.size > 0 and not _no_bias(node)
             key = _key(name, taken)
-            conv1 = nn.Conv1d(w.shape[1], w.shape[0], k1, stride=stride1, padding=pad1, bias=has_bias)
-            with torch.no_grad():
-                conv1.weight.copy_(w)
-                if has_bias:
-                    conv1.bias.copy_(torch.as_tensor(np.broadcast_to(bias, (w.shape[0],)).copy(), dtype=torch.float32))
-            synapses[key] = conv1
+            synapses[key], has_bias = _conv_synapse(nn.Conv1d, node, w, k1, stride1, pad1)
             layer = Conv1d(f"synapses.{key}.weight", f"synapses.{key}.bias" if has_bias else None, w.shape[1],
                            w.shape[0], k1, stride1, pad1)
         elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
