@@ -99,7 +99,7 @@ def _train_parser() -> argparse.ArgumentParser:
         elif f.name in ("force",):
             p.add_argument(flag, dest=f.name, action="store_true", default=None, help=f.metadata["help"])
         elif f.name == "progress":
-            p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+            p.add_argument(flag, dest="progress", action="store_false", default=None,
                            help="do not show the progress bar")
         else:
             p.add_argument(flag, dest=f.name, metavar=kind, default=None, help=f.metadata["help"],

@@ -59,7 +59,7 @@ class RunConfig:
     metrics: str | None = _opt(None, "append per-step metrics as JSON Lines here while training (cil plot reads it)",
                                kind="file")
     export: str | None = _opt(None, "save the trained model's own state_dict (torch.save) here", kind="file")
-    progress: bool = _opt(True, "show a progress bar with loss and chip accuracy")
+    progress: bool = _opt(True, "show a progress bar with loss and chip accuracy", flag="--no-progress")
 
     @classmethod
     def keys(cls) -> list[str]:
