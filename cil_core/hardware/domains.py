@@ -218,7 +218,9 @@ def quantize_population(weights: Mapping[str, torch.Tensor], threshold: torch.Te
 
     ``target`` (default :math:`2^{12}`) leaves the states headroom below a 16-bit saturation;
     :math:`\theta_{need}` lets the smallest matrix use all :math:`b` bits; :math:`\theta_{up}`
-    keeps the largest within reach of the largest shift. ``threshold`` must already be in the
+    keeps the largest within reach of the largest shift. Then :math:`\theta_c` is raised (by less
+    than a factor 2, within ``ceiling``) until the largest matrix fills its codes at its shift,
+    :math:`\theta_c = \lfloor L\,2^{k}\bar\theta/\max_M\max|M|\rfloor`. ``threshold`` must already be in the
     weights' units (a chip that scales its current by :math:`\alpha` passes :math:`\alpha\theta`).
 
     Raises :class:`BackendCapacityError` when even :math:`\theta_c = ` ``thresholds.lo`` cannot
@@ -251,6 +253,11 @@ def quantize_population(weights: Mapping[str, torch.Tensor], threshold: torch.Te
             f"thresholds from {thresholds.lo}): scale the weights down or raise the threshold")
     theta_c = torch.clamp(torch.maximum(torch.full_like(need, float(target)), need), max=float(ceiling))
     theta_c = torch.clamp(torch.minimum(theta_c, up), min=float(thresholds.lo))
+    # fill: raise the scale (at most 2x) until the largest matrix uses all codes at its shift
+    k_big = torch.clamp(torch.ceil(torch.log2(torch.clamp(big * theta_c / tbar / L, min=1e-300))), shifts.lo, shifts.hi)
+    filled = torch.where(big > 0, torch.floor(L * 2.0 ** k_big * tbar / big), theta_c)
+    theta_c = torch.where((filled >= theta_c) & (filled <= min(float(ceiling), float(thresholds.hi))),
+                          torch.minimum(filled, up), theta_c)
     scale = theta_c / tbar  # [S] or scalar
     codes, ks = {}, {}
     for name, w in weights.items():
