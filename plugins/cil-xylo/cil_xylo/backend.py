@@ -56,7 +56,17 @@ TRANSPORT = IntegerRange("input spike count", 0, 255)
 
 class XyloBackend(Backend):
     """SynSense Xylo Audio 2 (SYNS61201): int8 weights, int16 saturating state, bit-shift leaks;
-    bit-exact with the vendor's xylosim (rockpool XyloSim)."""
+    bit-exact with the vendor's xylosim (rockpool XyloSim).
+
+    Options: ``chip`` (the Xylo core whose declared limits apply; "audio2" = SYNS61201),
+    ``engine`` ("fast": the batched numba engine, all sets x samples in one call; "xylosim": the
+    vendor's simulator through rockpool, one set and sample at a time; results are identical),
+    ``round_decays`` (run a beta or alpha the chip cannot hold as the nearest 1 - 2^-k, with a
+    warning; default: refuse, naming the nearest values), ``align_output`` (compensate the
+    chip's one-step output delay: stream one extra step, return chip steps 1..T),
+    ``threshold_target`` (the integer threshold the transfer aims for: headroom below the 16-bit
+    saturation against state resolution).
+    """
 
     name = "xylo"
     max_sets = None
