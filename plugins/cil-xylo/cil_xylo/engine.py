@@ -16,7 +16,8 @@ addition (so the order of the additions matters and is kept), :math:`d_k(x) = x 
 :math:`\mathrm{sign}(x)` where that is 0:
 
 1. input spikes: for every channel ``c`` in order, :math:`n = \min(x_{t,c}, 15)` times
-   :math:`I_j \leftarrow \mathrm{sat}(I_j + W^{in}_{cj} 2^{k_{in}})`;
+   :math:`I_j \leftarrow \mathrm{sat}(I_j + W^{in}_{cj} 2^{k_{in}})` (the engine adds
+   :math:`n W` at once: repeated additions of one sign saturate at the same value);
 2. recurrent spikes of step ``t-1``: for every hidden ``h`` in order, :math:`\min(S_{t-1,h}, 31)`
    times :math:`I_j \leftarrow \mathrm{sat}(I_j + W^{rec}_{hj} 2^{k_{rec}})`;
 3. the same hidden spikes of step ``t-1`` into the output currents with :math:`W^{out} 2^{k_{out}}`
@@ -163,10 +164,7 @@ def _kernel(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, has_r
                     w = w_in[s, c, j]
                     if w == 0:
                         continue
-                    acc = isyn[j]
-                    for _ in range(n):
-                        acc = _sat(acc + w)
-                    isyn[j] = acc
+                    isyn[j] = _sat(isyn[j] + n * w)
             # 2./3. the hidden spikes of step t-1 into the hidden (recurrent) and output currents
             for h in range(nh):
                 n = prev[h]
@@ -179,18 +177,12 @@ def _kernel(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, has_r
                         w = w_rec[s, h, j]
                         if w == 0:
                             continue
-                        acc = isyn[j]
-                        for _ in range(n):
-                            acc = _sat(acc + w)
-                        isyn[j] = acc
+                        isyn[j] = _sat(isyn[j] + n * w)
                 for o in range(no):
                     w = w_out[s, h, o]
                     if w == 0:
                         continue
-                    acc = isyn_o[o]
-                    for _ in range(n):
-                        acc = _sat(acc + w)
-                    isyn_o[o] = acc
+                    isyn_o[o] = _sat(isyn_o[o] + n * w)
             # 4. neurons: hidden, then output
             for j in range(nh):
                 i2, v2, n = _evolve(isyn[j], v[j], ds[s, j], dm[s, j], th[s, j], bias[s, j], hid_cap)
