@@ -8,8 +8,8 @@ interleaved (``harness.interleaved``, medians of ``--repeats``):
 
 * ``xylosim``: one call at a time, as rockpool runs it: ``XyloSim.from_specification`` once per
   set, then ``reset_state()`` + ``evolve`` per sample;
-* ``fast``: one call of the numba engine for all S x B (set, sample) pairs, on 1 thread and on
-  all of numba's threads.
+* ``fast``: one call of the numba engine for all S x B (set, sample) pairs, on 1 thread (its
+  serial kernel) and on all of numba's threads (its parallel kernel).
 
 Both engines' outputs, hidden spikes and membranes are compared on every case before timing
 (they must be equal). Networks are random integer Xylo networks (int8 weights, shifts 0..3,
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 
         def fast(n: int) -> None:
             numba.set_num_threads(n)
-            run_fast(net, x)
+            run_fast(net, x, parallel=n > 1)
 
         fns = {"xylosim": lambda: run_xylosim(net, x), "fast_1t": lambda: fast(1)}
         if threads > 1:

@@ -138,8 +138,7 @@ def _evolve(i: int, v: int, dash_syn: int, dash_mem: int, thr: int, bias: int, c
     return i, v, n
 
 
-@numba.njit(cache=True, parallel=True)
-def _kernel(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, has_rec,
+def _kernel_py(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, has_rec,
             in_cap, hid_cap, out_cap, record, out_spk, hid_spk, vmem, vmem_out):  # pragma: no cover - compiled
     T, B, nin = x.shape
     S, _, nh = w_in.shape
@@ -201,11 +200,21 @@ def _kernel(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, has_r
                     vmem_out[t, s, b, o] = v2
 
 
+#: the kernel over all (set, sample) pairs: in parallel (numba's threads) and on one thread
+_kernel_par = numba.njit(cache=True, parallel=True)(_kernel_py)
+_kernel_seq = numba.njit(cache=True)(_kernel_py)
+#: fewer (set, sample) pairs than this run on one thread: waking the thread pool (and its spinning
+#: beside torch's own threads) costs more than it saves on small calls
+PARALLEL_MIN_PAIRS = 256
+
+
 def run_fast(net: XyloNetwork, x: np.ndarray, record: bool = False, *, input_cap: int = 15, hidden_cap: int = 31,
-             output_cap: int = 1) -> dict[str, np.ndarray]:
+             output_cap: int = 1, parallel: bool | None = None) -> dict[str, np.ndarray]:
     """Run all ``S`` sets on all ``B`` samples of ``x`` (spike counts ``[T, B, Nin]``) in one
-    parallel numba call. Returns ``{"output": [T, S, B, No]}`` and, with ``record``,
-    ``"spikes"``/``"vmem"`` ``[T, S, B, Nh]`` and ``"vmem_out"`` ``[T, S, B, No]`` (int)."""
+    numba call, the (set, sample) pairs spread over numba's threads (``parallel=None``: when
+    there are at least :data:`PARALLEL_MIN_PAIRS` of them and more than one thread). Returns
+    ``{"output": [T, S, B, No]}`` and, with ``record``, ``"spikes"``/``"vmem"`` ``[T, S, B, Nh]``
+    and ``"vmem_out"`` ``[T, S, B, No]`` (int)."""
     x = np.ascontiguousarray(x, dtype=np.int64)
     T, B, _ = x.shape
     S = net.n_sets
@@ -218,7 +227,10 @@ def run_fast(net: XyloNetwork, x: np.ndarray, record: bool = False, *, input_cap
     hid = np.zeros(shape_h, np.uint8)
     vmem = np.zeros(shape_h, np.int16)
     vmem_out = np.zeros(shape_o, np.int16)
-    _kernel(x, i32(w_in), i32(w_rec), i32(w_out), i32(net.dash_mem), i32(net.dash_syn), i32(net.threshold),
+    if parallel is None:
+        parallel = S * B >= PARALLEL_MIN_PAIRS and numba.get_num_threads() > 1
+    kernel = _kernel_par if parallel else _kernel_seq
+    kernel(x, i32(w_in), i32(w_rec), i32(w_out), i32(net.dash_mem), i32(net.dash_syn), i32(net.threshold),
             i32(net.bias), i32(net.dash_mem_out), i32(net.dash_syn_out), i32(net.threshold_out), i32(net.bias_out),
             net.w_rec is not None, input_cap, hidden_cap, output_cap, record, out, hid, vmem, vmem_out)
     res = {"output": out}
