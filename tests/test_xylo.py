@@ -329,3 +329,22 @@ def test_a_moved_rockpool_import_path_is_a_plugin_error_naming_it(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         XyloBackend(engine="fast")  # the batched engine needs no rockpool
+
+
+def test_per_neuron_decays_and_thresholds_are_held_per_neuron():
+    from cil_core.network.description import NetworkSpec
+
+    spec, params, x = synaptic_case(0)
+    layers = list(spec.layers)
+    beta = torch.tensor([0.5, 0.75, 0.875, 0.9375, 0.5, 0.75, 0.875, 0.96875])
+    layers[1] = layers[1].with_(beta=beta, threshold=torch.linspace(0.8, 1.2, 8))
+    spec = NetworkSpec(tuple(layers), spec.input_shape)
+    check_backend(XyloBackend(), spec, params, x)
+    dep = cil.HardwareSession(XyloBackend()).transfer(spec, params)
+    assert dep.chip["network"].dash_mem[0].tolist() == [1, 2, 3, 4, 1, 2, 3, 5]
+    thr = dep.chip["network"].threshold[0]
+    assert (np.diff(thr) > 0).all()  # one integer threshold per neuron, on the population's scale
+    assert torch.allclose(dep.spec.layers[1].threshold, torch.linspace(0.8, 1.2, 8), atol=1e-3)
+    fast = cil.HardwareSession(XyloBackend()).run(spec, params, x, record=True)
+    ref = cil.HardwareSession(XyloBackend(engine="xylosim")).run(spec, params, x, record=True)
+    assert torch.equal(fast.output, ref.output) and torch.equal(fast.layers[0].membrane, ref.layers[0].membrane)

@@ -95,8 +95,8 @@ def layout(spec: NetworkSpec, chip: XyloChip) -> XyloLayout:
         raise BackendCapacityError(f"{chip.name}: the network is {chain}; the chip runs exactly {chip.chain}: build "
                                    "the model as Linear, spiking layer, Linear, spiking layer")
     dense_in, hidden, dense_out, output = layers  # type: ignore[misc]
-    lay = XyloLayout(dense_in, hidden, spec.layers.index(hidden), dense_out, output,  # type: ignore[arg-type]
-                     len(spec.layers) - 1)
+    hidden_index = next(i for i, l in enumerate(spec.layers) if l is hidden)  # by identity: layers hold tensors
+    lay = XyloLayout(dense_in, hidden, hidden_index, dense_out, output, len(spec.layers) - 1)  # type: ignore[arg-type]
     nin, nh, no = lay.sizes
     chip.inputs.check(nin, f"layer '{dense_in.weight}'", chip.name)
     chip.hidden.check(nh, f"the hidden layer '{hidden.name or dense_in.weight}'", chip.name)
@@ -155,7 +155,7 @@ class Transferred:
     kappa_output: np.ndarray
 
 
-def _population(chip: XyloChip, lay: XyloLayout, neuron: Neuron, n: int, mats: dict[str, torch.Tensor],
+def _population(chip: XyloChip, neuron: Neuron, n: int, mats: dict[str, torch.Tensor],
                 bias: torch.Tensor | None, S: int, where: str, round_decays: bool, target: int) -> dict:
     """Quantize one population: ``mats`` are the matrices driving it, ``[S, n_post, n_pre]``."""
     mode = "nearest" if round_decays else "refuse"
@@ -204,11 +204,11 @@ def to_chip(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int |
     b_rec = lead(params[rec.bias]).double() if rec is not None and rec.bias else None
     b_h = None if b_in is None and b_rec is None else \
         (b_in if b_in is not None else 0) + (b_rec if b_rec is not None else 0)  # type: ignore[operator]
-    ph = _population(chip, lay, h, nh, mats, b_h, S, f"the hidden layer '{h.name or lay.dense_in.weight}'",
+    ph = _population(chip, h, nh, mats, b_h, S, f"the hidden layer '{h.name or lay.dense_in.weight}'",
                      round_decays, threshold_target)
     # ---- output population
     b_o = lead(params[lay.dense_out.bias]).double() if lay.dense_out.bias else None
-    po = _population(chip, lay, o, no, {"out": lead(params[lay.dense_out.weight]).double()}, b_o, S,
+    po = _population(chip, o, no, {"out": lead(params[lay.dense_out.weight]).double()}, b_o, S,
                      f"the output layer '{o.name or lay.dense_out.weight}'", round_decays, threshold_target)
 
     def np8(t: torch.Tensor) -> np.ndarray:
@@ -260,7 +260,8 @@ def to_chip(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int |
             new["threshold"] = thr[0].float()
         if any(_differs(getattr(neuron, k), v) for k, v in new.items()):
             layers[idx] = neuron.with_(**new)
-    real_spec = spec if layers == list(spec.layers) else NetworkSpec(tuple(layers), spec.input_shape, spec.source,
+    changed = any(a is not b for a, b in zip(layers, spec.layers))  # by identity: layers hold tensors
+    real_spec = spec if not changed else NetworkSpec(tuple(layers), spec.input_shape, spec.source,
                                                                      spec.synapse_calls)
     return Transferred(net, out, neurons, real_spec, ph["kappa"], po["kappa"])
 
