@@ -348,3 +348,15 @@ def test_per_neuron_decays_and_thresholds_are_held_per_neuron():
     fast = cil.HardwareSession(XyloBackend()).run(spec, params, x, record=True)
     ref = cil.HardwareSession(XyloBackend(engine="xylosim")).run(spec, params, x, record=True)
     assert torch.equal(fast.output, ref.output) and torch.equal(fast.layers[0].membrane, ref.layers[0].membrane)
+
+
+def test_the_engine_benchmark_compares_both_engines_and_writes_its_json(tmp_path):
+    import json
+
+    from test_benchmarks import load
+
+    bench = load("xylo_engine")
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "xylo_engine.json").read_text())
+    assert len(res["cases"]) == 2 and all(c["equal"] for c in res["cases"])
+    assert all(c["seconds"]["xylosim"] > 0 and c["seconds"]["fast_1t"] > 0 for c in res["cases"])
