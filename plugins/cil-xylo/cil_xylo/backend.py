@@ -38,7 +38,7 @@ import torch
 
 from cil_core import Backend, Deployment, NetworkSpec, Observation
 from cil_core.data import as_dense
-from cil_core.errors import BackendCapacityError, OptionError
+from cil_core.errors import OptionError
 from cil_core.hardware import LayerObservation
 from cil_core.hardware.domains import IntegerRange
 from cil_core.network.description import check_parameters
