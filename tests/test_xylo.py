@@ -318,12 +318,16 @@ def test_a_training_run_through_rockpool_never_imports_samna(data16):
 
 
 def test_a_moved_rockpool_import_path_is_a_plugin_error_naming_it(monkeypatch):
-    from cil_xylo import sdk
+    from dataclasses import replace
 
+    from cil_xylo import backend, sdk
+
+    moved = "rockpool.devices.xylo.syns99999"
     monkeypatch.setattr(sdk, "_cache", {})
-    monkeypatch.setattr(sdk, "AUDIO2_PACKAGE", "rockpool.devices.xylo.syns99999")
+    monkeypatch.setattr(sdk, "AUDIO2_PACKAGE", moved)
     with pytest.raises(PluginError, match=r"syns99999.*rockpool==3\.1\.0"):
         sdk.xylo_audio2()
+    monkeypatch.setitem(backend.CHIPS, "audio2", replace(AUDIO2, rockpool_package=moved))
     with pytest.raises(PluginError, match="syns99999"):
         XyloBackend(engine="xylosim")
     with warnings.catch_warnings():
@@ -360,3 +364,17 @@ def test_the_engine_benchmark_compares_both_engines_and_writes_its_json(tmp_path
     res = json.loads((tmp_path / "xylo_engine.json").read_text())
     assert len(res["cases"]) == 2 and all(c["equal"] for c in res["cases"])
     assert all(c["seconds"]["xylosim"] > 0 and c["seconds"]["fast_1t"] > 0 for c in res["cases"])
+
+
+def test_audio3_is_the_same_core_with_its_own_limits():
+    model = _model(n_out=12)
+    _refused(model, "has 12 output neurons; the chip holds at most 8")  # Audio 2
+    net = cil.wrap(_model(n_in=10, n_out=12, gain=2.0))
+    x = (torch.rand(16, 4, 10, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    params = net.detached_parameters()
+    fast = cil.HardwareSession(XyloBackend(chip="audio3")).run(net.spec, params, x, record=True)
+    ref = cil.HardwareSession(XyloBackend(chip="audio3", engine="xylosim")).run(net.spec, params, x, record=True)
+    assert fast.layers[0].spikes.sum() > 0
+    assert torch.equal(fast.output, ref.output) and torch.equal(fast.layers[0].membrane, ref.layers[0].membrane)
+    assert "rockpool.devices.xylo.syns63300" in sys.modules and "samna" not in sys.modules
+    _refused(_model(n_hidden=993), "has 993 hidden neurons; the chip holds at most 992", chip="audio3")

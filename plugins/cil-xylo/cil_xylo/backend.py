@@ -44,7 +44,7 @@ from cil_core.hardware.domains import IntegerRange
 from cil_core.network.description import check_parameters
 
 from .chip import CHIPS, XyloChip
-from .engine import ENGINES
+from .engine import ENGINES, run_fast, run_xylosim
 from .transfer import layout, to_chip
 
 __all__ = ["XyloBackend"]
@@ -58,7 +58,8 @@ class XyloBackend(Backend):
     """SynSense Xylo Audio 2 (SYNS61201): int8 weights, int16 saturating state, bit-shift leaks;
     bit-exact with the vendor's xylosim (rockpool XyloSim).
 
-    Options: ``chip`` (the Xylo core whose declared limits apply; "audio2" = SYNS61201),
+    Options: ``chip`` (the Xylo core whose declared limits apply: "audio2" = SYNS61201, "audio3"
+    = SYNS65302, the same core with 992 hidden and 16 output neurons),
     ``engine`` ("fast": the batched numba engine, all sets x samples in one call; "xylosim": the
     vendor's simulator through rockpool, one set and sample at a time; results are identical),
     ``round_decays`` (run a beta or alpha the chip cannot hold as the nearest 1 - 2^-k, with a
@@ -102,9 +103,9 @@ class XyloBackend(Backend):
         self.align_output = bool(align_output)
         self.threshold_target = int(threshold_target)
         if engine == "xylosim":  # fail at construction, naming the cause, if the SDK cannot load
-            from .sdk import xylo_audio2
+            from .sdk import xylo_subpackage
 
-            xylo_audio2()
+            xylo_subpackage(self.chip.rockpool_package)
 
     # ------------------------------------------------------------------ check / transfer
     def check(self, spec: NetworkSpec) -> None:
@@ -143,7 +144,10 @@ class XyloBackend(Backend):
         counts = xn.astype(np.int64)
         if self.align_output:
             counts = np.concatenate([counts, np.zeros((1, *counts.shape[1:]), np.int64)], 0)
-        res = ENGINES[self.engine](net, counts, record)
+        if self.engine == "xylosim":
+            res = run_xylosim(net, counts, record, package=self.chip.rockpool_package)
+        else:
+            res = run_fast(net, counts, record)
         lo = 1 if self.align_output else 0
         single = deployment.n_sets is None
 

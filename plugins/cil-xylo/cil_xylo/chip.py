@@ -8,11 +8,11 @@ checks) and xylosim's C++ core (``XyloIAFNeuron.h``: 16-bit state, 8-bit weights
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cil_core.hardware.domains import IntegerRange, Limit, ShiftDecay
 
-__all__ = ["XyloChip", "AUDIO2", "CHIPS"]
+__all__ = ["XyloChip", "AUDIO2", "AUDIO3", "CHIPS"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class XyloChip:
     input_spikes: IntegerRange
     hidden_spikes_per_step: int
     output_spikes_per_step: int
+    #: rockpool's subpackage whose ``XyloSim`` simulates this core (imported without samna)
+    rockpool_package: str = "rockpool.devices.xylo.syns61201"
     has_bias: bool = True
     has_recurrent: bool = True
     #: the layer chain it runs, for the refusal of any other
@@ -86,5 +88,15 @@ AUDIO2 = XyloChip(
     output_spikes_per_step=1,
 )
 
+#: Xylo Audio 3 (SYNS65302): the same integer core (rockpool simulates it with the ``XyloSim`` of
+#: ``syns63300``, over ``xylosim.v2``), 992 hidden neurons (rockpool's mapper default) and up to 16
+#: output channels (its design-rule check). ``syns65302``'s own ``__init__`` imports samna
+#: unguarded, so its simulator is reached through ``syns63300``.
+AUDIO3 = replace(
+    AUDIO2, name="Xylo Audio 3",
+    hidden=Limit("hidden neurons", 992, "use at most 992 neurons in the hidden layer"),
+    outputs=Limit("output neurons", 16, "use at most 16 output classes or neurons"),
+    rockpool_package="rockpool.devices.xylo.syns63300")
+
 #: the chips the backend's ``chip`` option names
-CHIPS: dict[str, XyloChip] = {"audio2": AUDIO2}
+CHIPS: dict[str, XyloChip] = {"audio2": AUDIO2, "audio3": AUDIO3}

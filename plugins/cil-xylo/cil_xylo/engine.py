@@ -239,12 +239,14 @@ def run_fast(net: XyloNetwork, x: np.ndarray, record: bool = False, *, input_cap
     return res
 
 
-def run_xylosim(net: XyloNetwork, x: np.ndarray, record: bool = False) -> dict[str, np.ndarray]:
+def run_xylosim(net: XyloNetwork, x: np.ndarray, record: bool = False, *,
+                package: str | None = None) -> dict[str, np.ndarray]:
     """The same as :func:`run_fast` through the vendor's simulator: rockpool's
-    ``XyloSim.from_specification`` per set, ``reset_state()`` and ``evolve`` per sample."""
+    ``XyloSim.from_specification`` per set, ``reset_state()`` and ``evolve`` per sample
+    (``package``: the rockpool subpackage whose ``XyloSim`` runs, default Audio 2's)."""
     from .sdk import xylo_sim_class
 
-    XyloSim = xylo_sim_class()
+    XyloSim = xylo_sim_class(package)
     x = np.asarray(x).astype(np.int64)
     T, B, _ = x.shape
     S = net.n_sets

@@ -111,7 +111,15 @@ def xylo_audio2() -> types.ModuleType:
     """rockpool's Xylo Audio 2 subpackage (``XyloSim``), imported without samna (see the module
     docstring). Raises :class:`~cil_core.errors.PluginError` naming the cause if rockpool or
     xylosim is missing or a rockpool release moved the code."""
-    hit = _cache.get(AUDIO2_PACKAGE)
+    return xylo_subpackage(AUDIO2_PACKAGE)
+
+
+def xylo_subpackage(package: str) -> types.ModuleType:
+    """A chip subpackage of ``rockpool.devices.xylo`` (``syns61201``: Audio 2; ``syns63300``: IMU,
+    whose ``XyloSim`` rockpool also uses for Audio 3), imported without samna and without
+    running ``rockpool.devices.xylo``'s ``__init__``; a :class:`PluginError` naming the cause if
+    it cannot be."""
+    hit = _cache.get(package)
     if hit is not None:
         return hit
     with blocked_samna():
@@ -126,22 +134,23 @@ def xylo_audio2() -> types.ModuleType:
         try:
             importlib.import_module("rockpool.devices")  # a docstring only
             bare_package(XYLO_PACKAGE)
-            mod = importlib.import_module(AUDIO2_PACKAGE)
+            mod = importlib.import_module(package)
         except PluginError:
             raise
         except Exception as exc:
-            raise _fail(f"import {AUDIO2_PACKAGE} failed", exc) from exc
+            raise _fail(f"import {package} failed", exc) from exc
     sim = getattr(mod, "XyloSim", None)
     if sim is None or not hasattr(sim, "from_specification") or getattr(sim, "__name__", "") != "XyloSim":
-        raise _fail(f"{AUDIO2_PACKAGE}.XyloSim is missing or is rockpool's placeholder (its xylo_sim module "
+        raise _fail(f"{package}.XyloSim is missing or is rockpool's placeholder (its xylo_sim module "
                     "did not import)", None)
-    _cache[AUDIO2_PACKAGE] = mod
+    _cache[package] = mod
     return mod
 
 
-def xylo_sim_class() -> Any:
-    """``rockpool.devices.xylo.syns61201.XyloSim`` (see :func:`xylo_audio2`)."""
-    return xylo_audio2().XyloSim
+def xylo_sim_class(package: str | None = None) -> Any:
+    """``XyloSim`` of ``package`` (default ``rockpool.devices.xylo.syns61201``, see
+    :func:`xylo_subpackage`)."""
+    return xylo_subpackage(package or AUDIO2_PACKAGE).XyloSim
 
 
-__all__ = ["xylo_audio2", "xylo_sim_class", "bare_package", "blocked_samna", "ROCKPOOL_VERSION", "XYLOSIM_VERSION"]
+__all__ = ["xylo_audio2", "xylo_subpackage", "xylo_sim_class", "bare_package", "blocked_samna", "ROCKPOOL_VERSION", "XYLOSIM_VERSION"]
