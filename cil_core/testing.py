@@ -57,7 +57,7 @@ from .network.description import NetworkSpec, Neuron
 from .network.reference import feedforward
 from .plugin.session import HardwareSession
 
-__all__ = ["check_backend", "default_case", "random_parameters", "random_inputs", "FaultyBackend"]
+__all__ = ["check_backend", "default_case", "synaptic_case", "random_parameters", "random_inputs", "FaultyBackend"]
 
 #: the parameter sets of check 3: set ``s`` is the given parameters times ``SET_FACTORS[s]``
 SET_FACTORS = (1.0, 0.6, 1.6)
@@ -72,6 +72,20 @@ def default_case(seed: int = 0, *, T: int = 12, B: int = 6, **options: Any
     options = {"weight_gain": 3.0, "seed": seed, **options}
     net = feedforward([6, 8, 4], **options)
     return net.spec, net.detached_parameters(), random_inputs(net.spec, seed, T=T, B=B)
+
+
+def synaptic_case(seed: int = 0, *, T: int = 12, B: int = 6, alpha: float = 0.5, beta: float = 0.875,
+                  **options: Any) -> tuple[NetworkSpec, dict[str, torch.Tensor], torch.Tensor]:
+    """:func:`default_case` with a synaptic current in every neuron layer, for chips whose
+    neurons all have one (e.g. Xylo): snntorch ``Synaptic`` semantics,
+    :math:`i_t = \\alpha i_{t-1} + x_t`, :math:`v_t = \\beta v_{t-1} + i_t - S_{t-1}\\theta`; the defaults
+    :math:`\\alpha = 1 - 2^{-1}`, :math:`\\beta = 1 - 2^{-3}` are bit-shift decays. ``options`` go to
+    :func:`~cil_core.network.reference.feedforward` as in :func:`default_case`."""
+    options = {"weight_gain": 3.0, "seed": seed, "beta": beta, **options}
+    net = feedforward([6, 8, 4], **options)
+    layers = tuple(l.with_(alpha=alpha) if isinstance(l, Neuron) else l for l in net.spec.layers)
+    spec = NetworkSpec(layers, net.spec.input_shape, source="cil_core.testing.synaptic_case")
+    return spec, net.detached_parameters(), random_inputs(spec, seed, T=T, B=B)
 
 
 def random_parameters(spec: NetworkSpec, seed: int = 0, gain: float = 3.0) -> dict[str, torch.Tensor]:

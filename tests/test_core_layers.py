@@ -317,8 +317,8 @@ def test_the_readme_capability_table_is_generated_from_the_backends():
     from cil_core.app.capabilities import registered_backends, section
 
     backends = registered_backends()
-    if not {"analog-mismatch", "speck"} <= set(backends):
-        pytest.skip("the table covers the analog and speck plugins; install them to check it")
+    if not {"analog-mismatch", "speck", "xylo"} <= set(backends):
+        pytest.skip("the table covers the analog, speck and xylo plugins; install them to check it")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert section({k: backends[k] for k in ("analog-mismatch", "ideal", "speck")}) in readme, \
+    assert section({k: backends[k] for k in ("analog-mismatch", "ideal", "speck", "xylo")}) in readme, \
         "README capability table is stale: run python -m cil_core.app.capabilities --write README.md"

@@ -1,0 +1,93 @@
+"""cil_core.hardware.domains: chip limits and parameter domains as data, and the population
+quantizer (one integer scale per population, a shift per matrix)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cil_core.errors import BackendCapacityError
+from cil_core.hardware.domains import IntegerRange, Limit, ShiftDecay, quantize_population
+
+
+def test_a_limit_names_the_count_the_maximum_and_the_fix():
+    lim = Limit("input channels", 16, "reduce the inputs")
+    lim.check(16, "layer 'fc'", "chip X")
+    with pytest.raises(BackendCapacityError, match=r"chip X: layer 'fc' has 17 input channels; the chip holds at most "
+                                                    r"16 input channels: reduce the inputs"):
+        lim.check(17, "layer 'fc'", "chip X")
+
+
+def test_an_integer_range_refuses_fractions_and_values_outside():
+    r = IntegerRange("count", 0, 15)
+    assert r.contains(torch.tensor([0.0, 3.0, 15.0, 16.0, -1.0, 0.5])).tolist() == [True, True, True, False, False,
+                                                                                     False]
+    r.check(torch.tensor([0.0, 15.0]), "the input", "chip")
+    with pytest.raises(BackendCapacityError, match=r"holds 2 value\(s\).*e\.g\. 0\.5.*integer in 0\.\.15"):
+        r.check(torch.tensor([1.0, 0.5, 20.0]), "the input", "chip")
+    assert r.clip(torch.tensor([-3.0, 40.0])).tolist() == [0.0, 15.0]
+
+
+def test_shift_decays_hold_exactly_one_minus_two_to_minus_k():
+    d = ShiftDecay("beta", 0, 15)
+    assert d.values()[:4] == [0.0, 0.5, 0.75, 0.875] and len(d.values()) == 16
+    k, got = d.realise(torch.tensor([0.5, 0.875, 1 - 2 ** -15]), where="layer 1", chip="chip")
+    assert k.tolist() == [1, 3, 15] and got.tolist() == [0.5, 0.875, 1 - 2 ** -15]
+
+
+def test_a_decay_off_the_grid_is_refused_with_its_neighbours_or_rounded_with_a_warning():
+    d = ShiftDecay("alpha", 1, 15)
+    with pytest.raises(BackendCapacityError, match=r"layer 1 has alpha=0\.9, which the chip cannot hold.*"
+                                                    r"k = 1\.\.15.*nearest: 0\.875 \(k=3\) and 0\.9375 \(k=4\).*"
+                                                    r"round_decays=True"):
+        d.realise(0.9, where="layer 1", chip="chip")
+    with pytest.raises(BackendCapacityError, match=r"nearest: 0\.5 \(k=1\)$|nearest: 0\.5 \(k=1\)\."):
+        d.realise(0.2, where="layer 1", chip="chip")  # below the smallest: one neighbour
+    with pytest.warns(UserWarning, match="nearest value it holds"):
+        k, got = d.realise(torch.tensor([0.9, 0.5]), where="layer 1", chip="chip", mode="nearest")
+    assert k.tolist() == [3, 1] and got.tolist() == [0.875, 0.5]
+
+
+def test_a_population_shares_one_scale_and_holds_its_threshold_exactly():
+    g = torch.Generator().manual_seed(0)
+    w_in = torch.randn(8, 5, generator=g)
+    w_rec = 0.05 * torch.randn(8, 8, generator=g)  # much smaller: its own shift keeps its precision
+    pop = quantize_population({"in": w_in, "rec": w_rec}, 0.7)
+    L = 127
+    for name, w in (("in", w_in), ("rec", w_rec)):
+        q = pop.codes[name]
+        assert q.abs().max() <= L and torch.equal(q, torch.round(q))
+        step = 2.0 ** int(pop.shifts[name]) / float(pop.scale)
+        assert float((pop.realised(name) - w).abs().max()) <= step / 2 + 1e-9
+        assert float(w.abs().max()) / step > L / 2  # at least 7 of the 8 bits used (per-matrix shifts)
+    assert int(pop.shifts["in"]) > int(pop.shifts["rec"])
+    assert float(pop.realised_threshold) == pytest.approx(0.7, rel=1e-12)  # the scale is set by the threshold
+    assert int(pop.threshold) == pytest.approx(float(pop.scale) * 0.7)
+    # the largest matrix fills its codes
+    assert int(pop.codes["in"].abs().max()) >= 120
+
+
+def test_population_sets_are_quantized_each_on_its_own_scale():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(3, 4, 6, generator=g) * torch.tensor([1.0, 10.0, 0.1]).view(3, 1, 1)
+    pops = quantize_population({"w": w}, 1.0, n_sets=3)
+    for s in range(3):
+        one = quantize_population({"w": w[s]}, 1.0)
+        assert torch.equal(pops.codes["w"][s], one.codes["w"]) and int(pops.shifts["w"][s]) == int(one.shifts["w"])
+        assert torch.allclose(pops.realised("w")[s], one.realised("w"))
+
+
+def test_weights_beyond_the_grid_are_refused_naming_the_ratio():
+    with pytest.raises(BackendCapacityError, match=r"a weight is 2e\+04 times the threshold.*scale the weights down"):
+        quantize_population({"w": torch.tensor([[2e4]])}, 1.0, thresholds=IntegerRange("threshold", 1, 2 ** 15 - 1))
+
+
+def test_the_threshold_target_and_ceiling_bound_the_scale():
+    w = {"w": torch.tensor([[0.5, -0.25]])}
+    low = quantize_population(w, 1.0, target=64)
+    high = quantize_population(w, 1.0, target=8192)
+    assert int(low.threshold) < int(high.threshold) <= 2 ** 15 - 1
+    assert int(quantize_population({"w": torch.tensor([[1e-4]])}, 1.0, ceiling=1000).threshold) <= 1000
+    assert math.isclose(float(high.realised_threshold), 1.0)
