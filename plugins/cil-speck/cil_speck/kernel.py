@@ -225,7 +225,6 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
         n_targets = max(n_targets, lp[l, KH] * lp[l, KW])
         n_fan = max(n_fan, lp[l, KH] * lp[l, KW] * lp[l, O])
     zero = wts.dtype.type(0)
-    lo = wts.dtype.type(-32768)
     hi = wts.dtype.type(32767)
     for i in prange(S * B):
         b = i // S
@@ -267,8 +266,8 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 voff = np.uint64(lp[row, VOFF])
                 wc = np.uint64(lp[row, WOFF]) + s_c[sp] * np.uint64(lp[row, CSTEP])
                 thr = wts.dtype.type(lp[row, THR])
-                vmin = wts.dtype.type(lp[row, VMIN])
-                keep = wts.dtype.type(1 - lp[row, RZERO])  # subtract reset: (v - thr) * 1; to zero: * 0
+                vmin = wts.dtype.type(max(lp[row, VMIN], -32768))  # never below the 16-bit floor
+                rz = lp[row, RZERO] == 1
                 ra = np.uint64(lp[row, RTAB]) + y
                 ca = np.uint64(lp[row, CTAB]) + x
                 c0 = fan[ca]
@@ -284,15 +283,24 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                         vb = va + fan[q]
                         wb = wa + fan[q + np.uint64(1)]
                         ln = fan[q + np.uint64(3)] * nO
+                        # per neuron: x = v + w; v' = max(reset(min(x, hi)) if min(x, hi) >= thr
+                        # else min(x, hi), vmin); the same as clamping x to [lo, hi] first, since
+                        # lo < 1 <= thr and vmin >= lo. One loop per reset mode (no multiply).
                         hit = False
-                        for k in range(ln):
-                            val = min(max(v[vb + k] + wts[wb + k], lo), hi)
-                            f = val >= thr
-                            if f:
-                                val = (val - thr) * keep
-                            v[vb + k] = max(val, vmin)
-                            flags[npos + k] = f
-                            hit |= f
+                        if rz:
+                            for k in range(ln):
+                                val = min(v[vb + k] + wts[wb + k], hi)
+                                f = val >= thr
+                                v[vb + k] = max(zero if f else val, vmin)
+                                flags[npos + k] = f
+                                hit |= f
+                        else:
+                            for k in range(ln):
+                                val = min(v[vb + k] + wts[wb + k], hi)
+                                f = val >= thr
+                                v[vb + k] = max(val - thr if f else val, vmin)
+                                flags[npos + k] = f
+                                hit |= f
                         if hit:
                             t_oy[nhit] = fan[a + np.uint64(2)]
                             t_ox[nhit] = fan[q + np.uint64(2)]
