@@ -6,9 +6,9 @@ binned events; and the loop's share of its **integrate-only ceiling** on one thr
 in one run, on one machine; the compiled loops and sinabs are timed interleaved
 (``harness.interleaved``, medians of ``--repeats``).
 
-The ceiling: the events every layer received in the loop's run (the input events, then each
-recorded spike of a layer as an event of the next one), replayed through only the synaptic
-additions (``kernel.integrate_only``: same fan-out table, state and weight layout, saturation; no
+The ceiling: the events every layer received in the loop's run, in the order the loop processed
+them (depth-first: each input event through all layers before the next), replayed through only the
+synaptic additions (``kernel.integrate_only``: same fan-out table, state and weight layout, saturation; no
 threshold, reset, lower bound, spike or queue work), which makes exactly the loop's synaptic
 updates (checked). Also the same replay in the previous loop's layout
 (``kernel.integrate_only_reference``: int32 state, per-event index arithmetic), the ceiling as
@@ -42,32 +42,24 @@ from harness import (Stopwatch, add_output_args, interleaved, markdown_table, pr
                      write_json)
 
 
-def delivered_events(arrays: tuple, layer_spikes: list[np.ndarray], T: int) -> tuple[np.ndarray, ...]:
-    """The events each chip layer received in a one-set run, as the arrays ``(layer, c, y, x,
-    offsets)`` that ``kernel.integrate_only`` replays: per sample and time bin, the input events
-    (layer 0), then every spike of layer ``l`` (``layer_spikes[l]``: ``[T, B, O, Ho, Wo]`` counts)
-    as as many events ``(o, oy, ox)`` of layer ``l + 1``."""
-    ev_c, ev_y, ev_x, ev_bin, ev_off = arrays
-    B = len(ev_off) - 1
-    cols: list[list[np.ndarray]] = [[], [], [], []]
-    off = [0]
-    for b in range(B):
-        e0, e1 = int(ev_off[b]), int(ev_off[b + 1])
-        n = 0
-        for t in range(T):
-            m = ev_bin[e0:e1] == t
-            parts = [(np.zeros(int(m.sum()), np.int32), ev_c[e0:e1][m], ev_y[e0:e1][m], ev_x[e0:e1][m])]
-            for li, sp in enumerate(layer_spikes[:-1]):
-                cnt = sp[t, b].astype(np.int64)
-                o, yy, xx = np.nonzero(cnt)
-                k = cnt[o, yy, xx]
-                parts.append((np.full(int(k.sum()), li + 1, np.int32), np.repeat(o, k).astype(np.int32),
-                              np.repeat(yy, k).astype(np.int32), np.repeat(xx, k).astype(np.int32)))
-            for col, part in zip(cols, zip(*parts)):
-                col.append(np.concatenate(part))
-            n += sum(len(p[0]) for p in parts)
-        off.append(off[-1] + n)
-    return tuple(np.concatenate(c) for c in cols) + (np.asarray(off, np.int64),)
+def delivered_events(dep, arrays: tuple, T: int, cap: int) -> tuple[np.ndarray, ...]:
+    """The events each chip layer received in a one-set run, in the order the loop processed
+    them, as the arrays ``(layer, c, y, x, offsets)`` that ``kernel.integrate_only`` replays
+    (written by ``run_events_reference``'s ``trace``; ``cap``: the most events of one sample)."""
+    from cil_speck import kernel as K
+
+    ch = dep.chip
+    B = len(arrays[4]) - 1
+    lp = ch["lp"].copy()
+    lp[:, K.ROFF] = -1
+    n_out = int(np.prod(ch["map"].layers[-1].out_shape))
+    tr = tuple(np.zeros((B, cap), np.int32) for _ in range(4)) + (np.zeros(B, np.int64),)
+    K.run_events_reference(*arrays, lp, ch["weights"], ch["n_state"], T, n_out, 0, ch["stack_cap"], 1, tr)
+    n = tr[4]
+    assert int(n.max()) <= cap, "trace capacity exceeded"
+    off = np.zeros(B + 1, np.int64)
+    np.cumsum(n, out=off[1:])
+    return tuple(np.concatenate([a[b, :n[b]] for b in range(B)]) for a in tr[:4]) + (off,)
 
 
 def main(argv=None) -> int:
@@ -209,8 +201,10 @@ def ceiling_section(be, dep, data, T: int, rounds: int) -> dict:
     ch = dep.chip
     arrays = eventbatch_to_arrays(data.x.events, T, data.x.duration_us, ch["map"].layers[0].pre_shape)
     obs = be.forward(dep, data.x, record=True)
-    spikes = [lo.spikes.reshape(T, -1, *cl.out_shape).numpy() for lo, cl in zip(obs.layers, ch["map"].layers)]
-    trace = delivered_events(arrays, spikes, T)
+    # events per sample: its input events plus the spikes of every layer but the last
+    per_sample = np.diff(arrays[4]) + sum(lo.spikes.sum((0,) + tuple(range(2, lo.spikes.dim()))).numpy()
+                                          for lo in obs.layers[:-1]).astype(np.int64)
+    trace = delivered_events(dep, arrays, T, int(per_sample.max()))
     lp = ch["lp"].copy()
     lp[:, K.ROFF] = -1
     n_out = int(np.prod(ch["map"].layers[-1].out_shape))

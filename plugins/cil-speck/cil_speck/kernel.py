@@ -268,6 +268,7 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 thr = wts.dtype.type(lp[row, THR])
                 vmin = wts.dtype.type(max(lp[row, VMIN], -32768))  # never below the 16-bit floor
                 rz = lp[row, RZERO] == 1
+                split = vmin < thr  # (else the fused pass; a lower bound at or above threshold)
                 ra = np.uint64(lp[row, RTAB]) + y
                 ca = np.uint64(lp[row, CTAB]) + x
                 c0 = fan[ca]
@@ -285,9 +286,27 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                         ln = fan[q + np.uint64(3)] * nO
                         # per neuron: x = v + w; v' = max(reset(min(x, hi)) if min(x, hi) >= thr
                         # else min(x, hi), vmin); the same as clamping x to [lo, hi] first, since
-                        # lo < 1 <= thr and vmin >= lo. One loop per reset mode (no multiply).
+                        # lo < 1 <= thr and vmin >= lo.
                         hit = False
-                        if rz:
+                        if split:
+                            # vmin < thr: integrate and clamp as if nothing fired, noting whether
+                            # anything did; a neuron that fired then holds min(x, hi) >= thr and
+                            # one that did not holds max(min(x, hi), vmin) < thr, so a second pass
+                            # over the (few) runs with a spike finds and resets exactly those
+                            for k in range(ln):
+                                val = min(v[vb + k] + wts[wb + k], hi)
+                                hit |= val >= thr
+                                v[vb + k] = max(val, vmin)
+                            if hit:
+                                for k in range(ln):
+                                    val = v[vb + k]
+                                    f = val >= thr
+                                    if rz:
+                                        v[vb + k] = max(zero, vmin) if f else val
+                                    else:
+                                        v[vb + k] = max(val - thr, vmin) if f else val
+                                    flags[npos + k] = f
+                        elif rz:  # one fused pass: add, clamp, fire, reset, lower bound, flag
                             for k in range(ln):
                                 val = min(v[vb + k] + wts[wb + k], hi)
                                 f = val >= thr
@@ -419,11 +438,18 @@ def integrate_only(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def run_events_reference(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out, rec_size, stack_cap, n_sets=1):
+def run_events_reference(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out, rec_size, stack_cap, n_sets=1,
+                         trace=None):
     """The straightforward loop of the semantics above, as the backend ran it until the
     rewrite of :func:`run_events` (kept unchanged as its cross-check: the tests and
     ``benchmarks/speck_throughput.py`` compare the two bit for bit). Same arguments and results as
     :func:`run_events` without the fan-out table (it reads only the first 20 columns of ``lp``).
+
+    ``trace`` (for the benchmark's ceiling; ``None``: nothing recorded, and numba compiles the
+    loop without it): a tuple ``(t_l, t_c, t_y, t_x, t_n)`` of ``[S*B, cap]`` int32 arrays and an
+    int64 ``[S*B]`` count; every event run ``r`` delivers to a layer (layer, channel, position
+    before pooling), in processing order, is written to row ``r`` (the first ``cap``), and
+    ``t_n[r]`` counts them all.
 
     Run every sample ``b`` (events ``ev_off[b]:ev_off[b+1]``) of every parameter set ``s``
     (rows ``s*L:(s+1)*L`` of ``lp``, ``L = lp.shape[0] // n_sets``) through the chip layers.
@@ -472,6 +498,14 @@ def run_events_reference(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_b
             while sp > 0:
                 sp -= 1
                 l = s_l[sp]
+                if trace is not None:
+                    k = trace[4][r]
+                    if k < trace[0].shape[1]:
+                        trace[0][r, k] = l
+                        trace[1][r, k] = s_c[sp]
+                        trace[2][r, k] = s_y[sp]
+                        trace[3][r, k] = s_x[sp]
+                    trace[4][r] = k + 1
                 c = s_c[sp]
                 y = s_y[sp] // lp[s0 + l, PH_]
                 x = s_x[sp] // lp[s0 + l, PW_]
