@@ -24,19 +24,23 @@ thresholds, lower bounds and a ``WOFF`` into the concatenated weights of all set
 ``S = 1`` is the single-network call (the layout and results of a plain one-set call).
 
 Implementation (:func:`run_events`). An event touches distinct neurons (one kernel tap each), so
-steps 2 and 3 are fused per neuron without changing any result: add, saturate, compare, reset,
-clamp, one pass over a contiguous run of ``O`` output channels per target position (state
-``[Ho, Wo, O]`` and weights ``[C, KH, KW, O]`` channel-last), which the compiler vectorizes. Spikes
-are only flagged in that pass; the few flagged neurons are then emitted in the documented order.
-The target positions of an event come from a fan-out table built once per deployment
-(:func:`fan_out_table`: for every pooled input row the ``(kernel row, output row)`` pairs, likewise
-columns; the same pairs, in the same order, as :func:`_first_tap` enumerates), so the loop does no
-division; pooling factors are powers of two (a shift). The state is held in 16 bits when every
-lower bound fits (:func:`state_dtype`; the 16-bit saturation keeps every other value in range),
-otherwise in 32. :func:`run_events_reference` is the straightforward loop of the same semantics
-(the backend's loop before this one), kept as the cross-check of this one;
-:func:`integrate_only` is the benchmark's ceiling: the same synaptic additions without any
-threshold, reset or propagation work.
+steps 2 and 3 are done per neuron without changing any result. The targets of an event come from a
+fan-out table built once per deployment (:func:`fan_out_table`: for every pooled input row the
+``(kernel row, output row)`` pairs, for every column the *runs* of consecutive output columns;
+the same targets, in the same order, as :func:`_first_tap` enumerates), so the loop does no
+division (pooling factors are powers of two: a shift). State ``[Ho, Wo, O]`` and weights
+``[C, KH, KW, O]`` (kernel columns reversed, :func:`loop_weights`) are channel-last, so one (row,
+column run) is one contiguous block of state and of weights, which the compiler vectorizes with
+unsigned indices. When the lower bound is below the threshold, a first pass adds, saturates and
+clamps to the lower bound as if nothing fired, noting whether anything reached threshold; only the
+few runs that did get a second pass that flags and resets the neurons holding ``>= θ`` (exactly
+those that fired). The flagged neurons are then collected 8 flags at a time, keyed and sorted, and
+emitted in the documented order. State and weights are held in float32 (:func:`loop_dtype`):
+every value the chip holds is an integer well inside float32's exact range, so every sum,
+comparison and clamp is exact and the results are those of integer arithmetic.
+:func:`run_events_reference` is the straightforward loop of the same semantics (the backend's loop
+before this one), kept as the cross-check of this one; :func:`integrate_only` is the benchmark's
+ceiling: the same synaptic additions without any threshold, reset or propagation work.
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ def fan_out_table(lp: np.ndarray, n_sets: int = 1) -> np.ndarray:
     for l in range(L):
         row = lp[l]
         nO, kh, kw, sh, sw, nHo, nWo = (int(row[k]) for k in (O, KH, KW, SH, SW, HO, WO))
+        if kh * kw > 256:  # run_events ranks an event's target positions in 8 bits
+            raise ValueError(f"kernel {kh}x{kw} has more than 256 taps (the chip's limit is 16x16)")
         for f, col in ((row[PH_], 2), (row[PW_], 3)):
             if f < 1 or f & (f - 1):
                 raise ValueError(f"pooling factor {f} is not a power of two")
@@ -195,7 +201,8 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
     (rows ``s*L:(s+1)*L`` of ``lp``, ``L = lp.shape[0] // n_sets``) through the chip layers.
 
     Memory layout: neuron state channel-last ``[Ho, Wo, O]`` per layer, weights
-    ``[C, KH, KW, O]`` per layer, so the innermost loop over output channels is contiguous. State
+    ``[C, KH, KW, O]`` per layer with the kernel columns reversed (:func:`loop_weights`), so that
+    the innermost loop over a column run of output positions and channels is contiguous. State
     and weights are held in the float dtype of ``wts`` (:func:`loop_dtype`: every value the chip
     can hold is an integer that this dtype represents exactly, and every operation on it (add,
     clamp, compare, subtract) is then exact: the results are those of integer arithmetic).
