@@ -1,27 +1,65 @@
 """Throughput of the Speck-style event loop: synaptic updates per second of the compiled (numba)
-loop on 1 thread and on all threads, beside the same loop run as plain Python
-(``run_events.py_func``: numba's uncompiled original) and sinabs' own time-stepped simulation of
-the same network on the binned events. All measured in one run, on one machine; the compiled
-loop and sinabs are timed interleaved (``harness.interleaved``, medians of ``--repeats``).
+loop on 1 thread and on all threads, beside the straightforward loop it replaced
+(``run_events_reference``), that loop run as plain Python (``run_events_reference.py_func``:
+numba's uncompiled original) and sinabs' own time-stepped simulation of the same network on the
+binned events; and the loop's share of its **integrate-only ceiling** on one thread. All measured
+in one run, on one machine; the compiled loops and sinabs are timed interleaved
+(``harness.interleaved``, medians of ``--repeats``).
 
-    python benchmarks/speck_throughput.py [--samples 64] [--python-events 400]
+The ceiling: the events every layer received in the loop's run, in the order the loop processed
+them (depth-first: each input event through all layers before the next), replayed through only the
+synaptic additions (``kernel.integrate_only``: same fan-out table, state and weight layout, saturation; no
+threshold, reset, lower bound, spike or queue work), which makes exactly the loop's synaptic
+updates (checked). Also the same replay in the previous loop's layout
+(``kernel.integrate_only_reference``: int32 state, per-event index arithmetic), the ceiling as
+it was measured before the rewrite. The loop, the previous loop and both ceilings run
+interleaved on one thread, ``--ceiling-repeats`` rounds; the percentages are per round (each
+loop run against the ceiling run beside it), median and range. The new loop's outputs are checked
+equal to the previous loop's.
+
+    python benchmarks/speck_throughput.py [--samples 64] [--python-events 400] [--docs]
 
 Network: the CIL-SPL benchmark's (input sum-pool 2x2, 5 conv + 1 fully connected, IAF), random
 weights (Kaiming uniform x 2.5, seeded); data: the synthetic N-MNIST-like digits (T = 8 bins).
-Writes benchmarks/results/speck_throughput.json (``--out`` to change the folder).
+Writes benchmarks/results/speck_throughput.json (``--out`` to change the folder); ``--docs``
+also rewrites the speck-throughput section of docs/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
+import sys
+import time
 
 import numba
 import numpy as np
 import torch
 
-from harness import Stopwatch, add_output_args, interleaved, print_table, write_json
+from harness import (Stopwatch, add_output_args, interleaved, markdown_table, print_table, write_docs_section,
+                     write_json)
+
+
+def delivered_events(dep, arrays: tuple, T: int, cap: int) -> tuple[np.ndarray, ...]:
+    """The events each chip layer received in a one-set run, in the order the loop processed
+    them, as the arrays ``(layer, c, y, x, offsets)`` that ``kernel.integrate_only`` replays
+    (written by ``run_events_reference``'s ``trace``; ``cap``: the most events of one sample)."""
+    from cil_speck import kernel as K
+
+    ch = dep.chip
+    B = len(arrays[4]) - 1
+    lp = ch["lp"].copy()
+    lp[:, K.ROFF] = -1
+    n_out = int(np.prod(ch["map"].layers[-1].out_shape))
+    tr = tuple(np.zeros((B, cap), np.int32) for _ in range(4)) + (np.zeros(B, np.int64),)
+    K.run_events_reference(*arrays, lp, ch["weights"], ch["n_state"], T, n_out, 0, ch["stack_cap"], 1, tr)
+    n = tr[4]
+    assert int(n.max()) <= cap, "trace capacity exceeded"
+    off = np.zeros(B + 1, np.int64)
+    np.cumsum(n, out=off[1:])
+    return tuple(np.concatenate([a[b, :n[b]] for b in range(B)]) for a in tr[:4]) + (off,)
 
 
 def main(argv=None) -> int:
@@ -29,7 +67,9 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--python-events", type=int, default=400, help="input events run through the plain-Python loop")
     ap.add_argument("--repeats", type=int, default=3)
-    add_output_args(ap)
+    ap.add_argument("--ceiling-repeats", type=int, default=7,
+                    help="interleaved rounds of loop / previous loop / ceilings on one thread")
+    add_output_args(ap, docs_section="speck-throughput")
     args = ap.parse_args(argv)
 
     import cil_core as cil
@@ -39,6 +79,7 @@ def main(argv=None) -> int:
     from cil_speck.data import synthetic_nmnist
     from cil_speck.events import eventbatch_to_arrays
 
+    t_start = time.perf_counter()
     T = 8
     torch.manual_seed(0)
     model = make_model("snn", T)
@@ -51,7 +92,7 @@ def main(argv=None) -> int:
     be = cil.make_backend("speck")
     dep = be.transfer(net.spec, net.detached_parameters())
     n_threads = numba.config.NUMBA_NUM_THREADS
-    res: dict = {"samples": args.samples, "input_events": None, "cpu_count": os.cpu_count(),
+    res: dict = {"samples": args.samples, "repeats": args.repeats, "input_events": None, "cpu_count": os.cpu_count(),
                  "available_numba_threads": n_threads}
 
     x = data.x.dense
@@ -86,7 +127,8 @@ def main(argv=None) -> int:
                                     "samples_per_s": args.samples / t}
         res["input_events"] = obs.meta["input_events"]
 
-    # plain Python: the same loop, uncompiled, on the first events of one sample
+    # plain Python: the previous loop, uncompiled (the new one calls an LLVM intrinsic), on the first
+    # events of one sample
     ch = dep.chip
     arrays = eventbatch_to_arrays(data.x.events[:1], T, data.x.duration_us, ch["map"].layers[0].pre_shape)
     k = min(args.python_events, int(arrays[4][1]))
@@ -95,12 +137,17 @@ def main(argv=None) -> int:
     lp[:, K.ROFF] = -1
     n_out = int(np.prod(ch["map"].layers[-1].out_shape))
     with Stopwatch() as sw:  # one call: the plain-Python loop is slow
-        py_out, _, py_syn = K.run_events.py_func(*sub, lp, ch["weights"], ch["n_state"], T, n_out, 0, ch["stack_cap"])
+        py_out, _, py_syn = K.run_events_reference.py_func(*sub, lp, ch["weights"], ch["n_state"], T, n_out, 0,
+                                                           ch["stack_cap"])
     t_py = sw.seconds
-    nb_out, _, nb_syn = K.run_events(*sub, lp, ch["weights"], ch["n_state"], T, n_out, 0, ch["stack_cap"])
+    nb_out, _, nb_syn = K.run_events(*sub, lp, ch["loop_weights"], ch["fan"], ch["n_state"], T, n_out, 0,
+                                     ch["stack_cap"], 1)
     assert np.array_equal(py_out, nb_out) and int(py_syn[0]) == int(nb_syn[0]), "python and numba loops disagree"
     res["python"] = {"seconds": t_py, "input_events": k, "synaptic_updates": int(py_syn[0]),
                      "updates_per_s": int(py_syn[0]) / t_py}
+
+    # the loop against its integrate-only ceiling, one thread, interleaved rounds
+    res["ceiling"] = ceiling_section(be, dep, data, T, args.ceiling_repeats)
 
     # sinabs' time-stepped simulation of the same network on the dense bins (timed above)
     for threads in sinabs_threads:
@@ -122,8 +169,128 @@ def main(argv=None) -> int:
              for key in res if key.startswith("sinabs_")]
     print_table(["engine", "synaptic updates/s", "samples/s", "vs python"], rows)
     print(f"per-core target 50M updates/s: {'met' if nb1 >= 50e6 else 'NOT met'} ({nb1 / 1e6:.0f}M on 1 thread)")
+    cs = res["ceiling"]
+    crow = lambda k: [cs["rates"][k]["label"], f"{cs['rates'][k]['median'] / 1e6:,.0f}",  # noqa: E731
+                      f"{cs['rates'][k]['min'] / 1e6:,.0f} - {cs['rates'][k]['max'] / 1e6:,.0f}"]
+    print_table(["1 thread, interleaved rounds", "M updates/s (median)", "range"], [crow(k) for k in cs["rates"]],
+                title=f"\nthe loop against its integrate-only ceiling ({cs['rounds']} rounds, "
+                      f"{cs['synaptic_updates']:,} updates per run):")
+    for key, txt in (("loop_vs_ceiling", "loop / ceiling (same layout)"),
+                     ("loop_vs_previous_ceiling", "loop / ceiling of the previous layout"),
+                     ("previous_loop_vs_previous_ceiling", "previous loop / its ceiling"),
+                     ("speedup_vs_previous_loop", "loop / previous loop")):
+        p = cs[key]
+        unit = "x" if key.startswith("speedup") else " %"
+        mul = 1 if key.startswith("speedup") else 100
+        print(f"{txt}: {p['median'] * mul:.2f}{unit} (range {p['min'] * mul:.2f} - {p['max'] * mul:.2f})")
+    res["load_average"] = list(os.getloadavg())
+    res["seconds_total"] = time.perf_counter() - t_start
     write_json(args.out / "speck_throughput.json", res)
+    if args.docs:
+        write_docs_section("speck-throughput", docs_text(res, argv if argv is not None else sys.argv[1:]))
     return 0
+
+
+def ceiling_section(be, dep, data, T: int, rounds: int) -> dict:
+    """Loop, previous loop, integrate-only ceiling and the previous layout's ceiling on one thread,
+    ``rounds`` interleaved rounds; updates/s per contender (median, min, max) and the per-round
+    ratios. Asserts that the loops agree and that each ceiling makes the loop's updates."""
+    from cil_speck import kernel as K
+    from cil_speck.events import eventbatch_to_arrays
+
+    ch = dep.chip
+    arrays = eventbatch_to_arrays(data.x.events, T, data.x.duration_us, ch["map"].layers[0].pre_shape)
+    obs = be.forward(dep, data.x, record=True)
+    # events per sample: its input events plus the spikes of every layer but the last
+    per_sample = np.diff(arrays[4]) + sum(lo.spikes.sum((0,) + tuple(range(2, lo.spikes.dim()))).numpy()
+                                          for lo in obs.layers[:-1]).astype(np.int64)
+    trace = delivered_events(dep, arrays, T, int(per_sample.max()))
+    lp = ch["lp"].copy()
+    lp[:, K.ROFF] = -1
+    n_out = int(np.prod(ch["map"].layers[-1].out_shape))
+    args_loop = (lp, ch["loop_weights"], ch["fan"], ch["n_state"], T, n_out, 0, ch["stack_cap"], 1)
+    runs = {
+        "loop": ("event loop (run_events)", lambda: K.run_events(*arrays, *args_loop)[2]),
+        "previous_loop": ("previous event loop (run_events_reference)",
+                          lambda: K.run_events_reference(*arrays, lp, ch["weights"], ch["n_state"], T, n_out, 0,
+                                                         ch["stack_cap"], 1)[2]),
+        "ceiling": ("integrate-only ceiling, the loop's layout (integrate_only)",
+                    lambda: K.integrate_only(*trace, lp, ch["loop_weights"], ch["fan"], ch["n_state"], 1)),
+        "previous_ceiling": ("integrate-only ceiling, the previous layout (integrate_only_reference)",
+                             lambda: K.integrate_only_reference(*trace, lp, ch["weights"], ch["n_state"], 1)),
+    }
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        new_out = K.run_events(*arrays, *args_loop)
+        ref_out = K.run_events_reference(*arrays, lp, ch["weights"], ch["n_state"], T, n_out, 0, ch["stack_cap"], 1)
+        assert all(np.array_equal(a, b) for a, b in zip(new_out, ref_out)), "the loop disagrees with the previous loop"
+        syn = int(new_out[2].sum())
+        for key, (_, fn) in runs.items():
+            assert int(fn().sum()) == syn, f"{key} makes other synaptic updates than the loop"
+        rates: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(rounds):
+            for key, (_, fn) in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                rates[key].append(syn / (time.perf_counter() - t0))
+    finally:
+        numba.set_num_threads(old)
+
+    def summary(v: list[float]) -> dict:
+        return {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v}
+
+    ratio = lambda a, b: summary([x / y for x, y in zip(rates[a], rates[b])])  # noqa: E731
+    return {"rounds": rounds, "synaptic_updates": syn, "delivered_events": int(trace[4][-1]),
+            "rates": {k: {"label": runs[k][0], **summary(v)} for k, v in rates.items()},
+            "loop_vs_ceiling": ratio("loop", "ceiling"),
+            "loop_vs_previous_ceiling": ratio("loop", "previous_ceiling"),
+            "previous_loop_vs_previous_ceiling": ratio("previous_loop", "previous_ceiling"),
+            "speedup_vs_previous_loop": ratio("loop", "previous_loop")}
+
+
+def docs_text(res: dict, argv: list[str]) -> str:
+    """The speck-throughput section of docs/results.md."""
+    cs = res["ceiling"]
+    cmd = " ".join(["python benchmarks/speck_throughput.py", *argv])
+    la = ", ".join(f"{x:.1f}" for x in res["load_average"])
+    rows = [[cs["rates"][k]["label"], f"{cs['rates'][k]['median'] / 1e6:,.0f}",
+             f"{cs['rates'][k]['min'] / 1e6:,.0f} - {cs['rates'][k]['max'] / 1e6:,.0f}"] for k in cs["rates"]]
+    pct = lambda k: (f"{cs[k]['median'] * 100:.0f} % (range {cs[k]['min'] * 100:.0f} - "  # noqa: E731
+                     f"{cs[k]['max'] * 100:.0f} %)")
+    sp = cs["speedup_vs_previous_loop"]
+    nb = [[key.replace("numba_", "").replace("t", " thread(s)"), f"{res[key]['updates_per_s'] / 1e6:,.0f}",
+           f"{res[key]['samples_per_s']:.1f}"] for key in res if key.startswith("numba_")]
+    return f"""Generated by `{cmd}` on {platform.machine()}, {res['cpu_count']} cores, in {res['seconds_total']:.0f} s
+(load average at the end: {la}; the machine is shared, hence the ranges).
+Raw numbers: `benchmarks/results/speck_throughput.json` (git-ignored).
+
+Network: the CIL-SPL benchmark's (input sum pool 2, 5 conv + 1 dense, IAF, 6 chip layers), random weights
+(Kaiming uniform x 2.5, seed 0); data: {res['samples']} synthetic N-MNIST-like samples, T = 8,
+{res['input_events']:,} input events, {cs['synaptic_updates']:,} synaptic updates per run.
+
+One thread, {cs['rounds']} interleaved rounds (M synaptic updates/s):
+
+{markdown_table(["contender", "median", "range"], rows)}
+
+- the loop at **{pct('loop_vs_ceiling')}** of the integrate-only ceiling in its own layout (the same
+  synaptic additions, in the same order, through the same tables and types, nothing else), and at
+  **{pct('loop_vs_previous_ceiling')}** of the integrate-only ceiling in the previous layout (int32 state,
+  per-event index arithmetic, its additions vectorized; how the 670-770 M ceiling quoted in issue 19 was
+  measured is not recorded, this replay is the closest reconstruction). Issue 19's target (>= 60 % of the
+  ceiling, >= 420 M updates/s/thread) is met against the previous layout's ceiling and in absolute
+  terms, **not** against the ceiling of the new layout, which the rewrite itself raised;
+- the previous loop at {pct('previous_loop_vs_previous_ceiling')} of that previous ceiling;
+- the loop {sp['median']:.2f}x the previous loop (range {sp['min']:.2f} - {sp['max']:.2f}x), with
+  bit-identical outputs (checked in the run, and by `tests/test_speck_kernel_identity.py`).
+
+Through the backend (`SpeckBackend.forward` on the event batch; updates/s over the loop call's own time,
+`meta["seconds"]`; samples/s over the whole call; medians of {res['repeats']} interleaved calls; on this shared
+2-core machine a second thread often adds nothing):
+
+{markdown_table(["threads", "M updates/s", "samples/s"], nb)}
+"""
+
 
 
 if __name__ == "__main__":

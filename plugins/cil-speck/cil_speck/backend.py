@@ -119,8 +119,9 @@ class SpeckBackend(Backend):
                 lp[row, K.WOFF] = woff
                 woff += q.weights[i].size
         wts = np.concatenate([np.transpose(w, (1, 2, 3, 0)).ravel() for q in qs for w in q.weights]).astype(np.int32)
-        chip = {"map": cmap, "lp": lp, "weights": wts, "n_state": voff, "rec_size": roff, "stack_cap": cap,
-                "n_sets": len(qs), "cores": cmap.cores}
+        fan = K.fan_out_table(lp, len(qs))  # fills lp's fan-out columns
+        chip = {"map": cmap, "lp": lp, "weights": wts, "fan": fan, "loop_weights": K.loop_weights([w for q in qs for w in q.weights], K.loop_dtype(lp)),
+                "n_state": voff, "rec_size": roff, "stack_cap": cap, "n_sets": len(qs), "cores": cmap.cores}
         for key in ("weights", "thresholds", "v_mins", "scales"):
             per_set = [getattr(q, key) for q in qs]
             chip["weights_int8" if key == "weights" else key] = per_set[0] if n_sets is None else per_set
@@ -158,7 +159,7 @@ class SpeckBackend(Backend):
             if not record:
                 lp = lp.copy()
                 lp[:, K.ROFF] = -1
-            out, rec, syn = K.run_events(*arrays, lp, ch["weights"], ch["n_state"], T, n_out,
+            out, rec, syn = K.run_events(*arrays, lp, ch["loop_weights"], ch["fan"], ch["n_state"], T, n_out,
                                          ch["rec_size"] if record else 0, ch["stack_cap"], S)
         finally:
             if old is not None:

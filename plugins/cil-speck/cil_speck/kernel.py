@@ -22,16 +22,162 @@ layer table ``lp`` then holds ``S`` blocks of ``L`` rows (block ``s`` = set ``s`
 thresholds, lower bounds and a ``WOFF`` into the concatenated weights of all sets); every
 (set, sample) pair is an independent run with its own state, all of them in one parallel loop.
 ``S = 1`` is the single-network call (the layout and results of a plain one-set call).
+
+Implementation (:func:`run_events`). An event touches distinct neurons (one kernel tap each), so
+steps 2 and 3 are done per neuron without changing any result. The targets of an event come from a
+fan-out table built once per deployment (:func:`fan_out_table`: for every pooled input row the
+``(kernel row, output row)`` pairs, for every column the *runs* of consecutive output columns;
+the same targets, in the same order, as :func:`_first_tap` enumerates), so the loop does no
+division (pooling factors are powers of two: a shift). State ``[Ho, Wo, O]`` and weights
+``[C, KH, KW, O]`` (kernel columns reversed, :func:`loop_weights`) are channel-last, so one (row,
+column run) is one contiguous block of state and of weights, which the compiler vectorizes with
+unsigned indices. When the lower bound is below the threshold, a first pass adds, saturates and
+clamps to the lower bound as if nothing fired, noting whether anything reached threshold; only the
+few runs that did get a second pass that flags and resets the neurons holding ``>= θ`` (exactly
+those that fired). The flagged neurons are then collected 8 flags at a time, keyed and sorted, and
+emitted in the documented order. State and weights are held in float32 (:func:`loop_dtype`):
+every value the chip holds is an integer well inside float32's exact range, so every sum,
+comparison and clamp is exact and the results are those of integer arithmetic.
+:func:`run_events_reference` is the straightforward loop of the same semantics (the backend's loop
+before this one), kept as the cross-check of this one; :func:`integrate_only` is the benchmark's
+ceiling: the same synaptic additions without any threshold, reset or propagation work.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-# column indices of the per-layer parameter table ``lp``
-C, H, W, PH_, PW_, O, HO, WO, KH, KW, SH, SW, PADH, PADW, THR, VMIN, RZERO, WOFF, VOFF, ROFF = range(20)
-N_PARAMS = 20
+# column indices of the per-layer parameter table ``lp`` (the first 20 are all that
+# run_events_reference reads; the last 5 describe the fan-out table and derived constants)
+(C, H, W, PH_, PW_, O, HO, WO, KH, KW, SH, SW, PADH, PADW, THR, VMIN, RZERO, WOFF, VOFF, ROFF,
+ RTAB, CTAB, PSH, PSW, CSTEP) = range(25)
+N_PARAMS = 25
+
+_SAT_LO = np.int32(-32768)
+_SAT_HI = np.int32(32767)
+
+
+def fan_out_table(lp: np.ndarray, n_sets: int = 1) -> np.ndarray:
+    """Fill the columns ``RTAB``, ``CTAB``, ``PSH``, ``PSW`` and ``CSTEP`` of ``lp`` (in place, in
+    every set's block: the geometry is the same for all sets) and return the fan-out table
+    ``fan`` (uint64) they point into.
+
+    For layer ``l`` and a pooled input row ``y`` (``0 <= y < H``), the row entries are
+    ``fan[a:a+3]`` for ``a`` in ``range(fan[RTAB + y], fan[RTAB + y + 1], 3)``: ``(oy * WO * O,
+    ki * KW * O, oy)`` for every kernel row ``ki`` (ascending) with ``y + padh - ki = oy * sh``,
+    ``0 <= oy < HO``. The column entries of a pooled input column ``x`` are *runs*
+    ``fan[q:q+4]`` = ``(ox0 * O, (KW - 1 - kj) * O, ox0, n)`` for ``q`` in
+    ``range(fan[CTAB + x], fan[CTAB + x + 1], 4)``: ``n`` output columns ``ox0 .. ox0 + n - 1``
+    reached through kernel columns ``kj .. kj - n + 1``, whose state (``[.., Wo, O]``) and weights
+    (stored with the kernel columns reversed, see :func:`loop_weights`) are both one contiguous
+    block of ``n * O`` values. With column stride 1 an input column's targets are one run; else
+    one run per target column, in ascending ``kj`` (descending ``ox``). An event's targets are all
+    (row entry, column run) pairs, rows outer: in descending ``(oy, ox)`` order when each run is
+    read backwards.
+    ``PSH``/``PSW`` are log2 of the pooling factors, ``CSTEP`` = ``KH * KW * O`` (weights per input
+    channel)."""
+    L = lp.shape[0] // n_sets
+    parts: list[np.ndarray] = []
+    size = 0
+    cols = np.zeros((L, 5), np.int64)
+
+    def block(n_in: int, entries_of) -> None:
+        nonlocal size
+        head = np.zeros(n_in + 1, np.int64)
+        entries: list[int] = []
+        base = size + n_in + 1  # the entries follow the head
+        for p in range(n_in):
+            head[p] = base + len(entries)
+            entries += entries_of(p)
+        head[n_in] = base + len(entries)
+        block = np.concatenate([head, np.asarray(entries, np.int64)])
+        size += len(block)
+        parts.append(block)
+
+    def taps(t: int, k: int, stride: int, n_out: int) -> list[int]:
+        """Kernel indices (ascending) through which padded input position t reaches an output."""
+        return [kk for kk in range(k) if t - kk >= 0 and (t - kk) % stride == 0 and (t - kk) // stride < n_out]
+
+    for l in range(L):
+        row = lp[l]
+        nO, kh, kw, sh, sw, nHo, nWo = (int(row[k]) for k in (O, KH, KW, SH, SW, HO, WO))
+        if kh * kw > 256:  # run_events ranks an event's target positions in 8 bits
+            raise ValueError(f"kernel {kh}x{kw} has more than 256 taps (the chip's limit is 16x16)")
+        for f, col in ((row[PH_], 2), (row[PW_], 3)):
+            if f < 1 or f & (f - 1):
+                raise ValueError(f"pooling factor {f} is not a power of two")
+            cols[l, col] = int(f).bit_length() - 1
+
+        def rows_of(y: int) -> list[int]:
+            t = y + int(row[PADH])
+            return [e for ki in taps(t, kh, sh, nHo) for e in ((t - ki) // sh * nWo * nO, ki * kw * nO, (t - ki) // sh)]
+
+        def cols_of(x: int) -> list[int]:
+            t = x + int(row[PADW])
+            kjs = taps(t, kw, sw, nWo)
+            if sw == 1 and kjs:  # consecutive columns: one run, ascending ox = descending kj
+                ox0 = t - kjs[-1]
+                return [ox0 * nO, (kw - 1 - kjs[-1]) * nO, ox0, len(kjs)]
+            return [e for kj in kjs for e in ((t - kj) // sw * nO, (kw - 1 - kj) * nO, (t - kj) // sw, 1)]
+
+        cols[l, 0] = size
+        block(int(row[H]), rows_of)
+        cols[l, 1] = size
+        block(int(row[W]), cols_of)
+        cols[l, 4] = kh * kw * nO
+    lp[:, RTAB:CSTEP + 1] = np.tile(cols, (n_sets, 1))
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)).astype(np.uint64)
+
+
+def loop_dtype(lp: np.ndarray) -> type:
+    """The dtype :func:`run_events` holds state and weights in: ``np.float32`` when every value
+    the chip can hold is an integer of magnitude ``<= 2**24`` (then float32 represents each one,
+    and each sum, difference, comparison and clamp of two of them, exactly), else ``np.float64``
+    (exact to ``2**53``). Weights are 8-bit, thresholds and sums saturate to 16 bits, so only a
+    lower bound far beyond the 16-bit range (``v_min`` more than 512 thresholds) needs float64."""
+    lim = int(np.abs(lp[:, VMIN]).max(initial=0)) if lp.size else 0
+    return np.float32 if lim <= 2 ** 24 else np.float64
+
+
+def loop_weights(weights: list[np.ndarray], dtype: type) -> np.ndarray:
+    """The weights as :func:`run_events` reads them: every layer's ``[O, C, KH, KW]`` kernel laid
+    out ``[C, KH, KW, O]`` with the kernel columns reversed (so that the weights of a column run
+    of :func:`fan_out_table` are contiguous), all layers (and sets) concatenated, in ``dtype``
+    (:func:`loop_dtype`). The same offsets ``WOFF`` as the plain ``[C, KH, KW, O]`` layout."""
+    return np.concatenate([np.transpose(w, (1, 2, 3, 0))[:, :, ::-1, :].ravel() for w in weights]).astype(dtype)
+
+
+@intrinsic
+def _ctz(typingctx, x):
+    """Count trailing zeros of a uint64 (LLVM's ``cttz``; ``x != 0``)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64), ir.IntType(1)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.cttz.i64")
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])
+
+    return types.uint64(types.uint64), codegen
+
+
+@njit(cache=True, nogil=True)
+def _sort_small(a, n):
+    """Sort ``a[:n]`` ascending in place (insertion sort; ``np.sort`` beyond 32 values)."""
+    if n > 32:
+        a[:n] = np.sort(a[:n])
+        return
+    for i in range(1, n):
+        x = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
 
 
 @njit(cache=True, nogil=True)
@@ -49,8 +195,270 @@ def _first_tap(t, n_out, stride):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out, rec_size, stack_cap, n_sets=1):
+def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, n_out, rec_size, stack_cap,
+               n_sets):
     """Run every sample ``b`` (events ``ev_off[b]:ev_off[b+1]``) of every parameter set ``s``
+    (rows ``s*L:(s+1)*L`` of ``lp``, ``L = lp.shape[0] // n_sets``) through the chip layers.
+
+    Memory layout: neuron state channel-last ``[Ho, Wo, O]`` per layer, weights
+    ``[C, KH, KW, O]`` per layer with the kernel columns reversed (:func:`loop_weights`), so that
+    the innermost loop over a column run of output positions and channels is contiguous. State
+    and weights are held in the float dtype of ``wts`` (:func:`loop_dtype`: every value the chip
+    can hold is an integer that this dtype represents exactly, and every operation on it (add,
+    clamp, compare, subtract) is then exact: the results are those of integer arithmetic).
+    ``fan`` and the columns ``RTAB..CSTEP`` of ``lp`` come from :func:`fan_out_table`. Spike order
+    and recorded indices use the channel-major flat index ``(o, oy, ox)``. ``lp[:, ROFF] < 0``
+    disables recording of a layer. The state and recording layout (``VOFF``, ``ROFF``) is the same
+    for every set.
+
+    Returns, with ``r = s * B + b`` (``r = b`` for one set): ``out[r, t, k]`` (output spike
+    counts of the last layer per time bin), ``rec[r, t, j]`` (spike counts of every layer,
+    concatenated at offsets ``lp[:, ROFF]``; empty when ``rec_size == 0``) and ``syn[r]``
+    (synaptic updates). The (set, sample) pairs run in parallel, sample-major (the sets of one
+    sample side by side, so a thread reads a sample's events for several sets in a row).
+
+    Indices in the hot loops are unsigned (``np.uint64``): numba then skips its negative-index
+    wrap-around, which would otherwise keep the compiler from vectorizing them.
+    """
+    B = ev_off.shape[0] - 1
+    S = n_sets
+    L = lp.shape[0] // S
+    out = np.zeros((S * B, n_bins, n_out), np.int32)
+    rec = np.zeros((S * B, n_bins, rec_size), np.int32)
+    syn = np.zeros(S * B, np.int64)
+    n_targets = 1  # an event reaches at most kh * kw positions of a layer
+    n_fan = 1  # ... and at most kh * kw * O neurons
+    for l in range(L):
+        n_targets = max(n_targets, lp[l, KH] * lp[l, KW])
+        n_fan = max(n_fan, lp[l, KH] * lp[l, KW] * lp[l, O])
+    zero = wts.dtype.type(0)
+    hi = wts.dtype.type(32767)
+    for i in prange(S * B):
+        b = i // S
+        s0 = (i - b * S) * L  # first row of this set's layer block
+        r = (i - b * S) * B + b  # output row
+        v = np.zeros(n_state, wts.dtype)
+        s_l = np.empty(stack_cap, np.uint64)
+        s_c = np.empty(stack_cap, np.uint64)
+        s_y = np.empty(stack_cap, np.uint64)
+        s_x = np.empty(stack_cap, np.uint64)
+        t_oy = np.empty(n_targets, np.uint64)  # the current event's runs holding a spike: row,
+        t_ox = np.empty(n_targets, np.uint64)  # first column, columns, first flag byte
+        t_n = np.empty(n_targets, np.uint64)
+        t_fb = np.empty(n_targets, np.uint64)
+        pos_oy = np.empty(n_targets, np.uint64)  # their positions by rank (0: the highest)
+        pos_ox = np.empty(n_targets, np.uint64)
+        keys = np.empty(n_fan, np.uint64)  # the event's spikes, (o << 8) | (255 - rank)
+        # flags[fb + m * O + o] = 1: neuron (o, oy, ox0 + m) of the run at fb fired; every run
+        # starts at a multiple of 8 bytes, so that its flags are read as 64-bit words
+        flags64 = np.zeros((n_fan + 8 * n_targets) // 8 + 1, np.uint64)
+        flags = flags64.view(np.uint8)
+        nsyn = 0
+        for e in range(ev_off[b], ev_off[b + 1]):
+            tb = ev_bin[e]
+            s_l[0] = 0
+            s_c[0] = np.uint64(ev_c[e])
+            s_y[0] = np.uint64(ev_y[e])
+            s_x[0] = np.uint64(ev_x[e])
+            sp = 1
+            while sp > 0:
+                sp -= 1
+                l = s_l[sp]
+                row = s0 + np.int64(l)
+                y = s_y[sp] >> np.uint64(lp[row, PSH])
+                x = s_x[sp] >> np.uint64(lp[row, PSW])
+                if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
+                    continue
+                nO = np.uint64(lp[row, O])
+                voff = np.uint64(lp[row, VOFF])
+                wc = np.uint64(lp[row, WOFF]) + s_c[sp] * np.uint64(lp[row, CSTEP])
+                thr = wts.dtype.type(lp[row, THR])
+                vmin = wts.dtype.type(max(lp[row, VMIN], -32768))  # never below the 16-bit floor
+                rz = lp[row, RZERO] == 1
+                split = vmin < thr  # (else the fused pass; a lower bound at or above threshold)
+                ra = np.uint64(lp[row, RTAB]) + y
+                ca = np.uint64(lp[row, CTAB]) + x
+                c0 = fan[ca]
+                c1 = fan[ca + np.uint64(1)]
+                # integrate and fire, fused: one contiguous pass per (row, column run)
+                nt = np.uint64(0)  # runs
+                npos = np.uint64(0)  # flag bytes used
+                nhit = np.uint64(0)
+                for a in range(fan[ra], fan[ra + np.uint64(1)], np.uint64(3)):
+                    va = voff + fan[a]
+                    wa = wc + fan[a + np.uint64(1)]
+                    for q in range(c0, c1, np.uint64(4)):
+                        vb = va + fan[q]
+                        wb = wa + fan[q + np.uint64(1)]
+                        ln = fan[q + np.uint64(3)] * nO
+                        # per neuron: x = v + w; v' = max(reset(min(x, hi)) if min(x, hi) >= thr
+                        # else min(x, hi), vmin); the same as clamping x to [lo, hi] first, since
+                        # lo < 1 <= thr and vmin >= lo.
+                        hit = False
+                        if split:
+                            # vmin < thr: integrate and clamp as if nothing fired, noting whether
+                            # anything did; a neuron that fired then holds min(x, hi) >= thr and
+                            # one that did not holds max(min(x, hi), vmin) < thr, so a second pass
+                            # over the (few) runs with a spike finds and resets exactly those
+                            for k in range(ln):
+                                val = min(v[vb + k] + wts[wb + k], hi)
+                                hit |= val >= thr
+                                v[vb + k] = max(val, vmin)
+                            if hit:
+                                for k in range(ln):
+                                    val = v[vb + k]
+                                    f = val >= thr
+                                    if rz:
+                                        v[vb + k] = max(zero, vmin) if f else val
+                                    else:
+                                        v[vb + k] = max(val - thr, vmin) if f else val
+                                    flags[npos + k] = f
+                        elif rz:  # one fused pass: add, clamp, fire, reset, lower bound, flag
+                            for k in range(ln):
+                                val = min(v[vb + k] + wts[wb + k], hi)
+                                f = val >= thr
+                                v[vb + k] = max(zero if f else val, vmin)
+                                flags[npos + k] = f
+                                hit |= f
+                        else:
+                            for k in range(ln):
+                                val = min(v[vb + k] + wts[wb + k], hi)
+                                f = val >= thr
+                                v[vb + k] = max(val - thr if f else val, vmin)
+                                flags[npos + k] = f
+                                hit |= f
+                        if hit:
+                            t_oy[nhit] = fan[a + np.uint64(2)]
+                            t_ox[nhit] = fan[q + np.uint64(2)]
+                            t_n[nhit] = fan[q + np.uint64(3)]
+                            t_fb[nhit] = npos
+                            nhit += np.uint64(1)
+                        npos += (ln + np.uint64(7)) & ~np.uint64(7)
+                        nsyn += np.int64(ln)
+                        nt += np.uint64(1)
+                if nhit == 0:
+                    continue
+                # collect the flagged neurons, 8 flags at a time; key them so that ascending keys
+                # are ascending flat indices (channel-major, then position)
+                nk = 0
+                cum = np.uint64(0)  # positions of the hit runs so far
+                for m in range(nhit):
+                    n = t_n[m]
+                    ln = n * nO
+                    for cm in range(n):  # a run's columns ascend, ranks descend
+                        rk = cum + n - np.uint64(1) - cm
+                        pos_oy[rk] = t_oy[m]
+                        pos_ox[rk] = t_ox[m] + cm
+                    w0 = t_fb[m] >> np.uint64(3)
+                    nw = (ln + np.uint64(7)) >> np.uint64(3)
+                    for wi in range(nw):
+                        wd = flags64[w0 + wi]
+                        tail = ln - wi * np.uint64(8)
+                        if tail < np.uint64(8):  # bytes past the run: stale
+                            wd &= (np.uint64(1) << (tail * np.uint64(8))) - np.uint64(1)
+                        while wd != 0:
+                            kk = wi * np.uint64(8) + (_ctz(wd) >> np.uint64(3))
+                            wd &= wd - np.uint64(1)  # a flag is 0 or 1: clears that byte
+                            cm = np.uint64(0)
+                            while kk >= nO:
+                                kk -= nO
+                                cm += np.uint64(1)
+                            keys[nk] = (kk << np.uint64(8)) | (np.uint64(255) - (cum + n - np.uint64(1) - cm))
+                            nk += 1
+                    cum += n
+                _sort_small(keys, nk)
+                # emit them: pushed in descending flat order, so that the stack pops them ascending
+                roff = lp[row, ROFF]
+                nHo = np.uint64(lp[row, HO])
+                nWo = np.uint64(lp[row, WO])
+                last = np.int64(l) == L - 1
+                for ki in range(nk - 1, -1, -1):
+                    key = keys[ki]
+                    o = key >> np.uint64(8)
+                    rk = np.uint64(255) - (key & np.uint64(255))
+                    oy = pos_oy[rk]
+                    ox = pos_ox[rk]
+                    flat = (o * nHo + oy) * nWo + ox
+                    if roff >= 0:
+                        rec[r, tb, np.uint64(roff) + flat] += 1
+                    if last:
+                        out[r, tb, flat] += 1
+                    else:
+                        s_l[sp] = l + np.uint64(1)
+                        s_c[sp] = o
+                        s_y[sp] = oy
+                        s_x[sp] = ox
+                        sp += 1
+        syn[r] = nsyn
+    return out, rec, syn
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def integrate_only(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets):
+    """The throughput ceiling of :func:`run_events`: only its synaptic additions. Run ``r`` (as
+    in :func:`run_events`) delivers the events ``tr_off[r]:tr_off[r+1]`` (chip layer ``tr_l``,
+    channel and position ``tr_c, tr_y, tr_x`` before pooling) and adds, saturating, each one's
+    weights to the neurons it projects to, through the same fan-out table, state and weight
+    layout and dtype as :func:`run_events`; no threshold check, reset, lower bound, spike or
+    queue. Fed the events a run of :func:`run_events` delivered, it makes the same synaptic
+    updates; returns their count per run."""
+    R = tr_off.shape[0] - 1
+    S = n_sets
+    L = lp.shape[0] // S
+    B = R // S
+    syn = np.zeros(R, np.int64)
+    lo = wts.dtype.type(-32768)
+    hi = wts.dtype.type(32767)
+    for i in prange(R):
+        b = i // S
+        s0 = (i - b * S) * L
+        r = (i - b * S) * B + b
+        v = np.zeros(n_state, wts.dtype)
+        nsyn = 0
+        for e in range(tr_off[r], tr_off[r + 1]):
+            row = s0 + tr_l[e]
+            y = np.uint64(tr_y[e]) >> np.uint64(lp[row, PSH])
+            x = np.uint64(tr_x[e]) >> np.uint64(lp[row, PSW])
+            if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
+                continue
+            nO = np.uint64(lp[row, O])
+            voff = np.uint64(lp[row, VOFF])
+            wc = np.uint64(lp[row, WOFF]) + np.uint64(tr_c[e]) * np.uint64(lp[row, CSTEP])
+            ra = np.uint64(lp[row, RTAB]) + y
+            ca = np.uint64(lp[row, CTAB]) + x
+            c0 = fan[ca]
+            c1 = fan[ca + np.uint64(1)]
+            nt = np.uint64(0)
+            for a in range(fan[ra], fan[ra + np.uint64(1)], np.uint64(3)):
+                va = voff + fan[a]
+                wa = wc + fan[a + np.uint64(1)]
+                for q in range(c0, c1, np.uint64(4)):
+                    vb = va + fan[q]
+                    wb = wa + fan[q + np.uint64(1)]
+                    ln = fan[q + np.uint64(3)] * nO
+                    for k in range(ln):
+                        v[vb + k] = min(max(v[vb + k] + wts[wb + k], lo), hi)
+                    nt += ln
+            nsyn += np.int64(nt)
+        syn[r] = nsyn
+    return syn
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def run_events_reference(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out, rec_size, stack_cap, n_sets=1,
+                         trace=None):
+    """The straightforward loop of the semantics above, as the backend ran it until the
+    rewrite of :func:`run_events` (kept unchanged as its cross-check: the tests and
+    ``benchmarks/speck_throughput.py`` compare the two bit for bit). Same arguments and results as
+    :func:`run_events` without the fan-out table (it reads only the first 20 columns of ``lp``).
+
+    ``trace`` (for the benchmark's ceiling; ``None``: nothing recorded, and numba compiles the
+    loop without it): a tuple ``(t_l, t_c, t_y, t_x, t_n)`` of ``[S*B, cap]`` int32 arrays and an
+    int64 ``[S*B]`` count; every event run ``r`` delivers to a layer (layer, channel, position
+    before pooling), in processing order, is written to row ``r`` (the first ``cap``), and
+    ``t_n[r]`` counts them all.
+
+    Run every sample ``b`` (events ``ev_off[b]:ev_off[b+1]``) of every parameter set ``s``
     (rows ``s*L:(s+1)*L`` of ``lp``, ``L = lp.shape[0] // n_sets``) through the chip layers.
 
     Memory layout: neuron state channel-last ``[Ho, Wo, O]`` per layer, weights
@@ -97,6 +505,14 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
             while sp > 0:
                 sp -= 1
                 l = s_l[sp]
+                if trace is not None:
+                    k = trace[4][r]
+                    if k < trace[0].shape[1]:
+                        trace[0][r, k] = l
+                        trace[1][r, k] = s_c[sp]
+                        trace[2][r, k] = s_y[sp]
+                        trace[3][r, k] = s_x[sp]
+                    trace[4][r] = k + 1
                 c = s_c[sp]
                 y = s_y[sp] // lp[s0 + l, PH_]
                 x = s_x[sp] // lp[s0 + l, PW_]
@@ -181,3 +597,71 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, n_state, n_bins, n_out
                         v[idx] = val
         syn[r] = nsyn
     return out, rec, syn
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def integrate_only_reference(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, n_state, n_sets):
+    """:func:`integrate_only` in the layout of :func:`run_events_reference` (int32 state and
+    weights ``[C, KH, KW, O]``, the targets found per event with :func:`_first_tap` and integer
+    division), its additions written as well as that layout allows (a slice per target and a
+    branch-free clamp, which the compiler vectorizes; the previous loop itself adds with branches
+    and signed indices): the integrate-only ceiling as it stood before the rewrite, for the
+    benchmark's comparison. Same arguments (without ``fan``) and result as :func:`integrate_only`."""
+    R = tr_off.shape[0] - 1
+    S = n_sets
+    L = lp.shape[0] // S
+    B = R // S
+    syn = np.zeros(R, np.int64)
+    n_targets = 1
+    for l in range(L):
+        n_targets = max(n_targets, lp[l, KH] * lp[l, KW])
+    for i in prange(R):
+        b = i // S
+        s0 = (i - b * S) * L
+        r = (i - b * S) * B + b
+        v = np.zeros(n_state, np.int32)
+        t_sp = np.empty(n_targets, np.int64)
+        t_k = np.empty(n_targets, np.int64)
+        nsyn = 0
+        for e in range(tr_off[r], tr_off[r + 1]):
+            l = tr_l[e]
+            c = tr_c[e]
+            y = tr_y[e] // lp[s0 + l, PH_]
+            x = tr_x[e] // lp[s0 + l, PW_]
+            if y >= lp[s0 + l, H] or x >= lp[s0 + l, W]:
+                continue
+            nO = lp[s0 + l, O]
+            nHo = lp[s0 + l, HO]
+            nWo = lp[s0 + l, WO]
+            kh = lp[s0 + l, KH]
+            kw = lp[s0 + l, KW]
+            sh = lp[s0 + l, SH]
+            sw = lp[s0 + l, SW]
+            woff = lp[s0 + l, WOFF]
+            voff = lp[s0 + l, VOFF]
+            ty = y + lp[s0 + l, PADH]
+            ki = _first_tap(ty, nHo, sh)
+            ki_end = min(kh - 1, ty)
+            tx = x + lp[s0 + l, PADW]
+            kj0 = _first_tap(tx, nWo, sw)
+            kj_end = min(kw - 1, tx)
+            nt = 0
+            while ki <= ki_end:
+                oy = ty - ki if sh == 1 else (ty - ki) // sh
+                kj = kj0
+                while kj <= kj_end:
+                    t_sp[nt] = oy * nWo + (tx - kj if sw == 1 else (tx - kj) // sw)
+                    t_k[nt] = ki * kw + kj
+                    nt += 1
+                    kj += sw
+                ki += sh
+            for j in range(nt):  # one slice per target (an unsigned view: vectorized)
+                vs = v[voff + t_sp[j] * nO:voff + (t_sp[j] + 1) * nO]
+                wb = woff + (c * kh * kw + t_k[j]) * nO
+                ws = wts[wb:wb + nO]
+                for o in range(nO):
+                    val = np.int32(vs[o]) + np.int32(ws[o])
+                    vs[o] = min(max(val, -32768), 32767)
+            nsyn += nt * nO
+        syn[r] = nsyn
+    return syn
