@@ -354,3 +354,15 @@ def test_nir_export_carries_the_current_trained_values():
     node = next(n for k, n in graph.nodes.items() if k.startswith("1"))
     assert float(node.v_threshold[0]) == pytest.approx(1.7)
     assert float(node.tau[0]) == pytest.approx(net.spec.layers[1].dt / (1 - 0.5))
+
+
+def test_norse_and_sinabs_trainable_neuron_parameters_are_refused_with_the_true_reason():
+    norse = pytest.importorskip("norse.torch")
+    p = norse.LIFParameters(tau_mem_inv=nn.Parameter(torch.tensor(100.0)), v_th=torch.tensor(1.0))
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIFCell\).*p.tau_mem_inv: nn.Parameter.*not "
+                                                    r"norse's yet.*detach"):
+        cil.wrap(norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(p)), input_shape=(4,))
+    sl = pytest.importorskip("sinabs.layers")
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIF\) with train_alphas=True.*train_alphas=False"):
+        cil.wrap(nn.Sequential(nn.Linear(4, 3), sl.LIF(tau_mem=torch.tensor(20.0), train_alphas=True)),
+                 input_shape=(4,))
