@@ -366,3 +366,28 @@ def test_norse_and_sinabs_trainable_neuron_parameters_are_refused_with_the_true_
     with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIF\) with train_alphas=True.*train_alphas=False"):
         cil.wrap(nn.Sequential(nn.Linear(4, 3), sl.LIF(tau_mem=torch.tensor(20.0), train_alphas=True)),
                  input_shape=(4,))
+
+
+@pytest.mark.parametrize("backend", ["speck", "analog-mismatch", "ideal"])
+def test_a_trained_value_runs_on_the_chip_as_the_same_value_fixed(backend):
+    """After training moves a threshold, the chip runs exactly what a model built with that
+    threshold fixed runs (same weights; same chip seed, so the same mismatch draws)."""
+    pytest.importorskip("cil_speck" if backend == "speck" else "cil_analog" if backend == "analog-mismatch" else "torch")
+    options = {"analog-mismatch": dict(strength=1.0, seed=3, noise_sigma=0.0)}.get(backend, {})
+
+    def model(**kw):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(10, 14, bias=False), snn.Leaky(beta=1.0, init_hidden=True, **kw),
+                          nn.Linear(14, 4, bias=False), snn.Leaky(beta=1.0, init_hidden=True, output=True))
+        return _scale(m, 3.0)
+
+    x = _spikes(torch.Generator().manual_seed(1), 20, 4, 10)
+    trained = model(learn_threshold=True)
+    with torch.no_grad():
+        trained[1].threshold.fill_(1.75)
+    fixed = model(threshold=1.75)
+    net_t, net_f = cil.wrap(trained), cil.wrap(fixed)
+    out_t = cil.HardwareSession(cil.make_backend(backend, **options)).run(net_t.spec, net_t.detached_parameters(), x)
+    out_f = cil.HardwareSession(cil.make_backend(backend, **options)).run(net_f.spec, net_f.detached_parameters(), x)
+    assert float(out_f.output.sum()) > 0
+    assert torch.equal(out_t.output, out_f.output)
