@@ -33,8 +33,8 @@ from .errors import (
     UnsupportedModelError,
 )
 from .hardware import Backend, Deployment, LayerObservation, Observation
-from .network import (Adaptation, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, NetworkSpec, Neuron, Pool2d,
-                      Recurrent, Refractory, StateQuantization, Surrogate, WrappedNetwork, simulate)
+from .network import (Adaptation, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, NetworkSpec, Neuron,
+                      NeuronParameter, Pool2d, Recurrent, Refractory, StateQuantization, Surrogate, WrappedNetwork, simulate)
 from .plugin import PluginInfo, get_manager, hookimpl, hookspec
 from .plugin.adapter import AdaptedModel, ModelAdapter
 from .plugin.factories import list_plugins, make_algorithm, make_backend, register, unregister, wrap
@@ -48,7 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "wrap", "make_backend", "make_algorithm", "list_plugins", "register", "unregister", "Trainer", "History",
-    "WrappedNetwork", "NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Neuron", "Surrogate",
+    "WrappedNetwork", "NetworkSpec", "Dense", "Conv2d", "Pool2d", "Flatten", "Neuron", "NeuronParameter", "Surrogate",
     "Conv1d", "BatchNorm", "Dropout", "Recurrent", "Adaptation", "Refractory", "StateQuantization", "fidelity", "FidelityReport",
     "Backend", "Deployment", "Observation", "LayerObservation", "Algorithm", "StepResult", "TrainState",
     "ModelAdapter", "AdaptedModel", "HardwareSession", "Readout", "SpikeData", "EventBatch", "simulate", "hookimpl", "hookspec", "PluginInfo",

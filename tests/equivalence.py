@@ -52,3 +52,11 @@ def native_and_wrapped_bptt_gradients(model: torch.nn.Module, net: Any, x: torch
 
     native = grads(run_native(model, x))
     return native, grads(net(x))
+
+
+def neuron_parameter_names(net: Any) -> list[str]:
+    """The names of ``net``'s trainable neuron parameters (beta, alpha, threshold, spike
+    factor: :meth:`~cil_core.network.spec.NetworkSpec.neuron_parameters`). Both helpers above
+    compare every parameter of the model that has a gradient, these included: a test asserts
+    they are among the compared ones."""
+    return [p.name for _, _, p in net.spec.neuron_parameters()]

@@ -241,10 +241,14 @@ def test_nan_weights_are_refused_and_training_state_kept(breast_cancer):
 
 
 @pytest.mark.parametrize("flag", ["learn_beta", "learn_threshold"])
-def test_trainable_neuron_parameters_are_refused_not_silently_frozen(flag):
-    model = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True, output=True, **{flag: True}))
-    with pytest.raises(cil.UnsupportedLayerError, match=f"{flag}=True: cil trains synaptic weights only"):
-        cil.wrap(model)
+def test_trainable_neuron_parameters_are_trained_not_silently_frozen(flag):
+    # (tests/test_neuron_parameters.py checks values and gradients against snntorch)
+    model = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True, **{flag: True}),
+                          nn.Linear(3, 2), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    attr = flag.removeprefix("learn_")
+    net = cil.wrap(model)
+    assert f"1.{attr}" in net.parameter_names()
+    assert net.synaptic_parameters()[f"1.{attr}"] is getattr(model[1], attr)
 
 
 def test_misspelt_adapter_option_names_the_valid_ones():

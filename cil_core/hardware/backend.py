@@ -61,6 +61,13 @@ class Backend(ABC):
       the layer, with the matching entry of ``capability_hints`` (what to use instead). Without
       ``"batchnorm"`` batch norms are folded into the preceding synapses at transfer; dropout is
       never sent to a backend.
+    * ``neuron_parameters`` — the *trained* neuron parameters it holds, ``{field: HeldParameter}``
+      (:class:`~cil_core.hardware.domains.HeldParameter`: per layer or per neuron, optionally on
+      a domain such as a bit-shift decay), with ``neuron_parameter_hints`` per field. The session
+      refuses a trained neuron parameter it does not hold before the first call, naming the
+      layer and what to change; a backend that declares ``capabilities`` but no
+      ``neuron_parameters`` holds none. Trained values reach :meth:`transfer` written into the
+      spec's neuron layers (checked against 0 <= beta, alpha <= 1, threshold > 0).
     * ``enforces_timeout`` — ``True`` when the backend enforces the session's ``timeout`` itself
       (read from :func:`cil_core.hardware.session.current_call`, raising a ``HardwareError``
       when a call takes longer, after stopping what hung); otherwise the session runs each call
@@ -81,6 +88,11 @@ class Backend(ABC):
     placement_options: frozenset[str] = frozenset()
     capabilities: frozenset[str] | None = None
     capability_hints: dict[str, str] = {}
+    #: the trained neuron parameters the chip holds, ``{field: HeldParameter}``
+    #: (:class:`~cil_core.hardware.domains.HeldParameter`; ``None``: none when ``capabilities``
+    #: is declared, else unchecked), and per field what to change when it does not
+    neuron_parameters: "dict[str, Any] | None" = None
+    neuron_parameter_hints: dict[str, str] = {}
     enforces_timeout: bool = False
 
     def check(self, spec: NetworkSpec) -> None:

@@ -15,6 +15,14 @@ generated from the same declaration.
 * :func:`quantize_population` — the weights of every synaptic matrix driving one population and
   the population's threshold on one integer scale: :math:`b`-bit codes with a per-matrix left
   shift, and an integer threshold.
+* :class:`HeldParameter` — a neuron parameter (``beta``, ``alpha``, ``threshold``,
+  ``spike_amplitude``) the chip can hold as a *trained* value: one per layer or one per neuron,
+  optionally on a domain (a :class:`ShiftDecay`, an :class:`IntegerRange`). A backend lists them
+  in ``neuron_parameters`` (``{field: HeldParameter}``); the session refuses a trained neuron
+  parameter the backend does not list, or at a finer granularity, before the first call
+  (:func:`cil_core.hardware.transfer.chip_spec`). Where a domain applies, the backend's transfer
+  realises the value (e.g. :meth:`ShiftDecay.realise`: refuse naming the nearest held values, or
+  round with ``round_decays=True``).
 
 Every refusal is a :class:`~cil_core.errors.BackendCapacityError`.
 """
@@ -30,7 +38,8 @@ import torch
 
 from ..errors import BackendCapacityError
 
-__all__ = ["Limit", "IntegerRange", "ShiftDecay", "PopulationCodes", "quantize_population"]
+__all__ = ["Limit", "IntegerRange", "ShiftDecay", "PopulationCodes", "quantize_population", "HeldParameter",
+           "HOLDS_EVERYTHING"]
 
 
 @dataclass(frozen=True)
@@ -277,3 +286,34 @@ def quantize_population(weights: Mapping[str, torch.Tensor], threshold: torch.Te
         th = torch.round(thr.unsqueeze(0) * scale.reshape(-1, *([1] * thr.dim())))
     th = thresholds.clip(th)
     return PopulationCodes(codes, ks, scale, th, n_sets)
+
+
+@dataclass(frozen=True)
+class HeldParameter:
+    """A trainable neuron parameter a chip can hold (a value of a backend's
+    ``neuron_parameters``, keyed by the neuron field: ``"beta"``, ``"alpha"``, ``"threshold"``,
+    ``"spike_amplitude"``).
+
+    ``granularity``: ``"per-layer"`` (one value for the whole layer: the trained tensor must hold
+    one value) or ``"per-neuron"`` (one value per neuron; also holds a per-layer value).
+    ``domain``: the values the chip realises (``None``: any value in the parameter's valid range,
+    :math:`0 \\le \\beta, \\alpha \\le 1`, :math:`\\theta > 0`); the backend's transfer applies it.
+    ``note``: what happens to the value on the chip (e.g. "with the chip's mismatch"), shown in
+    the documentation tables."""
+
+    granularity: Literal["per-layer", "per-neuron"]
+    domain: ShiftDecay | IntegerRange | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.granularity not in ("per-layer", "per-neuron"):
+            raise ValueError(f"granularity must be 'per-layer' or 'per-neuron', not {self.granularity!r}")
+
+    def holds(self, per_neuron: bool) -> bool:
+        """Whether a trained tensor of this granularity (``per_neuron``: more than one value) fits."""
+        return self.granularity == "per-neuron" or not per_neuron
+
+
+#: every trainable neuron field, per neuron, any value in its valid range (the ideal backend)
+HOLDS_EVERYTHING: dict[str, HeldParameter] = {f: HeldParameter("per-neuron") for f in
+                                               ("beta", "alpha", "threshold", "spike_amplitude")}

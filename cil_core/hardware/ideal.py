@@ -15,6 +15,7 @@ from ..data import as_dense
 from ..network.description import NetworkSpec, check_parameters
 from ..network.executor import simulate
 from .backend import Backend, Deployment, Observation
+from .domains import HOLDS_EVERYTHING
 
 
 class IdealBackend(Backend):
@@ -25,6 +26,8 @@ class IdealBackend(Backend):
     observes_layers = True
     observes_membrane = True
     stochastic = False
+    #: every trained neuron parameter, per neuron, exactly
+    neuron_parameters = HOLDS_EVERYTHING
 
     def transfer(self, spec: NetworkSpec, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
         check_parameters(spec, params, n_sets)

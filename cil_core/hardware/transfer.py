@@ -12,7 +12,8 @@ from typing import Mapping
 import torch
 
 from ..errors import BackendCapacityError
-from ..network.description import SYNAPTIC, BatchNorm, Dropout, NetworkSpec
+from ..network.description import SYNAPTIC, BatchNorm, Dropout, NetworkSpec, check_neuron_ranges, resolve_neuron
+from ..network.neuron import Neuron
 
 
 def symmetric_scale(w: torch.Tensor, bits: int, n_sets: int | None = None) -> torch.Tensor:
@@ -154,6 +155,7 @@ def chip_spec(backend: object, spec: NetworkSpec) -> NetworkSpec:
     checked against its capabilities; needs no tensors and is computed once per network."""
     new_spec, _, features = _prepared(spec, _folds_for(backend))
     _refuse_missing(backend, features)
+    _refuse_neuron_parameters(backend, new_spec)
     return new_spec
 
 
@@ -161,9 +163,90 @@ def prepare_for_backend(backend: object, spec: NetworkSpec, params: Mapping[str,
                         n_sets: int | None = None) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
     """The network and tensors ``backend`` receives at weight transfer: dropout removed, batch
     norm folded unless the backend lists ``"batchnorm"`` among its capabilities, and every
-    remaining feature checked against them (:func:`chip_spec`)."""
+    remaining feature checked against them (:func:`chip_spec`).
+
+    Trainable neuron parameters (:class:`~cil_core.network.neuron.NeuronParameter`) enter the
+    chip here: their current values (after the library's clamp) are checked against their valid
+    ranges (:func:`~cil_core.network.spec.check_neuron_ranges`) and written into the neuron
+    layers of the spec the backend receives, which then names no neuron parameter (the chip holds
+    values, not the model's tensors); their tensors are left out of the parameters it receives."""
     chip_spec(backend, spec)
-    return fold_batchnorm(spec, params, n_sets, fold=_folds_for(backend))
+    new_spec, out = fold_batchnorm(spec, params, n_sets, fold=_folds_for(backend))
+    return write_neuron_parameters(new_spec, out, n_sets, chip=getattr(backend, "name", "") or type(backend).__name__)
+
+
+def write_neuron_parameters(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None, *,
+                            chip: str = "chip") -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
+    """``spec`` with the current values of its trained neuron parameters written into its neuron
+    layers (after the library's clamp; checked against 0 <= beta, alpha <= 1, threshold > 0 with
+    :func:`~cil_core.network.spec.check_neuron_ranges`, the error naming ``chip`` and the layer),
+    and ``params`` without their tensors: what a chip receives. ``(spec, params)`` unchanged when
+    nothing is trained. A backend whose ``transfer`` may be called directly (not through a
+    session) calls it first; on an already written spec it is a no-op."""
+    out = dict(params)
+    trained = spec.neuron_parameters()
+    if not trained:
+        return spec, out
+    lead = (lambda t: t) if n_sets is None else (lambda t: t[0])
+    check_neuron_ranges(spec, {p.name: lead(out[p.name]) for _, _, p in trained}, where=f"backend '{chip}': ")
+    resolved = _resolved_spec(spec, out, n_sets)
+    for _, _, p in trained:
+        out.pop(p.name, None)
+    return resolved, out
+
+
+#: per chip spec: (that spec, the neuron values last written into it, the resolved spec), so that a
+#: transfer of unchanged neuron parameters hands the backend the same spec object (backends cache
+#: per-network constants by spec identity)
+_RESOLVED: dict[int, tuple[NetworkSpec, list[torch.Tensor], NetworkSpec]] = {}
+
+
+def _resolved_spec(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None) -> NetworkSpec:
+    """``spec`` with every trained neuron field replaced by its current value
+    (:func:`~cil_core.network.neuron.resolve_neuron` with ``detach=True``)."""
+    layers = [resolve_neuron(l, params, n_sets=n_sets, detach=True) if isinstance(l, Neuron) else l
+              for l in spec.layers]
+    values = [torch.as_tensor(getattr(l, p.field)) for l0, l in zip(spec.layers, layers) if isinstance(l0, Neuron)
+              for p in l0.trained]
+    hit = _RESOLVED.get(id(spec))
+    if hit is not None and hit[0] is spec and len(hit[1]) == len(values) and \
+            all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(hit[1], values)):
+        return hit[2]
+    out = NetworkSpec(tuple(layers), spec.input_shape, source=spec.source, synapse_calls=spec.synapse_calls)
+    if len(_RESOLVED) > 64:
+        _RESOLVED.clear()
+    _RESOLVED[id(spec)] = (spec, values, out)
+    return out
+
+
+def _refuse_neuron_parameters(backend: object, spec: NetworkSpec) -> None:
+    """Refuse a trained neuron parameter ``backend`` does not declare it holds (its
+    ``neuron_parameters``: ``{field: HeldParameter}``), or holds only per layer while the model
+    trains one per neuron, naming the layer, the tensor and what to change (the backend's
+    ``neuron_parameter_hints[field]`` where given). A backend that declares no ``capabilities``
+    either accepts everything here (a custom chip that checks for itself); one that declares
+    capabilities but no ``neuron_parameters`` holds no trained neuron parameter."""
+    trained = spec.neuron_parameters()
+    if not trained or getattr(backend, "capabilities", None) is None and \
+            getattr(backend, "neuron_parameters", None) is None:
+        return
+    held = getattr(backend, "neuron_parameters", None) or {}
+    hints = getattr(backend, "neuron_parameter_hints", {}) or {}
+    name = getattr(backend, "name", "") or type(backend).__name__
+    for i, layer, p in trained:
+        where = f"layer {i} (neuron '{layer.name}')" if layer.name else f"layer {i} (neuron)"
+        h = held.get(p.field)
+        hint = hints.get(p.field)
+        if h is None:
+            raise BackendCapacityError(
+                f"backend '{name}' cannot hold {where}'s trained {p.field} '{p.name}': the chip holds no trained "
+                f"{p.field}" + (f"; {hint}" if hint else "") + f". Freeze it (build the layer without learning "
+                f"{p.field}, or {p.name}.requires_grad_(False)) or run a backend that holds it")
+        if not h.holds(p.per_neuron):
+            raise BackendCapacityError(
+                f"backend '{name}' cannot hold {where}'s trained {p.field} '{p.name}' of shape {p.shape}: the chip "
+                f"holds one {p.field} per layer" + (f"; {hint}" if hint else "") + f". Train one value for the "
+                f"layer (a scalar {p.field}) or freeze it")
 
 
 def _refuse_missing(backend: object, features: Mapping[str, str]) -> None:
@@ -181,4 +264,4 @@ def _refuse_missing(backend: object, features: Mapping[str, str]) -> None:
 
 
 __all__ = ["symmetric_scale", "quantize_symmetric", "straight_through", "fold_batchnorm", "prepare_for_backend",
-           "chip_spec"]
+           "chip_spec", "write_neuron_parameters"]

@@ -10,12 +10,12 @@ ideal chip), :mod:`.wrapped` (:class:`WrappedNetwork`, a description tied to the
 and :mod:`.reference` (library-free reference networks)."""
 
 from .layers import BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
-from .neuron import Adaptation, Neuron, Recurrent, Refractory, StateQuantization, Surrogate
+from .neuron import Adaptation, Neuron, NeuronParameter, Recurrent, Refractory, StateQuantization, Surrogate
 from .observation import LayerObservation, Observation
 from .spec import FEATURES, Layer, NetworkSpec, check_parameters
 from .executor import NetworkTrace, simulate
 from .wrapped import WrappedNetwork
 
 __all__ = ["NetworkSpec", "FEATURES", "Adaptation", "Refractory", "StateQuantization", "BatchNorm", "Conv1d", "Dropout", "Recurrent", "Dense", "Conv2d",
-           "Pool2d", "Flatten", "Layer", "Neuron", "Surrogate", "check_parameters", "LayerObservation", "Observation",
+           "Pool2d", "Flatten", "Layer", "Neuron", "NeuronParameter", "Surrogate", "check_parameters", "LayerObservation", "Observation",
            "simulate", "NetworkTrace", "WrappedNetwork"]

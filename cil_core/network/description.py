@@ -9,13 +9,13 @@ class as ``cil_core.network.description.<name>``, which resolves here.
 """
 
 from .layers import SYNAPTIC, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
-from .neuron import (Adaptation, CurrentTiming, Neuron, Recurrent, Refractory, Reset, ResetTiming, Scalar,
-                     StateQuantization, Surrogate)
-from .spec import FEATURES, Layer, NetworkSpec, check_parameters
+from .neuron import (Adaptation, CurrentTiming, Neuron, NeuronParameter, Recurrent, Refractory, Reset, ResetTiming,
+                     Scalar, StateQuantization, Surrogate, resolve_neuron)
+from .spec import FEATURES, Layer, NetworkSpec, check_neuron_ranges, check_parameters
 
 __all__ = [
     "FEATURES", "Dense", "Conv1d", "Conv2d", "BatchNorm", "Dropout", "Recurrent", "Adaptation", "Refractory",
     "StateQuantization", "Pool2d",
     "Flatten", "Neuron", "Surrogate", "NetworkSpec", "Layer", "SYNAPTIC", "check_parameters",
-    "Scalar", "Reset", "ResetTiming", "CurrentTiming",
+    "Scalar", "Reset", "ResetTiming", "CurrentTiming", "NeuronParameter", "resolve_neuron", "check_neuron_ranges",
 ]

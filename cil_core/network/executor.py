@@ -25,7 +25,7 @@ from ..kernels import synapse
 from .finite import all_finite
 from ..kernels.neuron import LayerTrace, MembraneNoise, run_neuron_layer
 from .layers import BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
-from .neuron import Neuron
+from .neuron import Neuron, resolve_neuron
 from .observation import LayerObservation
 from .spec import NetworkSpec, check_parameters
 
@@ -119,7 +119,9 @@ def simulate(
                 h = _replicate(h, S)
                 shared = False
         if isinstance(layer, Neuron):
-            n = neurons[k] if neurons is not None else layer
+            # a layer's trainable neuron parameters (beta, threshold, ...) are read from ``params``
+            # here, so the software pass differentiates through the model's own tensors
+            n = neurons[k] if neurons is not None else resolve_neuron(layer, params, n_sets=n_sets)
             obs = observations[k] if observations is not None else None
             noise = membrane_noise[k] if membrane_noise is not None else None
 

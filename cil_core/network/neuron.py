@@ -80,7 +80,11 @@ Reset = Literal["subtract", "zero", "none"]
 ResetTiming = Literal["immediate", "deferred-pre", "deferred-post"]
 CurrentTiming = Literal["same-step", "previous-step"]
 
-__all__ = ["Surrogate", "Recurrent", "Adaptation", "Refractory", "StateQuantization", "Neuron", "Scalar", "Reset", "ResetTiming", "CurrentTiming"]
+__all__ = ["Surrogate", "Recurrent", "Adaptation", "Refractory", "StateQuantization", "NeuronParameter", "Neuron",
+           "NEURON_PARAMETER_FIELDS", "resolve_neuron", "Scalar", "Reset", "ResetTiming", "CurrentTiming"]
+
+#: the neuron fields that can name a trainable tensor of the user's model (see :class:`NeuronParameter`)
+NEURON_PARAMETER_FIELDS: tuple[str, ...] = ("beta", "alpha", "threshold", "spike_amplitude")
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,76 @@ class StateQuantization:
 
 
 @dataclass(frozen=True)
+class NeuronParameter:
+    """A neuron field held as a **trainable tensor** of the user's model (a field of
+    :class:`Neuron`, ``Neuron.trained``), named like a synaptic layer names its weight.
+
+    ``field`` is one of :data:`NEURON_PARAMETER_FIELDS` (``"beta"``, ``"alpha"``,
+    ``"threshold"``, ``"spike_amplitude"``), ``name`` the parameter's name in the wrapped model
+    (e.g. ``"1.beta"``) and ``shape`` its shape (``()`` one value for the layer, otherwise
+    broadcastable to the layer's features: per neuron). At every pass the layer uses
+
+    .. math:: p = \\mathrm{clamp}(P, \\ell, h) \\quad (\\text{``clamp`` } = (\\ell, h)), \\qquad p = P \\quad (\\text{``clamp`` } = \\text{None})
+
+    with :math:`P` the model's tensor, computed with torch's ``clamp`` as the library does
+    (snntorch: ``beta.clamp(0, 1) * mem``), so the software pass differentiates through
+    :math:`P` with the library's gradient (``clamp`` passes the gradient for
+    :math:`\\ell \\le P \\le h`). The value of the :class:`Neuron` field itself is the value when
+    the model was wrapped (what describes the layer); :func:`resolve_neuron` substitutes the
+    current one."""
+
+    field: str
+    name: str
+    shape: tuple[int, ...]
+    clamp: tuple[float, float] | None = None
+
+    kind = "neuron-parameter"
+
+    def __post_init__(self) -> None:
+        if self.field not in NEURON_PARAMETER_FIELDS:
+            raise SpecError(f"neuron parameter '{self.name}': unknown field {self.field!r}; trainable neuron fields: "
+                            f"{', '.join(NEURON_PARAMETER_FIELDS)}")
+        if not isinstance(self.name, str) or not self.name:
+            raise SpecError(f"neuron parameter for {self.field!r} needs the name of a tensor of the model")
+
+    @property
+    def per_neuron(self) -> bool:
+        """Whether the tensor holds more than one value (per-neuron granularity)."""
+        return math.prod(self.shape) > 1
+
+    def value(self, t: torch.Tensor) -> torch.Tensor:
+        """The value the layer uses: ``t.clamp(*clamp)`` or ``t`` (keeps autograd)."""
+        return t if self.clamp is None else t.clamp(self.clamp[0], self.clamp[1])
+
+
+def resolve_neuron(n: "Neuron", params, *, n_sets: int | None = None, detach: bool = False) -> "Neuron":
+    """``n`` with every field named in ``n.trained`` replaced by the current value of its tensor
+    in ``params`` (:meth:`NeuronParameter.value`, autograd kept unless ``detach``); ``n`` itself
+    when nothing is trained. With ``detach`` the result holds plain values and no ``trained``
+    entries (what a chip receives).
+
+    With parameter sets (``n_sets``) the tensors carry a leading set dimension; the neuron layer
+    holds one value per layer or neuron for all sets, so every set must hold the same neuron
+    parameters (set 0 is used), else :class:`SpecError`."""
+    if not n.trained:
+        return n
+    changes: dict = {}
+    for p in n.trained:
+        t = params[p.name]
+        if n_sets is not None:
+            if not bool((t == t[:1]).all()):
+                raise SpecError(f"neuron '{n.name}': the parameter sets hold different values of the neuron parameter "
+                                f"'{p.name}' ({p.field}); a neuron layer runs one value for all sets (propose neuron "
+                                "parameters one set at a time)")
+            t = t[0]
+        v = p.value(t)
+        changes[p.field] = v.detach().clone() if detach else v
+    if detach:
+        changes["trained"] = ()
+    return replace(n, **changes)
+
+
+@dataclass(frozen=True)
 class Neuron:
     """A layer of spiking (or, with ``output="membrane"``, non-spiking readout) neurons.
 
@@ -363,6 +437,8 @@ class Neuron:
     #: with a deferred reset, also reset right after the spike decision by :math:`S_t - R_t`
     #: (snntorch ``reset_delay=False``; see the module doc)
     reset_catch_up: bool = False
+    #: neuron fields held as trainable tensors of the model (:class:`NeuronParameter`); ``()``: all fixed
+    trained: tuple[NeuronParameter, ...] = ()
 
     kind = "neuron"
 
@@ -450,6 +526,18 @@ class Neuron:
                 raise SpecError(f"neuron '{self.name}': {f} is not finite")
         if bool((torch.as_tensor(self.threshold) <= 0).any()):
             raise SpecError(f"neuron '{self.name}': threshold must be > 0")
+        seen: set[str] = set()
+        for p in self.trained:
+            if not isinstance(p, NeuronParameter):
+                raise SpecError(f"neuron '{self.name}': trained entries must be NeuronParameter, got {type(p).__name__}")
+            if p.field in seen:
+                raise SpecError(f"neuron '{self.name}': {p.field} is named twice in trained")
+            seen.add(p.field)
+            if p.field == "alpha" and self.alpha is None:
+                raise SpecError(f"neuron '{self.name}': a trained alpha ('{p.name}') needs a synaptic current")
+            if p.field in ("beta", "alpha") and (self.mem_rate is not None or self.syn_rate is not None):
+                raise SpecError(f"neuron '{self.name}': a trained {p.field} ('{p.name}') cannot be combined with the "
+                                "Euler rates (mem_rate / syn_rate), which restate it as constants")
         # the Euler rates restate the decays: beta = 1 - k_m, input_gain = k_m, alpha = 1 - k_s
         pairs = []
         if self.mem_rate is not None:

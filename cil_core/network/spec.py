@@ -20,9 +20,9 @@ import torch
 from ..errors import NonFiniteError, ShapeError, SpecError
 from .finite import all_finite, count_non_finite
 from .layers import SYNAPTIC, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
-from .neuron import Neuron, Recurrent
+from .neuron import Neuron, NeuronParameter, Recurrent
 
-__all__ = ["FEATURES", "Layer", "NetworkSpec", "check_parameters", "check_parameter_shapes"]
+__all__ = ["FEATURES", "Layer", "NetworkSpec", "check_parameters", "check_parameter_shapes", "check_neuron_ranges"]
 
 
 #: every feature :meth:`NetworkSpec.features` reports, with what it means (the vocabulary of
@@ -113,21 +113,32 @@ class NetworkSpec:
                 out.append((i, layer.recurrent))
         return out
 
+    def neuron_parameters(self) -> list[tuple[int, Neuron, NeuronParameter]]:
+        """Every neuron field held as a trainable tensor (:class:`NeuronParameter`), in layer
+        order, as ``(index, neuron layer, parameter)``."""
+        return [(i, l, p) for i, l in self.neuron_layers() for p in l.trained]
+
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Name → shape of every trainable tensor, in layer order (weights then biases)."""
+        """Name → shape of every trainable tensor, in layer order (weights then biases), then
+        the trainable neuron parameters (:meth:`neuron_parameters`)."""
         out: dict[str, tuple[int, ...]] = {}
         for _, layer in self.tensor_layers():
             for name, shape in zip((layer.weight, layer.bias), layer.param_shapes()):  # type: ignore[union-attr]
                 if name is not None:
                     out[name] = shape
+        for _, _, p in self.neuron_parameters():
+            out.setdefault(p.name, p.shape)
         return out
 
     def parameter_names(self) -> list[str]:
         """Names of all trainable tensors (synapses, recurrent synapses, batch-norm affine
-        terms), in layer order (weights then biases)."""
+        terms), in layer order (weights then biases), then the trainable neuron parameters."""
         names: list[str] = []
         for _, layer in self.tensor_layers():
             names += [n for n in (layer.weight, layer.bias) if n is not None]  # type: ignore[union-attr]
+        for _, _, p in self.neuron_parameters():
+            if p.name not in names:
+                names.append(p.name)
         return names
 
     def neuron_layers(self) -> list[tuple[int, Neuron]]:
@@ -189,7 +200,8 @@ class NetworkSpec:
                     add("adaptive-threshold", where)
                 if layer.max_spikes_per_step != 1 and layer.output == "spikes":
                     add("multi-spike", where)
-                if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()):
+                if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()) or \
+                        any(p.field == "spike_amplitude" for p in layer.trained):
                     add("graded-spikes", where)
                 if getattr(layer, "refractory", None) is not None:
                     add("refractory", where)
@@ -229,6 +241,9 @@ class NetworkSpec:
                     desc += f" quantized[{'+'.join(q.states)}]({torch.as_tensor(q.levels).numel()} levels)"
                 if getattr(layer, "reset_catch_up", False):
                     desc += " reset_catch_up"
+                if layer.trained:
+                    desc += " trained[" + ", ".join(f"{p.field}={p.name}" + ("/neuron" if p.per_neuron else "")
+                                                    for p in layer.trained) + "]"
             elif isinstance(layer, BatchNorm):
                 desc = f"batchnorm(weight={layer.weight}, bias={layer.bias}, C={layer.num_features}, eps={layer.eps:g})"
             else:
@@ -290,4 +305,23 @@ def check_parameters(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_se
         if not all_finite(t):
             bad = count_non_finite(t)
             raise NonFiniteError(f"parameter '{name}' holds {bad} non-finite value(s) (NaN or inf)")
+
+
+def check_neuron_ranges(spec: NetworkSpec, params: Mapping[str, torch.Tensor], where: str = "") -> None:
+    """Check the trainable neuron parameters' values where they enter a chip: the value the layer
+    uses (after the library's clamp, :meth:`NeuronParameter.value`) must satisfy
+    :math:`0 \\le \\beta \\le 1`, :math:`0 \\le \\alpha \\le 1`, :math:`\\theta > 0`, finite.
+    Raises :class:`SpecError` naming the layer, the tensor and the offending value."""
+    for i, layer, p in spec.neuron_parameters():
+        v = p.value(params[p.name].detach())
+        bad = None
+        if not all_finite(v):
+            bad = "is not finite"
+        elif p.field in ("beta", "alpha") and bool(((v < 0) | (v > 1)).any()):
+            bad = f"must be in [0, 1] (min {float(v.min()):.6g}, max {float(v.max()):.6g})"
+        elif p.field == "threshold" and bool((v <= 0).any()):
+            bad = f"must be > 0 (min {float(v.min()):.6g})"
+        if bad is not None:
+            raise SpecError(f"{where}layer {i} ({_layer_title(layer)}): the trained {p.field} '{p.name}' {bad}; "
+                            "a chip cannot hold it (clamp the parameter into its range, or lower the learning rate)")
 

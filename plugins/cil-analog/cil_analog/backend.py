@@ -84,6 +84,8 @@ from cil_core import Backend, Deployment, NetworkSpec, Neuron, Observation
 from cil_core.data import as_dense
 from cil_core.errors import CilError
 from cil_core.hardware import quantize_symmetric
+from cil_core.hardware.transfer import write_neuron_parameters
+from cil_core.hardware.domains import HeldParameter
 from cil_core.network.description import FEATURES, SYNAPTIC, check_parameters
 from cil_core.network.executor import simulate
 
@@ -185,6 +187,14 @@ class AnalogMismatchBackend(Backend):
     #: norm has no circuit: it is folded into the preceding synapses at transfer. A quantized state
     #: is refused: an analog membrane is continuous and has no levels to hold
     capabilities = frozenset(FEATURES) - {"batchnorm", "quantized-state"}
+    #: trained leaks, thresholds and spike amplitudes, per neuron; each chip applies its own mismatch to
+    #: the trained leaks and thresholds (:math:`\\beta^{e^{-\\sigma_\\tau z}}`, :math:`\\theta (1 + \\sigma_\\theta z)`)
+    neuron_parameters = {
+        "beta": HeldParameter("per-neuron", note="with the chip's leak mismatch"),
+        "alpha": HeldParameter("per-neuron", note="as given (no mismatch on the synaptic current's decay)"),
+        "threshold": HeldParameter("per-neuron", note="with the chip's threshold mismatch"),
+        "spike_amplitude": HeldParameter("per-neuron"),
+    }
     capability_hints = {
         "quantized-state": "an analog membrane is continuous: it holds no quantization levels; build the layers "
                            "without state_quant (or run a digital backend)",
@@ -261,6 +271,7 @@ class AnalogMismatchBackend(Backend):
     # ------------------------------------------------------------------ transfer
     def transfer(self, spec: NetworkSpec, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
         """Clip to the weight range and quantize to the DAC's codes (what the chip is told to hold)."""
+        spec, params = write_neuron_parameters(spec, params, n_sets, chip=self.name)  # trained leaks, thresholds
         check_parameters(spec, params, n_sets)
         ni = self.nonideal
         thr = self._layer_thresholds(spec)
@@ -290,6 +301,8 @@ class AnalogMismatchBackend(Backend):
         hit = self._compiled_cache.get(id(spec))
         if hit is not None and hit[0] is spec:
             return hit[1]
+        if len(self._compiled_cache) > 16:  # trained neuron parameters give a new spec per transfer
+            self._compiled_cache.clear()
         ni = self.nonideal
         chip = self._chip(spec) if (ni.has_mismatch or ni.noise_sigma > 0) else None
         thr = self._layer_thresholds(spec)
@@ -341,14 +354,19 @@ class AnalogMismatchBackend(Backend):
     def _neurons(self, spec: NetworkSpec) -> list[Neuron] | None:
         return self._compiled(spec)["neurons"]
 
-    def _noise_table(self, amp: float) -> torch.Tensor:
-        """The standard-normal table scaled by ``amp`` (scaled copies are cached)."""
+    def _noise_table(self, amp: float) -> tuple[torch.Tensor, float | None]:
+        """The standard-normal table scaled by ``amp`` and ``None``, for the first few amplitudes
+        (scaled copies are cached); past those (a trained threshold gives a new amplitude at every
+        transfer) the unscaled table and ``amp``, to scale only the window drawn from it (the same
+        values: each is one product ``z * amp``)."""
         if self._table is None:
             g = torch.Generator().manual_seed(_derive_seed(self.noise_seed, "table"))
             self._table = {1.0: torch.randn(NOISE_TABLE_SIZE, generator=g)}
         if amp not in self._table:
+            if len(self._table) > 8:
+                return self._table[1.0], amp
             self._table[amp] = self._table[1.0] * amp
-        return self._table[amp]
+        return self._table[amp], None
 
     def _noise(self, spec: NetworkSpec, T: int) -> list | None:
         if self.nonideal.noise_sigma <= 0:
@@ -362,11 +380,13 @@ class AnalogMismatchBackend(Backend):
                 if t == 0 or "x" not in _buf:  # one draw per layer and call, all T steps at once
                     shape = (T, *like.shape)
                     k = math.prod(shape)
-                    table = self._noise_table(_amp)
+                    table, scale = self._noise_table(_amp)
                     if k <= table.numel() // 2:
                         # a window of the (scaled) standard-normal table at a random offset: a view
                         off = int(torch.randint(0, table.numel() - k + 1, (1,), generator=gen))
                         z = table[off:off + k].view(shape)
+                        if scale is not None:
+                            z = z * scale
                     else:
                         z = torch.randn(shape, generator=gen) * _amp
                     _buf["x"] = z.to(like.dtype)

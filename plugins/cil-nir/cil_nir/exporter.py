@@ -58,7 +58,11 @@ def _source(obj: Any) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
             raise SpecError("export one parameter set: the deployment holds several (n_sets)")
         return obj.spec, {k: v.detach().cpu() for k, v in obj.params.items()}
     if isinstance(obj, WrappedNetwork):
-        return obj.spec, {k: v.cpu() for k, v in obj.detached_parameters().items()}
+        # trained neuron parameters (beta, threshold, ...) exported with their current values
+        from cil_core.hardware.transfer import write_neuron_parameters
+
+        return write_neuron_parameters(obj.spec, {k: v.cpu() for k, v in obj.detached_parameters().items()},
+                                       chip="nir")
     raise TypeError(f"to_nir exports a WrappedNetwork, a Deployment or a Trainer, not {type(obj).__name__}")
 
 

@@ -152,6 +152,8 @@ ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
 )
 #: What this adapter refuses, as ``(layer, why)`` (docs/models.md's generated table).
 REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
+    ("neuron parameters (LIFParameters fields) held as nn.Parameter", "norse's BPTT would train them; cil trains "
+     "snntorch's neuron parameters, not norse's yet"),
     ("LIFAdExCell and its variants (LIFAdExRefrac too)", "exponential spike initiation and a membrane-driven "
      "adaptation current have no counterpart; use LSNNCell or LIFCell"),
     ("norse.torch.models.conv.ConvNet / ConvNet4", "its loop multiplies conv2's output by 10; write it as a "
@@ -205,6 +207,29 @@ def _refuse_neuron(layer: nn.Module, where: str) -> None:
         f"{where}: {qualname(layer)} is not supported by the norse adapter (supported neurons: {SUPPORTED})")
 
 
+def _refuse_trainable_parameters(layer: nn.Module, where: str) -> None:
+    """Refuse a neuron whose parameters (``LIFParameters`` and the like) hold an ``nn.Parameter``
+    that requires grad (how a norse user makes a neuron parameter trainable): norse's BPTT trains
+    it, but cil does not translate trainable norse neuron parameters yet (issue 20 item 1 covers
+    snntorch's), so it would stay frozen. A plain tensor that happens to require grad is not
+    refused: norse's default parameter tensors are shared objects that other code may mark."""
+    def walk(obj: Any, prefix: str):
+        fields = obj._asdict() if hasattr(obj, "_asdict") else {}
+        for k, v in fields.items():
+            if isinstance(v, nn.Parameter) and v.requires_grad:
+                yield prefix + k
+            elif hasattr(v, "_asdict"):
+                yield from walk(v, prefix + k + ".")
+
+    bad = list(walk(getattr(layer, "p", None), "p."))
+    if bad:
+        raise UnsupportedLayerError(
+            f"{where}: {type(layer).__name__} with trainable neuron parameters ({', '.join(bad)}: nn.Parameter): cil "
+            "trains neuron parameters of snntorch layers (learn_beta, learn_threshold, ...), not norse's yet, so "
+            "these would stay frozen while norse's own BPTT trains them. Pass tensors that do not require grad "
+            "(e.g. p.tau_mem_inv.detach()) to train the synapses with cil")
+
+
 def _check_activation(layer: nn.Module, expected: Any, where: str) -> None:
     if getattr(layer, "activation", expected) is not expected:
         raise UnsupportedLayerError(f"{where}: the adjoint (or a replaced) activation is not supported; construct "
@@ -216,6 +241,7 @@ def neuron_of(layer: nn.Module, where: str) -> Neuron:
     expressible. Recurrent cells: see :func:`layers_of`."""
     if not isinstance(layer, NEURONS):
         _refuse_neuron(layer, where)
+    _refuse_trainable_parameters(layer, where)
     p, dt = (layer.p.lif if isinstance(layer, REFRAC) else layer.p), float(layer.dt)
     common = dict(reset_timing="immediate", current_timing="same-step", v_min=None, fires_at_threshold=False,
                   max_spikes_per_step=1, dt=dt, name=where)

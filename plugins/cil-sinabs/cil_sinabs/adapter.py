@@ -115,6 +115,8 @@ ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
 )
 #: What this adapter refuses, as ``(layer, why)`` (docs/models.md's generated table).
 REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
+    ("train_alphas=True", "sinabs would train alpha_mem / alpha_syn; cil trains snntorch's neuron parameters, not "
+     "sinabs' yet (a plain tau_mem, an nn.Parameter in sinabs, is kept fixed)"),
     ("rec_connect other than a square nn.Linear", "recurrent synapses are dense over 1-D layers"),
     ("ExpLeak with min_v_mem", "sinabs outputs the unclipped membrane but keeps the clipped one"),
     ("ALIF with spike_fn other than SingleSpike, MembraneReset, per-neuron threshold, tau_syn with norm_input",
@@ -221,6 +223,12 @@ class SinabsAdapter(ModelAdapter):
             raise UnsupportedLayerError(
                 f"sinabs adapter: {where} has no equivalent in the cil network description; use IAF, LIF, ExpLeak, "
                 "ALIF (or their Squeeze / Recurrent variants)")
+        if getattr(m, "train_alphas", False):
+            raise UnsupportedLayerError(
+                f"sinabs adapter: {where} with train_alphas=True: sinabs trains its decays (alpha_mem / alpha_syn) as "
+                "parameters; cil trains neuron parameters of snntorch layers (learn_beta, learn_threshold, ...), not "
+                "sinabs' yet, so they would stay frozen. Build the layer with train_alphas=False to train its synapses "
+                "with cil (note: sinabs' tau_mem is an nn.Parameter that cil keeps fixed)")
 
         # ---- decay, input normalisation, synaptic current (sinabs' float order)
         if isinstance(m, (sl.IAF, sl.IAFSqueeze, sl.IAFRecurrent)):

@@ -68,6 +68,12 @@ Neuron semantics (snntorch 0.9-1.0, ``reset_delay=True``), with :math:`R_t = H(v
   ``fire`` (:class:`~cil_core.network.neuron.StateQuantization`, levels read from the function),
   gradient straight-through as snntorch's ``StateQuant``;
 * :math:`S_t = H(v_t - \\theta)` with ``H(0) = 0``; :math:`\\alpha, \\beta` clipped to [0, 1].
+* ``learn_beta`` / ``learn_alpha`` / ``learn_threshold`` / ``learn_graded_spikes_factor=True``
+  (scalar or per-neuron tensors): the layer names the model's ``nn.Parameter``
+  (:class:`~cil_core.network.neuron.NeuronParameter`, :func:`trained_parameters_of`); cil uses
+  it as snntorch does, :math:`\\mathrm{clamp}(\\beta, 0, 1)\\,v + I` (``alpha`` alike),
+  :math:`H(v - \\theta)`, :math:`R_t\\theta`, :math:`g S_t`, so values and BPTT gradients
+  w.r.t. these parameters equal snntorch's, and trains it in place.
 
 Refused, with the layer named and what to use instead (:class:`~cil_core.UnsupportedLayerError`):
 
@@ -81,9 +87,8 @@ Refused, with the layer named and what to use instead (:class:`~cil_core.Unsuppo
 * ``all_to_all=False`` with a shared (scalar) ``V``: one value tied across all neurons is not a
   set of per-synapse weights cil can train and transfer; pass ``V=torch.full((n,), v)``;
 * ``learn_recurrent=False``: cil trains every synapse, so the recurrent weights would not stay
-  fixed as in snntorch; ``learn_beta`` / ``learn_threshold`` / ``learn_alpha`` /
-  ``learn_graded_spikes_factor=True``: cil trains synaptic weights only, so these would stay
-  frozen while snntorch's own BPTT trains them (freeze them to train with cil);
+  fixed as in snntorch; a ``beta`` / ``threshold`` tensor that requires grad but is held as a
+  buffer (``learn_beta=False``): no optimizer over the model's parameters trains it;
 * a recurrent layer as the non-spiking readout (``output="membrane"``);
 * snntorch 1.0's ``StateLeaky`` / ``LinearLeaky``: the membrane is a causal convolution of the
   whole sequence with :math:`e^{-t/\\tau}`, never reset; cil's recursion equals it only up to
@@ -118,7 +123,7 @@ from cil_core import (
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.network.description import Recurrent, StateQuantization
+from cil_core.network.description import NeuronParameter, Recurrent, StateQuantization
 from cil_core.plugin.adapter import (ModelAdapter, flat_children, infer_input_shape, TORCH_LAYERS, qualname,
                                      torch_layer)
 
@@ -139,18 +144,23 @@ ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
      "-"),
     ("nn.BatchNorm1d/2d", "BatchNorm with the running statistics; folded into the synapses for chips", "γ, β"),
     ("nn.Dropout", "Dropout: software training passes only", "-"),
-    ("snn.Leaky", "subtract reset deferred-post, zero reset deferred-pre", "none: beta, threshold fixed"),
-    ("snn.Synaptic", "synaptic current alpha, reset deferred-post", "none: alpha, beta, threshold fixed"),
+    ("snn.Leaky", "subtract reset deferred-post, zero reset deferred-pre",
+     "beta (learn_beta, clamp(0, 1)), threshold (learn_threshold): per layer or per neuron"),
+    ("snn.Synaptic", "synaptic current alpha, reset deferred-post",
+     "alpha (learn_alpha), beta (learn_beta), threshold (learn_threshold): per layer or per neuron"),
     ("snn.RLeaky", "Recurrent(into='membrane'): dense (linear_features) or one-to-one (per-neuron V)",
-     "recurrent weight, bias / V"),
-    ("snn.RSynaptic", "Recurrent(into='current'), dense or one-to-one", "recurrent weight, bias / V"),
-    ("snn.Lapicque", "beta = 1 - dt/(RC), input_factors (R, 1/(RC), dt) in snntorch's order", "none"),
+     "recurrent weight, bias / V; beta, threshold as Leaky"),
+    ("snn.RSynaptic", "Recurrent(into='current'), dense or one-to-one",
+     "recurrent weight, bias / V; alpha, beta, threshold as Synaptic"),
+    ("snn.Lapicque", "beta = 1 - dt/(RC), input_factors (R, 1/(RC), dt) in snntorch's order",
+     "threshold (learn_threshold); its beta is never used"),
     ("snn.LeakyParallel(bias=False)", "Dense(rnn.weight_ih_l0) + neuron with beta = diag(W_hh), no reset, membrane "
      "floored at 0 (fire_on_floored)", "rnn.weight_ih_l0"),
     ("reset_delay=False (Leaky, Synaptic, RLeaky)", "Neuron.reset_catch_up: u - (S - R) theta / u - (S - R) u", "-"),
     ("state_quant=snntorch.functional.quant.state_quant(...)", "StateQuantization: membrane (Synaptic, RSynaptic: "
      "and current) rounded to snntorch's levels, straight-through", "-"),
-    ("graded_spikes_factor (scalar or per neuron)", "spike_amplitude", "none"),
+    ("graded_spikes_factor (scalar or per neuron)", "spike_amplitude",
+     "the factor (learn_graded_spikes_factor)"),
     ("surrogates atan, fast_sigmoid, sigmoid, heaviside, triangular, straight_through_estimator", "Surrogate", "-"),
     ("nn.Sequential (nested ones flattened), or a module whose forward loops over time",
      "a chain; a module's layer order traced over 3 probe steps", "its layers' tensors"),
@@ -164,8 +174,9 @@ REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
     ("snn.LeakyParallel with bias=True, weight_hh_enable=True, learn_beta, decays outside [0, 1], as readout",
      "b_hh inside the recurrence, membranes coupled, decays trained or random"),
     ("snn.RSynaptic(reset_delay=False)", "snntorch 1.0 itself cannot run it (raises; discards the reset it computes)"),
-    ("learn_beta, learn_threshold, learn_alpha, learn_graded_spikes_factor, learn_recurrent=False",
-     "cil trains synaptic weights only (issue 20 item 1)"),
+    ("learn_recurrent=False", "cil trains every synapse: the recurrent ones would not stay fixed"),
+    ("a neuron parameter that requires grad but is a buffer (learn_beta=False with a tensor requiring grad)",
+     "no optimizer over the model's parameters trains it: use learn_beta / learn_threshold"),
     ("a state_quant other than snntorch's state_quant(...)", "an arbitrary function has no description"),
     ("a time-looping forward whose steps differ (per-step submodules, BatchNormTT, shared layers)",
      "a chain run identically at every step would compute it differently"),
@@ -258,14 +269,7 @@ def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", n
             "a local variable it then discards), so there is no snntorch behaviour to reproduce. Use "
             "reset_delay=True, or snn.Synaptic(reset_delay=False) with a separate recurrent nn.Linear")
     quantization = quantization_of(layer, where)
-    for attr, flag in (("beta", "learn_beta"), ("threshold", "learn_threshold"), ("alpha", "learn_alpha"),
-                       ("graded_spikes_factor", "learn_graded_spikes_factor")):
-        value = getattr(layer, attr, None)
-        if isinstance(value, nn.Parameter) and value.requires_grad:
-            raise UnsupportedLayerError(
-                f"{where}: {kind} with {flag}=True: cil trains synaptic weights only, so {attr} would "
-                f"stay frozen while snntorch's own BPTT trains it. Build the layer with {flag}=False (or freeze it: "
-                f"layer.{attr}.requires_grad_(False)) to train with cil")
+    trained = trained_parameters_of(layer, where, name, output)
     g = torch.as_tensor(getattr(layer, "graded_spikes_factor", torch.tensor(1.0))).detach()
     amplitude: Any = 1.0 if bool((g == 1.0).all()) else _frozen_tensor(g)
     mech = layer.reset_mechanism
@@ -303,8 +307,49 @@ def neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", n
         fires_at_threshold=False, max_spikes_per_step=1, dt=dt, output=output,  # type: ignore[arg-type]
         surrogate=surrogate_of(layer, where), name=where, recurrent=recurrent, spike_amplitude=amplitude,
         input_factors=factors, quantization=quantization,
-        reset_catch_up=catch_up and not readout and mech != "none",
+        reset_catch_up=catch_up and not readout and mech != "none", trained=trained,
     )
+
+
+#: snntorch attribute -> (cil neuron field, the clamp snntorch applies where it uses it)
+_LEARNABLE = {"beta": ("beta", (0.0, 1.0)), "alpha": ("alpha", (0.0, 1.0)), "threshold": ("threshold", None),
+              "graded_spikes_factor": ("spike_amplitude", None)}
+
+
+def trained_parameters_of(layer: nn.Module, where: str, name: str, output: str = "spikes") -> tuple[NeuronParameter, ...]:
+    """The neuron parameters snntorch trains in ``layer`` (``learn_beta``, ``learn_alpha``,
+    ``learn_threshold``, ``learn_graded_spikes_factor``: an ``nn.Parameter`` that requires grad),
+    as :class:`NeuronParameter` entries named like the model's parameters (``"<name>.beta"``).
+
+    snntorch uses them as ``beta.clamp(0, 1) * mem`` (``alpha`` alike), ``mem - threshold`` (the
+    spike and, detached, the reset signal), ``reset * threshold`` (subtract reset) and
+    ``spk * graded_spikes_factor``; the entries carry the clamp, so cil's software pass computes
+    the same values and gradients. ``Lapicque`` never reads its ``beta`` (its decay is
+    :math:`1 - \\Delta t/(RC)`), so a learnable one gets no gradient there and is left out; a
+    membrane readout (``output="membrane"``) never fires, so its threshold and spike factor are
+    left out the same way. A tensor that requires grad but is not an ``nn.Parameter`` of the
+    layer (snntorch registers it as a buffer) is refused: no optimizer over the model's
+    parameters would train it."""
+    kind = type(layer).__name__
+    out: list[NeuronParameter] = []
+    for attr, (field, clamp) in _LEARNABLE.items():
+        value = getattr(layer, attr, None)
+        if not isinstance(value, torch.Tensor) or not value.requires_grad:
+            continue
+        flag = f"learn_{attr}"
+        if not isinstance(value, nn.Parameter):
+            raise UnsupportedLayerError(
+                f"{where}: {kind}'s {attr} is a tensor that requires grad but not a parameter of the layer (snntorch "
+                f"keeps it as a buffer): cil trains the model's parameters. Build the layer with {flag}=True to train "
+                f"{attr}, or pass a tensor without requires_grad")
+        if attr == "beta" and isinstance(layer, snn.Lapicque):
+            continue
+        if output == "membrane" and field in ("threshold", "spike_amplitude"):
+            continue
+        if field == "alpha" and not isinstance(layer, (snn.Synaptic, snn.RSynaptic)):
+            continue
+        out.append(NeuronParameter(field, f"{name}.{attr}" if name else attr, tuple(value.shape), clamp))
+    return tuple(out)
 
 
 def quantization_of(layer: nn.Module, where: str) -> StateQuantization | None:
@@ -391,15 +436,17 @@ def parallel_neuron_of(layer: nn.Module, where: str, dt: float, output: str = "s
     w_hh = rnn.weight_hh_l0
     if w_hh.requires_grad:
         raise UnsupportedLayerError(
-            f"{where}: LeakyParallel with learn_beta=True: cil trains synaptic weights only, so the decays "
-            "(rnn.weight_hh_l0) would stay frozen while snntorch's own BPTT trains them. Build the layer with "
-            "learn_beta=False to train with cil")
+            f"{where}: LeakyParallel with learn_beta=True: snntorch trains its decays as nn.RNN's whole hidden "
+            "matrix rnn.weight_hh_l0 (the off-diagonal entries included, which then couple the membranes), not as one "
+            "decay per neuron, which is what cil's neuron holds. Build the layer with learn_beta=False, or use "
+            "snn.Leaky(learn_beta=True) (one trainable decay per layer or neuron)")
     for attr, flag in (("threshold", "learn_threshold"), ("graded_spikes_factor", "learn_graded_spikes_factor")):
         value = getattr(layer, attr, None)
         if isinstance(value, nn.Parameter) and value.requires_grad:
             raise UnsupportedLayerError(
-                f"{where}: LeakyParallel with {flag}=True: cil trains synaptic weights only, so {attr} would stay "
-                f"frozen while snntorch's own BPTT trains it. Build the layer with {flag}=False to train with cil")
+                f"{where}: LeakyParallel with {flag}=True: cil trains {attr} of snn.Leaky, Synaptic, RLeaky and "
+                f"RSynaptic, whose gradients are checked against snntorch's; LeakyParallel's is not yet. Build the "
+                f"layer with {flag}=False, or use snn.Leaky({flag}=True)")
     w = w_hh.detach()
     beta = torch.diagonal(w).clone()
     if bool((w - torch.diag(beta)).ne(0).any()):

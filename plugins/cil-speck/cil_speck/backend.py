@@ -28,6 +28,8 @@ import torch
 
 from cil_core import Backend, BackendCapacityError, Deployment, LayerObservation, Observation, ShapeError
 from cil_core.data import EventBatch, as_dense
+from cil_core.hardware.domains import HeldParameter
+from cil_core.hardware.transfer import write_neuron_parameters
 from cil_core.network.spec import check_parameter_shapes
 
 from . import kernel as K
@@ -66,6 +68,14 @@ class SpeckBackend(Backend):
                            "levels are not a model's quantization levels: build the layers without state_quant",
     }
 
+    #: one trained threshold per layer (scaled onto the chip's integer grid with the weights); no leak
+    neuron_parameters = {"threshold": HeldParameter("per-layer", note="one per layer, on the chip's integer grid")}
+    neuron_parameter_hints = {
+        "beta": "the chip's neurons do not leak (integrate-and-fire): use beta=1 without learn_beta",
+        "alpha": "the chip's neurons have no synaptic current",
+        "spike_amplitude": "events carry no amplitude",
+    }
+
     def __init__(self, drop_biases: bool = False, threads: int | None = None) -> None:
         self.drop_biases = drop_biases
         if drop_biases:  # biases are accepted and dropped (with a warning) at transfer
@@ -80,6 +90,7 @@ class SpeckBackend(Backend):
         set is quantized exactly as a single transfer of it would be (its own per-layer scale);
         ``chip["weights_int8"]``, ``["thresholds"]``, ``["v_mins"]``, ``["scales"]`` then hold one
         per-layer list per set."""
+        spec, params = write_neuron_parameters(spec, params, n_sets, chip=self.name)  # a trained threshold per layer
         cmap = map_spec(spec, self.drop_biases)
         if n_sets is not None:
             cap = self.max_sets

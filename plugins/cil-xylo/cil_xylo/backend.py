@@ -40,7 +40,8 @@ from cil_core import Backend, Deployment, NetworkSpec, Observation
 from cil_core.data import as_dense
 from cil_core.errors import OptionError
 from cil_core.hardware import LayerObservation
-from cil_core.hardware.domains import IntegerRange
+from cil_core.hardware.domains import HeldParameter, IntegerRange
+from cil_core.hardware.transfer import write_neuron_parameters
 from cil_core.network.description import check_parameters
 
 from .chip import CHIPS, XyloChip
@@ -86,6 +87,7 @@ class XyloBackend(Backend):
         "adaptive-threshold": "Xylo's thresholds are fixed",
         "graded-spikes": "Xylo's spikes carry no amplitude: use graded_spikes_factor=1",
     }
+    neuron_parameter_hints = {"spike_amplitude": "Xylo's spikes carry no amplitude"}
 
     def __init__(self, chip: str = "audio2", engine: str = "fast", round_decays: bool = False,
                  align_output: bool = True, threshold_target: int = 4096) -> None:
@@ -100,6 +102,13 @@ class XyloBackend(Backend):
                               f"not {threshold_target}")
         self.engine = engine
         self.round_decays = bool(round_decays)
+        #: trained decays per neuron as bit shifts (refused, naming the nearest 1 - 2^-k, unless
+        #: round_decays=True), thresholds per neuron on the chip's integer grid
+        self.neuron_parameters = {
+            "beta": HeldParameter("per-neuron", self.chip.beta, "a bit-shift decay 1 - 2^-k"),
+            "alpha": HeldParameter("per-neuron", self.chip.alpha, "a bit-shift decay 1 - 2^-k"),
+            "threshold": HeldParameter("per-neuron", self.chip.threshold, "scaled onto the chip's integer grid"),
+        }
         self.align_output = bool(align_output)
         self.threshold_target = int(threshold_target)
         if engine == "xylosim":  # fail at construction, naming the cause, if the SDK cannot load
@@ -122,6 +131,7 @@ class XyloBackend(Backend):
 
     def transfer(self, spec: NetworkSpec, params: dict[str, torch.Tensor], n_sets: int | None = None) -> Deployment:
         """Weight transfer (see :mod:`cil_xylo.transfer`)."""
+        spec, params = write_neuron_parameters(spec, params, n_sets, chip=self.name)  # trained decays, thresholds
         check_parameters(spec, params, n_sets)
         tr = to_chip(spec, params, n_sets, self.chip, round_decays=self.round_decays,
                      threshold_target=self.threshold_target)
