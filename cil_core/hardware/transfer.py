@@ -12,7 +12,7 @@ from typing import Mapping
 import torch
 
 from ..errors import BackendCapacityError
-from ..network.description import SYNAPTIC, BatchNorm, Dropout, NetworkSpec
+from ..network.description import SYNAPTIC, BatchNorm, Dense, Dropout, NetworkSpec
 
 
 def symmetric_scale(w: torch.Tensor, bits: int, n_sets: int | None = None) -> torch.Tensor:
@@ -56,6 +56,11 @@ def straight_through(software: torch.Tensor, measured: torch.Tensor) -> torch.Te
     return software + (measured.to(software.dtype) - software).detach()
 
 
+def _in_out(layer: object) -> bool:
+    """A ``Dense`` whose model holds the weight as ``[in, out]`` (``weight_layout="in-out"``)."""
+    return isinstance(layer, Dense) and layer.weight_layout == "in-out"
+
+
 def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple[int, int, str | None]]]:
     """The spec without dropout (and, with ``fold``, without batch norm) and, per folded batch
     norm, ``(synaptic index in spec, bn index in spec, new bias name or None)``."""
@@ -79,7 +84,7 @@ def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple
             last_syn = None
             continue
         out_pos[i] = len(layers)
-        layers.append(layer)
+        layers.append(replace(layer, weight_layout="out-in") if _in_out(layer) else layer)
         last_syn = i if isinstance(layer, SYNAPTIC) else None
     return NetworkSpec(tuple(layers), spec.input_shape, source=spec.source, synapse_calls=spec.synapse_calls), folds
 
@@ -97,8 +102,8 @@ def _prepared(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple[in
     if hit is None or hit[0] is not spec:
         if len(_PREPARED) > 64:
             _PREPARED.clear()
-        new_spec, folds = _folded_spec(spec, fold) if any(isinstance(l, (BatchNorm, Dropout)) for l in spec.layers) \
-            else (spec, [])
+        new_spec, folds = _folded_spec(spec, fold) \
+            if any(isinstance(l, (BatchNorm, Dropout)) or _in_out(l) for l in spec.layers) else (spec, [])
         hit = (spec, new_spec, folds, new_spec.features())
         _PREPARED[key] = hit
     return hit[1], hit[2], hit[3]
@@ -112,7 +117,8 @@ def _folds_for(backend: object) -> bool:
 
 def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None, *,
                    fold: bool = True) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
-    r"""What a chip holds for ``spec``: dropout removed and every batch norm folded into the
+    r"""What a chip holds for ``spec``: dropout removed, every ``Dense`` weight as ``[out, in]``
+    (a ``weight_layout="in-out"`` weight transposed) and every batch norm folded into the
     synaptic layer right before it, as deployment tool-chains do. With
     :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}` per output channel,
 
@@ -124,9 +130,12 @@ def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets
     a synaptic layer directly."""
     new_spec, folds, _ = _prepared(spec, fold)
     out = dict(params)
+    for layer in spec.layers:  # weights held [in, out] (rockpool) reach the chip as [out, in]
+        if _in_out(layer):
+            out[layer.weight] = params[layer.weight].transpose(-1, -2).contiguous()  # type: ignore[union-attr]
     for syn_i, bn_i, new_bias in folds:
         syn, bn = spec.layers[syn_i], spec.layers[bn_i]
-        w = params[syn.weight]  # type: ignore[union-attr]
+        w = out[syn.weight]  # type: ignore[union-attr]
         lead = 0 if n_sets is None else 1
         C = bn.num_features  # type: ignore[union-attr]
         var = bn.running_var.to(w.device, w.dtype)  # type: ignore[union-attr]

@@ -96,7 +96,9 @@ class Surrogate:
     (snntorch's ``triangular``, exactly as that library defines it: :math:`+a` for :math:`x < 0`,
     :math:`-a` for :math:`x \\ge 0`; ``slope`` = its ``threshold`` argument),
     ``"straight-through"`` (:math:`\\partial S/\\partial x = 1`, snntorch's
-    ``straight_through_estimator``).
+    ``straight_through_estimator``), ``"box"`` (:math:`s\\,[x \\ge -a]`: rockpool's ``StepPWL``,
+    :math:`\\partial S/\\partial v = [v \\ge \\theta - w]/\\theta` with ``slope`` = its
+    ``learning_window`` w and ``scale`` = 1/θ).
     ``x`` is :math:`v - \\theta` in the model's own membrane units.
     """
 
@@ -105,7 +107,7 @@ class Surrogate:
     scale: float = 1.0
 
     NAMES = ("atan", "superspike", "fast-sigmoid", "sigmoid", "exponential", "heaviside", "triangular",
-             "straight-through")
+             "straight-through", "box")
 
     def __post_init__(self) -> None:
         if self.name not in self.NAMES:

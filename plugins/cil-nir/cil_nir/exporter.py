@@ -182,7 +182,10 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
         name = f"{i}_{layer.kind}"
         where = f"layer {i} ({layer.kind})"
         if isinstance(layer, Dense):
-            w = params[layer.weight].double().numpy().astype(np.float32)
+            w = params[layer.weight].double()
+            if layer.weight_layout == "in-out":  # held [in, out] by the model (rockpool): NIR's weight is [out, in]
+                w = w.T
+            w = w.numpy().astype(np.float32)
             # a bias-free layer is written as Affine with a zero bias (more readers know Affine than
             # Linear); the metadata tells cil_nir.from_nir not to create a bias
             b = params[layer.bias].double().numpy().astype(np.float32) if layer.bias is not None \
