@@ -12,7 +12,7 @@ from typing import Mapping
 import torch
 
 from ..errors import BackendCapacityError
-from ..network.description import SYNAPTIC, BatchNorm, Dense, Dropout, NetworkSpec
+from ..network.description import SYNAPTIC, BatchNorm, Dense, Dropout, NetworkSpec, Neuron
 
 
 def symmetric_scale(w: torch.Tensor, bits: int, n_sets: int | None = None) -> torch.Tensor:
@@ -57,8 +57,22 @@ def straight_through(software: torch.Tensor, measured: torch.Tensor) -> torch.Te
 
 
 def _in_out(layer: object) -> bool:
-    """A ``Dense`` whose model holds the weight as ``[in, out]`` (``weight_layout="in-out"``)."""
+    """A ``Dense`` whose model holds the weight as ``[in, out]`` (``weight_layout="in-out"``), or
+    a neuron whose recurrent weight is held ``[from, to]``."""
+    if isinstance(layer, Neuron):
+        return layer.recurrent is not None and layer.recurrent.weight_layout == "in-out"
     return isinstance(layer, Dense) and layer.weight_layout == "in-out"
+
+
+def _out_in(layer: object) -> object:
+    """``layer`` with its weights described ``[out, in]`` (see :func:`_in_out`)."""
+    if isinstance(layer, Neuron):
+        return replace(layer, recurrent=replace(layer.recurrent, weight_layout="out-in"))
+    return replace(layer, weight_layout="out-in")
+
+
+def _weight_name(layer: object) -> str:
+    return layer.recurrent.weight if isinstance(layer, Neuron) else layer.weight  # type: ignore[union-attr]
 
 
 def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple[int, int, str | None]]]:
@@ -84,7 +98,7 @@ def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple
             last_syn = None
             continue
         out_pos[i] = len(layers)
-        layers.append(replace(layer, weight_layout="out-in") if _in_out(layer) else layer)
+        layers.append(_out_in(layer) if _in_out(layer) else layer)
         last_syn = i if isinstance(layer, SYNAPTIC) else None
     return NetworkSpec(tuple(layers), spec.input_shape, source=spec.source, synapse_calls=spec.synapse_calls), folds
 
@@ -132,7 +146,7 @@ def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets
     out = dict(params)
     for layer in spec.layers:  # weights held [in, out] (rockpool) reach the chip as [out, in]
         if _in_out(layer):
-            out[layer.weight] = params[layer.weight].transpose(-1, -2).contiguous()  # type: ignore[union-attr]
+            out[_weight_name(layer)] = params[_weight_name(layer)].transpose(-1, -2).contiguous()
     for syn_i, bn_i, new_bias in folds:
         syn, bn = spec.layers[syn_i], spec.layers[bn_i]
         w = out[syn.weight]  # type: ignore[union-attr]

@@ -139,6 +139,8 @@ def simulate(
             if n.recurrent is not None:
                 rl = n.recurrent
                 rw = params[rl.weight]
+                if rl.weight_layout == "in-out":  # held [from, to] (rockpool's w_rec): F.linear(s, A.T) as rockpool
+                    rw = rw.transpose(-1, -2)
                 rb = None if rl.bias is None else params[rl.bias]
                 if not rl.autapses:  # no self-connections: the diagonal is held at zero (and gets no gradient)
                     rw = rw.masked_fill(torch.eye(rl.features, dtype=torch.bool, device=rw.device), 0.0)

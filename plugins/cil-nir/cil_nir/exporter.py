@@ -134,6 +134,8 @@ def _recurrent_node(n: Neuron, node: nir.NIRNode, params: dict[str, torch.Tensor
     rec = n.recurrent
     assert rec is not None
     w = params[rec.weight].double()
+    if rec.weight_layout == "in-out":  # held [from, to] (rockpool's w_rec): NIR's weight is [to, from]
+        w = w.T
     if rec.mode == "one-to-one":
         w = torch.diag(w.reshape(-1))
         lossy.append(f"{where}: one-to-one recurrent synapses written as a diagonal matrix (an import trains the "
