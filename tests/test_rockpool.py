@@ -3,10 +3,10 @@
 * spike for spike and membrane for membrane (bit for bit) equal to rockpool 3.1.0's own forward,
   in cil's software pass and on the ``ideal`` backend, over rockpool-test-style configurations
   (default taus, per-neuron tau_syn / tau_mem / threshold, linear biases, max_spikes_per_dt > 1,
-  other dt, the 'decays' and 'bitshifts' leak modes), seeded;
+  other dt, has_rec (recurrent w_rec), the 'decays' and 'bitshifts' leak modes), seeded;
 * BPTT gradients equal to rockpool's autograd (its StepPWL surrogate is cil's ``box``);
-* refusals named (trainable neuron parameters, a neuron bias, has_rec, noise_std, several
-  synapses per neuron, other modules);
+* refusals named (trainable neuron parameters, a neuron bias, a Constant w_rec, noise_std,
+  several synapses per neuron, other modules);
 * a small rockpool model trains with CIL-SPL on ``ideal`` and on ``xylo`` (skipped without cil-xylo);
 * ``cil_nir.export`` of a cil network read back by rockpool's own NIR import.
 """
@@ -70,6 +70,11 @@ def _configs(g: torch.Generator):
         "dt 0.1 ms": (lambda: Sequential(LinearTorch((8, 24)), lif(24, dt=1e-4, tau_mem=Constant(2e-3),
                                                                    tau_syn=Constant(1e-3)),
                                          LinearTorch((24, 3)), lif(3, dt=1e-4, tau_mem=Constant(5e-3))), 2.0),
+        "has_rec": (lambda: Sequential(LinearTorch((8, 24)), lif(24, has_rec=True), LinearTorch((24, 3)), lif(3)), 1.0),
+        "has_rec, max_spikes_per_dt 3, bitshifts": (lambda: Sequential(
+            LinearTorch((8, 24)), lif(24, has_rec=True, max_spikes_per_dt=Constant(3.0), leak_mode="bitshifts",
+                                      dash_mem=Constant(2.0), dash_syn=Constant(1.0)),
+            LinearTorch((24, 3)), lif(3, has_rec=True)), 2.0),
         "leak_mode decays": (lambda: Sequential(
             LinearTorch((8, 24)), lif(24, leak_mode="decays", alpha=Constant(0.9), beta=_c(r(24, 1) * 0.5 + 0.4)),
             LinearTorch((24, 3)), lif(3, leak_mode="decays", alpha=Constant(0.8), beta=Constant(0.7))), 1.0),
@@ -145,8 +150,10 @@ def test_bptt_gradients_equal_rockpool_autograd(kind):
     g_ref, g_cil = grads(run_native(model, x)), grads(net(x))
     assert set(g_ref) == set(net.parameter_names())
     per_neuron_thr = "threshold" in kind
+    assert all(float(g_ref[k].abs().sum()) > 0 for k in g_ref if not k.endswith("w_rec"))
+    if "has_rec" in kind:  # not vacuous: the hidden layer's recurrent weights get a gradient
+        assert float(g_ref["1_LIFTorch.w_rec"].abs().sum()) > 0
     for k in g_ref:
-        assert float(g_ref[k].abs().sum()) > 0, k
         if per_neuron_thr:  # the box uses 1/mean(theta): stated in the adapter's docs, not rockpool's gradient
             continue
         torch.testing.assert_close(g_cil[k], g_ref[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{kind} {k}: {m}")
@@ -169,13 +176,16 @@ def test_the_description_names_rockpools_tensors_and_decays():
 
 
 def test_a_chip_receives_out_in_weights():
-    """Only the software pass sees rockpool's [in, out] layout: a backend gets [out, in]."""
+    """Only the software pass sees rockpool's [in, out] / [from, to] layouts: a backend gets [out, in]."""
     from cil_core.hardware.transfer import prepare_for_backend
 
-    _, _, net = _build("linear biases", 0)
+    _, _, net = _build("has_rec", 0)
     spec, params = prepare_for_backend(cil.make_backend("ideal"), net.spec, net.detached_parameters())
-    assert spec.layers[0].weight_layout == "out-in"
-    assert torch.equal(params["0_LinearTorch.weight"], net.detached_parameters()["0_LinearTorch.weight"].T)
+    held = net.detached_parameters()
+    assert spec.layers[0].weight_layout == "out-in" and spec.layers[1].recurrent.weight_layout == "out-in"
+    assert net.spec.layers[1].recurrent.into == "current-before-decay"
+    assert torch.equal(params["0_LinearTorch.weight"], held["0_LinearTorch.weight"].T)
+    assert torch.equal(params["1_LIFTorch.w_rec"], held["1_LIFTorch.w_rec"].T)
 
 
 # ------------------------------------------------------------------------------- refusals
@@ -195,7 +205,8 @@ def test_refusals_name_the_module_parameter_and_reason():
     assert "requires_grad_(False)" in msg
     _refused(Sequential(LinearTorch((4, 5)), lif(5, tau_mem=0.02)), "tau_mem is trainable")
     _refused(Sequential(LinearTorch((4, 5)), lif(5, bias=Constant(0.1))), "'1_LIFTorch'", "bias", "membrane")
-    _refused(Sequential(LinearTorch((4, 5)), lif(5, has_rec=True)), "has_rec=True", "before its", "decay")
+    _refused(Sequential(LinearTorch((4, 5)), lif(5, has_rec=True, w_rec=Constant(torch.zeros(5, 5)))), "w_rec is a "
+             "Constant")
     _refused(Sequential(LinearTorch((4, 5)), lif(5, noise_std=0.1)), "noise_std=0.1", "randn")
     _refused(Sequential(LinearTorch((4, 10)), lif((10, 5))), "2 synapses per neuron")
     _refused(Sequential(LinearTorch((4, 5)), lif(5, max_spikes_per_dt=Constant(2.5))), "max_spikes_per_dt")

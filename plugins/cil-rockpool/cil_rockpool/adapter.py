@@ -28,7 +28,10 @@ bias adds an exact zero. This is cil's neuron with ``synaptic_update="add-then-d
 ``beta`` (the two libraries name the decays the other way round), ``reset="subtract"``,
 ``reset_timing="immediate"``, ``fires_at_threshold=True`` and ``max_spikes_per_step`` =
 ``max_spikes_per_dt``; the decays are rockpool's own tensors (``module.alpha`` / ``module.beta``,
-computed by rockpool from the taus), so the floats are the same. ``LinearTorch`` computes
+computed by rockpool from the taus), so the floats are the same. ``has_rec=True``: the recurrent
+input enters the sum the current decays, :math:`b((i + x) + W_{rec}^\\top S_{t-1})`, with ``w_rec``
+held ``[from, to]``: ``Recurrent("<layer>.w_rec", into="current-before-decay",
+weight_layout="in-out")``, trained by cil (rockpool's ``F.linear(S, w_rec.T)`` on the same view). ``LinearTorch`` computes
 ``F.linear(x, W.T, b)`` with ``W`` held ``[in, out]``: ``Dense(weight_layout="in-out")``, one call
 on all (sample, step) pairs as rockpool makes it (``synapse_calls="all-steps"``).
 
@@ -48,10 +51,6 @@ Refused, naming the module and parameter (:class:`~cil_core.UnsupportedLayerErro
 * ``bias != 0``: rockpool adds it to the membrane after the synaptic current,
   :math:`u = (a v + i) + c`; cil's biases are synaptic (a ``Dense`` bias enters the current and
   is decayed by it), a different dynamics;
-* ``has_rec=True``: rockpool adds the recurrent input to the synaptic current *before* its decay,
-  :math:`b((i + x) + W_{rec}^\\top S)`, with ``W_rec`` held ``[from, to]``; cil's recurrent
-  synapses are added to the input before the current (:math:`b(i + (x + r))`) or after its
-  update, other float orders, so spikes near the threshold would differ;
 * ``noise_std > 0`` (a random membrane noise trace per call), ``shape=(N_in, N_out)`` with
   several synapses per neuron (a per-synapse current), ``max_spikes_per_dt`` not a positive
   integer, a ``spike_generation_fn`` other than ``StepPWL`` / ``PeriodicExponential``;
@@ -68,6 +67,7 @@ import torch
 from torch import nn
 
 from cil_core import Dense, NetworkSpec, Neuron, Surrogate, UnsupportedLayerError
+from cil_core.network.description import Recurrent
 from cil_core.plugin.adapter import ModelAdapter, qualname
 
 from .sdk import import_rockpool
@@ -86,6 +86,8 @@ ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
      "none: taus, threshold must be Constant"),
     ("leak_mode 'taus', 'decays', 'bitshifts'; per-neuron tau_mem, tau_syn, threshold; any dt",
      "per-neuron beta, alpha, threshold", "-"),
+    ("LIFTorch has_rec=True (w_rec)", "Recurrent(into='current-before-decay', weight_layout='in-out'): "
+     "b((i + x) + W_rec^T S_{t-1})", "w_rec"),
     ("max_spikes_per_dt (integer >= 1)", "max_spikes_per_step: min(n, floor(u/theta)) spikes, n thresholds "
      "subtracted", "-"),
     ("StepPWL (default spike_generation_fn)", "Surrogate('box', window, 1/theta): rockpool's BPTT gradient", "-"),
@@ -97,9 +99,8 @@ REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
     ("trainable tau_mem / tau_syn / alpha / beta / dash_*, threshold, bias (rockpool's default)",
      "cil trains synaptic weights only: pass them as rockpool.parameters.Constant(...)"),
     ("LIFTorch bias != 0", "added to the membrane after the current; cil's biases are synaptic (decayed)"),
-    ("LIFTorch has_rec=True", "recurrent input added to the current before its decay, b((i + x) + W_rec^T S): a "
-     "float order the description has no place for"),
     ("noise_std > 0", "a random membrane noise trace per call: no deterministic reference"),
+    ("a Constant LinearTorch weight / bias or w_rec", "cil trains every synaptic tensor: it would not stay fixed"),
     ("shape (N_in, N_out) with several synapses per neuron", "one synaptic current per synapse"),
     ("PeriodicExponential", "forward exact; its periodic surrogate has no counterpart (box used, gradients differ)"),
     ("LIFBitshiftTorch, aLIFTorch, LIFNeuronTorch, ExpSynTorch, RateTorch, UpDownTorch, LowPass, dropout, numpy / "
@@ -192,12 +193,15 @@ def neuron_of(m: nn.Module, name: str, where: str, n_in: int | None) -> Neuron:
         raise UnsupportedLayerError(
             f"{where}: shape {(int(m.size_in), n)} gives {int(m.n_synapses)} synapses per neuron, each with its own "
             "synaptic current; cil's neuron has one synaptic current. Use LIFTorch(n) with a LinearTorch before it")
+    recurrent = None
     if bool(m._has_rec):
-        raise UnsupportedLayerError(
-            f"{where}: has_rec=True (w_rec): rockpool adds the recurrent input to the synaptic current before its "
-            "decay, i_t = beta * ((i_{t-1} + x_t) + W_rec^T S_{t-1}), with W_rec held [from, to]; cil's recurrent "
-            "synapses are added to the input before the current, beta * (i + (x + r)), or after its update: other "
-            "float orders, so spikes at the threshold would not be reproduced exactly. Use a feed-forward LIFTorch")
+        if "w_rec" not in dict(m.named_parameters(recurse=False)):
+            raise UnsupportedLayerError(
+                f"{where}: w_rec is a Constant (not an nn.Parameter): cil trains every synaptic tensor, the recurrent "
+                "ones included, so it would not stay fixed as rockpool keeps it. Build the layer with a trainable w_rec")
+        # rockpool: isyn = (isyn + x) + F.linear(S_{t-1}, w_rec.T), then isyn *= beta; w_rec held [from, to]
+        recurrent = Recurrent(_name(name, "w_rec"), None, n, mode="dense", into="current-before-decay",
+                              initial="bias", weight_layout="in-out")
     noise = float(_tensor(m.noise_std).reshape(-1)[0])
     if noise != 0.0:
         raise UnsupportedLayerError(
@@ -230,7 +234,7 @@ def neuron_of(m: nn.Module, name: str, where: str, n_in: int | None) -> Neuron:
         beta=a_mem, alpha=b_syn, threshold=thr, reset="subtract", reset_timing="immediate",
         current_timing="same-step", input_gain=1.0, v_leak=0.0, v_reset=0.0, v_min=None, fires_at_threshold=True,
         max_spikes_per_step=int(cap), dt=float(m.dt), output="spikes", surrogate=surrogate_of(m, thr, where),
-        name=where, synaptic_update="add-then-decay")
+        name=where, synaptic_update="add-then-decay", recurrent=recurrent)
 
 
 class RockpoolAdapter(ModelAdapter):
