@@ -7,7 +7,8 @@
 * BPTT gradients equal to rockpool's autograd (its StepPWL surrogate is cil's ``box``);
 * refusals named (trainable neuron parameters, a neuron bias, a Constant w_rec, noise_std,
   several synapses per neuron, other modules);
-* a small rockpool model trains with CIL-SPL on ``ideal`` and on ``xylo`` (skipped without cil-xylo);
+* a small rockpool model trains with CIL-SPL on ``ideal`` and on ``xylo``, with MH on ``xylo``, and a
+  recurrent one (``has_rec``) with CIL-SPL on ``xylo`` (the xylo tests skip without cil-xylo);
 * ``cil_nir.export`` → rockpool's own NIR import: runs, synapses unchanged, but the two read
   NIR's CubaLIF differently (stated and checked, see the last test).
 """
@@ -282,6 +283,36 @@ def test_a_rockpool_model_trains_with_cil_spl_on_xylo(data16):
     before, after = _train("xylo", data16)
     assert after >= before + 0.2 and after >= 0.8, (before, after)
     assert "samna" not in sys.modules
+
+
+def test_a_rockpool_model_trains_with_mh_on_xylo(data16):
+    pytest.importorskip("cil_xylo")
+    train, test = data16
+    trainer = cil.Trainer(cil.wrap(xylo_model()), "xylo", "mh", seed=0, chains=4, burn_in=30, block_size=32)
+    before = trainer.evaluate(test)["accuracy"]
+    trainer.fit(train, steps=60)
+    after = trainer.evaluate(test)["accuracy"]
+    assert after >= before + 0.1, (before, after)
+
+
+def test_a_recurrent_rockpool_model_trains_with_cil_spl_on_xylo(data16):
+    """has_rec=True: the hidden w_rec reaches the chip's recurrent weights ([to, from]) and is trained."""
+    pytest.importorskip("cil_xylo")
+    train, test = data16
+    torch.manual_seed(0)
+    kw = dict(leak_mode="bitshifts", dash_mem=Constant(3.0), dash_syn=Constant(1.0), threshold=Constant(1.0),
+              bias=Constant(0.0))
+    model = Sequential(LinearTorch((16, 16)), LIFTorch(16, max_spikes_per_dt=Constant(31.0), has_rec=True, **kw),
+                       LinearTorch((16, 2)), LIFTorch(2, max_spikes_per_dt=Constant(1.0), **kw))
+    with torch.no_grad():
+        model[1].w_rec.mul_(0.3)
+    w0 = model[1].w_rec.detach().clone()
+    trainer = cil.Trainer(cil.wrap(model), "xylo", "cil-spl", seed=0, lr=0.05)
+    before = trainer.evaluate(test)["accuracy"]
+    trainer.fit(train, epochs=4, batch_size=40)
+    after = trainer.evaluate(test)["accuracy"]
+    assert after >= before + 0.2 and after >= 0.8, (before, after)
+    assert not torch.equal(model[1].w_rec.detach(), w0)
 
 
 # ------------------------------------------------------------------------------- NIR
