@@ -190,6 +190,22 @@ def test_a_chip_receives_out_in_weights():
     assert torch.equal(params["1_LIFTorch.w_rec"], held["1_LIFTorch.w_rec"].T)
 
 
+def test_checkpoints_restore_the_rockpool_weights_and_the_description_pickles(tmp_path, data16):
+    """A rockpool model itself does not pickle (its modules hold rockpool's init lambdas); the
+    description does, and a trainer checkpoint restores the user's tensors by name."""
+    import pickle
+
+    m, _, net = _build("has_rec", 0)
+    assert pickle.loads(pickle.dumps(net.spec)) == net.spec
+    model = xylo_model()
+    trainer = cil.Trainer(cil.wrap(model), "ideal", "cil-spl", seed=0, lr=0.05)
+    trainer.fit(data16[0].subset(torch.arange(40)), epochs=1, batch_size=40)
+    trainer.save_checkpoint(tmp_path / "ck.pt")
+    other = xylo_model(seed=5)
+    cil.Trainer(cil.wrap(other), "ideal", "cil-spl", seed=0, lr=0.05).load_checkpoint(tmp_path / "ck.pt")
+    assert torch.equal(other[0].weight, model[0].weight) and torch.equal(other[2].weight, model[2].weight)
+
+
 # ------------------------------------------------------------------------------- refusals
 def _refused(model, *words):
     with pytest.raises(cil.UnsupportedLayerError) as err:
