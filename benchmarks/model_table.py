@@ -1,6 +1,6 @@
 """What each adapter accepts and refuses: the tables of docs/models.md, generated from the adapters'
 own declarations (``ACCEPTED_LAYERS`` / ``REFUSED_LAYERS`` in ``cil_snntorch.adapter``,
-``cil_norse.adapter``, ``cil_sinabs.adapter`` and ``cil_nir.importer``), never written by hand.
+``cil_norse.adapter``, ``cil_sinabs.adapter``, ``cil_nir.importer`` and ``cil_rockpool.adapter``), never written by hand.
 
 ``python benchmarks/model_table.py`` prints the Markdown section that docs/models.md shows between
 the ``<!-- models:begin -->`` / ``<!-- models:end -->`` markers; ``--write docs/models.md``
@@ -27,6 +27,7 @@ DECLARATIONS: dict[str, str] = {
     "norse": "cil_norse.adapter",
     "sinabs": "cil_sinabs.adapter",
     "nir": "cil_nir.importer",
+    "rockpool": "cil_rockpool.adapter",
 }
 
 

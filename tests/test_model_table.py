@@ -87,3 +87,14 @@ def test_sinabs_declaration_names_real_sinabs_layers():
     a = pytest.importorskip("cil_sinabs.adapter")
     for name in re.findall(r"\b((?:IAF|LIF|ALIF|ExpLeak)\w*)\b", _first_column(a.ACCEPTED_LAYERS)):
         assert hasattr(sl, name), name
+
+
+def test_rockpool_declaration_names_every_module_it_dispatches_on():
+    pytest.importorskip("cil_rockpool")
+    a = pytest.importorskip("cil_rockpool.adapter")
+    accepted, refused = _first_column(a.ACCEPTED_LAYERS), _first_column(a.REFUSED_LAYERS)
+    for cls in (a.LinearTorch, a.LIFTorch):  # the two classes RockpoolAdapter.to_spec dispatches on
+        assert re.search(rf"\b{cls.__name__}\b", accepted), cls.__name__
+    assert "has_rec" in accepted and "max_spikes_per_dt" in accepted
+    for name in ("LIFBitshiftTorch", "aLIFTorch", "ExpSynTorch", "noise_std", "bias != 0", "trainable tau_mem"):
+        assert name in refused, name

@@ -12,7 +12,8 @@ from typing import Mapping
 import torch
 
 from ..errors import BackendCapacityError
-from ..network.description import SYNAPTIC, BatchNorm, Dropout, NetworkSpec, check_neuron_ranges, resolve_neuron
+from ..network.description import (SYNAPTIC, BatchNorm, Dense, Dropout, NetworkSpec, check_neuron_ranges,
+                                    resolve_neuron)
 from ..network.neuron import Neuron
 
 
@@ -57,6 +58,25 @@ def straight_through(software: torch.Tensor, measured: torch.Tensor) -> torch.Te
     return software + (measured.to(software.dtype) - software).detach()
 
 
+def _in_out(layer: object) -> bool:
+    """A ``Dense`` whose model holds the weight as ``[in, out]`` (``weight_layout="in-out"``), or
+    a neuron whose recurrent weight is held ``[from, to]``."""
+    if isinstance(layer, Neuron):
+        return layer.recurrent is not None and layer.recurrent.weight_layout == "in-out"
+    return isinstance(layer, Dense) and layer.weight_layout == "in-out"
+
+
+def _out_in(layer: object) -> object:
+    """``layer`` with its weights described ``[out, in]`` (see :func:`_in_out`)."""
+    if isinstance(layer, Neuron):
+        return replace(layer, recurrent=replace(layer.recurrent, weight_layout="out-in"))
+    return replace(layer, weight_layout="out-in")
+
+
+def _weight_name(layer: object) -> str:
+    return layer.recurrent.weight if isinstance(layer, Neuron) else layer.weight  # type: ignore[union-attr]
+
+
 def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple[int, int, str | None]]]:
     """The spec without dropout (and, with ``fold``, without batch norm) and, per folded batch
     norm, ``(synaptic index in spec, bn index in spec, new bias name or None)``."""
@@ -80,7 +100,7 @@ def _folded_spec(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple
             last_syn = None
             continue
         out_pos[i] = len(layers)
-        layers.append(layer)
+        layers.append(_out_in(layer) if _in_out(layer) else layer)
         last_syn = i if isinstance(layer, SYNAPTIC) else None
     return NetworkSpec(tuple(layers), spec.input_shape, source=spec.source, synapse_calls=spec.synapse_calls), folds
 
@@ -98,8 +118,8 @@ def _prepared(spec: NetworkSpec, fold: bool) -> tuple[NetworkSpec, list[tuple[in
     if hit is None or hit[0] is not spec:
         if len(_PREPARED) > 64:
             _PREPARED.clear()
-        new_spec, folds = _folded_spec(spec, fold) if any(isinstance(l, (BatchNorm, Dropout)) for l in spec.layers) \
-            else (spec, [])
+        new_spec, folds = _folded_spec(spec, fold) \
+            if any(isinstance(l, (BatchNorm, Dropout)) or _in_out(l) for l in spec.layers) else (spec, [])
         hit = (spec, new_spec, folds, new_spec.features())
         _PREPARED[key] = hit
     return hit[1], hit[2], hit[3]
@@ -113,7 +133,8 @@ def _folds_for(backend: object) -> bool:
 
 def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None = None, *,
                    fold: bool = True) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
-    r"""What a chip holds for ``spec``: dropout removed and every batch norm folded into the
+    r"""What a chip holds for ``spec``: dropout removed, every ``Dense`` weight as ``[out, in]``
+    (a ``weight_layout="in-out"`` weight transposed) and every batch norm folded into the
     synaptic layer right before it, as deployment tool-chains do. With
     :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}` per output channel,
 
@@ -125,9 +146,12 @@ def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets
     a synaptic layer directly."""
     new_spec, folds, _ = _prepared(spec, fold)
     out = dict(params)
+    for layer in spec.layers:  # weights held [in, out] (rockpool) reach the chip as [out, in]
+        if _in_out(layer):
+            out[_weight_name(layer)] = params[_weight_name(layer)].transpose(-1, -2).contiguous()
     for syn_i, bn_i, new_bias in folds:
         syn, bn = spec.layers[syn_i], spec.layers[bn_i]
-        w = params[syn.weight]  # type: ignore[union-attr]
+        w = out[syn.weight]  # type: ignore[union-attr]
         lead = 0 if n_sets is None else 1
         C = bn.num_features  # type: ignore[union-attr]
         var = bn.running_var.to(w.device, w.dtype)  # type: ignore[union-attr]

@@ -311,7 +311,10 @@ def run_neuron_layer(
         if adapt is not None:
             a, thr = adaptation_decay(a, adapt.form, rho, jump if adapt.form == "lowpass" else k_adapt, thr0)
         if cur is not None:
-            new_cur = update_current(cur, xt, current_arg)
+            if rec_into == "current-before-decay":  # rockpool LIFTorch(has_rec): alpha * ((i + x) + r)
+                new_cur = current_arg * ((cur + xt) + r_t) if r_t is not None else update_current(cur, xt, current_arg)
+            else:
+                new_cur = update_current(cur, xt, current_arg)
             if rec_into == "current" and r_t is not None:
                 new_cur = new_cur + r_t
             current = new_cur if n.current_timing == "same-step" else cur

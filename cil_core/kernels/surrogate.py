@@ -34,6 +34,8 @@ def surrogate_derivative(x: torch.Tensor, s: Surrogate) -> torch.Tensor:
         return torch.where(x >= 0, -a, a).to(x.dtype)
     if s.name == "straight-through":
         return torch.ones_like(x)
+    if s.name == "box":  # rockpool's StepPWL: [v >= theta - window] / theta, scale = 1/theta
+        return (x >= -a).to(x.dtype) * s.scale
     raise ValueError(f"unknown surrogate {s.name!r}")
 
 

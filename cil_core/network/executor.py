@@ -56,6 +56,15 @@ def check_input(spec: NetworkSpec, x: torch.Tensor) -> None:
         raise NonFiniteError("input holds non-finite values (NaN or inf)")
 
 
+
+def _weight(layer: Dense | Conv2d | Conv1d, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The layer's weight as ``[(S,) out, in]``: a ``Dense(weight_layout="in-out")`` weight is
+    read through its transposed view, as the library itself calls ``F.linear(x, A.T, b)``."""
+    w = params[layer.weight]
+    if isinstance(layer, Dense) and layer.weight_layout == "in-out":
+        return w.transpose(-1, -2)
+    return w
+
 def simulate(
     spec: NetworkSpec,
     params: Mapping[str, torch.Tensor],
@@ -105,7 +114,7 @@ def simulate(
     for layer in spec.layers:
         if shared:
             if isinstance(layer, (Dense, Conv2d, Conv1d)):
-                w = params[layer.weight]
+                w = _weight(layer, params)
                 b = None if layer.bias is None else params[layer.bias]
                 h = (synapse.dense_shared if isinstance(layer, Dense) else synapse.conv_shared)(layer, h, w, b)
                 shared = False
@@ -132,6 +141,8 @@ def simulate(
             if n.recurrent is not None:
                 rl = n.recurrent
                 rw = params[rl.weight]
+                if rl.weight_layout == "in-out":  # held [from, to] (rockpool's w_rec): F.linear(s, A.T) as rockpool
+                    rw = rw.transpose(-1, -2)
                 rb = None if rl.bias is None else params[rl.bias]
                 if not rl.autapses:  # no self-connections: the diagonal is held at zero (and gets no gradient)
                     rw = rw.masked_fill(torch.eye(rl.features, dtype=torch.bool, device=rw.device), 0.0)
@@ -155,7 +166,7 @@ def simulate(
         elif isinstance(layer, (Dense, Conv2d, Conv1d)):
             op = synapse.dense if isinstance(layer, Dense) else synapse.conv2d if isinstance(layer, Conv2d) \
                 else synapse.conv1d
-            w = params[layer.weight]
+            w = _weight(layer, params)
             b = None if layer.bias is None else params[layer.bias]
             if spec.synapse_calls == "all-steps":  # one call on every (sample, step), batch-major
                 TT, SB = h.shape[:2]

@@ -29,17 +29,31 @@ __all__ = ["Dense", "Conv1d", "Conv2d", "Pool2d", "Flatten", "BatchNorm", "Dropo
 
 @dataclass(frozen=True)
 class Dense:
-    """Fully connected synapses: :math:`y = x W^T (+ b)`; ``W`` has shape ``[out, in]``."""
+    """Fully connected synapses: :math:`y = x W^T (+ b)`; ``W`` has shape ``[out, in]``.
+
+    ``weight_layout="in-out"``: the model holds the weight as ``A = W^T`` (shape ``[in, out]``,
+    rockpool's ``LinearTorch``: :math:`y = x A + b`, computed as ``F.linear(x, A.T, b)``, the
+    library's own call on the same strided view). Only the software pass sees this layout:
+    every backend receives ``[out, in]`` weights and a ``"out-in"`` layer
+    (:func:`cil_core.hardware.transfer.prepare_for_backend`)."""
 
     weight: str
     bias: str | None
     in_features: int
     out_features: int
+    weight_layout: Literal["out-in", "in-out"] = "out-in"
 
     kind = "dense"
 
+    def __post_init__(self) -> None:
+        if self.weight_layout not in ("out-in", "in-out"):
+            raise SpecError(f"Dense layer '{self.weight}': unknown weight_layout {self.weight_layout!r}; use 'out-in' "
+                            "or 'in-out'")
+
     def param_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Shapes of the weight and bias tensors."""
+        """Shapes of the weight and bias tensors (the weight as the model holds it)."""
+        if self.weight_layout == "in-out":
+            return (self.in_features, self.out_features), (self.out_features,)
         return (self.out_features, self.in_features), (self.out_features,)
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:

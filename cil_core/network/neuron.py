@@ -100,7 +100,9 @@ class Surrogate:
     (snntorch's ``triangular``, exactly as that library defines it: :math:`+a` for :math:`x < 0`,
     :math:`-a` for :math:`x \\ge 0`; ``slope`` = its ``threshold`` argument),
     ``"straight-through"`` (:math:`\\partial S/\\partial x = 1`, snntorch's
-    ``straight_through_estimator``).
+    ``straight_through_estimator``), ``"box"`` (:math:`s\\,[x \\ge -a]`: rockpool's ``StepPWL``,
+    :math:`\\partial S/\\partial v = [v \\ge \\theta - w]/\\theta` with ``slope`` = its
+    ``learning_window`` w and ``scale`` = 1/θ).
     ``x`` is :math:`v - \\theta` in the model's own membrane units.
     """
 
@@ -109,7 +111,7 @@ class Surrogate:
     scale: float = 1.0
 
     NAMES = ("atan", "superspike", "fast-sigmoid", "sigmoid", "exponential", "heaviside", "triangular",
-             "straight-through")
+             "straight-through", "box")
 
     def __post_init__(self) -> None:
         if self.name not in self.NAMES:
@@ -135,7 +137,14 @@ class Recurrent:
       :math:`i_t = (\\alpha i_{t-1} + x_t) + r_t` (snntorch ``RSynaptic``, norse
       ``LIFRecurrentCell``); equals ``"input"`` for a layer without synaptic current;
     * ``"membrane"``: to the membrane after decay and integration,
-      :math:`u_t = (\\beta v_{t-1} + x_t) + r_t` (snntorch ``RLeaky``).
+      :math:`u_t = (\\beta v_{t-1} + x_t) + r_t` (snntorch ``RLeaky``);
+    * ``"current-before-decay"`` (``synaptic_update="add-then-decay"`` only): to the sum the
+      synaptic current decays, :math:`i_t = \\alpha\\,((i_{t-1} + x_t) + r_t)` (rockpool's
+      ``LIFTorch(has_rec=True)``; Xylo's order).
+
+    ``weight_layout="in-out"`` (dense only): the model holds :math:`A = W^\\top` (``[from, to]``,
+    rockpool's ``w_rec``) and the software pass computes ``F.linear(S, A.T)`` on that view;
+    backends receive ``W`` (``[to, from]``) and an ``"out-in"`` layer.
 
     Only layers with 1-D features ``(n,)`` can be recurrent.
 
@@ -151,17 +160,22 @@ class Recurrent:
     bias: str | None
     features: int
     mode: Literal["dense", "one-to-one"] = "dense"
-    into: Literal["input", "current", "membrane"] = "input"
+    into: Literal["input", "current", "membrane", "current-before-decay"] = "input"
     autapses: bool = True
     initial: Literal["bias", "zero"] = "bias"
+    weight_layout: Literal["out-in", "in-out"] = "out-in"
 
     kind = "recurrent"
 
     def __post_init__(self) -> None:
         if self.mode not in ("dense", "one-to-one"):
             raise SpecError(f"unknown recurrent mode {self.mode!r}; use 'dense' or 'one-to-one'")
-        if self.into not in ("input", "current", "membrane"):
-            raise SpecError(f"unknown recurrent target {self.into!r}; use 'input', 'current' or 'membrane'")
+        if self.into not in ("input", "current", "membrane", "current-before-decay"):
+            raise SpecError(f"unknown recurrent target {self.into!r}; use 'input', 'current', 'membrane' or "
+                            "'current-before-decay'")
+        if self.weight_layout not in ("out-in", "in-out") or (self.weight_layout == "in-out" and self.mode != "dense"):
+            raise SpecError(f"recurrent weight_layout {self.weight_layout!r}: use 'out-in', or 'in-out' for dense "
+                            "synapses")
         if not self.autapses and self.mode != "dense":
             raise SpecError("autapses=False applies to dense recurrent synapses only")
         if self.initial not in ("bias", "zero"):
@@ -479,6 +493,10 @@ class Neuron:
             raise SpecError(f"neuron '{self.name}': max_spikes_per_step must be >= 1 or None (unbounded)")
         if self.output == "membrane" and (self.recurrent is not None or self.adaptation is not None):
             raise SpecError(f"neuron '{self.name}': a non-spiking readout layer cannot be recurrent or adaptive")
+        if self.recurrent is not None and self.recurrent.into == "current-before-decay" and (
+                self.alpha is None or self.synaptic_update != "add-then-decay"):
+            raise SpecError(f"neuron '{self.name}': recurrent into='current-before-decay' needs a synaptic current "
+                            "with synaptic_update='add-then-decay'")
         if self.adaptation is not None:
             self.adaptation.validate(self.name)
             if self.reset_timing != "immediate":

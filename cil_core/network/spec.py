@@ -224,7 +224,8 @@ class NetworkSpec:
                 if layer.recurrent is not None:
                     rc = layer.recurrent
                     desc += f" recurrent={rc.mode}->{rc.into}" + ("" if rc.autapses else " no-autapses") + \
-                        ("" if rc.initial == "bias" else f" initial={rc.initial}")
+                        ("" if rc.initial == "bias" else f" initial={rc.initial}") + \
+                        ("" if rc.weight_layout == "out-in" else f" weight_layout={rc.weight_layout}")
                 if layer.adaptation is not None:
                     ad = layer.adaptation
                     desc += f" adaptive[{ad.form}](rho={_short(ad.rho)}, jump={_short(ad.jump)})"
@@ -249,6 +250,7 @@ class NetworkSpec:
             else:
                 desc = ", ".join(
                     f"{f.name}={getattr(layer, f.name)}" for f in fields(layer)  # type: ignore[arg-type]
+                    if not (f.name == "weight_layout" and getattr(layer, f.name) == "out-in")  # the default: unsaid
                 ) or type(layer).__name__
                 desc = f"{layer.kind}({desc})"
             lines.append(f"{desc} -> {shape}")

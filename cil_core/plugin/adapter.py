@@ -187,7 +187,9 @@ class LazyAdapter:
         return self._real
 
     def accepts(self, model: Any) -> bool:
-        modules = model.modules() if hasattr(model, "modules") else [model]
+        # torch's own modules(): some libraries override it (rockpool's returns a dict of names)
+        modules = nn.Module.modules(model) if isinstance(model, nn.Module) else \
+            model.modules() if hasattr(model, "modules") else [model]
         if not any(type(m).__module__.split(".")[0] in self.libraries for m in modules):
             return False
         return bool(self.real.accepts(model))

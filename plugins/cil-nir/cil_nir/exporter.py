@@ -138,6 +138,8 @@ def _recurrent_node(n: Neuron, node: nir.NIRNode, params: dict[str, torch.Tensor
     rec = n.recurrent
     assert rec is not None
     w = params[rec.weight].double()
+    if rec.weight_layout == "in-out":  # held [from, to] (rockpool's w_rec): NIR's weight is [to, from]
+        w = w.T
     if rec.mode == "one-to-one":
         w = torch.diag(w.reshape(-1))
         lossy.append(f"{where}: one-to-one recurrent synapses written as a diagonal matrix (an import trains the "
@@ -186,7 +188,10 @@ def to_nir(source: Any, *, strict: bool = False) -> nir.NIRGraph:
         name = f"{i}_{layer.kind}"
         where = f"layer {i} ({layer.kind})"
         if isinstance(layer, Dense):
-            w = params[layer.weight].double().numpy().astype(np.float32)
+            w = params[layer.weight].double()
+            if layer.weight_layout == "in-out":  # held [in, out] by the model (rockpool): NIR's weight is [out, in]
+                w = w.T
+            w = w.numpy().astype(np.float32)
             # a bias-free layer is written as Affine with a zero bias (more readers know Affine than
             # Linear); the metadata tells cil_nir.from_nir not to create a bias
             b = params[layer.bias].double().numpy().astype(np.float32) if layer.bias is not None \
