@@ -30,8 +30,8 @@ What is accepted, and how each is batched:
   A batch where both match (``T == B``) before any batch settled the layout is refused
   (:class:`~cil_core.errors.ShapeError` naming the fix, ``time_first=True/False``); once settled,
   the layout holds for the stream and a batch that contradicts it is refused by index. A
-  batch-first tensor is therefore never read as time-major. An iterator (``iter(x) is x``) can be
-  read once: a second epoch is refused with the fix.
+  batch-first tensor is therefore never read as time-major. An iterator (a generator, anything
+  with ``__next__``) can be read once: a second epoch is refused with the fix.
 
 Every batch of a streamed source passes the same :func:`check_data` as in-memory data (shape
 against the network, safe dtype casts, finiteness, labels in range), its errors naming the batch
@@ -41,6 +41,7 @@ is O(batch), not O(N).
 
 from __future__ import annotations
 
+import collections.abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -151,7 +152,8 @@ class BatchStream:
                              f"a DataLoader or an iterable of (inputs, labels) batches; got {type(data).__name__}")
         else:
             self.source = data
-            self._one_shot = iter(data) is data
+            # never call iter() here: a DataLoader's iterator draws its order and starts its workers
+            self._one_shot = isinstance(data, collections.abc.Iterator)
 
     @property
     def streamed(self) -> bool:
