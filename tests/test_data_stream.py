@@ -179,3 +179,48 @@ def test_fidelity_streams_a_loader_with_the_tensors_figures(data):
     assert got == want
     with pytest.raises(cil.OptionError, match="sample must be an index"):
         cil.fidelity(net, "ideal", loader, sample=70)
+
+
+class TrackedSpikes(Dataset):
+    """Samples generated on demand; records how many of its sample tensors are alive at once."""
+
+    def __init__(self, n: int) -> None:
+        import weakref
+
+        self.n, self.live, self.peak = n, weakref.WeakSet(), 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        x = (torch.rand(16, 62, generator=torch.Generator().manual_seed(i)) < 0.2).float()
+        self.live.add(x)
+        self.peak = max(self.peak, len(self.live))
+        return x, i % 2
+
+
+def test_the_data_path_holds_one_batch_not_the_data_set():
+    """Memory O(batch): however many samples a Dataset has, no more than one batch of them is
+    alive at once during fit and evaluate (benchmarks/stream_memory.py measures the peak RSS)."""
+    for n in (32, 320):
+        ds = TrackedSpikes(n)
+        tr = _trainer()
+        tr.fit(ds, epochs=1, batch_size=32)
+        assert len(tr.history) == n // 32 and ds.peak <= 32, (n, ds.peak)
+        assert tr.evaluate(ds, batch_size=64)["n"] == n and ds.peak <= 64
+
+    import weakref
+
+    live: weakref.WeakSet = weakref.WeakSet()
+    peak = 0
+
+    def batches():
+        nonlocal peak
+        for i in range(20):
+            x = torch.rand(16, 10, 62).round()
+            live.add(x)
+            peak = max(peak, len(live))
+            yield x, torch.arange(10) % 2
+            del x
+
+    assert _trainer().evaluate(batches())["n"] == 200 and peak <= 2
