@@ -60,6 +60,14 @@ def test_a_dataset_trains_exactly_as_the_same_data_as_one_tensor(data, workers):
     tr.fit(SampleDataset(train.x, train.y), epochs=2, batch_size=32)
     assert _same(_weights(ref), _weights(tr))
     assert tr.history.column("loss") == ref.history.column("loss")
+    # what cil adds to a worker DataLoader pickles (spawn/forkserver start methods need that)
+    import pickle
+
+    from cil_core.data.stream import TimeMajorCollate
+
+    items = [SampleDataset(train.x, train.y)[i] for i in range(3)]
+    collate = pickle.loads(pickle.dumps(TimeMajorCollate()))
+    assert torch.equal(collate(items)[0], train.x[:, :3])
     assert tr.evaluate(SampleDataset(test.x, test.y), batch_size=16) == ref.evaluate(test, batch_size=16)
 
 

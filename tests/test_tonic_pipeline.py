@@ -137,6 +137,10 @@ def test_nmnist_dataset_is_lazy_and_streams_events_as_load_nmnist_holds_them(nmn
     ds = NMNISTDataset(nmnist_root, n_bins=5, n_samples=40, seed=2)
     held = load_nmnist(nmnist_root, n_bins=5, n_samples=40, seed=2)
     assert len(ds) == 40 and not hasattr(ds, "dense")
+    import pickle
+
+    again = pickle.loads(pickle.dumps(ds))  # workers started by spawn/forkserver receive it pickled
+    assert np.array_equal(again[3][0], ds[3][0])
     xb, yb = ds.collate_fn([ds[i] for i in range(10)])
     assert torch.equal(xb.dense, held.x.dense[:, :10]) and torch.equal(yb, held.y[:10])
     assert xb.duration_us == DURATION_US and len(xb.events) == 10
