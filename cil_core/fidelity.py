@@ -58,7 +58,7 @@ from typing import Any
 import torch
 
 from .data import as_dense
-from .data.validate import check_data
+from .data.stream import Door, as_batches
 from .errors import CilError, OptionError
 from .hardware.observation import LayerObservation
 from .network.executor import simulate
@@ -275,17 +275,24 @@ def _first_divergence(diff: torch.Tensor) -> torch.Tensor:
 
 
 def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readout: Readout | str = "rate",
-             sample: int = 0, retries: int = 0, timeout: float | None = None) -> FidelityReport:
+             sample: int = 0, retries: int = 0, timeout: float | None = None, time_first: bool | None = None,
+             num_workers: int = 0) -> FidelityReport:
     """Run the same weights in software and on ``backend`` and compare them layer by layer.
 
     Args:
         net: a :class:`WrappedNetwork` (or any model :func:`cil_core.wrap` accepts).
         backend: a backend instance or a registered backend name.
-        data: ``(x [T, N, ...], y [N])`` or :class:`~cil_core.SpikeData`, checked at the door.
-        batch_size: samples per chip call.
+        data: ``(x [T, N, ...], y [N])`` or :class:`~cil_core.SpikeData`, a torch ``Dataset``, a
+            ``DataLoader`` or an iterable of ``(inputs, labels)`` batches (streamed: the figures are
+            running sums, nothing is concatenated), each batch checked at the door
+            (:mod:`cil_core.data.stream`).
+        batch_size: samples per chip call (in-memory data and Datasets; a DataLoader keeps its own).
         readout: how outputs become classes (``"rate"``, ``"max-membrane"`` or a :class:`Readout`).
         sample: the sample (index into ``data``) whose spikes the raster of :meth:`FidelityReport.plot` shows.
         retries, timeout: as for :class:`~cil_core.hardware.HardwareSession`.
+        time_first, num_workers: the layout of a loader's tensor batches (``None``: inferred where
+            unambiguous) and the workers of the DataLoader built for a Dataset, as for
+            :class:`~cil_core.Trainer`.
 
     Raises :class:`~cil_core.errors.DataError` / :class:`~cil_core.errors.ShapeError` for data
     the network cannot run and :class:`~cil_core.errors.OptionError` for bad options.
@@ -301,9 +308,12 @@ def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readou
     params = wn.detached_parameters()
     dtype = next(iter(params.values())).dtype
     n_classes = spec.output_shape[-1] if len(spec.output_shape) == 1 else None
-    d = check_data(data, spec, n_classes=n_classes, what="fidelity data", dtype=dtype).to(wn.device)
-    if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample < len(d):
-        raise OptionError(f"sample must be an index into the data (0 .. {len(d) - 1}), got {sample!r}")
+    stream = as_batches(data, Door(spec, n_classes, dtype, wn.device, "fidelity data"), batch_size=batch_size,
+                        time_first=time_first, num_workers=num_workers)
+    known = stream.num_samples
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0 or (known is not None and sample >= known):
+        bound = "N - 1" if known is None else known - 1
+        raise OptionError(f"sample must be an index into the data (0 .. {bound}), got {sample!r}")
     wn.check_finite()
     session = HardwareSession(be, retries=retries, timeout=timeout)
     session.check(spec)
@@ -316,13 +326,17 @@ def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readou
     acc = [_Acc() for _ in range(L)]
     observed = [k == L - 1 or observes for k in range(L)]
     agree = sw_correct = hw_correct = 0
-    T = int(as_dense(d.x).shape[0])
+    T = 0  # the longest time axis seen (batches of a loader may differ)
+    sample_steps = 0  # sum over samples of their batch's time steps
     rasters: list[dict[str, Any]] = []
     seen = 0
     with torch.no_grad():
-        for xb, yb in d.batches(batch_size, shuffle=False):
+        for xb, yb in stream:
             x = as_dense(xb)
             B = x.shape[1]
+            Tb = int(x.shape[0])
+            T = max(T, Tb)
+            sample_steps += B * Tb
             sw = simulate(spec, params, x, record=True, record_membrane=True)
             obs = session.run(spec, params, xb, record=observes, purpose="fidelity")
             hw_layers: list[LayerObservation | None] = [None] * L
@@ -367,9 +381,9 @@ def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readou
                 else:
                     diff = s_hw != s_sw
                 fd = _first_divergence(diff)
-                a.diverged += int((fd < T).sum())
+                a.diverged += int((fd < Tb).sum())
                 m = int(fd.min())
-                if m < T:
+                if m < Tb:
                     a.first = m if a.first is None else min(a.first, m)
                 # a readout layer's output is its membrane; other layers' only where the chip reports them
                 mem_hw = s_hw if n.output == "membrane" else hw.membrane if observes_mem else None
@@ -389,13 +403,15 @@ def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readou
                                     "chip": None if hw is None else hw.spikes[:, j].flatten(1).cpu()})
             seen += B
 
-    N = len(d)
+    N = seen
+    if sample >= N:
+        raise OptionError(f"sample must be an index into the data (0 .. {N - 1}), got {sample!r}")
     layers: list[LayerFidelity] = []
     for k, (i, n) in enumerate(neurons):
         a = acc[k]
         kind = "membrane" if n.output == "membrane" else "spikes"
         size = int(math.prod(shapes[i]))
-        per = T if kind == "spikes" else 1  # spikes per neuron per step; readout: mean score
+        per = sample_steps / N if kind == "spikes" else 1  # spikes per neuron per step; readout: mean score
         sw_rate = a.sw_sum / (a.elems * per)  # known for every layer; the chip's only where observed
         lf = LayerFidelity(index=k, name=n.name or f"layer{k}", kind=kind, neurons=size, hidden=k < L - 1,
                            observed=observed[k], sw_rate=sw_rate)

@@ -13,8 +13,8 @@ from typing import Any, Callable
 import torch
 
 from .data import SpikeData, as_dense
-from .data.validate import check_data
-from .errors import CheckpointError, CilError, NonFiniteError, OptionError
+from .data.stream import BatchStream, Door, as_batches, materialize
+from .errors import CheckpointError, CilError, DataError, NonFiniteError, OptionError
 from .hardware import Backend, Deployment, HardwareSession
 from .network.wrapped import WrappedNetwork
 from .plugin.factories import make_algorithm, make_backend, wrap
@@ -59,11 +59,17 @@ class Trainer:
         timeout: seconds one backend call (weight transfer + forward) may take before it counts
             as failed (``None``: no limit).
         device: where the model and the data live (``"cpu"``, ``"cuda"``).
+        time_first: the layout of tensor batches a DataLoader or iterable yields: ``True``
+            time-major ``[T, B, ...]`` (tonic's ``PadTensors(batch_first=False)``), ``False``
+            batch-first ``[B, T, ...]`` (torch's default collation), ``None`` inferred from the
+            labels where unambiguous (:mod:`cil_core.data.stream`); each call may override it.
+        num_workers: worker processes of the ``DataLoader`` cil builds for a torch ``Dataset``.
     """
 
     def __init__(self, network: Any, backend: Backend | str = "ideal", algorithm: Algorithm | str = "cil-spl", *,
                  readout: Readout | str = "rate", seed: int = 0, retries: int = 0, timeout: float | None = None,
-                 device: str | torch.device | None = None, **options: Any) -> None:
+                 device: str | torch.device | None = None, time_first: bool | None = None, num_workers: int = 0,
+                 **options: Any) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be a whole number, got {seed!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -74,6 +80,11 @@ class Trainer:
         if not isinstance(readout, (Readout, str)):
             raise OptionError(f"readout must be 'rate', 'max-membrane' or a Readout, got {readout!r}")
         device = _check_device(device)
+        if time_first is not None and not isinstance(time_first, bool):
+            raise OptionError(f"time_first must be True, False or None (infer), got {time_first!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise OptionError(f"num_workers must be a whole number >= 0, got {num_workers!r}")
+        self.time_first, self.num_workers = time_first, num_workers
         self.registry = get_manager()
         self.network: WrappedNetwork = network if isinstance(network, WrappedNetwork) else wrap(network)
         if device is not None:
@@ -100,7 +111,7 @@ class Trainer:
     def fit(self, train_data: Any, *, epochs: int | None = None, steps: int | None = None,
             batch_size: int | None = -1, progress: bool = False, checkpoint: str | Path | None = None,
             checkpoint_every: int = 50, resume: str | Path | None = None, force: bool = False,
-            on_step: Callable[[dict[str, Any]], None] | None = None) -> History:
+            on_step: Callable[[dict[str, Any]], None] | None = None, time_first: bool | None = None) -> History:
         """Train. Gradient algorithms default to epochs, Metropolis-Hastings to steps.
 
         ``batch_size=-1`` takes the algorithm's default (``None`` = the whole set per step).
@@ -112,6 +123,16 @@ class Trainer:
         lists it), and the run stops when the *total* number of steps (counted from the original
         start) reaches ``steps`` (or ``epochs`` worth of steps). ``on_step(record)`` is called
         after every step with that step's history record (e.g. to stream metrics).
+
+        ``train_data``: in-memory data (``(x [T, N, ...], y [N])``, :class:`SpikeData`), a torch
+        ``Dataset`` (cil builds the DataLoader: ``batch_size``, the trainer's seeded order,
+        ``num_workers``), a ``DataLoader`` or any iterable of ``(inputs, labels)`` batches (their
+        own batch size and order; ``time_first`` as in the constructor). Every batch is checked
+        at the door (:mod:`cil_core.data.stream`). Algorithms that need the whole set in memory
+        (``mh``) refuse a streamed source; see :meth:`materialize`. Resume is bit-identical for
+        in-memory data and Datasets at an epoch boundary (the order is drawn from the
+        checkpointed generator); a DataLoader's own order is not checkpointed (a resumed fit
+        starts a new pass of it).
         """
         algo = self.algorithm
         _check_count("epochs", epochs)
@@ -121,8 +142,19 @@ class Trainer:
             raise CilError(f"give epochs or steps, not both (got epochs={epochs}, steps={steps})")
         if batch_size != -1 and batch_size is not None:
             _check_count("batch_size", batch_size)
-        train = self._check_data(train_data, "training data")
         bs = algo.default_batch_size if batch_size == -1 else batch_size
+        stream = self._stream(train_data, "training data", bs, shuffle=True, time_first=time_first)
+        if stream.streamed:
+            if stream.dataset is None and batch_size not in (-1, None):
+                raise OptionError(f"batch_size={batch_size} was given with a {type(train_data).__name__}, which batches "
+                                  "its own data; set the batch size on the DataLoader")
+            if not getattr(algo, "streaming", False):
+                raise DataError(
+                    f"algorithm '{algo.name}' needs the whole training set in memory (it scores every step on "
+                    f"all of it) and cannot stream a {type(train_data).__name__}; hold the data in memory first: "
+                    "trainer.fit(trainer.materialize(data), ...) (refused above a size limit), or train with an "
+                    "algorithm that streams ('cil-spl', 'offline')")
+        train: SpikeData | BatchStream = stream.in_memory if stream.in_memory is not None else stream
         if epochs is None and steps is None:
             epochs, steps = algo.default_epochs, algo.default_steps
         ckpt = self._prepare_checkpoint(checkpoint, resume, force)
@@ -131,19 +163,25 @@ class Trainer:
         if not self._setup_done:
             algo.setup(self.state, train)
             self._setup_done = True
-        n_batches = -(-len(train) // (bs or len(train)))
-        total = steps if steps is not None else (epochs or 0) * n_batches
+        n_batches = stream.num_batches
+        # the run's length in steps; None: a source of unknown length, run until `epochs` passes are done
+        total: int | None = steps if steps is not None else None if n_batches is None else (epochs or 0) * n_batches
         if blob is not None:  # the run's length is absolute: finish what the checkpointed run started
             self._restore(blob, resume)  # type: ignore[arg-type]
-            total = max(0, total - self.state.step)
+            if total is not None:
+                total = max(0, total - self.state.step)
         done = 0
+
+        def more() -> bool:
+            return done < total if total is not None else self.state.epoch < (epochs or 0)
+
         bar = _progress(total, progress, f"{algo.name} on {self.session.name}")
         t0 = time.perf_counter()
         try:
-            while done < total:
+            while more():
                 stepped = False
-                for batch in train.batches(bs, shuffle=True, generator=self.generator):
-                    if done >= total:
+                for batch in stream:
+                    if total is not None and done >= total:
                         break
                     stepped = True
                     res = self.registry.train_step(algo, self.state, batch)
@@ -168,11 +206,27 @@ class Trainer:
             self.save_checkpoint(ckpt)
         return self.history
 
-    def _check_data(self, data: Any, what: str) -> SpikeData:
+    def _door(self, what: str) -> Door:
         spec = self.network.spec
         n_classes = spec.output_shape[-1] if len(spec.output_shape) == 1 else None
         dtype = next(iter(self.network.synaptic_parameters().values())).dtype
-        return check_data(data, spec, n_classes=n_classes, what=what, dtype=dtype).to(self.device)
+        return Door(spec, n_classes, dtype, self.device, what)
+
+    def _stream(self, data: Any, what: str, batch_size: int | None, *, shuffle: bool,
+                time_first: bool | None) -> BatchStream:
+        """``data`` as a stream of checked time-major batches (:mod:`cil_core.data.stream`)."""
+        return as_batches(data, self._door(what), batch_size=batch_size, shuffle=shuffle,
+                          generator=self.generator if shuffle else None,
+                          time_first=self.time_first if time_first is None else time_first,
+                          num_workers=self.num_workers)
+
+    def materialize(self, data: Any, *, time_first: bool | None = None, max_bytes: int | None = 4 << 30) -> SpikeData:
+        """All of ``data`` (a Dataset, DataLoader or iterable of batches) in memory as one checked
+        :class:`SpikeData`, in the source's order, for algorithms that need the whole set
+        (``mh``); a :class:`~cil_core.errors.DataError` once the dense inputs pass ``max_bytes``."""
+        return materialize(data, self._door("training data"),
+                           time_first=self.time_first if time_first is None else time_first,
+                           num_workers=self.num_workers, max_bytes=max_bytes)
 
     def _prepare_checkpoint(self, checkpoint: str | Path | None, resume: str | Path | None,
                             force: bool) -> Path | None:
@@ -203,13 +257,15 @@ class Trainer:
         return self.session.deploy(self.network.spec, self.network.detached_parameters())
 
     @torch.no_grad()
-    def evaluate(self, data: Any, batch_size: int = 512) -> dict[str, float]:
-        """Accuracy and loss **measured on the backend** with the current (deployed) weights."""
+    def evaluate(self, data: Any, batch_size: int = 512, *, time_first: bool | None = None) -> dict[str, float]:
+        """Accuracy and loss **measured on the backend** with the current (deployed) weights.
+        ``data`` as for :meth:`fit` (a DataLoader keeps its own batches); streamed batch by
+        batch, only the counts accumulate."""
         _check_count("batch_size", batch_size)
-        data = self._check_data(data, "evaluation data")
+        stream = self._stream(data, "evaluation data", batch_size, shuffle=False, time_first=time_first)
         params = self.network.detached_parameters()
         correct, loss_sum, n = 0.0, 0.0, 0
-        for x, y in data.batches(batch_size, shuffle=False):
+        for x, y in stream:
             out = self.state.observe(params, x, purpose="eval").output
             correct += float(self.readout.correct(out, y))
             loss_sum += float(self.readout.loss(out, y, reduction="sum"))
@@ -217,12 +273,14 @@ class Trainer:
         return {"accuracy": correct / n, "loss": loss_sum / n, "n": n, "backend": self.session.name}  # type: ignore[dict-item]
 
     @torch.no_grad()
-    def evaluate_software(self, data: Any, batch_size: int = 512) -> dict[str, float]:
-        """Accuracy of the software model (no backend), for the software-vs-chip gap."""
+    def evaluate_software(self, data: Any, batch_size: int = 512, *, time_first: bool | None = None
+                          ) -> dict[str, float]:
+        """Accuracy of the software model (no backend), for the software-vs-chip gap; ``data``
+        as for :meth:`evaluate`."""
         _check_count("batch_size", batch_size)
-        data = self._check_data(data, "evaluation data")
+        stream = self._stream(data, "evaluation data", batch_size, shuffle=False, time_first=time_first)
         correct, n = 0.0, 0
-        for x, y in data.batches(batch_size, shuffle=False):
+        for x, y in stream:
             correct += float(self.readout.correct(self.network(as_dense(x)), y))
             n += len(y)
         return {"accuracy": correct / n, "n": n}

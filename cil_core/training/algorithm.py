@@ -16,6 +16,7 @@ from .readout import Readout
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data import SpikeData
+    from ..data.stream import BatchStream
     from ..network.wrapped import WrappedNetwork
 
 
@@ -91,6 +92,10 @@ class Algorithm(ABC):
     default_batch_size: int | None = 64
     default_epochs: int | None = 10
     default_steps: int | None = None
+    #: whether the algorithm trains on a stream of batches (a Dataset, DataLoader or iterable):
+    #: ``setup`` then receives a :class:`~cil_core.data.stream.BatchStream`, not a
+    #: :class:`SpikeData`. ``False``: it needs the whole set in memory and a streamed source is refused.
+    streaming: bool = False
     #: options that may change when a checkpointed run is resumed (applied, and logged)
     resume_safe: frozenset[str] = frozenset()
     #: the constructor's options with their defaults (recorded automatically; checkpoints keep them)
@@ -111,8 +116,9 @@ class Algorithm(ABC):
 
         cls.__init__ = recording_init  # type: ignore[method-assign]
 
-    def setup(self, state: TrainState, train: "SpikeData") -> None:
-        """Called once before the first step of a fit (not again on resume)."""
+    def setup(self, state: TrainState, train: "SpikeData | BatchStream") -> None:
+        """Called once before the first step of a fit (not again on resume); ``train`` is a
+        :class:`BatchStream` only for a ``streaming`` algorithm given a streamed source."""
 
     @abstractmethod
     def step(self, state: TrainState, batch: tuple[Any, torch.Tensor]) -> StepResult:

@@ -28,7 +28,7 @@ differ only in where the forward value :math:`\\hat y` comes from:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,9 @@ from ..errors import CilError, HardwareError, OptionError
 from ..hardware.transfer import straight_through
 from .algorithm import Algorithm, StepResult, TrainState
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data.stream import BatchStream
+
 
 class GradientAlgorithm(Algorithm):
     """Shared optimizer handling. Options: ``optimizer`` (``"adam"`` or ``"sgd"``), ``lr``,
@@ -45,6 +48,7 @@ class GradientAlgorithm(Algorithm):
     ``lr``, ``weight_decay`` or ``grad_clip`` is applied; another optimizer is refused."""
 
     resume_safe = frozenset({"lr", "weight_decay", "grad_clip"})
+    streaming = True  # setup does not read the data: any stream of batches trains
 
     def __init__(self, optimizer: str = "adam", lr: float = 5e-3, weight_decay: float = 0.0,
                  grad_clip: float | None = None) -> None:
@@ -53,7 +57,7 @@ class GradientAlgorithm(Algorithm):
         self.optimizer_name, self.lr, self.weight_decay, self.grad_clip = optimizer, lr, weight_decay, grad_clip
         self.optimizer: torch.optim.Optimizer | None = None
 
-    def setup(self, state: TrainState, train: SpikeData) -> None:
+    def setup(self, state: TrainState, train: "SpikeData | BatchStream") -> None:
         self._make_optimizer(state)
 
     def trained_parameters(self, state: TrainState) -> list[torch.Tensor]:
@@ -149,7 +153,7 @@ class CilSpl(GradientAlgorithm):
             raise OptionError(f"proxy must be a torch.nn.Module, got {type(proxy).__name__}")
         self.observe, self.proxy = observe, proxy
 
-    def setup(self, state: TrainState, train: SpikeData) -> None:
+    def setup(self, state: TrainState, train: "SpikeData | BatchStream") -> None:
         if self.observe == "layers" and not state.session.observes_layers:
             raise CilError(
                 f"backend '{state.session.name}' cannot observe hidden layers; use observe='output'"

@@ -21,6 +21,12 @@ archives and the extracted folders under ``<root>/NMNIST/`` —
 Both return a :class:`~cil_core.SpikeData` whose inputs are an :class:`~cil_core.EventBatch`:
 raw events for the event-driven chip and a dense ``[T, N, 2, 34, 34]`` view (binning rule of
 :mod:`cil_speck.events`) for the time-stepped software model.
+
+**Lazily** (:class:`NMNISTDataset`): a torch ``Dataset`` over the same files whose samples are
+``(events, label)`` (one file read per sample, nothing held) and whose ``collate_fn``
+(:class:`EventCollate`) bins one batch at a time into an :class:`~cil_core.EventBatch`, so
+``Trainer.fit(NMNISTDataset(root))`` streams N-MNIST with memory O(batch) and the event-driven
+chip still sees each batch's raw events. ``load_nmnist`` is this dataset collated whole.
 """
 
 from __future__ import annotations
@@ -128,26 +134,67 @@ def write_nmnist_bin(path: str | Path, events: np.ndarray) -> None:
     Path(path).write_bytes(buf.tobytes())
 
 
+def as_event_array(events: np.ndarray) -> np.ndarray:
+    """Any structured array with fields x, y, t, p (tonic's layout) as this package's
+    :data:`~cil_speck.events.EVENT_DTYPE`, sorted by time (stable)."""
+    out = np.zeros(len(events), EVENT_DTYPE)
+    for f in ("x", "y", "t", "p"):
+        out[f] = events[f]
+    return out[np.argsort(out["t"], kind="stable")]
+
+
+class EventCollate:
+    """Collate ``(events, label)`` samples into ``(EventBatch, labels [B])``: the raw events (as
+    :func:`as_event_array`) and their dense ``[n_bins, B, *sensor]`` view (:mod:`cil_speck.events`'s
+    binning over ``duration_us``). A plain class: picklable, works with ``num_workers > 0``."""
+
+    def __init__(self, n_bins: int, duration_us: float = float(DURATION_US),
+                 sensor: tuple[int, int, int] = SENSOR) -> None:
+        self.n_bins, self.duration_us, self.sensor = int(n_bins), float(duration_us), tuple(sensor)
+
+    def __call__(self, items: list[tuple[np.ndarray, int]]) -> tuple[EventBatch, torch.Tensor]:
+        events = [as_event_array(ev) for ev, _ in items]
+        dense = events_to_dense(events, self.n_bins, self.duration_us, self.sensor)  # type: ignore[arg-type]
+        return EventBatch(dense, events, self.duration_us), torch.as_tensor([int(y) for _, y in items])
+
+
+class NMNISTDataset(torch.utils.data.Dataset):
+    """N-MNIST from ``<root>/NMNIST`` through ``tonic.datasets.NMNIST``, read lazily: sample ``i``
+    is ``(events, label)`` of one file (events as :func:`as_event_array`), and ``collate_fn`` (an
+    :class:`EventCollate`, used by :class:`~cil_core.Trainer` for a Dataset, or passed to your own
+    ``DataLoader``) bins a batch into an :class:`~cil_core.EventBatch` of ``n_bins`` time bins.
+    ``n_samples`` draws a seeded random subset (the same one :func:`load_nmnist` draws);
+    ``transform`` is an optional tonic transform applied to every sample's events (it must keep
+    the fields x, y, t, p)."""
+
+    def __init__(self, root: str | Path, train: bool = True, n_bins: int = 15, n_samples: int | None = None,
+                 seed: int = 0, first_saccade_only: bool = False, transform=None) -> None:
+        import tonic
+
+        self.source = tonic.datasets.NMNIST(save_to=str(root), train=train, first_saccade_only=first_saccade_only,
+                                            transform=transform)
+        idx = np.arange(len(self.source))
+        if n_samples is not None and n_samples < len(self.source):
+            idx = np.sort(np.random.default_rng(seed).choice(len(self.source), n_samples, replace=False))
+        self.indices = idx
+        self.duration_us = float(SACCADE_US if first_saccade_only else DURATION_US)
+        self.collate_fn = EventCollate(n_bins, self.duration_us, SENSOR)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        ev, y = self.source[int(self.indices[i])]
+        return as_event_array(ev), int(y)
+
+
 def load_nmnist(root: str | Path, train: bool = True, n_bins: int = 15, n_samples: int | None = None,
                 seed: int = 0, first_saccade_only: bool = False, transform=None) -> SpikeData:
     """N-MNIST from ``<root>/NMNIST`` through ``tonic.datasets.NMNIST`` (offline when present,
-    see the module docstring). ``n_samples`` draws a seeded random subset; ``transform`` is an
+    see the module docstring), **all in memory** (``N x n_bins x 2 x 34 x 34`` float32 plus every
+    event list: 8.3 GB for the 60,000 training streams at 15 bins). :class:`NMNISTDataset` (same
+    arguments) streams instead. ``n_samples`` draws a seeded random subset; ``transform`` is an
     optional tonic transform applied to every sample's events."""
-    import tonic
-
-    ds = tonic.datasets.NMNIST(save_to=str(root), train=train, first_saccade_only=first_saccade_only,
-                               transform=transform)
-    idx = np.arange(len(ds))
-    if n_samples is not None and n_samples < len(ds):
-        idx = np.sort(np.random.default_rng(seed).choice(len(ds), n_samples, replace=False))
-    events, labels = [], []
-    for i in idx:
-        ev, y = ds[int(i)]
-        out = np.zeros(len(ev), EVENT_DTYPE)
-        for f in ("x", "y", "t", "p"):
-            out[f] = ev[f]
-        events.append(out[np.argsort(out["t"], kind="stable")])
-        labels.append(int(y))
-    duration = float(SACCADE_US if first_saccade_only else DURATION_US)
-    dense = events_to_dense(events, n_bins, duration, SENSOR)
-    return SpikeData(EventBatch(dense, events, duration), torch.as_tensor(labels))
+    ds = NMNISTDataset(root, train, n_bins, n_samples, seed, first_saccade_only, transform)
+    x, y = ds.collate_fn([ds[i] for i in range(len(ds))])
+    return SpikeData(x, y)
