@@ -13,7 +13,9 @@ the core's deterministic encoder; a 16-32-2 network with biases, snntorch ``Syna
 neurons (α = 0.8, β = 0.9, subtract reset; ``--neuron lif``: α absent), rate readout, on the
 ``ideal`` backend. Rows, each from the same seeded initialisation, in one run:
 
-* ``offline``: BPTT with surrogate gradients (30 epochs, Adam 5e-3), deployed;
+* ``offline``: BPTT with surrogate gradients (30 epochs, Adam 5e-3), deployed; ``offline
+  readout×0.2``: the same with the logits scaled by 0.2 (the large spike-count logits hurt the
+  gradient too); the "- offline" column is measured against the better of the two;
 * ``mh λ=1``: MH with today's fixed likelihood (``logit_scale=1.0``, the readout's spike counts);
 * ``mh auto``: MH with the default ``logit_scale="auto"``;
 * ``mh readout×0.2``: the user's hand-set fix, ``Readout("rate", scale=0.2)`` with λ = 1.
@@ -79,6 +81,7 @@ def run(quick: bool = False, neuron: str = "synaptic", seed: int = 0) -> dict[st
     steps, burn = (160, 80) if quick else (300, 150)
     mh = dict(burn_in=burn, chains=4)
     plans = [("offline", "offline", {}, dict(epochs=10 if quick else 30), "rate"),
+             ("offline readout×0.2", "offline", {}, dict(epochs=10 if quick else 30), cil.Readout("rate", scale=0.2)),
              ("mh λ=1", "mh", dict(mh, logit_scale=1.0), dict(steps=steps), "rate"),
              ("mh auto", "mh", dict(mh), dict(steps=steps), "rate"),
              ("mh readout×0.2", "mh", dict(mh, logit_scale=1.0), dict(steps=steps), cil.Readout("rate", scale=0.2))]
@@ -99,11 +102,11 @@ def run(quick: bool = False, neuron: str = "synaptic", seed: int = 0) -> dict[st
 
 
 def table(result: dict[str, Any]) -> str:
-    off = next(r["test_accuracy"] for r in result["rows"] if r["method"] == "offline")
-    lines = [result["task"], f"{'method':<16} {'test acc':>9} {'- offline':>10} {'tied':>7} {'silent':>7} {'λ':>7}"]
+    off = max(r["test_accuracy"] for r in result["rows"] if r["method"].startswith("offline"))
+    lines = [result["task"], f"{'method':<20} {'test acc':>9} {'- offline':>10} {'tied':>7} {'silent':>7} {'λ':>7}"]
     for r in result["rows"]:
         lam = "" if r["logit_scale"] is None else f"{r['logit_scale']:.3g}"
-        lines.append(f"{r['method']:<16} {r['test_accuracy']:>9.3f} {r['test_accuracy'] - off:>+10.3f} "
+        lines.append(f"{r['method']:<20} {r['test_accuracy']:>9.3f} {r['test_accuracy'] - off:>+10.3f} "
                      f"{r['ties']:>7.3f} {r['silent']:>7.3f} {lam:>7}")
     return "\n".join(lines)
 
