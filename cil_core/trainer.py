@@ -258,19 +258,28 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, data: Any, batch_size: int = 512, *, time_first: bool | None = None) -> dict[str, float]:
-        """Accuracy and loss **measured on the backend** with the current (deployed) weights.
-        ``data`` as for :meth:`fit` (a DataLoader keeps its own batches); streamed batch by
-        batch, only the counts accumulate."""
+        """Accuracy and loss **measured on the backend** with the current (deployed) weights, and
+        how often the output says nothing: ``ties`` is the fraction of samples whose largest logit
+        is shared by two or more classes (the prediction is then the lowest tied class index, not
+        a decision), ``silent`` the fraction whose output layer emitted no spike at all (every
+        logit of a rate readout is 0; a silent sample is also a tie). A collapsed network (e.g. an
+        MH chain drifted to uniform outputs) shows as ``ties`` near 1. ``data`` as for
+        :meth:`fit` (a DataLoader keeps its own batches); streamed batch by batch, only the counts
+        accumulate."""
         _check_count("batch_size", batch_size)
         stream = self._stream(data, "evaluation data", batch_size, shuffle=False, time_first=time_first)
         params = self.network.detached_parameters()
-        correct, loss_sum, n = 0.0, 0.0, 0
+        correct, loss_sum, n, ties, silent = 0.0, 0.0, 0, 0, 0
         for x, y in stream:
             out = self.state.observe(params, x, purpose="eval").output
             correct += float(self.readout.correct(out, y))
             loss_sum += float(self.readout.loss(out, y, reduction="sum"))
+            tied, quiet = output_ties(self.readout, out)
+            ties += int(tied.sum())
+            silent += int(quiet.sum())
             n += len(y)
-        return {"accuracy": correct / n, "loss": loss_sum / n, "n": n, "backend": self.session.name}  # type: ignore[dict-item]
+        return {"accuracy": correct / n, "loss": loss_sum / n, "n": n, "backend": self.session.name,  # type: ignore[dict-item]
+                "ties": ties / n, "silent": silent / n}
 
     @torch.no_grad()
     def evaluate_software(self, data: Any, batch_size: int = 512, *, time_first: bool | None = None
@@ -338,6 +347,18 @@ class Trainer:
         self.state.step, self.state.epoch = int(blob["step"]), int(blob["epoch"])
         self.history.records = list(blob["history"])
         self.resumed_changes = diffs
+
+
+def output_ties(readout: Readout, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample of ``output`` (``[T, B, C]``): whether its top logit is tied (shared by two or more
+    classes: :math:`|\\{c : z_c = \\max_k z_k\\}| \\ge 2`) and whether the output is silent
+    (every output value is 0 at every step, :math:`\\sum_{t,c} |S_{t,c}| = 0`: no output spike;
+    for a non-spiking readout layer, a membrane that never moved)."""
+    z = readout.logits(output)
+    flat = z.reshape(z.shape[0], -1)
+    tied = (flat == flat.max(-1, keepdim=True).values).sum(-1) >= 2
+    quiet = output.reshape(output.shape[0], output.shape[1], -1).ne(0).sum((0, 2)) == 0
+    return tied, quiet
 
 
 def _result_options(backend: Any) -> dict[str, Any] | None:

@@ -239,6 +239,7 @@ def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extr
     for k in ("theta", "sum", "chain_sum", "scale", "best_theta", "unit"):
         assert torch.equal(getattr(ref.algorithm, k), getattr(resumed.algorithm, k)), k
     assert ref.algorithm.layer_gains == resumed.algorithm.layer_gains
+    assert ref.algorithm.logit_scale == resumed.algorithm.logit_scale  # the auto scale travels in the checkpoint
     assert ref.algorithm.total_accepts == resumed.algorithm.total_accepts
     assert [r["loss"] for r in ref.history.records] == [r["loss"] for r in resumed.history.records]
 

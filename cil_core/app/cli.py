@@ -94,7 +94,7 @@ def _train_parser() -> argparse.ArgumentParser:
     for f in fields(RunConfig):
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         kind = f.metadata.get("kind") or None
-        if f.name in ("model_options", "backend_options", "algorithm_options"):
+        if f.name in _KV_KEYS:
             p.add_argument(flag, dest=f.name, nargs="*", metavar="KEY=VALUE", help=f.metadata["help"])
         elif f.name in ("force",):
             p.add_argument(flag, dest=f.name, action="store_true", default=None, help=f.metadata["help"])
@@ -107,6 +107,7 @@ def _train_parser() -> argparse.ArgumentParser:
     return p
 
 
+_KV_KEYS = ("model_options", "backend_options", "algorithm_options", "readout_options")
 _TYPES: dict[str, Any] = {"epochs": int, "steps": int, "batch_size": int, "seed": int, "retries": int,
                           "checkpoint_every": int, "timeout": float, "validation_split": float}
 
@@ -116,11 +117,13 @@ def _cmd_train(argv: list[str]) -> int:
 
     a = _train_parser().parse_args(argv)
     raw: dict[str, Any] = read_config_file(a.config) if a.config else {}
-    RunConfig.from_dict(raw, f"config file {a.config}")  # names the file in errors about its keys
+    file_cfg = RunConfig.from_dict(raw, f"config file {a.config}")  # names the file in errors about its keys
+    if "readout" in raw or "readout_options" in raw:  # a [readout] table as kind + options: the command line then wins
+        raw["readout"], raw["readout_options"] = file_cfg.readout, file_cfg.readout_options
     for key, value in vars(a).items():
         if key == "config" or value is None:
             continue
-        if key in ("model_options", "backend_options", "algorithm_options"):
+        if key in _KV_KEYS:
             raw[key] = {**raw.get(key, {}), **_parse_kv(value, key)}
             continue
         raw[key] = value
@@ -157,11 +160,14 @@ def _train_run(run: Any) -> int:
     where = "test" if run.has_test else "training (no test data given)"
     print(f"{trainer.algorithm.name} on {backend.name}: chip {where} accuracy {metrics['accuracy']:.3f} "
           f"({metrics['n']} samples), {len(hist)} steps in {hist.wall_time:.1f} s")
+    print(f"outputs: {metrics['ties']:.1%} of samples tied (top logits equal), {metrics['silent']:.1%} silent "
+          "(no output spike)" + _scale_note(trainer))
     result: dict[str, Any] = {"config": cfg.as_dict(), "metrics": metrics, "split": where,
                               "chip": trainer.session.stats.as_dict(), "history": hist.records}
     if val is not None:
         result["validation"] = trainer.evaluate(val)
-        print(f"chip validation accuracy {result['validation']['accuracy']:.3f} ({len(val)} samples held out)")
+        print(f"chip validation accuracy {result['validation']['accuracy']:.3f} ({len(val)} samples held out; "
+              f"{result['validation']['ties']:.1%} tied, {result['validation']['silent']:.1%} silent)")
     if cfg.export:
         Path(cfg.export).parent.mkdir(parents=True, exist_ok=True)
         torch.save(net.module.state_dict(), cfg.export)
@@ -169,6 +175,15 @@ def _train_run(run: Any) -> int:
     if cfg.out:
         Path(cfg.out).write_text(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _scale_note(trainer: Any) -> str:
+    """``; MH likelihood logit scale λ = ...`` for an algorithm that chose one (MH), else nothing."""
+    lam = getattr(trainer.algorithm, "logit_scale", None)
+    if not isinstance(lam, float):
+        return ""
+    how = "auto" if getattr(trainer.algorithm, "logit_scale_option", None) == "auto" else "set"
+    return f"; MH likelihood logit scale {lam:.3g} ({how})"
 
 
 def _cmd_plot(argv: list[str]) -> int:
@@ -225,6 +240,8 @@ def _cmd_fidelity(argv: list[str]) -> int:
     p.add_argument("--backend", help="registered backend name (cil plugins)")
     p.add_argument("--backend-opt", dest="backend_options", nargs="*", metavar="KEY=VALUE", help="backend options")
     p.add_argument("--readout", help="'rate' or 'max-membrane'")
+    p.add_argument("--readout-opt", dest="readout_options", nargs="*", metavar="KEY=VALUE",
+                   help="readout options (scale=0.2)")
     p.add_argument("--seed", type=int, help="seeds the default model's init")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="samples per chip call (default 256)")
     p.add_argument("--sample", type=int, default=0, help="the sample whose raster --plot draws")
@@ -236,7 +253,8 @@ def _cmd_fidelity(argv: list[str]) -> int:
     from .config import RunConfig, read_config_file
     from ..fidelity import fidelity
 
-    keys = ("model", "model_options", "data", "test_data", "backend", "backend_options", "readout", "seed",
+    keys = ("model", "model_options", "data", "test_data", "backend", "backend_options", "readout", "readout_options",
+            "seed",
             "batch_size", "retries", "timeout")
     raw: dict[str, Any] = read_config_file(a.config) if a.config else {}
     # a training config serves as is: its training-only keys are ignored here, unknown keys still fail
@@ -251,7 +269,7 @@ def _cmd_fidelity(argv: list[str]) -> int:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
     with prepare(cfg, split_validation=False, weights=a.weights) as run:
-        report = fidelity(run.net, run.backend, run.test, batch_size=cfg.batch_size or 256, readout=cfg.readout,
+        report = fidelity(run.net, run.backend, run.test, batch_size=cfg.batch_size or 256, readout=cfg.make_readout(),
                           sample=a.sample, retries=cfg.retries, timeout=cfg.timeout)
         has_test = run.has_test
     print(f"fidelity on the {'test' if has_test else 'given'} data")

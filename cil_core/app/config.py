@@ -46,7 +46,10 @@ class RunConfig:
     steps: int | None = _opt(None, "training steps instead of epochs (MH's default: 400)", kind="N")
     batch_size: int | None = _opt(None, "samples per step (default: the algorithm's)", kind="N")
     seed: int = _opt(0, "seeds the model init, batch order and MH proposals", kind="N")
-    readout: str = _opt("rate", "'rate' (spike counts) or 'max-membrane'", kind="name")
+    readout: str | dict = _opt("rate", "'rate' (spike counts) or 'max-membrane'; or a table {kind = ..., scale = ...}",
+                               kind="name|table")
+    readout_options: dict = _opt({}, "readout options: scale (the logits' factor; MH chooses its likelihood's "
+                                     "own by default, algorithm option logit_scale)", flag="--readout-opt")
     retries: int = _opt(0, "retries of a failed chip call", kind="N")
     timeout: float | None = _opt(None, "seconds one chip call may take", kind="S")
     device: str | None = _opt(None, "torch device for the model and data ('cpu', 'cuda')", kind="name")
@@ -88,10 +91,44 @@ class RunConfig:
             setattr(cfg, f.name, value)
         if cfg.validation_split is not None and not 0 < cfg.validation_split < 1:
             raise OptionError(f"{source}: validation_split must lie in (0, 1), got {cfg.validation_split}")
+        cfg.readout, cfg.readout_options = readout_parts(cfg.readout, cfg.readout_options, source)
         return cfg
+
+    def make_readout(self) -> Any:
+        """The :class:`~cil_core.training.readout.Readout` of ``readout`` and ``readout_options``."""
+        from ..training.readout import Readout
+
+        return Readout(self.readout, **self.readout_options)  # type: ignore[arg-type]
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def readout_parts(readout: str | dict, options: dict, source: str) -> tuple[str, dict[str, Any]]:
+    """``readout`` (a name, or a table ``{kind = ..., scale = ...}``) and ``readout_options`` as
+    ``(kind, options)``, checked against :class:`~cil_core.training.readout.Readout`'s fields
+    (unknown names with the closest match, types, ranges). A key given in both places must agree."""
+    from ..options import validate
+    from ..training.readout import Readout
+
+    if isinstance(readout, dict):
+        table = dict(readout)
+        kind = table.pop("kind", "rate")
+        for key, value in table.items():
+            if key in options and options[key] != value:
+                raise OptionError(f"{source}: readout.{key} = {value!r} and readout_options.{key} = "
+                                  f"{options[key]!r} disagree; give it once")
+        options = {**table, **options}
+    else:
+        kind = readout
+    if "kind" in options:
+        raise OptionError(f"{source}: readout_options cannot hold 'kind'; set readout = {options['kind']!r}")
+    try:
+        validate(Readout, {"kind": kind, **options}, "readout")
+        Readout(kind, **options)  # ranges: a known kind, a positive scale
+    except OptionError as exc:
+        raise OptionError(f"{source}: {exc}") from exc
+    return kind, dict(options)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -131,7 +168,7 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-__all__ = ["RunConfig", "read_config_file", "markdown_table"]
+__all__ = ["RunConfig", "read_config_file", "readout_parts", "markdown_table"]
 
 
 if __name__ == "__main__":  # python -m cil_core.app.config > the table in docs/config.md

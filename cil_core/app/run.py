@@ -145,7 +145,7 @@ class Run:
         from .. import Trainer
 
         cfg = self.cfg
-        return Trainer(self.net, self.backend, cfg.algorithm, seed=cfg.seed, readout=cfg.readout, retries=cfg.retries,
+        return Trainer(self.net, self.backend, cfg.algorithm, seed=cfg.seed, readout=cfg.make_readout(), retries=cfg.retries,
                        timeout=cfg.timeout, device=cfg.device, **cfg.algorithm_options)
 
     def fit_options(self) -> dict[str, Any]:

@@ -18,6 +18,28 @@ advance together; all their proposals of a step are scored in one request (the s
 it into ``ceil(sets / max_sets)`` backend calls). Every proposal is accepted with probability
 :math:`\\min(1, p(\\theta'|D)/p(\\theta|D))` (both proposals below are symmetric).
 
+**Likelihood scale** (``logit_scale``). The cross entropy is taken of the readout's logits times
+a factor :math:`\\lambda`, :math:`\\mathrm{CE}_{hw} = -\\frac1N\\sum_i \\log\\mathrm{softmax}(\\lambda z_i)_{y_i}`.
+With a rate readout the logits are spike counts (up to :math:`T`): for a large spread a wrong
+sample costs about :math:`\\lambda |z_{i,c} - z_{i,y}|` nats and a right one gains at most
+:math:`\\log 2` over a tie, so tied outputs (both counts equal, CE = :math:`\\log 2`) become a
+trap that a chain drifts into and cannot leave (observed: T = 32, λ = 1, half the test samples
+tied). A temperature :math:`\\tau` does not help: it flattens the posterior without changing the
+asymmetry. ``logit_scale="auto"`` (default) chooses
+
+.. math:: \\lambda = \\min\\Big(1,\\ \\frac{\\kappa}{s}\\Big),\\qquad
+          s = \\sqrt{\\frac{1}{BC}\\sum_{i,c} \\big(z_{i,c} - \\bar z_i\\big)^2},\\quad \\bar z_i = \\frac1C\\sum_c z_{i,c},
+
+from the chains' starting states' outputs on the first step's batch (averaged over the chains; the chip call that scores
+them anyway: no extra request), :math:`\\kappa = 1` (``LOGIT_SPREAD``): the centred logits
+then spread by about one nat, so one spike more or less moves the likelihood of a sample by a
+fraction of :math:`\\log 2` and the chain can climb out of ties; :math:`\\lambda \\le 1` never
+sharpens the readout the user chose, and :math:`s = 0` (silent or tied starting outputs) keeps
+:math:`\\lambda = 1`. λ is then fixed for the run (the chain targets one posterior), stored in
+checkpoints, reported per step (``logit_scale`` in the history and ``trace``); a number fixes it
+(``logit_scale=1.0`` is the earlier likelihood). ``init="auto"`` chooses its gain before λ exists
+(at λ = 1). :meth:`~cil_core.Trainer.evaluate` reports the share of tied and silent outputs.
+
 **Sparse block proposals** (``proposal="block"``, the default). Each chain, each step, draws one
 synaptic layer :math:`\\ell` (its weight and bias tensors together) and
 :math:`k = \\min(\\text{block\\_size}, D_\\ell)` distinct entries :math:`B` of it, and moves only
@@ -86,6 +108,7 @@ step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -96,11 +119,14 @@ from ..data import SpikeData, as_dense
 from ..errors import CilError, OptionError
 from ..network.description import Neuron
 from .algorithm import Algorithm, StepResult, TrainState
+from .readout import Readout
 
 #: at most this many training samples are run for the per-layer gain calibration
 CALIBRATION_SAMPLES = 256
 #: at most this many training samples score the deployment candidates (and ``init="auto"``)
 DEPLOY_SAMPLES = 512
+#: κ, the centred RMS spread of the starting logits that ``logit_scale="auto"`` aims at
+LOGIT_SPREAD = 1.0
 
 _DEFAULTS = {  # (step_size, target_acceptance) per proposal
     "block": (1.0, 0.3),
@@ -136,7 +162,9 @@ class MetropolisHastings(Algorithm):
     ``"auto"`` or ``"network"``: how the chains start), ``init_gains`` (the gain candidates of
     ``init``; ``None``: 0.25 … 16 in steps of √2 for calibrate, 1 … 8 for auto), ``target_rates`` (firing rates,
     hidden and output, that the calibration aims at), ``de_fraction`` (share of block proposals that
-    are differential-evolution moves across chains; needs 3 chains).
+    are differential-evolution moves across chains; needs 3 chains), ``logit_scale`` (``"auto"``: the
+    likelihood's factor λ on the readout logits chosen from the starting outputs, λ = min(1, 1/s) with s
+    their centred RMS spread; a positive number fixes λ, 1.0 is the earlier likelihood).
 
     Chip requests per fit: ``init="calibrate"``: one request of ``len(init_gains)`` sets per
     synaptic layer (on at most 256 samples; only the output layer's on a backend that does not
@@ -156,7 +184,8 @@ class MetropolisHastings(Algorithm):
                  prior_std: float = 3.0, temperature: float = 1.0, adapt_every: int = 20,
                  deploy: str = "mean", deploy_by: str = "likelihood", rescore: bool | str = "auto",
                  batched: bool = True, init: str = "calibrate", init_gains: tuple[float, ...] | None = None,
-                 target_rates: tuple[float, float] = (0.15, 0.3), de_fraction: float = 0.0) -> None:
+                 target_rates: tuple[float, float] = (0.15, 0.3), de_fraction: float = 0.0,
+                 logit_scale: float | str = "auto") -> None:
         if proposal not in _DEFAULTS:
             raise OptionError(f"proposal must be 'block' or 'random-walk', not {proposal!r}")
         if init not in _GAINS:
@@ -189,6 +218,9 @@ class MetropolisHastings(Algorithm):
             raise OptionError(f"de_fraction must lie in [0, 1], not {de_fraction}")
         if de_fraction > 0 and (chains < 3 or proposal != "block"):
             raise OptionError("de_fraction > 0 needs proposal='block' and chains >= 3 (a move uses two other chains)")
+        if not (logit_scale == "auto" or (isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool)
+                                          and math.isfinite(logit_scale) and logit_scale > 0)):
+            raise OptionError(f"logit_scale must be 'auto' or a positive number, not {logit_scale!r}")
         self.chains, self.proposal, self.block_size, self.layer_choice = chains, proposal, block_size, layer_choice
         self.step_size, self.target = float(step_size), float(target_acceptance)
         self.burn_in, self.thin, self.prior_std, self.temperature = burn_in, thin, prior_std, temperature
@@ -197,6 +229,10 @@ class MetropolisHastings(Algorithm):
         self.init, self.init_gains = init, tuple(float(g) for g in sorted(gains))
         self.target_rates = (float(target_rates[0]), float(target_rates[1]))
         self.de_fraction = float(de_fraction)
+        self.logit_scale_option = logit_scale
+        #: λ, the factor on the readout's logits in the likelihood (chosen at the first step when "auto")
+        self.logit_scale: float | None = None if logit_scale == "auto" else float(logit_scale)
+        self.logit_spread: float = float("nan")
         self.init_gain = 1.0
         self.layer_gains: list[float] = []
         self.theta: torch.Tensor | None = None
@@ -273,13 +309,32 @@ class MetropolisHastings(Algorithm):
     def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
         return -0.5 * ((theta / (self.prior_std * self.unit)) ** 2).sum(-1)
 
-    def _score3(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor
+    def _choose_logit_scale(self, readout: Readout, out: torch.Tensor) -> None:
+        """``logit_scale="auto"``: λ = min(1, κ / s) from the readout logits of ``out``
+        (``[T, S, B, C]``, the chains' starting states), s their centred RMS spread (module doc)."""
+        z = readout.logits(out).double()  # [S, B, C]
+        spread = float((z - z.mean(-1, keepdim=True)).pow(2).mean().sqrt())
+        self.logit_spread = spread
+        lam = min(1.0, LOGIT_SPREAD / spread) if math.isfinite(spread) and spread > 0 else 1.0
+        self.logit_scale = lam
+
+    def likelihood_readout(self, readout: Readout) -> Readout:
+        """The readout whose logits enter the likelihood: ``readout`` with its scale times λ
+        (``logit_scale``; 1 until an ``"auto"`` scale is chosen)."""
+        lam = 1.0 if self.logit_scale is None else self.logit_scale
+        return readout if lam == 1.0 else dataclasses.replace(readout, scale=readout.scale * lam)
+
+    def _score3(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor, calibrate_rows: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log posterior, log-likelihood and accuracy of every row of ``theta`` (``[S, D]``), measured
-        on the backend."""
+        on the backend. With ``calibrate_rows`` and no logit scale chosen yet, the first
+        ``calibrate_rows`` rows' outputs choose it (``logit_scale="auto"``) before scoring."""
         out, _ = self._observe(state, theta, x)
-        ce = state.readout.loss(out, y)  # [S]
-        correct = state.readout.correct(out, y).float() / len(y)
+        if calibrate_rows and self.logit_scale is None:
+            self._choose_logit_scale(state.readout, out[:, :calibrate_rows])
+        readout = self.likelihood_readout(state.readout)
+        ce = readout.loss(out, y)  # [S]
+        correct = readout.correct(out, y).float() / len(y)
         ll = torch.nan_to_num(-len(y) * ce / self.temperature, nan=-math.inf)
         lp = torch.nan_to_num(ll + self.log_prior(theta), nan=-math.inf)
         return lp, ll, correct
@@ -393,7 +448,10 @@ class MetropolisHastings(Algorithm):
         self.best_logpost = -math.inf  # the best score by the deploy_by criterion
         self.scored = False
         self.n_train = len(train)
-        self.trace: dict[str, list[float]] = {"log_posterior": [], "acceptance": [], "step_size": []}
+        self.trace: dict[str, list[float]] = {"log_posterior": [], "acceptance": [], "step_size": [],
+                                              "logit_scale": []}
+        self.logit_scale = None if self.logit_scale_option == "auto" else float(self.logit_scale_option)
+        self.logit_spread = float("nan")
 
     # ------------------------------------------------------------ proposals
     def _propose_random_walk(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -440,7 +498,7 @@ class MetropolisHastings(Algorithm):
             prop, moved, de = self._propose_random_walk(g)
         with torch.no_grad():
             if rescore or not self.scored:
-                lp, ll, acc = self._score3(state, torch.cat([self.theta, prop]), x, y)
+                lp, ll, acc = self._score3(state, torch.cat([self.theta, prop]), x, y, calibrate_rows=C)
                 self.logpost, self.loglik, self.acc = lp[:C], ll[:C], acc[:C]
                 lp_prop, ll_prop, acc_prop = lp[C:], ll[C:], acc[C:]
                 self.scored = True
@@ -489,10 +547,12 @@ class MetropolisHastings(Algorithm):
         self.trace["log_posterior"].append(mean_lp)
         self.trace["acceptance"].append(float(accept.float().mean()))
         self.trace["step_size"].append(float(self.scale.mean()))
+        lam = 1.0 if self.logit_scale is None else self.logit_scale
+        self.trace.setdefault("logit_scale", []).append(lam)
         return StepResult(
             loss=float(-self.logpost.mean()) / len(y) * self.temperature,
             metrics={"hardware_accuracy": float(self.acc.mean()), "acceptance": rate,
-                     "log_posterior": mean_lp, "step_size": float(self.scale.mean())},
+                     "log_posterior": mean_lp, "step_size": float(self.scale.mean()), "logit_scale": lam},
         )
 
     # ------------------------------------------------------------ results
@@ -539,7 +599,7 @@ class MetropolisHastings(Algorithm):
     _STATE = ("theta", "logpost", "loglik", "acc", "scale", "window_accepts", "window_props", "total_accepts",
               "total_proposals", "de_accepts", "de_proposals", "n_steps", "sum", "n_kept", "best_theta",
               "best_logpost", "scored", "n_train", "trace", "unit", "init_gain", "layer_gains",
-              "calibration_rates", "chain_sum")  # _final_data and the layout: rebuilt by setup
+              "calibration_rates", "chain_sum", "logit_scale", "logit_spread")  # _final_data and the layout: rebuilt by setup
 
     def state_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._STATE}
