@@ -332,7 +332,8 @@ class Trainer:
         self._restore(checkpoint_io.read(path), path)
 
     def _restore(self, blob: dict[str, Any], path: str | Path) -> None:
-        diffs = checkpoint_io.check_compatible(path, blob["compat"], self.compat_record(), self.algorithm.resume_safe)
+        diffs = checkpoint_io.check_compatible(path, blob["compat"], self.compat_record(), self.algorithm.resume_safe,
+                                               getattr(self.algorithm, "legacy_options", None))
         for d in diffs:
             log.warning("resuming %s with a changed option: %s (applied)", path, d)
         for k, v in blob["weights"].items():

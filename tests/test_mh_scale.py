@@ -136,3 +136,32 @@ def test_cil_train_takes_readout_options_from_file_and_command_line(tmp_path, ca
     result = json.loads(out.read_text())
     assert result["config"]["readout_options"] == {"scale": 0.25}
     assert {"ties", "silent"} <= set(result["metrics"])
+
+
+def test_a_checkpoint_from_before_logit_scale_resumes_with_the_likelihood_it_ran(breast_cancer, tmp_path):
+    """An MH checkpoint written before ``logit_scale`` existed records no such option and no λ:
+    it ran the likelihood at scale 1. Resuming it with today's default ("auto") is refused, naming
+    the option; with ``logit_scale=1.0`` it resumes and ends as an uninterrupted run at scale 1."""
+    from cil_core.network.reference import feedforward
+
+    train = breast_cancer.train.subset(torch.arange(60))
+
+    def trainer(**kw):
+        return cil.Trainer(feedforward([62, 8, 2], seed=0), "ideal", "mh", seed=0, chains=2, burn_in=2, **kw)
+
+    ref = trainer(logit_scale=1.0)
+    ref.fit(train, steps=6)
+    ck = tmp_path / "old.pt"
+    old = trainer(logit_scale=1.0)
+    old.fit(train, steps=3, checkpoint=ck, checkpoint_every=3)
+    blob = torch.load(ck, weights_only=True)  # as a checkpoint from before the option was added
+    del blob["compat"]["algorithm_options"]["logit_scale"]
+    for k in ("logit_scale", "logit_spread"):
+        blob["algorithm_state"].pop(k, None)
+    torch.save(blob, ck)
+    with pytest.raises(cil.CheckpointError, match="logit_scale"):
+        trainer().fit(train, steps=6, resume=ck)
+    resumed = trainer(logit_scale=1.0)
+    resumed.fit(train, steps=6, resume=ck)
+    for k, v in ref.network.detached_parameters().items():
+        assert torch.equal(v, resumed.network.detached_parameters()[k]), k

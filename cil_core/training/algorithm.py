@@ -98,6 +98,9 @@ class Algorithm(ABC):
     streaming: bool = False
     #: options that may change when a checkpointed run is resumed (applied, and logged)
     resume_safe: frozenset[str] = frozenset()
+    #: options added after checkpoints were first written, with the value that reproduces what a
+    #: checkpoint without them ran: resuming such a checkpoint compares against these values
+    legacy_options: dict[str, Any] = {}
     #: the constructor's options with their defaults (recorded automatically; checkpoints keep them)
     options: dict[str, Any]
 

@@ -76,11 +76,16 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
 
 
 def check_compatible(path: str | Path, saved: Mapping[str, Any], current: Mapping[str, Any],
-                     safe: Iterable[str]) -> list[str]:
+                     safe: Iterable[str], legacy: Mapping[str, Any] | None = None) -> list[str]:
     """Raise :class:`CheckpointError` listing every difference that makes resuming unsafe.
 
     Differences in ``algorithm_options`` named in ``safe`` (e.g. a new learning rate) are
-    allowed; they are returned (as messages) so that the caller can apply and log them."""
+    allowed; they are returned (as messages) so that the caller can apply and log them. An
+    option in ``legacy`` that the checkpoint does not record (it was added later) counts as
+    recorded with that value: the behaviour the checkpoint's run had."""
+    if legacy and isinstance(saved.get("algorithm_options"), Mapping):
+        old = saved["algorithm_options"]
+        saved = {**saved, "algorithm_options": {**{k: plain(v) for k, v in legacy.items() if k not in old}, **old}}
     if saved.get("algorithm") != current.get("algorithm"):
         raise CheckpointError(f"checkpoint {path} was written by algorithm '{saved.get('algorithm')}', not "
                               f"'{current.get('algorithm')}'")

@@ -596,6 +596,9 @@ class MetropolisHastings(Algorithm):
             theta = self._choose_mean(state)
         state.network.load_parameters({k: v[0] for k, v in self._unflatten(theta.unsqueeze(0)).items()})
 
+    #: a checkpoint written before logit_scale existed ran the likelihood at scale 1
+    legacy_options = {"logit_scale": 1.0}
+
     _STATE = ("theta", "logpost", "loglik", "acc", "scale", "window_accepts", "window_props", "total_accepts",
               "total_proposals", "de_accepts", "de_proposals", "n_steps", "sum", "n_kept", "best_theta",
               "best_logpost", "scored", "n_train", "trace", "unit", "init_gain", "layer_gains",
