@@ -140,7 +140,8 @@ def test_deploy_by_likelihood_deploys_the_best_scored_candidate(breast_cancer):
     tr.fit(train, steps=12)
     a = tr.algorithm
     cands = torch.cat([a.posterior_mean()[None], a.chain_means()])
-    ll = [-len(train) * float(tr.readout.loss(tr.state.observe(
+    readout = a.likelihood_readout(tr.readout)  # the readout scaled by the chosen logit scale
+    ll = [-len(train) * float(readout.loss(tr.state.observe(
         {k: v[0] for k, v in a.parameter_sets(c[None]).items()}, train.x).output, train.y)) for c in cands]
     assert a.deploy_scores == pytest.approx(ll, rel=1e-5)
     best = cands[max(range(len(ll)), key=ll.__getitem__)]
