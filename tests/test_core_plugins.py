@@ -298,3 +298,28 @@ def test_forward_guard_names_the_backend_on_bad_output(registry_guard, breast_ca
         with pytest.raises(cil.HardwareError, match=f"broken-chip.*{msg}|{msg}.*broken-chip") as info:
             trainer.state.observe(net.detached_parameters(), x)
         assert info.value.backend == "broken-chip"
+
+
+def test_sdk_helpers_block_an_import_and_skip_a_package_init(tmp_path, monkeypatch):
+    """cil_core.plugin.sdk: a blocked module fails to import at once and is importable again after
+    the block; a bare package's submodule imports without its __init__ running."""
+    import importlib
+
+    from cil_core.plugin.sdk import bare_package, blocked_modules
+
+    pkg = tmp_path / "vendorpkg" / "chip"
+    pkg.mkdir(parents=True)
+    (tmp_path / "vendorpkg" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("raise RuntimeError('the __init__ must not run')\n")
+    (pkg / "sim.py").write_text("VALUE = 42\n")
+    (tmp_path / "stubsdk.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with blocked_modules("stubsdk"):
+        with pytest.raises(ImportError):
+            import stubsdk  # noqa: F401
+    assert importlib.import_module("stubsdk").LOADED and "stubsdk" in sys.modules
+    assert bare_package("vendorpkg.nothere") is None
+    assert bare_package("vendorpkg.chip") is not None
+    assert importlib.import_module("vendorpkg.chip.sim").VALUE == 42
+    for name in ("stubsdk", "vendorpkg.chip.sim", "vendorpkg.chip", "vendorpkg"):
+        sys.modules.pop(name, None)

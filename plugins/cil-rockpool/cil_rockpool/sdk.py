@@ -3,47 +3,29 @@
 ``import rockpool`` tries ``import samna`` (``rockpool.utilities.backend_management`` runs
 ``check_samna_available()`` when imported). The ``samna`` on the package registry is a stub that
 tries to pip-install SynSense's SDK from an unreachable host *when imported*, and it is present
-wherever cil-sinabs is installed. While rockpool is imported, :func:`blocked_samna` therefore puts
-``None`` under ``sys.modules["samna"]`` (Python's own way of making an import fail at once) and
-removes it afterwards: rockpool records samna as unavailable and nothing is downloaded.
-
-These few lines repeat ``cil_xylo.sdk.blocked_samna`` on purpose: cil plugins never import each
-other, and a rockpool model adapter must work without the Xylo backend installed.
+wherever cil-sinabs is installed. While rockpool is imported,
+:func:`cil_core.plugin.sdk.blocked_modules` therefore puts ``None`` under ``sys.modules["samna"]``
+(Python's own way of making an import fail at once) and removes it afterwards: rockpool records
+samna as unavailable and nothing is downloaded. (cil-xylo uses the same core helper: plugins
+never import each other.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import types
-from typing import Iterator
 
 from cil_core.errors import PluginError
+from cil_core.plugin.sdk import blocked_modules
 
 #: the rockpool release this adapter is written and tested for
 ROCKPOOL_VERSION = "3.1.0"
-
-
-@contextlib.contextmanager
-def blocked_samna() -> Iterator[None]:
-    """While the block runs, ``import samna`` raises ``ImportError`` at once; afterwards the entry
-    is removed again (a real samna someone imported before is left alone)."""
-    if "samna" in sys.modules:
-        yield
-        return
-    sys.modules["samna"] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        if "samna" in sys.modules and sys.modules["samna"] is None:
-            del sys.modules["samna"]
 
 
 def import_rockpool() -> types.ModuleType:
     """``rockpool`` with its torch modules loaded (``rockpool.nn.modules``,
     ``rockpool.nn.combinators``), imported without samna. Raises
     :class:`~cil_core.errors.PluginError` naming the cause if it cannot be."""
-    with blocked_samna():
+    with blocked_modules("samna"):
         try:
             import rockpool
             import rockpool.nn.combinators  # noqa: F401

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
-import sys
 import types
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cil_core.errors import PluginError
+from cil_core.plugin.sdk import bare_package as _bare_package
+from cil_core.plugin.sdk import blocked_modules
 
 #: the rockpool and xylosim releases this plugin is written and tested for
 ROCKPOOL_VERSION = "3.1.0"
@@ -70,40 +69,17 @@ def _fail(step: str, exc: BaseException | None) -> PluginError:
         f"xylosim=={XYLOSIM_VERSION})")
 
 
-@contextlib.contextmanager
-def blocked_samna() -> Iterator[None]:
-    """While the block runs, ``import samna`` raises ``ImportError`` at once (``sys.modules["samna"]
-    = None``) instead of running the registry stub that pip-installs the SDK; afterwards the entry
-    is removed again (a real samna someone imported before is left alone)."""
-    if "samna" in sys.modules:
-        yield
-        return
-    sys.modules["samna"] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        if "samna" in sys.modules and sys.modules["samna"] is None:
-            del sys.modules["samna"]
+def blocked_samna() -> contextlib.AbstractContextManager[None]:
+    """``import samna`` fails at once while the block runs (:func:`cil_core.plugin.sdk.blocked_modules`)."""
+    return blocked_modules("samna")
 
 
 def bare_package(name: str) -> types.ModuleType:
-    """Register the package ``name`` in ``sys.modules`` without running its ``__init__``: a module
-    whose ``__path__`` is the package's folder, so ``import name.sub`` works. A package already
-    imported (bare or not) is returned as it is."""
-    mod = sys.modules.get(name)
-    if mod is not None:
-        return mod
-    parent, _, child = name.rpartition(".")
-    spec = importlib.util.find_spec(parent) if parent else None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    folder = next((Path(p) / child for p in locations if (Path(p) / child / "__init__.py").is_file()), None)
-    if folder is None:
+    """``name`` registered without running its ``__init__`` (:func:`cil_core.plugin.sdk.bare_package`);
+    a :class:`PluginError` naming the rockpool release if the package is not where it should be."""
+    mod = _bare_package(name)
+    if mod is None:
         raise _fail(f"the package {name} is not where rockpool {ROCKPOOL_VERSION} has it", None)
-    mod = types.ModuleType(name, f"{name} registered without running its __init__ (cil_xylo.sdk)")
-    mod.__path__ = [str(folder)]  # type: ignore[attr-defined]
-    mod.__package__ = name
-    sys.modules[name] = mod
-    setattr(importlib.import_module(parent), child, mod)
     return mod
 
 
