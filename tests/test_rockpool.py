@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -240,25 +239,11 @@ def test_the_adapter_imports_rockpool_without_samna():
 
 # ------------------------------------------------------------------------------- training
 def _data16(T: int = 12, seed: int = 0):
-    """Breast cancer reduced to 16 input channels (7 whitened principal components, ON/OFF
-    rate-coded, plus the bias pair), as the Xylo tests use."""
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.decomposition import PCA
-    from sklearn.model_selection import train_test_split
+    """Breast cancer reduced to 16 input channels (cil_core.data.breast_cancer.load_breast_cancer_pca)."""
+    from cil_core.data.breast_cancer import load_breast_cancer_pca
 
-    from cil_core.data import SpikeData
-    from cil_core.data.breast_cancer import encode_features
-
-    d = load_breast_cancer()
-    f_tr, f_te, y_tr, y_te = train_test_split(d.data, d.target, train_size=0.7, random_state=seed, stratify=d.target)
-    mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-12
-    pca = PCA(7, random_state=0).fit((f_tr - mu) / sd)
-
-    def z(f):
-        return pca.transform((f - mu) / sd) / np.sqrt(pca.explained_variance_)
-
-    return (SpikeData(encode_features(z(f_tr), T), torch.as_tensor(y_tr)),
-            SpikeData(encode_features(z(f_te), T), torch.as_tensor(y_te)))
+    split = load_breast_cancer_pca(T, seed=seed)
+    return split.train, split.test
 
 
 def xylo_model(seed: int = 0):

@@ -54,25 +54,11 @@ def _model(n_in: int = 16, n_hidden: int = 16, n_out: int = 2, *, gain: float = 
 
 
 def _data16(T: int = 12, seed: int = 0):
-    """Breast cancer reduced to 16 input channels: 7 principal components of the standardized
-    features (fitted on the training split), whitened, ON/OFF rate-coded plus the bias pair."""
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.decomposition import PCA
-    from sklearn.model_selection import train_test_split
+    """Breast cancer reduced to 16 input channels (cil_core.data.breast_cancer.load_breast_cancer_pca)."""
+    from cil_core.data.breast_cancer import load_breast_cancer_pca
 
-    from cil_core.data import SpikeData
-    from cil_core.data.breast_cancer import encode_features
-
-    d = load_breast_cancer()
-    f_tr, f_te, y_tr, y_te = train_test_split(d.data, d.target, train_size=0.7, random_state=seed, stratify=d.target)
-    mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-12
-    pca = PCA(7, random_state=0).fit((f_tr - mu) / sd)
-
-    def z(f):
-        return pca.transform((f - mu) / sd) / np.sqrt(pca.explained_variance_)
-
-    return (SpikeData(encode_features(z(f_tr), T), torch.as_tensor(y_tr)),
-            SpikeData(encode_features(z(f_te), T), torch.as_tensor(y_te)))
+    split = load_breast_cancer_pca(T, seed=seed)
+    return split.train, split.test
 
 
 def random_network(rng: np.random.Generator, S: int, saturating: bool) -> XyloNetwork:
