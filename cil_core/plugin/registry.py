@@ -160,12 +160,14 @@ class Registry:
             if b is not None:
                 return (f"{msg}. It comes from plugin '{b.name}' ({b.distribution}), which is installed but broken: "
                         f"{b.error}. Fix: {b.fix}")
-            why = ("it is disabled by CIL_DISABLE_PLUGINS" if self.pm.is_blocked(plugin) else
-                   "entry points are not loaded (CIL_NO_ENTRYPOINTS)" if not loader.entrypoints_enabled() else
-                   "its plugin is not loaded")
-            return (f"{msg}. The {what} {name!r} is provided by the distribution '{dist}' (plugin '{plugin}'), "
-                    f"which is installed but {why}: pip install -e plugins/{dist} (or pip install {dist}) "
-                    "if it is out of date")
+            if self.pm.is_blocked(plugin):
+                why = f"disabled by CIL_DISABLE_PLUGINS: take '{plugin}' out of it"
+            elif not loader.entrypoints_enabled():
+                why = "entry points are not loaded (CIL_NO_ENTRYPOINTS): unset it"
+            else:
+                why = f"its plugin is not loaded: reinstall it (pip install -e plugins/{dist}, or pip install {dist})"
+            return f"{msg}. The {what} {name!r} is provided by the distribution '{dist}' (plugin '{plugin}'), " \
+                   f"which is installed but {why}"
         close = difflib.get_close_matches(name, list(table), n=1)
         if close:
             return f"{msg}; did you mean {close[0]!r}?"
