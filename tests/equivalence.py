@@ -60,3 +60,27 @@ def neuron_parameter_names(net: Any) -> list[str]:
     compare every parameter of the model that has a gradient, these included: a test asserts
     they are among the compared ones."""
     return [p.name for _, _, p in net.spec.neuron_parameters()]
+
+
+def snntorch_layer_traces(model: torch.nn.Module, x: torch.Tensor
+                          ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """snntorch's output, and the spikes and membranes of every neuron layer in call order
+    (forward hooks on each ``snn.SpikingNeuron`` while ``cil_snntorch.run_native`` runs)."""
+    import snntorch as snn
+    from cil_snntorch import run_native
+
+    spikes: dict[str, list[torch.Tensor]] = {}
+    mems: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, snn.SpikingNeuron):
+            def hook(mod, inp, out, name=name):
+                spikes.setdefault(name, []).append((out[0] if isinstance(out, tuple) else out).detach())
+                mems.setdefault(name, []).append(mod.mem.detach().clone())
+            handles.append(m.register_forward_hook(hook))
+    try:
+        out = run_native(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, [torch.stack(v) for v in spikes.values()], [torch.stack(v) for v in mems.values()]

@@ -24,6 +24,7 @@ import cil_core as cil  # noqa: E402
 from cil_core.errors import BackendCapacityError, SpecError, UnsupportedLayerError  # noqa: E402
 from cil_core.hardware.transfer import chip_spec, prepare_for_backend  # noqa: E402
 from cil_snntorch import run_native  # noqa: E402
+from equivalence import snntorch_layer_traces as _native_layers  # noqa: E402
 from equivalence import (native_and_cil_spl_gradients, native_and_wrapped_bptt_gradients,  # noqa: E402
                          neuron_parameter_names)
 
@@ -111,22 +112,6 @@ def _build(kind: str, seed: int):
     return model, x, cil.wrap(model)
 
 
-def _native_layers(model: nn.Module, x: torch.Tensor):
-    spikes: dict[str, list[torch.Tensor]] = {}
-    mems: dict[str, list[torch.Tensor]] = {}
-    handles = []
-    for name, m in model.named_modules():
-        if isinstance(m, snn.SpikingNeuron):
-            def hook(mod, inp, out, name=name):
-                spikes.setdefault(name, []).append((out[0] if isinstance(out, tuple) else out).detach())
-                mems.setdefault(name, []).append(mod.mem.detach().clone())
-            handles.append(m.register_forward_hook(hook))
-    try:
-        out = run_native(model, x)
-    finally:
-        for h in handles:
-            h.remove()
-    return out, [torch.stack(v) for v in spikes.values()], [torch.stack(v) for v in mems.values()]
 
 
 # ----------------------------------------------------------------------------- the description

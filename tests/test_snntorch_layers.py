@@ -20,6 +20,7 @@ pytest.importorskip("cil_snntorch", reason="the cil-snntorch plugin is not insta
 
 import cil_core as cil  # noqa: E402
 from cil_snntorch import run_native  # noqa: E402
+from equivalence import snntorch_layer_traces as _native_layers  # noqa: E402
 from equivalence import native_and_cil_spl_gradients, native_and_wrapped_bptt_gradients  # noqa: E402
 from snntorch import surrogate  # noqa: E402
 
@@ -291,23 +292,6 @@ def _build(kind: str, seed: int):
     return model, x, net
 
 
-def _native_layers(model: nn.Module, x: torch.Tensor):
-    """snntorch's output, and the spikes and membranes of every neuron layer in call order."""
-    spikes: dict[str, list[torch.Tensor]] = {}
-    mems: dict[str, list[torch.Tensor]] = {}
-    handles = []
-    for name, m in model.named_modules():
-        if isinstance(m, snn.SpikingNeuron):
-            def hook(mod, inp, out, name=name):
-                spikes.setdefault(name, []).append((out[0] if isinstance(out, tuple) else out).detach())
-                mems.setdefault(name, []).append(mod.mem.detach().clone())
-            handles.append(m.register_forward_hook(hook))
-    try:
-        out = run_native(model, x)
-    finally:
-        for h in handles:
-            h.remove()
-    return out, [torch.stack(v) for v in spikes.values()], [torch.stack(v) for v in mems.values()]
 
 
 def _ideal(net, x):
