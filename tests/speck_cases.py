@@ -70,8 +70,9 @@ def _event_batch(rng: np.random.Generator, T: int, B: int, n: int, shape: tuple[
     return EventBatch(events_to_dense(ev, T, float(duration), shape), ev, float(duration))
 
 
-def _sets(params: dict[str, torch.Tensor], gen: torch.Generator, S: int) -> dict[str, torch.Tensor]:
-    """``S`` sets around ``params``: other scales, noise, one set with a single large weight."""
+def parameter_sets(params: dict[str, torch.Tensor], gen: torch.Generator, S: int) -> dict[str, torch.Tensor]:
+    """``S`` sets around ``params``: other scales (so other per-layer quantization scales), noise,
+    and one set with a single large weight (all others quantize to few levels)."""
     out = {}
     for k, v in params.items():
         sets = [v]
@@ -149,14 +150,14 @@ def cases() -> Iterator[Case]:
         spec, params = _conv_pool_dense(gen, reset, v_min, mode)
         yield Case(f"conv-pool-dense-{i}", spec, params,
                    [_dense_counts(gen, 7, 4, spec.input_shape, 0.15, 3), _event_batch(rng, 6, 4, 250, (2, 11, 11))])
-        yield Case(f"conv-pool-dense-{i}-sets", spec, _sets(params, gen, 4),
+        yield Case(f"conv-pool-dense-{i}-sets", spec, parameter_sets(params, gen, 4),
                    [_dense_counts(gen, 5, 3, spec.input_shape, 0.2, 2)], n_sets=4)
     for i, (reset, v_min) in enumerate([("subtract", None), ("zero", -3.0)]):
         spec, params = _input_pool_strided(gen, reset, v_min)
         yield Case(f"input-pool-strided-{i}", spec, params,
                    [_dense_counts(gen, 8, 5, spec.input_shape, 0.2, 2),
                     _event_batch(rng, 5, 5, 300, (2, 9, 8), empty=(1, 4))])
-        yield Case(f"input-pool-strided-{i}-sets", spec, _sets(params, gen, 3),
+        yield Case(f"input-pool-strided-{i}-sets", spec, parameter_sets(params, gen, 3),
                    [_event_batch(rng, 4, 3, 200, (2, 9, 8), sort=True)], n_sets=3)
     for i, (kernel, stride, padding, hw, pool) in enumerate([
             ((5, 3), (4, 2), (4, 1), (11, 9), 1), ((1, 4), (2, 4), (0, 3), (7, 10), 1),
@@ -171,7 +172,7 @@ def cases() -> Iterator[Case]:
     params = {"a": torch.rand(20, 12, generator=gen) - 0.2, "b": torch.rand(16, 20, generator=gen) - 0.35,
               "c": torch.rand(4, 16, generator=gen) - 0.3}
     yield Case("dense-flat", spec, params, [_dense_counts(gen, 9, 6, (12,), 0.3, 4)])
-    yield Case("dense-flat-sets", spec, _sets(params, gen, 6), [_dense_counts(gen, 6, 4, (12,), 0.3, 3)], n_sets=6)
+    yield Case("dense-flat-sets", spec, parameter_sets(params, gen, 6), [_dense_counts(gen, 6, 4, (12,), 0.3, 3)], n_sets=6)
     # a 1-channel sensor: both polarities go to channel 0
     spec = NetworkSpec((Conv2d("a", None, 1, 4, (3, 3), (1, 1), (0, 0)), iaf(0.8), Flatten(),
                         Dense("b", None, 4 * 6 * 6, 3), iaf(1.2)), (1, 8, 8))
@@ -192,7 +193,7 @@ def cases() -> Iterator[Case]:
     # the benchmark-sized network on random event streams, one set and three
     spec, params = _cil_spl_net(gen)
     yield Case("cil-spl-net", spec, params, [_event_batch(rng, 8, 3, 1500, (2, 34, 34), sort=True)])
-    yield Case("cil-spl-net-sets", spec, _sets(params, gen, 3),
+    yield Case("cil-spl-net-sets", spec, parameter_sets(params, gen, 3),
                [_dense_counts(gen, 4, 2, (2, 34, 34), 0.05, 2)], n_sets=3)
 
 

@@ -16,6 +16,7 @@ from cil_core import Conv2d, Dense, EventBatch, Flatten, NetworkSpec, Neuron, Po
 from cil_core.network.reference import feedforward  # noqa: E402
 from cil_core.testing import check_backend, default_case  # noqa: E402
 from cil_speck import SpeckBackend  # noqa: E402
+from speck_cases import parameter_sets  # noqa: E402
 from cil_speck.events import (EVENT_DTYPE, dense_to_arrays, eventbatch_to_arrays, events_to_dense,  # noqa: E402
                                time_bins)
 
@@ -409,22 +410,6 @@ def test_parameter_sets_beyond_the_cap_or_without_a_set_dimension_are_refused():
         assert torch.equal(obs.output[:, s], be.forward(be.transfer(spec, {"w": sets[s]}), x).output)
 
 
-def _sets_of(params: dict, gen: torch.Generator, S: int) -> dict:
-    """S parameter sets around ``params``: other scales (so other per-layer quantization scales),
-    noise, and one set with a single large weight (all others quantize to few levels)."""
-    out = {}
-    for k, v in params.items():
-        sets = [v]
-        for s in range(1, S):
-            w = v * (0.5 + 1.5 * float(torch.rand(1, generator=gen))) + 0.2 * torch.randn(v.shape, generator=gen)
-            if s == S - 1:
-                w = w.clone()
-                w.view(-1)[0] = 10 * float(w.abs().max())
-            sets.append(w)
-        out[k] = torch.stack(sets)
-    return out
-
-
 @pytest.mark.parametrize("kind", [0, 1])
 def test_parameter_sets_in_one_call_equal_single_calls(kind):
     """S sets in one transfer + forward: each set quantized as a single transfer would (its own
@@ -433,7 +418,7 @@ def test_parameter_sets_in_one_call_equal_single_calls(kind):
     gen = torch.Generator().manual_seed(20 + kind)
     spec, params = random_net(gen, kind)
     S, T, B = 5, 6, 4
-    sets = _sets_of(params, gen, S)
+    sets = parameter_sets(params, gen, S)
     x = (torch.rand(T, B, *spec.input_shape, generator=gen) < 0.2).float() * torch.randint(
         1, 3, (T, B, *spec.input_shape), generator=gen)
     rng = np.random.default_rng(kind)

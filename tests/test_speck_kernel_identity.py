@@ -85,7 +85,7 @@ def test_loop_equals_the_previous_loop_on_random_networks(seed):
     spec, params = _random_conv_net(gen)
     be = SpeckBackend()
     x = sc._dense_counts(gen, 5, 3, spec.input_shape, 0.12, 3)
-    for dep in (be.transfer(spec, params), be.transfer(spec, sc._sets(params, gen, 3), 3)):
+    for dep in (be.transfer(spec, params), be.transfer(spec, sc.parameter_sets(params, gen, 3), 3)):
         for record in (False, True):
             new, old = _both_loops(dep, x, record)
             for a, b in zip(new, old):
