@@ -388,15 +388,6 @@ class Langevin(MetropolisHastings):
             rms = float(ug.pow(2).mean().sqrt()) if ug.numel() else 0.0
             self.h[ell] = min(float(self.scale[ell]), 1.0 / rms) if rms > 0 else float(self.scale[ell])
 
-    def _keep_best(self, lp_prop: torch.Tensor, ll_prop: torch.Tensor, prop: torch.Tensor) -> None:
-        rank_prop, rank_cur = self._rank(lp_prop, ll_prop), self._rank(self.logpost, self.loglik)
-        i = int(torch.argmax(rank_prop))
-        if float(rank_prop[i]) > self.best_logpost:
-            self.best_logpost, self.best_theta = float(rank_prop[i]), prop[i].clone()
-        j = int(torch.argmax(rank_cur))
-        if float(rank_cur[j]) > self.best_logpost:
-            self.best_logpost, self.best_theta = float(rank_cur[j]), self.theta[j].clone()
-
     def _adapt_steps(self, moved: torch.Tensor, lang: torch.Tensor, alpha: torch.Tensor) -> None:
         """Every step: log step += γ_t (mean α of the layer's Langevin moves − ``langevin_target``), the
         guided step η during a guided burn-in, else h with γ_t = γ during burn-in and γ/√(t − burn_in)
