@@ -200,8 +200,11 @@ class SequentialTest:
         N = draws.n
         cap = N if self.max_samples is None else min(N, self.max_samples)
         dev = log_prior.device
-        out = Decision(torch.zeros(C, dtype=torch.bool, device=dev), *(torch.empty(C, device=dev) for _ in range(6)),
-                       torch.zeros(C, dtype=torch.long), 0)
+        def empty(dtype: torch.dtype = log_prior.dtype) -> torch.Tensor:
+            return torch.empty(C, dtype=dtype, device=dev)
+
+        out = Decision(torch.zeros(C, dtype=torch.bool, device=dev), empty(), empty(), empty(), empty(),
+                       empty(torch.float32), empty(torch.float32), torch.zeros(C, dtype=torch.long), 0)
         active = torch.arange(C, device=dev)
         ce: torch.Tensor | None = None  # [2k, n]: the active chains' current states, then their proposals
         hits: torch.Tensor | None = None
