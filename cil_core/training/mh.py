@@ -177,7 +177,7 @@ class MetropolisHastings(Algorithm):
     (``"full"``: every step scored on all the data it is given; ``"sequential"``: Korattikara et al.'s
     sequential test on random minibatches, step cost independent of N, streamed Datasets and DataLoaders
     accepted; :mod:`cil_core.training.minibatch`), ``minibatch`` (samples read per look of the sequential
-    test, m >= 2), ``epsilon`` (level of the sequential test per look, in [0, 1); 0: exact MH),
+    test, m >= 2), ``epsilon`` (level of the sequential test per look, 0 <= epsilon < 1; 0: exact MH),
     ``max_samples`` (at most this many samples per sequential decision, then the sign of the estimate
     decides; ``None``: all N).
 
