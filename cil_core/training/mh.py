@@ -127,7 +127,7 @@ from ..data.stream import BatchStream
 from ..errors import CilError, OptionError
 from ..network.description import Neuron
 from .algorithm import Algorithm, StepResult, TrainState
-from .minibatch import MinibatchDraws, SequentialTest
+from .minibatch import Decision, MinibatchDraws, SequentialTest
 from .readout import Readout
 
 #: at most this many training samples are run for the per-layer gain calibration
@@ -604,7 +604,7 @@ class MetropolisHastings(Algorithm):
         return StepResult(loss=float(-self.logpost.mean()) / n_like * self.temperature, metrics=metrics)
 
     def _decide_sequential(self, state: TrainState, first: tuple[Any, torch.Tensor], prop: torch.Tensor,
-                           g: torch.Generator):
+                           g: torch.Generator) -> Decision:
         """Every chain's acceptance by the sequential test (:mod:`cil_core.training.minibatch`): the
         current states and proposals of the undecided chains scored together on each minibatch."""
         C = self.chains
@@ -663,7 +663,7 @@ class MetropolisHastings(Algorithm):
         state.network.load_parameters({k: v[0] for k, v in self._unflatten(theta.unsqueeze(0)).items()})
 
     #: a checkpoint written before an option existed ran with these values (logit scale 1, full data)
-    legacy_options = {"logit_scale": 1.0, "likelihood": "full", "minibatch": 32, "epsilon": 0.05, "max_samples": None}
+    legacy_options = {"logit_scale": 1.0, "likelihood": "full", **dataclasses.asdict(SequentialTest())}
 
     _STATE = ("theta", "logpost", "loglik", "acc", "scale", "window_accepts", "window_props", "total_accepts",
               "total_proposals", "de_accepts", "de_proposals", "n_steps", "sum", "n_kept", "best_theta",
