@@ -5,8 +5,6 @@ does not grow with the number of training samples (counted by the session)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
