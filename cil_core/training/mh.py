@@ -102,6 +102,13 @@ With a stochastic chip or a minibatch likelihood the current states are re-score
 with the proposals each step (Monte-Carlo-within-Metropolis), so a lucky noisy estimate cannot
 pin a chain.
 
+**Minibatch likelihood** (``likelihood="sequential"``): each chain's acceptance is decided by
+Korattikara et al.'s sequential t-test on as few randomly drawn training samples as the test needs
+(``minibatch`` at a time, level ``epsilon``, at most ``max_samples``), so a step's cost does not grow
+with N, and the training data may be streamed from a torch Dataset or DataLoader (read by index).
+Equations and the error bound in :mod:`cil_core.training.minibatch`. ``likelihood="full"`` (the
+default) scores every step on all the data given to the step.
+
 ``proposal="random-walk", init="auto", deploy_by="posterior"`` is cil's earlier sampler, step for
 step.
 """
@@ -116,9 +123,11 @@ from typing import Any
 import torch
 
 from ..data import SpikeData, as_dense
+from ..data.stream import BatchStream
 from ..errors import CilError, OptionError
 from ..network.description import Neuron
 from .algorithm import Algorithm, StepResult, TrainState
+from .minibatch import Decision, MinibatchDraws, SequentialTest
 from .readout import Readout
 
 #: at most this many training samples are run for the per-layer gain calibration
@@ -164,7 +173,13 @@ class MetropolisHastings(Algorithm):
     hidden and output, that the calibration aims at), ``de_fraction`` (share of block proposals that
     are differential-evolution moves across chains; needs 3 chains), ``logit_scale`` (``"auto"``: the
     likelihood's factor λ on the readout logits chosen from the starting outputs, λ = min(1, 1/s) with s
-    their centred RMS spread; a positive number fixes λ, 1.0 is the earlier likelihood).
+    their centred RMS spread; a positive number fixes λ, 1.0 is the earlier likelihood), ``likelihood``
+    (``"full"``: every step scored on all the data it is given; ``"sequential"``: Korattikara et al.'s
+    sequential test on random minibatches, step cost independent of N, streamed Datasets and DataLoaders
+    accepted; :mod:`cil_core.training.minibatch`), ``minibatch`` (samples read per look of the sequential
+    test, m >= 2), ``epsilon`` (level of the sequential test per look, 0 <= epsilon < 1; 0: exact MH),
+    ``max_samples`` (at most this many samples per sequential decision, then the sign of the estimate
+    decides; ``None``: all N).
 
     Chip requests per fit: ``init="calibrate"``: one request of ``len(init_gains)`` sets per
     synaptic layer (on at most 256 samples; only the output layer's on a backend that does not
@@ -185,7 +200,8 @@ class MetropolisHastings(Algorithm):
                  deploy: str = "mean", deploy_by: str = "likelihood", rescore: bool | str = "auto",
                  batched: bool = True, init: str = "calibrate", init_gains: tuple[float, ...] | None = None,
                  target_rates: tuple[float, float] = (0.15, 0.3), de_fraction: float = 0.0,
-                 logit_scale: float | str = "auto") -> None:
+                 logit_scale: float | str = "auto", likelihood: str = "full", minibatch: int = 32,
+                 epsilon: float = 0.05, max_samples: int | None = None) -> None:
         if proposal not in _DEFAULTS:
             raise OptionError(f"proposal must be 'block' or 'random-walk', not {proposal!r}")
         if init not in _GAINS:
@@ -221,6 +237,11 @@ class MetropolisHastings(Algorithm):
         if not (logit_scale == "auto" or (isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool)
                                           and math.isfinite(logit_scale) and logit_scale > 0)):
             raise OptionError(f"logit_scale must be 'auto' or a positive number, not {logit_scale!r}")
+        #: the sequential test (``likelihood="sequential"``), ``None`` for full-data MH
+        self.sequential = _sequential_test(likelihood, minibatch, epsilon, max_samples, rescore)
+        #: a sequential-test MH trains on streamed Datasets and DataLoaders too (it reads samples by index)
+        self.streaming = self.sequential is not None
+        self.draws: MinibatchDraws | None = None
         self.chains, self.proposal, self.block_size, self.layer_choice = chains, proposal, block_size, layer_choice
         self.step_size, self.target = float(step_size), float(target_acceptance)
         self.burn_in, self.thin, self.prior_std, self.temperature = burn_in, thin, prior_std, temperature
@@ -408,7 +429,23 @@ class MetropolisHastings(Algorithm):
             self.calibration_rates.append(float(rates[i]))
         return theta
 
-    def setup(self, state: TrainState, train: SpikeData) -> None:
+    def batch_source(self, state: TrainState, stream: BatchStream) -> Any:
+        """Full-data MH: the data's own batches; sequential test: its own minibatch draws
+        (:class:`~cil_core.training.minibatch.MinibatchDraws`)."""
+        if self.sequential is None:
+            return stream
+        if stream.batch_size is not None:
+            raise OptionError(f"mh with likelihood='sequential' reads its own minibatches (option minibatch="
+                              f"{self.sequential.minibatch}); leave fit's batch_size unset (got {stream.batch_size})")
+        data = stream.in_memory if stream.in_memory is not None else stream
+        self.draws = MinibatchDraws(data, self.sequential.minibatch, state.generator)
+        return self.draws
+
+    def setup(self, state: TrainState, train: SpikeData | BatchStream) -> None:
+        if self.sequential is not None:
+            if self.draws is None:  # setup called without the trainer
+                self.draws = MinibatchDraws(train, self.sequential.minibatch, state.generator)
+            train = self.draws  # type: ignore[assignment]  # len() and select(), read by index
         self._layout(state)
         theta0 = self._flatten(state.network.detached_parameters())
         self.init_gain = 1.0
@@ -492,22 +529,33 @@ class MetropolisHastings(Algorithm):
         if rescore == "auto":
             rescore = state.session.stochastic or len(y) != self.n_train
         g = state.generator
+        n_like = len(y)  # the number of samples the log-likelihood counts
+        if self.sequential is not None and (self.draws is None or batch is not self.draws.current):
+            raise CilError("mh with likelihood='sequential' steps on the minibatches it draws itself "
+                           "(Trainer.fit hands them over); this batch is not one of them")
         if self.proposal == "block":
             prop, moved, de = self._propose_block(g)
         else:
             prop, moved, de = self._propose_random_walk(g)
-        with torch.no_grad():
-            if rescore or not self.scored:
-                lp, ll, acc = self._score3(state, torch.cat([self.theta, prop]), x, y, calibrate_rows=C)
-                self.logpost, self.loglik, self.acc = lp[:C], ll[:C], acc[:C]
-                lp_prop, ll_prop, acc_prop = lp[C:], ll[C:], acc[C:]
-                self.scored = True
-            else:
-                lp_prop, ll_prop, acc_prop = self._score3(state, prop, x, y)
-        u = torch.rand(C, generator=g).to(prop.device)
-        with torch.no_grad():
+        if self.sequential is not None:
+            d = self._decide_sequential(state, batch, prop, g)
+            self.logpost, self.loglik, self.acc = d.lp_cur, d.ll_cur, d.acc_cur
+            lp_prop, ll_prop, acc_prop, accept = d.lp_prop, d.ll_prop, d.acc_prop, d.accept
+            self.scored, n_like = True, self.draws.n  # type: ignore[union-attr]
+            self.trace.setdefault("samples_read", []).append(float(d.samples.float().mean()))
+        else:
+            with torch.no_grad():
+                if rescore or not self.scored:
+                    lp, ll, acc = self._score3(state, torch.cat([self.theta, prop]), x, y, calibrate_rows=C)
+                    self.logpost, self.loglik, self.acc = lp[:C], ll[:C], acc[:C]
+                    lp_prop, ll_prop, acc_prop = lp[C:], ll[C:], acc[C:]
+                    self.scored = True
+                else:
+                    lp_prop, ll_prop, acc_prop = self._score3(state, prop, x, y)
+            u = torch.rand(C, generator=g).to(prop.device)
             log_ratio = lp_prop - self.logpost
             accept = torch.log(u) < log_ratio
+        with torch.no_grad():
             self.theta = torch.where(accept[:, None], prop, self.theta)
             self.logpost = torch.where(accept, lp_prop, self.logpost)
             self.loglik = torch.where(accept, ll_prop, self.loglik)
@@ -549,11 +597,29 @@ class MetropolisHastings(Algorithm):
         self.trace["step_size"].append(float(self.scale.mean()))
         lam = 1.0 if self.logit_scale is None else self.logit_scale
         self.trace.setdefault("logit_scale", []).append(lam)
-        return StepResult(
-            loss=float(-self.logpost.mean()) / len(y) * self.temperature,
-            metrics={"hardware_accuracy": float(self.acc.mean()), "acceptance": rate,
-                     "log_posterior": mean_lp, "step_size": float(self.scale.mean()), "logit_scale": lam},
-        )
+        metrics = {"hardware_accuracy": float(self.acc.mean()), "acceptance": rate,
+                   "log_posterior": mean_lp, "step_size": float(self.scale.mean()), "logit_scale": lam}
+        if self.sequential is not None:
+            metrics["samples_read"] = self.trace["samples_read"][-1]
+        return StepResult(loss=float(-self.logpost.mean()) / n_like * self.temperature, metrics=metrics)
+
+    def _decide_sequential(self, state: TrainState, first: tuple[Any, torch.Tensor], prop: torch.Tensor,
+                           g: torch.Generator) -> Decision:
+        """Every chain's acceptance by the sequential test (:mod:`cil_core.training.minibatch`): the
+        current states and proposals of the undecided chains scored together on each minibatch."""
+        C = self.chains
+
+        def score(rows: torch.Tensor, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out, _ = self._observe(state, torch.cat([self.theta[rows], prop[rows]]), x)
+            if self.logit_scale is None:
+                self._choose_logit_scale(state.readout, out[:, :len(rows)])
+            readout = self.likelihood_readout(state.readout)
+            return readout.loss(out, y, reduction="none"), readout.correct(out, y)
+
+        with torch.no_grad():
+            return self.sequential.decide(  # type: ignore[union-attr]
+                score, self.draws, first, self.log_prior(torch.cat([self.theta, prop])),  # type: ignore[arg-type]
+                lambda: torch.log(torch.rand(C, generator=g).to(prop.device)), self.temperature)
 
     # ------------------------------------------------------------ results
     @property
@@ -596,8 +662,8 @@ class MetropolisHastings(Algorithm):
             theta = self._choose_mean(state)
         state.network.load_parameters({k: v[0] for k, v in self._unflatten(theta.unsqueeze(0)).items()})
 
-    #: a checkpoint written before logit_scale existed ran the likelihood at scale 1
-    legacy_options = {"logit_scale": 1.0}
+    #: a checkpoint written before an option existed ran with these values (logit scale 1, full data)
+    legacy_options = {"logit_scale": 1.0, "likelihood": "full", **dataclasses.asdict(SequentialTest())}
 
     _STATE = ("theta", "logpost", "loglik", "acc", "scale", "window_accepts", "window_props", "total_accepts",
               "total_proposals", "de_accepts", "de_proposals", "n_steps", "sum", "n_kept", "best_theta",
@@ -610,3 +676,25 @@ class MetropolisHastings(Algorithm):
     def load_state_dict(self, d: dict[str, Any]) -> None:
         for k, v in d.items():
             setattr(self, k, v)
+
+
+def _sequential_test(likelihood: str, minibatch: int, epsilon: float, max_samples: int | None,
+                     rescore: bool | str) -> SequentialTest | None:
+    """The sequential test for ``likelihood="sequential"`` (its options checked), ``None`` for ``"full"``."""
+    if likelihood not in ("full", "sequential"):
+        raise OptionError(f"likelihood must be 'full' (every step on all the data) or 'sequential' (minibatches, "
+                          f"Korattikara et al.'s test), not {likelihood!r}")
+    test = SequentialTest(minibatch, epsilon, max_samples)  # checks the options either way
+    if likelihood == "full":
+        default = SequentialTest()
+        given = [f"{k}={getattr(test, k)!r}" for k in ("minibatch", "epsilon", "max_samples")
+                 if getattr(test, k) != getattr(default, k)]
+        if given:
+            raise OptionError(f"{', '.join(given)} apply to the minibatch likelihood only; add "
+                              "likelihood='sequential' or drop them")
+        return None
+    if rescore is False:
+        raise OptionError("likelihood='sequential' scores the current states with the proposals on the same samples "
+                          "each step; rescore=False cannot be used with it")
+    return test
+
