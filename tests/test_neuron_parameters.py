@@ -376,3 +376,28 @@ def test_a_trained_value_runs_on_the_chip_as_the_same_value_fixed(backend):
     out_f = cil.HardwareSession(cil.make_backend(backend, **options)).run(net_f.spec, net_f.detached_parameters(), x)
     assert float(out_f.output.sum()) > 0
     assert torch.equal(out_t.output, out_f.output)
+
+
+def test_a_wrapper_mirrors_the_neuron_parameters_its_backend_holds():
+    """mirror_traits (fault injectors, ray:<backend>) carries ``neuron_parameters`` and their hints,
+    so a wrapped chip refuses what the chip refuses; ray's driver keeps what every worker holds."""
+    pytest.importorskip("cil_speck")
+    from cil_core.hardware.domains import HeldParameter
+    from cil_core.testing import FaultyBackend
+
+    speck = cil.make_backend("speck")
+    wrapped = FaultyBackend(speck, rate=0.0)
+    assert wrapped.neuron_parameters == speck.neuron_parameters and wrapped.neuron_parameter_hints
+    torch.manual_seed(0)
+    net = cil.wrap(nn.Sequential(nn.Linear(10, 14, bias=False), snn.Leaky(beta=1.0, learn_beta=True, init_hidden=True),
+                                 nn.Linear(14, 4, bias=False), snn.Leaky(beta=1.0, init_hidden=True, output=True)))
+    with pytest.raises(BackendCapacityError, match=r"'faulty:speck' cannot hold layer 1 .*trained beta '1.beta'"):
+        cil.HardwareSession(wrapped).check(net.spec)
+    cil_ray_backend = pytest.importorskip("cil_ray.backend")
+    per_neuron, per_layer = HeldParameter("per-neuron"), HeldParameter("per-layer", note="one")
+    held = cil_ray_backend._held_by_all([{"beta": per_neuron, "threshold": per_neuron},
+                                         {"threshold": per_layer}, None])
+    assert held == {}  # a worker that declares nothing holds nothing, next to workers that declare
+    held = cil_ray_backend._held_by_all([{"beta": per_neuron, "threshold": per_neuron}, {"threshold": per_layer}])
+    assert held == {"threshold": per_layer}
+    assert cil_ray_backend._held_by_all([None, None]) is None
