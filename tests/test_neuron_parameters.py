@@ -401,3 +401,42 @@ def test_a_wrapper_mirrors_the_neuron_parameters_its_backend_holds():
     held = cil_ray_backend._held_by_all([{"beta": per_neuron, "threshold": per_neuron}, {"threshold": per_layer}])
     assert held == {"threshold": per_layer}
     assert cil_ray_backend._held_by_all([None, None]) is None
+
+
+def test_cil_describe_says_which_trained_neuron_parameters_a_backend_holds(capsys):
+    """``cil describe BACKEND`` (and the README's capability table) read the backends' own
+    ``neuron_parameters`` declarations (the Xylo's are per instance: its defaults')."""
+    pytest.importorskip("cil_speck")
+    import json
+
+    from cil_core.app.capabilities import neuron_parameter_support
+    from cil_core.app.cli import main
+
+    assert main(["describe", "speck", "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)[0]["trained_neuron_parameters"]
+    assert held["threshold"].startswith("per layer") and held["beta"].startswith("no (the chip's neurons do not leak")
+    assert main(["describe", "ideal"]) == 0
+    assert "trained neuron parameters held: beta per neuron; alpha per neuron; threshold per neuron; " \
+           "spike_amplitude per neuron" in capsys.readouterr().out
+    if pytest.importorskip("cil_xylo"):
+        from cil_xylo import XyloBackend
+
+        assert neuron_parameter_support(XyloBackend, "beta") == "per neuron, a bit-shift decay 1 - 2^-k"
+        assert neuron_parameter_support(XyloBackend, "spike_amplitude").startswith("no (Xylo's spikes")
+
+
+def test_the_fidelity_report_runs_and_lists_the_trained_neuron_parameters():
+    """Both sides of ``cil.fidelity`` run the current trained values (the ideal chip agrees with the
+    software exactly), and the report names them with the values used (after snntorch's clamp)."""
+    model, x, net = _build("Leaky per-neuron beta+threshold", 0)
+    with torch.no_grad():
+        model[1].beta[0] = 1.4  # used as 1.0 (clamp)
+        model[1].threshold.mul_(1.3)
+    y = torch.zeros(x.shape[1], dtype=torch.long)
+    report = cil.fidelity(net, "ideal", (x, y), readout="rate")
+    assert report.agreement == 1.0 and all(lf.distortion == 0 for lf in report.layers)
+    got = {p["name"]: p for p in report.neuron_parameters}
+    assert set(got) == {"1.beta", "1.threshold", "3.beta", "3.threshold"}
+    assert got["1.beta"]["max"] == 1.0 and got["1.beta"]["shape"] == [14]
+    assert got["1.threshold"]["mean"] == pytest.approx(float(model[1].threshold.double().mean()))
+    assert '"neuron_parameters"' in report.to_json() and "trained threshold '1.threshold'" in report.table()
