@@ -344,8 +344,9 @@ def test_nir_export_carries_the_current_trained_values():
 def test_norse_and_sinabs_trainable_neuron_parameters_are_refused_with_the_true_reason():
     norse = pytest.importorskip("norse.torch")
     p = norse.LIFParameters(tau_mem_inv=nn.Parameter(torch.tensor(100.0)), v_th=torch.tensor(1.0))
-    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIFCell\).*p.tau_mem_inv: nn.Parameter.*not "
-                                                    r"norse's yet.*detach"):
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIFCell\): trainable neuron parameter "
+                                                    r"p.tau_mem_inv \(nn.Parameter\): norse computes both the decay "
+                                                    r"and the input gain.*p.tau_mem_inv.detach\(\)"):
         cil.wrap(norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(p)), input_shape=(4,))
     sl = pytest.importorskip("sinabs.layers")
     with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIF\) with train_alphas=True.*train_alphas=False"):
@@ -440,3 +441,109 @@ def test_the_fidelity_report_runs_and_lists_the_trained_neuron_parameters():
     assert got["1.beta"]["max"] == 1.0 and got["1.beta"]["shape"] == [14]
     assert got["1.threshold"]["mean"] == pytest.approx(float(model[1].threshold.double().mean()))
     assert '"neuron_parameters"' in report.to_json() and "trained threshold '1.threshold'" in report.table()
+
+
+# ----------------------------------------------------------------------------- norse: a trainable v_th
+def _norse_model(kind: str, seed: int):
+    """norse's cells with ``p.v_th`` an ``nn.Parameter`` (per neuron; the output layer's per layer)."""
+    norse = pytest.importorskip("norse.torch")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    vth = nn.Parameter(0.3 + 0.4 * torch.rand(12, generator=g))
+    cells = {
+        "LIFCell": lambda: norse.LIFCell(norse.LIFParameters(tau_mem_inv=torch.tensor(120.0), v_th=vth)),
+        "IAFCell": lambda: norse.IAFCell(norse.IAFParameters(v_th=vth)),
+        "LIFBoxCell (reset_subtract)": lambda: norse.LIFBoxCell(norse.LIFBoxParameters(
+            tau_mem_inv=torch.tensor(150.0), v_th=vth,
+            reset_method=__import__("norse.torch.functional.reset", fromlist=["x"]).reset_subtract)),
+        "LIFRefracCell": lambda: norse.LIFRefracCell(norse.LIFRefracParameters(lif=norse.LIFParameters(v_th=vth),
+                                                                                rho_reset=torch.tensor(3.0))),
+        "LIFRecurrentCell": lambda: norse.LIFRecurrentCell(12, 12, p=norse.LIFParameters(v_th=vth)),
+        "LIF (time-looping)": lambda: norse.LIF(norse.LIFParameters(v_th=vth)),
+    }
+    out_vth = nn.Parameter(torch.tensor(0.4))
+    if kind == "LIF (time-looping)":
+        layers = [norse.Lift(nn.Linear(10, 12)), cells[kind](), norse.Lift(nn.Linear(12, 4)),
+                  norse.LIF(norse.LIFParameters(v_th=out_vth))]
+    else:
+        layers = [nn.Linear(10, 12), cells[kind](), nn.Linear(12, 4), norse.LIFCell(norse.LIFParameters(v_th=out_vth))]
+    model = norse.SequentialState(*layers)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(4.0)
+    x = _spikes(g, 40, 5, 10)
+    return model, x, [vth, out_vth]
+
+
+NORSE_KINDS = ["LIFCell", "IAFCell", "LIFBoxCell (reset_subtract)", "LIFRefracCell", "LIFRecurrentCell",
+               "LIF (time-looping)"]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("kind", NORSE_KINDS)
+def test_a_norse_threshold_held_as_a_parameter_is_trained_exactly(kind, seed):
+    """norse keeps ``p.v_th`` in its parameter tuple, not among the module's parameters: cil names it
+    ``"<layer>.p.v_th"`` and takes the tensor itself. Spikes equal norse's forward on ``ideal`` and in
+    the software pass; BPTT gradients w.r.t. both thresholds (and every weight) equal norse's autograd."""
+    pytest.importorskip("cil_norse")
+    from cil_norse import run_native as norse_native
+
+    model, x, vths = _norse_model(kind, seed)
+    net = cil.wrap(model, input_shape=(10,))
+    path = "1.p.lif.v_th" if kind == "LIFRefracCell" else "1.p.v_th"
+    assert neuron_parameter_names(net) == [path, "3.p.v_th"]
+    assert net.synaptic_parameters()[path] is vths[0]  # norse's own tensor, trained in place
+    (_, first), (_, last) = net.spec.neuron_layers()
+    assert first.trained[0].per_neuron and not last.trained[0].per_neuron
+    with torch.no_grad():
+        ref = norse_native(model, x)
+        obs = cil.HardwareSession(cil.make_backend("ideal")).run(net.spec, net.detached_parameters(), x)
+    assert torch.equal(obs.output, ref) and torch.equal(net(x).detach(), ref)
+    assert 0.01 < float(ref.mean()) < 0.9
+    w = torch.randn(4, generator=torch.Generator().manual_seed(seed))
+    tensors = vths + list(model.parameters())
+
+    def grads(out):
+        for t in tensors:
+            t.grad = None
+        ((out * w).sum() / out.shape[1]).backward()
+        return [t.grad.clone() for t in tensors]
+
+    for a, b in zip(grads(norse_native(model, x)), grads(net(x))):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert float(grads(net(x))[0].abs().sum()) > 0
+
+
+def test_norse_neuron_parameters_cil_cannot_train_are_refused_naming_the_field():
+    norse = pytest.importorskip("norse.torch")
+    pytest.importorskip("cil_norse")
+    for p, match in [
+        (norse.LIFParameters(tau_syn_inv=nn.Parameter(torch.tensor(200.0))), r"p.tau_syn_inv.*1 - dt\*tau_syn_inv"),
+        (norse.LIFParameters(v_leak=nn.Parameter(torch.tensor(0.0))), r"p.v_leak.*resting potential"),
+        (norse.LIFParameters(v_reset=nn.Parameter(torch.tensor(0.0))), r"p.v_reset.*reset potential"),
+    ]:
+        with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIFCell\): trainable neuron parameter " + match):
+            cil.wrap(norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(p)), input_shape=(4,))
+    lsnn = norse.LSNNCell(norse.LSNNParameters(v_th=nn.Parameter(torch.tensor(1.0))))
+    with pytest.raises(UnsupportedLayerError, match=r"p.v_th \(nn.Parameter\) of an LSNN.*gradients differ"):
+        cil.wrap(norse.SequentialState(nn.Linear(4, 3), lsnn), input_shape=(4,))
+
+
+def test_a_norse_threshold_trains_with_cil_spl_and_checkpoints(tmp_path):
+    """CIL-SPL moves norse's own v_th in place (the model still runs with norse afterwards, equal to
+    the wrapped network) and a checkpoint restores it."""
+    pytest.importorskip("cil_norse")
+    from cil_norse import run_native as norse_native
+
+    model, x, vths = _norse_model("LIFCell", 0)
+    net = cil.wrap(model, input_shape=(10,))
+    y = torch.randint(0, 4, (x.shape[1],), generator=torch.Generator().manual_seed(7))
+    before = vths[0].detach().clone()
+    trainer = cil.Trainer(net, "ideal", "cil-spl", seed=0, lr=1e-2)
+    trainer.fit((x, y), steps=3, batch_size=x.shape[1], checkpoint=tmp_path / "n.pt", checkpoint_every=3)
+    assert not torch.equal(before, vths[0].detach())
+    with torch.no_grad():
+        assert torch.equal(net(x), norse_native(model, x))
+    blob = torch.load(tmp_path / "n.pt", weights_only=True)
+    assert torch.equal(blob["weights"]["1.p.v_th"], vths[0].detach())
