@@ -525,6 +525,10 @@ def test_norse_neuron_parameters_cil_cannot_train_are_refused_naming_the_field()
     ]:
         with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIFCell\): trainable neuron parameter " + match):
             cil.wrap(norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(p)), input_shape=(4,))
+    shared = norse.LIFParameters(v_th=nn.Parameter(torch.tensor(1.0)))
+    with pytest.raises(UnsupportedLayerError, match=r"3.p.v_th is the same nn.Parameter as 1.p.v_th"):
+        cil.wrap(norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(shared), nn.Linear(3, 2),
+                                       norse.LIFCell(shared)), input_shape=(4,))
     lsnn = norse.LSNNCell(norse.LSNNParameters(v_th=nn.Parameter(torch.tensor(1.0))))
     with pytest.raises(UnsupportedLayerError, match=r"p.v_th \(nn.Parameter\) of an LSNN.*gradients differ"):
         cil.wrap(norse.SequentialState(nn.Linear(4, 3), lsnn), input_shape=(4,))

@@ -510,9 +510,17 @@ class NorseAdapter(ModelAdapter):
         if not spec.neuron_parameters():
             return AdaptedModel(spec, model)
         params = dict(model.named_parameters())
+        seen: dict[int, str] = {}
         for name, m in _flat(model):
             if isinstance(m, ANY_NORSE_NEURON):
-                params.update(trained_parameters_of(m, "", name)[1])
+                for k, t in trained_parameters_of(m, "", name)[1].items():
+                    if id(t) in seen:  # one tensor under two names would be stepped twice by an optimizer
+                        raise UnsupportedLayerError(
+                            f"the trainable threshold {k} is the same nn.Parameter as {seen[id(t)]} (one parameter "
+                            "tuple shared by two layers): give each layer its own tensor (e.g. "
+                            "nn.Parameter(v_th.detach().clone())) or pass it without requires_grad")
+                    seen[id(t)] = k
+                    params[k] = t
         return AdaptedModel(spec, model, params)
 
     def run_native(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
