@@ -551,3 +551,66 @@ def test_a_norse_threshold_trains_with_cil_spl_and_checkpoints(tmp_path):
         assert torch.equal(net(x), norse_native(model, x))
     blob = torch.load(tmp_path / "n.pt", weights_only=True)
     assert torch.equal(blob["weights"]["1.p.v_th"], vths[0].detach())
+
+
+# ----------------------------------------------------------------------------- sinabs: train_alphas=True
+def _sinabs_model(kind: str, seed: int):
+    sl = pytest.importorskip("sinabs.layers")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    first = {
+        "LIF": lambda: sl.LIF(tau_mem=torch.tensor(15.0), train_alphas=True, norm_input=False),
+        "LIF tau_syn, per neuron": lambda: sl.LIF(tau_mem=10 + 10 * torch.rand(12, generator=g),
+                                                  tau_syn=torch.full((12,), 5.0), train_alphas=True, norm_input=False),
+        "LIFRecurrent": lambda: sl.LIFRecurrent(tau_mem=torch.tensor(15.0), rec_connect=nn.Linear(12, 12),
+                                                train_alphas=True, norm_input=False),
+    }[kind]()
+    model = nn.Sequential(nn.Linear(10, 12), first, nn.Linear(12, 4),
+                          sl.LIF(tau_mem=torch.tensor(20.0), train_alphas=True, norm_input=False))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(2.5)
+    return model, _spikes(g, 30, 5, 10, p=0.4)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("kind", ["LIF", "LIF tau_syn, per neuron", "LIFRecurrent"])
+def test_sinabs_train_alphas_decays_are_trained_exactly(kind, seed):
+    """sinabs ``train_alphas=True, norm_input=False``: ``alpha_mem`` / ``alpha_syn`` are the decays
+    themselves (``beta`` / ``alpha`` neuron parameters named like the model's parameters): spikes equal
+    sinabs' forward on ``ideal`` and in the software pass, BPTT gradients equal sinabs' autograd."""
+    pytest.importorskip("cil_sinabs")
+    from cil_sinabs import run_sinabs
+
+    model, x = _sinabs_model(kind, seed)
+    net = cil.wrap(model, input_shape=(10,))
+    names = neuron_parameter_names(net)
+    assert names == ["1.alpha_mem"] + (["1.alpha_syn"] if "tau_syn" in kind else []) + ["3.alpha_mem"]
+    assert net.synaptic_parameters()["1.alpha_mem"] is model[1].alpha_mem
+    with torch.no_grad():
+        ref = run_sinabs(model, x)
+        obs = cil.HardwareSession(cil.make_backend("ideal")).run(net.spec, net.detached_parameters(), x)
+    assert torch.equal(obs.output, ref) and torch.equal(net(x).detach(), ref)
+    assert float(ref.sum()) > 0
+    g_ref, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_sinabs, seed)
+    assert set(names) <= set(g_ref) and set(g_cil) == set(g_ref)
+    for k in g_ref:
+        torch.testing.assert_close(g_cil[k], g_ref[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{kind} {k}: {m}")
+
+
+def test_sinabs_decays_cil_cannot_train_are_refused_or_held_fixed_by_the_stated_rule():
+    sl = pytest.importorskip("sinabs.layers")
+    pytest.importorskip("cil_sinabs")
+    with pytest.raises(UnsupportedLayerError, match=r"train_alphas=True and norm_input=True.*\(1 - alpha_mem\).*"
+                                                    r"norm_input=False"):
+        cil.wrap(nn.Sequential(nn.Linear(4, 3), sl.LIF(tau_mem=torch.tensor(20.0), train_alphas=True)),
+                 input_shape=(4,))
+    with pytest.raises(UnsupportedLayerError, match=r"ALIF.*train_alphas=True.*adaptation decay"):
+        cil.wrap(nn.Sequential(nn.Linear(4, 3), sl.ALIF(tau_mem=torch.tensor(20.0), tau_adapt=torch.tensor(30.0),
+                                                        train_alphas=True)), input_shape=(4,))
+    # train_alphas=False (sinabs' default): tau_mem is an nn.Parameter requiring grad, held fixed by cil
+    lif = sl.LIF(tau_mem=torch.tensor(20.0))
+    assert lif.tau_mem.requires_grad
+    net = cil.wrap(nn.Sequential(nn.Linear(4, 3), lif), input_shape=(4,))
+    assert not net.spec.neuron_parameters() and "1.tau_mem" not in net.parameter_names()
