@@ -203,10 +203,11 @@ class MetropolisHastings(Algorithm):
     are differential-evolution moves across chains; needs 3 chains), ``logit_scale`` (``"auto"``: the
     likelihood's factor λ on the readout logits chosen from the starting outputs, λ = min(1, 1/s) with s
     their centred RMS spread; a positive number fixes λ, 1.0 is the earlier likelihood), ``neuron_share``
-(the probability that a block proposal moves a trained neuron parameter tensor instead of a synaptic layer;
-0 keeps the neuron parameters fixed; no effect on a model without them), ``neuron_steps`` (initial step per
-neuron field, ``{"beta": 0.02, "alpha": 0.02, "threshold": 0.05, "spike_amplitude": 0.05}`` for the fields not
-given: absolute for beta and alpha, of the logarithm for threshold and spike amplitude; at most 0.5 and 1.0).
+    (the probability that a block proposal moves a trained neuron parameter tensor instead of a synaptic layer;
+    0 keeps the neuron parameters fixed; no effect on a model without them), ``neuron_steps`` (initial step per
+    neuron field, ``{"beta": 0.02, "alpha": 0.02, "threshold": 0.05, "spike_amplitude": 0.05}`` for the fields
+    not given: absolute for beta and alpha, of the logarithm for threshold and spike amplitude; at most 0.5 and
+    1.0).
 
     Chip requests per fit: ``init="calibrate"``: one request of ``len(init_gains)`` sets per
     synaptic layer (on at most 256 samples; only the output layer's on a backend that does not
