@@ -117,6 +117,9 @@ class FidelityReport:
     stochastic: bool = False
     sample: int = 0
     rasters: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: the trained neuron parameters both sides ran (``NeuronParameter``: the value the layer uses,
+    #: after the library's clamp): ``{"layer", "field", "name", "shape", "min", "mean", "max"}`` each
+    neuron_parameters: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -154,6 +157,9 @@ class FidelityReport:
                      + (" (stochastic chip: figures vary between calls)" if self.stochastic else ""))
         lines.append(f"output agreement {self.agreement:.3f}; accuracy software {self.software_accuracy:.3f}, "
                      f"chip {self.chip_accuracy:.3f}")
+        for p in self.neuron_parameters:
+            lines.append(f"trained {p['field']} '{p['name']}' (layer {p['layer']}, shape {tuple(p['shape'])}): "
+                         f"min {p['min']:.4g}, mean {p['mean']:.4g}, max {p['max']:.4g}")
         lines.append(self.summary)
         return "\n".join(lines)
 
@@ -434,9 +440,20 @@ def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readou
     report = FidelityReport(
         backend=session.name, n_samples=N, time_steps=T, readout=ro.kind, layers=layers, agreement=agree / N,
         software_accuracy=sw_correct / N, chip_accuracy=hw_correct / N, ranking=[], most_distorted=None,
-        observe_layers_worth_it=None, summary="", stochastic=session.stochastic, sample=sample, rasters=rasters)
+        observe_layers_worth_it=None, summary="", stochastic=session.stochastic, sample=sample, rasters=rasters,
+        neuron_parameters=_neuron_parameter_values(spec, params))
     _judge(report, observes)
     return report
+
+
+def _neuron_parameter_values(spec: Any, params: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """The values of ``spec``'s trained neuron parameters the layers use (after the clamp)."""
+    out = []
+    for i, _, p in spec.neuron_parameters():
+        v = p.value(params[p.name]).double()
+        out.append({"layer": i, "field": p.field, "name": p.name, "shape": list(p.shape), "min": float(v.min()),
+                    "mean": float(v.mean()), "max": float(v.max())})
+    return out
 
 
 def _judge(report: FidelityReport, observes: bool) -> None:

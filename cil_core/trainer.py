@@ -129,7 +129,10 @@ class Trainer:
         ``num_workers``), a ``DataLoader`` or any iterable of ``(inputs, labels)`` batches (their
         own batch size and order; ``time_first`` as in the constructor). Every batch is checked
         at the door (:mod:`cil_core.data.stream`). Algorithms that need the whole set in memory
-        (``mh``) refuse a streamed source; see :meth:`materialize`. Resume is bit-identical for
+        (``mh`` with its default full-data likelihood) refuse a streamed source; see
+        :meth:`materialize`. ``mh`` with ``likelihood="sequential"`` reads its own random minibatches
+        by index from in-memory data, a Dataset or a DataLoader over one
+        (:mod:`cil_core.training.minibatch`). Resume is bit-identical for
         in-memory data and Datasets at an epoch boundary (the order is drawn from the
         checkpointed generator); a DataLoader's own order is not checkpointed (a resumed fit
         starts a new pass of it).
@@ -153,8 +156,10 @@ class Trainer:
                     f"algorithm '{algo.name}' needs the whole training set in memory (it scores every step on "
                     f"all of it) and cannot stream a {type(train_data).__name__}; hold the data in memory first: "
                     "trainer.fit(trainer.materialize(data), ...) (refused above a size limit), or train with an "
-                    "algorithm that streams ('cil-spl', 'offline')")
+                    "algorithm that streams ('cil-spl', 'offline', or 'mh' with its minibatch likelihood, "
+                    "likelihood='sequential')")
         train: SpikeData | BatchStream = stream.in_memory if stream.in_memory is not None else stream
+        source = algo.batch_source(self.state, stream)  # what the loop iterates (checked before any chip call)
         if epochs is None and steps is None:
             epochs, steps = algo.default_epochs, algo.default_steps
         ckpt = self._prepare_checkpoint(checkpoint, resume, force)
@@ -163,7 +168,7 @@ class Trainer:
         if not self._setup_done:
             algo.setup(self.state, train)
             self._setup_done = True
-        n_batches = stream.num_batches
+        n_batches = getattr(source, "num_batches", None)
         # the run's length in steps; None: a source of unknown length, run until `epochs` passes are done
         total: int | None = steps if steps is not None else None if n_batches is None else (epochs or 0) * n_batches
         if blob is not None:  # the run's length is absolute: finish what the checkpointed run started
@@ -180,7 +185,7 @@ class Trainer:
         try:
             while more():
                 stepped = False
-                for batch in stream:
+                for batch in source:
                     if total is not None and done >= total:
                         break
                     stepped = True
@@ -195,6 +200,8 @@ class Trainer:
                         on_step(rec)
                     if ckpt is not None and self.state.step % checkpoint_every == 0:
                         self.save_checkpoint(ckpt)
+                    if total is not None and done >= total:
+                        break  # before the next batch is read (or drawn from the checkpointed generator)
                 if not stepped:  # pragma: no cover - data are checked non-empty above
                     raise CilError("the training data yielded no batch")
                 self.state.epoch += 1

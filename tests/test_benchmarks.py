@@ -4,6 +4,7 @@ harness, the CIL-SPL re-creation's network on the chip, and no installed code im
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -121,3 +122,21 @@ def test_cramer_recreation_runs_as_a_resumable_sweep(tmp_path):
     again = bench.run(cfg, 2, logs.append, results=jsonl, resume=True)
     assert any("5 point(s) taken" in m for m in logs) and len(jsonl.read_text().splitlines()) == 5
     assert again == first
+
+
+def test_mh_minibatch_benchmark_counts_and_compares_sample_inferences(tmp_path, capsys):
+    """benchmarks/mh_minibatch.py on one chip, 6 steps of 2 chains: full-data MH's sample-inferences
+    are the session's count of its requests (calibration 26 sets x 256 samples, 2 x 2 sets x 398 per
+    step, 3 x 398 for the final choice); every sequential variant reads less, and the table, the
+    verdicts and the JSON (rows and summary) come out of the one run."""
+    pytest.importorskip("cil_analog")
+    bench = load("mh_minibatch")
+    assert bench.main(["--chips", "0", "--steps", "6", "--chains", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "mh_minibatch.json").read_text())
+    cost = {r["variant"]: r["sample_inferences"] for r in result["rows"]}
+    assert cost["full"] == 26 * 256 + 6 * 4 * 398 + 3 * 398
+    assert all(v < cost["full"] for k, v in cost.items() if k != "full")
+    ratios = {s["variant"]: s["cost_ratio"][0] for s in result["summary"]}
+    assert ratios["full"] == 1.0 and ratios["seq m=16 eps=0.2"] == cost["seq m=16 eps=0.2"] / cost["full"]
+    out = capsys.readouterr().out
+    assert "sample-inferences" in out and "criterion: <= 0.25" in out

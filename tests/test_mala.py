@@ -141,6 +141,8 @@ def test_every_option_is_typed_and_documented():
     (dict(adapt_rate=-0.1), "adapt_rate must be a number >= 0"),
     (dict(proposal="random-walk"), "proposal must be 'block'"),
     (dict(de_fraction=0.3), "mala does not take de_fraction"),
+    (dict(likelihood="sequential"), "likelihood must be 'full'"),
+    (dict(neuron_share=0.25), "neuron_share must be 0"),
     (dict(burn_in=-1), "burn_in must be >= 0"),  # MH's own checks still apply
 ])
 def test_out_of_range_options_are_refused(opts, needle):

@@ -344,8 +344,9 @@ def test_nir_export_carries_the_current_trained_values():
 def test_norse_and_sinabs_trainable_neuron_parameters_are_refused_with_the_true_reason():
     norse = pytest.importorskip("norse.torch")
     p = norse.LIFParameters(tau_mem_inv=nn.Parameter(torch.tensor(100.0)), v_th=torch.tensor(1.0))
-    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIFCell\).*p.tau_mem_inv: nn.Parameter.*not "
-                                                    r"norse's yet.*detach"):
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIFCell\): trainable neuron parameter "
+                                                    r"p.tau_mem_inv \(nn.Parameter\): norse computes both the decay "
+                                                    r"and the input gain.*p.tau_mem_inv.detach\(\)"):
         cil.wrap(norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(p)), input_shape=(4,))
     sl = pytest.importorskip("sinabs.layers")
     with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIF\) with train_alphas=True.*train_alphas=False"):
@@ -376,3 +377,240 @@ def test_a_trained_value_runs_on_the_chip_as_the_same_value_fixed(backend):
     out_f = cil.HardwareSession(cil.make_backend(backend, **options)).run(net_f.spec, net_f.detached_parameters(), x)
     assert float(out_f.output.sum()) > 0
     assert torch.equal(out_t.output, out_f.output)
+
+
+def test_a_wrapper_mirrors_the_neuron_parameters_its_backend_holds():
+    """mirror_traits (fault injectors, ray:<backend>) carries ``neuron_parameters`` and their hints,
+    so a wrapped chip refuses what the chip refuses; ray's driver keeps what every worker holds."""
+    pytest.importorskip("cil_speck")
+    from cil_core.hardware.domains import HeldParameter
+    from cil_core.testing import FaultyBackend
+
+    speck = cil.make_backend("speck")
+    wrapped = FaultyBackend(speck, rate=0.0)
+    assert wrapped.neuron_parameters == speck.neuron_parameters and wrapped.neuron_parameter_hints
+    torch.manual_seed(0)
+    net = cil.wrap(nn.Sequential(nn.Linear(10, 14, bias=False), snn.Leaky(beta=1.0, learn_beta=True, init_hidden=True),
+                                 nn.Linear(14, 4, bias=False), snn.Leaky(beta=1.0, init_hidden=True, output=True)))
+    with pytest.raises(BackendCapacityError, match=r"'faulty:speck' cannot hold layer 1 .*trained beta '1.beta'"):
+        cil.HardwareSession(wrapped).check(net.spec)
+    cil_ray_backend = pytest.importorskip("cil_ray.backend")
+    per_neuron, per_layer = HeldParameter("per-neuron"), HeldParameter("per-layer", note="one")
+    held = cil_ray_backend._held_by_all([{"beta": per_neuron, "threshold": per_neuron},
+                                         {"threshold": per_layer}, None])
+    assert held == {}  # a worker that declares nothing holds nothing, next to workers that declare
+    held = cil_ray_backend._held_by_all([{"beta": per_neuron, "threshold": per_neuron}, {"threshold": per_layer}])
+    assert held == {"threshold": per_layer}
+    assert cil_ray_backend._held_by_all([None, None]) is None
+
+
+def test_cil_describe_says_which_trained_neuron_parameters_a_backend_holds(capsys):
+    """``cil describe BACKEND`` (and the README's capability table) read the backends' own
+    ``neuron_parameters`` declarations (the Xylo's are per instance: its defaults')."""
+    pytest.importorskip("cil_speck")
+    import json
+
+    from cil_core.app.capabilities import neuron_parameter_support
+    from cil_core.app.cli import main
+
+    assert main(["describe", "speck", "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)[0]["trained_neuron_parameters"]
+    assert held["threshold"].startswith("per layer") and held["beta"].startswith("no (the chip's neurons do not leak")
+    assert main(["describe", "ideal"]) == 0
+    assert "trained neuron parameters held: beta per neuron; alpha per neuron; threshold per neuron; " \
+           "spike_amplitude per neuron" in capsys.readouterr().out
+    if pytest.importorskip("cil_xylo"):
+        from cil_xylo import XyloBackend
+
+        assert neuron_parameter_support(XyloBackend, "beta") == "per neuron, a bit-shift decay 1 - 2^-k"
+        assert neuron_parameter_support(XyloBackend, "spike_amplitude").startswith("no (Xylo's spikes")
+
+
+def test_the_fidelity_report_runs_and_lists_the_trained_neuron_parameters():
+    """Both sides of ``cil.fidelity`` run the current trained values (the ideal chip agrees with the
+    software exactly), and the report names them with the values used (after snntorch's clamp)."""
+    model, x, net = _build("Leaky per-neuron beta+threshold", 0)
+    with torch.no_grad():
+        model[1].beta[0] = 1.4  # used as 1.0 (clamp)
+        model[1].threshold.mul_(1.3)
+    y = torch.zeros(x.shape[1], dtype=torch.long)
+    report = cil.fidelity(net, "ideal", (x, y), readout="rate")
+    assert report.agreement == 1.0 and all(lf.distortion == 0 for lf in report.layers)
+    got = {p["name"]: p for p in report.neuron_parameters}
+    assert set(got) == {"1.beta", "1.threshold", "3.beta", "3.threshold"}
+    assert got["1.beta"]["max"] == 1.0 and got["1.beta"]["shape"] == [14]
+    assert got["1.threshold"]["mean"] == pytest.approx(float(model[1].threshold.double().mean()))
+    assert '"neuron_parameters"' in report.to_json() and "trained threshold '1.threshold'" in report.table()
+
+
+# ----------------------------------------------------------------------------- norse: a trainable v_th
+def _norse_model(kind: str, seed: int):
+    """norse's cells with ``p.v_th`` an ``nn.Parameter`` (per neuron; the output layer's per layer)."""
+    norse = pytest.importorskip("norse.torch")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    vth = nn.Parameter(0.3 + 0.4 * torch.rand(12, generator=g))
+    cells = {
+        "LIFCell": lambda: norse.LIFCell(norse.LIFParameters(tau_mem_inv=torch.tensor(120.0), v_th=vth)),
+        "IAFCell": lambda: norse.IAFCell(norse.IAFParameters(v_th=vth)),
+        "LIFBoxCell (reset_subtract)": lambda: norse.LIFBoxCell(norse.LIFBoxParameters(
+            tau_mem_inv=torch.tensor(150.0), v_th=vth,
+            reset_method=__import__("norse.torch.functional.reset", fromlist=["x"]).reset_subtract)),
+        "LIFRefracCell": lambda: norse.LIFRefracCell(norse.LIFRefracParameters(lif=norse.LIFParameters(v_th=vth),
+                                                                                rho_reset=torch.tensor(3.0))),
+        "LIFRecurrentCell": lambda: norse.LIFRecurrentCell(12, 12, p=norse.LIFParameters(v_th=vth)),
+        "LIF (time-looping)": lambda: norse.LIF(norse.LIFParameters(v_th=vth)),
+    }
+    out_vth = nn.Parameter(torch.tensor(0.4))
+    if kind == "LIF (time-looping)":
+        layers = [norse.Lift(nn.Linear(10, 12)), cells[kind](), norse.Lift(nn.Linear(12, 4)),
+                  norse.LIF(norse.LIFParameters(v_th=out_vth))]
+    else:
+        layers = [nn.Linear(10, 12), cells[kind](), nn.Linear(12, 4), norse.LIFCell(norse.LIFParameters(v_th=out_vth))]
+    model = norse.SequentialState(*layers)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(4.0)
+    x = _spikes(g, 40, 5, 10)
+    return model, x, [vth, out_vth]
+
+
+NORSE_KINDS = ["LIFCell", "IAFCell", "LIFBoxCell (reset_subtract)", "LIFRefracCell", "LIFRecurrentCell",
+               "LIF (time-looping)"]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("kind", NORSE_KINDS)
+def test_a_norse_threshold_held_as_a_parameter_is_trained_exactly(kind, seed):
+    """norse keeps ``p.v_th`` in its parameter tuple, not among the module's parameters: cil names it
+    ``"<layer>.p.v_th"`` and takes the tensor itself. Spikes equal norse's forward on ``ideal`` and in
+    the software pass; BPTT gradients w.r.t. both thresholds (and every weight) equal norse's autograd."""
+    pytest.importorskip("cil_norse")
+    from cil_norse import run_native as norse_native
+
+    model, x, vths = _norse_model(kind, seed)
+    net = cil.wrap(model, input_shape=(10,))
+    path = "1.p.lif.v_th" if kind == "LIFRefracCell" else "1.p.v_th"
+    assert neuron_parameter_names(net) == [path, "3.p.v_th"]
+    assert net.synaptic_parameters()[path] is vths[0]  # norse's own tensor, trained in place
+    (_, first), (_, last) = net.spec.neuron_layers()
+    assert first.trained[0].per_neuron and not last.trained[0].per_neuron
+    with torch.no_grad():
+        ref = norse_native(model, x)
+        obs = cil.HardwareSession(cil.make_backend("ideal")).run(net.spec, net.detached_parameters(), x)
+    assert torch.equal(obs.output, ref) and torch.equal(net(x).detach(), ref)
+    assert 0.01 < float(ref.mean()) < 0.9
+    w = torch.randn(4, generator=torch.Generator().manual_seed(seed))
+    tensors = vths + list(model.parameters())
+
+    def grads(out):
+        for t in tensors:
+            t.grad = None
+        ((out * w).sum() / out.shape[1]).backward()
+        return [t.grad.clone() for t in tensors]
+
+    for a, b in zip(grads(norse_native(model, x)), grads(net(x))):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert float(grads(net(x))[0].abs().sum()) > 0
+
+
+def test_norse_neuron_parameters_cil_cannot_train_are_refused_naming_the_field():
+    norse = pytest.importorskip("norse.torch")
+    pytest.importorskip("cil_norse")
+    for p, match in [
+        (norse.LIFParameters(tau_syn_inv=nn.Parameter(torch.tensor(200.0))), r"p.tau_syn_inv.*1 - dt\*tau_syn_inv"),
+        (norse.LIFParameters(v_leak=nn.Parameter(torch.tensor(0.0))), r"p.v_leak.*resting potential"),
+        (norse.LIFParameters(v_reset=nn.Parameter(torch.tensor(0.0))), r"p.v_reset.*reset potential"),
+    ]:
+        with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(LIFCell\): trainable neuron parameter " + match):
+            cil.wrap(norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(p)), input_shape=(4,))
+    shared = norse.LIFParameters(v_th=nn.Parameter(torch.tensor(1.0)))
+    with pytest.raises(UnsupportedLayerError, match=r"3.p.v_th is the same nn.Parameter as 1.p.v_th"):
+        cil.wrap(norse.SequentialState(nn.Linear(4, 3), norse.LIFCell(shared), nn.Linear(3, 2),
+                                       norse.LIFCell(shared)), input_shape=(4,))
+    lsnn = norse.LSNNCell(norse.LSNNParameters(v_th=nn.Parameter(torch.tensor(1.0))))
+    with pytest.raises(UnsupportedLayerError, match=r"p.v_th \(nn.Parameter\) of an LSNN.*gradients differ"):
+        cil.wrap(norse.SequentialState(nn.Linear(4, 3), lsnn), input_shape=(4,))
+
+
+def test_a_norse_threshold_trains_with_cil_spl_and_checkpoints(tmp_path):
+    """CIL-SPL moves norse's own v_th in place (the model still runs with norse afterwards, equal to
+    the wrapped network) and a checkpoint restores it."""
+    pytest.importorskip("cil_norse")
+    from cil_norse import run_native as norse_native
+
+    model, x, vths = _norse_model("LIFCell", 0)
+    net = cil.wrap(model, input_shape=(10,))
+    y = torch.randint(0, 4, (x.shape[1],), generator=torch.Generator().manual_seed(7))
+    before = vths[0].detach().clone()
+    trainer = cil.Trainer(net, "ideal", "cil-spl", seed=0, lr=1e-2)
+    trainer.fit((x, y), steps=3, batch_size=x.shape[1], checkpoint=tmp_path / "n.pt", checkpoint_every=3)
+    assert not torch.equal(before, vths[0].detach())
+    with torch.no_grad():
+        assert torch.equal(net(x), norse_native(model, x))
+    blob = torch.load(tmp_path / "n.pt", weights_only=True)
+    assert torch.equal(blob["weights"]["1.p.v_th"], vths[0].detach())
+
+
+# ----------------------------------------------------------------------------- sinabs: train_alphas=True
+def _sinabs_model(kind: str, seed: int):
+    sl = pytest.importorskip("sinabs.layers")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    first = {
+        "LIF": lambda: sl.LIF(tau_mem=torch.tensor(15.0), train_alphas=True, norm_input=False),
+        "LIF tau_syn, per neuron": lambda: sl.LIF(tau_mem=10 + 10 * torch.rand(12, generator=g),
+                                                  tau_syn=torch.full((12,), 5.0), train_alphas=True, norm_input=False),
+        "LIFRecurrent": lambda: sl.LIFRecurrent(tau_mem=torch.tensor(15.0), rec_connect=nn.Linear(12, 12),
+                                                train_alphas=True, norm_input=False),
+    }[kind]()
+    model = nn.Sequential(nn.Linear(10, 12), first, nn.Linear(12, 4),
+                          sl.LIF(tau_mem=torch.tensor(20.0), train_alphas=True, norm_input=False))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(2.5)
+    return model, _spikes(g, 30, 5, 10, p=0.4)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("kind", ["LIF", "LIF tau_syn, per neuron", "LIFRecurrent"])
+def test_sinabs_train_alphas_decays_are_trained_exactly(kind, seed):
+    """sinabs ``train_alphas=True, norm_input=False``: ``alpha_mem`` / ``alpha_syn`` are the decays
+    themselves (``beta`` / ``alpha`` neuron parameters named like the model's parameters): spikes equal
+    sinabs' forward on ``ideal`` and in the software pass, BPTT gradients equal sinabs' autograd."""
+    pytest.importorskip("cil_sinabs")
+    from cil_sinabs import run_sinabs
+
+    model, x = _sinabs_model(kind, seed)
+    net = cil.wrap(model, input_shape=(10,))
+    names = neuron_parameter_names(net)
+    assert names == ["1.alpha_mem"] + (["1.alpha_syn"] if "tau_syn" in kind else []) + ["3.alpha_mem"]
+    assert net.synaptic_parameters()["1.alpha_mem"] is model[1].alpha_mem
+    with torch.no_grad():
+        ref = run_sinabs(model, x)
+        obs = cil.HardwareSession(cil.make_backend("ideal")).run(net.spec, net.detached_parameters(), x)
+    assert torch.equal(obs.output, ref) and torch.equal(net(x).detach(), ref)
+    assert float(ref.sum()) > 0
+    g_ref, g_cil = native_and_wrapped_bptt_gradients(model, net, x, run_sinabs, seed)
+    assert set(names) <= set(g_ref) and set(g_cil) == set(g_ref)
+    for k in g_ref:
+        torch.testing.assert_close(g_cil[k], g_ref[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{kind} {k}: {m}")
+
+
+def test_sinabs_decays_cil_cannot_train_are_refused_or_held_fixed_by_the_stated_rule():
+    sl = pytest.importorskip("sinabs.layers")
+    pytest.importorskip("cil_sinabs")
+    with pytest.raises(UnsupportedLayerError, match=r"train_alphas=True and norm_input=True.*\(1 - alpha_mem\).*"
+                                                    r"norm_input=False"):
+        cil.wrap(nn.Sequential(nn.Linear(4, 3), sl.LIF(tau_mem=torch.tensor(20.0), train_alphas=True)),
+                 input_shape=(4,))
+    with pytest.raises(UnsupportedLayerError, match=r"ALIF.*train_alphas=True.*adaptation decay"):
+        cil.wrap(nn.Sequential(nn.Linear(4, 3), sl.ALIF(tau_mem=torch.tensor(20.0), tau_adapt=torch.tensor(30.0),
+                                                        train_alphas=True)), input_shape=(4,))
+    # train_alphas=False (sinabs' default): tau_mem is an nn.Parameter requiring grad, held fixed by cil
+    lif = sl.LIF(tau_mem=torch.tensor(20.0))
+    assert lif.tau_mem.requires_grad
+    net = cil.wrap(nn.Sequential(nn.Linear(4, 3), lif), input_shape=(4,))
+    assert not net.spec.neuron_parameters() and "1.tau_mem" not in net.parameter_names()

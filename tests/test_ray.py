@@ -104,6 +104,44 @@ def test_mh_on_two_workers_equals_the_local_run(cluster, breast_cancer, inner, o
             assert sizes == [1, 1]
 
 
+def test_trained_neuron_parameters_pass_through_the_workers(cluster, breast_cancer):
+    """The workers' backend declares which trained neuron parameters it holds (``neuron_parameters``);
+    the driver mirrors it: MH moving an snntorch model's leaks and thresholds on ``ray:ideal`` is the
+    local run, and ``ray:speck`` refuses a trained leak before the first call, as speck does."""
+    snn = pytest.importorskip("snntorch")
+    pytest.importorskip("cil_snntorch")
+    from torch import nn
+
+    def model(beta=0.9):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(62, 12, bias=False), snn.Leaky(beta=beta, threshold=torch.ones(12),
+                                                                      learn_threshold=True, learn_beta=True,
+                                                                      init_hidden=True),
+                             nn.Linear(12, 2, bias=False), snn.Leaky(beta=beta, learn_threshold=True, init_hidden=True,
+                                                                     output=True))
+
+    train = breast_cancer.train.subset(torch.arange(100))
+    opts = dict(chains=4, burn_in=4, adapt_every=2, init="network", neuron_share=0.5)
+    local = cil.Trainer(cil.wrap(model()), "ideal", "mh", seed=0, **opts)
+    local.fit(train, steps=8)
+    with cil.make_backend("ray:ideal", workers=2, min_shard=32) as chip:
+        assert chip.neuron_parameters == cil.make_backend("ideal").neuron_parameters
+        remote = cil.Trainer(cil.wrap(model()), chip, "mh", seed=0, **opts)
+        remote.fit(train, steps=8)
+        _same_run(local, remote)
+    start = cil.wrap(model()).detached_parameters()
+    assert any(not torch.equal(local.network.detached_parameters()[k], start[k])
+               for k in ("1.beta", "1.threshold", "3.beta", "3.threshold"))  # neuron parameters were moved
+    if HAS_SPECK:
+        speck = cil.make_backend("speck")
+        with cil.make_backend("ray:speck", num_cpus=0) as chip:
+            assert chip.neuron_parameters == speck.neuron_parameters
+            assert chip.neuron_parameter_hints == speck.neuron_parameter_hints
+            with pytest.raises(cil.BackendCapacityError, match=r"'ray:speck' cannot hold layer 1 .*trained beta "
+                                                               r"'1.beta'"):
+                cil.HardwareSession(chip).check(cil.wrap(model(beta=1.0)).spec)
+
+
 def test_meets_the_backend_contract_with_sets_and_batches_split(cluster):
     with cil.make_backend("ray:ideal", workers=2, min_shard=2) as chip:
         check_backend(chip)

@@ -620,6 +620,11 @@ PARALLEL = {
     "LeakyParallel module (snntorch example)": ParallelNet,
     "LeakyParallel per-neuron threshold": lambda g: nn.Sequential(
         _parallel(10, 16, g, threshold=0.7 + 0.6 * torch.rand(16, generator=g)), _parallel(16, 4, g)),
+    # trained neuron parameters (cil_core.NeuronParameter): snntorch uses them as mem - threshold, spk * factor
+    "LeakyParallel learn_threshold, learn_graded_spikes_factor": lambda g: nn.Sequential(
+        _parallel(10, 16, g, threshold=0.7 + 0.6 * torch.rand(16, generator=g), learn_threshold=True,
+                  graded_spikes_factor=0.5 + torch.rand(16, generator=g), learn_graded_spikes_factor=True),
+        _parallel(16, 4, g, learn_threshold=True)),
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..network.description import FEATURES
+from ..network.neuron import NEURON_PARAMETER_FIELDS
 from .sections import replace_section, section_main
 
 BEGIN, END = "<!-- capabilities:begin -->", "<!-- capabilities:end -->"
@@ -41,14 +42,47 @@ def support(backend: Any, feature: str) -> str:
     return f"no ({hint})" if hint else "no"
 
 
+def held_neuron_parameters(backend: Any) -> dict[str, Any] | None:
+    """The trained neuron parameters ``backend`` holds (its ``neuron_parameters``,
+    ``{field: HeldParameter}``); for a backend class that declares them per instance (they depend
+    on its options, e.g. the Xylo chip's decay domain), those of an instance built with its
+    defaults (only a class that declares ``capabilities``: a wrapper such as ``ray:`` is never
+    started here). ``None``: not declared (a backend without ``capabilities`` checks for itself,
+    a wrapper holds what the backend it wraps holds)."""
+    held = getattr(backend, "neuron_parameters", None)
+    if held is None and isinstance(backend, type) and getattr(backend, "capabilities", None) is not None:
+        try:
+            held = getattr(backend(), "neuron_parameters", None)
+        except Exception:  # needs options, or cannot start here: report what the class declares
+            held = None
+    return held
+
+
+def neuron_parameter_support(backend: Any, field: str) -> str:
+    """One cell of the trained-neuron-parameter rows: ``per neuron`` / ``per layer`` (with the
+    declaration's note), or ``no`` (with the backend's hint)."""
+    held = held_neuron_parameters(backend)
+    if held is None and getattr(backend, "capabilities", None) is None:
+        return "not declared"
+    h = (held or {}).get(field)
+    if h is None:
+        hint = (getattr(backend, "neuron_parameter_hints", {}) or {}).get(field)
+        return f"no ({hint})" if hint else "no"
+    return h.granularity.replace("-", " ") + (f", {h.note}" if h.note else "")
+
+
 def markdown_table(backends: Mapping[str, Any] | None = None) -> str:
-    """Features (rows) x backends (columns) as a Markdown table."""
+    """Features (rows) x backends (columns) as a Markdown table, then one row per trainable
+    neuron field: whether the chip holds a trained value of it (per neuron, per layer, no)."""
     backends = registered_backends() if backends is None else backends
     names = sorted(backends)
     rows = ["| feature | " + " | ".join(f"`{n}`" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
     for feature, meaning in FEATURES.items():
         cells = [support(backends[n], feature) for n in names]
         rows.append(f"| {feature}: {meaning} | " + " | ".join(cells) + " |")
+    for field in NEURON_PARAMETER_FIELDS:
+        cells = [neuron_parameter_support(backends[n], field) for n in names]
+        rows.append(f"| trained {field}: a trainable neuron parameter (snntorch learn_*) | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -67,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     return section_main(argv, "python -m cil_core.app.capabilities", __doc__.splitlines()[0], section, BEGIN, END)
 
 
-__all__ = ["markdown_table", "section", "support", "registered_backends"]
+__all__ = ["markdown_table", "section", "support", "registered_backends", "held_neuron_parameters",
+           "neuron_parameter_support"]
 
 if __name__ == "__main__":
     sys.exit(main())

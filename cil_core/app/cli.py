@@ -311,13 +311,25 @@ def _cmd_describe(argv: list[str]) -> int:
         else:
             factory, rows = value, describe(value)
             text = (inspect.getdoc(value) or "").split("\n\n")[0]
-        out.append({"kind": kind[:-1], "name": a.name, "plugin": entry.owner, "description": text, "options": rows})
+        item = {"kind": kind[:-1], "name": a.name, "plugin": entry.owner, "description": text, "options": rows}
+        if kind == "backends":  # which trained neuron parameters (snntorch learn_beta, ...) the chip holds
+            from ..network.neuron import NEURON_PARAMETER_FIELDS
+            from .capabilities import neuron_parameter_support
+
+            item["trained_neuron_parameters"] = {f: neuron_parameter_support(value, f) for f in NEURON_PARAMETER_FIELDS}
+        out.append(item)
     if a.json:
         print(json.dumps(out, indent=2))
         return 0
     for item in out:
         print(f"{item['kind']} {item['name']!r} (plugin {item['plugin']})")
         print("  " + item["description"].replace("\n", "\n  "))
+        held = item.get("trained_neuron_parameters")
+        if held and set(held.values()) == {"not declared"}:
+            print("  trained neuron parameters held: not declared (the backend checks them itself; a wrapper such "
+                  "as ray:<backend> holds what the backend it wraps holds)")
+        elif held:
+            print("  trained neuron parameters held: " + "; ".join(f"{f} {v}" for f, v in held.items()))
         if not item["options"]:
             print("  options: none")
             continue

@@ -141,6 +141,7 @@ class BatchStream:
         self.source: Any = None
         self._one_shot = False
         self._passes = 0
+        self._taken = -1  # batches read by index so far (named in errors)
         if is_in_memory(data):
             self.in_memory = door.check(data)
         elif _is_map_dataset(data):
@@ -193,6 +194,48 @@ class BatchStream:
             n += 1
         if n == 0:
             raise DataError(f"{self.door.what} yielded no batch")
+
+    # ------------------------------------------------------------ random access (minibatch MH)
+    def _map_source(self) -> tuple[Any, Any] | None:
+        """``(dataset, collate_fn)`` whose samples can be read by index: a map-style Dataset, or
+        the Dataset under a DataLoader that batches it (``batch_size`` set); ``None`` otherwise."""
+        from torch.utils.data import DataLoader
+
+        if self.dataset is not None:
+            return self.dataset, getattr(self.dataset, "collate_fn", None) or TimeMajorCollate()
+        src = self.source
+        if (isinstance(src, DataLoader) and src.batch_size is not None and _is_map_dataset(src.dataset)):
+            return src.dataset, src.collate_fn
+        return None
+
+    @property
+    def random_access(self) -> bool:
+        """Whether samples can be read by index (:meth:`take`): in-memory data, a map-style torch
+        Dataset, or a DataLoader over one (its ``dataset`` and ``collate_fn``)."""
+        return self.in_memory is not None or self._map_source() is not None
+
+    @property
+    def sample_count(self) -> int | None:
+        """The number of samples :meth:`take` can index (``None`` without random access)."""
+        if self.in_memory is not None:
+            return len(self.in_memory)
+        ms = self._map_source()
+        return None if ms is None else len(ms[0])
+
+    def take(self, indices: torch.Tensor) -> Batch:
+        """The samples at ``indices`` as one checked time-major batch ``(x [T, B, ...], y [B])``,
+        read in the main process (a DataLoader's ``dataset`` through its ``collate_fn``: its
+        batch size, order and workers do not apply); needs :attr:`random_access`."""
+        if self.in_memory is not None:
+            return self.in_memory.select(indices)
+        ms = self._map_source()
+        if ms is None:
+            raise CilError(f"{self.door.what}: a {type(self.source).__name__} cannot be read by index; pass a map-style "
+                           "torch Dataset or a DataLoader over one")
+        dataset, collate = ms
+        self._taken += 1
+        batch = collate([dataset[int(i)] for i in indices])
+        return self._check(batch, self._taken)
 
     # ------------------------------------------------------------ sources
     def _dataset_batches(self) -> Iterator[Any]:

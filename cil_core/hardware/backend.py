@@ -113,25 +113,31 @@ class Backend(ABC):
 
 #: what a backend declares about itself that the session acts on (and its default when absent)
 TRAITS: dict[str, Any] = {"max_sets": 1, "observes_layers": False, "observes_membrane": False,
-                          "stochastic": False, "capabilities": None, "capability_hints": {}}
+                          "stochastic": False, "capabilities": None, "capability_hints": {},
+                          "neuron_parameters": None, "neuron_parameter_hints": {}}
 
 
 def backend_traits(backend: Any) -> dict[str, Any]:
     """The :data:`TRAITS` ``backend`` declares, as plain data (``capabilities`` a sorted list
-    or ``None``): what a wrapper or a remote driver must mirror to be called as ``backend`` is."""
+    or ``None``; ``neuron_parameters`` a ``{field: HeldParameter}`` dict or ``None``): what a
+    wrapper or a remote driver must mirror to be called as ``backend`` is."""
     caps = getattr(backend, "capabilities", None)
+    held = getattr(backend, "neuron_parameters", None)
     return {"max_sets": getattr(backend, "max_sets", 1),
             "observes_layers": bool(getattr(backend, "observes_layers", False)),
             "observes_membrane": bool(getattr(backend, "observes_membrane", False)),
             "stochastic": bool(getattr(backend, "stochastic", False)),
             "capabilities": None if caps is None else sorted(caps),
-            "capability_hints": dict(getattr(backend, "capability_hints", {}) or {})}
+            "capability_hints": dict(getattr(backend, "capability_hints", {}) or {}),
+            "neuron_parameters": None if held is None else dict(held),
+            "neuron_parameter_hints": dict(getattr(backend, "neuron_parameter_hints", {}) or {})}
 
 
 def mirror_traits(wrapper: Any, inner: Any) -> None:
     """Give ``wrapper`` (a backend that forwards its calls to ``inner``: a fault injector, a
     remote proxy, a logger) every trait of ``inner``, so that the session prepares and checks
-    its transfers as it would ``inner``'s (batch norm folded, missing features refused). A
+    its transfers as it would ``inner``'s (batch norm folded, missing features and trained neuron
+    parameters it does not hold refused). A
     wrapper that sets these by hand and forgets one makes the session send ``inner`` a network
     it does not run."""
     traits = backend_traits(inner)

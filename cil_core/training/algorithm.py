@@ -119,6 +119,14 @@ class Algorithm(ABC):
 
         cls.__init__ = recording_init  # type: ignore[method-assign]
 
+    def batch_source(self, state: TrainState, stream: "BatchStream") -> Any:
+        """What :meth:`Trainer.fit <cil_core.Trainer.fit>` iterates for this fit, one pass per epoch,
+        handing each item to :meth:`step`: ``stream`` itself (the data's own batches, default), or
+        batches the algorithm draws itself (minibatch MH reads samples by index; it may also check
+        the fit's settings here, before any chip call). The object may tell ``num_batches`` (steps
+        per pass). Called before :meth:`setup`, on every fit."""
+        return stream
+
     def setup(self, state: TrainState, train: "SpikeData | BatchStream") -> None:
         """Called once before the first step of a fit (not again on resume); ``train`` is a
         :class:`BatchStream` only for a ``streaming`` algorithm given a streamed source."""

@@ -151,7 +151,8 @@ class Langevin(MetropolisHastings):
     starting share of Langevin moves per layer; the rest are MH's block random-walk moves),
     ``min_share`` (the floor, and 1 − the cap, of a layer's Langevin share during burn-in),
     ``collapse_acceptance`` (a layer whose Langevin moves are accepted below this in a window
-    halves its share), ``adapt_rate`` (γ, the gain of the per-step Langevin step adaptation).
+    halves its share), ``adapt_rate`` (γ, the gain of the per-step Langevin step adaptation),
+    ``neuron_share`` (must stay 0: trained neuron parameters are held fixed; ``mh`` moves them).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -162,11 +163,18 @@ class Langevin(MetropolisHastings):
     def __init__(self, chains: int = 8, langevin_block_size: int | None = None, exact_burn_in: bool = False,
                  langevin_step: float | None = None,
                  langevin_target: float = 0.3, langevin_share: float = 0.75, min_share: float = 0.1,
-                 collapse_acceptance: float = 0.05, adapt_rate: float = 0.3, **kw: Any) -> None:
+                 collapse_acceptance: float = 0.05, adapt_rate: float = 0.3, neuron_share: float = 0.0,
+                 **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
             raise OptionError("mala does not take de_fraction (differential-evolution moves): use 'mh' for them")
+        if kw.get("likelihood", "full") != "full":
+            raise OptionError("mala scores every proposal on the whole training set: likelihood must be 'full' "
+                              "(the minibatch sequential test is mh's)")
+        if neuron_share:
+            raise OptionError("mala moves the synaptic weights only: neuron_share must be 0 (trained neuron "
+                              "parameters stay fixed; 'mh' moves them)")
         if langevin_step is not None and not (math.isfinite(langevin_step) and langevin_step > 0):
             raise OptionError(f"langevin_step must be a positive number or None, not {langevin_step!r}")
         if langevin_block_size is not None and langevin_block_size < 1:
@@ -181,7 +189,7 @@ class Langevin(MetropolisHastings):
             raise OptionError(f"collapse_acceptance must lie in [0, 1), not {collapse_acceptance!r}")
         if not (math.isfinite(adapt_rate) and adapt_rate >= 0):
             raise OptionError(f"adapt_rate must be a number >= 0, not {adapt_rate!r}")
-        super().__init__(chains=chains, **kw)
+        super().__init__(chains=chains, neuron_share=0.0, **kw)
         self.langevin_block_size, self.exact_burn_in = langevin_block_size, bool(exact_burn_in)
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
@@ -234,8 +242,10 @@ class Langevin(MetropolisHastings):
                           validate=False).output
             surrogate = -n * readout.loss(straight_through(sw, out), y) / self.temperature  # [S]
             (g,) = torch.autograd.grad(surrogate.sum(), th)
-        g = g - theta / (self.prior_std * self.unit) ** 2
-        return lp, ll, correct, g.detach()
+        prior = theta / (self.prior_std * self.unit) ** 2
+        if self.nblocks:  # the neuron parameters' priors are flat (MH's log_prior); mala does not move them
+            prior = torch.where(self.weight_mask, prior, torch.zeros((), dtype=prior.dtype, device=prior.device))
+        return lp, ll, correct, (g - prior).detach()
 
     # ------------------------------------------------------------ proposals
     @staticmethod

@@ -102,6 +102,41 @@ With a stochastic chip or a minibatch likelihood the current states are re-score
 with the proposals each step (Monte-Carlo-within-Metropolis), so a lucky noisy estimate cannot
 pin a chain.
 
+**Minibatch likelihood** (``likelihood="sequential"``): each chain's acceptance is decided by
+Korattikara et al.'s sequential t-test on as few randomly drawn training samples as the test needs
+(``minibatch`` at a time, level ``epsilon``, at most ``max_samples``), so a step's cost does not grow
+with N, and the training data may be streamed from a torch Dataset or DataLoader (read by index).
+Equations and the error bound in :mod:`cil_core.training.minibatch`. ``likelihood="full"`` (the
+default) scores every step on all the data given to the step.
+**Neuron parameters** (a model whose neuron layers hold trainable tensors,
+:class:`~cil_core.network.neuron.NeuronParameter`: snntorch ``learn_beta``, ``learn_threshold``, ...).
+With ``neuron_share`` :math:`q > 0` (default 0.25) they are sampled with the weights: in a block step each
+chain moves, with probability :math:`q`, one trained neuron tensor :math:`j` (drawn uniformly;
+:math:`k = \min(\text{block\_size}, D_j)` of its entries) instead of a synaptic layer, by a move that
+never leaves the field's valid range,
+
+.. math::
+
+    \beta'_i &= \mathrm{fold}(\beta_i + s_j \epsilon_i), \qquad
+        \mathrm{fold}(x) = 1 - |1 - (x \bmod 2)| \in [0, 1]
+        &&(\beta,\ \alpha:\ \text{reflected at 0 and 1})\\
+    \theta'_i &= \theta_i\, e^{s_j \epsilon_i} > 0
+        &&(\text{threshold, spike amplitude: a step of the logarithm})
+
+with :math:`\epsilon_i \sim \mathcal N(0, 1)` and its own step size :math:`s_j`, starting at
+``neuron_steps[field]`` (0.02 for β and α, 0.05 for the threshold and the spike amplitude, i.e. about 5 %)
+and adapted during burn-in like a layer's step, capped at 0.5 (β, α) and 1.0 (log scale). The prior is
+uniform on :math:`[0, 1]` for β and α and uniform in :math:`\log\theta` for the threshold and the spike
+amplitude (scale-free; :math:`p(\theta) \propto 1/\theta`); the reflected move is symmetric and the
+log-normal move's Hastings factor :math:`\theta'/\theta` cancels that prior's ratio, so the acceptance
+stays :math:`\min(1, L(\theta')/L(\theta))` in them (the Gaussian weight prior covers the weights only).
+The chains start from the values the layers use (the library's clamp applied, e.g. snntorch's β clipped
+to [0, 1]); a value outside its range at the start is refused by name. The random walk moves every
+neuron entry each step the same way, with :math:`s_j` times the chain's step factor
+:math:`s_c/s_0`. A chip holds one neuron parameter value for all parameter sets of a call, so sets
+whose neuron parameters differ are scored in separate requests, one per distinct value (up to
+``2 * chains`` calls per step instead of one). ``neuron_share=0`` keeps them fixed, as before.
+
 ``proposal="random-walk", init="auto", deploy_by="posterior"`` is cil's earlier sampler, step for
 step.
 """
@@ -116,9 +151,12 @@ from typing import Any
 import torch
 
 from ..data import SpikeData, as_dense
-from ..errors import CilError, OptionError
-from ..network.description import Neuron
+from ..data.stream import BatchStream
+from ..errors import CilError, OptionError, SpecError
+from ..network.description import Neuron, check_neuron_ranges
+from ..network.neuron import NEURON_PARAMETER_FIELDS
 from .algorithm import Algorithm, StepResult, TrainState
+from .minibatch import Decision, MinibatchDraws, SequentialTest
 from .readout import Readout
 
 #: at most this many training samples are run for the per-layer gain calibration
@@ -127,6 +165,14 @@ CALIBRATION_SAMPLES = 256
 DEPLOY_SAMPLES = 512
 #: κ, the centred RMS spread of the starting logits that ``logit_scale="auto"`` aims at
 LOGIT_SPREAD = 1.0
+
+#: initial MH step of each trainable neuron field: absolute for beta and alpha (reflected into [0, 1]),
+#: of the logarithm for the threshold and the spike amplitude (see the module doc)
+NEURON_STEPS = {"beta": 0.02, "alpha": 0.02, "threshold": 0.05, "spike_amplitude": 0.05}
+#: the largest step a neuron field's step may be set to or adapt to
+NEURON_STEP_MAX = {"beta": 0.5, "alpha": 0.5, "threshold": 1.0, "spike_amplitude": 1.0}
+#: neuron fields held in [0, 1] (the others are positive)
+_UNIT_INTERVAL = ("beta", "alpha")
 
 _DEFAULTS = {  # (step_size, target_acceptance) per proposal
     "block": (1.0, 0.3),
@@ -164,7 +210,18 @@ class MetropolisHastings(Algorithm):
     hidden and output, that the calibration aims at), ``de_fraction`` (share of block proposals that
     are differential-evolution moves across chains; needs 3 chains), ``logit_scale`` (``"auto"``: the
     likelihood's factor λ on the readout logits chosen from the starting outputs, λ = min(1, 1/s) with s
-    their centred RMS spread; a positive number fixes λ, 1.0 is the earlier likelihood).
+    their centred RMS spread; a positive number fixes λ, 1.0 is the earlier likelihood), ``likelihood``
+    (``"full"``: every step scored on all the data it is given; ``"sequential"``: Korattikara et al.'s
+    sequential test on random minibatches, step cost independent of N, streamed Datasets and DataLoaders
+    accepted; :mod:`cil_core.training.minibatch`), ``minibatch`` (samples read per look of the sequential
+    test, m >= 2), ``epsilon`` (level of the sequential test per look, 0 <= epsilon < 1; 0: exact MH),
+    ``max_samples`` (at most this many samples per sequential decision, then the sign of the estimate
+    decides; ``None``: all N), ``neuron_share``
+    (the probability that a block proposal moves a trained neuron parameter tensor instead of a synaptic layer;
+    0 keeps the neuron parameters fixed; no effect on a model without them), ``neuron_steps`` (initial step per
+    neuron field, ``{"beta": 0.02, "alpha": 0.02, "threshold": 0.05, "spike_amplitude": 0.05}`` for the fields
+    not given: absolute for beta and alpha, of the logarithm for threshold and spike amplitude; at most 0.5 and
+    1.0).
 
     Chip requests per fit: ``init="calibrate"``: one request of ``len(init_gains)`` sets per
     synaptic layer (on at most 256 samples; only the output layer's on a backend that does not
@@ -185,7 +242,9 @@ class MetropolisHastings(Algorithm):
                  deploy: str = "mean", deploy_by: str = "likelihood", rescore: bool | str = "auto",
                  batched: bool = True, init: str = "calibrate", init_gains: tuple[float, ...] | None = None,
                  target_rates: tuple[float, float] = (0.15, 0.3), de_fraction: float = 0.0,
-                 logit_scale: float | str = "auto") -> None:
+                 logit_scale: float | str = "auto", likelihood: str = "full", minibatch: int = 32,
+                 epsilon: float = 0.05, max_samples: int | None = None, neuron_share: float = 0.25,
+                 neuron_steps: dict[str, float] | None = None) -> None:
         if proposal not in _DEFAULTS:
             raise OptionError(f"proposal must be 'block' or 'random-walk', not {proposal!r}")
         if init not in _GAINS:
@@ -221,6 +280,24 @@ class MetropolisHastings(Algorithm):
         if not (logit_scale == "auto" or (isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool)
                                           and math.isfinite(logit_scale) and logit_scale > 0)):
             raise OptionError(f"logit_scale must be 'auto' or a positive number, not {logit_scale!r}")
+        #: the sequential test (``likelihood="sequential"``), ``None`` for full-data MH
+        self.sequential = _sequential_test(likelihood, minibatch, epsilon, max_samples, rescore)
+        #: a sequential-test MH trains on streamed Datasets and DataLoaders too (it reads samples by index)
+        self.streaming = self.sequential is not None
+        self.draws: MinibatchDraws | None = None
+        if isinstance(neuron_share, bool) or not isinstance(neuron_share, (int, float)) or not 0 <= neuron_share <= 1:
+            raise OptionError(f"neuron_share must lie in [0, 1], not {neuron_share!r}")
+        steps = dict(NEURON_STEPS)
+        for f, v in (neuron_steps or {}).items():
+            if f not in NEURON_STEPS:
+                raise OptionError(f"neuron_steps: unknown neuron field {f!r}; trainable neuron fields: "
+                                  f"{', '.join(NEURON_PARAMETER_FIELDS)}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= NEURON_STEP_MAX[f]:
+                raise OptionError(f"neuron_steps[{f!r}] must lie in (0, {NEURON_STEP_MAX[f]}] "
+                                  f"({'absolute, in [0, 1]' if f in _UNIT_INTERVAL else 'a step of the logarithm'}), "
+                                  f"not {v!r}")
+            steps[f] = float(v)
+        self.neuron_share, self.neuron_steps = float(neuron_share), steps
         self.chains, self.proposal, self.block_size, self.layer_choice = chains, proposal, block_size, layer_choice
         self.step_size, self.target = float(step_size), float(target_acceptance)
         self.burn_in, self.thin, self.prior_std, self.temperature = burn_in, thin, prior_std, temperature
@@ -269,6 +346,7 @@ class MetropolisHastings(Algorithm):
             self.blocks.append(torch.cat([torch.arange(offset[n][0], offset[n][0] + offset[n][1]) for n in tensors]))
             self.block_neuron.append(neuron_pos.get(driven[i]) if i in driven else None)
         self.block_sizes = [len(b) for b in self.blocks]
+        self._layout_neurons(spec, offset, start)
         L = len(self.blocks)
         if self.layer_choice == "uniform" or L == 1:
             p = torch.full((L,), 1.0 / L)
@@ -280,6 +358,61 @@ class MetropolisHastings(Algorithm):
             p = p.sqrt() if self.layer_choice == "sqrt-size" else p
             p = (p / p.sum()).float()
         self.layer_p = p
+
+    def _layout_neurons(self, spec: Any, offset: dict[str, tuple[int, int]], dim: int) -> None:
+        """The trained neuron tensors: their flat indices (``nblocks``), fields, which entries are
+        positive (threshold, spike amplitude) and their steps; ``neuron_moves``: whether MH moves
+        them (``neuron_share > 0``; otherwise they stay fixed)."""
+        self.nblocks: list[torch.Tensor] = []
+        self.nfields: list[str] = []
+        self._nparams: list[tuple[str, Any]] = []
+        for _, _, p in spec.neuron_parameters():
+            if p.name in offset and all(p.name != n for n, _ in self._nparams):
+                s, k = offset[p.name]
+                self.nblocks.append(torch.arange(s, s + k))
+                self.nfields.append(p.field)
+                self._nparams.append((p.name, p))
+        self.neuron_moves = self.neuron_share > 0 and bool(self.nblocks)
+        device = self.unit.device
+        self.nidx = (torch.cat(self.nblocks) if self.nblocks else torch.zeros(0, dtype=torch.long)).to(device)
+        self.weight_mask = torch.ones(dim, dtype=torch.bool, device=device)
+        self.weight_mask[self.nidx] = False
+        self.positive = torch.zeros(dim, dtype=torch.bool, device=device)
+        entry_step, entry_max = torch.zeros(dim), torch.zeros(dim)
+        for blk, f in zip(self.nblocks, self.nfields):
+            self.positive[blk.to(device)] = f not in _UNIT_INTERVAL
+            entry_step[blk], entry_max[blk] = self.neuron_steps[f], NEURON_STEP_MAX[f]
+        self.nstep0 = torch.tensor([self.neuron_steps[f] for f in self.nfields], dtype=torch.float32).to(device)
+        self.nstep_max = torch.tensor([NEURON_STEP_MAX[f] for f in self.nfields], dtype=torch.float32).to(device)
+        self.entry_step, self.entry_max = entry_step[self.nidx.cpu()].to(device), entry_max[self.nidx.cpu()].to(device)
+
+    def _neuron_start(self, state: TrainState, theta0: torch.Tensor) -> torch.Tensor:
+        """``theta0`` with the moved neuron entries set to the values the layers use (the library's
+        clamp applied); a value outside its valid range is refused (SpecError naming the tensor)."""
+        if not self.neuron_moves:
+            return theta0
+        params = {k: v[0] for k, v in self._unflatten(theta0.unsqueeze(0)).items()}
+        check_neuron_ranges(state.network.spec, params, where="MH cannot start from ")
+        theta0 = theta0.clone()
+        for blk, (name, p) in zip(self.nblocks, self._nparams):
+            v = p.value(params[name]).reshape(-1)
+            if p.field == "spike_amplitude" and bool((v <= 0).any()):
+                raise SpecError(f"MH cannot start from the trained spike amplitude '{name}': it moves it in log space, "
+                                f"which needs values > 0 (min {float(v.min()):.6g}); make the factor positive or pass "
+                                "neuron_share=0 to keep the neuron parameters fixed")
+            theta0[blk.to(theta0.device)] = v
+        return theta0
+
+    def _neuron_move(self, cur: torch.Tensor, pick: torch.Tensor, step: torch.Tensor | float,
+                     eps: torch.Tensor) -> torch.Tensor:
+        """Proposed values of the neuron entries ``pick`` (flat indices) from ``cur``: reflected into
+        [0, 1] (beta, alpha) or multiplied by :math:`e^{s\epsilon}` (threshold, spike amplitude)."""
+        x = cur + step * eps
+        folded = torch.remainder(x, 2.0)
+        folded = torch.where(folded > 1, 2.0 - folded, folded)
+        fmax = torch.finfo(cur.dtype)
+        scaled = (cur * torch.exp(step * eps)).clamp(fmax.tiny, fmax.max / 4)
+        return torch.where(self.positive[pick], scaled, folded)
 
     def _flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([params[n].reshape(-1) for n in self.names])
@@ -296,6 +429,17 @@ class MetropolisHastings(Algorithm):
     def _observe(self, state: TrainState, theta: torch.Tensor, x: Any, record: bool = False):
         """Output ``[T, S, B, *out]`` and per-layer spikes (a list, or ``None``) of every row of ``theta``."""
         S = theta.shape[0]
+        if self.neuron_moves and self.batched and S > 1:
+            groups = self._neuron_groups(theta)
+            if len(groups) > 1:  # a chip holds one neuron value per call: one request per distinct value
+                parts = [(rows, self._observe(state, theta[rows], x, record)) for rows in groups]
+                out = torch.cat([o for _, (o, _) in parts], 1)
+                order = torch.argsort(torch.cat([rows for rows, _ in parts]).to(out.device))
+                layers = None
+                if all(ls is not None for _, (_, ls) in parts):
+                    layers = [torch.cat([ls[k] for _, (_, ls) in parts], 1)[:, order]
+                              for k in range(len(parts[0][1][1]))]
+                return out[:, order], layers
         params = self._unflatten(theta)
         if self.batched:
             obs = state.observe(params, x, n_sets=S, record=record)
@@ -306,8 +450,21 @@ class MetropolisHastings(Algorithm):
             layers = [torch.stack([p.layers[k].spikes for p in parts], 1) for k in range(len(parts[0].layers))]
         return torch.stack([p.output for p in parts], 1), layers
 
+    def _neuron_groups(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        """The rows of ``theta`` grouped by their neuron parameter values (first occurrence order)."""
+        _, inverse = torch.unique(theta[:, self.nidx], dim=0, return_inverse=True)
+        firsts: dict[int, list[int]] = {}
+        for r, gi in enumerate(inverse.tolist()):
+            firsts.setdefault(gi, []).append(r)
+        return [torch.tensor(rows, device=theta.device) for rows in firsts.values()]
+
     def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
-        return -0.5 * ((theta / (self.prior_std * self.unit)) ** 2).sum(-1)
+        """The Gaussian prior of the weights (module doc); the neuron parameters' priors are flat in
+        the coordinates they move in (β, α in [0, 1]; log θ) and add nothing."""
+        z = theta / (self.prior_std * self.unit)
+        if self.nblocks:
+            z = torch.where(self.weight_mask, z, torch.zeros((), dtype=z.dtype, device=z.device))
+        return -0.5 * (z ** 2).sum(-1)
 
     def _choose_logit_scale(self, readout: Readout, out: torch.Tensor) -> None:
         """``logit_scale="auto"``: λ = min(1, κ / s) from the readout logits of ``out``
@@ -355,8 +512,12 @@ class MetropolisHastings(Algorithm):
         x, y = train.select(torch.arange(n))
         gains = torch.tensor(self.init_gains, dtype=theta0.dtype, device=theta0.device)
         with torch.no_grad():
-            lp, _ = self._score(state, gains[:, None] * theta0, x, y)
+            lp, _ = self._score(state, self._gained(gains[:, None], theta0), x, y)
         return float(gains[int(torch.argmax(lp))])  # ties: the smallest gain
+
+    def _gained(self, gain: torch.Tensor | float, theta: torch.Tensor) -> torch.Tensor:
+        """``gain * theta`` on the weights; the neuron parameters unchanged."""
+        return gain * theta if not self.nblocks else torch.where(self.weight_mask, gain * theta, theta)
 
     @staticmethod
     def _pick_gain(gains: list[float], rates: torch.Tensor, target: float) -> int:
@@ -408,15 +569,31 @@ class MetropolisHastings(Algorithm):
             self.calibration_rates.append(float(rates[i]))
         return theta
 
-    def setup(self, state: TrainState, train: SpikeData) -> None:
+    def batch_source(self, state: TrainState, stream: BatchStream) -> Any:
+        """Full-data MH: the data's own batches; sequential test: its own minibatch draws
+        (:class:`~cil_core.training.minibatch.MinibatchDraws`)."""
+        if self.sequential is None:
+            return stream
+        if stream.batch_size is not None:
+            raise OptionError(f"mh with likelihood='sequential' reads its own minibatches (option minibatch="
+                              f"{self.sequential.minibatch}); leave fit's batch_size unset (got {stream.batch_size})")
+        data = stream.in_memory if stream.in_memory is not None else stream
+        self.draws = MinibatchDraws(data, self.sequential.minibatch, state.generator)
+        return self.draws
+
+    def setup(self, state: TrainState, train: SpikeData | BatchStream) -> None:
+        if self.sequential is not None:
+            if self.draws is None:  # setup called without the trainer
+                self.draws = MinibatchDraws(train, self.sequential.minibatch, state.generator)
+            train = self.draws  # type: ignore[assignment]  # len() and select(), read by index
         self._layout(state)
-        theta0 = self._flatten(state.network.detached_parameters())
+        theta0 = self._neuron_start(state, self._flatten(state.network.detached_parameters()))
         self.init_gain = 1.0
         self.layer_gains = [1.0] * len(self.blocks)
         self.calibration_rates: list[float] = []
         if self.init == "auto":
             self.init_gain = self._auto_gain(state, theta0, train)
-            theta0 = theta0 * self.init_gain
+            theta0 = self._gained(self.init_gain, theta0)
             self.unit = self.unit * self.init_gain
         elif self.init == "calibrate":
             theta0 = self._calibrate(state, theta0, train)
@@ -428,6 +605,9 @@ class MetropolisHastings(Algorithm):
         self.acc = torch.zeros(C, device=dev)
         if self.proposal == "block":
             self.scale = torch.full((L,), self.step_size, device=dev)  # one step size per layer
+            if self.neuron_moves:  # then one per trained neuron tensor
+                self.scale = torch.cat([self.scale, self.nstep0.to(dev)])
+                L = len(self.scale)
             self.window_accepts = torch.zeros(L, device=dev)
             self.window_props = torch.zeros(L, device=dev)
         else:
@@ -457,6 +637,12 @@ class MetropolisHastings(Algorithm):
     def _propose_random_walk(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         eps = torch.randn(self.theta.shape, generator=g).to(self.theta.device)
         prop = self.theta + self.scale[:, None] * self.unit * eps
+        if self.nblocks:  # the neuron parameters: their own moves (module doc), or held fixed
+            cur = self.theta[:, self.nidx]
+            if self.neuron_moves:
+                step = torch.minimum(self.entry_step[None, :] * (self.scale[:, None] / self.step_size), self.entry_max)
+                cur = self._neuron_move(cur, self.nidx, step, eps[:, self.nidx])
+            prop[:, self.nidx] = cur
         who = torch.arange(self.chains, device=self.theta.device)
         return prop, who, torch.zeros(self.chains, dtype=torch.bool, device=self.theta.device)
 
@@ -464,10 +650,21 @@ class MetropolisHastings(Algorithm):
         """Block proposals; returns them, the layer each chain moved and which were DE moves."""
         C, L, dev = self.chains, len(self.blocks), self.theta.device
         layers = torch.multinomial(self.layer_p, C, replacement=True, generator=g) if L > 1 else torch.zeros(C, dtype=torch.long)
+        if self.neuron_moves:  # with probability neuron_share a trained neuron tensor instead (index L + j)
+            to_neuron = torch.rand(C, generator=g) < self.neuron_share
+            which = torch.randint(len(self.nblocks), (C,), generator=g)
+            layers = torch.where(to_neuron, L + which, layers)
         prop = self.theta.clone()
         de = torch.zeros(C, dtype=torch.bool)
         for c in range(C):
             ell = int(layers[c])
+            if ell >= L:  # a neuron tensor: k of its entries, within their range; no DE move
+                blk = self.nblocks[ell - L]
+                k = min(self.block_size, len(blk))
+                pick = blk[torch.randperm(len(blk), generator=g)[:k]].to(dev)
+                eps = torch.randn(k, generator=g).to(dev)
+                prop[c, pick] = self._neuron_move(prop[c, pick], pick, self.scale[ell], eps)
+                continue
             blk = self.blocks[ell]
             k = min(self.block_size, len(blk))
             pick = blk[torch.randperm(len(blk), generator=g)[:k]].to(dev)
@@ -492,22 +689,33 @@ class MetropolisHastings(Algorithm):
         if rescore == "auto":
             rescore = state.session.stochastic or len(y) != self.n_train
         g = state.generator
+        n_like = len(y)  # the number of samples the log-likelihood counts
+        if self.sequential is not None and (self.draws is None or batch is not self.draws.current):
+            raise CilError("mh with likelihood='sequential' steps on the minibatches it draws itself "
+                           "(Trainer.fit hands them over); this batch is not one of them")
         if self.proposal == "block":
             prop, moved, de = self._propose_block(g)
         else:
             prop, moved, de = self._propose_random_walk(g)
-        with torch.no_grad():
-            if rescore or not self.scored:
-                lp, ll, acc = self._score3(state, torch.cat([self.theta, prop]), x, y, calibrate_rows=C)
-                self.logpost, self.loglik, self.acc = lp[:C], ll[:C], acc[:C]
-                lp_prop, ll_prop, acc_prop = lp[C:], ll[C:], acc[C:]
-                self.scored = True
-            else:
-                lp_prop, ll_prop, acc_prop = self._score3(state, prop, x, y)
-        u = torch.rand(C, generator=g).to(prop.device)
-        with torch.no_grad():
+        if self.sequential is not None:
+            d = self._decide_sequential(state, batch, prop, g)
+            self.logpost, self.loglik, self.acc = d.lp_cur, d.ll_cur, d.acc_cur
+            lp_prop, ll_prop, acc_prop, accept = d.lp_prop, d.ll_prop, d.acc_prop, d.accept
+            self.scored, n_like = True, self.draws.n  # type: ignore[union-attr]
+            self.trace.setdefault("samples_read", []).append(float(d.samples.float().mean()))
+        else:
+            with torch.no_grad():
+                if rescore or not self.scored:
+                    lp, ll, acc = self._score3(state, torch.cat([self.theta, prop]), x, y, calibrate_rows=C)
+                    self.logpost, self.loglik, self.acc = lp[:C], ll[:C], acc[:C]
+                    lp_prop, ll_prop, acc_prop = lp[C:], ll[C:], acc[C:]
+                    self.scored = True
+                else:
+                    lp_prop, ll_prop, acc_prop = self._score3(state, prop, x, y)
+            u = torch.rand(C, generator=g).to(prop.device)
             log_ratio = lp_prop - self.logpost
             accept = torch.log(u) < log_ratio
+        with torch.no_grad():
             self.theta = torch.where(accept[:, None], prop, self.theta)
             self.logpost = torch.where(accept, lp_prop, self.logpost)
             self.loglik = torch.where(accept, ll_prop, self.loglik)
@@ -528,6 +736,9 @@ class MetropolisHastings(Algorithm):
                 seen = self.window_props > 0
                 rate = self.window_accepts / self.window_props.clamp(min=1)
                 self.scale = torch.where(seen, self.scale * torch.exp(rate - self.target), self.scale)
+                if self.neuron_moves and self.proposal == "block":  # a neuron step stays within its cap
+                    L = len(self.blocks)
+                    self.scale[L:] = torch.minimum(self.scale[L:], self.nstep_max.to(self.scale.device))
                 self.window_accepts.zero_()
                 self.window_props.zero_()
         elif (self.n_steps - self.burn_in) % self.thin == 0:
@@ -542,11 +753,29 @@ class MetropolisHastings(Algorithm):
         self.trace["step_size"].append(float(self.scale.mean()))
         lam = 1.0 if self.logit_scale is None else self.logit_scale
         self.trace.setdefault("logit_scale", []).append(lam)
-        return StepResult(
-            loss=float(-self.logpost.mean()) / len(y) * self.temperature,
-            metrics={"hardware_accuracy": float(self.acc.mean()), "acceptance": rate,
-                     "log_posterior": mean_lp, "step_size": float(self.scale.mean()), "logit_scale": lam},
-        )
+        metrics = {"hardware_accuracy": float(self.acc.mean()), "acceptance": rate,
+                   "log_posterior": mean_lp, "step_size": float(self.scale.mean()), "logit_scale": lam}
+        if self.sequential is not None:
+            metrics["samples_read"] = self.trace["samples_read"][-1]
+        return StepResult(loss=float(-self.logpost.mean()) / n_like * self.temperature, metrics=metrics)
+
+    def _decide_sequential(self, state: TrainState, first: tuple[Any, torch.Tensor], prop: torch.Tensor,
+                           g: torch.Generator) -> Decision:
+        """Every chain's acceptance by the sequential test (:mod:`cil_core.training.minibatch`): the
+        current states and proposals of the undecided chains scored together on each minibatch."""
+        C = self.chains
+
+        def score(rows: torch.Tensor, x: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out, _ = self._observe(state, torch.cat([self.theta[rows], prop[rows]]), x)
+            if self.logit_scale is None:
+                self._choose_logit_scale(state.readout, out[:, :len(rows)])
+            readout = self.likelihood_readout(state.readout)
+            return readout.loss(out, y, reduction="none"), readout.correct(out, y)
+
+        with torch.no_grad():
+            return self.sequential.decide(  # type: ignore[union-attr]
+                score, self.draws, first, self.log_prior(torch.cat([self.theta, prop])),  # type: ignore[arg-type]
+                lambda: torch.log(torch.rand(C, generator=g).to(prop.device)), self.temperature)
 
     def _keep_best(self, lp_prop: torch.Tensor, ll_prop: torch.Tensor, prop: torch.Tensor) -> None:
         """Keep the best sample ever scored (this step's proposals and the current states, after
@@ -600,8 +829,10 @@ class MetropolisHastings(Algorithm):
             theta = self._choose_mean(state)
         state.network.load_parameters({k: v[0] for k, v in self._unflatten(theta.unsqueeze(0)).items()})
 
-    #: a checkpoint written before logit_scale existed ran the likelihood at scale 1
-    legacy_options = {"logit_scale": 1.0}
+    #: a checkpoint written before an option existed ran with these values (logit scale 1, full data,
+    #: neuron parameters held fixed)
+    legacy_options = {"logit_scale": 1.0, "likelihood": "full", **dataclasses.asdict(SequentialTest()),
+                      "neuron_share": 0.0, "neuron_steps": None}
 
     _STATE = ("theta", "logpost", "loglik", "acc", "scale", "window_accepts", "window_props", "total_accepts",
               "total_proposals", "de_accepts", "de_proposals", "n_steps", "sum", "n_kept", "best_theta",
@@ -614,3 +845,25 @@ class MetropolisHastings(Algorithm):
     def load_state_dict(self, d: dict[str, Any]) -> None:
         for k, v in d.items():
             setattr(self, k, v)
+
+
+def _sequential_test(likelihood: str, minibatch: int, epsilon: float, max_samples: int | None,
+                     rescore: bool | str) -> SequentialTest | None:
+    """The sequential test for ``likelihood="sequential"`` (its options checked), ``None`` for ``"full"``."""
+    if likelihood not in ("full", "sequential"):
+        raise OptionError(f"likelihood must be 'full' (every step on all the data) or 'sequential' (minibatches, "
+                          f"Korattikara et al.'s test), not {likelihood!r}")
+    test = SequentialTest(minibatch, epsilon, max_samples)  # checks the options either way
+    if likelihood == "full":
+        default = SequentialTest()
+        given = [f"{k}={getattr(test, k)!r}" for k in ("minibatch", "epsilon", "max_samples")
+                 if getattr(test, k) != getattr(default, k)]
+        if given:
+            raise OptionError(f"{', '.join(given)} apply to the minibatch likelihood only; add "
+                              "likelihood='sequential' or drop them")
+        return None
+    if rescore is False:
+        raise OptionError("likelihood='sequential' scores the current states with the proposals on the same samples "
+                          "each step; rescore=False cannot be used with it")
+    return test
+

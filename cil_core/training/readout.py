@@ -37,11 +37,14 @@ class Readout:
         return output.max(0).values * self.scale
 
     def loss(self, output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Cross entropy of the logits; with a set dimension, one value per set."""
+        """Cross entropy of the logits; with a set dimension, one value per set (``reduction``
+        ``"mean"`` or ``"sum"`` over the samples) or ``[S, B]`` per set and sample (``"none"``)."""
         z = self.logits(output)
         if z.dim() == 3:  # [S, B, C]
             S, B, C = z.shape
             ce = F.cross_entropy(z.reshape(S * B, C), target.repeat(S), reduction="none").view(S, B)
+            if reduction == "none":
+                return ce
             return ce.mean(1) if reduction == "mean" else ce.sum(1)
         return F.cross_entropy(z, target, reduction=reduction)
 

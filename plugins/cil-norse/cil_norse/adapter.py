@@ -85,6 +85,7 @@ Refused (an :class:`~cil_core.UnsupportedLayerError` names the layer and what to
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import norse.torch as norse
@@ -107,8 +108,8 @@ from cil_core import (
     Surrogate,
     UnsupportedLayerError,
 )
-from cil_core.network.neuron import Refractory
-from cil_core.plugin.adapter import ModelAdapter, infer_input_shape, qualname, torch_layer
+from cil_core.network.neuron import NeuronParameter, Refractory
+from cil_core.plugin.adapter import AdaptedModel, ModelAdapter, infer_input_shape, qualname, torch_layer
 
 #: LIF with an absolute refractory period (norse 1.1 has no feed-forward time-looping ``LIFRefrac``)
 REFRAC_FF = tuple(getattr(norse, n) for n in ("LIFRefracCell", "LIFRefrac") if hasattr(norse, n))
@@ -135,25 +136,31 @@ ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
     ("nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, nn.Identity", "Pool2d avg / max, Flatten", "-"),
     ("nn.BatchNorm1d/2d", "BatchNorm with the running statistics; folded for chips", "γ, β"),
     ("nn.Dropout", "Dropout: software training passes only", "-"),
-    ("LIFCell, LIF", "forward-Euler LIF in norse's float order (mem_rate, syn_rate), zero reset", "none: "
-     "tau_mem_inv, tau_syn_inv, v_th fixed"),
-    ("LIFBoxCell", "LIF membrane without current; reset_value / reset_subtract", "none"),
-    ("IAFCell, IAF", "integrate-and-fire, v_init = v_reset", "none"),
+    ("LIFCell, LIF", "forward-Euler LIF in norse's float order (mem_rate, syn_rate), zero reset", "threshold "
+     "(p.v_th as nn.Parameter, named '<layer>.p.v_th'): per layer or per neuron; tau_mem_inv, tau_syn_inv fixed"),
+    ("LIFBoxCell", "LIF membrane without current; reset_value / reset_subtract", "threshold (p.v_th as nn.Parameter)"),
+    ("IAFCell, IAF", "integrate-and-fire, v_init = v_reset", "threshold (p.v_th as nn.Parameter)"),
     ("LICell, LI", "non-spiking leaky-integrator readout (last neuron layer)", "none"),
     ("LILinearCell", "Dense(input_weights) + readout", "input_weights"),
     ("LIFRecurrentCell, LIFRecurrent", "Dense(input_weights) + Recurrent(into='current', autapses), detached reset",
-     "input_weights, recurrent_weights"),
+     "input_weights, recurrent_weights; threshold (p.v_th as nn.Parameter)"),
     ("LSNNCell, LSNN, LSNNRecurrentCell, LSNNRecurrent", "Adaptation(form='euler-threshold'), previous-step current",
      "(input_weights, recurrent_weights)"),
     ("LIFRefracCell, LIFRefracRecurrentCell, LIFRefracRecurrent", "LIF / recurrent LIF + Refractory(period = "
-     "rho_reset), the counter's Heaviside with SuperSpike's gradient", "(input_weights, recurrent_weights)"),
+     "rho_reset), the counter's Heaviside with SuperSpike's gradient", "(input_weights, recurrent_weights); "
+     "threshold (p.lif.v_th as nn.Parameter)"),
     ("SequentialState (nested ones flattened)", "a chain; cells stepped by cil, time-looping modules as they are",
      "its layers' tensors"),
 )
 #: What this adapter refuses, as ``(layer, why)`` (docs/models.md's generated table).
 REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
-    ("neuron parameters (LIFParameters fields) held as nn.Parameter", "norse's BPTT would train them; cil trains "
-     "snntorch's neuron parameters, not norse's yet"),
+    ("tau_mem_inv / tau_syn_inv held as nn.Parameter", "norse's decay and input gain are both functions of the "
+     "rate (1 - dt*tau_inv, dt*tau_inv): one tensor driving two fields, which a NeuronParameter (one field, "
+     "clamped) cannot express exactly"),
+    ("v_leak, v_reset, tau_adapt_inv, an LSNN's beta, rho_reset held as nn.Parameter", "not trainable fields of "
+     "the description"),
+    ("an LSNN's v_th held as nn.Parameter", "the threshold lives in the adaptation state (b starts at v_th): "
+     "forward equal, but cil's gradient through that state is not norse's"),
     ("LIFAdExCell and its variants (LIFAdExRefrac too)", "exponential spike initiation and a membrane-driven "
      "adaptation current have no counterpart; use LSNNCell or LIFCell"),
     ("norse.torch.models.conv.ConvNet / ConvNet4", "its loop multiplies conv2's output by 10; write it as a "
@@ -207,27 +214,66 @@ def _refuse_neuron(layer: nn.Module, where: str) -> None:
         f"{where}: {qualname(layer)} is not supported by the norse adapter (supported neurons: {SUPPORTED})")
 
 
-def _refuse_trainable_parameters(layer: nn.Module, where: str) -> None:
-    """Refuse a neuron whose parameters (``LIFParameters`` and the like) hold an ``nn.Parameter``
-    that requires grad (how a norse user makes a neuron parameter trainable): norse's BPTT trains
-    it, but cil does not translate trainable norse neuron parameters yet (issue 20 item 1 covers
-    snntorch's), so it would stay frozen. A plain tensor that happens to require grad is not
-    refused: norse's default parameter tensors are shared objects that other code may mark."""
+#: why a norse neuron parameter held as an nn.Parameter cannot be trained through cil, by field
+_UNTRAINABLE = {
+    "tau_mem_inv": "norse computes both the decay and the input gain from it (1 - dt*tau_mem_inv and "
+                   "dt*tau_mem_inv, in its Euler order): one tensor driving two neuron fields, which cil's "
+                   "NeuronParameter (one field, the tensor's value clamped) cannot express exactly",
+    "tau_syn_inv": "norse's synaptic decay is 1 - dt*tau_syn_inv, a function of the tensor that cil's "
+                   "NeuronParameter (the field's value itself, clamped) cannot express exactly",
+    "tau_adapt_inv": "an adaptation rate is not a trainable field of cil's description",
+    "beta": "an adaptation jump is not a trainable field of cil's description",
+    "v_leak": "the resting potential is not a trainable field of cil's description",
+    "v_reset": "the reset potential is not a trainable field of cil's description",
+    "rho_reset": "the refractory period is a count of steps, not a trainable field",
+}
+
+
+def trained_parameters_of(layer: nn.Module, where: str, name: str) -> tuple[tuple[NeuronParameter, ...],
+                                                                           dict[str, torch.Tensor]]:
+    """The neuron parameters of a norse neuron that norse's BPTT trains — fields of its parameter
+    tuple (``LIFParameters`` and the like; ``p.lif`` of a refractory cell) held as an
+    ``nn.Parameter`` that requires grad — as :class:`NeuronParameter` entries, with the tensors
+    themselves by the names they are given (``"<layer>.p.v_th"``: norse keeps the tuple as a plain
+    attribute, so the tensors are not among the module's ``named_parameters()``; the optimizer of a
+    norse user lists them by hand, cil's trainer takes them from the wrapped network).
+
+    Accepted: the threshold ``v_th`` of a spiking neuron, used as norse uses it, :math:`z =
+    H(v - v_{th})` with the surrogate's gradient to ``v_th`` (``clamp`` None). Refused, naming the
+    field and why (:data:`_UNTRAINABLE`): the rates ``tau_mem_inv`` / ``tau_syn_inv`` /
+    ``tau_adapt_inv`` (norse's decay is a function of them), ``v_leak``, ``v_reset``, an
+    adaptation jump, a refractory period, and any field of a non-spiking readout (``LI``). A plain
+    tensor that happens to require grad is not counted: norse's default parameter tensors are
+    shared objects that other code may mark."""
     def walk(obj: Any, prefix: str):
         fields = obj._asdict() if hasattr(obj, "_asdict") else {}
         for k, v in fields.items():
             if isinstance(v, nn.Parameter) and v.requires_grad:
-                yield prefix + k
+                yield prefix + k, k, v
             elif hasattr(v, "_asdict"):
                 yield from walk(v, prefix + k + ".")
 
-    bad = list(walk(getattr(layer, "p", None), "p."))
-    if bad:
+    out: list[NeuronParameter] = []
+    tensors: dict[str, torch.Tensor] = {}
+    for path, field, value in walk(getattr(layer, "p", None), "p."):
+        if field == "v_th" and isinstance(layer, LSNN_FF + LSNN_REC):
+            raise UnsupportedLayerError(
+                f"{where}: trainable neuron parameter {path} (nn.Parameter) of an LSNN: norse keeps the threshold in "
+                "the adaptation state (b starts at v_th and relaxes towards it each step), and cil's gradient with "
+                "respect to v_th through that state is not norse's (measured: forward equal, gradients differ); pass "
+                f"{path} as a tensor without requires_grad (e.g. {path}.detach()), or train the threshold of a "
+                "LIFCell / LIFRecurrentCell")
+        if field == "v_th" and not isinstance(layer, READOUTS):
+            full = f"{name}.{path}" if name else path
+            out.append(NeuronParameter("threshold", full, tuple(value.shape), None))
+            tensors[full] = value
+            continue
+        why = _UNTRAINABLE.get(field, "it is not a trainable field of cil's description")
         raise UnsupportedLayerError(
-            f"{where}: {type(layer).__name__} with trainable neuron parameters ({', '.join(bad)}: nn.Parameter): cil "
-            "trains neuron parameters of snntorch layers (learn_beta, learn_threshold, ...), not norse's yet, so "
-            "these would stay frozen while norse's own BPTT trains them. Pass tensors that do not require grad "
-            "(e.g. p.tau_mem_inv.detach()) to train the synapses with cil")
+            f"{where}: trainable neuron parameter {path} (nn.Parameter): {why}; norse's own BPTT would train it "
+            f"while cil could not. cil trains a norse neuron's threshold (p.v_th as an nn.Parameter); pass "
+            f"{path} as a tensor without requires_grad (e.g. {path}.detach()) to keep it fixed")
+    return tuple(out), tensors
 
 
 def _check_activation(layer: nn.Module, expected: Any, where: str) -> None:
@@ -236,12 +282,18 @@ def _check_activation(layer: nn.Module, expected: Any, where: str) -> None:
                                     "the module without adjoint=True")
 
 
-def neuron_of(layer: nn.Module, where: str) -> Neuron:
+def neuron_of(layer: nn.Module, where: str, name: str = "") -> Neuron:
     """Translate one norse neuron module (without its synapses), or raise naming what is not
-    expressible. Recurrent cells: see :func:`layers_of`."""
+    expressible; a trainable threshold is named ``"<name>.p.v_th"`` (:func:`trained_parameters_of`).
+    Recurrent cells: see :func:`layers_of`."""
     if not isinstance(layer, NEURONS):
         _refuse_neuron(layer, where)
-    _refuse_trainable_parameters(layer, where)
+    trained, _ = trained_parameters_of(layer, where, name)
+    n = _fixed_neuron_of(layer, where)
+    return n if not trained else dataclasses.replace(n, trained=trained)
+
+
+def _fixed_neuron_of(layer: nn.Module, where: str) -> Neuron:
     p, dt = (layer.p.lif if isinstance(layer, REFRAC) else layer.p), float(layer.dt)
     common = dict(reset_timing="immediate", current_timing="same-step", v_min=None, fires_at_threshold=False,
                   max_spikes_per_step=1, dt=dt, name=where)
@@ -305,7 +357,7 @@ def _refractory_period(rho_reset: Any, where: str) -> Any:
 def layers_of(name: str, layer: nn.Module, where: str, params: dict[str, torch.Tensor]) -> list:
     """The IR layers of one norse neuron module: the neuron, preceded by a :class:`Dense` for the
     input weights of recurrent cells and ``LILinearCell`` (and carrying their recurrent synapses)."""
-    n = neuron_of(layer, where)
+    n = neuron_of(layer, where, name)
     if not isinstance(layer, (SNNRecurrentCell, SNNRecurrent, norse.LILinearCell)):
         return [n]
     fan_in, hidden = int(layer.input_size), int(layer.hidden_size)
@@ -449,6 +501,27 @@ class NorseAdapter(ModelAdapter):
             input_shape = (int(first.input_size),)
         shape = infer_input_shape(first, input_shape)
         return NetworkSpec(tuple(layers), shape, source=f"norse SequentialState ({qualname(model)})")
+
+    def adapt(self, model: Any, **options: Any) -> AdaptedModel:
+        """The description, the model, and its tensors: the module's parameters and the trainable
+        thresholds norse keeps in its parameter tuples (``"<layer>.p.v_th"``, not registered as
+        module parameters)."""
+        spec = self.to_spec(model, **options)
+        if not spec.neuron_parameters():
+            return AdaptedModel(spec, model)
+        params = dict(model.named_parameters())
+        seen: dict[int, str] = {}
+        for name, m in _flat(model):
+            if isinstance(m, ANY_NORSE_NEURON):
+                for k, t in trained_parameters_of(m, "", name)[1].items():
+                    if id(t) in seen:  # one tensor under two names would be stepped twice by an optimizer
+                        raise UnsupportedLayerError(
+                            f"the trainable threshold {k} is the same nn.Parameter as {seen[id(t)]} (one parameter "
+                            "tuple shared by two layers): give each layer its own tensor (e.g. "
+                            "nn.Parameter(v_th.detach().clone())) or pass it without requires_grad")
+                    seen[id(t)] = k
+                    params[k] = t
+        return AdaptedModel(spec, model, params)
 
     def run_native(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The model's own norse forward over time-major ``x``; returns the output ``[T, B, ...]``."""

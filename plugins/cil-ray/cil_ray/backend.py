@@ -294,6 +294,8 @@ class RayBackend(Backend):
         self.capabilities = None if all(c is None for c in caps) else \
             frozenset.intersection(*[frozenset(c) for c in caps if c is not None])
         self.capability_hints = dict(first.get("capability_hints") or {})
+        self.neuron_parameters = _held_by_all([i.get("neuron_parameters") for i in self.info])
+        self.neuron_parameter_hints = dict(first.get("neuron_parameter_hints") or {})
         self.inner_max_sets = first["max_sets"]
 
     def _await(self, refs: list[Any], what: str) -> list[Any]:
@@ -576,6 +578,22 @@ class RayBackend(Backend):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _held_by_all(declared: list[Any]) -> dict[str, Any] | None:
+    """The trained neuron parameters every worker's backend holds (their ``neuron_parameters``):
+    a field held by all of them, per neuron only where all hold it per neuron (otherwise the first
+    per-layer declaration, with its domain); ``None`` when no worker declares any (a backend that
+    checks for itself)."""
+    if all(d is None for d in declared):
+        return None
+    ds = [d or {} for d in declared]
+    out: dict[str, Any] = {}
+    for field in ds[0]:
+        if all(field in d for d in ds):
+            coarse = [d[field] for d in ds if d[field].granularity == "per-layer"]
+            out[field] = coarse[0] if coarse else ds[0][field]
+    return out
 
 
 def _mean(obs: list[Observation], meta: dict[str, Any]) -> Observation:

@@ -86,6 +86,7 @@ from cil_core import (
     Flatten,
     NetworkSpec,
     Neuron,
+    NeuronParameter,
     Pool2d,
     Recurrent,
     Surrogate,
@@ -104,7 +105,9 @@ ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
     ("nn.BatchNorm1d/2d (squeezed layout), nn.Dropout", "BatchNorm (running statistics; folded for chips), Dropout",
      "γ, β"),
     ("IAF, IAFSqueeze, LIF, LIFSqueeze (with or without tau_syn)", "immediate reset, fires at threshold; tau_syn: "
-     "synaptic_update='add-then-decay'; min_v_mem: v_min", "none: tau_mem, tau_syn, threshold fixed"),
+     "synaptic_update='add-then-decay'; min_v_mem: v_min", "alpha_mem, alpha_syn with train_alphas=True, "
+     "norm_input=False (beta, alpha: per layer or per neuron); tau_mem, tau_syn (train_alphas=False: the decay is "
+     "exp(-1/tau)) and threshold held fixed"),
     ("MultiSpike, SingleSpike, MaxSpike(n); MembraneSubtract, MembraneReset(0)", "max_spikes_per_step None / 1 / n; "
      "subtract / zero reset with the spike detached", "-"),
     ("IAFRecurrent, LIFRecurrent with rec_connect=nn.Linear(n, n)", "Recurrent(into='input', initial='zero')",
@@ -115,8 +118,9 @@ ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
 )
 #: What this adapter refuses, as ``(layer, why)`` (docs/models.md's generated table).
 REFUSED_LAYERS: tuple[tuple[str, str], ...] = (
-    ("train_alphas=True", "sinabs would train alpha_mem / alpha_syn; cil trains snntorch's neuron parameters, not "
-     "sinabs' yet (a plain tau_mem, an nn.Parameter in sinabs, is kept fixed)"),
+    ("train_alphas=True with norm_input=True, or on ALIF", "norm_input scales the input by 1 - alpha_mem: one "
+     "tensor driving the decay and the input gain, which a NeuronParameter (one field) cannot express; ALIF's "
+     "adaptation decay is no trainable field"),
     ("rec_connect other than a square nn.Linear", "recurrent synapses are dense over 1-D layers"),
     ("ExpLeak with min_v_mem", "sinabs outputs the unclipped membrane but keeps the clipped one"),
     ("ALIF with spike_fn other than SingleSpike, MembraneReset, per-neuron threshold, tau_syn with norm_input",
@@ -213,6 +217,42 @@ class SinabsAdapter(ModelAdapter):
         return run_sinabs(model, x)
 
     # ------------------------------------------------------------------ neurons
+    @staticmethod
+    def _trained_alphas(name: str, m: nn.Module, where: str, is_alif: bool) -> tuple[NeuronParameter, ...]:
+        """The decays sinabs trains with ``train_alphas=True`` (``alpha_mem``, ``alpha_syn``: nn.Parameters
+        used as they are, :math:`v_t = \\alpha_{mem} v_{t-1} + i_t`, :math:`i_t = \\alpha_{syn}(i_{t-1} + x_t)`)
+        as neuron parameters ``beta`` / ``alpha`` named ``"<layer>.alpha_mem"`` / ``"<layer>.alpha_syn"``.
+
+        The rule for sinabs' time constants: with ``train_alphas=False`` (sinabs' default) the
+        decay is :math:`e^{-1/\\tau}`, a function of ``tau_mem`` / ``tau_syn`` (nn.Parameters that
+        require grad by default) which cil's :class:`NeuronParameter` (a field's value itself,
+        clamped) cannot express: they are accepted and **held fixed** at their values when the
+        model is trained through cil (the synapses are trained). To train a sinabs decay through
+        cil, build the layer with ``train_alphas=True`` and ``norm_input=False``. Refused:
+        ``train_alphas=True`` with ``norm_input=True`` (the input is scaled by
+        :math:`1 - \\alpha_{mem}`: one tensor driving the decay and the input gain) and on ``ALIF``."""
+        if not getattr(m, "train_alphas", False):
+            return ()
+        if is_alif:
+            raise UnsupportedLayerError(
+                f"sinabs adapter: {where} with train_alphas=True: ALIF's trained decays (alpha_mem, alpha_adapt) are "
+                "not mapped (an adaptation decay is not a trainable field of cil's description); build it with "
+                "train_alphas=False (the decays are then held fixed)")
+        out = []
+        a_mem = getattr(m, "alpha_mem", None)
+        if isinstance(a_mem, nn.Parameter) and a_mem.requires_grad:
+            if m.norm_input:
+                raise UnsupportedLayerError(
+                    f"sinabs adapter: {where} with train_alphas=True and norm_input=True: sinabs scales the input by "
+                    "(1 - alpha_mem), so one trained tensor drives both the decay and the input gain, which cil's "
+                    "NeuronParameter (one field, the tensor's value) cannot express exactly; build the layer with "
+                    "norm_input=False to train alpha_mem through cil, or train_alphas=False to hold it fixed")
+            out.append(NeuronParameter("beta", f"{name}.alpha_mem", tuple(a_mem.shape), None))
+        a_syn = getattr(m, "alpha_syn", None)
+        if isinstance(a_syn, nn.Parameter) and a_syn.requires_grad:
+            out.append(NeuronParameter("alpha", f"{name}.alpha_syn", tuple(a_syn.shape), None))
+        return tuple(out)
+
     def _neuron(self, name: str, m: nn.Module, dt: float) -> Neuron:
         from sinabs.activation import MaxSpike, MembraneReset, MembraneSubtract, MultiSpike, SingleExponential, SingleSpike
 
@@ -223,15 +263,10 @@ class SinabsAdapter(ModelAdapter):
             raise UnsupportedLayerError(
                 f"sinabs adapter: {where} has no equivalent in the cil network description; use IAF, LIF, ExpLeak, "
                 "ALIF (or their Squeeze / Recurrent variants)")
-        if getattr(m, "train_alphas", False):
-            raise UnsupportedLayerError(
-                f"sinabs adapter: {where} with train_alphas=True: sinabs trains its decays (alpha_mem / alpha_syn) as "
-                "parameters; cil trains neuron parameters of snntorch layers (learn_beta, learn_threshold, ...), not "
-                "sinabs' yet, so they would stay frozen. Build the layer with train_alphas=False to train its synapses "
-                "with cil (note: sinabs' tau_mem is an nn.Parameter that cil keeps fixed)")
+        trained = self._trained_alphas(name, m, where, is_alif)
 
         # ---- decay, input normalisation, synaptic current (sinabs' float order)
-        if isinstance(m, (sl.IAF, sl.IAFSqueeze, sl.IAFRecurrent)):
+        if isinstance(m, (sl.IAF, sl.IAFSqueeze, sl.IAFRecurrent)) and not trained:
             beta: Any = 1.0
             gain: Any = 1.0
         else:
@@ -263,7 +298,7 @@ class SinabsAdapter(ModelAdapter):
                                   rec.in_features, mode="dense", into="input", initial="zero")
 
         common = dict(alpha=alpha, current_timing="same-step", input_gain=gain, v_leak=0.0, v_reset=0.0,
-                      dt=dt, name=name, recurrent=recurrent,
+                      dt=dt, name=name, recurrent=recurrent, trained=trained,
                       synaptic_update="add-then-decay" if alpha is not None else "decay-then-add")
 
         # ---- non-spiking (ExpLeak, spike_fn=None): the membrane is the output

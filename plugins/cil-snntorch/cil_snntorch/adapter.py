@@ -155,7 +155,8 @@ ACCEPTED_LAYERS: tuple[tuple[str, str, str], ...] = (
     ("snn.Lapicque", "beta = 1 - dt/(RC), input_factors (R, 1/(RC), dt) in snntorch's order",
      "threshold (learn_threshold); its beta is never used"),
     ("snn.LeakyParallel(bias=False)", "Dense(rnn.weight_ih_l0) + neuron with beta = diag(W_hh), no reset, membrane "
-     "floored at 0 (fire_on_floored)", "rnn.weight_ih_l0"),
+     "floored at 0 (fire_on_floored)", "rnn.weight_ih_l0; threshold (learn_threshold), the factor "
+     "(learn_graded_spikes_factor)"),
     ("reset_delay=False (Leaky, Synaptic, RLeaky)", "Neuron.reset_catch_up: u - (S - R) theta / u - (S - R) u", "-"),
     ("state_quant=snntorch.functional.quant.state_quant(...)", "StateQuantization: membrane (Synaptic, RSynaptic: "
      "and current) rounded to snntorch's levels, straight-through", "-"),
@@ -404,7 +405,7 @@ def refuse_state_leaky(model: nn.Module) -> None:
                 f"per-step decay is exp(-(1 - beta)) = {d:.6g}, not beta)")
 
 
-def parallel_neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes") -> Neuron:
+def parallel_neuron_of(layer: nn.Module, where: str, dt: float, output: str = "spikes", name: str = "") -> Neuron:
     """Translate snntorch 1.0's ``LeakyParallel`` (after its input synapses, ``rnn.weight_ih_l0``).
 
     ``LeakyParallel`` is ``nn.RNN(nonlinearity="relu")`` with a diagonal hidden matrix
@@ -419,7 +420,9 @@ def parallel_neuron_of(layer: nn.Module, where: str, dt: float, output: str = "s
     (``fire_on_floored``, for the gradient). Refused: ``bias=True`` (``b_hh`` is added inside the
     recurrence, :math:`(W_{ih}x_t + b_{ih}) + (\\beta h_{t-1} + b_{hh})`, a float order the
     description has no place for), ``weight_hh_enable=True`` (dense membrane-to-membrane coupling),
-    ``learn_beta`` / ``learn_threshold`` / ``learn_graded_spikes_factor``, decays outside [0, 1]."""
+    ``learn_beta`` (snntorch trains the whole ``weight_hh_l0``), decays outside [0, 1].
+    ``learn_threshold`` / ``learn_graded_spikes_factor`` are trained (:func:`trained_parameters_of`:
+    snntorch computes ``mem - threshold`` and ``spk * graded_spikes_factor``)."""
     rnn = layer.rnn
     if output == "membrane":
         raise UnsupportedLayerError(
@@ -440,13 +443,8 @@ def parallel_neuron_of(layer: nn.Module, where: str, dt: float, output: str = "s
             "matrix rnn.weight_hh_l0 (the off-diagonal entries included, which then couple the membranes), not as one "
             "decay per neuron, which is what cil's neuron holds. Build the layer with learn_beta=False, or use "
             "snn.Leaky(learn_beta=True) (one trainable decay per layer or neuron)")
-    for attr, flag in (("threshold", "learn_threshold"), ("graded_spikes_factor", "learn_graded_spikes_factor")):
-        value = getattr(layer, attr, None)
-        if isinstance(value, nn.Parameter) and value.requires_grad:
-            raise UnsupportedLayerError(
-                f"{where}: LeakyParallel with {flag}=True: cil trains {attr} of snn.Leaky, Synaptic, RLeaky and "
-                f"RSynaptic, whose gradients are checked against snntorch's; LeakyParallel's is not yet. Build the "
-                f"layer with {flag}=False, or use snn.Leaky({flag}=True)")
+    # learn_threshold / learn_graded_spikes_factor: snntorch uses them as mem - threshold and spk * factor
+    trained = trained_parameters_of(layer, where, name)
     w = w_hh.detach()
     beta = torch.diagonal(w).clone()
     if bool((w - torch.diag(beta)).ne(0).any()):
@@ -469,7 +467,7 @@ def parallel_neuron_of(layer: nn.Module, where: str, dt: float, output: str = "s
         beta=beta, alpha=None, threshold=layer.threshold.detach().clone(), reset="none", reset_timing="immediate",
         current_timing="same-step", input_gain=1.0, v_leak=0.0, v_reset=0.0, v_min=0.0, fires_at_threshold=False,
         max_spikes_per_step=1, dt=dt, output="spikes", surrogate=sur, name=where, spike_amplitude=amplitude,
-        fire_on_floored=True,
+        fire_on_floored=True, trained=trained,
     )
 
 
@@ -487,7 +485,7 @@ def _translate(named: Sequence[tuple[str, nn.Module]], input_shape: tuple[int, .
         if LEAKY_PARALLEL and isinstance(m, LEAKY_PARALLEL):
             rnn = m.rnn
             layers.append(Dense(f"{name}.rnn.weight_ih_l0", None, rnn.input_size, rnn.hidden_size))
-            layers.append(parallel_neuron_of(m, where, dt, output if i == last_neuron else "spikes"))
+            layers.append(parallel_neuron_of(m, where, dt, output if i == last_neuron else "spikes", name))
             continue
         if isinstance(m, snn.SpikingNeuron):
             layers.append(neuron_of(m, where, dt, output if i == last_neuron else "spikes", name))
