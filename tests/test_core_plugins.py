@@ -39,7 +39,7 @@ def _run(code_or_args, root, env_extra=None, module=False):
 def test_builtins_and_entry_points_are_listed(tmp_path):
     infos = {i.name: i for i in cil.list_plugins()}
     core = infos["cil_core"]
-    assert "ideal" in core.backends and {"offline", "cil-spl", "mh"} <= set(core.algorithms)
+    assert "ideal" in core.backends and {"offline", "cil-spl", "mh", "mala"} <= set(core.algorithms)
     assert core.distribution == "cil-core" and not core.broken
     # a plugin is found through the 'cil' entry-point group, with its distribution and version
     _fake_distributions(tmp_path)

@@ -31,9 +31,10 @@ def _net():
 
 
 @FAST
-@given(name=st.sampled_from(["offline", "cil-spl", "mh"]),
+@given(name=st.sampled_from(["offline", "cil-spl", "mh", "mala"]),
        key=st.sampled_from(["lr", "chains", "observe", "optimizer", "grad_clip", "burn_in", "step_size", "deploy",
-                            "init", "weight_decay", "chain", "learning_rate", "thin"]),
+                            "init", "weight_decay", "chain", "learning_rate", "thin", "langevin_step",
+                            "min_share", "exact_burn_in"]),
        value=junk)
 def test_random_algorithm_options_get_a_cil_error_or_work(name, key, value):
     try:

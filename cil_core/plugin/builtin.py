@@ -1,4 +1,4 @@
-"""The library's own plugin: registers the ``ideal`` backend and the three algorithms, and
+"""The library's own plugin: registers the ``ideal`` backend and the four algorithms, and
 bridges the worker hooks to :class:`Backend`/:class:`Algorithm` objects. (The application's
 parts, the ``demo`` job and the ``local`` sweep runner, are :mod:`cil_core.app.builtin`'s.)
 
@@ -27,11 +27,12 @@ def cil_register_backends(register) -> None:
 
 @hookimpl
 def cil_register_algorithms(register) -> None:
-    from ..training import CilSpl, MetropolisHastings, Offline
+    from ..training import CilSpl, Langevin, MetropolisHastings, Offline
 
     register("offline", Offline)
     register("cil-spl", CilSpl)
     register("mh", MetropolisHastings)
+    register("mala", Langevin)
 
 
 _BACKEND = BackendHooks()  # the bridge: a Backend's own methods

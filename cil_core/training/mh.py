@@ -729,14 +729,7 @@ class MetropolisHastings(Algorithm):
         self.window_props.index_add_(0, moved, plain)
         self.window_accepts.index_add_(0, moved, accept.float() * plain)
 
-        # keep the best sample ever scored (current states and proposals), by the deploy_by criterion
-        rank_prop, rank_cur = self._rank(lp_prop, ll_prop), self._rank(self.logpost, self.loglik)
-        i = int(torch.argmax(rank_prop))
-        if float(rank_prop[i]) > self.best_logpost:
-            self.best_logpost, self.best_theta = float(rank_prop[i]), prop[i].clone()
-        j = int(torch.argmax(rank_cur))
-        if float(rank_cur[j]) > self.best_logpost:
-            self.best_logpost, self.best_theta = float(rank_cur[j]), self.theta[j].clone()
+        self._keep_best(lp_prop, ll_prop, prop)
 
         if self.n_steps <= self.burn_in:
             if self.n_steps % self.adapt_every == 0:
@@ -783,6 +776,17 @@ class MetropolisHastings(Algorithm):
             return self.sequential.decide(  # type: ignore[union-attr]
                 score, self.draws, first, self.log_prior(torch.cat([self.theta, prop])),  # type: ignore[arg-type]
                 lambda: torch.log(torch.rand(C, generator=g).to(prop.device)), self.temperature)
+
+    def _keep_best(self, lp_prop: torch.Tensor, ll_prop: torch.Tensor, prop: torch.Tensor) -> None:
+        """Keep the best sample ever scored (this step's proposals and the current states, after
+        the acceptance), by the ``deploy_by`` criterion."""
+        rank_prop, rank_cur = self._rank(lp_prop, ll_prop), self._rank(self.logpost, self.loglik)
+        i = int(torch.argmax(rank_prop))
+        if float(rank_prop[i]) > self.best_logpost:
+            self.best_logpost, self.best_theta = float(rank_prop[i]), prop[i].clone()
+        j = int(torch.argmax(rank_cur))
+        if float(rank_cur[j]) > self.best_logpost:
+            self.best_logpost, self.best_theta = float(rank_cur[j]), self.theta[j].clone()
 
     # ------------------------------------------------------------ results
     @property

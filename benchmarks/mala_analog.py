@@ -1,0 +1,249 @@
+"""Gradient-informed MH (``mala``) beside offline, CIL-SPL, MH and MH from offline on the simulated
+analog chip (``analog-mismatch``), the same chip-call budget for every in-the-loop method, and the
+data-efficiency table (issue 21).
+
+    python benchmarks/mala_analog.py                 # the grid (about 40 min on one core; --workers 2 halves it)
+    python benchmarks/mala_analog.py --quick         # 2 chips, strengths 0 and 2, no fractions
+    python benchmarks/mala_analog.py --docs          # also rewrites the docs/results.md section
+    python benchmarks/mala_analog.py --from-json benchmarks/results/mala_analog.json --docs
+
+Task and network as ``benchmarks/mh_vs_backprop.py`` (breast cancer, 62-16-2 LIF, T = 16, rate
+readout; chip c = mismatch seed c, which also seeds the initial weights, the trainers and the
+training-subset draw). Every method starts from the same random init (``mh-ft`` from the offline
+weights). Budget: ``--steps`` S; CIL-SPL S steps of batch 64 (S chip calls), offline S steps (no
+chip call), MH S steps (S + 2 calibration + 1 deployment calls), MALA S − 1 steps (2 calibration,
+1 for the starting gradients, S − 1 steps, 1 deployment: the same S + 3 calls), 8 chains, burn-in
+S / 2. ``mh`` and ``mh-ft`` run MH's defaults (``logit_scale="auto"``); ``mala`` its defaults.
+
+Data efficiency (strengths 1 and 2, fractions 1, 5, 10 %): every method trains on the subset with
+the same budget; MH, MH from offline and MALA temper the likelihood to the full training set's
+weight, τ = n / 398 (each of the n samples counts 398 / n times: a cold posterior, set from the
+data size only, not from the test set). The row "smallest fraction reaching offline @ 100 %" names,
+per method, the smallest fraction whose mean chip accuracy reaches offline's with all the data.
+
+Outputs: ``mala_analog{_quick,}.json`` and ``.jsonl`` under ``--out`` (default
+``benchmarks/results/``), printed tables, and with ``--docs`` the ``mala-analog`` section of
+``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cil_core.app.sweep import Point, fingerprint, point_key, run_sweep, subset_fraction
+from harness import add_output_args, add_sweep_args, markdown_table, read_json, runner_options, write_docs_section, write_json
+
+SECTION = "mala-analog"
+STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)
+FRACTION_STRENGTHS = (1.0, 2.0)
+FRACTIONS = (0.01, 0.05, 0.10)
+ALGOS = ("offline", "cil-spl", "mh", "mh-ft", "mala")
+N_FULL = 398
+LR = 1e-2
+
+
+def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
+    """One (fraction, strength, chip) case: every method, measured on that chip."""
+    import torch
+
+    torch.set_num_threads(1)
+    import cil_core as cil
+    from cil_core.data.breast_cancer import load_breast_cancer_spikes
+    from cil_core.network.reference import feedforward
+
+    frac, c, s, steps, chains = case["fraction"], case["chip"], case["strength"], case["steps"], case["chains"]
+    data = load_breast_cancer_spikes()
+    train = subset_fraction(data.train, frac, c)
+    sizes = [data.n_inputs, 16, 2]
+    tau = {} if frac == 1.0 else {"temperature": len(train) / N_FULL}
+    rows = []
+
+    def chip():
+        return cil.make_backend("analog-mismatch", strength=s, seed=c)
+
+    def record(algo: str, tr: Any, t: float, extra: dict | None = None) -> None:
+        ev = tr.evaluate(data.test)
+        rows.append({"algorithm": algo, "strength": s, "fraction": frac, "chip": c, "n_train": len(train),
+                     "test_accuracy": ev["accuracy"], "train_seconds": t,
+                     "hardware_calls": tr.session.stats.calls_by_purpose.get("train", 0), **(extra or {})})
+
+    net = feedforward(sizes, seed=c)
+    t0 = time.perf_counter()
+    cil.Trainer(net, "ideal", "offline", seed=c, lr=LR).fit(train, steps=steps, batch_size=64)
+    offline_weights = net.detached_parameters()
+    record("offline", cil.Trainer(net, chip(), "offline", seed=c), time.perf_counter() - t0)
+    rows[-1]["hardware_calls"] = 0
+
+    net = feedforward(sizes, seed=c)
+    t0 = time.perf_counter()
+    tr = cil.Trainer(net, chip(), "cil-spl", seed=c, lr=LR)
+    tr.fit(train, steps=steps, batch_size=64)
+    record("cil-spl", tr, time.perf_counter() - t0)
+    for algo in ("mh", "mh-ft", "mala"):
+        net = feedforward(sizes, seed=c)
+        opts: dict[str, Any] = {"chains": chains, "burn_in": steps // 2, **tau}
+        if algo == "mh-ft":
+            net.load_parameters(offline_weights)
+            opts["init"] = "network"
+        t0 = time.perf_counter()
+        tr = cil.Trainer(net, chip(), "mala" if algo == "mala" else "mh", seed=c, **opts)
+        tr.fit(train, steps=steps - 1 if algo == "mala" else steps)
+        a = tr.algorithm
+        extra = {"acceptance": a.acceptance_rate}
+        if algo == "mala":
+            extra.update(langevin_share=a.share.tolist(), langevin_step=a.h.tolist(), beta=a.beta.tolist(),
+                         langevin_proposals=a.langevin_proposals, langevin_accepts=a.langevin_accepts,
+                         fallback_proposals=a.fallback_proposals)
+        record(algo, tr, time.perf_counter() - t0, extra)
+    return rows
+
+
+# ----------------------------------------------------------------------------- tables
+def _vals(rows: list[dict], algo: str, **where: Any) -> dict[int, float]:
+    return {r["chip"]: r["test_accuracy"] for r in rows if r["algorithm"] == algo
+            and all(r.get(k) == v for k, v in where.items())}
+
+
+def _mean(rows: list[dict], algo: str, **where: Any) -> float | None:
+    v = list(_vals(rows, algo, **where).values())
+    return statistics.fmean(v) if v else None
+
+
+def _cell(rows: list[dict], algo: str, **where: Any) -> str:
+    v = list(_vals(rows, algo, **where).values())
+    if not v:
+        return "—"
+    return f"{100 * statistics.fmean(v):.1f} ± {100 * (statistics.stdev(v) if len(v) > 1 else 0.0):.1f}"
+
+
+def tables(result: dict) -> dict[str, str]:
+    rows = result["rows"]
+    out = {}
+    hdr = ["strength", *ALGOS, "mala − max(cil-spl, mh-ft)", "mala − offline", "done"]
+    body = []
+    for s in result["strengths"]:
+        m = {a: _mean(rows, a, strength=s, fraction=1.0) for a in ALGOS}
+        if any(v is None for v in m.values()):
+            continue
+        d1 = m["mala"] - max(m["cil-spl"], m["mh-ft"])
+        d2 = m["mala"] - m["offline"]
+        body.append([f"{s:g}", *(_cell(rows, a, strength=s, fraction=1.0) for a in ALGOS), f"{100 * d1:+.1f}",
+                     f"{100 * d2:+.1f}", "yes" if d1 >= -0.01 and d2 >= 0 else "no"])
+    out["strength"] = markdown_table(hdr, body)
+    calls = [[a, f"{statistics.fmean(r['hardware_calls'] for r in rows if r['algorithm'] == a and r['fraction'] == 1.0):.0f}"]
+             for a in ALGOS if any(r["algorithm"] == a for r in rows)]
+    out["calls"] = markdown_table(["method", "chip calls per fit (training, mean)"], calls)
+    for s in result.get("fraction_strengths", ()):
+        fr = sorted(set(result["fractions"]) | {1.0})
+        body = [[f"{100 * f:g} %", *(_cell(rows, a, strength=s, fraction=f) for a in ALGOS)] for f in fr]
+        ref = _mean(rows, "offline", strength=s, fraction=1.0)
+        smallest = []
+        for a in ALGOS:
+            hit = [f for f in fr if (m := _mean(rows, a, strength=s, fraction=f)) is not None and ref is not None
+                   and m >= ref]
+            smallest.append(f"{100 * hit[0]:g} %" if hit else "none")
+        body.append(["smallest fraction reaching offline @ 100 %" + (f" ({100 * ref:.1f})" if ref else ""), *smallest])
+        out[f"fraction_{s:g}"] = markdown_table(["train fraction", *ALGOS], body)
+    return out
+
+
+def report(result: dict, out_dir: Path, docs: bool) -> int:
+    t = tables(result)
+    print(f"\nchip test accuracy (%), 62-16-2, full training set, mean ± std over {result['chips']} chips")
+    print(t["strength"])
+    print("\nchip calls")
+    print(t["calls"])
+    for s in result.get("fraction_strengths", ()):
+        if f"fraction_{s:g}" in t:
+            print(f"\ndata efficiency at strength {s:g} (MH, MH from offline, MALA: likelihood tempered, τ = n / {N_FULL})")
+            print(t[f"fraction_{s:g}"])
+    if docs:
+        write_docs_section(SECTION, docs_section(result, t))
+    return 0
+
+
+def docs_section(result: dict, t: dict[str, str]) -> str:
+    la = result.get("load_average")
+    text = f"""Generated by `{result['command']}` on {result['machine']}, in {result['wall_seconds']:.0f} s
+(load average {la[0]:.1f} before, {la[1]:.1f} after: the machine is shared). Raw numbers:
+`benchmarks/results/mala_analog{result.get('tag', '')}.json` (git-ignored).
+
+Setup as the MH re-creation above (breast cancer, 62-16-2 LIF, T = 16, `analog-mismatch`, chips = seeds
+0..{result['chips'] - 1}), every method from the same random init (`mh-ft` from the offline weights), **the same
+chip-call budget**: {result['steps']} steps for every method (fewer than the section above, for all methods
+alike, to fit the compute budget), CIL-SPL and offline Adam lr {LR} at batch 64, MH and `mala`
+{result['chains']} chains, burn-in {result['steps'] // 2}, on the whole training set per step; `mala` runs one step
+less than MH because its first step costs one extra request (the starting states' gradients), so
+both make the same number of chip calls. Defaults of `mh` (`logit_scale="auto"`) and `mala`
+(equations in `cil_core/training/langevin.py`). Chip accuracy on the test split, %, mean ± std over chips.
+"done": `mala` ≥ max(CIL-SPL, MH from offline) − 1 point and ≥ offline (issue 21).
+
+{t['strength']}
+
+{t['calls']}
+"""
+    for s in result.get("fraction_strengths", ()):
+        if f"fraction_{s:g}" in t:
+            text += f"""
+**Data efficiency at strength {s:g}** (MH, MH from offline and `mala` temper the likelihood, τ = n / {N_FULL}:
+each of the n samples counts {N_FULL} / n times; offline and CIL-SPL train on the subset with the same steps):
+
+{t[f'fraction_{s:g}']}
+"""
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 chips, strengths 0 and 2, no fractions")
+    ap.add_argument("--chips", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=200, help="the budget: steps per method (default 200)")
+    ap.add_argument("--chains", type=int, default=8)
+    ap.add_argument("--strengths", type=float, nargs="+", default=None)
+    ap.add_argument("--no-fractions", action="store_true")
+    ap.add_argument("--from-json", default=None)
+    add_sweep_args(ap, workers=1)
+    add_output_args(ap, docs_section=SECTION)
+    args = ap.parse_args(argv)
+    if args.from_json:
+        return report(read_json(args.from_json), args.out, args.docs)
+    chips = args.chips or (2 if args.quick else 5)
+    strengths = tuple(args.strengths or ((0.0, 2.0) if args.quick else STRENGTHS))
+    fr_strengths = () if (args.quick or args.no_fractions) else tuple(s for s in FRACTION_STRENGTHS if s in strengths)
+    tag = "_quick" if args.quick else ""
+    cases = [{"fraction": 1.0, "strength": s, "chip": c} for s in strengths for c in range(chips)]
+    cases += [{"fraction": f, "strength": s, "chip": c} for s in fr_strengths for f in FRACTIONS for c in range(chips)]
+    for cs in cases:
+        cs.update(steps=args.steps, chains=args.chains)
+    points = [Point(point_key(cs), cs, cs) for cs in cases]
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+
+    def show(point: Point, rec: dict) -> None:
+        r = rec["metrics"]
+        print(f"fraction {r[0]['fraction']:g} strength {r[0]['strength']:g} chip {r[0]['chip']}: "
+              + ", ".join(f"{x['algorithm']} {100 * x['test_accuracy']:.1f}" for x in r)
+              + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    sweep = run_sweep(points, run_case, results=args.out / f"mala_analog{tag}.jsonl", runner=args.runner,
+                      runner_options=runner_options(args), on_result=show, fresh=not args.resume,
+                      base=fingerprint({"steps": args.steps, "chains": args.chains, "lr": LR}))
+    rows = [row for p in points for row in sweep.records[p.key]["metrics"]]
+    cmd = "python benchmarks/mala_analog.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    result = {"command": cmd, "tag": tag, "chips": chips, "strengths": strengths, "fraction_strengths": fr_strengths,
+              "fractions": FRACTIONS, "steps": args.steps, "chains": args.chains,
+              "wall_seconds": time.perf_counter() - t0, "load_average": [load0, os.getloadavg()[0]],
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.workers} worker process(es) x 1 thread",
+              "rows": rows}
+    write_json(args.out / f"mala_analog{tag}.json", result)
+    return report(result, args.out, args.docs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

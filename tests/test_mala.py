@@ -1,0 +1,195 @@
+"""Gradient-informed MH (``cil_core/training/langevin.py``, algorithm ``mala``): the proxy gradient
+against the library's own single-network autograd, the acceptance ratio against an independent
+recomputation of the Gaussian proposal densities, the fallback on a useless gradient, accuracy
+that rises, options refused at the door, and resume bit-identical from a checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+import cil_core as cil
+from cil_core.errors import OptionError
+from cil_core.hardware.transfer import straight_through
+from cil_core.network.reference import feedforward
+from cil_core.options import describe
+from cil_core.training.langevin import Langevin
+from test_mh import _analog, _Dying
+
+
+def _setup(breast_cancer, n=60, chip="ideal", **opts):
+    net = feedforward([62, 8, 2], seed=1, bias=True)
+    tr = cil.Trainer(net, chip, "mala", seed=0, **opts)
+    train = breast_cancer.train.subset(torch.arange(n))
+    tr.algorithm.setup(tr.state, train)
+    return tr, train
+
+
+def _reference_gradient(tr, theta: torch.Tensor, x, y) -> torch.Tensor:
+    """The proxy gradient of one parameter set by the plain single-network path: load the set into
+    the model, run the chip on it, substitute its output straight-through into the model's own
+    software forward (CIL-SPL's expression) and backpropagate with torch autograd."""
+    a, net = tr.algorithm, tr.network
+    net.load_parameters({k: v[0] for k, v in a.parameter_sets(theta[None]).items()})
+    hw = tr.state.observe(net.detached_parameters(), x).output
+    params = net.synaptic_parameters()
+    for p in params.values():
+        p.grad = None
+    readout = a.likelihood_readout(tr.readout)
+    ll = -len(y) * readout.loss(straight_through(net(x), hw), y) / a.temperature
+    ll.backward()
+    g = torch.cat([params[n].grad.reshape(-1) for n in a.names])
+    return g - theta / (a.prior_std * a.unit) ** 2
+
+
+def test_proxy_gradient_matches_the_single_network_autograd(breast_cancer):
+    tr, train = _setup(breast_cancer, chains=3, init="network")
+    a = tr.algorithm
+    theta = a.theta + 0.3 * a.unit * torch.randn(a.theta.shape, generator=torch.Generator().manual_seed(0))
+    lp, ll, acc, g = a._score_grad(tr.state, theta, train.x, train.y, calibrate_rows=3)
+    lp_mh, ll_mh, acc_mh = a._score3(tr.state, theta, train.x, train.y)  # MH's scoring of the same sets
+    assert torch.equal(lp, lp_mh) and torch.equal(ll, ll_mh) and torch.equal(acc, acc_mh)
+    for s in range(3):
+        torch.testing.assert_close(g[s], _reference_gradient(tr, theta[s], train.x, train.y), rtol=1e-4, atol=1e-4)
+    assert (g != 0).any(dim=1).all()
+
+
+@pytest.mark.parametrize("exact_burn_in, burn_in", [(True, 5), (False, 0), (False, 10)])
+def test_acceptance_ratio_matches_an_independent_recomputation(breast_cancer, exact_burn_in, burn_in):
+    """log α = log p(θ') − log p(θ) + log q(θ|θ') − log q(θ'|θ), the densities recomputed here with
+    torch.distributions.Normal from the gradients at both points (the reference gradient above), the
+    log posteriors with MH's own scoring. After burn-in (and during it with exact_burn_in) the q
+    terms are in; a random-walk move has none, nor has a guided burn-in move (exact_burn_in=False)."""
+    tr, train = _setup(breast_cancer, chains=4, burn_in=burn_in, exact_burn_in=exact_burn_in, langevin_share=1.0,
+                       langevin_block_size=20, init="network")
+    a = tr.algorithm
+    x, y = train.x, train.y
+    a.step(tr.state, (x, y))  # first step: the starting gradients, then a move
+    for _ in range(2):
+        theta, grad, share, hs, betas = a.theta.clone(), a.grad.clone(), a.share.clone(), a.h.clone(), a.beta.clone()
+        a.step(tr.state, (x, y))
+        prop, blocks = a.last_proposal, a.last_blocks
+        lp, _, _ = a._score3(tr.state, torch.cat([theta, prop]), x, y)
+        for c in range(a.chains):
+            B = blocks[c]
+            layer = next(i for i, blk in enumerate(a.blocks) if set(B.tolist()) <= set(blk.tolist()))
+            expected = float(lp[a.chains + c] - lp[c])
+            guided = not exact_burn_in and a.n_steps <= burn_in
+            # a Langevin move moves min(20, layer size) entries, a random-walk move min(16, layer size)
+            if len(B) == min(20, len(a.blocks[layer])) and not guided:
+                h, u, beta = float(hs[layer]), a.unit[B], float(betas[layer])  # as drawn (they adapt after)
+                g_prop = _reference_gradient(tr, prop[c], x, y)
+                fwd = Normal(theta[c, B] + 0.5 * h * h * u * u * beta * grad[c, B], h * u).log_prob(prop[c, B]).sum()
+                rev = Normal(prop[c, B] + 0.5 * h * h * u * u * beta * g_prop[B], h * u).log_prob(theta[c, B]).sum()
+                expected += float(rev - fwd)
+            assert float(a.last_log_ratio[c]) == pytest.approx(expected, rel=1e-4, abs=1e-3), (c, len(B))
+
+
+def test_a_useless_gradient_falls_back_to_the_block_random_walk(breast_cancer):
+    tr, train = _setup(breast_cancer, chains=4, langevin_share=1.0, init="network", exact_burn_in=True)
+    a = tr.algorithm
+    a.step(tr.state, (train.x, train.y))
+    a.grad[:] = float("nan")  # as if the surrogate gradient had blown up at every current state
+    theta = a.theta.clone()
+    a.step(tr.state, (train.x, train.y))
+    assert a.fallback_proposals == 4
+    for c in range(4):  # a random-walk move from θ: mean θ, std s_ℓ u (it is still a valid MH move)
+        B = a.last_blocks[c]
+        assert torch.isfinite(a.last_proposal[c]).all()
+        assert (a.last_proposal[c, B] != theta[c, B]).all()
+
+
+def test_accuracy_rises_on_a_small_task(breast_cancer):
+    torch.set_num_threads(1)
+    net = feedforward([62, 8, 2], seed=4)
+    train = breast_cancer.train.subset(torch.arange(120))
+    tr = cil.Trainer(net, "ideal", "mala", seed=0, chains=4, burn_in=30)
+    before = tr.evaluate(breast_cancer.test)["accuracy"]
+    tr.fit(train, steps=60)
+    after = tr.evaluate(breast_cancer.test)["accuracy"]
+    a = tr.algorithm
+    assert before < 0.7 and after > 0.85, (before, after)
+    assert a.langevin_proposals > 0 and a.langevin_accepts > 0
+    # the guided steps adapt during burn-in and are frozen after it; the Langevin steps then adapt
+    # with a gain that diminishes like adapt_rate / sqrt(t)
+    eta, h = a.trace["guided_step"], a.trace["langevin_step"]
+    assert eta[29] != eta[0] and eta[-1] == eta[30]
+    moves = [abs(math.log(h[i + 1] / h[i])) for i in range(30, 59)]
+    assert any(m > 0 for m in moves)
+    assert all(m <= a.adapt_rate / math.sqrt(i - 29) + 1e-9 for i, m in zip(range(31, 60), moves)), moves
+
+
+def test_every_option_is_typed_and_documented():
+    rows = {r["name"]: r for r in describe(Langevin)}
+    for opt in ("langevin_block_size", "exact_burn_in", "langevin_step", "langevin_target", "langevin_share",
+                "min_share", "collapse_acceptance", "adapt_rate", "chains", "block_size", "burn_in"):
+        assert opt in rows, opt
+    for r in rows.values():
+        assert r["type"] != "any", r
+        assert r["doc"], f"option {r['name']!r} has no description in the class docstring"
+
+
+@pytest.mark.parametrize("opts, needle", [
+    (dict(langevin_target=1.5), "langevin_target must lie in (0, 1)"),
+    (dict(min_share=0.5), "min_share must lie in [0, 0.5)"),
+    (dict(langevin_share=2.0), "langevin_share must lie in [0, 1]"),
+    (dict(langevin_block_size=0), "langevin_block_size must be >= 1"),
+    (dict(langevin_step=-1.0), "langevin_step must be a positive number"),
+    (dict(collapse_acceptance=1.0), "collapse_acceptance must lie in [0, 1)"),
+    (dict(adapt_rate=-0.1), "adapt_rate must be a number >= 0"),
+    (dict(proposal="random-walk"), "proposal must be 'block'"),
+    (dict(de_fraction=0.3), "mala does not take de_fraction"),
+    (dict(likelihood="sequential"), "likelihood must be 'full'"),
+    (dict(neuron_share=0.25), "neuron_share must be 0"),
+    (dict(burn_in=-1), "burn_in must be >= 0"),  # MH's own checks still apply
+])
+def test_out_of_range_options_are_refused(opts, needle):
+    with pytest.raises(OptionError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        cil.make_algorithm("mala", **opts)
+
+
+def test_wrong_option_types_are_refused_at_the_door():
+    with pytest.raises(OptionError, match="option 'langevin_block_size' of algorithm 'mala' must be"):
+        cil.make_algorithm("mala", langevin_block_size=2.5)
+    with pytest.raises(OptionError, match="option 'exact_burn_in' of algorithm 'mala' must be bool"):
+        cil.make_algorithm("mala", exact_burn_in="yes")
+    with pytest.raises(OptionError, match="unknown option 'langevin_stepsize'"):
+        cil.make_algorithm("mala", langevin_stepsize=0.1)
+
+
+@pytest.mark.parametrize("extra, batch_size", [({}, None), (dict(exact_burn_in=True, langevin_share=0.5), 40)])
+def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extra, batch_size):
+    """As MH's test: a run that dies and is resumed from its last checkpoint (new model, new trainer
+    with another seed) ends with the same weights, chains, Langevin steps, shares and history as an
+    uninterrupted one. Deterministic chip (noise off)."""
+    train = breast_cancer.train.subset(torch.arange(80))
+    opts = {"chains": 3, "burn_in": 6, "adapt_every": 3, **extra}
+
+    def trainer(seed=0, die_at=None):
+        chip = _Dying(_analog(2, noise_sigma=0.0), die_at)
+        return cil.Trainer(feedforward([62, 10, 2], seed=seed), chip, "mala", seed=seed, **opts)
+
+    ref = trainer()
+    ref.fit(train, steps=16, batch_size=batch_size)
+    assert ref.algorithm.n_kept == 10 * ref.algorithm.chains
+
+    ck = tmp_path / "mala.pt"
+    crashing = trainer(die_at=15)  # 2 calibration calls, the starting gradients, then 1-2 calls per step
+    with pytest.raises(cil.HardwareError, match="chip lost"):
+        crashing.fit(train, steps=16, batch_size=batch_size, checkpoint=ck, checkpoint_every=4)
+    assert torch.load(ck, weights_only=True)["step"] >= 4
+
+    resumed = trainer(seed=99)
+    resumed.fit(train, steps=16, batch_size=batch_size, resume=ck)
+    for k, v in ref.network.detached_parameters().items():
+        assert torch.equal(v, resumed.network.detached_parameters()[k]), k
+    for k in ("theta", "grad", "sum", "chain_sum", "scale", "h", "share", "beta", "best_theta", "unit"):
+        assert torch.equal(getattr(ref.algorithm, k), getattr(resumed.algorithm, k)), k
+    assert ref.algorithm.logit_scale == resumed.algorithm.logit_scale
+    assert ref.algorithm.total_accepts == resumed.algorithm.total_accepts
+    assert ref.algorithm.langevin_accepts == resumed.algorithm.langevin_accepts
+    assert [r["loss"] for r in ref.history.records] == [r["loss"] for r in resumed.history.records]
+    assert not math.isnan(float(ref.algorithm.h.mean()))
