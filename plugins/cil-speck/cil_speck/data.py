@@ -32,11 +32,13 @@ chip still sees each batch's raw events. ``load_nmnist`` is this dataset collate
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from cil_core import EventBatch, SpikeData
+from cil_core.errors import DataError, OptionError, ShapeError
 
 from .events import EVENT_DTYPE, events_to_dense
 
@@ -143,19 +145,89 @@ def as_event_array(events: np.ndarray) -> np.ndarray:
     return out[np.argsort(out["t"], kind="stable")]
 
 
+def tonic_sensor(sensor_size: Sequence[int]) -> tuple[int, int, int]:
+    """tonic's ``sensor_size`` ``(W, H, P)`` (e.g. ``NMNIST.sensor_size == (34, 34, 2)``) as the
+    ``(C, H, W)`` input shape of a network (``P`` polarities as channels)."""
+    if len(sensor_size) != 3 or any(int(v) < 1 for v in sensor_size):
+        raise ShapeError(f"a tonic sensor_size is (width, height, polarities), got {tuple(sensor_size)!r}")
+    w, h, p = (int(v) for v in sensor_size)
+    return (p, h, w)
+
+
 class EventCollate:
     """Collate ``(events, label)`` samples into ``(EventBatch, labels [B])``: the raw events (as
     :func:`as_event_array`) and their dense ``[n_bins, B, *sensor]`` view (:mod:`cil_speck.events`'s
-    binning over ``duration_us``). A plain class: picklable, works with ``num_workers > 0``."""
+    binning over ``duration_us``: bin ``min(n_bins-1, floor(t n_bins / duration_us))``, channel 1
+    for ``p > 0`` with a 2-channel sensor). The event-driven ``speck`` backend runs the events of
+    the batch, the time-stepped software model its dense view; nothing beyond one batch is ever
+    binned. ``events`` may be any structured array with fields ``x, y, t, p`` — what a tonic
+    dataset yields without ``ToFrame`` (:meth:`for_dataset` reads its ``sensor_size``).
+
+    Every sample is checked: a sample that is not raw events (e.g. frames after ``ToFrame``),
+    lacks a field, holds an event outside the sensor or a fractional/negative label is refused
+    with a :class:`~cil_core.errors.ShapeError` / :class:`~cil_core.errors.DataError` naming
+    the sample of the batch. A plain class: picklable, works with ``num_workers > 0``."""
 
     def __init__(self, n_bins: int, duration_us: float = float(DURATION_US),
                  sensor: tuple[int, int, int] = SENSOR) -> None:
-        self.n_bins, self.duration_us, self.sensor = int(n_bins), float(duration_us), tuple(sensor)
+        if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+            raise OptionError(f"EventCollate: n_bins must be a whole number >= 1, got {n_bins!r}")
+        if isinstance(duration_us, bool) or not isinstance(duration_us, (int, float)) or not duration_us > 0:
+            raise OptionError(f"EventCollate: duration_us must be a positive number of µs, got {duration_us!r}")
+        if len(sensor) != 3 or any(int(v) < 1 for v in sensor):
+            raise OptionError(f"EventCollate: sensor is (channels, height, width), got {tuple(sensor)!r}")
+        self.n_bins, self.duration_us, self.sensor = int(n_bins), float(duration_us), tuple(int(v) for v in sensor)
 
-    def __call__(self, items: list[tuple[np.ndarray, int]]) -> tuple[EventBatch, torch.Tensor]:
-        events = [as_event_array(ev) for ev, _ in items]
+    @classmethod
+    def for_dataset(cls, dataset: Any, n_bins: int, duration_us: float | None = None) -> "EventCollate":
+        """The collate function of a tonic dataset's raw events: the sensor from its
+        ``sensor_size`` (looked up through wrappers: ``.dataset``), the duration ``duration_us``
+        (N-MNIST's 315 ms by default for ``tonic.datasets.NMNIST``; other datasets must state it)."""
+        size, ds = None, dataset
+        while ds is not None and size is None:
+            size = getattr(ds, "sensor_size", None)
+            if size is None:
+                ds = getattr(ds, "dataset", None)
+        if size is None:
+            raise OptionError(f"EventCollate.for_dataset: {type(dataset).__name__} has no sensor_size (nor does a "
+                              "dataset it wraps); give the sensor yourself: EventCollate(n_bins, duration_us, "
+                              "sensor=(C, H, W))")
+        if duration_us is None:
+            if type(ds).__name__ != "NMNIST":
+                raise OptionError(f"EventCollate.for_dataset: state duration_us, the time span the {n_bins} bins "
+                                  f"cover, for {type(ds).__name__} (only N-MNIST's {DURATION_US} µs is known)")
+            duration_us = float(SACCADE_US if getattr(ds, "first_saccade_only", False) else DURATION_US)
+        return cls(n_bins, duration_us, tonic_sensor(size))
+
+    def __call__(self, items: Sequence[tuple[np.ndarray, int]]) -> tuple[EventBatch, torch.Tensor]:
+        C, H, W = self.sensor
+        events, labels = [], []
+        for i, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ShapeError(f"EventCollate: a sample must be (events, label); sample {i} of the batch is "
+                                 f"{type(item).__name__}")
+            ev, y = item
+            names = getattr(getattr(ev, "dtype", None), "names", None)
+            if names is None:
+                shape = tuple(getattr(ev, "shape", ()))
+                raise ShapeError(f"EventCollate: sample {i} of the batch is not raw events (a structured array with "
+                                 f"fields x, y, t, p) but {type(ev).__name__} of shape {shape}; frames (e.g. after "
+                                 "tonic's ToFrame) are collated by tonic.collation.PadTensors(batch_first=False)")
+            missing = [f for f in ("x", "y", "t", "p") if f not in names]
+            if missing:
+                raise ShapeError(f"EventCollate: the events of sample {i} of the batch lack the field(s) "
+                                 f"{', '.join(missing)} (they have {', '.join(names)})")
+            ev = as_event_array(ev)
+            if len(ev) and (ev["x"].min() < 0 or ev["y"].min() < 0 or ev["x"].max() >= W or ev["y"].max() >= H):
+                raise ShapeError(f"EventCollate: sample {i} of the batch has events outside the {W}x{H} sensor "
+                                 f"(x in [{ev['x'].min()}, {ev['x'].max()}], y in [{ev['y'].min()}, {ev['y'].max()}])")
+            label = np.asarray(y)
+            if label.size != 1 or not np.issubdtype(label.dtype, np.integer) and float(label) != int(label):
+                raise DataError(f"EventCollate: the label of sample {i} of the batch must be one class index, got {y!r}")
+            events.append(ev)
+            labels.append(int(label))
         dense = events_to_dense(events, self.n_bins, self.duration_us, self.sensor)  # type: ignore[arg-type]
-        return EventBatch(dense, events, self.duration_us), torch.as_tensor([int(y) for _, y in items])
+        return EventBatch(dense, events, self.duration_us), torch.as_tensor(labels)
 
 
 class NMNISTDataset(torch.utils.data.Dataset):
