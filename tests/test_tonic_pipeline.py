@@ -168,6 +168,12 @@ def speck_model(n_bins: int = T, seed: int = 0):
     return torch.nn.Sequential(sl.SumPool2d(4), torch.nn.Flatten(), lin, sl.IAFSqueeze(num_timesteps=n_bins))
 
 
+def speck_net(n_bins: int = T):
+    """The model factory of cil train (--model test_tonic_pipeline:speck_net): the network wrapped
+    with its input shape (a pool-first model needs it)."""
+    return cil.wrap(speck_model(n_bins), input_shape=(2, 34, 34))
+
+
 def raw_loader(root, train: bool = True, n_bins: int = T, num_workers: int = 0, batch_size: int = 16):
     """A dataset factory (cil train --data module:function): tonic's NMNIST without ToFrame and
     cil_speck's EventCollate, in a DataLoader."""
@@ -277,3 +283,67 @@ def test_disk_cached_dataset_streams_through_the_door_with_workers(nmnist_root, 
     fit_b = cil.Trainer(cil.wrap(speck_model(), input_shape=(2, 34, 34)), "speck", "cil-spl", seed=3, lr=1e-2)
     fit_b.fit(ds, epochs=1, batch_size=16)
     assert fit_a.history.column("loss") == fit_b.history.column("loss") and len(fit_a.history) == 3
+
+
+# --------------------------------------------------------------------------- cil train --data
+def not_data(n: int = 1):
+    """A dataset factory that returns something the door refuses."""
+    return "x" * n
+
+
+def _cil(*args):
+    from cil_core.app.cli import main
+
+    return main(list(args))
+
+
+def test_cil_train_reads_nmnist_by_root_folder_as_the_python_api_does(nmnist_root, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    rc = _cil("train", "--data", f"nmnist:{nmnist_root}", "--data-opt", "n_bins=6", "n_samples=40",
+              "--model", "test_tonic_pipeline:speck_net", "--model-opt", "n_bins=6", "--backend", "speck",
+              "--epochs", "1", "--batch-size", "16", "--algo-opt", "lr=0.01", "--no-progress", "--out", str(out))
+    assert rc == 0, capsys.readouterr().err
+    assert "cil-spl on speck: chip test accuracy" in capsys.readouterr().out
+    import json
+
+    res = json.loads(out.read_text())
+    tr = cil.Trainer(cil.wrap(speck_model(6), input_shape=(2, 34, 34)), "speck", "cil-spl", seed=0, lr=0.01)
+    tr.fit(NMNISTDataset(nmnist_root, n_bins=6, n_samples=40), epochs=1, batch_size=16)
+    want = tr.evaluate(NMNISTDataset(nmnist_root, train=False, n_bins=6, n_samples=40))
+    assert res["metrics"]["n"] == 40 and res["metrics"]["accuracy"] == want["accuracy"]
+    assert res["metrics"]["loss"] == pytest.approx(want["loss"], rel=1e-6) and len(res["history"]) == 3
+    assert _cil("plugins") == 0 and "dataset    nmnist" in capsys.readouterr().out
+
+
+def test_cil_train_takes_a_dataset_factory_from_a_config_file(nmnist_root, tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'data = "test_tonic_pipeline:raw_loader"\nmodel = "test_tonic_pipeline:speck_net"\n'
+                   f'backend = "speck"\nepochs = 1\n[data_options]\nroot = "{nmnist_root}"\nnum_workers = 1\n')
+    assert _cil("train", "--config", str(cfg), "--no-progress") == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "chip test accuracy" in text and "5 steps" in text and "(80 samples)" in text  # test split: train=False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "nmnist"], "data set 'nmnist' reads a folder: give it as nmnist:ROOT"),
+    (["--data", "{root}", "--data-opt", "n_bins=6"], "is a file, not a data set"),
+    (["--data", "nmnist:{root}", "--data-opt", "n_bin=6"], "unknown option 'n_bin' .*did you mean 'n_bins'"),
+    (["--data", "nmnist:{root}", "--data-opt", "n_bins=six"], "option 'n_bins' .* must be int"),
+    (["--data", "nmnist:{root}", "--data-opt", "train=false"], "data_options cannot hold 'train'"),
+    (["--data", "no_such_module:make"], "data: cannot import module 'no_such_module'.*registered data set"),
+    (["--data", "test_tonic_pipeline:not_data"], "data 'test_tonic_pipeline:not_data': expected .*got str "
+                                                 r"\(what the factory returned\)"),
+    (["--data", "test_tonic_pipeline:raw_loader", "--data-opt", "root={root}", "--validation-split", "0.2"],
+     "validation_split: a DataLoader .*cannot be split"),
+    (["--data", "nmnist:{root}", "--model", None], "model: a streamed data set .*needs a model"),
+    (["--data", "nmnist:{root}/nowhere"], r"N-MNIST \(train split\) is not under .*nowhere.*holds 0 .bin files.*download=True"),
+])
+def test_cil_train_data_errors_are_named_at_the_door(nmnist_root, capsys, args, message):
+    import re
+
+    args = [a.format(root=nmnist_root) if isinstance(a, str) else a for a in args]
+    model = [] if None in args else ["--model", "test_tonic_pipeline:speck_net"]
+    args = [a for a in args if a is not None and a != "--model"]
+    assert _cil("train", *args, *model, "--backend", "speck", "--steps", "1", "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err), err

@@ -230,6 +230,24 @@ class EventCollate:
         return EventBatch(dense, events, self.duration_us), torch.as_tensor(labels)
 
 
+def check_nmnist_folder(root: str | Path, train: bool = True) -> None:
+    """Refuse, naming what is missing, a ``root`` that does not hold N-MNIST in tonic's layout
+    (``<root>/NMNIST/train.zip`` and ``<root>/NMNIST/Train/<digit>/*.bin``, at least 10,000
+    files; ``test.zip``, ``Test/`` likewise), instead of letting tonic start a download."""
+    import tonic
+
+    base = Path(root) / "NMNIST"
+    ds = tonic.datasets.NMNIST
+    archive = base / (ds.train_filename if train else ds.test_filename)
+    folder = base / (ds.train_folder if train else ds.test_folder)
+    n = sum(1 for _ in folder.rglob("*.bin")) if folder.is_dir() else 0
+    if not archive.is_file() or n < 10_000:
+        missing = (f"{folder} holds {n} .bin files (tonic needs >= 10,000)" if n < 10_000 else f"{archive} is missing")
+        raise DataError(f"N-MNIST ({'train' if train else 'test'} split) is not under {root}: {missing}. Put the "
+                        f"archive and its extracted folder there ({archive.name}, {folder.name}/<digit>/*.bin), or "
+                        "pass download=True to let tonic fetch them")
+
+
 class NMNISTDataset(torch.utils.data.Dataset):
     """N-MNIST from ``<root>/NMNIST`` through ``tonic.datasets.NMNIST``, read lazily: sample ``i``
     is ``(events, label)`` of one file (events as :func:`as_event_array`), and ``collate_fn`` (an
@@ -237,12 +255,15 @@ class NMNISTDataset(torch.utils.data.Dataset):
     ``DataLoader``) bins a batch into an :class:`~cil_core.EventBatch` of ``n_bins`` time bins.
     ``n_samples`` draws a seeded random subset (the same one :func:`load_nmnist` draws);
     ``transform`` is an optional tonic transform applied to every sample's events (it must keep
-    the fields x, y, t, p)."""
+    the fields x, y, t, p); ``download`` lets tonic fetch a missing split (otherwise a folder
+    without N-MNIST is refused with a :class:`~cil_core.errors.DataError` naming what is missing)."""
 
     def __init__(self, root: str | Path, train: bool = True, n_bins: int = 15, n_samples: int | None = None,
-                 seed: int = 0, first_saccade_only: bool = False, transform=None) -> None:
+                 seed: int = 0, first_saccade_only: bool = False, transform=None, download: bool = False) -> None:
         import tonic
 
+        if not download:
+            check_nmnist_folder(root, train)
         self.source = tonic.datasets.NMNIST(save_to=str(root), train=train, first_saccade_only=first_saccade_only,
                                             transform=transform)
         idx = np.arange(len(self.source))
