@@ -108,18 +108,25 @@ def synthetic_nmnist(train: bool = True, n_bins: int = 15, n_samples: int | None
                      test_fraction: float = 0.3, **dvs) -> SpikeData:
     """The synthetic N-MNIST-like digit set (see the module docstring): a seeded, stratified-free
     split of sklearn's 1,797 digits (``test_fraction`` for the test part), at most ``n_samples``."""
+    images, labels = digit_split(train, test_fraction)
+    if n_samples is not None:
+        images, labels = images[:n_samples], labels[:n_samples]
+    events = digits_to_events(images, seed=seed + (0 if train else 1), **dvs)
+    dense = events_to_dense(events, n_bins, DURATION_US, SENSOR)
+    return SpikeData(EventBatch(dense, events, float(DURATION_US)), torch.as_tensor(labels))
+
+
+def digit_split(train: bool = True, test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """The training (or test) part of sklearn's 1,797 8x8 digits as ``(images [N, 8, 8] in [0, 1],
+    labels [N])``: a fixed seeded permutation (independent of any other seed), its first
+    ``test_fraction`` the test part (539 digits at 0.3; 1,258 for training)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    perm = np.random.default_rng(1234).permutation(len(d.target))  # fixed split, independent of `seed`
+    perm = np.random.default_rng(1234).permutation(len(d.target))
     n_test = int(round(test_fraction * len(perm)))
     idx = perm[n_test:] if train else perm[:n_test]
-    if n_samples is not None:
-        idx = idx[:n_samples]
-    images = d.images[idx] / 16.0
-    events = digits_to_events(images, seed=seed + (0 if train else 1), **dvs)
-    dense = events_to_dense(events, n_bins, DURATION_US, SENSOR)
-    return SpikeData(EventBatch(dense, events, float(DURATION_US)), torch.as_tensor(d.target[idx]))
+    return d.images[idx] / 16.0, d.target[idx]
 
 
 # --------------------------------------------------------------------------- N-MNIST (tonic)
