@@ -37,7 +37,8 @@ binned by ``EventCollate``; the chip runs the raw events) in the DataLoader the 
 (``ru_maxrss``), wall time of the epoch, the **data path** = the epoch's wall time outside the
 training steps (waiting for the next batch, the door's checks; measured in the main process
 around ``train_step``), chip (and software) accuracy on the 10,000 test streams. Writes
-``<out>/nmnist_60k.json`` (default ``benchmarks/results``).
+``<out>/nmnist_60k.json`` (default ``benchmarks/results``) and, while it runs, one JSON line per
+step to ``<out>/nmnist_60k.steps.jsonl`` (elapsed time, time in steps, data path, loss, RSS).
 
 ``--algorithm mh --steps N --minibatch B``: the hook for minibatch Metropolis-Hastings (issue 19,
 item 3). It runs only if the installed ``mh`` declares a minibatch option; otherwise it stops
@@ -208,8 +209,25 @@ def train(args) -> dict:
         fit_kw = {"epochs": 1, "batch_size": args.batch}
     timer = StepTimer(tr.registry)
     rss0 = rss_mb()
+    log_path = args.out / f"nmnist_60k{'_' + args.tag if args.tag else ''}.steps.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "w")  # noqa: SIM115 - one line per step, readable while the run goes on
+    n_steps = len(ds) // args.batch + (len(ds) % args.batch > 0) if args.algorithm != "mh" else args.steps
+
+    def on_step(rec: dict) -> None:
+        el = time.perf_counter() - t0
+        log.write(json.dumps({"step": rec["step"], "of": n_steps, "elapsed_s": round(el, 2),
+                              "step_s": round(timer.seconds, 2), "data_path_s": round(el - timer.seconds, 2),
+                              "loss": rec["loss"], "rss_mb": round(rss_mb(), 1),
+                              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+                  + "\n")
+        log.flush()
+
     t0 = time.perf_counter()
-    hist = tr.fit(ds, **fit_kw, progress=args.progress)
+    try:
+        hist = tr.fit(ds, **fit_kw, progress=args.progress, on_step=on_step)
+    finally:
+        log.close()
     wall = time.perf_counter() - t0
     data_s = wall - timer.seconds
     peak_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -330,6 +330,7 @@ def test_cil_train_takes_a_dataset_factory_from_a_config_file(nmnist_root, tmp_p
     (["--data", "nmnist:{root}", "--data-opt", "n_bin=6"], "unknown option 'n_bin' .*did you mean 'n_bins'"),
     (["--data", "nmnist:{root}", "--data-opt", "n_bins=six"], "option 'n_bins' .* must be int"),
     (["--data", "nmnist:{root}", "--data-opt", "train=false"], "data_options cannot hold 'train'"),
+    (["--data", "nmnist:{root}", "--data-opt", "root=/elsewhere"], "the folder is given twice"),
     (["--data", "no_such_module:make"], "data: cannot import module 'no_such_module'.*registered data set"),
     (["--data", "test_tonic_pipeline:not_data"], "data 'test_tonic_pipeline:not_data': expected .*got str "
                                                  r"\(what the factory returned\)"),

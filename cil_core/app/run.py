@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, DataError, OptionError
+from ..errors import CheckpointError, CilError, DataError, OptionError
 
 
 def load_object(path: str, key: str = "model") -> Any:
@@ -64,11 +64,11 @@ def load_data(cfg: Any) -> tuple[Any, Any, bool]:
 def _factory(value: str, key: str) -> tuple[Any, str | None] | None:
     """``(factory, root)`` for ``NAME:ROOT`` / ``NAME`` (a registered data set) or
     ``module:function``; ``None`` for anything else (a file)."""
-    from ..plugin.registry import get_manager
-
     name, _, rest = value.partition(":")
-    datasets = get_manager().names("datasets")
+    datasets = _registered_datasets()
     if name in datasets:
+        from ..plugin.registry import get_manager
+
         return get_manager().entry("datasets", name).value, (rest or None)
     if ":" in value and not Path(value).exists():  # module:function (its errors name the registered data sets)
         try:
@@ -96,7 +96,7 @@ def load_source(value: str, key: str, options: dict[str, Any], *, train: bool) -
     * a torch file of ``(x, y)`` (``options`` must then be empty).
 
     ``options`` are checked against the factory's signature; what the factory returns must be a
-    source :meth:`~cil_core.Trainer.fit` accepts (:class:`OptionError` / :class:`ShapeError`
+    source :meth:`~cil_core.Trainer.fit` accepts (:class:`OptionError` / :class:`DataError`
     naming the key otherwise)."""
     from ..data.stream import source_kind
     from ..errors import ShapeError
@@ -118,13 +118,19 @@ def load_source(value: str, key: str, options: dict[str, Any], *, train: bool) -
         kwargs["train"] = train
     name = value.split(":", 1)[0]
     if root is not None:
-        kwargs = {next(iter(params)): root, **kwargs}
+        first = next(iter(params))
+        if first in kwargs:
+            raise OptionError(f"{key}: the folder is given twice: {value!r} and data_options {first}="
+                              f"{kwargs[first]!r}; give it once")
+        kwargs = {first: root, **kwargs}
     elif name in _registered_datasets() and next(iter(params)) not in kwargs:
         raise OptionError(f"{key}: data set {name!r} reads a folder: give it as {name}:ROOT (e.g. {name}:/data, "
                           f"the folder holding {name.upper()}/)")
     validate(factory, kwargs, f"{key} {value!r}")
     try:
         src = factory(**kwargs)
+    except CilError:
+        raise  # already named (e.g. a folder without the data set)
     except (OSError, RuntimeError, ValueError) as exc:
         raise DataError(f"{key} {value!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
     try:
