@@ -313,6 +313,11 @@ def test_cil_train_reads_nmnist_by_root_folder_as_the_python_api_does(nmnist_roo
     assert res["metrics"]["n"] == 40 and res["metrics"]["accuracy"] == want["accuracy"]
     assert res["metrics"]["loss"] == pytest.approx(want["loss"], rel=1e-6) and len(res["history"]) == 3
     assert _cil("plugins") == 0 and "dataset    nmnist" in capsys.readouterr().out
+    # cil fidelity reads the same data set, its test split streamed
+    assert _cil("fidelity", "--data", f"nmnist:{nmnist_root}", "--data-opt", "n_bins=6", "n_samples=16",
+                "--model", "test_tonic_pipeline:speck_net", "--model-opt", "n_bins=6", "--backend", "speck",
+                "--batch-size", "8", "--num-workers", "1") == 0, capsys.readouterr().err
+    assert "fidelity on the test data" in capsys.readouterr().out
 
 
 def test_cil_train_takes_a_dataset_factory_from_a_config_file(nmnist_root, tmp_path, capsys):
