@@ -50,7 +50,7 @@ def test_harness_docs_section_tables_and_timing(tmp_path):
 
 
 def test_installed_code_does_not_import_the_benchmarks():
-    pattern = re.compile(r"^\s*(from|import)\s+(benchmarks|harness|cil_spl_speck|mh_vs_backprop)\b", re.M)
+    pattern = re.compile(r"^\s*(from|import)\s+(benchmarks|harness|cil_spl_speck|mh_vs_backprop|nmnist_60k|stream_memory)\b", re.M)
     offenders = [str(p.relative_to(ROOT)) for top in ("cil_core", "plugins") for p in (ROOT / top).rglob("*.py")
                  if pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
@@ -140,3 +140,32 @@ def test_mh_minibatch_benchmark_counts_and_compares_sample_inferences(tmp_path, 
     assert ratios["full"] == 1.0 and ratios["seq m=16 eps=0.2"] == cost["seq m=16 eps=0.2"] / cost["full"]
     out = capsys.readouterr().out
     assert "sample-inferences" in out and "criterion: <= 0.25" in out
+
+
+def test_nmnist_60k_streams_vary_and_round_trip_through_tonics_reader(tmp_path):
+    pytest.importorskip("cil_speck")
+    tonic = pytest.importorskip("tonic")
+    import numpy as np
+
+    from cil_speck.data import DURATION_US, digit_split
+
+    sys.path.insert(0, str(BENCH))  # nmnist_60k imports harness and cil_spl_speck beside it
+    try:
+        b = load("nmnist_60k")
+        images, labels = digit_split(True)
+        same = np.repeat(images[:3], 4, 0)  # 4 streams from each of 3 digits
+        streams = b.make_streams(same, seed=5)
+        assert len({s.tobytes() for s in streams}) == 12  # no two alike, from the same digit either
+        again = b.make_streams(same, seed=5)
+        assert all(np.array_equal(a, c) for a, c in zip(streams, again))  # seeded
+        for s in streams:
+            assert len(s) > 500 and s["t"].min() >= 0 and s["t"].max() < DURATION_US
+            assert s["x"].max() < 34 and s["y"].max() < 34 and np.all(np.diff(s["t"]) >= 0)
+        info = b.write_split(tmp_path, "test", 30, chunk=16)
+        assert info["streams"] == info["distinct_streams"] == 30 and sum(info["per_class"]) == 30
+        files = sorted((tmp_path / "NMNIST" / "Test").rglob("*.bin"))
+        assert len(files) == 30 and (tmp_path / "NMNIST" / "test.zip").is_file()
+        ev = tonic.io.read_mnist_file(str(files[0]), dtype=tonic.datasets.NMNIST.dtype)
+        assert len(ev) > 500 and ev["x"].max() < 34
+    finally:
+        sys.path.remove(str(BENCH))

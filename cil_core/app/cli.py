@@ -46,7 +46,7 @@ def _cmd_plugins(argv: list[str]) -> int:
             print(f"    error       {i.error}")
             print(f"    fix         {i.fix}")
             continue
-        for kind in ("backends", "adapters", "algorithms", "jobs", "runners"):
+        for kind in ("backends", "adapters", "algorithms", "jobs", "runners", "datasets"):
             for n in getattr(i, kind):
                 print(f"    {kind[:-1]:<10} {n:<18} {_describe(reg.entry(kind, n).value, reg.entry(kind, n).help)}")
     return 0
@@ -107,9 +107,18 @@ def _train_parser() -> argparse.ArgumentParser:
     return p
 
 
-_KV_KEYS = ("model_options", "backend_options", "algorithm_options", "readout_options")
+_KV_KEYS = ("model_options", "data_options", "backend_options", "algorithm_options", "readout_options")
 _TYPES: dict[str, Any] = {"epochs": int, "steps": int, "batch_size": int, "seed": int, "retries": int,
-                          "checkpoint_every": int, "timeout": float, "validation_split": float}
+                          "checkpoint_every": int, "timeout": float, "validation_split": float, "num_workers": int,
+                          "time_first": lambda v: _bool(v, "--time-first")}
+
+
+def _bool(value: str, flag: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise OptionError(f"{flag}: expected true or false, got {value!r}")
 
 
 def _cmd_train(argv: list[str]) -> int:
@@ -235,8 +244,13 @@ def _cmd_fidelity(argv: list[str]) -> int:
     p.add_argument("--model", help="'module:factory' returning a model (default: the library-free LIF net)")
     p.add_argument("--model-opt", dest="model_options", nargs="*", metavar="KEY=VALUE", help="model factory options")
     p.add_argument("--weights", type=Path, help="load the weights from a cil train --checkpoint or --export file")
-    p.add_argument("--data", help="'breast-cancer' (its test split) or a torch file of (x, y)")
-    p.add_argument("--test-data", dest="test_data", help="torch file compared instead of --data")
+    p.add_argument("--data", help="'breast-cancer' (its test split), a torch file of (x, y), a registered data set "
+                   "'NAME:ROOT' (its test split) or a dataset factory 'module:function'")
+    p.add_argument("--data-opt", dest="data_options", nargs="*", metavar="KEY=VALUE", help="data set / factory options")
+    p.add_argument("--test-data", dest="test_data", help="data compared instead of --data (the same forms)")
+    p.add_argument("--time-first", dest="time_first", type=_TYPES["time_first"],
+                   help="layout of a DataLoader's tensor batches (true: [T, B, ...]; default: inferred)")
+    p.add_argument("--num-workers", dest="num_workers", type=int, help="DataLoader worker processes for a Dataset")
     p.add_argument("--backend", help="registered backend name (cil plugins)")
     p.add_argument("--backend-opt", dest="backend_options", nargs="*", metavar="KEY=VALUE", help="backend options")
     p.add_argument("--readout", help="'rate' or 'max-membrane'")
@@ -253,9 +267,8 @@ def _cmd_fidelity(argv: list[str]) -> int:
     from .config import RunConfig, read_config_file
     from ..fidelity import fidelity
 
-    keys = ("model", "model_options", "data", "test_data", "backend", "backend_options", "readout", "readout_options",
-            "seed",
-            "batch_size", "retries", "timeout")
+    keys = ("model", "model_options", "data", "data_options", "test_data", "time_first", "num_workers", "backend",
+            "backend_options", "readout", "readout_options", "seed", "batch_size", "retries", "timeout")
     raw: dict[str, Any] = read_config_file(a.config) if a.config else {}
     # a training config serves as is: its training-only keys are ignored here, unknown keys still fail
     raw = {k: v for k, v in raw.items() if k in keys or k not in RunConfig.keys()}
@@ -270,7 +283,8 @@ def _cmd_fidelity(argv: list[str]) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
     with prepare(cfg, split_validation=False, weights=a.weights) as run:
         report = fidelity(run.net, run.backend, run.test, batch_size=cfg.batch_size or 256, readout=cfg.make_readout(),
-                          sample=a.sample, retries=cfg.retries, timeout=cfg.timeout)
+                          sample=a.sample, retries=cfg.retries, timeout=cfg.timeout, time_first=cfg.time_first,
+                          num_workers=cfg.num_workers)
         has_test = run.has_test
     print(f"fidelity on the {'test' if has_test else 'given'} data")
     print(report.table())
@@ -293,12 +307,12 @@ def _cmd_describe(argv: list[str]) -> int:
     from ..plugin.registry import get_manager
 
     reg = get_manager()
-    found = [(kind, reg.entry(kind, a.name)) for kind in ("algorithms", "backends", "adapters", "runners")
+    found = [(kind, reg.entry(kind, a.name)) for kind in ("algorithms", "backends", "adapters", "runners", "datasets")
              if a.name in reg.names(kind)]
     if not found:
         reg.entry("backends" if ":" in a.name else "algorithms", a.name)  # raises with close matches
         known = ", ".join(sorted(set(reg.names("algorithms")) | set(reg.names("backends")) | set(reg.names("adapters"))
-                                 | set(reg.names("runners"))))
+                                 | set(reg.names("runners")) | set(reg.names("datasets"))))
         raise CilError(f"nothing named {a.name!r} is registered (known: {known})")
     out = []
     for kind, entry in found:

@@ -32,10 +32,18 @@ class RunConfig:
                                    "(default: a library-free LIF net, see model_options)", kind="module:factory")
     model_options: dict = _opt({}, "keyword arguments of the model factory (default net: sizes, beta, bias, "
                                    "weight_gain, ...)", flag="--model-opt")
-    data: str = _opt("breast-cancer", "'breast-cancer' (bundled) or a torch file holding (x [T, N, ...], y [N])",
-                     kind="name|file")
-    test_data: str | None = _opt(None, "torch file for the final evaluation (breast-cancer brings its own split)",
-                                 kind="file")
+    data: str = _opt("breast-cancer", "'breast-cancer' (bundled), a torch file holding (x [T, N, ...], y [N]), a "
+                                      "registered data set by root folder ('nmnist:ROOT', cil plugins) or a dataset "
+                                      "factory 'module:function' (returning a Dataset, DataLoader or (x, y))",
+                     kind="name|file|NAME:ROOT|module:function")
+    data_options: dict = _opt({}, "keyword arguments of the data set or factory (nmnist: n_bins, n_samples, seed, "
+                                  "first_saccade_only)", flag="--data-opt")
+    test_data: str | None = _opt(None, "data for the final evaluation, in data's forms (default: the data set's "
+                                       "train=False split if it has one; breast-cancer brings its own)",
+                                 kind="file|NAME:ROOT|module:function")
+    time_first: bool | None = _opt(None, "layout of a DataLoader's tensor batches: true time-major [T, B, ...], false "
+                                         "batch-first [B, T, ...] (default: inferred where unambiguous)", kind="bool")
+    num_workers: int = _opt(0, "worker processes of the DataLoader cil builds for a Dataset", kind="N")
     validation_split: float | None = _opt(None, "fraction of the training data held out and evaluated on the chip "
                                                 "at the end", kind="fraction")
     backend: str = _opt("ideal", "registered backend name (cil plugins)", kind="name")
@@ -89,6 +97,8 @@ class RunConfig:
                 raise OptionError(f"{source}: {f.name} must be {_type_name(hints[f.name])}, got {value!r} "
                                   f"({type(value).__name__})")
             setattr(cfg, f.name, value)
+        if cfg.num_workers < 0:
+            raise OptionError(f"{source}: num_workers must be >= 0, got {cfg.num_workers}")
         if cfg.validation_split is not None and not 0 < cfg.validation_split < 1:
             raise OptionError(f"{source}: validation_split must lie in (0, 1), got {cfg.validation_split}")
         cfg.readout, cfg.readout_options = readout_parts(cfg.readout, cfg.readout_options, source)

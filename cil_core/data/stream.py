@@ -13,7 +13,9 @@ What is accepted, and how each is batched:
   (inputs a tensor or an :class:`~cil_core.EventBatch`): validated whole, once, as before
   (:func:`~cil_core.data.validate.check_data`), then batched by
   :meth:`SpikeData.batches` (order: ``torch.randperm`` from the caller's generator each epoch);
-* **a map-style torch Dataset** (``__getitem__`` and ``__len__``) whose samples are
+* **a map-style torch Dataset** (``__getitem__`` and ``__len__``; also a map-style object that
+  does not subclass torch's ``Dataset`` but has no ``__iter__``, as tonic's datasets and its
+  ``DiskCachedDataset``) whose samples are
   ``(x [T, *input_shape], y)``: cil builds the ``DataLoader`` itself (``num_workers`` as asked)
   with the **same order** an in-memory set of the same samples would get (one
   ``torch.randperm(N)`` from the caller's generator per epoch, drawn in the main process), so a
@@ -21,7 +23,10 @@ What is accepted, and how each is batched:
   (dim 1) by :class:`TimeMajorCollate`, zero-padded at the end to the longest ``T`` of the batch
   (tonic's ``PadTensors`` rule); a Dataset may instead name its own ``collate_fn`` attribute
   (e.g. one that returns an :class:`~cil_core.EventBatch`), which must return time-major
-  ``(inputs, labels)`` batches;
+  ``(inputs, labels)`` batches; it is found through wrapping datasets too (``.dataset``: torch's
+  ``Subset``, tonic's ``DiskCachedDataset``). Samples that are raw event streams (structured
+  arrays, as a tonic dataset without ``ToFrame`` yields) need such a collate function (e.g.
+  ``cil_speck.data.EventCollate``): :class:`TimeMajorCollate` refuses them naming it;
 * **a DataLoader or any other iterable of ``(inputs, labels)`` batches** (a list, a generator):
   the batches are used as they come (the loader's own batch size and order). Tensor inputs may be
   time-major ``[T, B, ...]`` (tonic's ``PadTensors(batch_first=False)``) or batch-first
@@ -90,7 +95,42 @@ def _is_map_dataset(data: Any) -> bool:
 
     if isinstance(data, (DataLoader, IterableDataset)):
         return False
-    return isinstance(data, Dataset) and hasattr(data, "__len__")
+    if isinstance(data, Dataset):
+        return hasattr(data, "__len__")
+    # duck-typed map-style datasets that do not subclass torch's: tonic's datasets and its
+    # DiskCachedDataset (__getitem__ and __len__, no __iter__); a list of batches has __iter__
+    return (hasattr(data, "__getitem__") and hasattr(data, "__len__") and not hasattr(data, "__iter__")
+            and not isinstance(data, (str, bytes, dict, torch.Tensor, np.ndarray)))
+
+
+def source_kind(data: Any, what: str = "training data") -> str:
+    """What kind of source ``data`` is: ``"in-memory"``, ``"dataset"`` (map-style torch Dataset)
+    or ``"iterable"`` (a DataLoader, an iterable of batches); anything else is refused with a
+    :class:`~cil_core.errors.ShapeError` naming what is accepted. Needs no network (``cil
+    train`` checks what a dataset factory returned with it before building one)."""
+    if is_in_memory(data):
+        return "in-memory"
+    if _is_map_dataset(data):
+        return "dataset"
+    if isinstance(data, (str, bytes, dict, torch.Tensor, np.ndarray)) or not hasattr(data, "__iter__"):
+        raise ShapeError(f"{what}: expected (inputs [T, N, ...], labels [N]), SpikeData, a torch Dataset, "
+                         f"a DataLoader or an iterable of (inputs, labels) batches; got {type(data).__name__}")
+    return "iterable"
+
+
+def dataset_collate(dataset: Any) -> Any:
+    """The ``collate_fn`` a Dataset names, looked up through the datasets it wraps (``.dataset``:
+    torch's ``Subset``, tonic's ``DiskCachedDataset``, ...), so that wrapping a dataset that
+    collates its own samples (e.g. ``cil_speck.data.NMNISTDataset``) keeps its collation;
+    ``None`` if none names one."""
+    seen: set[int] = set()
+    while dataset is not None and id(dataset) not in seen:
+        seen.add(id(dataset))
+        collate = getattr(dataset, "collate_fn", None)
+        if callable(collate):
+            return collate
+        dataset = getattr(dataset, "dataset", None)
+    return None
 
 
 class TimeMajorCollate:
@@ -104,7 +144,14 @@ class TimeMajorCollate:
             if not isinstance(item, (tuple, list)) or len(item) != 2:
                 raise ShapeError(f"a Dataset sample must be (x [T, *input_shape], label); sample {i} of the batch "
                                  f"is {type(item).__name__}")
-            x = torch.as_tensor(item[0])
+            raw = item[0]
+            if isinstance(raw, np.ndarray) and raw.dtype.names is not None:
+                raise ShapeError(f"a Dataset sample's inputs are raw events (a structured array with fields "
+                                 f"{', '.join(raw.dtype.names)}), not a tensor [T, *input_shape]: bin them with a "
+                                 "collate function that returns an EventBatch, e.g. DataLoader(dataset, "
+                                 "collate_fn=cil_speck.data.EventCollate.for_dataset(dataset, n_bins)), or "
+                                 "tonic.transforms.ToFrame")
+            x = torch.as_tensor(raw)
             if x.dim() < 2:
                 raise ShapeError(f"a Dataset sample's inputs must be [T, *input_shape]; got shape {tuple(x.shape)}")
             xs.append(x)
@@ -139,18 +186,18 @@ class BatchStream:
         self.in_memory: SpikeData | None = None
         self.dataset: Any = None
         self.source: Any = None
+        self.collate: Any = None
         self._one_shot = False
         self._passes = 0
         self._taken = -1  # batches read by index so far (named in errors)
-        if is_in_memory(data):
+        kind = source_kind(data, door.what)
+        if kind == "in-memory":
             self.in_memory = door.check(data)
-        elif _is_map_dataset(data):
+        elif kind == "dataset":
             self.dataset = data
+            self.collate = dataset_collate(data)
             if len(data) == 0:
                 raise DataError(f"{door.what} is empty (a Dataset of 0 samples)")
-        elif isinstance(data, (str, bytes, dict, torch.Tensor, np.ndarray)) or not hasattr(data, "__iter__"):
-            raise ShapeError(f"{door.what}: expected (inputs [T, N, ...], labels [N]), SpikeData, a torch Dataset, "
-                             f"a DataLoader or an iterable of (inputs, labels) batches; got {type(data).__name__}")
         else:
             self.source = data
             # never call iter() here: a DataLoader's iterator draws its order and starts its workers
@@ -202,7 +249,7 @@ class BatchStream:
         from torch.utils.data import DataLoader
 
         if self.dataset is not None:
-            return self.dataset, getattr(self.dataset, "collate_fn", None) or TimeMajorCollate()
+            return self.dataset, self.collate or TimeMajorCollate()
         src = self.source
         if (isinstance(src, DataLoader) and src.batch_size is not None and _is_map_dataset(src.dataset)):
             return src.dataset, src.collate_fn
@@ -245,14 +292,14 @@ class BatchStream:
         bs = self.batch_size or n
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         chunks = [order[i : i + bs].tolist() for i in range(0, n, bs)]
-        collate = getattr(self.dataset, "collate_fn", None) or TimeMajorCollate()
+        collate = self.collate or TimeMajorCollate()
         loader = DataLoader(self.dataset, batch_sampler=chunks, collate_fn=collate, num_workers=self.num_workers)
         return iter(loader)
 
     def _collated_time_major(self) -> bool:
         """Batches of a Dataset collated by cil's own :class:`TimeMajorCollate` are time-major by
         construction; a Dataset's own ``collate_fn`` and every other source go through the layout rule."""
-        return self.dataset is not None and getattr(self.dataset, "collate_fn", None) is None
+        return self.dataset is not None and self.collate is None
 
     def _check(self, batch: Any, i: int) -> Batch:
         what = f"{self.door.what}, batch {i}"
@@ -346,4 +393,5 @@ def materialize(data: Any, door: Door, *, time_first: bool | None = None, batch_
     return SpikeData(inputs, torch.cat(ys))
 
 
-__all__ = ["Door", "BatchStream", "TimeMajorCollate", "as_batches", "materialize", "is_in_memory"]
+__all__ = ["Door", "BatchStream", "TimeMajorCollate", "as_batches", "materialize", "is_in_memory", "source_kind",
+           "dataset_collate"]

@@ -24,6 +24,7 @@ Registration hooks let plugins contribute named parts; each receives a ``registe
 * :func:`cil_register_algorithms` — ``register(name, factory)``; ``factory(**options)`` builds an algorithm.
 * :func:`cil_register_jobs` — ``register(name, func, help, kind)``: CLI jobs (``cil demo``).
 * :func:`cil_register_runners` — ``register(name, factory)``: what runs the points of ``cil sweep``.
+* :func:`cil_register_datasets` — ``register(name, factory)``: data sets ``cil train --data NAME:ROOT`` names.
 """
 
 from __future__ import annotations
@@ -90,6 +91,16 @@ def cil_register_runners(register: Callable[[str, Callable[..., Any]], None]) ->
     points finish, where ``outcome`` is what :func:`cil_core.app.sweep.execute` ``(fn, payloads[index],
     threads)`` returns (run wherever the runner likes; it may add a ``"worker"`` entry), and
     ``close()``. The core registers ``local`` (:class:`cil_core.app.sweep.LocalRunner`).
+    """
+
+
+@hookspec
+def cil_register_datasets(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register named data sets: ``register("nmnist", NMNISTDataset)`` (``cil train --data nmnist:ROOT``).
+
+    ``factory(root, train=True, **options)`` (options checked against its signature) returns what
+    :meth:`~cil_core.Trainer.fit` accepts — typically a torch ``Dataset`` read lazily from the
+    folder ``root`` — with ``train=False`` for the test split.
     """
 
 

@@ -27,7 +27,7 @@ import pluggy
 
 ENTRY_POINT_GROUP = "cil"
 PARTS_GROUP = "cil.parts"
-KINDS = ("backends", "adapters", "algorithms", "jobs", "runners")
+KINDS = ("backends", "adapters", "algorithms", "jobs", "runners", "datasets")
 
 #: the core's own plugins, registered by module name in this order: the library's (ideal
 #: backend, algorithms, the Backend/Algorithm bridge) and the application's (demo job, local
@@ -55,6 +55,7 @@ class PluginInfo:
     algorithms: list[str] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
     runners: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
     error: str = ""
     fix: str = ""
 

@@ -32,11 +32,13 @@ chip still sees each batch's raw events. ``load_nmnist`` is this dataset collate
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from cil_core import EventBatch, SpikeData
+from cil_core.errors import DataError, OptionError, ShapeError
 
 from .events import EVENT_DTYPE, events_to_dense
 
@@ -106,18 +108,25 @@ def synthetic_nmnist(train: bool = True, n_bins: int = 15, n_samples: int | None
                      test_fraction: float = 0.3, **dvs) -> SpikeData:
     """The synthetic N-MNIST-like digit set (see the module docstring): a seeded, stratified-free
     split of sklearn's 1,797 digits (``test_fraction`` for the test part), at most ``n_samples``."""
+    images, labels = digit_split(train, test_fraction)
+    if n_samples is not None:
+        images, labels = images[:n_samples], labels[:n_samples]
+    events = digits_to_events(images, seed=seed + (0 if train else 1), **dvs)
+    dense = events_to_dense(events, n_bins, DURATION_US, SENSOR)
+    return SpikeData(EventBatch(dense, events, float(DURATION_US)), torch.as_tensor(labels))
+
+
+def digit_split(train: bool = True, test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """The training (or test) part of sklearn's 1,797 8x8 digits as ``(images [N, 8, 8] in [0, 1],
+    labels [N])``: a fixed seeded permutation (independent of any other seed), its first
+    ``test_fraction`` the test part (539 digits at 0.3; 1,258 for training)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    perm = np.random.default_rng(1234).permutation(len(d.target))  # fixed split, independent of `seed`
+    perm = np.random.default_rng(1234).permutation(len(d.target))
     n_test = int(round(test_fraction * len(perm)))
     idx = perm[n_test:] if train else perm[:n_test]
-    if n_samples is not None:
-        idx = idx[:n_samples]
-    images = d.images[idx] / 16.0
-    events = digits_to_events(images, seed=seed + (0 if train else 1), **dvs)
-    dense = events_to_dense(events, n_bins, DURATION_US, SENSOR)
-    return SpikeData(EventBatch(dense, events, float(DURATION_US)), torch.as_tensor(d.target[idx]))
+    return d.images[idx] / 16.0, d.target[idx]
 
 
 # --------------------------------------------------------------------------- N-MNIST (tonic)
@@ -143,19 +152,107 @@ def as_event_array(events: np.ndarray) -> np.ndarray:
     return out[np.argsort(out["t"], kind="stable")]
 
 
+def tonic_sensor(sensor_size: Sequence[int]) -> tuple[int, int, int]:
+    """tonic's ``sensor_size`` ``(W, H, P)`` (e.g. ``NMNIST.sensor_size == (34, 34, 2)``) as the
+    ``(C, H, W)`` input shape of a network (``P`` polarities as channels)."""
+    if len(sensor_size) != 3 or any(int(v) < 1 for v in sensor_size):
+        raise ShapeError(f"a tonic sensor_size is (width, height, polarities), got {tuple(sensor_size)!r}")
+    w, h, p = (int(v) for v in sensor_size)
+    return (p, h, w)
+
+
 class EventCollate:
     """Collate ``(events, label)`` samples into ``(EventBatch, labels [B])``: the raw events (as
     :func:`as_event_array`) and their dense ``[n_bins, B, *sensor]`` view (:mod:`cil_speck.events`'s
-    binning over ``duration_us``). A plain class: picklable, works with ``num_workers > 0``."""
+    binning over ``duration_us``: bin ``min(n_bins-1, floor(t n_bins / duration_us))``, channel 1
+    for ``p > 0`` with a 2-channel sensor). The event-driven ``speck`` backend runs the events of
+    the batch, the time-stepped software model its dense view; nothing beyond one batch is ever
+    binned. ``events`` may be any structured array with fields ``x, y, t, p`` — what a tonic
+    dataset yields without ``ToFrame`` (:meth:`for_dataset` reads its ``sensor_size``).
+
+    Every sample is checked: a sample that is not raw events (e.g. frames after ``ToFrame``),
+    lacks a field, holds an event outside the sensor or a fractional/negative label is refused
+    with a :class:`~cil_core.errors.ShapeError` / :class:`~cil_core.errors.DataError` naming
+    the sample of the batch. A plain class: picklable, works with ``num_workers > 0``."""
 
     def __init__(self, n_bins: int, duration_us: float = float(DURATION_US),
                  sensor: tuple[int, int, int] = SENSOR) -> None:
-        self.n_bins, self.duration_us, self.sensor = int(n_bins), float(duration_us), tuple(sensor)
+        if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+            raise OptionError(f"EventCollate: n_bins must be a whole number >= 1, got {n_bins!r}")
+        if isinstance(duration_us, bool) or not isinstance(duration_us, (int, float)) or not duration_us > 0:
+            raise OptionError(f"EventCollate: duration_us must be a positive number of µs, got {duration_us!r}")
+        if len(sensor) != 3 or any(int(v) < 1 for v in sensor):
+            raise OptionError(f"EventCollate: sensor is (channels, height, width), got {tuple(sensor)!r}")
+        self.n_bins, self.duration_us, self.sensor = int(n_bins), float(duration_us), tuple(int(v) for v in sensor)
 
-    def __call__(self, items: list[tuple[np.ndarray, int]]) -> tuple[EventBatch, torch.Tensor]:
-        events = [as_event_array(ev) for ev, _ in items]
+    @classmethod
+    def for_dataset(cls, dataset: Any, n_bins: int, duration_us: float | None = None) -> "EventCollate":
+        """The collate function of a tonic dataset's raw events: the sensor from its
+        ``sensor_size`` (looked up through wrappers: ``.dataset``), the duration ``duration_us``
+        (N-MNIST's 315 ms by default for ``tonic.datasets.NMNIST``; other datasets must state it)."""
+        size, ds = None, dataset
+        while ds is not None and size is None:
+            size = getattr(ds, "sensor_size", None)
+            if size is None:
+                ds = getattr(ds, "dataset", None)
+        if size is None:
+            raise OptionError(f"EventCollate.for_dataset: {type(dataset).__name__} has no sensor_size (nor does a "
+                              "dataset it wraps); give the sensor yourself: EventCollate(n_bins, duration_us, "
+                              "sensor=(C, H, W))")
+        if duration_us is None:
+            if type(ds).__name__ != "NMNIST":
+                raise OptionError(f"EventCollate.for_dataset: state duration_us, the time span the {n_bins} bins "
+                                  f"cover, for {type(ds).__name__} (only N-MNIST's {DURATION_US} µs is known)")
+            duration_us = float(SACCADE_US if getattr(ds, "first_saccade_only", False) else DURATION_US)
+        return cls(n_bins, duration_us, tonic_sensor(size))
+
+    def __call__(self, items: Sequence[tuple[np.ndarray, int]]) -> tuple[EventBatch, torch.Tensor]:
+        C, H, W = self.sensor
+        events, labels = [], []
+        for i, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ShapeError(f"EventCollate: a sample must be (events, label); sample {i} of the batch is "
+                                 f"{type(item).__name__}")
+            ev, y = item
+            names = getattr(getattr(ev, "dtype", None), "names", None)
+            if names is None:
+                shape = tuple(getattr(ev, "shape", ()))
+                raise ShapeError(f"EventCollate: sample {i} of the batch is not raw events (a structured array with "
+                                 f"fields x, y, t, p) but {type(ev).__name__} of shape {shape}; frames (e.g. after "
+                                 "tonic's ToFrame) are collated by tonic.collation.PadTensors(batch_first=False)")
+            missing = [f for f in ("x", "y", "t", "p") if f not in names]
+            if missing:
+                raise ShapeError(f"EventCollate: the events of sample {i} of the batch lack the field(s) "
+                                 f"{', '.join(missing)} (they have {', '.join(names)})")
+            ev = as_event_array(ev)
+            if len(ev) and (ev["x"].min() < 0 or ev["y"].min() < 0 or ev["x"].max() >= W or ev["y"].max() >= H):
+                raise ShapeError(f"EventCollate: sample {i} of the batch has events outside the {W}x{H} sensor "
+                                 f"(x in [{ev['x'].min()}, {ev['x'].max()}], y in [{ev['y'].min()}, {ev['y'].max()}])")
+            label = np.asarray(y)
+            if label.size != 1 or not np.issubdtype(label.dtype, np.integer) and float(label) != int(label):
+                raise DataError(f"EventCollate: the label of sample {i} of the batch must be one class index, got {y!r}")
+            events.append(ev)
+            labels.append(int(label))
         dense = events_to_dense(events, self.n_bins, self.duration_us, self.sensor)  # type: ignore[arg-type]
-        return EventBatch(dense, events, self.duration_us), torch.as_tensor([int(y) for _, y in items])
+        return EventBatch(dense, events, self.duration_us), torch.as_tensor(labels)
+
+
+def check_nmnist_folder(root: str | Path, train: bool = True) -> None:
+    """Refuse, naming what is missing, a ``root`` that does not hold N-MNIST in tonic's layout
+    (``<root>/NMNIST/train.zip`` and ``<root>/NMNIST/Train/<digit>/*.bin``, at least 10,000
+    files; ``test.zip``, ``Test/`` likewise), instead of letting tonic start a download."""
+    import tonic
+
+    base = Path(root) / "NMNIST"
+    ds = tonic.datasets.NMNIST
+    archive = base / (ds.train_filename if train else ds.test_filename)
+    folder = base / (ds.train_folder if train else ds.test_folder)
+    n = sum(1 for _ in folder.rglob("*.bin")) if folder.is_dir() else 0
+    if not archive.is_file() or n < 10_000:
+        missing = (f"{folder} holds {n} .bin files (tonic needs >= 10,000)" if n < 10_000 else f"{archive} is missing")
+        raise DataError(f"N-MNIST ({'train' if train else 'test'} split) is not under {root}: {missing}. Put the "
+                        f"archive and its extracted folder there ({archive.name}, {folder.name}/<digit>/*.bin), or "
+                        "pass download=True to let tonic fetch them")
 
 
 class NMNISTDataset(torch.utils.data.Dataset):
@@ -165,12 +262,15 @@ class NMNISTDataset(torch.utils.data.Dataset):
     ``DataLoader``) bins a batch into an :class:`~cil_core.EventBatch` of ``n_bins`` time bins.
     ``n_samples`` draws a seeded random subset (the same one :func:`load_nmnist` draws);
     ``transform`` is an optional tonic transform applied to every sample's events (it must keep
-    the fields x, y, t, p)."""
+    the fields x, y, t, p); ``download`` lets tonic fetch a missing split (otherwise a folder
+    without N-MNIST is refused with a :class:`~cil_core.errors.DataError` naming what is missing)."""
 
     def __init__(self, root: str | Path, train: bool = True, n_bins: int = 15, n_samples: int | None = None,
-                 seed: int = 0, first_saccade_only: bool = False, transform=None) -> None:
+                 seed: int = 0, first_saccade_only: bool = False, transform=None, download: bool = False) -> None:
         import tonic
 
+        if not download:
+            check_nmnist_folder(root, train)
         self.source = tonic.datasets.NMNIST(save_to=str(root), train=train, first_saccade_only=first_saccade_only,
                                             transform=transform)
         idx = np.arange(len(self.source))

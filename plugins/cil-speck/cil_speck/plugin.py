@@ -10,3 +10,10 @@ def cil_register_backends(register) -> None:
     from .backend import SpeckBackend
 
     register("speck", SpeckBackend)
+
+
+@hookimpl
+def cil_register_datasets(register) -> None:
+    from .data import NMNISTDataset
+
+    register("nmnist", NMNISTDataset)
