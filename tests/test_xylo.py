@@ -364,3 +364,30 @@ def test_audio3_is_the_same_core_with_its_own_limits():
     assert torch.equal(fast.output, ref.output) and torch.equal(fast.layers[0].membrane, ref.layers[0].membrane)
     assert "rockpool.devices.xylo.syns63300" in sys.modules and "samna" not in sys.modules
     _refused(_model(n_hidden=993), "has 993 hidden neurons; the chip holds at most 992", chip="audio3")
+
+
+def test_the_recreation_runs_as_a_resumable_sweep_and_both_chip_engines_agree(tmp_path):
+    """benchmarks/xylo_recreation.py on a tiny budget: rockpool's own flow (trained in torch, mapped,
+    quantized, run on XyloSim) and cil's methods, one JSON line per point; a resumed run takes
+    every point from the file; the batched engine and XyloSim give the same chip accuracy."""
+    from test_benchmarks import load
+
+    bench = load("xylo_recreation")
+    cfg = dict(bench.CONFIG, epochs=1, mh_steps=4, mh_burn_in=2, n_train=40, n_test=30)
+    jsonl = tmp_path / "x.jsonl"
+    methods = ["rockpool", "offline", "cil-spl", "mh-ft"]
+    first = bench.run(cfg, 1, lambda m: None, results=jsonl, regimes=["sparse", "dense"], methods=methods)
+    assert len(jsonl.read_text().splitlines()) == 2 * len(methods)
+    dense = first["dense"]["offline"][0]
+    assert dense["chip_calls"] == 0 and first["dense"]["cil-spl"][0]["chip_calls"] == 2  # 40 samples, batch 32
+    for regime in first.values():
+        for m, (r,) in regime.items():
+            assert 0 <= r["accuracy"][1] <= 1
+            if m != "rockpool":
+                assert r["xylosim_accuracy"] == r["accuracy"][1]
+    # the dense regime drives the chip's hidden neurons to several spikes per step, the software model's to one
+    hidden = dense["fidelity"]["layers"][0]
+    assert hidden["chip_rate"] > 1.3 * hidden["sw_rate"], hidden
+    again = bench.run(cfg, 1, lambda m: None, results=jsonl, regimes=["sparse", "dense"], methods=methods, resume=True)
+    assert again == first
+    assert "samna" not in sys.modules
