@@ -40,6 +40,37 @@ def load_object(path: str) -> Any:
     return obj
 
 
+def load_plugin(module: str) -> list[str]:
+    """Import ``module`` (from the current folder too) and register what it provides: the module
+    itself when it has ``@cil.hookimpl`` functions, else every :class:`~cil_core.Backend` subclass it
+    defines with a ``name``. Returns the names registered; an :class:`OptionError` names a module
+    that cannot be imported or provides nothing. Registering what the module already registered
+    itself on import is a no-op."""
+    import inspect
+
+    from ..hardware.backend import Backend
+    from ..plugin.factories import register
+    from ..plugin.registry import get_manager
+
+    if not isinstance(module, str) or not module or ":" in module:
+        raise OptionError(f"plugin: expected a module name ('mychip', 'pkg.chip'), got {module!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise OptionError(f"plugin: cannot import module {module!r} ({exc}); run cil from the folder that holds it "
+                          "or install it") from exc
+    if any(get_manager().pm.parse_hookimpl_opts(mod, attr) for attr in dir(mod)):
+        return [register(mod)]
+    backends = [c for c in vars(mod).values() if inspect.isclass(c) and issubclass(c, Backend) and
+                c.__module__ == mod.__name__ and not inspect.isabstract(c) and getattr(c, "name", "")]
+    if not backends:
+        raise OptionError(f"plugin: module {module!r} defines no Backend subclass with a name and no "
+                          "@cil.hookimpl functions: give your backend class a name (name = 'my-chip')")
+    return [register(c) for c in backends]
+
+
 def load_data(cfg: Any) -> tuple[Any, Any, bool]:
     """``(train, test, has_test)`` named by the config (``breast-cancer`` or torch files)."""
     if cfg.data == "breast-cancer":
@@ -175,6 +206,8 @@ def prepare(cfg: Any, *, data_fraction: float | None = None, split_validation: b
     from .. import make_backend
     from ..data import as_data
 
+    for module in cfg.plugins:  # before the network and the backend: a one-file backend may provide either
+        load_plugin(module)
     torch.manual_seed(cfg.seed)
     train, test, has_test = load_data(cfg)
     train = as_data(train)
@@ -192,5 +225,5 @@ def prepare(cfg: Any, *, data_fraction: float | None = None, split_validation: b
     return Run(cfg, train, test, has_test, val, net, backend)
 
 
-__all__ = ["Run", "prepare", "load_object", "load_data", "load_pair", "build_network", "load_weights",
+__all__ = ["Run", "prepare", "load_object", "load_plugin", "load_data", "load_pair", "build_network", "load_weights",
            "subset_fraction"]
