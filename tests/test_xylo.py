@@ -229,8 +229,8 @@ def test_round_decays_runs_the_nearest_value_and_says_so():
     ("inputs", "has 17 input channels; the chip holds at most 16 input channels: reduce"),
     ("hidden", "has 1001 hidden neurons; the chip holds at most 1000"),
     ("outputs", "has 9 output neurons; the chip holds at most 8"),
-    ("leaky", "no synaptic current.*snn.Synaptic"),
-    ("deep", "3 neuron layers.*single hidden layer"),
+    ("leaky", "no synaptic-current.*requires it of every neuron layer.*snn.Synaptic"),
+    ("deep", "2 hidden neuron layer.*3 neuron layers.*exactly 1.*single hidden layer"),
     ("zero-reset", "resets by 'zero'.*subtract"),
     ("conv", "does not support 'conv2d'.*dense"),
 ])

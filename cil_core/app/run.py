@@ -19,18 +19,24 @@ from typing import Any
 from ..errors import CheckpointError, DataError, OptionError
 
 
+def _import_here(module: str, key: str) -> Any:
+    """``import module``, from the current folder too (as ``python -m`` would); an
+    :class:`OptionError` under ``key`` when it cannot be imported."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise OptionError(f"{key}: cannot import module {module!r} ({exc}); run cil from the folder that holds it "
+                          "or install it") from exc
+
+
 def load_object(path: str) -> Any:
     """``module:attribute``, importable from the current folder too (as ``python -m`` would)."""
     if ":" not in path:
         raise OptionError(f"model: expected 'module:factory', got {path!r}")
     mod, attr = path.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj = importlib.import_module(mod)
-    except ImportError as exc:
-        raise OptionError(f"model: cannot import module {mod!r} ({exc}); run cil from the folder that holds it "
-                          "or install it") from exc
+    obj = _import_here(mod, "model")
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise OptionError(f"model: module {mod!r} has no attribute {attr!r}")
@@ -54,13 +60,7 @@ def load_plugin(module: str) -> list[str]:
 
     if not isinstance(module, str) or not module or ":" in module:
         raise OptionError(f"plugin: expected a module name ('mychip', 'pkg.chip'), got {module!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise OptionError(f"plugin: cannot import module {module!r} ({exc}); run cil from the folder that holds it "
-                          "or install it") from exc
+    mod = _import_here(module, "plugin")
     if any(get_manager().pm.parse_hookimpl_opts(mod, attr) for attr in dir(mod)):
         return [register(mod)]
     backends = [c for c in vars(mod).values() if inspect.isclass(c) and issubclass(c, Backend) and

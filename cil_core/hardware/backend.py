@@ -66,6 +66,12 @@ class Backend(ABC):
       the layer, with the matching entry of ``capability_hints`` (what to use instead). Without
       ``"batchnorm"`` batch norms are folded into the preceding synapses at transfer; dropout is
       never sent to a backend.
+    * ``requires`` — what every network it runs must have, as data
+      (:class:`~cil_core.hardware.domains.Requirements`: features of every neuron layer such as a
+      synaptic current, the number of hidden neuron layers, input / hidden / output sizes; ``None``:
+      nothing). The session refuses a network that does not meet it before the first call, naming
+      the layer, the limit and the fix; the README's capability table shows it. A backend states
+      its size and structure rules here rather than in ``check``.
     * ``neuron_parameters`` — the *trained* neuron parameters it holds, ``{field: HeldParameter}``
       (:class:`~cil_core.hardware.domains.HeldParameter`: per layer or per neuron, optionally on
       a domain such as a bit-shift decay), with ``neuron_parameter_hints`` per field. The session
@@ -93,6 +99,8 @@ class Backend(ABC):
     placement_options: frozenset[str] = frozenset()
     capabilities: frozenset[str] | None = None
     capability_hints: dict[str, str] = {}
+    #: what every network must have (:class:`~cil_core.hardware.domains.Requirements`; ``None``: nothing)
+    requires: Any = None
     #: the trained neuron parameters the chip holds, ``{field: HeldParameter}``
     #: (:class:`~cil_core.hardware.domains.HeldParameter`; ``None``: none when ``capabilities``
     #: is declared, else unchecked), and per field what to change when it does not
@@ -156,19 +164,21 @@ def realised_neurons(spec: NetworkSpec, deployment: Deployment | None) -> list[N
 
 #: what a backend declares about itself that the session acts on (and its default when absent)
 TRAITS: dict[str, Any] = {"max_sets": 1, "observes_layers": False, "observes_membrane": False,
-                          "stochastic": False, "capabilities": None, "capability_hints": {}}
+                          "stochastic": False, "capabilities": None, "capability_hints": {}, "requires": None}
 
 
 def backend_traits(backend: Any) -> dict[str, Any]:
     """The :data:`TRAITS` ``backend`` declares, as plain data (``capabilities`` a sorted list
-    or ``None``): what a wrapper or a remote driver must mirror to be called as ``backend`` is."""
+    or ``None``; ``requires`` the backend's frozen, picklable
+    :class:`~cil_core.hardware.domains.Requirements` or ``None``): what a wrapper or a remote driver must mirror to be called as ``backend`` is."""
     caps = getattr(backend, "capabilities", None)
     return {"max_sets": getattr(backend, "max_sets", 1),
             "observes_layers": bool(getattr(backend, "observes_layers", False)),
             "observes_membrane": bool(getattr(backend, "observes_membrane", False)),
             "stochastic": bool(getattr(backend, "stochastic", False)),
             "capabilities": None if caps is None else sorted(caps),
-            "capability_hints": dict(getattr(backend, "capability_hints", {}) or {})}
+            "capability_hints": dict(getattr(backend, "capability_hints", {}) or {}),
+            "requires": getattr(backend, "requires", None)}
 
 
 def mirror_traits(wrapper: Any, inner: Any) -> None:

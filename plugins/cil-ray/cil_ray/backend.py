@@ -294,6 +294,7 @@ class RayBackend(Backend):
         self.capabilities = None if all(c is None for c in caps) else \
             frozenset.intersection(*[frozenset(c) for c in caps if c is not None])
         self.capability_hints = dict(first.get("capability_hints") or {})
+        self.requires = first.get("requires")  # what the workers' chip requires (sizes, a synaptic current)
         self.inner_max_sets = first["max_sets"]
 
     def _await(self, refs: list[Any], what: str) -> list[Any]:
