@@ -5,9 +5,11 @@
     report.to_json("fidelity.json"); report.plot("fidelity.png")
 
 The software reference is :func:`~cil_core.network.executor.simulate` on the wrapped network's
-description and weights; the chip runs the same weights through a
-:class:`~cil_core.hardware.HardwareSession` (``record=True`` when the backend observes its
-layers, otherwise the output only). Per neuron layer (``C`` = per-neuron spike counts over time,
+description and weights, with the neuron parameters the chip realises where its deployment says
+they differ (:func:`~cil_core.hardware.realised_neurons`: e.g. a decay rounded onto a bit-shift
+grid; what the report measures is then the chip's own distortion, not a known rounding); the
+chip runs the same weights through a :class:`~cil_core.hardware.HardwareSession` (``record=True``
+when the backend observes its layers, otherwise the output only). Per neuron layer (``C`` = per-neuron spike counts over time,
 one row per sample, ``sw`` = software, ``hw`` = chip):
 
 * ``correlation``: Pearson correlation of ``C_hw`` and ``C_sw`` over all (sample, neuron) pairs
@@ -343,8 +345,10 @@ def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readou
             Tb = int(x.shape[0])
             T = max(T, Tb)
             sample_steps += B * Tb
-            sw = simulate(spec, params, x, record=True, record_membrane=True)
             obs = session.run(spec, params, xb, record=observes, purpose="fidelity")
+            # the software side runs the neuron parameters the chip realised (software units)
+            real = session.realised_neurons(spec)
+            sw = simulate(spec, params, x, record=True, record_membrane=True, neurons=real)
             hw_layers: list[LayerObservation | None] = [None] * L
             if observes:
                 if obs.layers is None or len(obs.layers) != L:
@@ -362,7 +366,7 @@ def fidelity(net: Any, backend: Any, data: Any, *, batch_size: int = 256, readou
                 elif hw_layers[k - 1] is not None and hw_layers[k] is not None:
                     inj = [LayerObservation(hw_layers[j].spikes, None) if j < k else None  # type: ignore[union-attr]
                            for j in range(L)]
-                    local[k] = simulate(spec, params, x, record=True, observations=inj,
+                    local[k] = simulate(spec, params, x, record=True, observations=inj, neurons=real,
                                         validate=False).layers[k].spikes
             for k, (i, n) in enumerate(neurons):
                 a = acc[k]

@@ -116,3 +116,42 @@ def test_docs_config_table_is_the_schema():
 
     doc = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
     assert markdown_table() in doc
+
+
+ONE_FILE_CHIP = '''
+import torch
+import cil_core as cil
+from cil_core.hardware.ideal import IdealBackend
+
+
+class HalfChip(IdealBackend):
+    """A one-file chip: the ideal backend with every weight halved."""
+
+    name = "half-chip"
+
+    def transfer(self, spec, params, n_sets=None):
+        return super().transfer(spec, {k: v / 2 for k, v in params.items()}, n_sets)
+'''
+
+
+def test_a_one_file_backend_reaches_train_and_fidelity_with_plugin(tmp_path):
+    """--plugin imports the module from the current folder and registers its Backend subclass; no
+    --model is involved (the default network), and without --plugin the name is unknown."""
+    (tmp_path / "halfchip.py").write_text(ONE_FILE_CHIP)
+    out = tmp_path / "res.json"
+    r = cil("train", "--plugin", "halfchip", "--backend", "half-chip", "--algorithm", "cil-spl", "--epochs", "1",
+            "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("cil-spl on half-chip")
+    assert json.loads(out.read_text())["config"]["plugins"] == ["halfchip"]
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('plugins = ["halfchip"]\nbackend = "half-chip"\n')
+    r = cil("fidelity", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 0 and "half-chip" in r.stdout, r.stderr
+    r = cil("train", "--backend", "half-chip", "--epochs", "1", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 1 and "no backend named 'half-chip'" in r.stderr
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    r = cil("train", "--plugin", "empty", "--backend", "half-chip", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 1 and "module 'empty' defines no Backend subclass" in r.stderr, r.stderr
+    r = cil("train", "--plugin", "no_such_module_xyz", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 1 and "cannot import module 'no_such_module_xyz'" in r.stderr, r.stderr

@@ -91,3 +91,65 @@ def test_the_threshold_target_and_ceiling_bound_the_scale():
     assert int(low.threshold) < int(high.threshold) <= 2 ** 15 - 1
     assert int(quantize_population({"w": torch.tensor([[1e-4]])}, 1.0, ceiling=1000).threshold) <= 1000
     assert math.isclose(float(high.realised_threshold), 1.0)
+
+
+# ----------------------------------------------------------------------------- requirements
+def _req():
+    from cil_core.hardware.domains import Limit, Requirements
+
+    return Requirements({"synaptic-current": "use a Synaptic neuron"}, (1, 1), "use one hidden layer",
+                        Limit("input channels", 16, "reduce the inputs"), Limit("hidden neurons", 32, "fewer"),
+                        Limit("output neurons", 4, "fewer classes"), chip="Toy")
+
+
+def test_requirements_refuse_what_a_chip_must_be_given_naming_layer_limit_and_fix():
+    import snntorch as snn
+    from torch import nn
+
+    import cil_core as cil
+    from cil_core.errors import BackendCapacityError
+    from cil_core.hardware.ideal import IdealBackend
+
+    def net(n_in=8, hidden=16, out=2, synaptic=True, depth=1):
+        neuron = (lambda **k: snn.Synaptic(alpha=0.5, beta=0.9, init_hidden=True, **k)) if synaptic else \
+            (lambda **k: snn.Leaky(beta=0.9, init_hidden=True, **k))
+        layers, n = [], n_in
+        for _ in range(depth):
+            layers += [nn.Linear(n, hidden), neuron()]
+            n = hidden
+        return cil.wrap(nn.Sequential(*layers, nn.Linear(n, out), neuron(output=True)))
+
+    req = _req()
+    req.check(net().spec)  # meets every requirement
+    cases = [(net(synaptic=False), r"Toy, X: layer 1 \(neuron.*has no synaptic-current.*requires it of every neuron "
+                                   r"layer: use a Synaptic neuron"),
+             (net(depth=2), r"has 2 hidden neuron layer\(s\) \(3 neuron layers\); the chip runs exactly 1: use one"),
+             (net(depth=0), r"has 0 hidden neuron layer"),
+             (net(n_in=17), "the input has 17 input channels; the chip holds at most 16 input channels: reduce"),
+             (net(hidden=33), r"the hidden layer 1.* has 33 hidden neurons; the chip holds at most 32"),
+             (net(out=5), r"the output layer 3.* has 5 output neurons; the chip holds at most 4 output neurons: fewer")]
+    for n, match in cases:
+        with pytest.raises(BackendCapacityError, match=match):
+            req.check(n.spec, "X")
+
+    class Toy(IdealBackend):  # the session refuses before the first call, and a wrapper mirrors the declaration
+        name = "toy-req"
+        requires = req
+        calls = 0
+
+        def transfer(self, spec, params, n_sets=None):
+            type(self).calls += 1
+            return super().transfer(spec, params, n_sets)
+
+    from cil_core.testing import FaultyBackend
+
+    for backend in (Toy(), FaultyBackend(Toy())):
+        with pytest.raises(BackendCapacityError, match="17 input channels"):
+            cil.Trainer(net(n_in=17), backend, "cil-spl")
+    assert Toy.calls == 0
+    cil.Trainer(net(), Toy(), "cil-spl")  # fits
+    assert [r[0] for r in req.rows()] == ["every neuron layer has", "hidden neuron layers", "input channels",
+                                          "neurons per hidden layer", "output neurons"]
+    assert [r[1] for r in req.rows()] == ["synaptic-current", "exactly 1", "<= 16", "<= 32", "<= 4"]
+    with pytest.raises(ValueError, match="unknown feature"):
+        type(req)({"synaptic-currents": ""})

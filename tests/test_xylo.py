@@ -229,8 +229,8 @@ def test_round_decays_runs_the_nearest_value_and_says_so():
     ("inputs", "has 17 input channels; the chip holds at most 16 input channels: reduce"),
     ("hidden", "has 1001 hidden neurons; the chip holds at most 1000"),
     ("outputs", "has 9 output neurons; the chip holds at most 8"),
-    ("leaky", "no synaptic current.*snn.Synaptic"),
-    ("deep", "3 neuron layers.*single hidden layer"),
+    ("leaky", "no synaptic-current.*requires it of every neuron layer.*snn.Synaptic"),
+    ("deep", "2 hidden neuron layer.*3 neuron layers.*exactly 1.*single hidden layer"),
     ("zero-reset", "resets by 'zero'.*subtract"),
     ("conv", "does not support 'conv2d'.*dense"),
 ])
@@ -364,3 +364,71 @@ def test_audio3_is_the_same_core_with_its_own_limits():
     assert torch.equal(fast.output, ref.output) and torch.equal(fast.layers[0].membrane, ref.layers[0].membrane)
     assert "rockpool.devices.xylo.syns63300" in sys.modules and "samna" not in sys.modules
     _refused(_model(n_hidden=993), "has 993 hidden neurons; the chip holds at most 992", chip="audio3")
+
+
+def test_the_recreation_runs_as_a_resumable_sweep_and_both_chip_engines_agree(tmp_path):
+    """benchmarks/xylo_recreation.py on a tiny budget: rockpool's own flow (trained in torch, mapped,
+    quantized, run on XyloSim) and cil's methods, one JSON line per point; a resumed run takes
+    every point from the file; the batched engine and XyloSim give the same chip accuracy."""
+    from test_benchmarks import load
+
+    bench = load("xylo_recreation")
+    cfg = dict(bench.CONFIG, epochs=1, mh_steps=4, mh_burn_in=2, n_train=40, n_test=30)
+    jsonl = tmp_path / "x.jsonl"
+    methods = ["rockpool", "offline", "cil-spl", "mh-ft"]
+    first = bench.run(cfg, 1, lambda m: None, results=jsonl, regimes=["sparse", "dense"], methods=methods)
+    assert len(jsonl.read_text().splitlines()) == 2 * len(methods)
+    dense = first["dense"]["offline"][0]
+    assert dense["chip_calls"] == 0 and first["dense"]["cil-spl"][0]["chip_calls"] == 2  # 40 samples, batch 32
+    for regime in first.values():
+        for m, (r,) in regime.items():
+            assert 0 <= r["accuracy"][1] <= 1
+            if m != "rockpool":
+                assert r["xylosim_accuracy"] == r["accuracy"][1]
+    # the dense regime drives the chip's hidden neurons to several spikes per step, the software model's to one
+    hidden = dense["fidelity"]["layers"][0]
+    assert hidden["chip_rate"] > 1.3 * hidden["sw_rate"], hidden
+    again = bench.run(cfg, 1, lambda m: None, results=jsonl, regimes=["sparse", "dense"], methods=methods, resume=True)
+    assert again == first
+    assert "samna" not in sys.modules
+
+
+# ----------------------------------------------------------------------------- the realised neuron parameters
+def _rounded_pair(seed: int = 0):
+    """The same weights as a beta=0.9 model (run by round_decays=True as 0.875) and a beta=0.875 model."""
+    a, b = _model(beta=0.9, seed=seed), _model(beta=0.875, seed=seed)  # the same seed: the same weights
+    assert torch.equal(a[0].weight, b[0].weight) and torch.equal(a[2].weight, b[2].weight)
+    return a, b
+
+
+def test_cil_spl_runs_its_software_pass_with_the_decays_the_chip_realises(data16):
+    """round_decays=True runs beta=0.9 as 0.875 on the chip; CIL-SPL's gradient is then that of the
+    0.875 network (the one the chip runs), step for step, not of the 0.9 one the model names."""
+    train, _ = data16
+    batch = train.subset(torch.arange(40))
+    a, b = _rounded_pair()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the transfer warns that it rounds
+        ta = cil.Trainer(cil.wrap(a), XyloBackend(round_decays=True), "cil-spl", seed=0, lr=0.02)
+        ta.fit(batch, epochs=2, batch_size=20)
+    tb = cil.Trainer(cil.wrap(b), XyloBackend(), "cil-spl", seed=0, lr=0.02)
+    tb.fit(batch, epochs=2, batch_size=20)
+    assert a[1].beta.item() == pytest.approx(0.9)  # the model still names 0.9
+    assert torch.equal(a[0].weight, b[0].weight) and torch.equal(a[2].weight, b[2].weight)
+    # and the software pass without the realised values would have trained other weights
+    c, _ = _rounded_pair()
+    tc = cil.Trainer(cil.wrap(c), "ideal", "cil-spl", seed=0, lr=0.02)  # ideal runs 0.9: software = chip
+    tc.fit(batch, epochs=2, batch_size=20)
+    assert not torch.equal(c[0].weight, a[0].weight)
+
+
+def test_the_fidelity_report_compares_the_chip_with_the_software_of_its_realised_decays(data16):
+    _, test = data16
+    a, b = _rounded_pair(seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ra = cil.fidelity(cil.wrap(a), XyloBackend(round_decays=True), test)
+    rb = cil.fidelity(cil.wrap(b), XyloBackend(), test)
+    assert ra.agreement == rb.agreement and ra.software_accuracy == rb.software_accuracy
+    assert [lf.sw_rate for lf in ra.layers] == [lf.sw_rate for lf in rb.layers]
+    assert [lf.distortion for lf in ra.layers] == [lf.distortion for lf in rb.layers]

@@ -1,5 +1,5 @@
 """What every backend can run: the capability table, generated from the backends' own
-``capabilities`` declarations (never written by hand).
+``capabilities`` and ``requires`` declarations (never written by hand).
 
 ``python -m cil_core.app.capabilities`` prints the Markdown table the README shows between the
 ``<!-- capabilities:begin -->`` / ``<!-- capabilities:end -->`` markers; ``--write README.md``
@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..hardware.domains import Requirements
 from ..network.description import FEATURES
 from ..network.neuron import NEURON_PARAMETER_FIELDS
 from .sections import replace_section, section_main
 
 BEGIN, END = "<!-- capabilities:begin -->", "<!-- capabilities:end -->"
+_NO_REQUIREMENTS = Requirements()
 
 
 def registered_backends() -> dict[str, Any]:
@@ -83,6 +85,13 @@ def markdown_table(backends: Mapping[str, Any] | None = None) -> str:
     for field in NEURON_PARAMETER_FIELDS:
         cells = [neuron_parameter_support(backends[n], field) for n in names]
         rows.append(f"| trained {field}: a trainable neuron parameter (snntorch learn_*) | " + " | ".join(cells) + " |")
+    # what each backend requires of every network (its Requirements declaration)
+    declared = {n: getattr(backends[n], "requires", None) for n in names}
+    if any(r is not None for r in declared.values()):
+        labels = [label for label, _ in _NO_REQUIREMENTS.rows()]
+        for j, label in enumerate(labels):
+            cells = ["-" if declared[n] is None else declared[n].rows()[j][1] for n in names]
+            rows.append(f"| requires: {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

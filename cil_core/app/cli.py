@@ -98,6 +98,9 @@ def _train_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, dest=f.name, nargs="*", metavar="KEY=VALUE", help=f.metadata["help"])
         elif f.name in ("force",):
             p.add_argument(flag, dest=f.name, action="store_true", default=None, help=f.metadata["help"])
+        elif f.name == "plugins":
+            p.add_argument(flag, dest="plugins", action="append", metavar="MODULE", default=None,
+                           help=f.metadata["help"])
         elif f.name == "progress":
             p.add_argument(flag, dest="progress", action="store_false", default=None,
                            help="do not show the progress bar")
@@ -241,6 +244,8 @@ def _cmd_fidelity(argv: list[str]) -> int:
                                 "and report, per layer, how faithfully the chip reproduces them (spike-count "
                                 "correlation, rate error, first divergence, membrane RMSE; output agreement)")
     p.add_argument("--config", type=Path, help="TOML or JSON file with cil train's keys (model, data, backend, ...)")
+    p.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE",
+                   help="a module to import and register first (a one-file backend); repeat for several")
     p.add_argument("--model", help="'module:factory' returning a model (default: the library-free LIF net)")
     p.add_argument("--model-opt", dest="model_options", nargs="*", metavar="KEY=VALUE", help="model factory options")
     p.add_argument("--weights", type=Path, help="load the weights from a cil train --checkpoint or --export file")
@@ -267,8 +272,8 @@ def _cmd_fidelity(argv: list[str]) -> int:
     from .config import RunConfig, read_config_file
     from ..fidelity import fidelity
 
-    keys = ("model", "model_options", "data", "data_options", "test_data", "time_first", "num_workers", "backend",
-            "backend_options", "readout", "readout_options", "seed", "batch_size", "retries", "timeout")
+    keys = ("plugins", "model", "model_options", "data", "data_options", "test_data", "time_first", "num_workers",
+            "backend", "backend_options", "readout", "readout_options", "seed", "batch_size", "retries", "timeout")
     raw: dict[str, Any] = read_config_file(a.config) if a.config else {}
     # a training config serves as is: its training-only keys are ignored here, unknown keys still fail
     raw = {k: v for k, v in raw.items() if k in keys or k not in RunConfig.keys()}

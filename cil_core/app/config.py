@@ -21,6 +21,8 @@ from ..errors import OptionError
 def _opt(default: Any, help: str, *, flag: str | None = None, kind: str = "") -> Any:
     if isinstance(default, dict):
         return field(default_factory=dict, metadata={"help": help, "flag": flag, "kind": kind or "key=value ..."})
+    if isinstance(default, list):
+        return field(default_factory=list, metadata={"help": help, "flag": flag, "kind": kind})
     return field(default=default, metadata={"help": help, "flag": flag, "kind": kind})
 
 
@@ -28,6 +30,10 @@ def _opt(default: Any, help: str, *, flag: str | None = None, kind: str = "") ->
 class RunConfig:
     """What ``cil train`` runs. Field docs are the ``--help`` texts and the docs table."""
 
+    plugins: list[str] = _opt([], "modules imported and registered before the model and backend are built: a "
+                                  "one-file backend ('mychip': its Backend subclasses, or its @cil.hookimpl "
+                                  "functions), importable from the current folder; repeat --plugin for several",
+                              flag="--plugin", kind="module")
     model: str | None = _opt(None, "'module:factory' returning a model of any installed adapter's library "
                                    "(default: a library-free LIF net, see model_options)", kind="module:factory")
     model_options: dict = _opt({}, "keyword arguments of the model factory (default net: sizes, beta, bias, "

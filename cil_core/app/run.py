@@ -20,19 +20,25 @@ from typing import Any
 from ..errors import CheckpointError, CilError, DataError, OptionError
 
 
+def _import_here(module: str, key: str) -> Any:
+    """``import module``, from the current folder too (as ``python -m`` would); an
+    :class:`OptionError` under ``key`` when it cannot be imported."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise OptionError(f"{key}: cannot import module {module!r} ({exc}); run cil from the folder that holds it "
+                          "or install it") from exc
+
+
 def load_object(path: str, key: str = "model") -> Any:
     """``module:attribute``, importable from the current folder too (as ``python -m`` would);
     errors name the config ``key`` it came from."""
     if ":" not in path:
         raise OptionError(f"{key}: expected 'module:factory', got {path!r}")
     mod, attr = path.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj = importlib.import_module(mod)
-    except ImportError as exc:
-        raise OptionError(f"{key}: cannot import module {mod!r} ({exc}); run cil from the folder that holds it "
-                          "or install it") from exc
+    obj = _import_here(mod, key)
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise OptionError(f"{key}: module {mod!r} has no attribute {attr!r}")
@@ -40,6 +46,31 @@ def load_object(path: str, key: str = "model") -> Any:
     if not callable(obj):
         raise OptionError(f"{key}: {path!r} is not callable")
     return obj
+
+
+def load_plugin(module: str) -> list[str]:
+    """Import ``module`` (from the current folder too) and register what it provides: the module
+    itself when it has ``@cil.hookimpl`` functions, else every :class:`~cil_core.Backend` subclass it
+    defines with a ``name``. Returns the names registered; an :class:`OptionError` names a module
+    that cannot be imported or provides nothing. Registering what the module already registered
+    itself on import is a no-op."""
+    import inspect
+
+    from ..hardware.backend import Backend
+    from ..plugin.factories import register
+    from ..plugin.registry import get_manager
+
+    if not isinstance(module, str) or not module or ":" in module:
+        raise OptionError(f"plugin: expected a module name ('mychip', 'pkg.chip'), got {module!r}")
+    mod = _import_here(module, "plugin")
+    if any(get_manager().pm.parse_hookimpl_opts(mod, attr) for attr in dir(mod)):
+        return [register(mod)]
+    backends = [c for c in vars(mod).values() if inspect.isclass(c) and issubclass(c, Backend) and
+                c.__module__ == mod.__name__ and not inspect.isabstract(c) and getattr(c, "name", "")]
+    if not backends:
+        raise OptionError(f"plugin: module {module!r} defines no Backend subclass with a name and no "
+                          "@cil.hookimpl functions: give your backend class a name (name = 'my-chip')")
+    return [register(c) for c in backends]
 
 
 def load_data(cfg: Any) -> tuple[Any, Any, bool]:
@@ -302,6 +333,8 @@ def prepare(cfg: Any, *, data_fraction: float | None = None, split_validation: b
 
     from .. import make_backend
 
+    for module in cfg.plugins:  # before the network and the backend: a one-file backend may provide either
+        load_plugin(module)
     torch.manual_seed(cfg.seed)
     train, test, has_test = load_data(cfg)  # in-memory data as SpikeData, streams as they are
     if data_fraction is not None:
@@ -326,5 +359,6 @@ def prepare(cfg: Any, *, data_fraction: float | None = None, split_validation: b
     return Run(cfg, train, test, has_test, val, net, backend)
 
 
-__all__ = ["Run", "prepare", "load_object", "load_data", "load_source", "load_pair", "build_network", "load_weights",
+__all__ = ["Run", "prepare", "load_object", "load_plugin", "load_data", "load_source", "load_pair", "build_network",
+           "load_weights",
            "subset_fraction"]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..network.description import NetworkSpec
+from ..network.neuron import Neuron
 from .observation import LayerObservation, Observation
 
 
@@ -30,7 +31,11 @@ class Deployment:
     ``params``: the effective synaptic tensors the chip realises, expressed in the software
     model's units (after scaling, quantization and clipping, before any hidden per-chip
     mismatch), keyed like ``spec.parameter_names()``; with ``n_sets`` each carries a leading set
-    dimension. ``chip``: chip-native values (integer codes, scale factors, ...), free-form.
+    dimension. ``spec``: the network as the chip runs it; its neuron layers hold the neuron
+    parameters the chip realises (``beta``, ``alpha``, ``threshold`` in software units, e.g. a
+    decay rounded onto a bit-shift grid), which CIL-SPL's software pass and the fidelity report
+    then use (:func:`realised_neurons`). ``chip``: chip-native values (integer codes, scale
+    factors, ...), free-form.
     """
 
     backend: str
@@ -61,6 +66,12 @@ class Backend(ABC):
       the layer, with the matching entry of ``capability_hints`` (what to use instead). Without
       ``"batchnorm"`` batch norms are folded into the preceding synapses at transfer; dropout is
       never sent to a backend.
+    * ``requires`` — what every network it runs must have, as data
+      (:class:`~cil_core.hardware.domains.Requirements`: features of every neuron layer such as a
+      synaptic current, the number of hidden neuron layers, input / hidden / output sizes; ``None``:
+      nothing). The session refuses a network that does not meet it before the first call, naming
+      the layer, the limit and the fix; the README's capability table shows it. A backend states
+      its size and structure rules here rather than in ``check``.
     * ``neuron_parameters`` — the *trained* neuron parameters it holds, ``{field: HeldParameter}``
       (:class:`~cil_core.hardware.domains.HeldParameter`: per layer or per neuron, optionally on
       a domain such as a bit-shift decay), with ``neuron_parameter_hints`` per field. The session
@@ -88,6 +99,8 @@ class Backend(ABC):
     placement_options: frozenset[str] = frozenset()
     capabilities: frozenset[str] | None = None
     capability_hints: dict[str, str] = {}
+    #: what every network must have (:class:`~cil_core.hardware.domains.Requirements`; ``None``: nothing)
+    requires: Any = None
     #: the trained neuron parameters the chip holds, ``{field: HeldParameter}``
     #: (:class:`~cil_core.hardware.domains.HeldParameter`; ``None``: none when ``capabilities``
     #: is declared, else unchecked), and per field what to change when it does not
@@ -111,15 +124,54 @@ class Backend(ABC):
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+#: the neuron fields a deployment may realise differently from the software model (software units)
+REALISED_FIELDS = ("beta", "alpha", "threshold")
+
+
+def realised_neurons(spec: NetworkSpec, deployment: Deployment | None) -> list[Neuron] | None:
+    """The neuron layers of ``spec`` with the values ``deployment`` says the chip realises:
+    every ``beta``, ``alpha`` and ``threshold`` of the deployment's neuron layers (in software
+    units) that differs from the software model's replaces it, so that a software pass following
+    the chip (CIL-SPL's, the fidelity report's) runs what the chip runs, e.g. β = 0.875 where the
+    model says 0.9 and the backend rounds decays onto its bit-shift grid. A field the model trains
+    (:class:`~cil_core.network.neuron.NeuronParameter`) keeps the model's tensor (its gradient
+    flows). ``None`` when nothing differs, when there is no deployment, when it holds parameter
+    sets, or when its neuron layers do not correspond one to one to ``spec``'s."""
+    if deployment is None or deployment.n_sets is not None:
+        return None
+    sw = [n for _, n in spec.neuron_layers()]
+    hw = [n for _, n in deployment.spec.neuron_layers()]
+    if len(sw) != len(hw) or deployment.spec is spec:
+        return None
+    out: list[Neuron] = []
+    changed = False
+    for a, b in zip(sw, hw):
+        trained = {p.field for p in a.trained}
+        new: dict[str, Any] = {}
+        for f in REALISED_FIELDS:
+            va, vb = getattr(a, f), getattr(b, f)
+            if f in trained or va is None or vb is None:
+                continue
+            ta, tb = torch.as_tensor(va, dtype=torch.float64), torch.as_tensor(vb, dtype=torch.float64)
+            if ta.shape != tb.shape or not torch.equal(ta, tb):
+                new[f] = vb
+        if new:
+            changed = True
+            a = a.with_(**new)
+        out.append(a)
+    return out if changed else None
+
+
 #: what a backend declares about itself that the session acts on (and its default when absent)
 TRAITS: dict[str, Any] = {"max_sets": 1, "observes_layers": False, "observes_membrane": False,
                           "stochastic": False, "capabilities": None, "capability_hints": {},
-                          "neuron_parameters": None, "neuron_parameter_hints": {}}
+                          "neuron_parameters": None, "neuron_parameter_hints": {}, "requires": None}
 
 
 def backend_traits(backend: Any) -> dict[str, Any]:
     """The :data:`TRAITS` ``backend`` declares, as plain data (``capabilities`` a sorted list
-    or ``None``; ``neuron_parameters`` a ``{field: HeldParameter}`` dict or ``None``): what a
+    or ``None``; ``neuron_parameters`` a ``{field: HeldParameter}`` dict or ``None``; ``requires`` the
+    backend's frozen, picklable :class:`~cil_core.hardware.domains.Requirements` or ``None``): what a
     wrapper or a remote driver must mirror to be called as ``backend`` is."""
     caps = getattr(backend, "capabilities", None)
     held = getattr(backend, "neuron_parameters", None)
@@ -130,7 +182,8 @@ def backend_traits(backend: Any) -> dict[str, Any]:
             "capabilities": None if caps is None else sorted(caps),
             "capability_hints": dict(getattr(backend, "capability_hints", {}) or {}),
             "neuron_parameters": None if held is None else dict(held),
-            "neuron_parameter_hints": dict(getattr(backend, "neuron_parameter_hints", {}) or {})}
+            "neuron_parameter_hints": dict(getattr(backend, "neuron_parameter_hints", {}) or {}),
+            "requires": getattr(backend, "requires", None)}
 
 
 def mirror_traits(wrapper: Any, inner: Any) -> None:
@@ -147,4 +200,4 @@ def mirror_traits(wrapper: Any, inner: Any) -> None:
         setattr(wrapper, key, value)
 
 
-__all__ = ["Backend", "Deployment", "Observation", "LayerObservation", "TRAITS", "backend_traits", "mirror_traits"]
+__all__ = ["Backend", "Deployment", "realised_neurons", "REALISED_FIELDS", "Observation", "LayerObservation", "TRAITS", "backend_traits", "mirror_traits"]

@@ -15,6 +15,11 @@ generated from the same declaration.
 * :func:`quantize_population` — the weights of every synaptic matrix driving one population and
   the population's threshold on one integer scale: :math:`b`-bit codes with a per-matrix left
   shift, and an integer threshold.
+* :class:`Requirements` — what a chip *requires* of every network (beside ``capabilities``, what
+  it *can* run): features every neuron layer must have (a synaptic current), how many hidden
+  neuron layers, and the size limits of the input, hidden and output layers. A backend states it
+  as ``requires``; the session refuses a network that does not meet it before the first call
+  (:func:`cil_core.hardware.transfer.chip_spec`), and the README's capability table shows it.
 * :class:`HeldParameter` — a neuron parameter (``beta``, ``alpha``, ``threshold``,
   ``spike_amplitude``) the chip can hold as a *trained* value: one per layer or one per neuron,
   optionally on a domain (a :class:`ShiftDecay`, an :class:`IntegerRange`). A backend lists them
@@ -31,15 +36,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Literal, Mapping
+from dataclasses import dataclass, field
+from math import prod
+from typing import TYPE_CHECKING, Literal, Mapping
 
 import torch
 
 from ..errors import BackendCapacityError
+from ..network.spec import FEATURES, layer_features
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..network.spec import NetworkSpec
 
 __all__ = ["Limit", "IntegerRange", "ShiftDecay", "PopulationCodes", "quantize_population", "HeldParameter",
-           "HOLDS_EVERYTHING"]
+           "HOLDS_EVERYTHING", "Requirements"]
 
 
 @dataclass(frozen=True)
@@ -317,3 +327,81 @@ class HeldParameter:
 #: every trainable neuron field, per neuron, any value in its valid range (the ideal backend)
 HOLDS_EVERYTHING: dict[str, HeldParameter] = {f: HeldParameter("per-neuron") for f in
                                                ("beta", "alpha", "threshold", "spike_amplitude")}
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a chip requires of every network it runs, as data (``Backend.requires``).
+
+    ``capabilities`` say what a chip *can* run; this says what it *must* be given. Every field is
+    optional (``None`` / empty: no requirement):
+
+    * ``neuron_features``: ``{feature: fix}``, features (names from
+      :data:`~cil_core.network.spec.FEATURES`) every neuron layer must have, e.g.
+      ``{"synaptic-current": "use snn.Synaptic ..."}`` for a chip whose every neuron has a
+      synaptic current;
+    * ``hidden_layers``: ``(min, max)`` neuron layers before the output layer, with
+      ``hidden_fix`` saying what to change (``(1, 1)``: exactly one hidden population);
+    * ``inputs``: a :class:`Limit` on the input size (channels: the product of the input shape);
+    * ``hidden``: a :class:`Limit` on the neurons of each hidden neuron layer;
+    * ``outputs``: a :class:`Limit` on the neurons of the output layer.
+
+    :meth:`check` raises :class:`BackendCapacityError` naming the first unmet requirement, the
+    layer and the fix; :meth:`rows` gives the declaration as table rows."""
+
+    neuron_features: Mapping[str, str] = field(default_factory=dict)
+    hidden_layers: tuple[int, int] | None = None
+    hidden_fix: str = ""
+    inputs: Limit | None = None
+    hidden: Limit | None = None
+    outputs: Limit | None = None
+    #: the chip's name, for the refusals (e.g. "Xylo Audio 2")
+    chip: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.neuron_features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"Requirements: unknown feature(s) {unknown}; known: {', '.join(FEATURES)}")
+        if self.hidden_layers is not None and not 0 <= self.hidden_layers[0] <= self.hidden_layers[1]:
+            raise ValueError(f"Requirements: hidden_layers must be (min, max) with 0 <= min <= max, "
+                             f"not {self.hidden_layers}")
+
+    def check(self, spec: "NetworkSpec", chip: str = "") -> None:
+        """Raise :class:`BackendCapacityError` if ``spec`` does not meet the requirements
+        (``chip``: who requires it, e.g. the backend's name, after the declaration's own ``chip``)."""
+        chip = ", ".join(c for c in (self.chip, chip) if c) or "chip"
+        neurons = spec.neuron_layers()
+        for i, n in neurons:
+            has = layer_features(n)
+            where = f"layer {i} (neuron '{n.name}')" if n.name else f"layer {i} (neuron)"
+            for feature, fix in self.neuron_features.items():
+                if feature not in has:
+                    raise BackendCapacityError(f"{chip}: {where} has no {feature} ({FEATURES[feature]}); the chip "
+                                               f"requires it of every neuron layer" + (f": {fix}" if fix else ""))
+        n_hidden = max(0, len(neurons) - 1)
+        if self.hidden_layers is not None and not self.hidden_layers[0] <= n_hidden <= self.hidden_layers[1]:
+            lo, hi = self.hidden_layers
+            want = f"exactly {lo}" if lo == hi else f"{lo} to {hi}"
+            raise BackendCapacityError(f"{chip}: the network has {n_hidden} hidden neuron layer(s) "
+                                       f"({len(neurons)} neuron layers); the chip runs {want}"
+                                       + (f": {self.hidden_fix}" if self.hidden_fix else ""))
+        if self.inputs is not None:
+            self.inputs.check(prod(spec.input_shape), "the input", chip)
+        shapes = spec.shapes()
+        for k, (i, n) in enumerate(neurons):
+            limit = self.outputs if k == len(neurons) - 1 else self.hidden
+            if limit is None:
+                continue
+            role = "the output layer" if k == len(neurons) - 1 else "the hidden layer"
+            limit.check(prod(shapes[i]), f"{role} {i}" + (f" '{n.name}'" if n.name else ""), chip)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The declaration as ``(requirement, value)`` rows (``"-"`` where none)."""
+        hl = self.hidden_layers
+        return [
+            ("every neuron layer has", ", ".join(self.neuron_features) or "-"),
+            ("hidden neuron layers", "-" if hl is None else f"exactly {hl[0]}" if hl[0] == hl[1] else f"{hl[0]}..{hl[1]}"),
+            ("input channels", "-" if self.inputs is None else f"<= {self.inputs.maximum}"),
+            ("neurons per hidden layer", "-" if self.hidden is None else f"<= {self.hidden.maximum}"),
+            ("output neurons", "-" if self.outputs is None else f"<= {self.outputs.maximum}"),
+        ]

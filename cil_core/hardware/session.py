@@ -35,7 +35,8 @@ from ..data import as_dense
 from ..errors import CilError, HardwareError, PluginError
 from ..network.finite import all_finite
 from ..network.description import NetworkSpec
-from .backend import Deployment
+from ..network.neuron import Neuron
+from .backend import Deployment, realised_neurons
 from .hooks import BackendHooks, ChipHooks, backend_name
 from .observation import LayerObservation, Observation
 from .transfer import chip_spec, prepare_for_backend
@@ -110,6 +111,9 @@ class HardwareSession:
         self.retries = int(retries)
         self.timeout = timeout
         self.stats = SessionStats()
+        #: the deployment of the last weight transfer (what the chip holds: CIL-SPL's software pass
+        #: and the fidelity report read its realised neuron parameters, :func:`realised_neurons`)
+        self.last_deployment: Deployment | None = None
 
     @property
     def name(self) -> str:
@@ -150,6 +154,7 @@ class HardwareSession:
         if not isinstance(dep, Deployment):
             raise HardwareError(f"backend '{name}' returned {type(dep).__name__} from weight transfer, "
                                 "not a Deployment", name)
+        self.last_deployment = dep
         return dep
 
     def deploy(self, spec: NetworkSpec, params: Mapping[str, torch.Tensor], purpose: str = "deploy") -> Deployment:
@@ -168,6 +173,11 @@ class HardwareSession:
                 raise HardwareError(f"backend '{self.name}' returned {type(dep).__name__} from materialize(), "
                                     "not a Deployment", self.name)
         return dep
+
+    def realised_neurons(self, spec: NetworkSpec) -> list[Neuron] | None:
+        """``spec``'s neuron layers with the values the chip realised at the last weight transfer
+        (:func:`~cil_core.hardware.backend.realised_neurons`; ``None``: the software's)."""
+        return realised_neurons(spec, self.last_deployment)
 
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
         """One forward through the ``cil_forward`` hook, with the observation validated. No retry."""

@@ -176,9 +176,14 @@ def fold_batchnorm(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets
 
 def chip_spec(backend: object, spec: NetworkSpec) -> NetworkSpec:
     """The structure ``backend`` receives for ``spec`` (see :func:`prepare_for_backend`),
-    checked against its capabilities; needs no tensors and is computed once per network."""
+    checked against its capabilities and its requirements (``requires``:
+    :class:`~cil_core.hardware.domains.Requirements`); needs no tensors and is computed once per
+    network."""
     new_spec, _, features = _prepared(spec, _folds_for(backend))
     _refuse_missing(backend, features)
+    requires = getattr(backend, "requires", None)
+    if requires is not None:  # what the chip must be given (Requirements): a synaptic current, sizes, ...
+        requires.check(new_spec, f"backend '{getattr(backend, 'name', '') or type(backend).__name__}'")
     _refuse_neuron_parameters(backend, new_spec)
     return new_spec
 

@@ -89,7 +89,8 @@ def simulate(
             observations substituted straight-through (forward = observation, gradient =
             software expression).
         neurons: replacement neuron descriptions, one per neuron layer (a backend's per-chip
-            thresholds and leaks).
+            thresholds and leaks, the values a deployment realises); a field they still name as
+            trained is read from ``params``.
         membrane_noise: one noise source (or ``None``) per neuron layer.
         training: apply :class:`~cil_core.network.layers.Dropout` layers (a software
             training pass); otherwise they are identities, as on every chip.
@@ -130,7 +131,7 @@ def simulate(
         if isinstance(layer, Neuron):
             # a layer's trainable neuron parameters (beta, threshold, ...) are read from ``params``
             # here, so the software pass differentiates through the model's own tensors
-            n = neurons[k] if neurons is not None else resolve_neuron(layer, params, n_sets=n_sets)
+            n = resolve_neuron(neurons[k] if neurons is not None else layer, params, n_sets=n_sets)
             obs = observations[k] if observations is not None else None
             noise = membrane_noise[k] if membrane_noise is not None else None
 

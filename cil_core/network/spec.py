@@ -22,7 +22,7 @@ from .finite import all_finite, count_non_finite
 from .layers import SYNAPTIC, BatchNorm, Conv1d, Conv2d, Dense, Dropout, Flatten, Pool2d
 from .neuron import Neuron, NeuronParameter, Recurrent
 
-__all__ = ["FEATURES", "Layer", "NetworkSpec", "check_parameters", "check_parameter_shapes", "check_neuron_ranges"]
+__all__ = ["FEATURES", "Layer", "NetworkSpec", "layer_features", "check_parameters", "check_parameter_shapes", "check_neuron_ranges"]
 
 
 #: every feature :meth:`NetworkSpec.features` reports, with what it means (the vocabulary of
@@ -177,38 +177,8 @@ class NetworkSpec:
 
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({_layer_title(layer)})"
-            if isinstance(layer, Dense):
-                add("dense", where)
-            elif isinstance(layer, Conv2d):
-                add("conv2d", where)
-            elif isinstance(layer, Conv1d):
-                add("conv1d", where)
-            elif isinstance(layer, Pool2d):
-                add(f"pool-{layer.mode}", where)
-            elif isinstance(layer, BatchNorm):
-                add("batchnorm", where)
-            elif isinstance(layer, Dropout):
-                add("dropout", where)
-            elif isinstance(layer, Neuron):
-                if layer.output == "membrane":
-                    add("membrane-readout", where)
-                if layer.alpha is not None:
-                    add("synaptic-current", where)
-                if layer.recurrent is not None:
-                    add("recurrent", where)
-                if layer.adaptation is not None:
-                    add("adaptive-threshold", where)
-                if layer.max_spikes_per_step != 1 and layer.output == "spikes":
-                    add("multi-spike", where)
-                if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()) or \
-                        any(p.field == "spike_amplitude" for p in layer.trained):
-                    add("graded-spikes", where)
-                if getattr(layer, "refractory", None) is not None:
-                    add("refractory", where)
-                if getattr(layer, "quantization", None) is not None:
-                    add("quantized-state", where)
-            if isinstance(layer, (Dense, Conv1d, Conv2d)) and layer.bias is not None:
-                add("bias", where)
+            for feature in layer_features(layer):
+                add(feature, where)
         return need
 
     def describe(self) -> str:
@@ -327,3 +297,47 @@ def check_neuron_ranges(spec: NetworkSpec, params: Mapping[str, torch.Tensor], w
             raise SpecError(f"{where}layer {i} ({_layer_title(layer)}): the trained {p.field} '{p.name}' {bad}; "
                             "a chip cannot hold it (clamp the parameter into its range, or lower the learning rate)")
 
+
+def layer_features(layer: "Layer") -> list[str]:
+    """The :data:`FEATURES` running ``layer`` needs (what :meth:`NetworkSpec.features` collects
+    over a network; a chip's ``requires`` asks it of every neuron layer)."""
+    need: list[str] = []
+
+    def add(feature: str) -> None:
+        assert feature in FEATURES, feature
+        if feature not in need:
+            need.append(feature)
+
+    if isinstance(layer, Dense):
+        add("dense")
+    elif isinstance(layer, Conv2d):
+        add("conv2d")
+    elif isinstance(layer, Conv1d):
+        add("conv1d")
+    elif isinstance(layer, Pool2d):
+        add(f"pool-{layer.mode}")
+    elif isinstance(layer, BatchNorm):
+        add("batchnorm")
+    elif isinstance(layer, Dropout):
+        add("dropout")
+    elif isinstance(layer, Neuron):
+        if layer.output == "membrane":
+            add("membrane-readout")
+        if layer.alpha is not None:
+            add("synaptic-current")
+        if layer.recurrent is not None:
+            add("recurrent")
+        if layer.adaptation is not None:
+            add("adaptive-threshold")
+        if layer.max_spikes_per_step != 1 and layer.output == "spikes":
+            add("multi-spike")
+        if not bool((torch.as_tensor(layer.spike_amplitude) == 1).all()) or \
+                any(p.field == "spike_amplitude" for p in layer.trained):
+            add("graded-spikes")
+        if getattr(layer, "refractory", None) is not None:
+            add("refractory")
+        if getattr(layer, "quantization", None) is not None:
+            add("quantized-state")
+    if isinstance(layer, (Dense, Conv1d, Conv2d)) and layer.bias is not None:
+        add("bias")
+    return need

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import NonFiniteError, SpecError
 from .executor import NetworkTrace, simulate
+from .neuron import Neuron
 from .observation import LayerObservation
 from .spec import NetworkSpec
 
@@ -85,10 +86,13 @@ class WrappedNetwork(nn.Module):
         record: bool = False,
         record_membrane: bool = False,
         observations: Sequence[LayerObservation | None] | None = None,
+        neurons: Sequence[Neuron] | None = None,
     ) -> NetworkTrace:
-        """Software forward with autograd; see :func:`cil_core.network.executor.simulate`."""
+        """Software forward with autograd; see :func:`cil_core.network.executor.simulate`
+        (``neurons``: the neuron layers to run instead of the spec's, e.g. with the values a chip
+        realises)."""
         return simulate(self.spec, self._lookup, x, record=record, record_membrane=record_membrane,
-                        observations=observations, training=self.training and torch.is_grad_enabled())
+                        observations=observations, neurons=neurons, training=self.training and torch.is_grad_enabled())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.run(x).output

@@ -13,7 +13,10 @@ differ only in where the forward value :math:`\\hat y` comes from:
   (``sg`` = stop-gradient): the forward value is the chip's output, the gradient
   :math:`\\partial \\hat y/\\partial W` is the software model's. With ``observe="layers"`` every
   hidden layer's spikes (and membranes, if the backend measures them) are substituted the same
-  way, so each software layer is evaluated at the chip's states.
+  way, so each software layer is evaluated at the chip's states. The software pass
+  :math:`f_{sw}` runs the neuron parameters the deployment says the chip realises
+  (:func:`cil_core.hardware.realised_neurons`: e.g. β = 0.875 where the model says 0.9 and the
+  chip rounds decays onto its bit-shift grid).
 * ``cil-spl`` with ``proxy=`` (Liu et al.'s ANN-to-SNN variant): a differentiable proxy
   :math:`z_\phi(x)` (e.g. the ANN the network was converted from) gives the per-class output
   rates in the readout's units (its logits: for the rate readout with scale :math:`s`,
@@ -201,6 +204,9 @@ class CilSpl(GradientAlgorithm):
         net = state.network
         record = self.observe == "layers"
         obs = state.observe(net.detached_parameters(), x, record=record)
+        # the software pass runs the neuron parameters the chip realised (e.g. a decay rounded onto its
+        # grid), in software units, so its gradient is the gradient of what the chip runs
+        neurons = state.session.realised_neurons(net.spec)
         dense = as_dense(x)
         if record:
             if obs.layers is None or len(obs.layers) != len(net.spec.neuron_layers()):
@@ -211,9 +217,9 @@ class CilSpl(GradientAlgorithm):
             layers = obs.layers if state.session.observes_membrane else [
                 type(o)(o.spikes, None) for o in obs.layers
             ]
-            sw = net.run(dense, observations=layers).output
+            sw = net.run(dense, observations=layers, neurons=neurons).output
         else:
-            sw = net(dense)
+            sw = net.run(dense, neurons=neurons).output
         hw = obs.output
         if hw.shape != sw.shape:
             raise HardwareError(

@@ -296,6 +296,7 @@ class RayBackend(Backend):
         self.capability_hints = dict(first.get("capability_hints") or {})
         self.neuron_parameters = _held_by_all([i.get("neuron_parameters") for i in self.info])
         self.neuron_parameter_hints = dict(first.get("neuron_parameter_hints") or {})
+        self.requires = first.get("requires")  # what the workers' chip requires (sizes, a synaptic current)
         self.inner_max_sets = first["max_sets"]
 
     def _await(self, refs: list[Any], what: str) -> list[Any]:

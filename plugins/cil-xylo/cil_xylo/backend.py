@@ -44,7 +44,7 @@ from cil_core.hardware.domains import HeldParameter, IntegerRange
 from cil_core.hardware.transfer import write_neuron_parameters
 from cil_core.network.description import check_parameters
 
-from .chip import CHIPS, XyloChip
+from .chip import AUDIO2, CHIPS, XyloChip
 from .engine import ENGINES, run_fast, run_xylosim
 from .transfer import layout, to_chip
 
@@ -88,6 +88,8 @@ class XyloBackend(Backend):
         "graded-spikes": "Xylo's spikes carry no amplitude: use graded_spikes_factor=1",
     }
     neuron_parameter_hints = {"spike_amplitude": "Xylo's spikes carry no amplitude"}
+    #: what every network must have (Audio 2's; the ``chip`` option sets the chip's own)
+    requires = AUDIO2.requirements
 
     def __init__(self, chip: str = "audio2", engine: str = "fast", round_decays: bool = False,
                  align_output: bool = True, threshold_target: int = 4096) -> None:
@@ -97,6 +99,7 @@ class XyloBackend(Backend):
             raise OptionError(f"unknown engine {engine!r}; use 'fast' (batched, bit-exact with xylosim) or 'xylosim' "
                               "(the vendor's simulator through rockpool)")
         self.chip: XyloChip = CHIPS[chip]
+        self.requires = self.chip.requirements
         if not self.chip.threshold.lo <= threshold_target <= self.chip.threshold.hi:
             raise OptionError(f"threshold_target must lie in {self.chip.threshold.lo}..{self.chip.threshold.hi}, "
                               f"not {threshold_target}")

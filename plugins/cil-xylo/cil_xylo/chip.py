@@ -1,7 +1,10 @@
 """What a Xylo chip is, as data: sizes, registers, decays, spike caps, state width.
 
 The backend's ``check`` and ``transfer`` read every limit from a :class:`XyloChip` value; no
-size or domain rule is written anywhere else. Sources: rockpool's Xylo mapper (its design-rule
+size or domain rule is written anywhere else: the sizes, the synaptic current and the single
+hidden population are the backend's ``requires`` (:attr:`XyloChip.requirements`, a
+:class:`~cil_core.hardware.domains.Requirements` the session checks), the decays, weights,
+thresholds and spike counts are domains (:class:`ShiftDecay`, :class:`IntegerRange`). Sources: rockpool's Xylo mapper (its design-rule
 checks) and xylosim's C++ core (``XyloIAFNeuron.h``: 16-bit state, 8-bit weights, 15 input,
 31 hidden and 1 output spike per neuron and step; decays ``v -= v >> dash`` with 4-bit dashes).
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from cil_core.hardware.domains import IntegerRange, Limit, ShiftDecay
+from cil_core.hardware.domains import IntegerRange, Limit, Requirements, ShiftDecay
 
 __all__ = ["XyloChip", "AUDIO2", "AUDIO3", "CHIPS"]
 
@@ -47,6 +50,17 @@ class XyloChip:
     has_recurrent: bool = True
     #: the layer chain it runs, for the refusal of any other
     chain: str = field(default="Dense -> Neuron (hidden) -> Dense -> Neuron (output)")
+
+    @property
+    def requirements(self) -> Requirements:
+        """What the chip requires of every network (the backend's ``requires``): a synaptic
+        current in every neuron, exactly one hidden population, and its sizes."""
+        return Requirements(
+            neuron_features={"synaptic-current": "every Xylo neuron has one, decayed before it reaches the membrane: "
+                             "use snn.Synaptic (or norse LIF / sinabs LIF with tau_syn) with alpha = 1 - 2^-k, "
+                             "e.g. 0.5, 0.75, 0.875"},
+            hidden_layers=(1, 1), hidden_fix=f"the chip runs {self.chain}: use a single hidden layer",
+            inputs=self.inputs, hidden=self.hidden, outputs=self.outputs, chip=self.name)
 
     @property
     def state(self) -> IntegerRange:

@@ -86,21 +86,14 @@ def layout(spec: NetworkSpec, chip: XyloChip) -> XyloLayout:
         raise BackendCapacityError(f"{chip.name}: the input has shape {spec.input_shape}; the chip takes 1-D input "
                                    "channels: flatten the input")
     chain = " -> ".join(_title(l) for l in layers)
-    neurons = [l for l in layers if isinstance(l, Neuron)]
-    if len(neurons) > 2:
-        raise BackendCapacityError(
-            f"{chip.name}: the network has {len(neurons)} neuron layers ({chain}); the chip runs one hidden "
-            f"population and one output population ({chip.chain}): use a single hidden layer")
+    # sizes, a synaptic current in every neuron, one hidden population: the chip's declaration
+    chip.requirements.check(spec)
     if [type(l) for l in layers] != [Dense, Neuron, Dense, Neuron]:
         raise BackendCapacityError(f"{chip.name}: the network is {chain}; the chip runs exactly {chip.chain}: build "
                                    "the model as Linear, spiking layer, Linear, spiking layer")
     dense_in, hidden, dense_out, output = layers  # type: ignore[misc]
     hidden_index = next(i for i, l in enumerate(spec.layers) if l is hidden)  # by identity: layers hold tensors
     lay = XyloLayout(dense_in, hidden, hidden_index, dense_out, output, len(spec.layers) - 1)  # type: ignore[arg-type]
-    nin, nh, no = lay.sizes
-    chip.inputs.check(nin, f"layer '{dense_in.weight}'", chip.name)
-    chip.hidden.check(nh, f"the hidden layer '{hidden.name or dense_in.weight}'", chip.name)
-    chip.outputs.check(no, f"the output layer '{output.name or dense_out.weight}'", chip.name)
     for neuron, role in ((hidden, "hidden"), (output, "output")):
         _check_neuron(neuron, role, chip)
     return lay
@@ -114,9 +107,6 @@ def _check_neuron(n: Neuron, role: str, chip: XyloChip) -> None:
 
     if n.output != "spikes":
         refuse("is a membrane readout", "the chip's output neurons spike (read out spike counts, readout='rate')")
-    if n.alpha is None:
-        refuse("has no synaptic current; every Xylo neuron has one, decayed before it reaches the membrane",
-               "use snn.Synaptic (or norse LIF / sinabs LIF with tau_syn) with alpha = 1 - 2^-k, e.g. 0.5, 0.75, 0.875")
     if n.reset != "subtract":
         refuse(f"resets by '{n.reset}'; the chip subtracts the threshold", "use reset_mechanism='subtract'")
     if n.current_timing != "same-step":
