@@ -632,8 +632,14 @@ def test_a_braille_shaped_graph_matches_snntorchs_own_importer():
     convention (dt = 1e-4, reset to zero in the spike's step): cil's import with ``reset="zero"``
     reproduces the output of snntorch's ``import_from_nir`` stored by
     ``benchmarks/nir_snntorch_reference.py`` (run with nirtorch 2.0.5 in a throwaway venv)
-    spike for spike. (The recurrent form is not compared: snntorch's importer fails or differs from
-    NIR's equations there; see that script.)"""
+    spike for spike. The recurrent braille graph is compared in both of snntorch's forms
+    (nirtorch 2.6): in the subgraph form (snntorch's own export of ``RSynaptic``) with a zero
+    recurrent bias, snntorch computes NIR's equations and cil's import of the graph, flat or as
+    that subgraph, is spike-exact (with a bias, nirtorch leaves ``b_rec`` out at step 0 only); the
+    flat form snntorch mis-wires (its subgraph rewrite feeds the hidden input through ``w_rec``,
+    see that script), which cil reproduces on ``snntorch_wiring(graph)`` spike for spike, while
+    cil's import of the graph itself (NIR's wiring, tested against the Euler reference above) is
+    not what snntorch computed there."""
     import sys
     from pathlib import Path
 
@@ -641,7 +647,7 @@ def test_a_braille_shaped_graph_matches_snntorchs_own_importer():
     sys.path.insert(0, str(here.parent / "benchmarks"))
     import json
 
-    from nir_snntorch_reference import DT, braille_graph, unpack
+    from nir_snntorch_reference import DT, braille_graph, snntorch_wiring, subgraph_form, unpack
 
     ref = json.loads((here / "nir_snntorch_braille.json").read_text())
     graph = braille_graph(ref["seed"], recurrent=False)
@@ -652,3 +658,20 @@ def test_a_braille_shaped_graph_matches_snntorchs_own_importer():
     assert 0.05 < float(expected.mean()) < 0.95
     assert torch.equal(out, expected), f"{int((out != expected).sum())} of {expected.numel()} values differ"
     assert not torch.equal(ideal_output(cil.wrap(graph, dt=DT), x), expected)  # NIR's subtract reset is not it
+
+    recurrent = braille_graph(ref["seed"], recurrent=True)
+    expected = unpack(ref["recurrent_snntorch_output"])
+    assert 0.05 < float(expected.mean()) < 0.95
+    out = ideal_output(cil.wrap(snntorch_wiring(recurrent), dt=DT, reset="zero"), x)
+    assert torch.equal(out, expected), f"{int((out != expected).sum())} of {expected.numel()} values differ"
+    nir_wiring = ideal_output(cil.wrap(recurrent, dt=DT, reset="zero"), x)
+    assert float((nir_wiring != expected).float().mean()) > 0.1  # snntorch's wiring is not NIR's
+
+    zero_bias = braille_graph(ref["seed"], recurrent=True, rec_bias=False)
+    expected = unpack(ref["subgraph_zero_bias_snntorch_output"])
+    assert 0.05 < float(expected.mean()) < 0.95
+    for g in (zero_bias, subgraph_form(zero_bias)):
+        out = ideal_output(cil.wrap(g, dt=DT, reset="zero"), x)
+        assert torch.equal(out, expected), f"{int((out != expected).sum())} of {expected.numel()} values differ"
+    feed_forward = ideal_output(cil.wrap(braille_graph(ref["seed"], recurrent=False), dt=DT, reset="zero"), x)
+    assert not torch.equal(feed_forward, expected)  # the recurrence matters in this comparison
