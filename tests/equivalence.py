@@ -84,3 +84,22 @@ def snntorch_layer_traces(model: torch.nn.Module, x: torch.Tensor
         for h in handles:
             h.remove()
     return out, [torch.stack(v) for v in spikes.values()], [torch.stack(v) for v in mems.values()]
+
+
+def assert_layer_traces_equal(kind: str, ref: torch.Tensor, hidden: list[torch.Tensor], mems: list[torch.Tensor],
+                              obs: Any, soft: Any) -> None:
+    """The library's trace (``ref`` output, per-layer ``hidden`` spikes and ``mems`` membranes, e.g.
+    from :func:`snntorch_layer_traces`) equals cil's bit for bit: the chip observation ``obs``
+    (output, layer spikes) and the software pass ``soft`` (output, layer membranes, recorded with
+    ``record_membrane=True``); and the comparison is not vacuous: every neuron layer fires, none
+    saturates (firing rate in (0.01, 0.9))."""
+    assert torch.equal(obs.output, ref), f"{kind}: {(obs.output != ref).sum()} of {ref.numel()} values differ"
+    assert torch.equal(soft.output, ref)
+    assert len(hidden) == len(obs.layers) == len(soft.layers)
+    for k, (h, o) in enumerate(zip(hidden, obs.layers)):
+        assert torch.equal(o.spikes, h), f"{kind}: neuron layer {k}: {(o.spikes != h).sum()} values differ"
+    for k, (m, o) in enumerate(zip(mems, soft.layers)):
+        assert torch.equal(o.membrane, m), f"{kind}: neuron layer {k}: {(o.membrane != m).sum()} membranes differ"
+    for k, o in enumerate(obs.layers):
+        rate = float((o.spikes != 0).float().mean())
+        assert 0.01 < rate < 0.9, (kind, k, rate)

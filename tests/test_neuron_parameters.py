@@ -24,6 +24,7 @@ import cil_core as cil  # noqa: E402
 from cil_core.errors import BackendCapacityError, SpecError, UnsupportedLayerError  # noqa: E402
 from cil_core.hardware.transfer import chip_spec, prepare_for_backend  # noqa: E402
 from cil_snntorch import run_native  # noqa: E402
+from equivalence import assert_layer_traces_equal  # noqa: E402
 from equivalence import snntorch_layer_traces as _native_layers  # noqa: E402
 from equivalence import (native_and_cil_spl_gradients, native_and_wrapped_bptt_gradients,  # noqa: E402
                          neuron_parameter_names)
@@ -146,15 +147,7 @@ def test_models_match_snntorch_spike_for_spike(kind, seed):
         chip = cil.make_backend("ideal")
         obs = cil.HardwareSession(chip).run(net.spec, net.detached_parameters(), x, record=True)
         soft = net.run(x, record=True, record_membrane=True)
-    assert torch.equal(obs.output, ref), f"{kind}: {(obs.output != ref).sum()} of {ref.numel()} values differ"
-    assert torch.equal(soft.output, ref)
-    for k, (h, o) in enumerate(zip(hidden, obs.layers)):
-        assert torch.equal(o.spikes, h), f"{kind}: neuron layer {k}: {(o.spikes != h).sum()} values differ"
-    for k, (m, o) in enumerate(zip(mems, soft.layers)):
-        assert torch.equal(o.membrane, m), f"{kind}: neuron layer {k}: {(o.membrane != m).sum()} membranes differ"
-    for k, o in enumerate(obs.layers):
-        rate = float((o.spikes != 0).float().mean())
-        assert 0.01 < rate < 0.9, (kind, k, rate)
+    assert_layer_traces_equal(kind, ref, hidden, mems, obs, soft)
 
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
