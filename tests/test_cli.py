@@ -155,3 +155,25 @@ def test_a_one_file_backend_reaches_train_and_fidelity_with_plugin(tmp_path):
     assert r.returncode == 1 and "module 'empty' defines no Backend subclass" in r.stderr, r.stderr
     r = cil("train", "--plugin", "no_such_module_xyz", "--no-progress", cwd=tmp_path)
     assert r.returncode == 1 and "cannot import module 'no_such_module_xyz'" in r.stderr, r.stderr
+
+
+def test_wrap_options_reach_cil_wrap_for_a_factory_model(tmp_path):
+    """A factory model whose first layer does not state its input size trains once --wrap-opt gives it;
+    without it the error names the flag; on the default net the key is refused."""
+    (tmp_path / "flatnet.py").write_text(
+        "import torch, torch.nn as nn, snntorch as snn\n"
+        "def net():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(62, 8), snn.Leaky(beta=0.9, init_hidden=True),\n"
+        "                         nn.Linear(8, 2), snn.Leaky(beta=0.9, init_hidden=True, output=True))\n")
+    base = ("train", "--model", "flatnet:net", "--algorithm", "cil-spl", "--epochs", "1", "--no-progress")
+    r = cil(*base, cwd=tmp_path)
+    assert r.returncode == 1 and "the first layer is Flatten" in r.stderr and "--wrap-opt input_shape" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = cil(*base, "--wrap-opt", "input_shape=[62]", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("cil-spl on ideal")
+    r = cil(*base, "--wrap-opt", "input_shap=[62]", cwd=tmp_path)
+    assert r.returncode == 1 and "input_shap" in r.stderr and "Traceback" not in r.stderr
+    r = cil("train", "--wrap-opt", "input_shape=[62]", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 1 and "wrap_options" in r.stderr and "default" in r.stderr

@@ -110,7 +110,7 @@ def _train_parser() -> argparse.ArgumentParser:
     return p
 
 
-_KV_KEYS = ("model_options", "data_options", "backend_options", "algorithm_options", "readout_options")
+_KV_KEYS = ("model_options", "wrap_options", "data_options", "backend_options", "algorithm_options", "readout_options")
 _TYPES: dict[str, Any] = {"epochs": int, "steps": int, "batch_size": int, "seed": int, "retries": int,
                           "checkpoint_every": int, "timeout": float, "validation_split": float, "num_workers": int,
                           "time_first": lambda v: _bool(v, "--time-first")}
@@ -248,6 +248,8 @@ def _cmd_fidelity(argv: list[str]) -> int:
                    help="a module to import and register first (a one-file backend); repeat for several")
     p.add_argument("--model", help="'module:factory' returning a model (default: the library-free LIF net)")
     p.add_argument("--model-opt", dest="model_options", nargs="*", metavar="KEY=VALUE", help="model factory options")
+    p.add_argument("--wrap-opt", dest="wrap_options", nargs="*", metavar="KEY=VALUE",
+                   help="cil.wrap options for the factory's model (input_shape=[2,34,34])")
     p.add_argument("--weights", type=Path, help="load the weights from a cil train --checkpoint or --export file")
     p.add_argument("--data", help="'breast-cancer' (its test split), a torch file of (x, y), a registered data set "
                    "'NAME:ROOT' (its test split) or a dataset factory 'module:function'")
@@ -272,7 +274,7 @@ def _cmd_fidelity(argv: list[str]) -> int:
     from .config import RunConfig, read_config_file
     from ..fidelity import fidelity
 
-    keys = ("plugins", "model", "model_options", "data", "data_options", "test_data", "time_first", "num_workers",
+    keys = ("plugins", "model", "model_options", "wrap_options", "data", "data_options", "test_data", "time_first", "num_workers",
             "backend", "backend_options", "readout", "readout_options", "seed", "batch_size", "retries", "timeout")
     raw: dict[str, Any] = read_config_file(a.config) if a.config else {}
     # a training config serves as is: its training-only keys are ignored here, unknown keys still fail

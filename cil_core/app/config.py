@@ -38,6 +38,9 @@ class RunConfig:
                                    "(default: a library-free LIF net, see model_options)", kind="module:factory")
     model_options: dict = _opt({}, "keyword arguments of the model factory (default net: sizes, beta, bias, "
                                    "weight_gain, ...)", flag="--model-opt")
+    wrap_options: dict = _opt({}, "keyword arguments of cil.wrap for the factory's model, checked against the chosen "
+                                  "adapter's options (input_shape=[2,34,34] for a model whose first layer does not "
+                                  "state its input size)", flag="--wrap-opt")
     data: str = _opt("breast-cancer", "'breast-cancer' (bundled), a torch file holding (x [T, N, ...], y [N]), a "
                                       "registered data set by root folder ('nmnist:ROOT', cil plugins) or a dataset "
                                       "factory 'module:function' (returning a Dataset, DataLoader or (x, y))",

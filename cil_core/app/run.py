@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, CilError, DataError, OptionError
+from ..errors import CheckpointError, CilError, DataError, OptionError, ShapeError
 
 
 def _import_here(module: str, key: str) -> Any:
@@ -250,7 +250,17 @@ def build_network(cfg: Any, train: Any) -> Any:
     from ..data import as_data
 
     if cfg.model:
-        return wrap(load_object(cfg.model)(**cfg.model_options))
+        model = load_object(cfg.model)(**cfg.model_options)
+        try:
+            return wrap(model, **cfg.wrap_options)
+        except ShapeError as exc:
+            if "input_shape" in cfg.wrap_options or "pass input_shape" not in str(exc):
+                raise
+            raise ShapeError(f"{exc} (from cil train / cil fidelity: --wrap-opt input_shape=[...], or "
+                             "wrap_options = { input_shape = [...] } in a config file)") from exc
+    if cfg.wrap_options:
+        raise OptionError(f"wrap_options: {sorted(cfg.wrap_options)} apply to a factory's model ('model'); the default "
+                          "LIF net is cil's own and is not wrapped")
     if not _in_memory(train):
         raise OptionError(f"model: a streamed data set ({type(train).__name__}) needs a model ('module:factory'); the "
                           "default LIF net is sized to in-memory data")
