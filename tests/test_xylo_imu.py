@@ -65,6 +65,17 @@ def _spikes(T: int, B: int, n: int, seed: int, p: float = 0.3) -> torch.Tensor:
     return (torch.rand(T, B, n, generator=torch.Generator().manual_seed(seed)) < p).float()
 
 
+# ----------------------------------------------------------------------------- the contract
+def test_the_imu_chip_meets_the_backend_contract_on_a_chain():
+    from cil_core.testing import check_backend, random_inputs
+
+    net = cil.wrap(_chain((16, 8, 8, 2)))
+    too_big = cil.wrap(_chain((16, 8, 8, 17))).spec
+    x = random_inputs(net.spec, 0, T=20, B=4, p=0.3)
+    check_backend(cil.make_backend("xylo", chip="imu"), net.spec, net.detached_parameters(), x, too_big=too_big,
+                  limit="at most 16 output neurons")
+
+
 # ----------------------------------------------------------------------------- the engine
 @pytest.mark.parametrize("n,seed", [(IMU_NETWORKS, 5)])
 def test_engine_equals_imu_xylosim_on_random_networks(n, seed):
