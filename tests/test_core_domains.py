@@ -149,7 +149,40 @@ def test_requirements_refuse_what_a_chip_must_be_given_naming_layer_limit_and_fi
     assert Toy.calls == 0
     cil.Trainer(net(), Toy(), "cil-spl")  # fits
     assert [r[0] for r in req.rows()] == ["every neuron layer has", "hidden neuron layers", "input channels",
-                                          "neurons per hidden layer", "output neurons"]
-    assert [r[1] for r in req.rows()] == ["synaptic-current", "exactly 1", "<= 16", "<= 32", "<= 4"]
+                                          "neurons per hidden layer", "neurons in the first / last hidden layer",
+                                          "hidden neurons in all", "output neurons"]
+    assert [r[1] for r in req.rows()] == ["synaptic-current", "exactly 1", "<= 16", "<= 32", "-", "-", "<= 4"]
     with pytest.raises(ValueError, match="unknown feature"):
         type(req)({"synaptic-currents": ""})
+    # a chain of hidden layers sharing one pool (e.g. Xylo IMU): a bound on their number (open above),
+    # on the first and last layer, and on their sum
+    from dataclasses import replace
+
+    from cil_core.hardware.domains import Limit
+
+    chain = replace(req, hidden_layers=(2, None), hidden=None, hidden_fix="use two or more",
+                    first_hidden=Limit("hidden neurons", 12, "fewer in the first"),
+                    last_hidden=Limit("hidden neurons", 10, "fewer in the last"),
+                    hidden_total=Limit("hidden neurons", 40, "share the pool"))
+
+    def deep(*sizes):
+        layers, n = [], 8
+        for h in sizes:
+            layers += [nn.Linear(n, h), snn.Synaptic(alpha=0.5, beta=0.9, init_hidden=True)]
+            n = h
+        return cil.wrap(nn.Sequential(*layers, nn.Linear(n, 2), snn.Synaptic(alpha=0.5, beta=0.9, init_hidden=True,
+                                                                             output=True))).spec
+
+    chain.check(deep(12, 18, 10))  # 40 neurons in all: fits
+    for spec, match in ((deep(12), r"1 hidden neuron layer\(s\).*runs 2 or more: use two or more"),
+                        (deep(13, 10), r"first hidden layer \(the one the input drives\), layer 1 .*has 13 hidden "
+                                       r"neurons; the chip holds at most 12 hidden neurons: fewer in the first"),
+                        (deep(12, 11), r"last hidden layer \(the one that drives the output\), layer 3 .*has 11"),
+                        (deep(12, 19, 10), r"3 hidden layer\(s\) together has 41 hidden neurons; the chip holds at "
+                                           r"most 40 hidden neurons: share the pool")):
+        with pytest.raises(BackendCapacityError, match=match):
+            chain.check(spec)
+    assert [r[1] for r in chain.rows()][1:6] == ["2 or more", "<= 16", "-", "<= 12 / <= 10", "<= 40"]
+    with pytest.raises(ValueError, match="0 <= min <= max"):
+        replace(req, hidden_layers=(3, 2))
+

@@ -25,7 +25,7 @@ from cil_core.network.executor import simulate
 from cil_core.testing import check_backend, random_inputs, synaptic_case
 
 pytest.importorskip("cil_xylo")
-from cil_xylo import AUDIO2, XyloBackend, run_fast, run_xylosim  # noqa: E402
+from cil_xylo import AUDIO2, IMU, XyloBackend, run_fast, run_xylosim  # noqa: E402
 from cil_xylo.engine import XyloNetwork  # noqa: E402
 
 #: random networks compared with xylosim in the default run (the slow run compares 1000 more)
@@ -61,19 +61,29 @@ def _data16(T: int = 12, seed: int = 0):
     return split.train, split.test
 
 
-def random_network(rng: np.random.Generator, S: int, saturating: bool) -> XyloNetwork:
+def random_network(rng: np.random.Generator, S: int, saturating: bool, imu: bool = False) -> XyloNetwork:
     """A random integer Xylo network: any sizes within the chip's, int8 codes, shifts, decays,
     thresholds and biases over their whole registers. ``saturating``: large shifts, low
-    thresholds, large biases and input bursts drive the 16-bit state into its bounds."""
-    nin, nh, no = int(rng.integers(1, 17)), int(rng.integers(1, 48)), int(rng.integers(1, 9))
+    thresholds, large biases and input bursts drive the 16-bit state into its bounds. ``imu``:
+    Xylo IMU's layout (rockpool's ``syns63300``): input synapses into the first ``n_ien`` hidden
+    neurons only, output synapses from the last ``n_oen`` only, one synapse per neuron, up to 16
+    outputs, a recurrent matrix always present (it holds the chain of hidden layers)."""
+    nin, nh, no = int(rng.integers(1, 17)), int(rng.integers(1, 48)), int(rng.integers(1, 17 if imu else 9))
     kmax = 7 if saturating else 3
 
     def w(*shape):
         return rng.integers(-128, 128, size=(S, *shape)).astype(np.int8)
 
     thr_hi = 400 if saturating else 2 ** 15
+    if imu:
+        ien, oen = int(rng.integers(1, nh + 1)), int(rng.integers(1, nh + 1))
+        w_in, w_out = w(nin, nh), w(nh, no)
+        w_in[:, :, ien:] = 0
+        w_out[:, :nh - oen] = 0
+        imu_layout = dict(w_in=w_in, w_rec=w(nh, nh), w_out=w_out, n_ien=ien, n_oen=oen, synapses=1)
     return XyloNetwork(
-        w_in=w(nin, nh), w_rec=w(nh, nh) if rng.random() < 0.6 else None, w_out=w(nh, no),
+        **(imu_layout if imu else dict(w_in=w(nin, nh), w_rec=w(nh, nh) if rng.random() < 0.6 else None,
+                                       w_out=w(nh, no))),
         shift_in=rng.integers(0, kmax + 1, S), shift_rec=rng.integers(0, kmax + 1, S),
         shift_out=rng.integers(0, kmax + 1, S),
         dash_mem=rng.integers(0, 16, (S, nh)), dash_syn=rng.integers(1, 16, (S, nh)),
@@ -84,16 +94,20 @@ def random_network(rng: np.random.Generator, S: int, saturating: bool) -> XyloNe
         bias_out=rng.integers(-2 ** 15, 2 ** 15, (S, no)) if rng.random() < 0.3 else np.zeros((S, no), np.int64))
 
 
-def _compare_engines(n_networks: int, seed: int) -> None:
+def _compare_engines(n_networks: int, seed: int, imu: bool = False) -> None:
+    """The batched engine against xylosim on ``n_networks`` random networks (half of them
+    saturating); ``imu``: Xylo IMU's layout, against rockpool's ``syns63300`` ``XyloSim``."""
     rng = np.random.default_rng(seed)
+    package = IMU.rockpool_package if imu else None
     saturated = 0
     for k in range(n_networks):
         sat = k % 2 == 1
-        net = random_network(rng, int(rng.integers(1, 4)), sat)
+        net = random_network(rng, int(rng.integers(1, 4)), sat, imu)
         T, B = int(rng.integers(5, 40)), int(rng.integers(1, 4))
         x = rng.integers(0, 24 if sat else 2, size=(T, B, net.sizes[0]))  # bursts above the 15-spike cap too
         # both kernels: the parallel one (numba's threads over the pairs) and the serial one
-        fast, ref = run_fast(net, x, record=True, parallel=(k // 2) % 2 == 0), run_xylosim(net, x, record=True)
+        fast = run_fast(net, x, record=True, parallel=(k // 2) % 2 == 0)
+        ref = run_xylosim(net, x, record=True, package=package)
         for key in ("output", "spikes", "vmem", "vmem_out"):
             assert np.array_equal(fast[key], ref[key]), (
                 f"network {k} (seed {seed}): the engine's {key} differs from xylosim's in "

@@ -4,6 +4,10 @@
 ``python -m cil_core.app.capabilities`` prints the Markdown table the README shows between the
 ``<!-- capabilities:begin -->`` / ``<!-- capabilities:end -->`` markers; ``--write README.md``
 replaces that section in place.
+
+A backend whose options change what it can run (e.g. the Xylo backend's ``chip``) may list
+``table_variants``, ``{label: options}``: each gets its own column, ``name (label)``, from an
+instance built with those options.
 """
 
 from __future__ import annotations
@@ -73,11 +77,23 @@ def neuron_parameter_support(backend: Any, field: str) -> str:
     return h.granularity.replace("-", " ") + (f", {h.note}" if h.note else "")
 
 
+def with_variants(backends: Mapping[str, Any]) -> dict[str, Any]:
+    """``backends`` and, after each, the variants it lists in ``table_variants`` (``{label:
+    options}``), as ``"name (label)"``: an instance built with those options."""
+    out: dict[str, Any] = {}
+    for name in sorted(backends):
+        out[name] = backends[name]
+        for label, options in (getattr(backends[name], "table_variants", None) or {}).items():
+            out[f"{name} ({label})"] = backends[name](**options)
+    return out
+
+
 def markdown_table(backends: Mapping[str, Any] | None = None) -> str:
-    """Features (rows) x backends (columns) as a Markdown table, then one row per trainable
-    neuron field: whether the chip holds a trained value of it (per neuron, per layer, no)."""
-    backends = registered_backends() if backends is None else backends
-    names = sorted(backends)
+    """Features (rows) x backends (columns, with their ``table_variants``) as a Markdown table,
+    then one row per trainable neuron field: whether the chip holds a trained value of it (per
+    neuron, per layer, no)."""
+    backends = with_variants(registered_backends() if backends is None else backends)
+    names = list(backends)
     rows = ["| feature | " + " | ".join(f"`{n}`" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
     for feature, meaning in FEATURES.items():
         cells = [support(backends[n], feature) for n in names]

@@ -340,21 +340,30 @@ class Requirements:
       :data:`~cil_core.network.spec.FEATURES`) every neuron layer must have, e.g.
       ``{"synaptic-current": "use snn.Synaptic ..."}`` for a chip whose every neuron has a
       synaptic current;
-    * ``hidden_layers``: ``(min, max)`` neuron layers before the output layer, with
-      ``hidden_fix`` saying what to change (``(1, 1)``: exactly one hidden population);
+    * ``hidden_layers``: ``(min, max)`` neuron layers before the output layer (``max`` ``None``:
+      no upper bound), with ``hidden_fix`` saying what to change (``(1, 1)``: exactly one hidden
+      population);
     * ``inputs``: a :class:`Limit` on the input size (channels: the product of the input shape);
     * ``hidden``: a :class:`Limit` on the neurons of each hidden neuron layer;
+    * ``first_hidden`` / ``last_hidden``: a :class:`Limit` on the neurons of the hidden layer the
+      input drives / the one that drives the output layer (a chip whose input and output
+      synapses reach only part of its hidden neurons);
+    * ``hidden_total``: a :class:`Limit` on the neurons of all hidden layers together (a chip
+      whose hidden layers share one pool of neurons);
     * ``outputs``: a :class:`Limit` on the neurons of the output layer.
 
     :meth:`check` raises :class:`BackendCapacityError` naming the first unmet requirement, the
     layer and the fix; :meth:`rows` gives the declaration as table rows."""
 
     neuron_features: Mapping[str, str] = field(default_factory=dict)
-    hidden_layers: tuple[int, int] | None = None
+    hidden_layers: tuple[int, int | None] | None = None
     hidden_fix: str = ""
     inputs: Limit | None = None
     hidden: Limit | None = None
     outputs: Limit | None = None
+    first_hidden: Limit | None = None
+    last_hidden: Limit | None = None
+    hidden_total: Limit | None = None
     #: the chip's name, for the refusals (e.g. "Xylo Audio 2")
     chip: str = ""
 
@@ -362,9 +371,11 @@ class Requirements:
         unknown = [f for f in self.neuron_features if f not in FEATURES]
         if unknown:
             raise ValueError(f"Requirements: unknown feature(s) {unknown}; known: {', '.join(FEATURES)}")
-        if self.hidden_layers is not None and not 0 <= self.hidden_layers[0] <= self.hidden_layers[1]:
-            raise ValueError(f"Requirements: hidden_layers must be (min, max) with 0 <= min <= max, "
-                             f"not {self.hidden_layers}")
+        if self.hidden_layers is not None:
+            lo, hi = self.hidden_layers
+            if not (0 <= lo and (hi is None or lo <= hi)):
+                raise ValueError(f"Requirements: hidden_layers must be (min, max) with 0 <= min <= max (max None: "
+                                 f"unbounded), not {self.hidden_layers}")
 
     def check(self, spec: "NetworkSpec", chip: str = "") -> None:
         """Raise :class:`BackendCapacityError` if ``spec`` does not meet the requirements
@@ -379,9 +390,9 @@ class Requirements:
                     raise BackendCapacityError(f"{chip}: {where} has no {feature} ({FEATURES[feature]}); the chip "
                                                f"requires it of every neuron layer" + (f": {fix}" if fix else ""))
         n_hidden = max(0, len(neurons) - 1)
-        if self.hidden_layers is not None and not self.hidden_layers[0] <= n_hidden <= self.hidden_layers[1]:
-            lo, hi = self.hidden_layers
-            want = f"exactly {lo}" if lo == hi else f"{lo} to {hi}"
+        if self.hidden_layers is not None and not (self.hidden_layers[0] <= n_hidden and (
+                self.hidden_layers[1] is None or n_hidden <= self.hidden_layers[1])):
+            want = _count(self.hidden_layers)
             raise BackendCapacityError(f"{chip}: the network has {n_hidden} hidden neuron layer(s) "
                                        f"({len(neurons)} neuron layers); the chip runs {want}"
                                        + (f": {self.hidden_fix}" if self.hidden_fix else ""))
@@ -394,14 +405,35 @@ class Requirements:
                 continue
             role = "the output layer" if k == len(neurons) - 1 else "the hidden layer"
             limit.check(prod(shapes[i]), f"{role} {i}" + (f" '{n.name}'" if n.name else ""), chip)
+        hidden = neurons[:-1]
+        for limit, pick, role in ((self.first_hidden, hidden[:1], "the first hidden layer (the one the input drives)"),
+                                  (self.last_hidden, hidden[-1:], "the last hidden layer (the one that drives the "
+                                                                  "output)")):
+            if limit is not None and pick:
+                i, n = pick[0]
+                limit.check(prod(shapes[i]), f"{role}, layer {i}" + (f" '{n.name}'" if n.name else ""), chip)
+        if self.hidden_total is not None and hidden:
+            total = sum(prod(shapes[i]) for i, _ in hidden)
+            self.hidden_total.check(total, f"the network's {len(hidden)} hidden layer(s) together", chip)
 
     def rows(self) -> list[tuple[str, str]]:
         """The declaration as ``(requirement, value)`` rows (``"-"`` where none)."""
-        hl = self.hidden_layers
+        def at_most(limit: Limit | None) -> str:
+            return "-" if limit is None else f"<= {limit.maximum}"
+
         return [
             ("every neuron layer has", ", ".join(self.neuron_features) or "-"),
-            ("hidden neuron layers", "-" if hl is None else f"exactly {hl[0]}" if hl[0] == hl[1] else f"{hl[0]}..{hl[1]}"),
-            ("input channels", "-" if self.inputs is None else f"<= {self.inputs.maximum}"),
-            ("neurons per hidden layer", "-" if self.hidden is None else f"<= {self.hidden.maximum}"),
-            ("output neurons", "-" if self.outputs is None else f"<= {self.outputs.maximum}"),
+            ("hidden neuron layers", "-" if self.hidden_layers is None else _count(self.hidden_layers)),
+            ("input channels", at_most(self.inputs)),
+            ("neurons per hidden layer", at_most(self.hidden)),
+            ("neurons in the first / last hidden layer", "-" if self.first_hidden is None and self.last_hidden is None
+             else f"{at_most(self.first_hidden)} / {at_most(self.last_hidden)}"),
+            ("hidden neurons in all", at_most(self.hidden_total)),
+            ("output neurons", at_most(self.outputs)),
         ]
+
+
+def _count(bounds: tuple[int, int | None]) -> str:
+    """``(min, max)`` in words: "exactly 1", "2 to 4", "2 or more"."""
+    lo, hi = bounds
+    return f"{lo} or more" if hi is None else f"exactly {lo}" if lo == hi else f"{lo} to {hi}"

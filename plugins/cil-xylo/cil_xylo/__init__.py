@@ -4,9 +4,9 @@ bit-exact against it. Importing this package imports neither rockpool nor samna;
 imported (without samna, see :mod:`cil_xylo.sdk`) only when the ``xylosim`` engine runs."""
 
 from .backend import XyloBackend
-from .chip import AUDIO2, CHIPS, XyloChip
+from .chip import AUDIO2, AUDIO3, CHIPS, IMU, XyloChip
 from .engine import XyloNetwork, run_fast, run_xylosim
 from .transfer import layout, to_chip
 
-__all__ = ["XyloBackend", "XyloChip", "AUDIO2", "CHIPS", "XyloNetwork", "run_fast", "run_xylosim", "layout", "to_chip"]
+__all__ = ["XyloBackend", "XyloChip", "AUDIO2", "AUDIO3", "IMU", "CHIPS", "XyloNetwork", "run_fast", "run_xylosim", "layout", "to_chip"]
 __version__ = "0.1.0"

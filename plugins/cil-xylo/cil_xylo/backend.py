@@ -11,11 +11,13 @@ r"""The ``xylo`` backend: a SynSense Xylo Audio 2 core in cil's loop.
   numba engine (``engine="fast"``, default; bit-exact with xylosim) or the vendor's simulator
   itself (``engine="xylosim"``: rockpool's ``XyloSim``, one set and sample at a time).
 
-**Timing.** The chip's output neurons receive the hidden spikes one step late. With
-``align_output=True`` (default) the backend streams one more, empty, time step and returns the
-output of chip steps ``1..T`` as the model's steps ``0..T-1``, so output bin ``t`` reflects the
-hidden spikes up to ``t`` as in the software model (the output neurons' bias then acts one
-extra step). ``align_output=False`` returns the chip's own timing.
+**Timing.** The chip's output neurons receive the hidden spikes one step late, and so does each
+further hidden layer of a chain (Xylo IMU: layer ``k`` receives layer ``k-1``'s spikes through
+the recurrent matrix, one step late). With ``align_output=True`` (default) the backend streams
+``L`` more, empty, time steps (``L`` hidden layers) and returns hidden layer ``k`` (from 0) at
+chip steps ``k..k+T-1`` and the output at ``L..L+T-1`` as the model's steps ``0..T-1``, so bin
+``t`` of every layer reflects the input up to ``t`` as in the software model (a later layer's
+bias then acts for its extra steps). ``align_output=False`` returns the chip's own timing.
 
 **Observations** (``record=True``): per neuron layer a ``LayerObservation`` with the spikes
 (hidden: counts 0..31 per step) and the membrane in software units,
@@ -56,11 +58,13 @@ TRANSPORT = IntegerRange("input spike count", 0, 255)
 
 
 class XyloBackend(Backend):
-    """SynSense Xylo Audio 2 (SYNS61201): int8 weights, int16 saturating state, bit-shift leaks;
+    """SynSense Xylo Audio 2 (SYNS61201), Audio 3 or IMU: int8 weights, int16 saturating state, bit-shift leaks;
     bit-exact with the vendor's xylosim (rockpool XyloSim).
 
     Options: ``chip`` (the Xylo core whose declared limits apply: "audio2" = SYNS61201, "audio3"
-    = SYNS65302, the same core with 992 hidden and 16 output neurons),
+    = SYNS65302, the same core with 992 hidden and 16 output neurons, "imu" = SYNS63300, the same
+    core with a chain of at least two hidden layers held as blocks of one 496-neuron population,
+    the first and last at most 128 neurons, and 16 output neurons),
     ``engine`` ("fast": the batched numba engine, all sets x samples in one call; "xylosim": the
     vendor's simulator through rockpool, one set and sample at a time; results are identical),
     ``round_decays`` (run a beta or alpha the chip cannot hold as the nearest 1 - 2^-k, with a
@@ -90,6 +94,8 @@ class XyloBackend(Backend):
     neuron_parameter_hints = {"spike_amplitude": "Xylo's spikes carry no amplitude"}
     #: what every network must have (Audio 2's; the ``chip`` option sets the chip's own)
     requires = AUDIO2.requirements
+    #: the other chips get their own column in the README's capability table
+    table_variants = {f'chip="{name}"': {"chip": name} for name in CHIPS if name != "audio2"}
 
     def __init__(self, chip: str = "audio2", engine: str = "fast", round_decays: bool = False,
                  align_output: bool = True, threshold_target: int = 4096) -> None:
@@ -125,7 +131,7 @@ class XyloBackend(Backend):
         neuron semantics, decays), naming the limit and the fix."""
         lay = layout(spec, self.chip)
         mode = "nearest" if self.round_decays else "refuse"
-        for idx, neuron in ((lay.hidden_index, lay.hidden), (lay.output_index, lay.output)):
+        for idx, neuron in lay.neurons:
             where = f"layer {idx} (neuron '{neuron.name}')" if neuron.name else f"layer {idx}"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the transfer warns once, when it rounds
@@ -139,7 +145,7 @@ class XyloBackend(Backend):
         tr = to_chip(spec, params, n_sets, self.chip, round_decays=self.round_decays,
                      threshold_target=self.threshold_target)
         chip = {"network": tr.network, "neurons": tr.neurons, "kappa": (tr.kappa_hidden, tr.kappa_output),
-                "specification": tr.network.specification(0), "chip": self.chip.name}
+                "blocks": tr.blocks, "specification": tr.network.specification(0), "chip": self.chip.name}
         return Deployment(self.name, tr.spec, tr.params, n_sets, chip)
 
     # ------------------------------------------------------------------ forward
@@ -153,15 +159,18 @@ class XyloBackend(Backend):
             TRANSPORT.check(x, "the input", self.chip.name, "encode the inputs as spike counts per channel and time "
                             "step (the chip processes at most 15 per channel and step)")
         net = deployment.chip["network"]
+        blocks = deployment.chip.get("blocks") or [(0, net.sizes[1])]
         T = int(x.shape[0])
         counts = xn.astype(np.int64)
-        if self.align_output:
-            counts = np.concatenate([counts, np.zeros((1, *counts.shape[1:]), np.int64)], 0)
+        # every hidden layer delays the next layer by one step: hidden layer k (from 0) at chip
+        # step t + k, the output at t + L
+        L = len(blocks) if self.align_output else 0
+        if L:
+            counts = np.concatenate([counts, np.zeros((L, *counts.shape[1:]), np.int64)], 0)
         if self.engine == "xylosim":
             res = run_xylosim(net, counts, record, package=self.chip.rockpool_package)
         else:
             res = run_fast(net, counts, record)
-        lo = 1 if self.align_output else 0
         single = deployment.n_sets is None
 
         def shaped(a: np.ndarray, start: int, kappa: np.ndarray | None = None) -> torch.Tensor:
@@ -171,12 +180,14 @@ class XyloBackend(Backend):
             t = torch.from_numpy(np.ascontiguousarray(a))
             return t[:, 0] if single else t
 
-        out = shaped(res["output"], lo)
+        out = shaped(res["output"], L)
         layers = None
         if record:
             kh, ko = deployment.chip["kappa"]
-            layers = [LayerObservation(shaped(res["spikes"], 0), shaped(res["vmem"], 0, kh)),
-                      LayerObservation(out, shaped(res["vmem_out"], lo, ko))]
+            layers = [LayerObservation(shaped(res["spikes"][..., a:z], k if L else 0),
+                                       shaped(res["vmem"][..., a:z], k if L else 0, kh[:, a:z]))
+                      for k, (a, z) in enumerate(blocks)]
+            layers.append(LayerObservation(out, shaped(res["vmem_out"], L, ko)))
         meta = {"engine": self.engine, "chip": self.chip.name,
-                "hidden_spikes": int(res["spikes"][:T].sum()) if record else None}
+                "hidden_spikes": int(sum(int(lo.spikes.sum()) for lo in layers[:-1])) if layers else None}
         return Observation(out, layers, meta)

@@ -50,7 +50,12 @@ class XyloNetwork:
     Weights are signed 8-bit codes (``int8``) with one left shift per matrix and set
     (``shift_*``: ``[S]``); ``w_in`` ``[S, Nin, Nh]``, ``w_rec`` ``[S, Nh, Nh]`` (pre, post) or
     ``None``, ``w_out`` ``[S, Nh, No]``; neuron registers ``[S, Nh]`` / ``[S, No]``: bit-shift
-    decays ``dash_mem``/``dash_syn``, thresholds, biases (int16)."""
+    decays ``dash_mem``/``dash_syn``, thresholds, biases (int16).
+
+    ``n_ien``/``n_oen`` (Xylo IMU): only the first ``n_ien`` hidden neurons receive input synapses
+    and only the last ``n_oen`` have output synapses (``None``: all); ``synapses``: synapses per
+    hidden neuron in rockpool's specification (2 for Audio 2/3, 1 for IMU). The engines run the
+    full matrices, whose other rows/columns are zero."""
 
     w_in: np.ndarray
     w_rec: np.ndarray | None
@@ -66,6 +71,9 @@ class XyloNetwork:
     dash_syn_out: np.ndarray
     threshold_out: np.ndarray
     bias_out: np.ndarray
+    n_ien: int | None = None
+    n_oen: int | None = None
+    synapses: int = 2
 
     @property
     def n_sets(self) -> int:
@@ -77,14 +85,21 @@ class XyloNetwork:
 
     def specification(self, s: int = 0) -> dict:
         """Set ``s`` as the keyword arguments of rockpool's ``XyloSim.from_specification``
-        (the second synapse of each hidden neuron unused: its weights are zero)."""
+        (with two synapses per hidden neuron the second is unused: its weights are zero). With
+        ``n_ien``/``n_oen`` the layout of rockpool's Xylo IMU mapper: ``weights_in``
+        ``(Nin, n_ien, 1)``, ``weights_out`` ``(n_oen, No)`` for the *last* ``n_oen`` hidden neurons."""
         nin, nh, no = self.sizes
-        w_in = np.zeros((nin, nh, 2), np.int8)
-        w_in[:, :, 0] = self.w_in[s]
-        w_rec = np.zeros((nh, nh, 2), np.int8)
+        ien = nh if self.n_ien is None else self.n_ien
+        oen = nh if self.n_oen is None else self.n_oen
+        if self.w_in[s][:, ien:].any() or self.w_out[s][:nh - oen].any():
+            raise ValueError(f"set {s}: input weights beyond the first {ien} or output weights before the last {oen} "
+                             "hidden neurons, which the chip has no synapses for")
+        w_in = np.zeros((nin, ien, self.synapses), np.int8)
+        w_in[:, :, 0] = self.w_in[s][:, :ien]
+        w_rec = np.zeros((nh, nh, self.synapses), np.int8)
         if self.w_rec is not None:
             w_rec[:, :, 0] = self.w_rec[s]
-        return dict(weights_in=w_in, weights_rec=w_rec, weights_out=self.w_out[s].astype(np.int8),
+        return dict(weights_in=w_in, weights_rec=w_rec, weights_out=self.w_out[s][nh - oen:].astype(np.int8),
                     dash_mem=self.dash_mem[s].astype(int), dash_mem_out=self.dash_mem_out[s].astype(int),
                     dash_syn=self.dash_syn[s].astype(int), dash_syn_2=self.dash_syn[s].astype(int),
                     dash_syn_out=self.dash_syn_out[s].astype(int),

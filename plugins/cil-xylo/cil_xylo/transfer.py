@@ -2,7 +2,13 @@ r"""Weight transfer: cil's network description onto a Xylo core's integer regist
 
 The network Xylo runs is ``Dense -> Neuron (hidden) -> Dense -> Neuron (output)``, both neuron
 layers with a synaptic current; the hidden layer may be recurrent and both may have biases.
-Every limit is read from the chip's declaration (:class:`~cil_xylo.chip.XyloChip`).
+Xylo IMU runs a chain ``Dense -> Neuron (hidden 0) -> Dense -> Neuron (hidden 1) [-> ...] ->
+Dense -> Neuron (output)``: the hidden layers are consecutive blocks ``[o_k, o_k + n_k)`` of one
+hidden population, the input synapses drive block 0, ``Dense`` ``k -> k+1`` is the block
+``[o_{k+1}.., o_k..]`` of the recurrent matrix (a layer's own recurrence its diagonal block), the
+output synapses leave from the last block (rockpool's IMU mapper's layout). The whole hidden
+population is quantized on one scale. Every limit is read from the chip's declaration
+(:class:`~cil_xylo.chip.XyloChip`).
 
 **Units.** Per population (hidden, output) with software weights :math:`W` (input gain :math:`g`
 folded in: :math:`\tilde W = gW`), threshold :math:`\theta`, decays :math:`\alpha, \beta`, the chip
@@ -58,18 +64,43 @@ __all__ = ["XyloLayout", "layout", "to_chip", "Transferred"]
 
 @dataclass(frozen=True)
 class XyloLayout:
-    """Which layers of a network the chip's parts hold."""
+    """Which layers of a network the chip's parts hold: ``dense[0]`` the input synapses,
+    ``dense[k]`` (``0 < k < L``) hidden layer ``k-1`` -> ``k`` (blocks of the recurrent matrix),
+    ``dense[L]`` the output synapses; ``hidden`` the ``L`` hidden neuron layers (one population,
+    in this order), ``output`` the output layer; ``*_index`` their positions in ``spec.layers``."""
 
-    dense_in: Dense
-    hidden: Neuron
-    hidden_index: int
-    dense_out: Dense
+    dense: tuple[Dense, ...]
+    hidden: tuple[Neuron, ...]
+    hidden_indices: tuple[int, ...]
     output: Neuron
     output_index: int
 
     @property
+    def dense_in(self) -> Dense:
+        return self.dense[0]
+
+    @property
+    def dense_out(self) -> Dense:
+        return self.dense[-1]
+
+    @property
+    def neurons(self) -> list[tuple[int, Neuron]]:
+        """``(index in spec.layers, neuron)`` of every neuron layer, the output last."""
+        return [*zip(self.hidden_indices, self.hidden), (self.output_index, self.output)]
+
+    @property
+    def blocks(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each hidden layer in the chip's hidden population."""
+        out, o = [], 0
+        for d in self.dense[:-1]:
+            out.append((o, o + d.out_features))
+            o += d.out_features
+        return out
+
+    @property
     def sizes(self) -> tuple[int, int, int]:
-        return self.dense_in.in_features, self.dense_in.out_features, self.dense_out.out_features
+        """Input channels, hidden neurons (all layers), output neurons."""
+        return self.dense_in.in_features, self.blocks[-1][1], self.dense_out.out_features
 
 
 def _title(layer: object) -> str:
@@ -86,16 +117,17 @@ def layout(spec: NetworkSpec, chip: XyloChip) -> XyloLayout:
         raise BackendCapacityError(f"{chip.name}: the input has shape {spec.input_shape}; the chip takes 1-D input "
                                    "channels: flatten the input")
     chain = " -> ".join(_title(l) for l in layers)
-    # sizes, a synaptic current in every neuron, one hidden population: the chip's declaration
+    # sizes, a synaptic current in every neuron, the number of hidden layers: the chip's declaration
     chip.requirements.check(spec)
-    if [type(l) for l in layers] != [Dense, Neuron, Dense, Neuron]:
+    if len(layers) < 4 or len(layers) % 2 or [type(l) for l in layers] != [Dense, Neuron] * (len(layers) // 2):
         raise BackendCapacityError(f"{chip.name}: the network is {chain}; the chip runs exactly {chip.chain}: build "
-                                   "the model as Linear, spiking layer, Linear, spiking layer")
-    dense_in, hidden, dense_out, output = layers  # type: ignore[misc]
-    hidden_index = next(i for i, l in enumerate(spec.layers) if l is hidden)  # by identity: layers hold tensors
-    lay = XyloLayout(dense_in, hidden, hidden_index, dense_out, output, len(spec.layers) - 1)  # type: ignore[arg-type]
-    for neuron, role in ((hidden, "hidden"), (output, "output")):
-        _check_neuron(neuron, role, chip)
+                                   "the model as Linear, spiking layer, Linear, spiking layer, ...")
+    dense, neurons = tuple(layers[0::2]), layers[1::2]
+    index = [next(i for i, l in enumerate(spec.layers) if l is n) for n in neurons]  # by identity: layers hold tensors
+    lay = XyloLayout(dense, tuple(neurons[:-1]), tuple(index[:-1]), neurons[-1], index[-1])  # type: ignore[arg-type]
+    for k, neuron in enumerate(lay.hidden):
+        _check_neuron(neuron, "hidden", chip)
+    _check_neuron(lay.output, "output", chip)
     return lay
 
 
@@ -134,8 +166,9 @@ def _vec(v: object, n: int) -> torch.Tensor:
 @dataclass
 class Transferred:
     """The result of :func:`to_chip`: the integer network, what it realises in software units
-    (``params`` keyed like the spec, ``neurons`` per neuron layer index), the realised spec, and
-    per population the membrane factor :math:`\\kappa` (chip units per software unit, ``[S, n]``)."""
+    (``params`` keyed like the spec, ``neurons`` per neuron layer index), the realised spec, per
+    population the membrane factor :math:`\\kappa` (chip units per software unit, ``[S, n]``), and
+    the hidden layers' ``(start, stop)`` blocks in the hidden population."""
 
     network: XyloNetwork
     params: dict[str, torch.Tensor]
@@ -143,32 +176,40 @@ class Transferred:
     spec: NetworkSpec
     kappa_hidden: np.ndarray
     kappa_output: np.ndarray
+    blocks: list[tuple[int, int]]
 
 
-def _population(chip: XyloChip, neuron: Neuron, n: int, mats: dict[str, torch.Tensor],
-                bias: torch.Tensor | None, S: int, where: str, round_decays: bool, target: int) -> dict:
-    """Quantize one population: ``mats`` are the matrices driving it, ``[S, n_post, n_pre]``."""
+def _population(chip: XyloChip, layers: list[tuple[Neuron, int, str]], mats: dict[str, torch.Tensor],
+                bias: torch.Tensor | None, S: int, round_decays: bool, target: int) -> dict:
+    """Quantize one population made of the neuron layers ``layers`` (``(neuron, size, where)``, in
+    the population's order): ``mats`` are the matrices driving it, ``[S, n_post, n_pre]``."""
     mode = "nearest" if round_decays else "refuse"
-    km, beta = chip.beta.realise(_vec(neuron.beta, n), where=where, chip=chip.name, mode=mode)
-    ks, alpha = chip.alpha.realise(_vec(neuron.alpha, n), where=where, chip=chip.name, mode=mode)
-    g = _vec(neuron.input_gain, n)
-    thr = _vec(neuron.threshold, n)
-    dta = neuron.synaptic_update == "decay-then-add"
-    a_fac = alpha if dta else torch.ones_like(alpha)  # kappa = s * a_fac
-    scaled = {k: m.double() * g.reshape(1, n, 1) for k, m in mats.items()}
-    pop = quantize_population(scaled, thr * a_fac, weight_bits=chip.weight_bits, shifts=chip.weight_shift,
-                              thresholds=chip.threshold, target=target, n_sets=S, where=where, chip=chip.name)
+    km, beta, ks, alpha, g, thr, a_fac = ([] for _ in range(7))
+    for neuron, n, where in layers:
+        k, b = chip.beta.realise(_vec(neuron.beta, n), where=where, chip=chip.name, mode=mode)
+        km.append(k), beta.append(b)
+        k, a = chip.alpha.realise(_vec(neuron.alpha, n), where=where, chip=chip.name, mode=mode)
+        ks.append(k), alpha.append(a)
+        g.append(_vec(neuron.input_gain, n))
+        thr.append(_vec(neuron.threshold, n))
+        # kappa = s * a_fac: decay-then-add currents are alpha times smaller than the chip's
+        a_fac.append(a if neuron.synaptic_update == "decay-then-add" else torch.ones_like(a))
+    km_, beta_, ks_, alpha_, g_, thr_, a_ = (torch.cat(v) for v in (km, beta, ks, alpha, g, thr, a_fac))
+    n = int(g_.numel())
+    scaled = {k: m.double() * g_.reshape(1, n, 1) for k, m in mats.items()}
+    pop = quantize_population(scaled, thr_ * a_, weight_bits=chip.weight_bits, shifts=chip.weight_shift,
+                              thresholds=chip.threshold, target=target, n_sets=S, where=layers[0][2], chip=chip.name)
     s = pop.scale.reshape(S, 1)  # [S, 1]
-    realised = {k: pop.realised(k) / g.reshape(1, n, 1) for k in mats}
-    thr_real = (pop.threshold / (s * a_fac.reshape(1, n)))  # [S, n]
+    realised = {k: pop.realised(k) / g_.reshape(1, n, 1) for k in mats}
+    thr_real = (pop.threshold / (s * a_.reshape(1, n)))  # [S, n]
     if bias is not None:
-        btil = bias.double() * g.reshape(1, n)
-        bc = chip.bias.clip(torch.round(s * alpha * btil / (1 - alpha)))
-        b_real = bc * (1 - alpha) / (s * alpha * g)
+        btil = bias.double() * g_.reshape(1, n)
+        bc = chip.bias.clip(torch.round(s * alpha_ * btil / (1 - alpha_)))
+        b_real = bc * (1 - alpha_) / (s * alpha_ * g_)
     else:
         bc, b_real = torch.zeros(S, n, dtype=torch.float64), None
-    return {"pop": pop, "realised": realised, "bias_code": bc, "bias_real": b_real, "beta": beta, "alpha": alpha,
-            "km": km, "ks": ks, "threshold": thr_real, "kappa": (s * a_fac.reshape(1, n)).numpy()}
+    return {"pop": pop, "realised": realised, "bias_code": bc, "bias_real": b_real, "beta": beta_, "alpha": alpha_,
+            "km": km_, "ks": ks_, "threshold": thr_real, "kappa": (s * a_.reshape(1, n)).numpy()}
 
 
 def to_chip(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int | None, chip: XyloChip, *,
@@ -179,36 +220,68 @@ def to_chip(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int |
     S = 1 if n_sets is None else n_sets
     lead = (lambda t: t.detach().unsqueeze(0)) if n_sets is None else (lambda t: t.detach())  # noqa: E731
     nin, nh, no = lay.sizes
-    h, o = lay.hidden, lay.output
-    # ---- hidden population: input synapses (+ recurrent synapses), bias
-    mats = {"in": lead(params[lay.dense_in.weight]).double()}  # [S, nh, nin]
-    rec = h.recurrent
-    if rec is not None:
-        w = lead(params[rec.weight]).double()
-        if rec.mode == "one-to-one":
-            w = torch.diag_embed(w)
-        if not rec.autapses:
-            w = w * (1 - torch.eye(nh, dtype=w.dtype))
-        mats["rec"] = w  # [S, post, pre]
-    b_in = lead(params[lay.dense_in.bias]).double() if lay.dense_in.bias else None
-    b_rec = lead(params[rec.bias]).double() if rec is not None and rec.bias else None
-    b_h = None if b_in is None and b_rec is None else \
-        (b_in if b_in is not None else 0) + (b_rec if b_rec is not None else 0)  # type: ignore[operator]
-    ph = _population(chip, h, nh, mats, b_h, S, f"the hidden layer '{h.name or lay.dense_in.weight}'",
-                     round_decays, threshold_target)
-    # ---- output population
+    blocks = lay.blocks
+    L = len(lay.hidden)
+    o = lay.output
+
+    def zeros(*shape: int) -> torch.Tensor:
+        return torch.zeros(S, *shape, dtype=torch.float64)
+
+    # ---- hidden population: input synapses into the first layer; the recurrent matrix holds each
+    # layer's own recurrent synapses (diagonal blocks) and layer k -> k+1 (blocks below the diagonal)
+    a0, z0 = blocks[0]
+    w_in = zeros(nh, nin)
+    w_in[:, a0:z0] = lead(params[lay.dense_in.weight]).double()
+    mats = {"in": w_in}
+    recs = [n.recurrent for n in lay.hidden]
+    has_rec = L > 1 or any(r is not None for r in recs)
+    b_h = zeros(nh) if any(d.bias for d in lay.dense[:-1]) or any(r is not None and r.bias for r in recs) else None
+    b_rec: dict[int, torch.Tensor] = {}
+    if has_rec:
+        w_rec = zeros(nh, nh)  # [S, post, pre]
+        for k, (a, z) in enumerate(blocks):
+            if k > 0:
+                pa, pz = blocks[k - 1]
+                w_rec[:, a:z, pa:pz] = lead(params[lay.dense[k].weight]).double()
+            rec = recs[k]
+            if rec is not None:
+                w = lead(params[rec.weight]).double()
+                if rec.mode == "one-to-one":
+                    w = torch.diag_embed(w)
+                if not rec.autapses:
+                    w = w * (1 - torch.eye(z - a, dtype=w.dtype))
+                w_rec[:, a:z, a:z] = w
+        mats["rec"] = w_rec
+    for k, (a, z) in enumerate(blocks):
+        if b_h is None:
+            break
+        if lay.dense[k].bias:
+            b_h[:, a:z] += lead(params[lay.dense[k].bias]).double()
+        if recs[k] is not None and recs[k].bias:  # type: ignore[union-attr]
+            b_rec[k] = lead(params[recs[k].bias]).double()  # type: ignore[union-attr]
+            b_h[:, a:z] += b_rec[k]
+
+    def named(n: Neuron, d: Dense, role: str) -> str:
+        return f"the {role} layer '{n.name or d.weight}'"
+
+    ph = _population(chip, [(n, z - a, named(n, lay.dense[k], "hidden")) for k, (n, (a, z))
+                            in enumerate(zip(lay.hidden, blocks))], mats, b_h, S, round_decays, threshold_target)
+    # ---- output population: the output synapses leave from the last hidden layer
+    aL, zL = blocks[-1]
+    w_out = zeros(no, nh)
+    w_out[:, :, aL:zL] = lead(params[lay.dense_out.weight]).double()
     b_o = lead(params[lay.dense_out.bias]).double() if lay.dense_out.bias else None
-    po = _population(chip, o, no, {"out": lead(params[lay.dense_out.weight]).double()}, b_o, S,
-                     f"the output layer '{o.name or lay.dense_out.weight}'", round_decays, threshold_target)
+    po = _population(chip, [(o, no, named(o, lay.dense_out, "output"))], {"out": w_out}, b_o, S, round_decays,
+                     threshold_target)
 
     def np8(t: torch.Tensor) -> np.ndarray:
         return t.numpy().astype(np.int8)
 
     popH, popO = ph["pop"], po["pop"]
     net = XyloNetwork(
-        w_in=np8(popH.codes["in"].transpose(1, 2)), w_rec=np8(popH.codes["rec"].transpose(1, 2)) if rec else None,
+        w_in=np8(popH.codes["in"].transpose(1, 2)), w_rec=np8(popH.codes["rec"].transpose(1, 2)) if has_rec else None,
         w_out=np8(popO.codes["out"].transpose(1, 2)),
-        shift_in=popH.shifts["in"].numpy().reshape(S), shift_rec=(popH.shifts["rec"].numpy().reshape(S) if rec
+        shift_in=popH.shifts["in"].numpy().reshape(S), shift_rec=(popH.shifts["rec"].numpy().reshape(S) if has_rec
                                                                   else np.zeros(S, np.int64)),
         shift_out=popO.shifts["out"].numpy().reshape(S),
         dash_mem=np.broadcast_to(ph["km"].numpy(), (S, nh)).copy(), dash_syn=np.broadcast_to(ph["ks"].numpy(), (S, nh)).copy(),
@@ -216,7 +289,9 @@ def to_chip(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int |
         dash_mem_out=np.broadcast_to(po["km"].numpy(), (S, no)).copy(),
         dash_syn_out=np.broadcast_to(po["ks"].numpy(), (S, no)).copy(),
         threshold_out=popO.threshold.numpy().astype(np.int64).reshape(S, no),
-        bias_out=po["bias_code"].numpy().astype(np.int64))
+        bias_out=po["bias_code"].numpy().astype(np.int64),
+        n_ien=(z0 - a0) if chip.first_hidden is not None else None,
+        n_oen=(zL - aL) if chip.last_hidden is not None else None, synapses=chip.synapses)
     # ---- what the chip realises, in software units, shaped as the caller's tensors
     unlead = (lambda t: t[0]) if n_sets is None else (lambda t: t)  # noqa: E731
     out: dict[str, torch.Tensor] = {}
@@ -224,24 +299,30 @@ def to_chip(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int |
     def put(name: str, t: torch.Tensor) -> None:
         out[name] = unlead(t).to(params[name].dtype)
 
-    put(lay.dense_in.weight, ph["realised"]["in"])
-    if rec is not None:
-        w = ph["realised"]["rec"]
-        put(rec.weight, torch.diagonal(w, dim1=-2, dim2=-1) if rec.mode == "one-to-one" else w)
-        if rec.bias:
-            put(rec.bias, b_rec)  # type: ignore[arg-type]  (the chip holds the sum; the split keeps b_rec)
-    if lay.dense_in.bias:
-        put(lay.dense_in.bias, ph["bias_real"] - (b_rec if b_rec is not None else 0))
-    put(lay.dense_out.weight, po["realised"]["out"])
+    put(lay.dense_in.weight, ph["realised"]["in"][:, a0:z0])
+    for k, (a, z) in enumerate(blocks):
+        if k > 0:
+            pa, pz = blocks[k - 1]
+            put(lay.dense[k].weight, ph["realised"]["rec"][:, a:z, pa:pz])
+        rec = recs[k]
+        if rec is not None:
+            w = ph["realised"]["rec"][:, a:z, a:z]
+            put(rec.weight, torch.diagonal(w, dim1=-2, dim2=-1) if rec.mode == "one-to-one" else w)
+            if rec.bias:
+                put(rec.bias, b_rec[k])  # the chip holds the sum; the split keeps b_rec
+        if lay.dense[k].bias:
+            put(lay.dense[k].bias, ph["bias_real"][:, a:z] - b_rec.get(k, 0))
+    put(lay.dense_out.weight, po["realised"]["out"][:, :, aL:zL])
     if lay.dense_out.bias:
         put(lay.dense_out.bias, po["bias_real"])
     neurons = {}
     layers = list(spec.layers)
-    for idx, p, neuron in ((lay.hidden_index, ph, h), (lay.output_index, po, o)):
-        thr = p["threshold"]
-        neurons[idx] = {"beta": p["beta"], "alpha": p["alpha"], "threshold": thr}
-        beta = p["beta"]
-        alpha = p["alpha"]
+    parts = [(idx, ph, n, a, z) for idx, n, (a, z) in zip(lay.hidden_indices, lay.hidden, blocks)]
+    parts.append((lay.output_index, po, o, 0, no))
+    for idx, p, neuron, a, z in parts:
+        thr = p["threshold"][:, a:z]
+        beta, alpha = p["beta"][a:z], p["alpha"][a:z]
+        neurons[idx] = {"beta": beta, "alpha": alpha, "threshold": thr}
         new = {"beta": float(beta[0]) if bool((beta == beta[0]).all()) else beta.float(),
                "alpha": float(alpha[0]) if bool((alpha == alpha[0]).all()) else alpha.float()}
         if bool(torch.allclose(thr, thr.reshape(-1)[:1].expand_as(thr), rtol=1e-9, atol=0)):
@@ -253,7 +334,7 @@ def to_chip(spec: NetworkSpec, params: Mapping[str, torch.Tensor], n_sets: int |
     changed = any(a is not b for a, b in zip(layers, spec.layers))  # by identity: layers hold tensors
     real_spec = spec if not changed else NetworkSpec(tuple(layers), spec.input_shape, spec.source,
                                                                      spec.synapse_calls)
-    return Transferred(net, out, neurons, real_spec, ph["kappa"], po["kappa"])
+    return Transferred(net, out, neurons, real_spec, ph["kappa"], po["kappa"], blocks)
 
 
 def _differs(a: object, b: object) -> bool:
