@@ -154,8 +154,9 @@ The offset's law is symmetric, :math:`P(d) = P(-d)`, and every index :math:`m'` 
 families of pre-images, :math:`m' + 2nk` and :math:`-1 - m' + 2nk` (distinct: :math:`2m' + 1` is odd), so
 :math:`q(m \\to m') = \\sum_k [P(m' - m + 2nk) + P(-1 - m' - m + 2nk)] = q(m' \\to m)`: the proposal is
 symmetric (reflecting about the end values themselves, :math:`x \\mapsto -x`, would not be: an end value
-has one family of pre-images only, and would be proposed half as often as it is left). The prior is uniform over the held values, so the acceptance is again
-:math:`\\min(1, L(\\theta')/L(\\theta))`. The step :math:`s_j` is in index units (start
+has one family of pre-images only, and would be proposed half as often as it is left). The prior is
+uniform over the held values, so the acceptance is again :math:`\\min(1, L(\\theta')/L(\\theta))`.
+The step :math:`s_j` is in index units (start
 ``NEURON_INDEX_STEP`` = 0.5: mostly one value up or down; adapted like the others, capped at
 ``NEURON_INDEX_STEP_MAX`` = 4; ``neuron_steps`` applies to the continuous fields). A start the chip does
 not hold is refused before the first chip call, naming the nearest held values (unless the backend
@@ -492,7 +493,8 @@ class MetropolisHastings(Algorithm):
     def _held_move(self, out: torch.Tensor, cur: torch.Tensor, pick: torch.Tensor, step: torch.Tensor | float,
                    eps: torch.Tensor) -> torch.Tensor:
         """``out`` with the entries of ``pick`` that lie on a finite domain replaced by a move over the
-        held values (module doc): from index :math:`i`, :math:`d = \\mathrm{sign}(\\epsilon)(1 + \\lfloor s|\\epsilon| \\rfloor)`,
+        held values (module doc): from index :math:`i`,
+        :math:`d = \\mathrm{sign}(\\epsilon)(1 + \\lfloor s|\\epsilon| \\rfloor)`,
         the index :math:`i + d` reflected into :math:`0..n-1` about :math:`-\\tfrac12` and :math:`n - \\tfrac12`."""
         tid = self.table_id[pick]
         offset = torch.sign(eps) * (1.0 + torch.floor(torch.as_tensor(step, dtype=eps.dtype) * eps.abs()))
