@@ -5,7 +5,12 @@
    the software pass with backward (BPTT) of each. Target: ratio <= 1.1.
 2. Metropolis-Hastings proposals scored per second on the ideal backend (breast-cancer
    62-32-2 network, whole training set per proposal), one backend call per proposal vs all
-   chains' proposals in one batched call.
+   chains' proposals in one batched call; whether both contenders' chains ended bit for bit
+   equal; and where the batched step's CPU time goes: the first layer's matrix products (one
+   ``mm`` per set and time step, as a single network computes them, so that every set equals a
+   one-network run bit for bit), the rest of the chip call (neuron loops, second layer, transfer,
+   validation) and the step outside the call (proposals, likelihood). ``speedup_ceiling`` is the
+   speed-up batching would reach if the batched step cost nothing but those products.
 
 Timings interleave the contenders (A, B, A, B, ...) and report medians, so that a noisy
 machine hurts both alike (``harness.interleaved``); the MH part also reports CPU seconds of this
@@ -27,6 +32,8 @@ from torch import nn
 
 import cil_core as cil
 from cil_core.data.breast_cancer import load_breast_cancer_spikes
+from cil_core.data import as_dense
+from cil_core.kernels import synapse
 from cil_snntorch import run_native
 from harness import add_output_args, interleaved, print_table, write_json
 
@@ -88,8 +95,48 @@ def mh_throughput(repeats: int, chains: int) -> dict:
                   "cpu_seconds_per_step": cpu[k], "proposals_per_cpu_second": chains / cpu[k]}
     out["speedup"] = t["one_call_per_proposal"] / t["batched"]
     out["cpu_speedup"] = cpu["one_call_per_proposal"] / cpu["batched"]
+    (ta, _), (tb, _) = trainers["one_call_per_proposal"], trainers["batched"]
+    out["same_chains"] = bool(ta.algorithm.n_steps == tb.algorithm.n_steps
+                              and torch.equal(ta.algorithm.theta, tb.algorithm.theta)
+                              and torch.equal(ta.algorithm.logpost, tb.algorithm.logpost))
+    out["batched_step_cpu_ms"] = parts = _batched_step_parts(tb, trainers["batched"][1], repeats, chains)
+    out["speedup_ceiling"] = cpu["one_call_per_proposal"] / (parts["first_layer_products"] / 1e3)
     out["setting"] = f"62-32-2 LIF, T=16, {len(data.train)} samples per proposal, {chains} chains"
     return out
+
+
+def _batched_step_parts(tr: cil.Trainer, batch: tuple, repeats: int, chains: int) -> dict[str, float]:
+    """CPU milliseconds (medians, interleaved) of the batched step; of its chip call; of the first
+    layer's per-set products inside that call (``synapse.dense_shared``, what ``simulate`` runs for a
+    leading dense layer with parameter sets); and of the step with the chip call answered by a stored
+    observation (proposals, likelihood, bookkeeping). ``rest_of_chip_call`` is the call less the
+    products (neuron loops, second layer, transfer, validation)."""
+    alg, spec, session = tr.algorithm, tr.network.spec, tr.session
+    x = as_dense(batch[0])
+    params = {k: v.contiguous() for k, v in alg.parameter_sets(alg.theta).items()}  # as a transfer holds them
+    first = spec.layers[0]
+    w, b = params[first.weight], None if first.bias is None else params[first.bias]
+    stored = session.run(spec, params, x, n_sets=chains)
+
+    def products() -> None:
+        with torch.no_grad():
+            synapse.dense_shared(first, x, w, b)
+
+    def without_chip() -> None:
+        session.run = lambda *a, **k: stored  # type: ignore[method-assign]
+        try:
+            alg.step(tr.state, batch)
+        finally:
+            del session.run
+
+    t = interleaved({"step": lambda: alg.step(tr.state, batch),
+                     "chip_call": lambda: session.run(spec, params, x, n_sets=chains),
+                     "first_layer_products": products, "outside_chip_call": without_chip},
+                    repeats, warmup=1, clock=time.process_time)
+    ms = {k: v * 1e3 for k, v in t.items()}
+    return {"step": ms["step"], "first_layer_products": ms["first_layer_products"],
+            "rest_of_chip_call": ms["chip_call"] - ms["first_layer_products"],
+            "outside_chip_call": ms["outside_chip_call"]}
 
 
 def main() -> None:
@@ -114,7 +161,14 @@ def main() -> None:
                 [[k, f"{mh[k]['proposals_per_second']:.1f}", f"{mh[k]['proposals_per_cpu_second']:.1f}"]
                  for k in ("one_call_per_proposal", "batched")]
                 + [["batching speed-up", f"{mh['speedup']:.2f}x", f"{mh['cpu_speedup']:.2f}x"]],
-                f"MH proposals scored per second ({mh['setting']}, ideal backend)")
+                f"MH proposals scored per second ({mh['setting']}, ideal backend; "
+                f"same chains bit for bit: {mh['same_chains']})")
+    parts = mh["batched_step_cpu_ms"]
+    print_table(["part of the batched step", "CPU ms", "share"],
+                [[k, f"{parts[k]:.2f}", f"{parts[k] / parts['step']:.0%}"]
+                 for k in ("first_layer_products", "rest_of_chip_call", "outside_chip_call", "step")]
+                + [["speed-up ceiling (step = first-layer products only)", f"{mh['speedup_ceiling']:.2f}x", ""]],
+                "Where the batched MH step goes (CPU, medians)")
     write_json(a.out / "overhead.json", result)
 
 

@@ -169,3 +169,16 @@ def test_nmnist_60k_streams_vary_and_round_trip_through_tonics_reader(tmp_path):
         assert len(ev) > 500 and ev["x"].max() < 34
     finally:
         sys.path.remove(str(BENCH))
+
+
+def test_overhead_mh_part_checks_its_contenders_and_splits_the_batched_step():
+    """benchmarks/overhead.py's MH part (2 chains, 1 repeat): the batched and one-call-per-proposal
+    trainers end with the same chains bit for bit, and the batched step is split into the first
+    layer's per-set products, the rest of the chip call and the step outside it."""
+    torch.set_num_threads(1)
+    mh = load("overhead").mh_throughput(repeats=1, chains=2)
+    assert mh["same_chains"] is True
+    parts = mh["batched_step_cpu_ms"]
+    assert all(v > 0 for v in parts.values()), parts
+    assert parts["step"] > parts["first_layer_products"]
+    assert mh["speedup_ceiling"] > 0 and mh["batched"]["proposals_per_second"] > 0

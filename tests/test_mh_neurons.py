@@ -208,3 +208,132 @@ def test_a_checkpoint_from_before_neuron_moves_resumes_with_them_fixed(breast_ca
     for k, v in ref.network.detached_parameters().items():
         assert torch.equal(v, resumed.network.detached_parameters()[k]), k
     assert torch.equal(ref.network.detached_parameters()["1.threshold"], torch.ones(16))
+
+
+# ------------------------------------------------------------------ a chip's finite domain (Xylo's bit-shift decays)
+def _xylo_synaptic(beta, *, learn_alpha: bool = False, learn_threshold: bool = False, seed: int = 0) -> nn.Module:
+    """16 -> 16 -> 2 snntorch Synaptic with a trained (per-neuron when ``beta`` is a tensor) hidden beta."""
+    torch.manual_seed(seed)
+    hidden = snn.Synaptic(alpha=torch.full((16,), 0.5) if learn_alpha else 0.5, beta=beta, learn_beta=True,
+                          learn_alpha=learn_alpha, threshold=torch.ones(16) if learn_threshold else 1.0,
+                          learn_threshold=learn_threshold, init_hidden=True)
+    return nn.Sequential(nn.Linear(16, 16, bias=False), hidden, nn.Linear(16, 2, bias=False),
+                         snn.Synaptic(alpha=0.5, beta=0.875, init_hidden=True, output=True))
+
+
+@pytest.fixture(scope="module")
+def data16():
+    pytest.importorskip("cil_xylo")
+    from cil_core.data.breast_cancer import load_breast_cancer_pca
+
+    split = load_breast_cancer_pca(12, seed=0)
+    return split.train.subset(torch.arange(120)), split.test
+
+
+def _held(values: torch.Tensor, table: list[float]) -> bool:
+    t = torch.tensor(table, dtype=values.dtype)
+    return bool((values.reshape(-1, 1) == t).any(-1).all())
+
+
+@pytest.mark.parametrize("proposal", ["block", "random-walk"])
+def test_mh_moves_a_trained_beta_on_xylo_over_the_decays_the_chip_holds(data16, proposal):
+    """A trained beta (per neuron, with a trained alpha and threshold beside it) on Xylo, whose decays
+    are 1 - 2^-k: MH proposes only such values (every proposal checked), the fit runs to the end (it
+    used to stop at the first neuron move with "beta=0.862 ... nearest 0.75 and 0.875"), beta moves,
+    and the deployed network holds decays the chip runs exactly."""
+    from cil_xylo import XyloBackend
+
+    train, test = data16
+    chip = XyloBackend()
+    decays = chip.chip.beta.values()
+    beta0 = torch.tensor([decays[k] for k in (1, 2, 3, 4) * 4])
+    net = cil.wrap(_xylo_synaptic(beta0, learn_alpha=True, learn_threshold=True))
+    tr = cil.Trainer(net, chip, "mh", seed=0, chains=4, burn_in=8, adapt_every=4, init="network",
+                     proposal=proposal, neuron_share=0.5)
+    alg = tr.algorithm
+    seen: list[torch.Tensor] = []
+    propose = alg._propose_block if proposal == "block" else alg._propose_random_walk
+
+    def spy(g):
+        out = propose(g)
+        seen.append(out[0].clone())
+        return out
+
+    if proposal == "block":
+        alg._propose_block = spy
+    else:
+        alg._propose_random_walk = spy
+    tr.fit(train, steps=16)
+    assert len(seen) == 16
+    fields = dict(zip(alg.nfields, alg.nblocks))
+    assert set(fields) == {"beta", "alpha", "threshold"}
+    assert set(alg.tables) == {alg.nfields.index("beta"), alg.nfields.index("alpha")}  # Xylo's thresholds: scaled
+    for prop in seen:
+        assert _held(prop[:, fields["beta"]], decays)
+        assert _held(prop[:, fields["alpha"]], chip.chip.alpha.values())
+        assert bool((prop[:, fields["threshold"]] > 0).all())
+    moved = torch.stack(seen)[:, :, fields["beta"]] != beta0
+    assert bool(moved.any()), "no proposal moved beta"
+    beta = net.detached_parameters()["1.beta"]
+    assert _held(beta, decays) and _held(net.detached_parameters()["1.alpha"], chip.chip.alpha.values())
+    dep = cil.HardwareSession(XyloBackend()).transfer(net.spec, net.detached_parameters())  # no refusal
+    assert torch.equal(torch.as_tensor(dep.chip["neurons"][1]["beta"], dtype=beta.dtype), beta)
+    assert 0.0 <= tr.evaluate(test)["accuracy"] <= 1.0
+
+
+def test_the_walk_over_held_values_is_symmetric_its_flat_target_is_uniform(data16):
+    """Every proposal accepted (a flat likelihood, the uniform prior over held values): a symmetric
+    proposal leaves the uniform distribution over the 16 held decays invariant, a biased one (e.g.
+    clamped at the ends) does not. 4000 moves of 16 entries x 5 chains from one value: every decay
+    is visited within 20 % of the uniform frequency, the ends included."""
+    from cil_xylo import XyloBackend
+
+    train, _ = data16
+    chip = XyloBackend()
+    decays = chip.chip.beta.values()
+    tr = cil.Trainer(cil.wrap(_xylo_synaptic(torch.full((16,), 0.875))), chip, "mh", seed=0, chains=5,
+                     init="network", neuron_share=1.0)
+    alg = tr.algorithm
+    alg.setup(tr.state, train)
+    assert tr.session.stats.calls == 0  # the set-up (init="network") called no chip
+    alg.scale[len(alg.blocks):] = 1.5  # offsets of 1 to 4 values
+    g = torch.Generator().manual_seed(0)
+    blk = alg.nblocks[0]
+    counts = torch.zeros(len(decays))
+    table = torch.tensor(decays, dtype=alg.theta.dtype)
+    for i in range(4000):
+        prop, _, _ = alg._propose_block(g)
+        alg.theta = prop
+        if i >= 200:
+            counts += (prop[:, blk].reshape(-1, 1) == table).sum(0)
+    assert counts.sum() == 3800 * 5 * 16
+    freq = counts / counts.sum()
+    assert bool(((freq - 1 / 16).abs() < 0.2 / 16).all()), freq
+
+
+def test_a_trained_beta_the_chip_cannot_hold_is_refused_before_the_first_call(data16):
+    """A beta trained to a value Xylo does not hold after the network was wrapped (the capacity check
+    saw the held one): MH refuses it at set-up, before any chip call, naming the nearest held decays
+    and the option that rounds; with ``round_decays=True`` it runs, and ends on a held value."""
+    from cil_core.errors import BackendCapacityError
+    from cil_xylo import XyloBackend
+
+    train, _ = data16
+
+    def trained_offline() -> cil.WrappedNetwork:  # wrapped with a held beta, then trained (e.g. offline) to 0.9
+        net = cil.wrap(_xylo_synaptic(0.875))
+        with torch.no_grad():
+            net.module[1].beta.fill_(0.9)
+        return net
+
+    tr = cil.Trainer(trained_offline(), XyloBackend(), "mh", seed=0, chains=2)
+    with pytest.raises(BackendCapacityError, match=r"MH moves the trained beta '1.beta' over the values the chip "
+                                                   r"holds.*beta=0\.9.*0\.875 \(k=3\) and 0\.9375 \(k=4\).*round_decays=True"):
+        tr.fit(train, steps=2)
+    assert tr.session.stats.calls == 0
+    # a chip that rounds runs the nearest value (and says so); the moves then land on held values
+    chip = XyloBackend(round_decays=True)
+    tr = cil.Trainer(trained_offline(), chip, "mh", seed=0, chains=2, init="network", neuron_share=1.0)
+    with pytest.warns(UserWarning, match="nearest value it holds"):
+        tr.fit(train, steps=3)
+    assert _held(tr.network.detached_parameters()["1.beta"], chip.chip.beta.values())

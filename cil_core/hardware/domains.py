@@ -308,6 +308,8 @@ class HeldParameter:
     one value) or ``"per-neuron"`` (one value per neuron; also holds a per-layer value).
     ``domain``: the values the chip realises (``None``: any value in the parameter's valid range,
     :math:`0 \\le \\beta, \\alpha \\le 1`, :math:`\\theta > 0`); the backend's transfer applies it.
+    A domain with a ``values()`` method (:class:`ShiftDecay`) is a finite set of software values:
+    MH proposes the field on those values only (:mod:`cil_core.training.mh`).
     ``note``: what happens to the value on the chip (e.g. "with the chip's mismatch"), shown in
     the documentation tables."""
 

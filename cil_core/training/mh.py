@@ -112,30 +112,57 @@ default) scores every step on all the data given to the step.
 :class:`~cil_core.network.neuron.NeuronParameter`: snntorch ``learn_beta``, ``learn_threshold``, ...).
 With ``neuron_share`` :math:`q > 0` (default 0.25) they are sampled with the weights: in a block step each
 chain moves, with probability :math:`q`, one trained neuron tensor :math:`j` (drawn uniformly;
-:math:`k = \min(\text{block\_size}, D_j)` of its entries) instead of a synaptic layer, by a move that
+:math:`k = \\min(\\text{block\\_size}, D_j)` of its entries) instead of a synaptic layer, by a move that
 never leaves the field's valid range,
 
 .. math::
 
-    \beta'_i &= \mathrm{fold}(\beta_i + s_j \epsilon_i), \qquad
-        \mathrm{fold}(x) = 1 - |1 - (x \bmod 2)| \in [0, 1]
-        &&(\beta,\ \alpha:\ \text{reflected at 0 and 1})\\
-    \theta'_i &= \theta_i\, e^{s_j \epsilon_i} > 0
-        &&(\text{threshold, spike amplitude: a step of the logarithm})
+    \\beta'_i &= \\mathrm{fold}(\\beta_i + s_j \\epsilon_i), \\qquad
+        \\mathrm{fold}(x) = 1 - |1 - (x \\bmod 2)| \\in [0, 1]
+        &&(\\beta,\\ \\alpha:\\ \\text{reflected at 0 and 1})\\\\
+    \\theta'_i &= \\theta_i\\, e^{s_j \\epsilon_i} > 0
+        &&(\\text{threshold, spike amplitude: a step of the logarithm})
 
-with :math:`\epsilon_i \sim \mathcal N(0, 1)` and its own step size :math:`s_j`, starting at
+with :math:`\\epsilon_i \\sim \\mathcal N(0, 1)` and its own step size :math:`s_j`, starting at
 ``neuron_steps[field]`` (0.02 for β and α, 0.05 for the threshold and the spike amplitude, i.e. about 5 %)
 and adapted during burn-in like a layer's step, capped at 0.5 (β, α) and 1.0 (log scale). The prior is
-uniform on :math:`[0, 1]` for β and α and uniform in :math:`\log\theta` for the threshold and the spike
-amplitude (scale-free; :math:`p(\theta) \propto 1/\theta`); the reflected move is symmetric and the
-log-normal move's Hastings factor :math:`\theta'/\theta` cancels that prior's ratio, so the acceptance
-stays :math:`\min(1, L(\theta')/L(\theta))` in them (the Gaussian weight prior covers the weights only).
+uniform on :math:`[0, 1]` for β and α and uniform in :math:`\\log\\theta` for the threshold and the spike
+amplitude (scale-free; :math:`p(\\theta) \\propto 1/\\theta`); the reflected move is symmetric and the
+log-normal move's Hastings factor :math:`\\theta'/\\theta` cancels that prior's ratio, so the acceptance
+stays :math:`\\min(1, L(\\theta')/L(\\theta))` in them (the Gaussian weight prior covers the weights only).
 The chains start from the values the layers use (the library's clamp applied, e.g. snntorch's β clipped
 to [0, 1]); a value outside its range at the start is refused by name. The random walk moves every
 neuron entry each step the same way, with :math:`s_j` times the chain's step factor
 :math:`s_c/s_0`. A chip holds one neuron parameter value for all parameter sets of a call, so sets
 whose neuron parameters differ are scored in separate requests, one per distinct value (up to
 ``2 * chains`` calls per step instead of one). ``neuron_share=0`` keeps them fixed, as before.
+
+*On a chip's finite domain.* A backend that holds a field only on a finite set of values
+:math:`v_0 < v_1 < \\dots < v_{n-1}` (its ``neuron_parameters[field].domain`` has ``values()``, e.g. Xylo's
+bit-shift decays :math:`\\beta = 1 - 2^{-k}`, a :class:`~cil_core.hardware.domains.ShiftDecay`) gets
+proposals on those values only, a discrete random walk over their indices: from :math:`\\beta_i = v_{m}`,
+
+.. math::
+
+    d_i = \\mathrm{sign}(\\epsilon_i)\\,\\big(1 + \\lfloor s_j |\\epsilon_i| \\rfloor\\big),\\qquad
+    \\beta'_i = v_{r(m + d_i)},\\qquad
+    r(x) = \\begin{cases} y & y < n\\\\ 2n - 1 - y & y \\ge n\\end{cases},\\ y = x \\bmod 2n
+
+(:math:`\\epsilon_i \\sim \\mathcal N(0, 1)`; :math:`r` reflects the index about :math:`-\\tfrac12` and
+:math:`n - \\tfrac12`, so a step past an end stays at or comes back from it; :math:`n = 1`: the value stays).
+The offset's law is symmetric, :math:`P(d) = P(-d)`, and every index :math:`m'` has exactly two
+families of pre-images, :math:`m' + 2nk` and :math:`-1 - m' + 2nk` (distinct: :math:`2m' + 1` is odd), so
+:math:`q(m \\to m') = \\sum_k [P(m' - m + 2nk) + P(-1 - m' - m + 2nk)] = q(m' \\to m)`: the proposal is
+symmetric (reflecting about the end values themselves, :math:`x \\mapsto -x`, would not be: an end value
+has one family of pre-images only, and would be proposed half as often as it is left). The prior is
+uniform over the held values, so the acceptance is again :math:`\\min(1, L(\\theta')/L(\\theta))`.
+The step :math:`s_j` is in index units (start
+``NEURON_INDEX_STEP`` = 0.5: mostly one value up or down; adapted like the others, capped at
+``NEURON_INDEX_STEP_MAX`` = 4; ``neuron_steps`` applies to the continuous fields). A start the chip does
+not hold is refused before the first chip call, naming the nearest held values (unless the backend
+rounds it, e.g. Xylo's ``round_decays=True``: the moves then land on held values), and a deployed
+posterior mean holds each such entry's nearest held value. Fields whose domain is not a finite set
+(Xylo's thresholds, scaled onto the integer grid by the transfer) move as above.
 
 ``proposal="random-walk", init="auto", deploy_by="posterior"`` is cil's earlier sampler, step for
 step.
@@ -152,7 +179,7 @@ import torch
 
 from ..data import SpikeData, as_dense
 from ..data.stream import BatchStream
-from ..errors import CilError, OptionError, SpecError
+from ..errors import BackendCapacityError, CilError, OptionError, SpecError
 from ..network.description import Neuron, check_neuron_ranges
 from ..network.neuron import NEURON_PARAMETER_FIELDS
 from .algorithm import Algorithm, StepResult, TrainState
@@ -171,6 +198,9 @@ LOGIT_SPREAD = 1.0
 NEURON_STEPS = {"beta": 0.02, "alpha": 0.02, "threshold": 0.05, "spike_amplitude": 0.05}
 #: the largest step a neuron field's step may be set to or adapt to
 NEURON_STEP_MAX = {"beta": 0.5, "alpha": 0.5, "threshold": 1.0, "spike_amplitude": 1.0}
+#: initial and largest step, in index units, of a neuron field on a finite domain (a walk over the held values)
+NEURON_INDEX_STEP = 0.5
+NEURON_INDEX_STEP_MAX = 4.0
 #: neuron fields held in [0, 1] (the others are positive)
 _UNIT_INTERVAL = ("beta", "alpha")
 
@@ -221,7 +251,8 @@ class MetropolisHastings(Algorithm):
     0 keeps the neuron parameters fixed; no effect on a model without them), ``neuron_steps`` (initial step per
     neuron field, ``{"beta": 0.02, "alpha": 0.02, "threshold": 0.05, "spike_amplitude": 0.05}`` for the fields
     not given: absolute for beta and alpha, of the logarithm for threshold and spike amplitude; at most 0.5 and
-    1.0).
+    1.0; a field the backend holds on a finite set of values moves over those values instead, its step in
+    index units, see the module doc).
 
     Chip requests per fit: ``init="calibrate"``: one request of ``len(init_gains)`` sets per
     synaptic layer (on at most 256 samples; only the output layer's on a backend that does not
@@ -346,7 +377,7 @@ class MetropolisHastings(Algorithm):
             self.blocks.append(torch.cat([torch.arange(offset[n][0], offset[n][0] + offset[n][1]) for n in tensors]))
             self.block_neuron.append(neuron_pos.get(driven[i]) if i in driven else None)
         self.block_sizes = [len(b) for b in self.blocks]
-        self._layout_neurons(spec, offset, start)
+        self._layout_neurons(spec, offset, start, getattr(state.session.backend, "neuron_parameters", None))
         L = len(self.blocks)
         if self.layer_choice == "uniform" or L == 1:
             p = torch.full((L,), 1.0 / L)
@@ -359,10 +390,14 @@ class MetropolisHastings(Algorithm):
             p = (p / p.sum()).float()
         self.layer_p = p
 
-    def _layout_neurons(self, spec: Any, offset: dict[str, tuple[int, int]], dim: int) -> None:
+    def _layout_neurons(self, spec: Any, offset: dict[str, tuple[int, int]], dim: int,
+                        held: dict[str, Any] | None = None) -> None:
         """The trained neuron tensors: their flat indices (``nblocks``), fields, which entries are
         positive (threshold, spike amplitude) and their steps; ``neuron_moves``: whether MH moves
-        them (``neuron_share > 0``; otherwise they stay fixed)."""
+        them (``neuron_share > 0``; otherwise they stay fixed). ``held``: the backend's
+        ``neuron_parameters``; a field whose domain is a finite set of values (a domain with
+        ``values()``, e.g. :class:`~cil_core.hardware.domains.ShiftDecay`) is moved over those values
+        (``tables``: ``{tensor position: ascending held values}``), its step in index units."""
         self.nblocks: list[torch.Tensor] = []
         self.nfields: list[str] = []
         self._nparams: list[tuple[str, Any]] = []
@@ -379,11 +414,27 @@ class MetropolisHastings(Algorithm):
         self.weight_mask[self.nidx] = False
         self.positive = torch.zeros(dim, dtype=torch.bool, device=device)
         entry_step, entry_max = torch.zeros(dim), torch.zeros(dim)
-        for blk, f in zip(self.nblocks, self.nfields):
+        #: the held values of every neuron tensor on a finite domain, and which tensor each entry belongs to
+        self.tables: dict[int, torch.Tensor] = {}
+        self.domains: dict[int, Any] = {}
+        self.table_id = torch.full((dim,), -1, dtype=torch.long, device=device)
+        steps0, caps = [], []
+        for j, (blk, f) in enumerate(zip(self.nblocks, self.nfields)):
             self.positive[blk.to(device)] = f not in _UNIT_INTERVAL
-            entry_step[blk], entry_max[blk] = self.neuron_steps[f], NEURON_STEP_MAX[f]
-        self.nstep0 = torch.tensor([self.neuron_steps[f] for f in self.nfields], dtype=torch.float32).to(device)
-        self.nstep_max = torch.tensor([NEURON_STEP_MAX[f] for f in self.nfields], dtype=torch.float32).to(device)
+            domain = getattr((held or {}).get(f), "domain", None)
+            values = getattr(domain, "values", None)
+            if callable(values):  # a finite domain: a walk over the indices of its values (module doc)
+                self.tables[j] = torch.tensor(sorted(values()), dtype=torch.float64).to(device)
+                self.domains[j] = domain
+                self.table_id[blk.to(device)] = j
+                step, cap = NEURON_INDEX_STEP, NEURON_INDEX_STEP_MAX
+            else:
+                step, cap = self.neuron_steps[f], NEURON_STEP_MAX[f]
+            entry_step[blk], entry_max[blk] = step, cap
+            steps0.append(step)
+            caps.append(cap)
+        self.nstep0 = torch.tensor(steps0, dtype=torch.float32).to(device)
+        self.nstep_max = torch.tensor(caps, dtype=torch.float32).to(device)
         self.entry_step, self.entry_max = entry_step[self.nidx.cpu()].to(device), entry_max[self.nidx.cpu()].to(device)
 
     def _neuron_start(self, state: TrainState, theta0: torch.Tensor) -> torch.Tensor:
@@ -394,25 +445,81 @@ class MetropolisHastings(Algorithm):
         params = {k: v[0] for k, v in self._unflatten(theta0.unsqueeze(0)).items()}
         check_neuron_ranges(state.network.spec, params, where="MH cannot start from ")
         theta0 = theta0.clone()
-        for blk, (name, p) in zip(self.nblocks, self._nparams):
+        for j, (blk, (name, p)) in enumerate(zip(self.nblocks, self._nparams)):
             v = p.value(params[name]).reshape(-1)
             if p.field == "spike_amplitude" and bool((v <= 0).any()):
                 raise SpecError(f"MH cannot start from the trained spike amplitude '{name}': it moves it in log space, "
                                 f"which needs values > 0 (min {float(v.min()):.6g}); make the factor positive or pass "
                                 "neuron_share=0 to keep the neuron parameters fixed")
+            if j in self.tables:
+                self._check_held_start(state, name, p.field, j, v)
             theta0[blk.to(theta0.device)] = v
         return theta0
+
+    def _check_held_start(self, state: TrainState, name: str, field: str, j: int, v: torch.Tensor) -> None:
+        """Refuse, before the first chip call, a start value of a neuron tensor on a finite domain that
+        the backend does not hold (unless the backend rounds it: the domain's ``option``, e.g.
+        ``round_decays=True``); the refusal names the nearest held values and the fix."""
+        backend = state.session.backend
+        domain = self.domains[j]
+        if getattr(backend, getattr(domain, "option", "") or "", False) is True:
+            return  # the chip runs the nearest held value (and says so); the moves then stay on the held values
+        table = self.tables[j].to(torch.float64)
+        x = v.detach().double().reshape(-1)
+        off = (x.unsqueeze(-1) - table).abs().amin(-1) > 1e-6 * x.abs().clamp(min=1e-12)
+        if not bool(off.any()):
+            return
+        where = f"MH moves the trained {field} '{name}' over the values the chip holds; its start"
+        realise = getattr(domain, "realise", None)
+        if callable(realise):  # the domain's own refusal: the nearest held values and the option that rounds
+            realise(x, where=where, chip=state.session.name, mode="refuse")
+        bad = float(x[off][0])
+        raise BackendCapacityError(f"{state.session.name}: {where} {bad:.6g} is not one of them "
+                                   f"({', '.join(f'{float(t):.6g}' for t in table)}): start from one of them, or pass "
+                                   "neuron_share=0 to keep the neuron parameters fixed")
 
     def _neuron_move(self, cur: torch.Tensor, pick: torch.Tensor, step: torch.Tensor | float,
                      eps: torch.Tensor) -> torch.Tensor:
         """Proposed values of the neuron entries ``pick`` (flat indices) from ``cur``: reflected into
-        [0, 1] (beta, alpha) or multiplied by :math:`e^{s\epsilon}` (threshold, spike amplitude)."""
+        [0, 1] (beta, alpha) or multiplied by :math:`e^{s\\epsilon}` (threshold, spike amplitude)."""
         x = cur + step * eps
         folded = torch.remainder(x, 2.0)
         folded = torch.where(folded > 1, 2.0 - folded, folded)
         fmax = torch.finfo(cur.dtype)
         scaled = (cur * torch.exp(step * eps)).clamp(fmax.tiny, fmax.max / 4)
-        return torch.where(self.positive[pick], scaled, folded)
+        out = torch.where(self.positive[pick], scaled, folded)
+        return self._held_move(out, cur, pick, step, eps) if self.tables else out
+
+    def _held_move(self, out: torch.Tensor, cur: torch.Tensor, pick: torch.Tensor, step: torch.Tensor | float,
+                   eps: torch.Tensor) -> torch.Tensor:
+        """``out`` with the entries of ``pick`` that lie on a finite domain replaced by a move over the
+        held values (module doc): from index :math:`i`,
+        :math:`d = \\mathrm{sign}(\\epsilon)(1 + \\lfloor s|\\epsilon| \\rfloor)`,
+        the index :math:`i + d` reflected into :math:`0..n-1` about :math:`-\\tfrac12` and :math:`n - \\tfrac12`."""
+        tid = self.table_id[pick]
+        offset = torch.sign(eps) * (1.0 + torch.floor(torch.as_tensor(step, dtype=eps.dtype) * eps.abs()))
+        for j, table in self.tables.items():
+            on = tid == j
+            if not bool(on.any()):
+                continue
+            t = table.to(cur.dtype)
+            n = len(t)
+            i = (cur.unsqueeze(-1) - t).abs().argmin(-1)  # the current value's index (the nearest held value)
+            y = torch.remainder(i + offset.long(), 2 * n)  # reflected about -1/2 and n - 1/2 (module doc)
+            out = torch.where(on, t[torch.where(y < n, y, 2 * n - 1 - y)], out)
+        return out
+
+    def _on_held_values(self, theta: torch.Tensor) -> torch.Tensor:
+        """``theta`` (``[S, D]``) with every entry on a finite domain replaced by its nearest held value
+        (a posterior mean of held values need not be one); unchanged without such entries."""
+        if not self.tables:
+            return theta
+        theta = theta.clone()
+        for j, table in self.tables.items():
+            cols = (self.table_id == j).nonzero().reshape(-1)
+            t = table.to(theta.dtype)
+            theta[:, cols] = t[(theta[:, cols].unsqueeze(-1) - t).abs().argmin(-1)]
+        return theta
 
     def _flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([params[n].reshape(-1) for n in self.names])
@@ -808,9 +915,10 @@ class MetropolisHastings(Algorithm):
         """The pooled mean or a chain's own mean, whichever scores best on the chip (``deploy_by``)."""
         pooled = self.posterior_mean()
         assert pooled is not None
+        pooled = self._on_held_values(pooled.unsqueeze(0))[0]
         if self.chains == 1 or getattr(self, "_final_data", None) is None:
             return pooled
-        cands = torch.cat([pooled.unsqueeze(0), self.chain_means()])
+        cands = torch.cat([pooled.unsqueeze(0), self._on_held_values(self.chain_means())])
         x, y = self._final_data
         with torch.no_grad():
             lp, ll, _ = self._score3(state, cands, x, y)
