@@ -15,7 +15,7 @@ additions; no threshold compare, reset, lower bound, spike bits, sort, stack or 
 makes exactly the loop's synaptic updates (checked). Its additions are the compiler's own
 vectorization of the plain loop (``v[k] = min(max(v[k] + w[k], lo), hi)`` over each contiguous
 run). The same replay with the additions written as the loop writes them (8-lane vector blocks
-and a scalar tail, ``kernel.integrate_only_blocks``) runs beside it, so that each run shows the
+and a scalar tail, ``kernel.integrate_blocks``) runs beside it, so that each run shows the
 ceiling is not slower than the loop's own way of adding (their ratio is printed). Also the same
 replay in the previous loop's layout (``kernel.integrate_only_reference``: int32 state, per-event
 index arithmetic), the ceiling as it was measured before the rewrite. The loops and the ceilings run
@@ -228,10 +228,11 @@ def ceiling_section(be, dep, data, T: int, rounds: int) -> dict:
                                                          ch["stack_cap"], 1)[2]),
         "ceiling": ("integrate-only ceiling, the loop's layout (integrate_only)",
                     lambda: K.integrate_only(*trace, lp, ch["loop_weights"], ch["fan"], ch["n_state"], 1)),
-        "ceiling_blocks": ("the same ceiling, additions in the loop's 8-lane blocks (integrate_only_blocks)",
-                           lambda: K.integrate_only_blocks(*trace, lp, ch["loop_weights"], ch["fan"], ch["n_state"], 1)),
-        "detect": ("the ceiling plus the loop's threshold bits per block (integrate_and_detect)",
-                   lambda: K.integrate_and_detect(*trace, lp, ch["loop_weights"], ch["fan"], ch["n_state"], 1)[0]),
+        "ceiling_blocks": ("the same ceiling, additions in the loop's 8-lane blocks (integrate_blocks)",
+                           lambda: K.integrate_blocks(*trace, lp, ch["loop_weights"], ch["fan"], ch["n_state"], 1,
+                                                      False)[0]),
+        "detect": ("the same, plus the loop's threshold bits per block (integrate_blocks, detect)",
+                   lambda: K.integrate_blocks(*trace, lp, ch["loop_weights"], ch["fan"], ch["n_state"], 1, True)[0]),
         "previous_ceiling": ("integrate-only ceiling, the previous layout (integrate_only_reference)",
                              lambda: K.integrate_only_reference(*trace, lp, ch["weights"], ch["n_state"], 1)),
     }

@@ -248,7 +248,7 @@ def _add_codegen(context, builder, signature, args):
 @intrinsic
 def _block_add(typingctx, v, vb, w, wb, lo, hi):
     """``v[vb:vb+8] = max(min(v + w[wb:wb+8], hi), lo)``: the additions of :func:`_block_split`
-    alone (for :func:`integrate_only_blocks`)."""
+    alone (for :func:`integrate_blocks`)."""
     if not (isinstance(v, types.Array) and isinstance(w, types.Array) and v.dtype == w.dtype == lo == hi):
         return None
     return types.none(v, vb, w, wb, lo, hi), _add_codegen
@@ -512,65 +512,17 @@ def integrate_only(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def integrate_only_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets):
-    """:func:`integrate_only` with the additions written as :func:`run_events` writes them: 8-lane
-    blocks (:func:`_block_add`) and a scalar tail per run, instead of the compiler's vectorization of
-    the plain loop. For the benchmark's check that the ceiling is not slowed (or sped) by the
-    choice of code; same arguments and result."""
-    R = tr_off.shape[0] - 1
-    S = n_sets
-    L = lp.shape[0] // S
-    B = R // S
-    syn = np.zeros(R, np.int64)
-    lo = wts.dtype.type(-32768)
-    hi = wts.dtype.type(32767)
-    for i in prange(R):
-        b = i // S
-        s0 = (i - b * S) * L
-        r = (i - b * S) * B + b
-        v = np.zeros(n_state, wts.dtype)
-        nsyn = 0
-        for e in range(tr_off[r], tr_off[r + 1]):
-            row = s0 + tr_l[e]
-            y = np.uint64(tr_y[e]) >> np.uint64(lp[row, PSH])
-            x = np.uint64(tr_x[e]) >> np.uint64(lp[row, PSW])
-            if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
-                continue
-            nO = np.uint64(lp[row, O])
-            voff = np.uint64(lp[row, VOFF])
-            wc = np.uint64(lp[row, WOFF]) + np.uint64(tr_c[e]) * np.uint64(lp[row, CSTEP])
-            ra = np.uint64(lp[row, RTAB]) + y
-            ca = np.uint64(lp[row, CTAB]) + x
-            c0 = fan[ca]
-            c1 = fan[ca + np.uint64(1)]
-            nt = np.uint64(0)
-            for a in range(fan[ra], fan[ra + np.uint64(1)], np.uint64(3)):
-                va = voff + fan[a]
-                wa = wc + fan[a + np.uint64(1)]
-                for q in range(c0, c1, np.uint64(4)):
-                    vb = va + fan[q]
-                    wb = wa + fan[q + np.uint64(1)]
-                    ln = fan[q + np.uint64(3)] * nO
-                    nfull = ln & ~np.uint64(7)
-                    for k0 in range(np.uint64(0), nfull, np.uint64(8)):
-                        _block_add(v, vb + k0, wts, wb + k0, lo, hi)
-                    for k in range(nfull, ln):
-                        v[vb + k] = min(max(v[vb + k] + wts[wb + k], lo), hi)
-                    nt += ln
-            nsyn += np.int64(nt)
-        syn[r] = nsyn
-    return syn
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def integrate_and_detect(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets):
-    """:func:`integrate_only_blocks` plus the threshold detection of :func:`run_events`' first
-    pass, nothing more: each block clamps to the layer's lower bound and returns its spike bits
-    (:func:`_block_split`), which are stored and OR-ed per run as the loop does; no reset, run
-    record, sort, stack or output (the bits are not acted on, so the replayed state drifts from the
-    loop's; the work per block does not depend on the bits). For the benchmark's split of the
-    loop's cost above the ceiling; same arguments and result (plus the OR of all bits, so that the
-    compiler keeps them)."""
+def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets, detect):
+    """:func:`integrate_only` with the additions written as :func:`run_events` writes them, for the
+    benchmark: 8-lane vector blocks and a scalar tail per run. ``detect=False``: the additions alone
+    (:func:`_block_add`), to check that the ceiling is not slower than the loop's own way of adding.
+    ``detect=True``: plus the threshold detection of the loop's first pass, nothing more: each block
+    clamps to the layer's lower bound and returns its spike bits (:func:`_block_split`), which are
+    stored and OR-ed per run as the loop does; no reset, run record, sort, stack or output (the bits
+    are not acted on, so the replayed state drifts from the loop's; the work per block does not
+    depend on the bits), which splits the loop's cost above the ceiling into detection and the
+    spike path. Same arguments as :func:`integrate_only` (plus ``detect``); returns the synaptic
+    updates per run and whether any bit was set in it (so that the compiler keeps the bits)."""
     R = tr_off.shape[0] - 1
     S = n_sets
     L = lp.shape[0] // S
@@ -580,6 +532,7 @@ def integrate_and_detect(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, 
     n_bytes = 1
     for l in range(L):
         n_bytes = max(n_bytes, lp[l, KW] * lp[l, O] // 8 + 1)
+    lo = wts.dtype.type(-32768)
     hi = wts.dtype.type(32767)
     for i in prange(R):
         b = i // S
@@ -613,16 +566,22 @@ def integrate_and_detect(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, 
                     wb = wa + fan[q + np.uint64(1)]
                     ln = fan[q + np.uint64(3)] * nO
                     nfull = ln & ~np.uint64(7)
-                    anyb = np.uint64(0)
-                    for k0 in range(np.uint64(0), nfull, np.uint64(8)):
-                        m = _block_split(v, vb + k0, wts, wb + k0, thr, vmin, hi)
-                        bits8[k0 >> np.uint64(3)] = np.uint8(m)
-                        anyb |= m
-                    for k in range(nfull, ln):
-                        val = min(v[vb + k] + wts[wb + k], hi)
-                        anyb |= np.uint64(val >= thr)
-                        v[vb + k] = max(val, vmin)
-                    seen |= anyb
+                    if detect:
+                        anyb = np.uint64(0)
+                        for k0 in range(np.uint64(0), nfull, np.uint64(8)):
+                            m = _block_split(v, vb + k0, wts, wb + k0, thr, vmin, hi)
+                            bits8[k0 >> np.uint64(3)] = np.uint8(m)
+                            anyb |= m
+                        for k in range(nfull, ln):
+                            val = min(v[vb + k] + wts[wb + k], hi)
+                            anyb |= np.uint64(val >= thr)
+                            v[vb + k] = max(val, vmin)
+                        seen |= anyb
+                    else:
+                        for k0 in range(np.uint64(0), nfull, np.uint64(8)):
+                            _block_add(v, vb + k0, wts, wb + k0, lo, hi)
+                        for k in range(nfull, ln):
+                            v[vb + k] = min(max(v[vb + k] + wts[wb + k], lo), hi)
                     nt += ln
             nsyn += np.int64(nt)
         syn[r] = nsyn
