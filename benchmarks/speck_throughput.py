@@ -329,7 +329,7 @@ One thread, {cs['rounds']} interleaved rounds, CPU time (M synaptic updates/s):
 - the loop {sp['median']:.2f}x the previous loop (range {sp['min']:.2f} - {sp['max']:.2f}x), with
   bit-identical outputs (checked in the run, and by `tests/test_speck_kernel_identity.py`).
 
-Through the backend (`SpeckBackend.forward` on the event batch; updates/s over the loop call's own time,
+Through the backend (`SpeckBackend.forward` on the event batch; updates/s over the loop call's own wall time,
 `meta["seconds"]`; samples/s over the whole call; medians of {res['repeats']} interleaved calls; on this shared
 2-core machine a second thread often adds nothing):
 
