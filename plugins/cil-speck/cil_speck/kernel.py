@@ -44,7 +44,9 @@ every value the chip holds is an integer well inside float32's exact range, so e
 comparison and clamp is exact and the results are those of integer arithmetic.
 :func:`run_events_reference` is the straightforward loop of the same semantics (the backend's loop
 before this one), kept as the cross-check of this one; :func:`integrate_only` is the benchmark's
-ceiling: the same synaptic additions without any threshold, reset or propagation work.
+ceiling: the same synaptic additions without any threshold, reset or propagation work
+(:func:`integrate_blocks`: the same in the loop's 8-lane blocks, and with its threshold detection,
+for the benchmark's checks).
 """
 
 from __future__ import annotations
