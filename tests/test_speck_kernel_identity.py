@@ -56,8 +56,9 @@ def _both_loops(dep, x, record: bool):
     return new, old
 
 
-def _random_conv_net(gen: torch.Generator):
-    """A random pooled, strided, padded conv, a second conv and a dense layer."""
+def _random_conv_net(gen: torch.Generator, v_min_factor: float | None = None):
+    """A random pooled, strided, padded conv, a second conv and a dense layer. ``v_min_factor``:
+    every lower bound at that multiple of its layer's threshold (>= 1: the loop's fused pass)."""
     ri = lambda a, b: int(torch.randint(a, b, (1,), generator=gen))  # noqa: E731
     r = lambda: float(torch.rand(1, generator=gen))  # noqa: E731
     kh, kw, sh, sw = ri(1, 6), ri(1, 6), 2 ** ri(0, 3), 2 ** ri(0, 3)
@@ -67,11 +68,14 @@ def _random_conv_net(gen: torch.Generator):
     c1, c2 = ri(1, 12), ri(1, 20)
     reset = "zero" if r() < 0.4 else "subtract"
     v_min = -float(ri(1, 5)) if r() < 0.5 else None
+    ta, tb, tc = 0.4 + r(), 0.5 + r(), 0.5 + r()
+    lb = (lambda t: v_min) if v_min_factor is None else (lambda t: v_min_factor * t)  # noqa: E731
     head = ((Pool2d((pool, pool), (pool, pool), "sum"),) if pool > 1 else ()) + (
-        Conv2d("a", None, 2, c1, (kh, kw), (sh, sw), (ph, pw)), sc.iaf(0.4 + r(), reset, v_min),
-        Conv2d("b", None, c1, c2, (3, 3), (1, 1), (1, 1)), sc.iaf(0.5 + r(), reset, v_min))
+        Conv2d("a", None, 2, c1, (kh, kw), (sh, sw), (ph, pw)), sc.iaf(ta, reset, lb(ta)),
+        Conv2d("b", None, c1, c2, (3, 3), (1, 1), (1, 1)), sc.iaf(tb, reset, lb(tb)))
     flat = int(np.prod(NetworkSpec(head, (2, *hw)).output_shape))
-    spec = NetworkSpec(head + (Flatten(), Dense("c", None, flat, ri(2, 12)), sc.iaf(0.5 + r())), (2, *hw))
+    last = sc.iaf(tc) if v_min_factor is None else sc.iaf(tc, reset, lb(tc))
+    spec = NetworkSpec(head + (Flatten(), Dense("c", None, flat, ri(2, 12)), last), (2, *hw))
     params = {"a": torch.rand(c1, 2, kh, kw, generator=gen) - 0.3, "b": torch.rand(c2, c1, 3, 3, generator=gen) - 0.35,
               "c": torch.rand(spec.output_shape[0], flat, generator=gen) - 0.3}
     return spec, params
@@ -92,6 +96,26 @@ def test_loop_equals_the_previous_loop_on_random_networks(seed):
                 np.testing.assert_array_equal(a, b)
             assert new[2].sum() > 0
     assert new[1].sum() > 0, "degenerate test network: no spikes"
+
+
+@pytest.mark.parametrize("seed, factor", [(0, 1.0), (1, 1.5), (2, 2.0), (4, 1.0)])
+def test_loop_equals_the_previous_loop_with_lower_bounds_at_or_above_threshold(seed, factor):
+    """Lower bounds at or above the threshold (float32 state): the loop's fused pass (reset inside
+    the vector block, every block's spike bits kept) against the previous loop, element for
+    element, random geometries and channel counts (blocks of 8 neurons with a scalar tail)."""
+    gen = torch.Generator().manual_seed(200 + seed)
+    spec, params = _random_conv_net(gen, factor)
+    be = SpeckBackend()
+    x = sc._dense_counts(gen, 5, 3, spec.input_shape, 0.12, 3)
+    dep = be.transfer(spec, params)
+    lp = dep.chip["lp"]
+    assert dep.chip["loop_weights"].dtype == np.float32
+    assert all(lp[i, K.VMIN] >= lp[i, K.THR] for i in range(lp.shape[0]))
+    for record in (False, True):
+        new, old = _both_loops(dep, x, record)
+        for a, b in zip(new, old):
+            np.testing.assert_array_equal(a, b)
+    assert new[1].sum() > 0 and new[2].sum() > 0, "degenerate test network: no spikes"
 
 
 def test_a_lower_bound_beyond_float32_runs_in_float64():

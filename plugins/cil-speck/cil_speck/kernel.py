@@ -30,17 +30,23 @@ fan-out table built once per deployment (:func:`fan_out_table`: for every pooled
 the same targets, in the same order, as :func:`_first_tap` enumerates), so the loop does no
 division (pooling factors are powers of two: a shift). State ``[Ho, Wo, O]`` and weights
 ``[C, KH, KW, O]`` (kernel columns reversed, :func:`loop_weights`) are channel-last, so one (row,
-column run) is one contiguous block of state and of weights, which the compiler vectorizes with
-unsigned indices. When the lower bound is below the threshold, a first pass adds, saturates and
-clamps to the lower bound as if nothing fired, noting whether anything reached threshold; only the
-few runs that did get a second pass that flags and resets the neurons holding ``>= θ`` (exactly
-those that fired). The flagged neurons are then collected 8 flags at a time, keyed and sorted, and
-emitted in the documented order. State and weights are held in float32 (:func:`loop_dtype`):
+column run) is one contiguous block of state and of weights. It is processed 8 neurons at a time
+(:func:`_block_split`, vector IR; a scalar tail when the run is not a multiple of 8), each block
+returning the bits of the neurons that reached threshold. When the lower bound is below the
+threshold, a block adds, saturates and clamps to the lower bound as if nothing fired (a neuron that
+fired then still holds its value ``>= θ``), and only the neurons whose bit is set are reset
+afterwards, one by one; at or above the threshold the reset happens inside the block
+(:func:`_block_fused`). The bits of the runs holding a spike are read with count-trailing-zeros;
+each spike becomes a key ``(o << 32) | (oy << 16) | ox`` (ascending keys are ascending flat
+indices), the keys are sorted, and the spikes are pushed onto the event stack (one 64-bit word per
+event: ``(layer << 48) | key``) so that they are processed in the documented order. emitted in the documented order. State and weights are held in float32 (:func:`loop_dtype`):
 every value the chip holds is an integer well inside float32's exact range, so every sum,
 comparison and clamp is exact and the results are those of integer arithmetic.
 :func:`run_events_reference` is the straightforward loop of the same semantics (the backend's loop
 before this one), kept as the cross-check of this one; :func:`integrate_only` is the benchmark's
-ceiling: the same synaptic additions without any threshold, reset or propagation work.
+ceiling: the same synaptic additions without any threshold, reset or propagation work
+(:func:`integrate_blocks`: the same in the loop's 8-lane blocks, and with its threshold detection,
+for the benchmark's checks).
 """
 
 from __future__ import annotations
@@ -105,8 +111,12 @@ def fan_out_table(lp: np.ndarray, n_sets: int = 1) -> np.ndarray:
     for l in range(L):
         row = lp[l]
         nO, kh, kw, sh, sw, nHo, nWo = (int(row[k]) for k in (O, KH, KW, SH, SW, HO, WO))
-        if kh * kw > 256:  # run_events ranks an event's target positions in 8 bits
+        if kh * kw > 256:
             raise ValueError(f"kernel {kh}x{kw} has more than 256 taps (the chip's limit is 16x16)")
+        big = [k for k, n in (("C", row[C]), ("O", nO), ("H * pool", row[H] * row[PH_]), ("W * pool", row[W] * row[PW_]),
+                              ("HO", nHo), ("WO", nWo)) if n > 65536]
+        if big:  # run_events packs channel and position of an event in 16 bits each
+            raise ValueError(f"layer {l}: {', '.join(big)} above 65536 (the chip's layers are at most 1024 wide)")
         for f, col in ((row[PH_], 2), (row[PW_], 3)):
             if f < 1 or f & (f - 1):
                 raise ValueError(f"pooling factor {f} is not a power of two")
@@ -165,6 +175,87 @@ def _ctz(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
+LANES = 8  # neurons per block of :func:`_block_split` / :func:`_block_fused`
+
+
+def _splat(builder, x, n):
+    """An ``n``-lane vector holding ``x`` in every lane."""
+    vec = ir.VectorType(x.type, n)
+    u = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(u, ir.Constant(vec, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+
+
+def _block_codegen(fused: bool):
+    """LLVM IR of one block of ``LANES`` neurons: ``x = min(v + w, hi)``, ``f = x >= thr``, then
+    ``v = max(x, vmin)`` (split) or ``v = max((0 if rz else x - thr) if f else x, vmin)`` (fused),
+    returning the bits of ``f`` (lane ``j`` in bit ``j``). Written as vector IR because numba's
+    loop does not let LLVM prove that ``v`` and ``w`` do not overlap, so it would not vectorize a
+    fixed block; every operation is exact on the integer values the loop holds (no NaN, no rounding),
+    so the lanes give the results of the scalar expressions."""
+    def codegen(context, builder, signature, args):
+        vty, _, wty = signature.args[:3]
+        va = context.make_array(vty)(context, builder, args[0])
+        wa = context.make_array(wty)(context, builder, args[2])
+        vec = ir.VectorType(context.get_value_type(vty.dtype), LANES)
+        pv = builder.bitcast(builder.gep(va.data, [args[1]]), vec.as_pointer())
+        pw = builder.bitcast(builder.gep(wa.data, [args[3]]), vec.as_pointer())
+        thr, vmin, hi = (_splat(builder, a, LANES) for a in args[4:7])
+        x = builder.fadd(builder.load(pv, align=1), builder.load(pw, align=1))
+        x = builder.select(builder.fcmp_ordered("<", x, hi), x, hi)  # min(x, hi)
+        f = builder.fcmp_ordered(">=", x, thr)
+        if fused:
+            rst = builder.select(args[7], ir.Constant(vec, [0.0] * LANES), builder.fsub(x, thr))
+            x = builder.select(f, rst, x)
+        x = builder.select(builder.fcmp_ordered(">", x, vmin), x, vmin)  # max(x, vmin)
+        builder.store(x, pv, align=1)
+        return builder.zext(builder.bitcast(f, ir.IntType(LANES)), ir.IntType(64))
+    return codegen
+
+
+@intrinsic
+def _block_split(typingctx, v, vb, w, wb, thr, vmin, hi):
+    """``v[vb:vb+8] = max(min(v + w[wb:wb+8], hi), vmin)``; returns the bits of
+    ``min(v + w, hi) >= thr`` (see :func:`_block_codegen`)."""
+    if not (isinstance(v, types.Array) and isinstance(w, types.Array) and v.dtype == w.dtype == thr == vmin == hi):
+        return None
+    return types.uint64(v, vb, w, wb, thr, vmin, hi), _block_codegen(False)
+
+
+@intrinsic
+def _block_fused(typingctx, v, vb, w, wb, thr, vmin, hi, rz):
+    """As :func:`_block_split`, the neurons that reach ``thr`` also reset (to 0 when ``rz``, else by
+    subtracting ``thr``) before the lower bound."""
+    if not (isinstance(v, types.Array) and isinstance(w, types.Array) and v.dtype == w.dtype == thr == vmin == hi):
+        return None
+    return types.uint64(v, vb, w, wb, thr, vmin, hi, rz), _block_codegen(True)
+
+
+def _add_codegen(context, builder, signature, args):
+    """LLVM IR of :func:`_block_add`."""
+    vty, _, wty = signature.args[:3]
+    va = context.make_array(vty)(context, builder, args[0])
+    wa = context.make_array(wty)(context, builder, args[2])
+    vec = ir.VectorType(context.get_value_type(vty.dtype), LANES)
+    pv = builder.bitcast(builder.gep(va.data, [args[1]]), vec.as_pointer())
+    pw = builder.bitcast(builder.gep(wa.data, [args[3]]), vec.as_pointer())
+    lo, hi = (_splat(builder, a, LANES) for a in args[4:6])
+    x = builder.fadd(builder.load(pv, align=1), builder.load(pw, align=1))
+    x = builder.select(builder.fcmp_ordered("<", x, hi), x, hi)
+    x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)
+    builder.store(x, pv, align=1)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _block_add(typingctx, v, vb, w, wb, lo, hi):
+    """``v[vb:vb+8] = max(min(v + w[wb:wb+8], hi), lo)``: the additions of :func:`_block_split`
+    alone (for :func:`integrate_blocks`)."""
+    if not (isinstance(v, types.Array) and isinstance(w, types.Array) and v.dtype == w.dtype == lo == hi):
+        return None
+    return types.none(v, vb, w, wb, lo, hi), _add_codegen
+
+
 @njit(cache=True, nogil=True)
 def _sort_small(a, n):
     """Sort ``a[:n]`` ascending in place (insertion sort; ``np.sort`` beyond 32 values)."""
@@ -218,7 +309,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
     sample side by side, so a thread reads a sample's events for several sets in a row).
 
     Indices in the hot loops are unsigned (``np.uint64``): numba then skips its negative-index
-    wrap-around, which would otherwise keep the compiler from vectorizing them.
+    wrap-around. Channels and positions are packed in 16 bits each (:func:`fan_out_table` checks
+    the layer sizes); an input event at a coordinate ``>= 2**16`` lies outside every layer and is
+    dropped, as an out-of-range event is.
     """
     B = ev_off.shape[0] - 1
     S = n_sets
@@ -226,63 +319,61 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
     out = np.zeros((S * B, n_bins, n_out), np.int32)
     rec = np.zeros((S * B, n_bins, rec_size), np.int32)
     syn = np.zeros(S * B, np.int64)
-    n_targets = 1  # an event reaches at most kh * kw positions of a layer
+    n_targets = 1  # an event reaches at most kh * kw positions (runs) of a layer
     n_fan = 1  # ... and at most kh * kw * O neurons
+    mag = np.empty(L, np.uint64)  # ceil(2**40 / O): kk // O as (kk * mag) >> 40, exact for kk < 2**24
     for l in range(L):
         n_targets = max(n_targets, lp[l, KH] * lp[l, KW])
         n_fan = max(n_fan, lp[l, KH] * lp[l, KW] * lp[l, O])
+        mag[l] = ((np.uint64(1) << np.uint64(40)) + np.uint64(lp[l, O]) - np.uint64(1)) // np.uint64(lp[l, O])
     zero = wts.dtype.type(0)
+    M16 = np.uint64(0xFFFF)
     hi = wts.dtype.type(32767)
     for i in prange(S * B):
         b = i // S
-        s0 = (i - b * S) * L  # first row of this set's layer block
-        r = (i - b * S) * B + b  # output row
+        s0 = (i - b * S) * L
+        r = (i - b * S) * B + b
         v = np.zeros(n_state, wts.dtype)
-        s_l = np.empty(stack_cap, np.uint64)
-        s_c = np.empty(stack_cap, np.uint64)
-        s_y = np.empty(stack_cap, np.uint64)
-        s_x = np.empty(stack_cap, np.uint64)
-        t_oy = np.empty(n_targets, np.uint64)  # the current event's runs holding a spike: row,
-        t_ox = np.empty(n_targets, np.uint64)  # first column, columns, first flag byte
+        stk = np.empty(stack_cap, np.uint64)  # (l << 48) | (c << 32) | (y << 16) | x
+        t_p = np.empty(n_targets, np.uint64)  # (oy << 16) | ox0 of the run
         t_n = np.empty(n_targets, np.uint64)
-        t_fb = np.empty(n_targets, np.uint64)
-        pos_oy = np.empty(n_targets, np.uint64)  # their positions by rank (0: the highest)
-        pos_ox = np.empty(n_targets, np.uint64)
-        keys = np.empty(n_fan, np.uint64)  # the event's spikes, (o << 8) | (255 - rank)
-        # flags[fb + m * O + o] = 1: neuron (o, oy, ox0 + m) of the run at fb fired; every run
-        # starts at a multiple of 8 bytes, so that its flags are read as 64-bit words
-        flags64 = np.zeros((n_fan + 8 * n_targets) // 8 + 1, np.uint64)
-        flags = flags64.view(np.uint8)
+        t_w = np.empty(n_targets, np.uint64)  # the runs holding a spike: first bit word,
+        t_vb = np.empty(n_targets, np.uint64)  # first state index
+        keys = np.empty(n_fan, np.uint64)  # the event's spikes, (o << 32) | (oy << 16) | ox
+        # bit m * O + o of the words t_w[j].. : neuron (o, oy, ox0 + m) of hit run j fired; every run
+        # starts at a word, its blocks write one byte each
+        bits = np.zeros(n_fan // 64 + n_targets + 1, np.uint64)
+        bits8 = bits.view(np.uint8)
         nsyn = 0
         for e in range(ev_off[b], ev_off[b + 1]):
             tb = ev_bin[e]
-            s_l[0] = 0
-            s_c[0] = np.uint64(ev_c[e])
-            s_y[0] = np.uint64(ev_y[e])
-            s_x[0] = np.uint64(ev_x[e])
+            y0 = np.uint64(ev_y[e])
+            x0 = np.uint64(ev_x[e])
+            if y0 > M16 or x0 > M16:
+                continue
+            stk[0] = (np.uint64(ev_c[e]) << np.uint64(32)) | (y0 << np.uint64(16)) | x0
             sp = 1
             while sp > 0:
                 sp -= 1
-                l = s_l[sp]
+                ev = stk[sp]
+                l = ev >> np.uint64(48)
                 row = s0 + np.int64(l)
-                y = s_y[sp] >> np.uint64(lp[row, PSH])
-                x = s_x[sp] >> np.uint64(lp[row, PSW])
+                y = ((ev >> np.uint64(16)) & M16) >> np.uint64(lp[row, PSH])
+                x = (ev & M16) >> np.uint64(lp[row, PSW])
                 if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
                     continue
                 nO = np.uint64(lp[row, O])
                 voff = np.uint64(lp[row, VOFF])
-                wc = np.uint64(lp[row, WOFF]) + s_c[sp] * np.uint64(lp[row, CSTEP])
+                wc = np.uint64(lp[row, WOFF]) + ((ev >> np.uint64(32)) & M16) * np.uint64(lp[row, CSTEP])
                 thr = wts.dtype.type(lp[row, THR])
-                vmin = wts.dtype.type(max(lp[row, VMIN], -32768))  # never below the 16-bit floor
+                vmin = wts.dtype.type(max(lp[row, VMIN], -32768))
                 rz = lp[row, RZERO] == 1
-                split = vmin < thr  # (else the fused pass; a lower bound at or above threshold)
+                split = vmin < thr
                 ra = np.uint64(lp[row, RTAB]) + y
                 ca = np.uint64(lp[row, CTAB]) + x
                 c0 = fan[ca]
                 c1 = fan[ca + np.uint64(1)]
-                # integrate and fire, fused: one contiguous pass per (row, column run)
-                nt = np.uint64(0)  # runs
-                npos = np.uint64(0)  # flag bytes used
+                nwd = np.uint64(0)
                 nhit = np.uint64(0)
                 for a in range(fan[ra], fan[ra + np.uint64(1)], np.uint64(3)):
                     va = voff + fan[a]
@@ -291,103 +382,81 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                         vb = va + fan[q]
                         wb = wa + fan[q + np.uint64(1)]
                         ln = fan[q + np.uint64(3)] * nO
-                        # per neuron: x = v + w; v' = max(reset(min(x, hi)) if min(x, hi) >= thr
-                        # else min(x, hi), vmin); the same as clamping x to [lo, hi] first, since
-                        # lo < 1 <= thr and vmin >= lo.
-                        hit = False
-                        if split:
-                            # vmin < thr: integrate and clamp as if nothing fired, noting whether
-                            # anything did; a neuron that fired then holds min(x, hi) >= thr and
-                            # one that did not holds max(min(x, hi), vmin) < thr, so a second pass
-                            # over the (few) runs with a spike finds and resets exactly those
-                            for k in range(ln):
-                                val = min(v[vb + k] + wts[wb + k], hi)
-                                hit |= val >= thr
-                                v[vb + k] = max(val, vmin)
-                            if hit:
-                                for k in range(ln):
-                                    val = v[vb + k]
-                                    f = val >= thr
-                                    if rz:
-                                        v[vb + k] = max(zero, vmin) if f else val
-                                    else:
-                                        v[vb + k] = max(val - thr, vmin) if f else val
-                                    flags[npos + k] = f
-                        elif rz:  # one fused pass: add, clamp, fire, reset, lower bound, flag
-                            for k in range(ln):
+                        anyb = np.uint64(0)
+                        nfull = ln & ~np.uint64(7)
+                        fb = nwd << np.uint64(3)  # the run's first mask byte
+                        bits[nwd + ((ln - np.uint64(1)) >> np.uint64(6))] = 0  # bytes past the run read as 0
+                        for k0 in range(np.uint64(0), nfull, np.uint64(8)):
+                            if split:
+                                m = _block_split(v, vb + k0, wts, wb + k0, thr, vmin, hi)
+                            else:
+                                m = _block_fused(v, vb + k0, wts, wb + k0, thr, vmin, hi, rz)
+                            bits8[fb + (k0 >> np.uint64(3))] = np.uint8(m)
+                            anyb |= m
+                        if nfull < ln:
+                            m = np.uint64(0)
+                            for k in range(nfull, ln):
                                 val = min(v[vb + k] + wts[wb + k], hi)
                                 f = val >= thr
-                                v[vb + k] = max(zero if f else val, vmin)
-                                flags[npos + k] = f
-                                hit |= f
-                        else:
-                            for k in range(ln):
-                                val = min(v[vb + k] + wts[wb + k], hi)
-                                f = val >= thr
-                                v[vb + k] = max(val - thr if f else val, vmin)
-                                flags[npos + k] = f
-                                hit |= f
-                        if hit:
-                            t_oy[nhit] = fan[a + np.uint64(2)]
-                            t_ox[nhit] = fan[q + np.uint64(2)]
-                            t_n[nhit] = fan[q + np.uint64(3)]
-                            t_fb[nhit] = npos
-                            nhit += np.uint64(1)
-                        npos += (ln + np.uint64(7)) & ~np.uint64(7)
+                                if split:
+                                    v[vb + k] = max(val, vmin)
+                                elif rz:
+                                    v[vb + k] = max(zero if f else val, vmin)
+                                else:
+                                    v[vb + k] = max(val - thr if f else val, vmin)
+                                m |= np.uint64(f) << (k - nfull)
+                            bits8[fb + (nfull >> np.uint64(3))] = np.uint8(m)
+                            anyb |= m
+                        h = np.uint64(anyb != 0)
+                        t_p[nhit] = (fan[a + np.uint64(2)] << np.uint64(16)) | fan[q + np.uint64(2)]
+                        t_n[nhit] = fan[q + np.uint64(3)]
+                        t_w[nhit] = nwd
+                        t_vb[nhit] = vb
+                        nhit += h
+                        nwd += h * ((ln + np.uint64(63)) >> np.uint64(6))
                         nsyn += np.int64(ln)
-                        nt += np.uint64(1)
                 if nhit == 0:
                     continue
-                # collect the flagged neurons, 8 flags at a time; key them so that ascending keys
-                # are ascending flat indices (channel-major, then position)
+                mg = mag[l]
                 nk = 0
-                cum = np.uint64(0)  # positions of the hit runs so far
                 for m in range(nhit):
-                    n = t_n[m]
-                    ln = n * nO
-                    for cm in range(n):  # a run's columns ascend, ranks descend
-                        rk = cum + n - np.uint64(1) - cm
-                        pos_oy[rk] = t_oy[m]
-                        pos_ox[rk] = t_ox[m] + cm
-                    w0 = t_fb[m] >> np.uint64(3)
-                    nw = (ln + np.uint64(7)) >> np.uint64(3)
-                    for wi in range(nw):
-                        wd = flags64[w0 + wi]
-                        tail = ln - wi * np.uint64(8)
-                        if tail < np.uint64(8):  # bytes past the run: stale
-                            wd &= (np.uint64(1) << (tail * np.uint64(8))) - np.uint64(1)
+                    ln = t_n[m] * nO
+                    w0 = t_w[m]
+                    vb = t_vb[m]
+                    p0 = t_p[m]
+                    for wi in range((ln + np.uint64(63)) >> np.uint64(6)):
+                        wd = bits[w0 + wi]
                         while wd != 0:
-                            kk = wi * np.uint64(8) + (_ctz(wd) >> np.uint64(3))
-                            wd &= wd - np.uint64(1)  # a flag is 0 or 1: clears that byte
-                            cm = np.uint64(0)
-                            while kk >= nO:
-                                kk -= nO
-                                cm += np.uint64(1)
-                            keys[nk] = (kk << np.uint64(8)) | (np.uint64(255) - (cum + n - np.uint64(1) - cm))
+                            kk = (wi << np.uint64(6)) + _ctz(wd)
+                            wd &= wd - np.uint64(1)
+                            if split:  # the neuron fired: reset it (it holds min(x, hi) >= thr)
+                                if rz:
+                                    v[vb + kk] = max(zero, vmin)
+                                else:
+                                    v[vb + kk] = max(v[vb + kk] - thr, vmin)
+                            cm = (kk * mg) >> np.uint64(40)
+                            keys[nk] = ((kk - cm * nO) << np.uint64(32)) | (p0 + cm)
                             nk += 1
-                    cum += n
                 _sort_small(keys, nk)
-                # emit them: pushed in descending flat order, so that the stack pops them ascending
                 roff = lp[row, ROFF]
                 nHo = np.uint64(lp[row, HO])
                 nWo = np.uint64(lp[row, WO])
-                last = np.int64(l) == L - 1
-                for ki in range(nk - 1, -1, -1):
-                    key = keys[ki]
-                    o = key >> np.uint64(8)
-                    rk = np.uint64(255) - (key & np.uint64(255))
-                    oy = pos_oy[rk]
-                    ox = pos_ox[rk]
-                    flat = (o * nHo + oy) * nWo + ox
-                    if roff >= 0:
-                        rec[r, tb, np.uint64(roff) + flat] += 1
-                    if last:
-                        out[r, tb, flat] += 1
-                    else:
-                        s_l[sp] = l + np.uint64(1)
-                        s_c[sp] = o
-                        s_y[sp] = oy
-                        s_x[sp] = ox
+                nxt = (l + np.uint64(1)) << np.uint64(48)
+                if roff >= 0 or np.int64(l) == L - 1:
+                    last = np.int64(l) == L - 1
+                    for ki in range(nk - 1, -1, -1):
+                        key = keys[ki]
+                        flat = ((key >> np.uint64(32)) * nHo + ((key >> np.uint64(16)) & M16)) * nWo + (key & M16)
+                        if roff >= 0:
+                            rec[r, tb, np.uint64(roff) + flat] += 1
+                        if last:
+                            out[r, tb, flat] += 1
+                        else:
+                            stk[sp] = nxt | key
+                            sp += 1
+                else:
+                    for ki in range(nk - 1, -1, -1):
+                        stk[sp] = nxt | keys[ki]
                         sp += 1
         syn[r] = nsyn
     return out, rec, syn
@@ -442,6 +511,84 @@ def integrate_only(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets
             nsyn += np.int64(nt)
         syn[r] = nsyn
     return syn
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets, detect):
+    """:func:`integrate_only` with the additions written as :func:`run_events` writes them, for the
+    benchmark: 8-lane vector blocks and a scalar tail per run. ``detect=False``: the additions alone
+    (:func:`_block_add`), to check that the ceiling is not slower than the loop's own way of adding.
+    ``detect=True``: plus the threshold detection of the loop's first pass, nothing more: each block
+    clamps to the layer's lower bound and returns its spike bits (:func:`_block_split`), which are
+    stored and OR-ed per run as the loop does; no reset, run record, sort, stack or output (the bits
+    are not acted on, so the replayed state drifts from the loop's; the work per block does not
+    depend on the bits), which splits the loop's cost above the ceiling into detection and the
+    spike path. Same arguments as :func:`integrate_only` (plus ``detect``); returns the synaptic
+    updates per run and whether any bit was set in it (so that the compiler keeps the bits)."""
+    R = tr_off.shape[0] - 1
+    S = n_sets
+    L = lp.shape[0] // S
+    B = R // S
+    syn = np.zeros(R, np.int64)
+    hits = np.zeros(R, np.bool_)
+    n_bytes = 1
+    for l in range(L):
+        n_bytes = max(n_bytes, lp[l, KW] * lp[l, O] // 8 + 1)
+    lo = wts.dtype.type(-32768)
+    hi = wts.dtype.type(32767)
+    for i in prange(R):
+        b = i // S
+        s0 = (i - b * S) * L
+        r = (i - b * S) * B + b
+        v = np.zeros(n_state, wts.dtype)
+        bits8 = np.zeros(n_bytes, np.uint8)
+        seen = np.uint64(0)
+        nsyn = 0
+        for e in range(tr_off[r], tr_off[r + 1]):
+            row = s0 + tr_l[e]
+            y = np.uint64(tr_y[e]) >> np.uint64(lp[row, PSH])
+            x = np.uint64(tr_x[e]) >> np.uint64(lp[row, PSW])
+            if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
+                continue
+            nO = np.uint64(lp[row, O])
+            voff = np.uint64(lp[row, VOFF])
+            wc = np.uint64(lp[row, WOFF]) + np.uint64(tr_c[e]) * np.uint64(lp[row, CSTEP])
+            thr = wts.dtype.type(lp[row, THR])
+            vmin = wts.dtype.type(max(lp[row, VMIN], -32768))
+            ra = np.uint64(lp[row, RTAB]) + y
+            ca = np.uint64(lp[row, CTAB]) + x
+            c0 = fan[ca]
+            c1 = fan[ca + np.uint64(1)]
+            nt = np.uint64(0)
+            for a in range(fan[ra], fan[ra + np.uint64(1)], np.uint64(3)):
+                va = voff + fan[a]
+                wa = wc + fan[a + np.uint64(1)]
+                for q in range(c0, c1, np.uint64(4)):
+                    vb = va + fan[q]
+                    wb = wa + fan[q + np.uint64(1)]
+                    ln = fan[q + np.uint64(3)] * nO
+                    nfull = ln & ~np.uint64(7)
+                    if detect:
+                        anyb = np.uint64(0)
+                        for k0 in range(np.uint64(0), nfull, np.uint64(8)):
+                            m = _block_split(v, vb + k0, wts, wb + k0, thr, vmin, hi)
+                            bits8[k0 >> np.uint64(3)] = np.uint8(m)
+                            anyb |= m
+                        for k in range(nfull, ln):
+                            val = min(v[vb + k] + wts[wb + k], hi)
+                            anyb |= np.uint64(val >= thr)
+                            v[vb + k] = max(val, vmin)
+                        seen |= anyb
+                    else:
+                        for k0 in range(np.uint64(0), nfull, np.uint64(8)):
+                            _block_add(v, vb + k0, wts, wb + k0, lo, hi)
+                        for k in range(nfull, ln):
+                            v[vb + k] = min(max(v[vb + k] + wts[wb + k], lo), hi)
+                    nt += ln
+            nsyn += np.int64(nt)
+        syn[r] = nsyn
+        hits[r] = seen != 0
+    return syn, hits
 
 
 @njit(parallel=True, cache=True, nogil=True)
