@@ -12,6 +12,7 @@ call, naming the layer and what to change."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import pytest
 import torch
@@ -395,6 +396,10 @@ def test_a_wrapper_mirrors_the_neuron_parameters_its_backend_holds():
     held = cil_ray_backend._held_by_all([{"beta": per_neuron, "threshold": per_neuron}, {"threshold": per_layer}])
     assert held == {"threshold": per_layer}
     assert cil_ray_backend._held_by_all([None, None]) is None
+    if importlib.util.find_spec("cil_xylo") is not None:  # and the backend switch its domains name
+        for rounds in (False, True):
+            chip = cil.make_backend("xylo", round_decays=rounds)
+            assert FaultyBackend(chip, rate=0.0).round_decays is rounds
 
 
 def test_cil_describe_says_which_trained_neuron_parameters_a_backend_holds(capsys):

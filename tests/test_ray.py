@@ -6,6 +6,7 @@ within seconds. Skipped when Ray or cil-ray is not installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import signal
@@ -140,6 +141,10 @@ def test_trained_neuron_parameters_pass_through_the_workers(cluster, breast_canc
             with pytest.raises(cil.BackendCapacityError, match=r"'ray:speck' cannot hold layer 1 .*trained beta "
                                                                r"'1.beta'"):
                 cil.HardwareSession(chip).check(cil.wrap(model(beta=1.0)).spec)
+    if importlib.util.find_spec("cil_xylo") is not None:  # the switch a domain names reaches the driver
+        for rounds in (False, True):
+            with cil.make_backend("ray:xylo", workers=2, num_cpus=0, round_decays=rounds) as chip:
+                assert chip.round_decays is rounds
 
 
 def test_meets_the_backend_contract_with_sets_and_batches_split(cluster):

@@ -165,16 +165,23 @@ def realised_neurons(spec: NetworkSpec, deployment: Deployment | None) -> list[N
 #: what a backend declares about itself that the session acts on (and its default when absent)
 TRAITS: dict[str, Any] = {"max_sets": 1, "observes_layers": False, "observes_membrane": False,
                           "stochastic": False, "capabilities": None, "capability_hints": {},
-                          "neuron_parameters": None, "neuron_parameter_hints": {}, "requires": None}
+                          "neuron_parameters": None, "neuron_parameter_hints": {}, "requires": None,
+                          "domain_options": {}}
 
 
 def backend_traits(backend: Any) -> dict[str, Any]:
     """The :data:`TRAITS` ``backend`` declares, as plain data (``capabilities`` a sorted list
     or ``None``; ``neuron_parameters`` a ``{field: HeldParameter}`` dict or ``None``; ``requires`` the
-    backend's frozen, picklable :class:`~cil_core.hardware.domains.Requirements` or ``None``): what a
+    backend's frozen, picklable :class:`~cil_core.hardware.domains.Requirements` or ``None``;
+    ``domain_options`` the values of the backend options its domains name, e.g. ``{"round_decays":
+    True}``): what a
     wrapper or a remote driver must mirror to be called as ``backend`` is."""
     caps = getattr(backend, "capabilities", None)
     held = getattr(backend, "neuron_parameters", None)
+    # the backend's own switches named by its domains (e.g. Xylo's round_decays): MH reads them to
+    # know whether a start value off the domain is refused or rounded by the chip
+    options = {opt: getattr(backend, opt) for h in (held or {}).values()
+               if (opt := getattr(getattr(h, "domain", None), "option", None)) and hasattr(backend, opt)}
     return {"max_sets": getattr(backend, "max_sets", 1),
             "observes_layers": bool(getattr(backend, "observes_layers", False)),
             "observes_membrane": bool(getattr(backend, "observes_membrane", False)),
@@ -183,7 +190,8 @@ def backend_traits(backend: Any) -> dict[str, Any]:
             "capability_hints": dict(getattr(backend, "capability_hints", {}) or {}),
             "neuron_parameters": None if held is None else dict(held),
             "neuron_parameter_hints": dict(getattr(backend, "neuron_parameter_hints", {}) or {}),
-            "requires": getattr(backend, "requires", None)}
+            "requires": getattr(backend, "requires", None),
+            "domain_options": options}
 
 
 def mirror_traits(wrapper: Any, inner: Any) -> None:
@@ -198,6 +206,8 @@ def mirror_traits(wrapper: Any, inner: Any) -> None:
         if key == "capabilities":
             value = None if value is None else frozenset(value)
         setattr(wrapper, key, value)
+    for option, value in traits["domain_options"].items():
+        setattr(wrapper, option, value)
 
 
 __all__ = ["Backend", "Deployment", "realised_neurons", "REALISED_FIELDS", "Observation", "LayerObservation", "TRAITS", "backend_traits", "mirror_traits"]

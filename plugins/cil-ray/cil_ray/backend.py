@@ -297,6 +297,9 @@ class RayBackend(Backend):
         self.neuron_parameters = _held_by_all([i.get("neuron_parameters") for i in self.info])
         self.neuron_parameter_hints = dict(first.get("neuron_parameter_hints") or {})
         self.requires = first.get("requires")  # what the workers' chip requires (sizes, a synaptic current)
+        # a switch its domains name (Xylo's round_decays) holds for the population only if every worker has it on
+        for option in (first.get("domain_options") or {}):
+            setattr(self, option, all((i.get("domain_options") or {}).get(option) is True for i in self.info))
         self.inner_max_sets = first["max_sets"]
 
     def _await(self, refs: list[Any], what: str) -> list[Any]:
