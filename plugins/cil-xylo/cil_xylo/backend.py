@@ -45,7 +45,7 @@ from cil_core.hardware.transfer import write_neuron_parameters
 from cil_core.network.description import check_parameters
 
 from .chip import AUDIO2, CHIPS, XyloChip
-from .engine import ENGINES, run_fast, run_xylosim
+from .engine import ENGINES, run_fast, run_xylosim, saturation
 from .transfer import layout, to_chip
 
 __all__ = ["XyloBackend"]
@@ -145,18 +145,8 @@ class XyloBackend(Backend):
     # ------------------------------------------------------------------ forward
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
         """Run the deployment's integer network on spike counts ``[T, B, n_in]``."""
-        x = as_dense(inputs).detach()
-        x = x.reshape(x.shape[0], x.shape[1], -1)
-        xn = x.cpu().numpy()
-        if not (xn.min(initial=0) >= TRANSPORT.lo and xn.max(initial=0) <= TRANSPORT.hi
-                and np.array_equal(xn, np.floor(xn))):  # numpy: cheaper than torch beside numba's threads
-            TRANSPORT.check(x, "the input", self.chip.name, "encode the inputs as spike counts per channel and time "
-                            "step (the chip processes at most 15 per channel and step)")
+        counts, T = self._counts(inputs)
         net = deployment.chip["network"]
-        T = int(x.shape[0])
-        counts = xn.astype(np.int64)
-        if self.align_output:
-            counts = np.concatenate([counts, np.zeros((1, *counts.shape[1:]), np.int64)], 0)
         if self.engine == "xylosim":
             res = run_xylosim(net, counts, record, package=self.chip.rockpool_package)
         else:
@@ -180,3 +170,26 @@ class XyloBackend(Backend):
         meta = {"engine": self.engine, "chip": self.chip.name,
                 "hidden_spikes": int(res["spikes"][:T].sum()) if record else None}
         return Observation(out, layers, meta)
+
+    def _counts(self, inputs: Any) -> tuple[np.ndarray, int]:
+        """The input as int64 spike counts ``[T(+1), B, n_in]`` (one empty step appended with
+        ``align_output``), checked against the transport's range, and ``T``."""
+        x = as_dense(inputs).detach()
+        x = x.reshape(x.shape[0], x.shape[1], -1)
+        xn = x.cpu().numpy()
+        if not (xn.min(initial=0) >= TRANSPORT.lo and xn.max(initial=0) <= TRANSPORT.hi
+                and np.array_equal(xn, np.floor(xn))):  # numpy: cheaper than torch beside numba's threads
+            TRANSPORT.check(x, "the input", self.chip.name, "encode the inputs as spike counts per channel and time "
+                            "step (the chip processes at most 15 per channel and step)")
+        counts = xn.astype(np.int64)
+        if self.align_output:
+            counts = np.concatenate([counts, np.zeros((1, *counts.shape[1:]), np.int64)], 0)
+        return counts, int(x.shape[0])
+
+    def saturation(self, deployment: Deployment, inputs: Any) -> dict[str, float]:
+        """The share of neuron-steps whose 16-bit state was clipped at a rail while the chip ran
+        ``inputs`` (every set and sample of ``deployment``, the batched engine's count, see
+        :mod:`cil_xylo.engine`): ``{"hidden current", "hidden membrane", "output current",
+        "output membrane"}`` -> fraction in [0, 1] (the steps the chip streams, including the
+        alignment step)."""
+        return saturation(deployment.chip["network"], self._counts(inputs)[0])
