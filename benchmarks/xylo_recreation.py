@@ -70,14 +70,15 @@ from harness import (add_output_args, add_sweep_args, markdown_table, publish_fi
                      write_docs_section, write_json)
 
 SECTION = "xylo-recreation"
-METHODS = ["rockpool", "offline", "cil-spl", "cil-spl-layers", "mh", "mh-ft"]
+METHODS = ["rockpool", "offline", "cil-spl", "cil-spl-layers", "mh", "mh-ft", "mala"]
 LABELS = {"rockpool": "(a) rockpool: train LIFTorch, map, quantize, XyloSim", "offline": "(b) cil offline (BPTT)",
           "cil-spl": "(c) CIL-SPL, output observed", "cil-spl-layers": "(c) CIL-SPL, layers observed",
-          "mh": "(d) MH", "mh-ft": "(e) MH from (b)'s weights"}
+          "mh": "(d) MH", "mh-ft": "(e) MH from (b)'s weights",
+          "mala": "(f) mala (gradient-guided MH, random init)"}
 SHORT = {"rockpool": "(a) rockpool", "offline": "(b) offline", "cil-spl": "(c) CIL-SPL", "cil-spl-layers":
-         "(c) CIL-SPL\nlayers", "mh": "(d) MH", "mh-ft": "(e) MH-ft"}
+         "(c) CIL-SPL\nlayers", "mh": "(d) MH", "mh-ft": "(e) MH-ft", "mala": "(f) mala"}
 REGIMES = ["sparse", "dense"]
-IN_THE_LOOP = ("cil-spl", "cil-spl-layers", "mh", "mh-ft")
+IN_THE_LOOP = ("cil-spl", "cil-spl-layers", "mh", "mh-ft", "mala")
 
 CONFIG: dict[str, Any] = dict(
     T=32, inputs=16, hidden=32, alpha=0.5, beta=0.875, threshold=1.0,
@@ -171,6 +172,8 @@ def _rockpool_forward(m, x: torch.Tensor) -> torch.Tensor:
 
 def run_rockpool(cfg: dict[str, Any], regime: str, seed: int) -> dict[str, Any]:
     """(a): rockpool's flow, start to end, outside cil: train in torch, map, quantize, XyloSim."""
+    from cil_xylo.engine import XyloNetwork, saturation as xylo_saturation
+
     x61, *_, channel_quantize, global_quantize = _rockpool()
     train, test = load_data(cfg, regime)
     m = rockpool_model(cfg, cfg["regimes"][regime]["gain"], seed)
@@ -193,9 +196,12 @@ def run_rockpool(cfg: dict[str, Any], regime: str, seed: int) -> dict[str, Any]:
     chips: dict[str, float] = {}
     xs = test.x.numpy().astype(np.int64)
     calls = 0
+    saturation = None
     for name, quantize in (("channel", channel_quantize), ("global", global_quantize)):
         q = copy.deepcopy(spec)
         q.update(quantize(**q))
+        if name == "channel":  # the deployed network's 16-bit saturation, counted by cil's engine
+            saturation = xylo_saturation(XyloNetwork.from_specification(q), xs)  # rockpool's timing
         sim = x61.XyloSim.from_specification(**q)
         correct = 0
         for i in range(xs.shape[1]):
@@ -205,6 +211,7 @@ def run_rockpool(cfg: dict[str, Any], regime: str, seed: int) -> dict[str, Any]:
             correct += int(np.asarray(out).sum(0).argmax() == int(test.y[i]))
         chips[name] = correct / xs.shape[1]
     return {"accuracy": [sw, chips["channel"]], "global_quantize": chips["global"], "chip_calls": 0,
+            "saturation": saturation,
             "eval_calls": calls, "seconds": time.perf_counter() - t0}
 
 
@@ -240,6 +247,9 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     elif method == "mh":
         tr = cil.Trainer(net, "xylo", "mh", **mh)
         tr.fit(train, steps=cfg["mh_steps"])
+    elif method == "mala":  # MH's options and chip calls: one step fewer pays for the first step's extra request
+        tr = cil.Trainer(net, "xylo", "mala", **mh)
+        tr.fit(train, steps=cfg["mh_steps"] - 1)
     elif method in ("cil-spl", "cil-spl-layers"):
         tr = cil.Trainer(net, "xylo", "cil-spl", observe="layers" if method == "cil-spl-layers" else "output", **grad)
         tr.fit(train, epochs=cfg["epochs"], batch_size=cfg["batch"])
@@ -247,13 +257,15 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     stats = tr.session.stats.as_dict()
     rep = cil.fidelity(net, "xylo", test, readout=readout)
     vendor = cil.Trainer(net, cil.make_backend("xylo", engine="xylosim"), "offline", readout=readout)
-    return {"accuracy": [rep.software_accuracy, rep.chip_accuracy],
+    chip = cil.make_backend("xylo")
+    saturation = chip.saturation(chip.transfer(net.spec, net.detached_parameters()), test.x)
+    return {"accuracy": [rep.software_accuracy, rep.chip_accuracy], "saturation": saturation,
             "xylosim_accuracy": vendor.evaluate(test)["accuracy"], "fidelity": _fid(rep),
             "chip_calls": stats["calls_by_purpose"].get("train", 0),
             "chip_samples": stats["samples"].get("train", 0), "seconds": seconds}
 
 
-def run(cfg: dict[str, Any], seeds: int, log, *, results: Path, regimes: list[str] | None = None,
+def run(cfg: dict[str, Any], seeds: int | dict[str, int], log, *, results: Path, regimes: list[str] | None = None,
         methods: list[str] | None = None, runner: str = "local", runner_options: dict[str, Any] | None = None,
         resume: bool = False, threads: int = 1) -> dict[str, Any]:
     """Every method x regime x seed as the points of a ``cil sweep``; one JSON line per finished
@@ -266,7 +278,8 @@ def run(cfg: dict[str, Any], seeds: int, log, *, results: Path, regimes: list[st
         train, test = load_data(cfg, r)
         log(f"{r}: {len(train)} train / {len(test)} test, T={cfg['T']}, at most {int(train.x.max())} spikes per "
             f"channel and step, {float(train.x.sum((0, 2)).mean()):.0f} input spikes per sample")
-    points = [Point(point_key(o), o, {"cfg": cfg, **o}) for r in regimes for s in range(seeds) for m in methods
+    per = seeds if isinstance(seeds, dict) else {r: seeds for r in regimes}
+    points = [Point(point_key(o), o, {"cfg": cfg, **o}) for r in regimes for s in range(per[r]) for m in methods
               for o in [{"regime": r, "method": m, "seed": s}]]
 
     def show(point: Point, rec: dict[str, Any]) -> None:
@@ -300,6 +313,8 @@ def summarize(runs: dict[str, Any]) -> dict[str, Any]:
             s = {"software": _ms(sw), "chip": _ms(hw), "degradation": _ms([a - b for a, b in zip(sw, hw)]),
                  "seconds": _ms([r["seconds"] for r in rs]), "chip_calls": _ms([r["chip_calls"] for r in rs]),
                  "chip_all": hw, "software_all": sw}
+            if all(r.get("saturation") for r in rs):  # shares of neuron-steps clipped at the 16-bit rails
+                s["saturation"] = {k: _ms([r["saturation"][k] for r in rs]) for k in rs[0]["saturation"]}
             if m == "rockpool":
                 s["global_quantize"] = _ms([r["global_quantize"] for r in rs])
             else:
@@ -400,10 +415,34 @@ def figure(summary: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
+def _seeds(text: str | None, default: int, ap: argparse.ArgumentParser) -> int | dict[str, int]:
+    """``--seeds``: ``None`` (``default``), ``"N"``, or ``"regime=N,..."`` (regimes not named: ``default``)."""
+    if not text:
+        return default
+    try:
+        if "=" not in text:
+            return int(text)
+        per = {r: default for r in REGIMES}
+        for part in text.split(","):
+            r, n = part.split("=")
+            if r not in REGIMES:
+                ap.error(f"--seeds: unknown regime {r!r}; use {', '.join(REGIMES)}")
+            per[r] = int(n)
+        return per
+    except ValueError:
+        ap.error(f"--seeds takes a number or 'regime=N,...', not {text!r}")
+    raise AssertionError
+
+
+def _seeds_text(seeds: int | dict[str, int]) -> str:
+    return str(seeds) if isinstance(seeds, int) else " / ".join(f"{n} ({r})" for r, n in seeds.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, small data and budget (smoke run)")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds (default 5; --quick: 2)")
+    ap.add_argument("--seeds", default=None,
+                    help="seeds: a number for every regime, or per regime, e.g. 'sparse=10,dense=5' (default 5; --quick: 2)")
     ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, from {', '.join(REGIMES)}")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per point (default 1)")
     ap.add_argument("--load-note", default="load not recorded",
@@ -414,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = copy.deepcopy(CONFIG)
     if args.quick:
         cfg.update(QUICK)
-    seeds = args.seeds or (2 if args.quick else 5)
+    seeds = _seeds(args.seeds, 2 if args.quick else 5, ap)
     regimes = [r for r in args.regimes.split(",") if r]
     unknown = set(regimes) - set(REGIMES)
     if unknown:
@@ -463,7 +502,7 @@ Setup: Wisconsin breast cancer (scikit-learn; 398 train / 171 test, the core's f
 **16 input channels**, because Xylo Audio 2 takes at most 16 (`load_breast_cancer_pca`: 7 whitened principal
 components ON/OFF rate-coded plus a bias pair), T = {cfg['T']}. Network 16-{cfg['hidden']}-2, every neuron with a
 synaptic current (α = {cfg['alpha']}, β = {cfg['beta']}: bit-shift decays the chip holds exactly), no biases,
-readout = {cfg['readout_scale']} x output spike counts → cross entropy. {seeds} seeds (initial weights, batch
+readout = {cfg['readout_scale']} x output spike counts → cross entropy. {_seeds_text(seeds)} seeds (initial weights, batch
 order, MH chains). Gradient methods, rockpool's included: Adam, lr {cfg['lr']:g}, {cfg['epochs']} epochs of batch
 {cfg['batch']}, gradient norm clipped at {cfg['grad_clip']:g}. MH: {cfg['mh_chains']} chains x {cfg['mh_steps']} steps
 (burn-in {cfg['mh_burn_in']}), likelihood on the chip. Chip = the `xylo` backend (Xylo Audio 2; its batched engine,
