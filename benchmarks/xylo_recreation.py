@@ -78,6 +78,8 @@ LABELS = {"rockpool": "(a) rockpool: train LIFTorch, map, quantize, XyloSim", "o
 SHORT = {"rockpool": "(a) rockpool", "offline": "(b) offline", "cil-spl": "(c) CIL-SPL", "cil-spl-layers":
          "(c) CIL-SPL\nlayers", "mh": "(d) MH", "mh-ft": "(e) MH-ft", "mala": "(f) mala"}
 REGIMES = ["sparse", "dense"]
+#: the states whose clipping the engine counts (cil_xylo.engine.SATURATION_KEYS)
+SATURATION = ("hidden current", "hidden membrane", "output current", "output membrane")
 IN_THE_LOOP = ("cil-spl", "cil-spl-layers", "mh", "mh-ft", "mala")
 
 CONFIG: dict[str, Any] = dict(
@@ -352,6 +354,15 @@ def fidelity_table(summary: dict[str, Any], regime: str) -> str:
                      _pm(s["agreement"], 1, 3)])
     return markdown_table(["fidelity on the test set", "hidden: correlation", "hidden: distortion",
                            "hidden spikes/neuron/step sw / chip", "output: distortion", "output agreement"], rows)
+
+
+def saturation_table(summary: dict[str, Any], regime: str) -> str:
+    """Shares of neuron-steps (test set, the deployed final weights) whose 16-bit state was clipped at a rail."""
+    rows = []
+    for m, s in summary[regime].items():
+        if "saturation" in s:
+            rows.append([LABELS[m], *(_pm(s["saturation"][k], 100, 2) for k in SATURATION)])
+    return markdown_table(["clipped at the int16 rails (% of neuron-steps)", *SATURATION], rows)
 
 
 def verdicts(summary: dict[str, Any]) -> list[str]:

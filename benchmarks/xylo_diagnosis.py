@@ -1,8 +1,13 @@
-"""Why cil's offline training trails rockpool's own flow by a fraction of a point in the Xylo
-re-creation's sparse regime: the differences between the two flows, added one at a time.
+"""Two diagnoses of the Xylo re-creation (:mod:`xylo_recreation`):
 
-    nice -n 10 python benchmarks/xylo_sparse_gap.py            # 5 seeds (~10 min on 1 core)
-    python benchmarks/xylo_sparse_gap.py --quick               # 1 seed, small data (smoke run)
+1. why cil's offline training trails rockpool's own flow by a fraction of a point in the sparse
+   regime: the differences between the two flows, removed one at a time;
+2. how much of offline's loss on the chip in the dense regime is the chip's 16-bit saturation:
+   the same offline weights deployed with the transfer's integer threshold aimed lower
+   (``XyloBackend(threshold_target=...)``; default 4096), so the state has more headroom.
+
+    nice -n 10 python benchmarks/xylo_diagnosis.py            # 5 seeds (~12 min on 1 core)
+    python benchmarks/xylo_diagnosis.py --quick               # 1 seed, small data (smoke run)
 
 Both flows see the same data, optimizer (Adam, lr 0.003, gradient norm clipped at 1), epochs,
 batch size and readout (:mod:`xylo_recreation`, sparse regime); rockpool's ``LIFTorch`` network and
@@ -21,8 +26,15 @@ the snntorch ``Synaptic`` network differ in four ways, each a variant of cil's o
   larger relative to the weights (with all four, cil's software model is rockpool's, forward
   spike for spike; what remains is the batch order and the multi-spike surrogate's periodicity).
 
-Writes ``xylo_sparse_gap[_quick].json`` under ``--out`` and prints the table (mean ± std over
-seeds, and per seed, beside rockpool's flow run here on the same seeds).
+**Dense regime**: cil offline as in the re-creation, its weights deployed at each of
+:data:`TARGETS`; chip accuracy and the share of hidden neuron-steps whose synaptic current was
+clipped at a 16-bit rail (:func:`cil_xylo.engine.saturation`). The transfer puts the integer
+threshold at ``max(threshold_target, the smallest that gives the smallest matrix all 8 bits)``
+(:func:`cil_core.hardware.domains.quantize_population`); ``1`` is therefore that smallest one,
+which is rockpool's ``channel_quantize`` choice (largest weight of a neuron at code 127, no shift).
+
+Writes ``xylo_diagnosis[_quick].json`` under ``--out`` and prints the tables (mean ± std over
+seeds, and per seed; rockpool's flow run here on the same seeds).
 """
 
 from __future__ import annotations
@@ -37,6 +49,9 @@ import torch
 
 from harness import add_output_args, markdown_table, write_json
 from xylo_recreation import CONFIG, QUICK, load_data, rockpool_model, run_rockpool, snntorch_model
+
+#: the dense regime's threshold targets (the default first)
+TARGETS = (4096, 1024, 256, 1)
 
 #: each variant: which of the four differences it removes (module doc)
 VARIANTS = {"cil offline (as in the re-creation)": (), "+ rockpool's init": ("init",),
@@ -76,6 +91,24 @@ def cil_offline(cfg: dict[str, Any], seed: int, changes: tuple[str, ...]) -> flo
     return float(tr.evaluate(test)["accuracy"])
 
 
+def dense_targets(cfg: dict[str, Any], seed: int) -> dict[int, dict[str, float]]:
+    """Dense regime: cil offline's weights deployed at each threshold target (module doc)."""
+    import cil_core as cil
+
+    train, test = load_data(cfg, "dense")
+    net = cil.wrap(snntorch_model(cfg, cfg["regimes"]["dense"]["gain"], seed))
+    readout = cil.Readout("rate", cfg["readout_scale"])
+    tr = cil.Trainer(net, "xylo", "offline", lr=cfg["lr"], grad_clip=cfg["grad_clip"], readout=readout, seed=seed)
+    tr.fit(train, epochs=cfg["epochs"], batch_size=cfg["batch"])
+    out = {}
+    for t in TARGETS:
+        chip = cil.make_backend("xylo", threshold_target=t)
+        dep = chip.transfer(net.spec, net.detached_parameters())
+        out[t] = {"accuracy": float(cil.Trainer(net, chip, "offline", readout=readout).evaluate(test)["accuracy"]),
+                  "threshold": float(dep.chip["network"].threshold.mean()), **chip.saturation(dep, test.x)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, small data and budget (smoke run)")
@@ -99,9 +132,22 @@ def main(argv: list[str] | None = None) -> int:
             for name, v in acc.items()]
     table = markdown_table(["sparse regime, chip accuracy (%)", "mean ± std", "per seed"], rows)
     print(table)
+    dense = [dense_targets(cfg, s) for s in seeds]
+    rows = []
+    for t in TARGETS:
+        a = [d[t]["accuracy"] for d in dense]
+        rows.append([f"{t}" + (" (default)" if t == TARGETS[0] else ""), f"{np.mean([d[t]['threshold'] for d in dense]):.0f}",
+                     f"{100 * np.mean(a):.1f} ± {100 * sd(a):.1f}", " ".join(f"{100 * x:.1f}" for x in a),
+                     f"{100 * np.mean([d[t]['hidden current'] for d in dense]):.1f}",
+                     f"{100 * np.mean([d[t]['output membrane'] for d in dense]):.1f}"])
+    dense_table = markdown_table(["dense regime, offline weights: threshold_target", "hidden threshold (int)",
+                                  "chip accuracy (%)", "per seed", "hidden current clipped (% of neuron-steps)",
+                                  "output membrane clipped (%)"], rows)
+    print(dense_table)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / f"xylo_sparse_gap{'_quick' if args.quick else ''}.json",
-               {"config": cfg, "seeds": seeds, "accuracy": acc, "table": table, "seconds": time.perf_counter() - t0})
+    write_json(args.out / f"xylo_diagnosis{'_quick' if args.quick else ''}.json",
+               {"config": cfg, "seeds": seeds, "accuracy": acc, "table": table, "dense": dense,
+                "dense_table": dense_table, "seconds": time.perf_counter() - t0})
     return 0
 
 
