@@ -267,7 +267,7 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
             "chip_samples": stats["samples"].get("train", 0), "seconds": seconds}
 
 
-def run(cfg: dict[str, Any], seeds: int | dict[str, int], log, *, results: Path, regimes: list[str] | None = None,
+def run(cfg: dict[str, Any], seeds: int | dict[str, int | range], log, *, results: Path, regimes: list[str] | None = None,
         methods: list[str] | None = None, runner: str = "local", runner_options: dict[str, Any] | None = None,
         resume: bool = False, threads: int = 1) -> dict[str, Any]:
     """Every method x regime x seed as the points of a ``cil sweep``; one JSON line per finished
@@ -281,7 +281,8 @@ def run(cfg: dict[str, Any], seeds: int | dict[str, int], log, *, results: Path,
         log(f"{r}: {len(train)} train / {len(test)} test, T={cfg['T']}, at most {int(train.x.max())} spikes per "
             f"channel and step, {float(train.x.sum((0, 2)).mean()):.0f} input spikes per sample")
     per = seeds if isinstance(seeds, dict) else {r: seeds for r in regimes}
-    points = [Point(point_key(o), o, {"cfg": cfg, **o}) for r in regimes for s in range(per[r]) for m in methods
+    span = {r: (per[r] if isinstance(per[r], range) else range(per[r])) for r in regimes}
+    points = [Point(point_key(o), o, {"cfg": cfg, **o}) for r in regimes for s in span[r] for m in methods
               for o in [{"regime": r, "method": m, "seed": s}]]
 
     def show(point: Point, rec: dict[str, Any]) -> None:
@@ -426,34 +427,38 @@ def figure(summary: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
-def _seeds(text: str | None, default: int, ap: argparse.ArgumentParser) -> int | dict[str, int]:
-    """``--seeds``: ``None`` (``default``), ``"N"``, or ``"regime=N,..."`` (regimes not named: ``default``)."""
+def _seeds(text: str | None, default: int, ap: argparse.ArgumentParser) -> int | dict[str, int | range]:
+    """``--seeds``: ``None`` (``default``), ``"N"``, or ``"regime=N,..."`` (regimes not named: ``default``;
+    ``regime=A:B``: the seeds A..B-1)."""
     if not text:
         return default
     try:
         if "=" not in text:
             return int(text)
-        per = {r: default for r in REGIMES}
+        per: dict[str, int | range] = {r: default for r in REGIMES}
         for part in text.split(","):
             r, n = part.split("=")
             if r not in REGIMES:
                 ap.error(f"--seeds: unknown regime {r!r}; use {', '.join(REGIMES)}")
-            per[r] = int(n)
+            per[r] = range(*map(int, n.split(":"))) if ":" in n else int(n)
         return per
     except ValueError:
         ap.error(f"--seeds takes a number or 'regime=N,...', not {text!r}")
     raise AssertionError
 
 
-def _seeds_text(seeds: int | dict[str, int]) -> str:
-    return str(seeds) if isinstance(seeds, int) else " / ".join(f"{n} ({r})" for r, n in seeds.items())
+def _seeds_text(seeds: int | dict[str, int | range]) -> str:
+    return str(seeds) if isinstance(seeds, int) else " / ".join(
+        f"{n if isinstance(n, int) else len(n)} ({r})" for r, n in seeds.items())
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, small data and budget (smoke run)")
     ap.add_argument("--seeds", default=None,
-                    help="seeds: a number for every regime, or per regime, e.g. 'sparse=10,dense=5' (default 5; --quick: 2)")
+                    help="seeds: a number for every regime, or per regime, e.g. 'sparse=10,dense=5' (default 5; --quick: "
+                         "2); 'sparse=5:10' runs seeds 5..9 only (a second process sharing the work; merge the .jsonl files "
+                         "and --resume with the full count)")
     ap.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, from {', '.join(REGIMES)}")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per point (default 1)")
     ap.add_argument("--load-note", default="load not recorded",
@@ -485,8 +490,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"{'yes' if vendor else 'NO'}.")
     print("\n".join(lines))
     write_json(args.out / f"xylo_recreation{suffix}.json",
-               {"config": cfg, "seeds": seeds, "quick": args.quick, "summary": summary, "runs": runs,
-                "wall_seconds": wall, "verdict": lines})
+               {"config": cfg, "seeds": ({r: list(v) if isinstance(v, range) else v for r, v in seeds.items()}
+                                         if isinstance(seeds, dict) else seeds), "quick": args.quick,
+                "summary": summary, "runs": runs, "wall_seconds": wall, "verdict": lines})
     fig = args.out / f"xylo_recreation{suffix}.png"
     figure(summary, fig)
     print(f"wrote {fig} ({wall:.0f}s)")
