@@ -421,7 +421,7 @@ def test_the_recreation_runs_as_a_resumable_sweep_and_both_chip_engines_agree(tm
     bench = load("xylo_recreation")
     cfg = dict(bench.CONFIG, epochs=1, mh_steps=4, mh_burn_in=2, n_train=40, n_test=30)
     jsonl = tmp_path / "x.jsonl"
-    methods = ["rockpool", "offline", "cil-spl", "mh-ft"]
+    methods = ["rockpool", "offline", "cil-spl", "mh", "mh-ft", "mala"]
     first = bench.run(cfg, 1, lambda m: None, results=jsonl, regimes=["sparse", "dense"], methods=methods)
     assert len(jsonl.read_text().splitlines()) == 2 * len(methods)
     dense = first["dense"]["offline"][0]
@@ -431,6 +431,11 @@ def test_the_recreation_runs_as_a_resumable_sweep_and_both_chip_engines_agree(tm
             assert 0 <= r["accuracy"][1] <= 1
             if m != "rockpool":
                 assert r["xylosim_accuracy"] == r["accuracy"][1]
+            assert set(r["saturation"]) == {"hidden current", "hidden membrane", "output current", "output membrane"}
+            assert all(0 <= v <= 1 for v in r["saturation"].values())
+    # 15 spikes per channel and step clip the hidden current at the default threshold target; binary spikes do not
+    assert dense["saturation"]["hidden current"] > 0.2 > first["sparse"]["offline"][0]["saturation"]["hidden current"]
+    assert first["sparse"]["mala"][0]["chip_calls"] == first["sparse"]["mh"][0]["chip_calls"]  # the same budget
     # the dense regime drives the chip's hidden neurons to several spikes per step, the software model's to one
     hidden = dense["fidelity"]["layers"][0]
     assert hidden["chip_rate"] > 1.3 * hidden["sw_rate"], hidden
