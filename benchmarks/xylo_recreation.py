@@ -2,7 +2,8 @@
 offline, chip-in-the-loop (CIL-SPL) and Metropolis-Hastings training, on the vendor's simulator.
 
     python benchmarks/xylo_recreation.py --quick     # smoke run: 2 seeds, small budget (~2 min on 1 core)
-    nice -n 10 python benchmarks/xylo_recreation.py  # full: 5 seeds x 2 regimes, ~15 min on 1 core
+    nice -n 10 python benchmarks/xylo_recreation.py  # full: 5 seeds x 2 regimes, ~30 min on 1 idle core
+    python benchmarks/xylo_recreation.py --seeds sparse=8,dense=5   # the docs' run (split: --seeds sparse=5:8 in a 2nd process)
     python benchmarks/xylo_recreation.py --docs      # full; also rewrites the xylo-recreation section of docs/results.md
     python benchmarks/xylo_recreation.py --resume    # after an interruption: only the missing points run
 
@@ -30,7 +31,7 @@ decays 1 − 2^-1 and 1 − 2^-3 the chip holds exactly), threshold 1, no biases
 spike counts x ``readout_scale`` → cross entropy.
 
 **Methods** (each seed: the same data, optimizer, epochs and batch size for every gradient method;
-(b)–(d) start from the same snntorch initial weights):
+(b)–(d) and (f) start from the same snntorch initial weights):
 
 (a) ``rockpool``: rockpool's own flow, the offline baseline. A rockpool
     ``Sequential(LinearTorch, LIFTorch, LinearTorch, LIFTorch)`` (bit-shift leaks, at most 31
@@ -46,12 +47,17 @@ spike counts x ``readout_scale`` → cross entropy.
     membranes substituted into the software pass);
 (d) ``mh``: Metropolis-Hastings with the likelihood on the chip, from cil's calibrated random start;
 (e) ``mh-ft``: the same MH started from (b)'s weights (``init="network"``; (b) is trained again in
-    that point, the same seed giving the same weights).
+    that point, the same seed giving the same weights);
+(f) ``mala``: gradient-guided MH (:mod:`cil_core.training.langevin`: Langevin proposals on the
+    CIL-SPL proxy gradient, accepted on the chip's likelihood) with (d)'s options and start, one
+    step fewer, so that it makes (d)'s chip calls.
 
-Chip accuracy of (b)–(e) is measured on the ``xylo`` backend's batched engine and again on the
+Every point also reports the share of neuron-steps whose 16-bit state the chip clipped
+(:func:`cil_xylo.engine.saturation`, test set, final weights; for (a) its quantized deployment).
+Chip accuracy of (b)–(f) is measured on the ``xylo`` backend's batched engine and again on the
 vendor's ``XyloSim`` (``engine="xylosim"``, one call per sample): the two must agree on every
 point. The fidelity report (:func:`cil_core.fidelity`) compares software and chip per layer for
-(b) (before in-the-loop training) and (c)–(e) (after it).
+(b) (before in-the-loop training) and (c)–(f) (after it).
 """
 
 from __future__ import annotations
@@ -598,7 +604,7 @@ XyloSim evaluation) on a shared machine ({args.load_note}), and chip calls durin
         d = summary["dense"]
         parts.append(f"""Why rockpool's flow holds up in the dense regime: its `LIFTorch` is trained with up to 31 hidden
 spikes per step, as the chip emits them, so its software model already follows the chip
-({100 * d['rockpool']['degradation'][0]:+.1f} pp from software to chip), while the snntorch `Synaptic` model of (b)–(e) emits one
+({100 * d['rockpool']['degradation'][0]:+.1f} pp from software to chip), while the snntorch `Synaptic` model of (b)–(f) emits one
 spike per step and subtracts one threshold: deployed as trained, it loses {100 * d['offline']['degradation'][0]:.1f} pp
 (fidelity: the chip's hidden layer fires {d['offline']['layers'][0]['chip_rate'][0] / max(1e-9, d['offline']['layers'][0]['sw_rate'][0]):.1f}x as
 often as the software's). Training with the chip in the loop recovers most of that loss without changing the software model:
