@@ -335,6 +335,52 @@ def test_a_moved_rockpool_import_path_is_a_plugin_error_naming_it(monkeypatch):
         XyloBackend(engine="fast")  # the batched engine needs no rockpool
 
 
+def _one_neuron_net(w_in: int, shift_in: int, bias: int, bias_out: int, w_out: int = 0) -> XyloNetwork:
+    """1 input, 1 hidden, 1 output; thresholds at the top of the register (no spike resets)."""
+    one = lambda v: np.full((1, 1), v, np.int64)  # noqa: E731
+    return XyloNetwork(w_in=np.full((1, 1, 1), w_in, np.int8), w_rec=None, w_out=np.full((1, 1, 1), w_out, np.int8),
+                       shift_in=np.array([shift_in]), shift_rec=np.array([0]), shift_out=np.array([0]),
+                       dash_mem=one(15), dash_syn=one(1), threshold=one(2 ** 15 - 1), bias=one(bias),
+                       dash_mem_out=one(15), dash_syn_out=one(1), threshold_out=one(2 ** 15 - 1), bias_out=one(bias_out))
+
+
+def test_saturation_counts_the_neuron_steps_clipped_at_the_16_bit_rails():
+    from cil_xylo.engine import saturation
+
+    x = np.zeros((4, 1, 1), np.int64)
+    x[0] = 3  # 3 x (127 << 7) = 48768 > 32767: the hidden current clips at step 0 only
+    res = run_fast(_one_neuron_net(127, 7, 0, 0), x, saturation=True)
+    assert res["saturation"].tolist() == [[[1, 0, 0, 0]]]
+    # a bias of -20000 per step: the membrane reaches -40000 at step 1 and stays at the rail (clipped at steps 1..3)
+    res = run_fast(_one_neuron_net(0, 0, -20000, -20000), x, saturation=True)
+    assert res["saturation"].tolist() == [[[0, 3, 0, 3]]]
+    ref = run_xylosim(_one_neuron_net(0, 0, -20000, -20000), x, record=True)  # the vendor's state agrees
+    assert ref["vmem"][:, 0, 0, 0].tolist() == [-20000, -2 ** 15, -2 ** 15, -2 ** 15]
+    # no clipping, no count; the shares are per neuron-step
+    assert run_fast(_one_neuron_net(3, 0, 0, 0), x, saturation=True)["saturation"].sum() == 0
+    assert saturation(_one_neuron_net(0, 0, -20000, -20000), x) == {
+        "hidden current": 0.0, "hidden membrane": 0.75, "output current": 0.0, "output membrane": 0.75}
+    # counting leaves the run itself unchanged
+    rng = np.random.default_rng(3)
+    net = random_network(rng, 2, saturating=True)
+    xs = rng.integers(0, 24, size=(20, 3, net.sizes[0]))
+    a, b = run_fast(net, xs, record=True, saturation=True), run_fast(net, xs, record=True)
+    assert all(np.array_equal(a[k], b[k]) for k in b)
+    assert a["saturation"].sum() > 0
+
+
+def test_a_rockpool_specification_round_trips_through_the_engine_network():
+    rng = np.random.default_rng(5)
+    net = random_network(rng, 1, saturating=False)
+    back = XyloNetwork.from_specification(net.specification(0))
+    x = rng.integers(0, 2, size=(16, 2, net.sizes[0]))
+    assert np.array_equal(run_fast(back, x)["output"], run_fast(net, x)["output"])
+    spec = net.specification(0)
+    spec["weights_in"][:, :, 1] = 1  # a second synapse the engines do not run
+    with pytest.raises(ValueError, match="second synapse"):
+        XyloNetwork.from_specification(spec)
+
+
 def test_per_neuron_decays_and_thresholds_are_held_per_neuron():
     from cil_core.network.description import NetworkSpec
 
@@ -389,7 +435,7 @@ def test_the_recreation_runs_as_a_resumable_sweep_and_both_chip_engines_agree(tm
     bench = load("xylo_recreation")
     cfg = dict(bench.CONFIG, epochs=1, mh_steps=4, mh_burn_in=2, n_train=40, n_test=30)
     jsonl = tmp_path / "x.jsonl"
-    methods = ["rockpool", "offline", "cil-spl", "mh-ft"]
+    methods = ["rockpool", "offline", "cil-spl", "mh", "mh-ft", "mala"]
     first = bench.run(cfg, 1, lambda m: None, results=jsonl, regimes=["sparse", "dense"], methods=methods)
     assert len(jsonl.read_text().splitlines()) == 2 * len(methods)
     dense = first["dense"]["offline"][0]
@@ -399,6 +445,11 @@ def test_the_recreation_runs_as_a_resumable_sweep_and_both_chip_engines_agree(tm
             assert 0 <= r["accuracy"][1] <= 1
             if m != "rockpool":
                 assert r["xylosim_accuracy"] == r["accuracy"][1]
+            assert set(r["saturation"]) == {"hidden current", "hidden membrane", "output current", "output membrane"}
+            assert all(0 <= v <= 1 for v in r["saturation"].values())
+    # 15 spikes per channel and step clip the hidden current at the default threshold target; binary spikes do not
+    assert dense["saturation"]["hidden current"] > 0.2 > first["sparse"]["offline"][0]["saturation"]["hidden current"]
+    assert first["sparse"]["mala"][0]["chip_calls"] == first["sparse"]["mh"][0]["chip_calls"]  # the same budget
     # the dense regime drives the chip's hidden neurons to several spikes per step, the software model's to one
     hidden = dense["fidelity"]["layers"][0]
     assert hidden["chip_rate"] > 1.3 * hidden["sw_rate"], hidden

@@ -47,7 +47,7 @@ from cil_core.hardware.transfer import write_neuron_parameters
 from cil_core.network.description import check_parameters
 
 from .chip import AUDIO2, CHIPS, XyloChip
-from .engine import ENGINES, run_fast, run_xylosim
+from .engine import ENGINES, run_fast, run_xylosim, saturation
 from .transfer import layout, to_chip
 
 __all__ = ["XyloBackend"]
@@ -151,22 +151,12 @@ class XyloBackend(Backend):
     # ------------------------------------------------------------------ forward
     def forward(self, deployment: Deployment, inputs: Any, record: bool = False) -> Observation:
         """Run the deployment's integer network on spike counts ``[T, B, n_in]``."""
-        x = as_dense(inputs).detach()
-        x = x.reshape(x.shape[0], x.shape[1], -1)
-        xn = x.cpu().numpy()
-        if not (xn.min(initial=0) >= TRANSPORT.lo and xn.max(initial=0) <= TRANSPORT.hi
-                and np.array_equal(xn, np.floor(xn))):  # numpy: cheaper than torch beside numba's threads
-            TRANSPORT.check(x, "the input", self.chip.name, "encode the inputs as spike counts per channel and time "
-                            "step (the chip processes at most 15 per channel and step)")
         net = deployment.chip["network"]
-        blocks = deployment.chip.get("blocks") or [(0, net.sizes[1])]
-        T = int(x.shape[0])
-        counts = xn.astype(np.int64)
+        blocks = self._blocks(deployment)
+        counts, T = self._counts(inputs, len(blocks))
         # every hidden layer delays the next layer by one step: hidden layer k (from 0) at chip
         # step t + k, the output at t + L
         L = len(blocks) if self.align_output else 0
-        if L:
-            counts = np.concatenate([counts, np.zeros((L, *counts.shape[1:]), np.int64)], 0)
         if self.engine == "xylosim":
             res = run_xylosim(net, counts, record, package=self.chip.rockpool_package)
         else:
@@ -191,3 +181,31 @@ class XyloBackend(Backend):
         meta = {"engine": self.engine, "chip": self.chip.name,
                 "hidden_spikes": int(sum(int(lo.spikes.sum()) for lo in layers[:-1])) if layers else None}
         return Observation(out, layers, meta)
+
+    @staticmethod
+    def _blocks(deployment: Deployment) -> list[tuple[int, int]]:
+        """The hidden layers' ``(start, stop)`` neuron ranges in the chip's hidden population."""
+        return deployment.chip.get("blocks") or [(0, deployment.chip["network"].sizes[1])]
+
+    def _counts(self, inputs: Any, n_hidden_layers: int = 1) -> tuple[np.ndarray, int]:
+        """The input as int64 spike counts ``[T(+L), B, n_in]`` (with ``align_output``, one empty
+        step appended per hidden layer, ``L``), checked against the transport's range, and ``T``."""
+        x = as_dense(inputs).detach()
+        x = x.reshape(x.shape[0], x.shape[1], -1)
+        xn = x.cpu().numpy()
+        if not (xn.min(initial=0) >= TRANSPORT.lo and xn.max(initial=0) <= TRANSPORT.hi
+                and np.array_equal(xn, np.floor(xn))):  # numpy: cheaper than torch beside numba's threads
+            TRANSPORT.check(x, "the input", self.chip.name, "encode the inputs as spike counts per channel and time "
+                            "step (the chip processes at most 15 per channel and step)")
+        counts = xn.astype(np.int64)
+        if self.align_output and n_hidden_layers:
+            counts = np.concatenate([counts, np.zeros((n_hidden_layers, *counts.shape[1:]), np.int64)], 0)
+        return counts, int(x.shape[0])
+
+    def saturation(self, deployment: Deployment, inputs: Any) -> dict[str, float]:
+        """The share of neuron-steps whose 16-bit state was clipped at a rail while the chip ran
+        ``inputs`` (every set and sample of ``deployment``, the batched engine's count, see
+        :mod:`cil_xylo.engine`): ``{"hidden current", "hidden membrane", "output current",
+        "output membrane"}`` -> fraction in [0, 1] (the steps the chip streams, including the
+        alignment step)."""
+        return saturation(deployment.chip["network"], self._counts(inputs, len(self._blocks(deployment)))[0])

@@ -29,6 +29,12 @@ addition (so the order of the additions matters and is kept), :math:`d_k(x) = x 
    one spike, :math:`V \leftarrow V - \theta` (immediate subtract reset, several spikes per step).
 
 Membranes are recorded after the reset (xylosim's ``Vmem``).
+
+**Saturation** (``saturation=True``): per set, sample and layer, the number of neuron-steps in
+which an addition to the neuron's synaptic current (1.–3.) or to its membrane (4.: the
+:math:`\mathrm{sat}` of :math:`\Delta` or of :math:`V + \Delta`) was clipped at a 16-bit rail.
+The recorded state cannot show this: the current is recorded after its decay and the membrane
+after the reset, so a clipped value rarely sits at a rail when it is read.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-__all__ = ["XyloNetwork", "run_fast", "run_xylosim", "ENGINES"]
+__all__ = ["XyloNetwork", "run_fast", "run_xylosim", "saturation", "SATURATION_KEYS", "ENGINES"]
 
 STATE_MIN, STATE_MAX = -(2 ** 15), 2 ** 15 - 1
 
@@ -108,6 +114,32 @@ class XyloNetwork:
                     weight_shift_in=int(self.shift_in[s]), weight_shift_rec=int(self.shift_rec[s]),
                     weight_shift_out=int(self.shift_out[s]))
 
+    @classmethod
+    def from_specification(cls, spec: dict) -> "XyloNetwork":
+        """One set from the keyword arguments of ``XyloSim.from_specification`` (e.g. rockpool's
+        ``mapper`` + ``channel_quantize``), the inverse of :meth:`specification`; a hidden
+        neuron's second synapse must be unused (zero weights), as the engines run one."""
+        def first(w: np.ndarray, name: str) -> np.ndarray:
+            w = np.asarray(w)
+            if w.ndim == 3:
+                if w.shape[2] > 1 and np.any(w[:, :, 1:]):
+                    raise ValueError(f"{name}: the hidden neurons' second synapse is used; the engines run one")
+                w = w[:, :, 0]
+            return w.astype(np.int8)[None]
+
+        def reg(name: str) -> np.ndarray:
+            return np.asarray(spec[name]).astype(np.int64)[None]
+
+        w_rec = first(spec["weights_rec"], "weights_rec") if spec.get("weights_rec") is not None else None
+        return cls(w_in=first(spec["weights_in"], "weights_in"), w_rec=w_rec,
+                   w_out=np.asarray(spec["weights_out"]).astype(np.int8)[None],
+                   shift_in=np.array([int(spec.get("weight_shift_in", 0))]),
+                   shift_rec=np.array([int(spec.get("weight_shift_rec", 0))]),
+                   shift_out=np.array([int(spec.get("weight_shift_out", 0))]),
+                   dash_mem=reg("dash_mem"), dash_syn=reg("dash_syn"), threshold=reg("threshold"), bias=reg("bias"),
+                   dash_mem_out=reg("dash_mem_out"), dash_syn_out=reg("dash_syn_out"),
+                   threshold_out=reg("threshold_out"), bias_out=reg("bias_out"))
+
     def integer_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``codes << shift`` of the three matrices (int32), as the core adds them."""
         def sh(w: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -138,23 +170,34 @@ def _decay(v: int, dash: int) -> int:
 
 
 @numba.njit(cache=True, inline="always")
+def _clipped(x: int) -> int:
+    """1 if :func:`_sat` clips ``x``, else 0."""
+    return 1 if (x > STATE_MAX or x < STATE_MIN) else 0
+
+
+@numba.njit(cache=True, inline="always")
 def _evolve(i: int, v: int, dash_syn: int, dash_mem: int, thr: int, bias: int, cap: int):
+    """One neuron's step; returns ``(i, v, spikes, clipped)``, ``clipped`` 1 if a membrane
+    addition hit a 16-bit rail."""
     i = i - _decay(i, dash_syn)
     dv = -_decay(v, dash_mem)
     if dv == 32768:  # int16_t dv_mem = -(-32768) wraps in the C++ core
         dv = -32768
+    c = _clipped(dv + i)
     dv = _sat(dv + i)
+    c |= _clipped(dv + bias)
     dv = _sat(dv + bias)
+    c |= _clipped(v + dv)
     v = _sat(v + dv)
     n = 0
     while v >= thr and n < cap:
         n += 1
         v -= thr
-    return i, v, n
+    return i, v, n, c
 
 
 def _kernel_py(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, has_rec,
-            in_cap, hid_cap, out_cap, record, out_spk, hid_spk, vmem, vmem_out):  # pragma: no cover - compiled
+            in_cap, hid_cap, out_cap, record, out_spk, hid_spk, vmem, vmem_out, sat):  # pragma: no cover - compiled
     T, B, nin = x.shape
     S, _, nh = w_in.shape
     no = w_out.shape[2]
@@ -166,7 +209,11 @@ def _kernel_py(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, ha
         isyn_o = np.zeros(no, np.int64)
         v_o = np.zeros(no, np.int64)
         prev = np.zeros(nh, np.int64)
+        ci = np.zeros(nh, np.int64)  # per step: the neuron's current was clipped
+        ci_o = np.zeros(no, np.int64)
         for t in range(T):
+            ci[:] = 0
+            ci_o[:] = 0
             # 1. input spikes, channel by channel, each spike one saturating addition
             for c in range(nin):
                 n = x[t, b, c]
@@ -178,6 +225,7 @@ def _kernel_py(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, ha
                     w = w_in[s, c, j]
                     if w == 0:
                         continue
+                    ci[j] |= _clipped(isyn[j] + n * w)
                     isyn[j] = _sat(isyn[j] + n * w)
             # 2./3. the hidden spikes of step t-1 into the hidden (recurrent) and output currents
             for h in range(nh):
@@ -191,15 +239,19 @@ def _kernel_py(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, ha
                         w = w_rec[s, h, j]
                         if w == 0:
                             continue
+                        ci[j] |= _clipped(isyn[j] + n * w)
                         isyn[j] = _sat(isyn[j] + n * w)
                 for o in range(no):
                     w = w_out[s, h, o]
                     if w == 0:
                         continue
+                    ci_o[o] |= _clipped(isyn_o[o] + n * w)
                     isyn_o[o] = _sat(isyn_o[o] + n * w)
             # 4. neurons: hidden, then output
             for j in range(nh):
-                i2, v2, n = _evolve(isyn[j], v[j], ds[s, j], dm[s, j], th[s, j], bias[s, j], hid_cap)
+                i2, v2, n, cv = _evolve(isyn[j], v[j], ds[s, j], dm[s, j], th[s, j], bias[s, j], hid_cap)
+                sat[s, b, 0] += ci[j]
+                sat[s, b, 1] += cv
                 isyn[j] = i2
                 v[j] = v2
                 prev[j] = n
@@ -207,7 +259,9 @@ def _kernel_py(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, ha
                     hid_spk[t, s, b, j] = n
                     vmem[t, s, b, j] = v2
             for o in range(no):
-                i2, v2, n = _evolve(isyn_o[o], v_o[o], dso[s, o], dmo[s, o], tho[s, o], biaso[s, o], out_cap)
+                i2, v2, n, cv = _evolve(isyn_o[o], v_o[o], dso[s, o], dmo[s, o], tho[s, o], biaso[s, o], out_cap)
+                sat[s, b, 2] += ci_o[o]
+                sat[s, b, 3] += cv
                 isyn_o[o] = i2
                 v_o[o] = v2
                 out_spk[t, s, b, o] = n
@@ -224,12 +278,14 @@ PARALLEL_MIN_PAIRS = 256
 
 
 def run_fast(net: XyloNetwork, x: np.ndarray, record: bool = False, *, input_cap: int = 15, hidden_cap: int = 31,
-             output_cap: int = 1, parallel: bool | None = None) -> dict[str, np.ndarray]:
+             output_cap: int = 1, parallel: bool | None = None, saturation: bool = False) -> dict[str, np.ndarray]:
     """Run all ``S`` sets on all ``B`` samples of ``x`` (spike counts ``[T, B, Nin]``) in one
     numba call, the (set, sample) pairs spread over numba's threads (``parallel=None``: when
     there are at least :data:`PARALLEL_MIN_PAIRS` of them and more than one thread). Returns
     ``{"output": [T, S, B, No]}`` and, with ``record``, ``"spikes"``/``"vmem"`` ``[T, S, B, Nh]``
-    and ``"vmem_out"`` ``[T, S, B, No]`` (int)."""
+    and ``"vmem_out"`` ``[T, S, B, No]`` (int); with ``saturation``, ``"saturation"`` ``[S, B, 4]``:
+    the neuron-steps whose hidden current, hidden membrane, output current, output membrane
+    was clipped at a 16-bit rail (module doc; out of ``T·Nh`` or ``T·No`` neuron-steps)."""
     x = np.ascontiguousarray(x, dtype=np.int64)
     T, B, _ = x.shape
     S = net.n_sets
@@ -242,16 +298,34 @@ def run_fast(net: XyloNetwork, x: np.ndarray, record: bool = False, *, input_cap
     hid = np.zeros(shape_h, np.uint8)
     vmem = np.zeros(shape_h, np.int16)
     vmem_out = np.zeros(shape_o, np.int16)
+    sat = np.zeros((S, B, 4), np.int64)
     if parallel is None:
         parallel = S * B >= PARALLEL_MIN_PAIRS and numba.get_num_threads() > 1
     kernel = _kernel_par if parallel else _kernel_seq
     kernel(x, i32(w_in), i32(w_rec), i32(w_out), i32(net.dash_mem), i32(net.dash_syn), i32(net.threshold),
             i32(net.bias), i32(net.dash_mem_out), i32(net.dash_syn_out), i32(net.threshold_out), i32(net.bias_out),
-            net.w_rec is not None, input_cap, hidden_cap, output_cap, record, out, hid, vmem, vmem_out)
+            net.w_rec is not None, input_cap, hidden_cap, output_cap, record, out, hid, vmem, vmem_out, sat)
     res = {"output": out}
     if record:
         res.update(spikes=hid, vmem=vmem, vmem_out=vmem_out)
+    if saturation:
+        res["saturation"] = sat
     return res
+
+
+#: the four counts of ``run_fast(..., saturation=True)["saturation"]``, in order
+SATURATION_KEYS = ("hidden current", "hidden membrane", "output current", "output membrane")
+
+
+def saturation(net: XyloNetwork, x: np.ndarray) -> dict[str, float]:
+    """The share of neuron-steps (over all sets, samples and steps of ``x``, spike counts
+    ``[T, B, Nin]``) in which each state of :data:`SATURATION_KEYS` was clipped at a 16-bit rail
+    (:func:`run_fast` with ``saturation=True``)."""
+    x = np.asarray(x)
+    counts = run_fast(net, x, saturation=True)["saturation"].sum((0, 1))
+    _, nh, no = net.sizes
+    pairs = x.shape[0] * x.shape[1] * net.n_sets
+    return {k: float(c) / (pairs * n) for k, c, n in zip(SATURATION_KEYS, counts, (nh, nh, no, no))}
 
 
 def run_xylosim(net: XyloNetwork, x: np.ndarray, record: bool = False, *,
