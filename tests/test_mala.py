@@ -57,7 +57,7 @@ def test_proxy_gradient_matches_the_single_network_autograd(breast_cancer):
     assert (g != 0).any(dim=1).all()
 
 
-@pytest.mark.parametrize("exact_burn_in, burn_in", [(True, 5), (False, 0), (False, 10)])
+@pytest.mark.parametrize("exact_burn_in, burn_in", [(True, 5), (False, 0), (False, 10), (False, 2)])
 def test_acceptance_ratio_matches_an_independent_recomputation(breast_cancer, exact_burn_in, burn_in):
     """log α = log p(θ') − log p(θ) + log q(θ|θ') − log q(θ'|θ), the densities recomputed here with
     torch.distributions.Normal from the gradients at both points (the reference gradient above), the
@@ -68,8 +68,15 @@ def test_acceptance_ratio_matches_an_independent_recomputation(breast_cancer, ex
     a = tr.algorithm
     x, y = train.x, train.y
     a.step(tr.state, (x, y))  # first step: the starting gradients, then a move
-    for _ in range(2):
+    for _ in range(3):
         theta, grad, share, hs, betas = a.theta.clone(), a.grad.clone(), a.share.clone(), a.h.clone(), a.beta.clone()
+        if a.n_steps == burn_in > 0 and not exact_burn_in:
+            # the end of a guided burn-in: h_ℓ = min(s_ℓ, 1/rms(β_ℓ u g)) over the chains (module doc), then
+            # restart_at_best: every chain starts this step at the state of the chain with the best likelihood
+            hs = torch.stack([torch.minimum(a.scale[i], 1 / (betas[i] * a.unit[b] * grad[:, b]).pow(2).mean().sqrt())
+                              for i, b in enumerate(a.blocks)])
+            best = int(torch.argmax(a.loglik))
+            theta, grad = theta[best].expand_as(theta), grad[best].expand_as(grad)
         a.step(tr.state, (x, y))
         prop, blocks = a.last_proposal, a.last_blocks
         lp, _, _ = a._score3(tr.state, torch.cat([theta, prop]), x, y)
@@ -102,6 +109,25 @@ def test_a_useless_gradient_falls_back_to_the_block_random_walk(breast_cancer):
         assert (a.last_proposal[c, B] != theta[c, B]).all()
 
 
+@pytest.mark.parametrize("restart", [True, False])
+def test_the_kept_chains_start_at_the_best_burn_in_state(breast_cancer, restart):
+    """restart_at_best: the first kept step starts every chain at the burn-in chain with the best
+    log-likelihood (its state moved on one block only); without it each chain goes on from its own."""
+    tr, train = _setup(breast_cancer, chains=4, burn_in=3, init="network", restart_at_best=restart)
+    a = tr.algorithm
+    for _ in range(3):
+        a.step(tr.state, (train.x, train.y))
+    theta, best = a.theta.clone(), int(torch.argmax(a.loglik))
+    assert not torch.equal(theta[0], theta[1])  # burn-in left the chains apart
+    a.step(tr.state, (train.x, train.y))
+    for c in range(4):
+        outside = torch.ones(theta.shape[1], dtype=torch.bool)
+        outside[a.last_blocks[c]] = False
+        start = theta[best] if restart else theta[c]
+        assert torch.equal(a.last_proposal[c, outside], start[outside])
+        assert torch.equal(a.theta[c, outside], start[outside])
+
+
 def test_accuracy_rises_on_a_small_task(breast_cancer):
     torch.set_num_threads(1)
     net = feedforward([62, 8, 2], seed=4)
@@ -125,7 +151,7 @@ def test_accuracy_rises_on_a_small_task(breast_cancer):
 def test_every_option_is_typed_and_documented():
     rows = {r["name"]: r for r in describe(Langevin)}
     for opt in ("langevin_block_size", "exact_burn_in", "langevin_step", "langevin_target", "langevin_share",
-                "min_share", "collapse_acceptance", "adapt_rate", "chains", "block_size", "burn_in"):
+                "min_share", "collapse_acceptance", "adapt_rate", "restart_at_best", "chains", "block_size", "burn_in"):
         assert opt in rows, opt
     for r in rows.values():
         assert r["type"] != "any", r
@@ -156,6 +182,8 @@ def test_wrong_option_types_are_refused_at_the_door():
         cil.make_algorithm("mala", langevin_block_size=2.5)
     with pytest.raises(OptionError, match="option 'exact_burn_in' of algorithm 'mala' must be bool"):
         cil.make_algorithm("mala", exact_burn_in="yes")
+    with pytest.raises(OptionError, match="restart_at_best"):
+        cil.make_algorithm("mala", restart_at_best=1)
     with pytest.raises(OptionError, match="unknown option 'langevin_stepsize'"):
         cil.make_algorithm("mala", langevin_stepsize=0.1)
 
