@@ -256,6 +256,25 @@ def _block_add(typingctx, v, vb, w, wb, lo, hi):
     return types.none(v, vb, w, wb, lo, hi), _add_codegen
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _landing(lp, fan, row, c, y, x):
+    """Where an event of input channel ``c`` at position ``(y, x)`` (``uint64``, before the layer's
+    pooling) lands in the layer of ``lp`` row ``row``: ``(inside, n_out, state_offset,
+    weight_offset, a0, a1, c0, c1)``, ``inside`` false when the pooled position lies outside the
+    layer; the neurons it reaches are the fan-out table's row entries ``a0..a1`` (step 3) crossed
+    with its column entries ``c0..c1`` (step 4). Inlined into every loop that walks the table."""
+    y = y >> np.uint64(lp[row, PSH])
+    x = x >> np.uint64(lp[row, PSW])
+    z = np.uint64(0)
+    if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
+        return False, z, z, z, z, z, z, z
+    ra = np.uint64(lp[row, RTAB]) + y
+    ca = np.uint64(lp[row, CTAB]) + x
+    return (True, np.uint64(lp[row, O]), np.uint64(lp[row, VOFF]),
+            np.uint64(lp[row, WOFF]) + c * np.uint64(lp[row, CSTEP]),
+            fan[ra], fan[ra + np.uint64(1)], fan[ca], fan[ca + np.uint64(1)])
+
+
 @njit(cache=True, nogil=True)
 def _sort_small(a, n):
     """Sort ``a[:n]`` ascending in place (insertion sort; ``np.sort`` beyond 32 values)."""
@@ -358,24 +377,17 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 ev = stk[sp]
                 l = ev >> np.uint64(48)
                 row = s0 + np.int64(l)
-                y = ((ev >> np.uint64(16)) & M16) >> np.uint64(lp[row, PSH])
-                x = (ev & M16) >> np.uint64(lp[row, PSW])
-                if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
+                inside, nO, voff, wc, a0, a1, c0, c1 = _landing(lp, fan, row, (ev >> np.uint64(32)) & M16,
+                                                                (ev >> np.uint64(16)) & M16, ev & M16)
+                if not inside:
                     continue
-                nO = np.uint64(lp[row, O])
-                voff = np.uint64(lp[row, VOFF])
-                wc = np.uint64(lp[row, WOFF]) + ((ev >> np.uint64(32)) & M16) * np.uint64(lp[row, CSTEP])
                 thr = wts.dtype.type(lp[row, THR])
                 vmin = wts.dtype.type(max(lp[row, VMIN], -32768))
                 rz = lp[row, RZERO] == 1
                 split = vmin < thr
-                ra = np.uint64(lp[row, RTAB]) + y
-                ca = np.uint64(lp[row, CTAB]) + x
-                c0 = fan[ca]
-                c1 = fan[ca + np.uint64(1)]
                 nwd = np.uint64(0)
                 nhit = np.uint64(0)
-                for a in range(fan[ra], fan[ra + np.uint64(1)], np.uint64(3)):
+                for a in range(a0, a1, np.uint64(3)):
                     va = voff + fan[a]
                     wa = wc + fan[a + np.uint64(1)]
                     for q in range(c0, c1, np.uint64(4)):
@@ -486,19 +498,12 @@ def integrate_only(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets
         nsyn = 0
         for e in range(tr_off[r], tr_off[r + 1]):
             row = s0 + tr_l[e]
-            y = np.uint64(tr_y[e]) >> np.uint64(lp[row, PSH])
-            x = np.uint64(tr_x[e]) >> np.uint64(lp[row, PSW])
-            if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
+            inside, nO, voff, wc, a0, a1, c0, c1 = _landing(lp, fan, row, np.uint64(tr_c[e]), np.uint64(tr_y[e]),
+                                                            np.uint64(tr_x[e]))
+            if not inside:
                 continue
-            nO = np.uint64(lp[row, O])
-            voff = np.uint64(lp[row, VOFF])
-            wc = np.uint64(lp[row, WOFF]) + np.uint64(tr_c[e]) * np.uint64(lp[row, CSTEP])
-            ra = np.uint64(lp[row, RTAB]) + y
-            ca = np.uint64(lp[row, CTAB]) + x
-            c0 = fan[ca]
-            c1 = fan[ca + np.uint64(1)]
             nt = np.uint64(0)
-            for a in range(fan[ra], fan[ra + np.uint64(1)], np.uint64(3)):
+            for a in range(a0, a1, np.uint64(3)):
                 va = voff + fan[a]
                 wa = wc + fan[a + np.uint64(1)]
                 for q in range(c0, c1, np.uint64(4)):
@@ -546,21 +551,14 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
         nsyn = 0
         for e in range(tr_off[r], tr_off[r + 1]):
             row = s0 + tr_l[e]
-            y = np.uint64(tr_y[e]) >> np.uint64(lp[row, PSH])
-            x = np.uint64(tr_x[e]) >> np.uint64(lp[row, PSW])
-            if y >= np.uint64(lp[row, H]) or x >= np.uint64(lp[row, W]):
+            inside, nO, voff, wc, a0, a1, c0, c1 = _landing(lp, fan, row, np.uint64(tr_c[e]), np.uint64(tr_y[e]),
+                                                            np.uint64(tr_x[e]))
+            if not inside:
                 continue
-            nO = np.uint64(lp[row, O])
-            voff = np.uint64(lp[row, VOFF])
-            wc = np.uint64(lp[row, WOFF]) + np.uint64(tr_c[e]) * np.uint64(lp[row, CSTEP])
             thr = wts.dtype.type(lp[row, THR])
             vmin = wts.dtype.type(max(lp[row, VMIN], -32768))
-            ra = np.uint64(lp[row, RTAB]) + y
-            ca = np.uint64(lp[row, CTAB]) + x
-            c0 = fan[ca]
-            c1 = fan[ca + np.uint64(1)]
             nt = np.uint64(0)
-            for a in range(fan[ra], fan[ra + np.uint64(1)], np.uint64(3)):
+            for a in range(a0, a1, np.uint64(3)):
                 va = voff + fan[a]
                 wa = wc + fan[a + np.uint64(1)]
                 for q in range(c0, c1, np.uint64(4)):
