@@ -215,6 +215,11 @@ _GAINS = {
 }
 
 
+def _nearest(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """The index in ``table`` of the value nearest to each entry of ``x`` (ties: the first)."""
+    return (x.unsqueeze(-1) - table).abs().argmin(-1)
+
+
 class MetropolisHastings(Algorithm):
     """Metropolis-Hastings over the weights, likelihood measured on the backend (equations in
     :mod:`cil_core.training.mh`).
@@ -466,7 +471,7 @@ class MetropolisHastings(Algorithm):
             return  # the chip runs the nearest held value (and says so); the moves then stay on the held values
         table = self.tables[j].to(torch.float64)
         x = v.detach().double().reshape(-1)
-        off = (x.unsqueeze(-1) - table).abs().amin(-1) > 1e-6 * x.abs().clamp(min=1e-12)
+        off = (x - table[_nearest(x, table)]).abs() > 1e-6 * x.abs().clamp(min=1e-12)
         if not bool(off.any()):
             return
         where = f"MH moves the trained {field} '{name}' over the values the chip holds; its start"
@@ -504,7 +509,7 @@ class MetropolisHastings(Algorithm):
                 continue
             t = table.to(cur.dtype)
             n = len(t)
-            i = (cur.unsqueeze(-1) - t).abs().argmin(-1)  # the current value's index (the nearest held value)
+            i = _nearest(cur, t)  # the current value's index (the nearest held value)
             y = torch.remainder(i + offset.long(), 2 * n)  # reflected about -1/2 and n - 1/2 (module doc)
             out = torch.where(on, t[torch.where(y < n, y, 2 * n - 1 - y)], out)
         return out
@@ -518,7 +523,7 @@ class MetropolisHastings(Algorithm):
         for j, table in self.tables.items():
             cols = (self.table_id == j).nonzero().reshape(-1)
             t = table.to(theta.dtype)
-            theta[:, cols] = t[(theta[:, cols].unsqueeze(-1) - t).abs().argmin(-1)]
+            theta[:, cols] = t[_nearest(theta[:, cols], t)]
         return theta
 
     def _flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
