@@ -176,18 +176,22 @@ def _clipped(x: int) -> int:
 
 
 @numba.njit(cache=True, inline="always")
-def _evolve(i: int, v: int, dash_syn: int, dash_mem: int, thr: int, bias: int, cap: int):
+def _evolve(i: int, v: int, dash_syn: int, dash_mem: int, thr: int, bias: int, cap: int, count: bool):
     """One neuron's step; returns ``(i, v, spikes, clipped)``, ``clipped`` 1 if a membrane
-    addition hit a 16-bit rail."""
+    addition hit a 16-bit rail (counted only with ``count``; else 0)."""
     i = i - _decay(i, dash_syn)
     dv = -_decay(v, dash_mem)
     if dv == 32768:  # int16_t dv_mem = -(-32768) wraps in the C++ core
         dv = -32768
-    c = _clipped(dv + i)
+    c = 0
+    if count:
+        c = _clipped(dv + i)
     dv = _sat(dv + i)
-    c |= _clipped(dv + bias)
+    if count:
+        c |= _clipped(dv + bias)
     dv = _sat(dv + bias)
-    c |= _clipped(v + dv)
+    if count:
+        c |= _clipped(v + dv)
     v = _sat(v + dv)
     n = 0
     while v >= thr and n < cap:
@@ -196,82 +200,95 @@ def _evolve(i: int, v: int, dash_syn: int, dash_mem: int, thr: int, bias: int, c
     return i, v, n, c
 
 
-def _kernel_py(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, has_rec,
-            in_cap, hid_cap, out_cap, record, out_spk, hid_spk, vmem, vmem_out, sat):  # pragma: no cover - compiled
-    T, B, nin = x.shape
-    S, _, nh = w_in.shape
-    no = w_out.shape[2]
-    for sb in numba.prange(S * B):
-        s = sb // B
-        b = sb - s * B
-        isyn = np.zeros(nh, np.int64)
-        v = np.zeros(nh, np.int64)
-        isyn_o = np.zeros(no, np.int64)
-        v_o = np.zeros(no, np.int64)
-        prev = np.zeros(nh, np.int64)
-        ci = np.zeros(nh, np.int64)  # per step: the neuron's current was clipped
-        ci_o = np.zeros(no, np.int64)
-        for t in range(T):
-            ci[:] = 0
-            ci_o[:] = 0
-            # 1. input spikes, channel by channel, each spike one saturating addition
-            for c in range(nin):
-                n = x[t, b, c]
-                if n > in_cap:
-                    n = in_cap
-                if n <= 0:
-                    continue
-                for j in range(nh):
-                    w = w_in[s, c, j]
-                    if w == 0:
+def _kernel_source(count: bool):
+    """The kernel's Python source with ``count`` (count the clipped additions into ``sat``) a
+    constant of the closure: numba compiles it away, so a run that does not count pays nothing
+    for it."""
+    def _kernel_py(x, w_in, w_rec, w_out, dm, ds, th, bias, dmo, dso, tho, biaso, has_rec,  # pragma: no cover
+                   in_cap, hid_cap, out_cap, record, out_spk, hid_spk, vmem, vmem_out, sat):
+        T, B, nin = x.shape
+        S, _, nh = w_in.shape
+        no = w_out.shape[2]
+        for sb in numba.prange(S * B):
+            s = sb // B
+            b = sb - s * B
+            isyn = np.zeros(nh, np.int64)
+            v = np.zeros(nh, np.int64)
+            isyn_o = np.zeros(no, np.int64)
+            v_o = np.zeros(no, np.int64)
+            prev = np.zeros(nh, np.int64)
+            ci = np.zeros(nh, np.int64)  # per step: the neuron's current was clipped
+            ci_o = np.zeros(no, np.int64)
+            for t in range(T):
+                if count:
+                    ci[:] = 0
+                    ci_o[:] = 0
+                # 1. input spikes, channel by channel, each spike one saturating addition
+                for c in range(nin):
+                    n = x[t, b, c]
+                    if n > in_cap:
+                        n = in_cap
+                    if n <= 0:
                         continue
-                    ci[j] |= _clipped(isyn[j] + n * w)
-                    isyn[j] = _sat(isyn[j] + n * w)
-            # 2./3. the hidden spikes of step t-1 into the hidden (recurrent) and output currents
-            for h in range(nh):
-                n = prev[h]
-                if n > hid_cap:
-                    n = hid_cap
-                if n <= 0:
-                    continue
-                if has_rec:
                     for j in range(nh):
-                        w = w_rec[s, h, j]
+                        w = w_in[s, c, j]
                         if w == 0:
                             continue
-                        ci[j] |= _clipped(isyn[j] + n * w)
+                        if count:
+                            ci[j] |= _clipped(isyn[j] + n * w)
                         isyn[j] = _sat(isyn[j] + n * w)
-                for o in range(no):
-                    w = w_out[s, h, o]
-                    if w == 0:
+                # 2./3. the hidden spikes of step t-1 into the hidden (recurrent) and output currents
+                for h in range(nh):
+                    n = prev[h]
+                    if n > hid_cap:
+                        n = hid_cap
+                    if n <= 0:
                         continue
-                    ci_o[o] |= _clipped(isyn_o[o] + n * w)
-                    isyn_o[o] = _sat(isyn_o[o] + n * w)
-            # 4. neurons: hidden, then output
-            for j in range(nh):
-                i2, v2, n, cv = _evolve(isyn[j], v[j], ds[s, j], dm[s, j], th[s, j], bias[s, j], hid_cap)
-                sat[s, b, 0] += ci[j]
-                sat[s, b, 1] += cv
-                isyn[j] = i2
-                v[j] = v2
-                prev[j] = n
-                if record:
-                    hid_spk[t, s, b, j] = n
-                    vmem[t, s, b, j] = v2
-            for o in range(no):
-                i2, v2, n, cv = _evolve(isyn_o[o], v_o[o], dso[s, o], dmo[s, o], tho[s, o], biaso[s, o], out_cap)
-                sat[s, b, 2] += ci_o[o]
-                sat[s, b, 3] += cv
-                isyn_o[o] = i2
-                v_o[o] = v2
-                out_spk[t, s, b, o] = n
-                if record:
-                    vmem_out[t, s, b, o] = v2
+                    if has_rec:
+                        for j in range(nh):
+                            w = w_rec[s, h, j]
+                            if w == 0:
+                                continue
+                            if count:
+                                ci[j] |= _clipped(isyn[j] + n * w)
+                            isyn[j] = _sat(isyn[j] + n * w)
+                    for o in range(no):
+                        w = w_out[s, h, o]
+                        if w == 0:
+                            continue
+                        if count:
+                            ci_o[o] |= _clipped(isyn_o[o] + n * w)
+                        isyn_o[o] = _sat(isyn_o[o] + n * w)
+                # 4. neurons: hidden, then output
+                for j in range(nh):
+                    i2, v2, n, cv = _evolve(isyn[j], v[j], ds[s, j], dm[s, j], th[s, j], bias[s, j], hid_cap, count)
+                    if count:
+                        sat[s, b, 0] += ci[j]
+                        sat[s, b, 1] += cv
+                    isyn[j] = i2
+                    v[j] = v2
+                    prev[j] = n
+                    if record:
+                        hid_spk[t, s, b, j] = n
+                        vmem[t, s, b, j] = v2
+                for o in range(no):
+                    i2, v2, n, cv = _evolve(isyn_o[o], v_o[o], dso[s, o], dmo[s, o], tho[s, o], biaso[s, o], out_cap, count)
+                    if count:
+                        sat[s, b, 2] += ci_o[o]
+                        sat[s, b, 3] += cv
+                    isyn_o[o] = i2
+                    v_o[o] = v2
+                    out_spk[t, s, b, o] = n
+                    if record:
+                        vmem_out[t, s, b, o] = v2
+
+    return _kernel_py
 
 
 #: the kernel over all (set, sample) pairs: in parallel (numba's threads) and on one thread
-_kernel_par = numba.njit(cache=True, parallel=True)(_kernel_py)
-_kernel_seq = numba.njit(cache=True)(_kernel_py)
+#: (``[counting]``: ``False`` plain, ``True`` counting saturation)
+_kernel_par = [numba.njit(cache=True, parallel=True)(_kernel_source(c)) for c in (False, True)]
+_kernel_seq = [numba.njit(cache=True)(_kernel_source(c)) for c in (False, True)]
 #: fewer (set, sample) pairs than this run on one thread: waking the thread pool (and its spinning
 #: beside torch's own threads) costs more than it saves on small calls
 PARALLEL_MIN_PAIRS = 256
@@ -301,7 +318,7 @@ def run_fast(net: XyloNetwork, x: np.ndarray, record: bool = False, *, input_cap
     sat = np.zeros((S, B, 4), np.int64)
     if parallel is None:
         parallel = S * B >= PARALLEL_MIN_PAIRS and numba.get_num_threads() > 1
-    kernel = _kernel_par if parallel else _kernel_seq
+    kernel = (_kernel_par if parallel else _kernel_seq)[bool(saturation)]
     kernel(x, i32(w_in), i32(w_rec), i32(w_out), i32(net.dash_mem), i32(net.dash_syn), i32(net.threshold),
             i32(net.bias), i32(net.dash_mem_out), i32(net.dash_syn_out), i32(net.threshold_out), i32(net.bias_out),
             net.w_rec is not None, input_cap, hidden_cap, output_cap, record, out, hid, vmem, vmem_out, sat)
