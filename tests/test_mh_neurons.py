@@ -337,3 +337,47 @@ def test_a_trained_beta_the_chip_cannot_hold_is_refused_before_the_first_call(da
     with pytest.warns(UserWarning, match="nearest value it holds"):
         tr.fit(train, steps=3)
     assert _held(tr.network.detached_parameters()["1.beta"], chip.chip.beta.values())
+
+
+def test_a_checkpoint_from_before_the_walk_over_held_values_is_refused_on_resume(data16, tmp_path):
+    """MH on Xylo with a trained beta: a run interrupted by a crash resumes bit-identical; a checkpoint
+    written before the walk over held values (its beta step in value units: no ``index_steps``
+    record) is refused with a named CheckpointError instead of reading its value step as an index
+    step."""
+    from cil_xylo import XyloBackend
+
+    class DyingXylo(XyloBackend):  # the chip is lost from call die_at on
+        def __init__(self, die_at=None):
+            super().__init__()
+            self.die_at, self.n = die_at, 0
+
+        def forward(self, deployment, inputs, record=False):
+            self.n += 1
+            if self.die_at is not None and self.n >= self.die_at:
+                raise RuntimeError("chip lost")
+            return super().forward(deployment, inputs, record)
+
+    train, _ = data16
+    decays = XyloBackend().chip.beta.values()
+    beta0 = torch.tensor([decays[k] for k in (1, 2, 3, 4) * 4])
+
+    def trainer(die_at=None):
+        return cil.Trainer(cil.wrap(_xylo_synaptic(beta0.clone())), DyingXylo(die_at), "mh", seed=0, chains=2, burn_in=4,
+                           adapt_every=2, init="network", neuron_share=0.5)
+
+    ref = trainer()
+    ref.fit(train, steps=10)
+    ck = tmp_path / "xylo.pt"
+    with pytest.raises(cil.HardwareError, match="chip lost"):
+        trainer(die_at=12).fit(train, steps=10, checkpoint=ck, checkpoint_every=3)
+    blob = torch.load(ck, weights_only=True)
+    assert 0 < blob["step"] < 10
+    resumed = trainer()
+    resumed.fit(train, steps=10, resume=ck)
+    for k, v in ref.network.detached_parameters().items():
+        assert torch.equal(v, resumed.network.detached_parameters()[k]), k
+    assert blob["algorithm_state"]["index_steps"] == [0]  # the hidden beta's tensor
+    del blob["algorithm_state"]["index_steps"]
+    torch.save(blob, ck)
+    with pytest.raises(cil.CheckpointError, match=r"before MH moved neuron fields.*\(beta\).*index units"):
+        trainer().fit(train, steps=10, resume=ck)

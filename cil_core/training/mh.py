@@ -179,7 +179,7 @@ import torch
 
 from ..data import SpikeData, as_dense
 from ..data.stream import BatchStream
-from ..errors import BackendCapacityError, CilError, OptionError, SpecError
+from ..errors import BackendCapacityError, CheckpointError, CilError, OptionError, SpecError
 from ..network.description import Neuron, check_neuron_ranges
 from ..network.neuron import NEURON_PARAMETER_FIELDS
 from .algorithm import Algorithm, StepResult, TrainState
@@ -953,9 +953,24 @@ class MetropolisHastings(Algorithm):
               "calibration_rates", "chain_sum", "logit_scale", "logit_spread")  # _final_data and the layout: rebuilt by setup
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._STATE}
+        # index_steps: the neuron tensors whose step is in index units (a walk over a finite domain's
+        # held values); their entries of ``scale`` mean nothing in value units
+        return {**{k: getattr(self, k) for k in self._STATE}, "index_steps": sorted(self.tables)}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
+        d = dict(d)
+        saved = d.pop("index_steps", None)
+        if self.neuron_moves and self.tables and saved != sorted(self.tables):
+            fields = ", ".join(sorted({self.nfields[j] for j in self.tables}))
+            if saved is None:
+                raise CheckpointError(
+                    f"this checkpoint was written before MH moved neuron fields the chip holds on a finite set of "
+                    f"values ({fields}) as a walk over those values: its step sizes for them are in value units, "
+                    "this MH's are in index units, so resuming would silently change the proposals; start a fresh "
+                    "fit from the checkpoint's weights instead (load its 'weights' into the model, then fit with "
+                    "init='network')")
+            raise CheckpointError(f"this checkpoint's neuron tensors on a finite domain ({saved}) are not this run's "
+                                  f"({sorted(self.tables)}): it was written for another chip")
         for k, v in d.items():
             setattr(self, k, v)
 
