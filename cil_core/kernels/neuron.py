@@ -275,6 +275,15 @@ def run_neuron_layer(
               and not fire_on_floored)
     reuse_spike_as_reset = (direct and deferred and n.reset != "none" and n.v_min is None
                             and observed_membrane is None and adapt is None)
+    # The plain leaky layer (snntorch ``Leaky``: u_t = β v_{t-1} + x_t - R_t θ, deferred subtract
+    # reset, nothing else) then runs in :func:`_leaky_loop`: the same operations in the same
+    # order, written into buffers made once instead of fresh tensors at every step.
+    if (reuse_spike_as_reset and n.reset == "subtract" and n.reset_timing == "deferred-post"
+            and alpha is None and factors is None and k_mem is None and _is(gain, 1.0) and leak == 0.0
+            and rec_into is None and membrane_noise is None and x.dim() >= 2
+            and all(not isinstance(p, torch.Tensor) or torch.broadcast_shapes(p.shape, x0.shape) == x0.shape
+                    for p in (beta, thr))):
+        return _leaky_loop(x, v, beta, thr, n.fires_at_threshold, record_membrane)
     out_buf: torch.Tensor | None = None
     s_last: torch.Tensor | None = None
 
@@ -400,3 +409,40 @@ def run_neuron_layer(
     if readout:
         return LayerTrace(spikes=out, membrane=out)
     return LayerTrace(spikes=out, membrane=torch.stack(membranes) if record_membrane else None)
+
+
+def _leaky_loop(x: torch.Tensor, v0: torch.Tensor, beta: torch.Tensor | float, thr: torch.Tensor | float,
+                fires_at_threshold: bool, record_membrane: bool) -> LayerTrace:
+    """The no-autograd loop of a plain leaky layer with a deferred subtractive reset
+    (:class:`run_neuron_layer`'s general loop restricted to that case, same values bit for bit):
+
+    .. math:: u_t = \\beta v_{t-1} + x_t - R_t\\,\\theta,\\qquad S_t = H(u_t - \\theta),\\qquad v_t = u_t,
+
+    with :math:`R_0 = H(v_0 - \\theta)` and :math:`R_t = S_{t-1}` (the spike is the reset signal of
+    the next step, the general loop's ``reuse_spike_as_reset``). Each operation is the general
+    loop's (``beta * v + x``, ``u - s`` or ``u - s * thr``, ``heaviside(u - thr)``), written into a
+    buffer made once: spikes straight into the output, the membrane into the recorded membrane
+    or into two alternating buffers."""
+    T = x.shape[0]
+    out = torch.empty_like(x)
+    mem = torch.empty_like(x) if record_membrane else None
+    spare = [torch.empty_like(v0), torch.empty_like(v0)]
+    tmp = torch.empty_like(v0)
+    unit_beta, unit_thr = _is(beta, 1.0), _is(thr, 1.0)
+    r = reset_signal(v0, thr, not fires_at_threshold)
+    v = v0
+    for t in range(T):
+        u = mem[t] if mem is not None else spare[t % 2]
+        if unit_beta:
+            torch.add(v, x[t], out=u)
+        else:
+            torch.mul(v, beta, out=u)
+            u.add_(x[t])
+        if unit_thr:
+            u.sub_(r)
+        else:
+            u.sub_(torch.mul(r, thr, out=tmp))
+        heaviside(torch.sub(u, thr, out=tmp), fires_at_threshold, out=out[t])
+        r = out[t]
+        v = u
+    return LayerTrace(spikes=out, membrane=mem)
