@@ -7,7 +7,7 @@
 * the neuron loop's shortcuts without autograd (spikes written into the output, the previous
   spikes reused as the deferred reset signal, comparisons written as floats) give the same
   spikes and membranes as the loop with autograd, for every reset mechanism and timing; so does
-  the plain leaky layer's own loop with buffers made once (``_leaky_loop``).
+  the plain leaky layer's own loop with buffers made once (``leaky_steps``).
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def test_plain_leaky_loop_equals_the_general_loop(monkeypatch, kw, shape):
     import cil_core.kernels.neuron as kn
 
     calls = []
-    real = kn._leaky_loop
-    monkeypatch.setattr(kn, "_leaky_loop", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = kn.leaky_steps
+    monkeypatch.setattr(kn, "leaky_steps", lambda *a, **k: calls.append(1) or real(*a, **k))
     n = _neuron(**{k: (v.repeat(shape[-1])[: shape[-1]] if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(*shape, generator=g) * 0.9
