@@ -3,8 +3,11 @@
 The equations are those of :class:`cil_core.network.neuron.Neuron`. Each part of one time step
 (synaptic current, membrane, reset signal, reset, catch-up reset, state quantization, floor,
 refractory counter, adaptation) is a small named function
-with its equation; :func:`run_neuron_layer` is the one loop over time steps that composes them,
-and the only Python loop: everything inside a step is a tensor operation over ``[N, *features]``.
+with its equation; :func:`run_neuron_layer` is the one loop over time steps that composes them:
+everything inside a step is a tensor operation over ``[N, *features]``. Without autograd a plain
+leaky layer (snntorch ``Leaky``; :func:`plain_leaky` says which) runs the same operations in
+:func:`leaky_steps`, in buffers made once, with its input current given one step at a time (so
+that :func:`~cil_core.network.executor.simulate` can compute it step by step too).
 
 The order of floating-point operations follows the libraries' own (snntorch:
 ``beta * mem + input - reset * threshold``) so that the ideal backend reproduces a wrapped
