@@ -182,3 +182,6 @@ def test_overhead_mh_part_checks_its_contenders_and_splits_the_batched_step():
     assert all(v > 0 for v in parts.values()), parts
     assert parts["step"] > parts["first_layer_products"]
     assert mh["speedup_ceiling"] > 0 and mh["batched"]["proposals_per_second"] > 0
+    one = mh["one_call_step_parts_cpu_ms"]
+    assert one["chip_call_one_set"] > 0 and one["outside_chip_call"] == parts["outside_chip_call"]
+    assert 0 < mh["speedup_ceiling_with_outside"] < mh["speedup_ceiling"]

@@ -1,7 +1,10 @@
 """The parameter-set path of :func:`~cil_core.network.executor.simulate` when the first synaptic
 layer reads the input every set shares (``synapse.dense_shared``, ``conv_shared``): each set's output equals a
 single-network call bit for bit over random shapes (sizes past 64, ``S = 1``, with and without
-biases, with the set-independent Flatten/Pool/Dropout in front), and gradients still flow."""
+biases, with the set-independent Flatten/Pool/Dropout in front), and gradients still flow; a
+leading Dense layer and the plain leaky layer after it, fused step by step without autograd, equal
+the layer-by-layer path and single runs, and the fused path is declined where it would change
+something."""
 
 from __future__ import annotations
 
@@ -88,3 +91,84 @@ def test_dense_shared_with_and_without_autograd_agree_and_carry_gradients():
         simulate(spec, {"w": ws, "b": bs}, x).output.square().sum().backward()
         assert torch.allclose(w.grad[s], ws.grad, rtol=1e-5, atol=1e-5)
         assert torch.allclose(b.grad[s], bs.grad, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(T=st.integers(1, 20), B=st.integers(1, 70), n_in=st.integers(1, 90), n_out=st.integers(1, 70),
+       S=st.sampled_from([1, 2, 8, 33]), bias=st.booleans(), spikes=st.booleans(), in_out=st.booleans(),
+       neuron=st.sampled_from(["lif", "if-at-threshold", "per-neuron", "v-init"]), record=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_fused_leading_dense_and_leaky_layer_equals_the_layer_by_layer_path(
+        T, B, n_in, n_out, S, bias, spikes, in_out, neuron, record, seed):
+    """With sets and without autograd a leading Dense layer and the plain leaky layer after it run
+    fused, step by step (executor._dense_then_leaky): output, recorded spikes and membranes equal
+    the layer-by-layer path (dense_shared, then the neuron loop) and every set's single-network run
+    bit for bit, on binary and real-valued inputs; the fused path is really taken."""
+    from dataclasses import replace
+
+    from cil_core.network import executor
+
+    g = torch.Generator().manual_seed(seed)
+    n1 = leaky_neuron(0.9, threshold=0.8)
+    if neuron == "if-at-threshold":
+        n1 = replace(n1, beta=1.0, fires_at_threshold=True)
+    elif neuron == "per-neuron":
+        n1 = replace(n1, beta=torch.rand(n_out, generator=g), threshold=torch.rand(n_out, generator=g) + 0.3)
+    elif neuron == "v-init":
+        n1 = replace(n1, v_init=1.5)  # starts above the threshold: R_0 = 1
+    dense = Dense("w", "b" if bias else None, n_in, n_out, weight_layout="in-out" if in_out else "out-in")
+    spec = NetworkSpec((dense, n1), (n_in,))
+    p = {"w": torch.randn(S, *((n_in, n_out) if in_out else (n_out, n_in)), generator=g) * 0.6}
+    if bias:
+        p["b"] = torch.randn(S, n_out, generator=g) * 0.3
+    x = (torch.rand(T, B, n_in, generator=g) < 0.3).float() if spikes else torch.randn(T, B, n_in, generator=g)
+    real, calls = executor._dense_then_leaky, []
+    kw = dict(record=record, record_membrane=record)
+    try:  # (hypothesis runs the examples in one test call: no function-scoped monkeypatch)
+        with torch.no_grad():
+            executor._dense_then_leaky = lambda *a, **k: calls.append(1) or real(*a, **k)
+            fused = simulate(spec, p, x, n_sets=S, **kw)
+            assert calls == [1]
+            executor._dense_then_leaky = lambda *a, **k: None
+            layered = simulate(spec, p, x, n_sets=S, **kw)
+            singles = [simulate(spec, {k: v[s] for k, v in p.items()}, x, **kw) for s in range(S)]
+    finally:
+        executor._dense_then_leaky = real
+    assert torch.equal(fused.output, layered.output)
+    for a, b in zip(fused.layers, layered.layers):
+        assert torch.equal(a.spikes, b.spikes) and torch.equal(a.membrane, b.membrane)
+    for s, single in enumerate(singles):
+        assert torch.equal(fused.output[:, s], single.output), s
+        if record:
+            assert torch.equal(fused.layers[0].spikes[:, s], single.layers[0].spikes)
+            assert torch.equal(fused.layers[0].membrane[:, s], single.layers[0].membrane)
+
+
+def test_fused_path_is_not_taken_where_it_would_change_something(monkeypatch):
+    """Autograd on, an observed first neuron layer, membrane noise, or a neuron layer that is not
+    plain (a synaptic current): the layer-by-layer path runs, and the results still equal single
+    runs."""
+    from dataclasses import replace
+
+    from cil_core.network import executor
+    from cil_core.network.observation import LayerObservation
+
+    g = torch.Generator().manual_seed(0)
+    S, T, B = 3, 6, 10
+    p = {"w": torch.randn(S, 5, 7, generator=g)}
+    x = (torch.rand(T, B, 7, generator=g) < 0.4).float()
+    real, fused = executor._dense_then_leaky, []
+    monkeypatch.setattr(executor, "_dense_then_leaky", lambda *a, **k: fused.append(real(*a, **k)) or fused[-1])
+    synaptic = NetworkSpec((Dense("w", None, 7, 5), replace(leaky_neuron(0.9), alpha=0.8)), (7,))
+    with torch.no_grad():
+        _assert_sets_equal_single(synaptic, p, x, S)
+    plain = NetworkSpec((Dense("w", None, 7, 5), leaky_neuron(0.9)), (7,))
+    _assert_sets_equal_single(plain, p, x, S)  # autograd on
+    with torch.no_grad():
+        obs = [LayerObservation(torch.zeros(T, S, B, 5))]
+        simulate(plain, p, x, n_sets=S, observations=obs)
+        simulate(plain, p, x, n_sets=S, membrane_noise=[lambda t, like: torch.zeros_like(like)])
+    assert fused == [None]  # asked once (the synaptic-current layer) and declined
+    with torch.no_grad():
+        simulate(plain, p, x, n_sets=S)
+    assert fused[-1] is not None  # and taken on the plain layer without autograd

@@ -6,7 +6,8 @@
   the data, in a direct ``session.forward`` call or in a parameter is still refused by name;
 * the neuron loop's shortcuts without autograd (spikes written into the output, the previous
   spikes reused as the deferred reset signal, comparisons written as floats) give the same
-  spikes and membranes as the loop with autograd, for every reset mechanism and timing.
+  spikes and membranes as the loop with autograd, for every reset mechanism and timing; so does
+  the plain leaky layer's own loop with buffers made once (``leaky_steps``).
 """
 
 from __future__ import annotations
@@ -133,6 +134,14 @@ _CASES += [dict(reset="subtract", reset_timing="deferred-post", v_min=-0.5),
            dict(reset="subtract", reset_timing="immediate", max_spikes_per_step=3),
            dict(reset="subtract", reset_timing="deferred-post", alpha=0.8),
            dict(reset="subtract", reset_timing="deferred-pre", threshold=torch.tensor([0.8, 1.0, 1.2, 0.5]))]
+# the plain leaky loop (_leaky_loop): integrate-and-fire, per-neuron beta and threshold, a start
+# above the threshold (R_0 = 1) and a negative threshold
+_PLAIN = [dict(reset="subtract", reset_timing="deferred-post", beta=1.0),
+          dict(reset="subtract", reset_timing="deferred-post", beta=torch.tensor([0.5, 0.9, 1.0, 0.99]),
+               threshold=torch.tensor([0.8, 1.0, 1.2, 0.5])),
+          dict(reset="subtract", reset_timing="deferred-post", v_init=1.5, fires_at_threshold=True),
+          dict(reset="subtract", reset_timing="deferred-post", threshold=-0.2)]
+_CASES += _PLAIN
 
 
 @pytest.mark.parametrize("kw", _CASES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()
@@ -150,3 +159,30 @@ def test_neuron_loop_without_autograd_equals_the_loop_with_autograd(kw):
     assert torch.equal(fast.spikes, slow.spikes.detach())
     assert torch.equal(fast.membrane, slow.membrane.detach())
     assert fast.spikes.sum() > 0
+
+
+@pytest.mark.parametrize("kw", [dict(reset="subtract", reset_timing="deferred-post"),
+                                dict(reset="subtract", reset_timing="deferred-post", threshold=0.7,
+                                     fires_at_threshold=True)] + _PLAIN, ids=str)
+@pytest.mark.parametrize("shape", [(16, 3 * 40, 32), (7, 5, 2, 3), (1, 1, 4)], ids=str)
+def test_plain_leaky_loop_equals_the_general_loop(monkeypatch, kw, shape):
+    """The plain leaky layer's own loop (taken without autograd) against the general loop with
+    autograd, on sets-shaped and convolutional-shaped inputs and on inputs at the threshold: spikes
+    and membranes bit for bit; the shortcut is really taken."""
+    import cil_core.kernels.neuron as kn
+
+    calls = []
+    real = kn.leaky_steps
+    monkeypatch.setattr(kn, "leaky_steps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    n = _neuron(**{k: (v.repeat(shape[-1])[: shape[-1]] if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=g) * 0.9
+    x.view(shape[0], -1)[0, ::3] = 1.0  # exactly at a threshold of 1 from rest
+    for record in (False, True):
+        with torch.no_grad():
+            fast = run_neuron_layer(n, x, record_membrane=record)
+        slow = run_neuron_layer(n, x.clone().requires_grad_(True), record_membrane=record)
+        assert torch.equal(fast.spikes, slow.spikes.detach())
+        if record:
+            assert torch.equal(fast.membrane, slow.membrane.detach())
+    assert len(calls) == 2

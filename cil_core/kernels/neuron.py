@@ -3,8 +3,11 @@
 The equations are those of :class:`cil_core.network.neuron.Neuron`. Each part of one time step
 (synaptic current, membrane, reset signal, reset, catch-up reset, state quantization, floor,
 refractory counter, adaptation) is a small named function
-with its equation; :func:`run_neuron_layer` is the one loop over time steps that composes them,
-and the only Python loop: everything inside a step is a tensor operation over ``[N, *features]``.
+with its equation; :func:`run_neuron_layer` is the one loop over time steps that composes them:
+everything inside a step is a tensor operation over ``[N, *features]``. Without autograd a plain
+leaky layer (snntorch ``Leaky``; :func:`plain_leaky` says which) runs the same operations in
+:func:`leaky_steps`, in buffers made once, with its input current given one step at a time (so
+that :func:`~cil_core.network.executor.simulate` can compute it step by step too).
 
 The order of floating-point operations follows the libraries' own (snntorch:
 ``beta * mem + input - reset * threshold``) so that the ideal backend reproduces a wrapped
@@ -211,6 +214,9 @@ def run_neuron_layer(
     the observed spikes, as it did on the chip.
     """
     T = x.shape[0]
+    if (observed_spikes is None and observed_membrane is None and membrane_noise is None
+            and recurrent_input is None and plain_leaky(n, x[0]) is not None):
+        return leaky_steps(n, T, x[0], x.__getitem__, record_membrane)
     steps = x.unbind(0)  # one autograd node for all steps (x[t] would allocate a full gradient per step)
     x0 = steps[0]
     beta = _param(n.beta, x0)
@@ -400,3 +406,70 @@ def run_neuron_layer(
     if readout:
         return LayerTrace(spikes=out, membrane=out)
     return LayerTrace(spikes=out, membrane=torch.stack(membranes) if record_membrane else None)
+
+
+
+def plain_leaky(n: Neuron, like: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float, float] | None:
+    """``(beta, threshold, v_init)`` in ``like``'s dtype when ``n`` is a plain leaky layer that
+    :func:`leaky_steps` runs exactly as :func:`run_neuron_layer`'s general loop does, else
+    ``None``: no autograd, spikes of amplitude 1 out (one per step), a deferred subtractive reset
+    after the membrane update (snntorch ``Leaky``), no synaptic current, input factors, Euler rates,
+    input gain, leak potential, floor, recurrence, adaptation, refractory period, quantization or
+    catch-up reset, and β and θ that broadcast to ``like``'s shape (one step of the layer's input).
+    The caller adds: no observations and no membrane noise."""
+    if (torch.is_grad_enabled() or n.output == "membrane" or n.max_spikes_per_step != 1
+            or not _is(n.spike_amplitude, 1.0) or n.reset != "subtract" or n.reset_timing != "deferred-post"
+            or n.alpha is not None or getattr(n, "input_factors", None) is not None or n.mem_rate is not None
+            or not _is(n.input_gain, 1.0) or float(n.v_leak) != 0.0 or n.v_min is not None
+            or n.recurrent is not None or n.adaptation is not None or getattr(n, "refractory", None) is not None
+            or getattr(n, "quantization", None) is not None or getattr(n, "reset_catch_up", False)):
+        return None
+    beta, thr = _param(n.beta, like), _param(n.threshold, like)
+    if any(isinstance(p, torch.Tensor) and torch.broadcast_shapes(p.shape, like.shape) != like.shape
+           for p in (beta, thr)):
+        return None
+    return beta, thr, 0.0 if n.v_init is None else float(n.v_init)
+
+
+def leaky_steps(n: Neuron, T: int, like: torch.Tensor, current: Callable[[int], torch.Tensor],
+                record_membrane: bool = False) -> LayerTrace:
+    """``T`` steps of a plain leaky layer (:func:`plain_leaky` must accept ``n``) whose input
+    current at step ``t`` is ``current(t)`` (shaped like ``like``), asked for in step order and read
+    before the next is asked for, so a caller may compute each step's current into one reused
+    buffer (:func:`~cil_core.network.executor.simulate` runs a leading dense layer's products that
+    way). The general loop's operations in its order, bit for bit (``beta * v + x``, ``u - s`` or
+    ``u - s * thr``, ``heaviside(u - thr)``):
+
+    .. math:: u_t = \\beta v_{t-1} + x_t - R_t\\,\\theta,\\qquad S_t = H(u_t - \\theta),\\qquad v_t = u_t,
+
+    with :math:`R_0 = H(v_0 - \\theta)` and :math:`R_t = S_{t-1}` (the general loop's
+    ``reuse_spike_as_reset``), written into buffers made once: spikes straight into the output,
+    the membrane into the recorded membrane or into two alternating buffers."""
+    params = plain_leaky(n, like)
+    if params is None:  # pragma: no cover - callers check
+        raise ValueError(f"neuron layer {n.name!r} is not a plain leaky layer")
+    beta, thr, v_init = params
+    fires_at_threshold = n.fires_at_threshold
+    out = torch.empty((T, *like.shape), dtype=like.dtype, device=like.device)
+    mem = torch.empty_like(out) if record_membrane else None
+    spare = [torch.empty_like(like), torch.empty_like(like)]
+    tmp = torch.empty_like(like)
+    unit_beta, unit_thr = _is(beta, 1.0), _is(thr, 1.0)
+    v = torch.full_like(like, v_init) if v_init != 0.0 else torch.zeros_like(like)
+    r = reset_signal(v, thr, not fires_at_threshold)
+    for t in range(T):
+        u = mem[t] if mem is not None else spare[t % 2]
+        xt = current(t)
+        if unit_beta:
+            torch.add(v, xt, out=u)
+        else:
+            torch.mul(v, beta, out=u)
+            u.add_(xt)
+        if unit_thr:
+            u.sub_(r)
+        else:
+            u.sub_(torch.mul(r, thr, out=tmp))
+        heaviside(torch.sub(u, thr, out=tmp), fires_at_threshold, out=out[t])
+        r = out[t]
+        v = u
+    return LayerTrace(spikes=out, membrane=mem)

@@ -50,13 +50,21 @@ def dense_shared(layer: Dense, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor
     y = torch.empty(T, S, B, out, dtype=torch.result_type(x, w), device=x.device)
     wts = [ws_.t() for ws_ in ws]  # the same transposed views, made once instead of once per step
     for t, xt in enumerate(steps):
-        yt = y[t]
-        for s in range(S):
-            if bs[s] is None:
-                torch.mm(xt, wts[s], out=yt[s])
-            else:
-                torch.addmm(bs[s], xt, wts[s], out=yt[s])
+        dense_shared_step(xt, wts, bs, y[t])
     return y.view(T, S * B, out)
+
+
+def dense_shared_step(xt: torch.Tensor, wts: list[torch.Tensor], bs: list[torch.Tensor | None] | tuple,
+                      out: torch.Tensor) -> torch.Tensor:
+    """One step of :func:`dense_shared` without autograd: ``out[s] = x_t W_s^T + b_s`` for every set,
+    each the single network's own call (``mm(x_t, W_s^T)``, or ``addmm(b_s, x_t, W_s^T)`` with a
+    bias), written into ``out`` (``[S, B, out]``); ``wts`` holds the transposed weights ``W_s^T``."""
+    for s, wt in enumerate(wts):
+        if bs[s] is None:
+            torch.mm(xt, wt, out=out[s])
+        else:
+            torch.addmm(bs[s], xt, wt, out=out[s])
+    return out
 
 
 def conv_shared(layer: Conv2d | Conv1d, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
