@@ -336,6 +336,8 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
     the layer sizes); an input event at a coordinate ``>= 2**16`` lies outside every layer and is
     dropped, as an out-of-range event is.
     """
+    if n_state >= 2 ** 32:
+        raise ValueError("run_events: a state of 2**32 or more values (the loop packs state indices in 32 bits)")
     B = ev_off.shape[0] - 1
     S = n_sets
     L = lp.shape[0] // S
@@ -358,12 +360,12 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
         r = (i - b * S) * B + b
         v = np.zeros(n_state, wts.dtype)
         stk = np.empty(stack_cap, np.uint64)  # (l << 48) | (c << 32) | (y << 16) | x
-        t_p = np.empty(n_targets, np.uint64)  # (oy << 16) | ox0 of the run
-        t_n = np.empty(n_targets, np.uint64)
-        t_w = np.empty(n_targets, np.uint64)  # the runs holding a spike: first bit word,
-        t_vb = np.empty(n_targets, np.uint64)  # first state index
+        # the runs holding a spike, two words each: (first state index << 32) | (oy << 16) | ox0, and
+        # (length << 32) | first bit word (a state of 2**32 values would not fit in memory)
+        t_d = np.empty(n_targets, np.uint64)
+        t_w = np.empty(n_targets, np.uint64)
         keys = np.empty(n_fan, np.uint64)  # the event's spikes, (o << 32) | (oy << 16) | ox
-        # bit m * O + o of the words t_w[j].. : neuron (o, oy, ox0 + m) of hit run j fired; every run
+        # bit m * O + o of the words from t_w[j]'s first: neuron (o, oy, ox0 + m) of hit run j fired; every run
         # starts at a word, its blocks write one byte each
         bits = np.zeros(n_fan // 64 + n_targets + 1, np.uint64)
         bits8 = bits.view(np.uint8)
@@ -424,10 +426,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                             bits8[fb + (nfull >> np.uint64(3))] = np.uint8(m)
                             anyb |= m
                         h = np.uint64(anyb != 0)
-                        t_p[nhit] = (fan[a + np.uint64(2)] << np.uint64(16)) | fan[q + np.uint64(2)]
-                        t_n[nhit] = fan[q + np.uint64(3)]
-                        t_w[nhit] = nwd
-                        t_vb[nhit] = vb
+                        t_d[nhit] = ((vb << np.uint64(32)) | (fan[a + np.uint64(2)] << np.uint64(16))
+                                     | fan[q + np.uint64(2)])
+                        t_w[nhit] = (ln << np.uint64(32)) | nwd
                         nhit += h
                         nwd += h * ((ln + np.uint64(63)) >> np.uint64(6))
                         nsyn += np.int64(ln)
@@ -436,10 +437,12 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 mg = mag[l]
                 nk = 0
                 for m in range(nhit):
-                    ln = t_n[m] * nO
-                    w0 = t_w[m]
-                    vb = t_vb[m]
-                    p0 = t_p[m]
+                    tw = t_w[m]
+                    td = t_d[m]
+                    ln = tw >> np.uint64(32)
+                    w0 = tw & np.uint64(0xFFFFFFFF)
+                    vb = td >> np.uint64(32)
+                    p0 = td & np.uint64(0xFFFFFFFF)
                     for wi in range((ln + np.uint64(63)) >> np.uint64(6)):
                         wd = bits[w0 + wi]
                         while wd != 0:
@@ -468,7 +471,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 if not last:
                     nxt = (l + np.uint64(1)) << np.uint64(48)
                     top = sp + nk - 1
-                    if nk > 32:
+                    if nk == 1:
+                        stk[sp] = nxt | keys[0]
+                    elif nk > 32:
                         _sort_small(keys, nk)
                         for ki in range(nk):
                             stk[top - ki] = nxt | keys[ki]
