@@ -32,10 +32,10 @@ division (pooling factors are powers of two: a shift). State ``[Ho, Wo, O]`` and
 ``[C, KH, KW, O]`` (kernel columns reversed, :func:`loop_weights`) are channel-last, so one (row,
 column run) is one contiguous block of state and of weights. It is processed 8 neurons at a time
 (:func:`_block_split`, vector IR; a scalar tail when the run is not a multiple of 8), each block
-returning the bits of the neurons that reached threshold; a run gathers its blocks' bits in a
-register and stores them 64 at a time (a word per 64 neurons, one store where a byte per block cost
-a store each), and only runs holding a spike are recorded (two packed words: state index and
-position, length and first bit word). When the lower bound is below the
+returning the bits of the neurons that reached threshold, stored a byte per block (gathering
+them in a register and storing a word per 64 neurons measured no faster); only runs holding a spike
+are recorded (two packed words: state index and position, length and first bit word). When the
+lower bound is below the
 threshold, a block adds, saturates and clamps to the lower bound as if nothing fired (a neuron that
 fired then still holds its value ``>= θ``), and only the neurons whose bit is set are reset
 afterwards, one by one; at or above the threshold the reset happens inside the block
@@ -167,8 +167,8 @@ def loop_weights(weights: list[np.ndarray], dtype: type) -> np.ndarray:
     (:func:`loop_dtype`). The same offsets ``WOFF`` as the plain ``[C, KH, KW, O]`` layout.
 
     The array starts on a 64-byte boundary (a cache line; numpy only promises 16 bytes), as the
-    loop's state does (numba allocates it so): with 8 input channels a block of 8 weights then
-    never straddles two cache lines. Where numpy happened to place it, the loop and its ceiling
+    loop's state does (numba allocates it so): where the layers' channel counts are multiples of 8,
+    a block of 8 weights then never straddles two cache lines. Where numpy happened to place it, the loop and its ceiling
     both ran up to ~10 % slower, by process."""
     flat = np.concatenate([np.transpose(w, (1, 2, 3, 0))[:, :, ::-1, :].ravel() for w in weights]).astype(dtype)
     size = np.dtype(dtype).itemsize
@@ -380,8 +380,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
         t_w = np.empty(n_targets, np.uint64)
         keys = np.empty(n_fan, np.uint64)  # the event's spikes, (o << 32) | (oy << 16) | ox
         # bit m * O + o of the words from t_w[j]'s first: neuron (o, oy, ox0 + m) of hit run j fired; every run
-        # starts at a word, its blocks' bits are gathered in a register and stored a word at a time
+        # starts at a word, its blocks write one byte each
         bits = np.zeros(n_fan // 64 + n_targets + 1, np.uint64)
+        bits8 = bits.view(np.uint8)
         nsyn = 0
         for e in range(ev_off[b], ev_off[b + 1]):
             tb = ev_bin[e]
@@ -415,18 +416,15 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                         ln = fan[q + np.uint64(3)] * nO
                         anyb = np.uint64(0)
                         nfull = ln & ~np.uint64(7)
-                        acc = np.uint64(0)
+                        fb = nwd << np.uint64(3)  # the run's first mask byte
+                        bits[nwd + ((ln - np.uint64(1)) >> np.uint64(6))] = 0  # bytes past the run read as 0
                         for k0 in range(np.uint64(0), nfull, np.uint64(8)):
                             if split:
                                 m = _block_split(v, vb + k0, wts, wb + k0, thr, vmin, hi)
                             else:
                                 m = _block_fused(v, vb + k0, wts, wb + k0, thr, vmin, hi, rz)
-                            sh = k0 & np.uint64(63)
-                            acc |= m << sh
-                            if sh == np.uint64(56):
-                                bits[nwd + (k0 >> np.uint64(6))] = acc
-                                anyb |= acc
-                                acc = np.uint64(0)
+                            bits8[fb + (k0 >> np.uint64(3))] = np.uint8(m)
+                            anyb |= m
                         if nfull < ln:
                             m = np.uint64(0)
                             for k in range(nfull, ln):
@@ -439,10 +437,8 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                                 else:
                                     v[vb + k] = max(val - thr if f else val, vmin)
                                 m |= np.uint64(f) << (k - nfull)
-                            acc |= m << (nfull & np.uint64(63))
-                        if ln & np.uint64(63):
-                            bits[nwd + (ln >> np.uint64(6))] = acc
-                            anyb |= acc
+                            bits8[fb + (nfull >> np.uint64(3))] = np.uint8(m)
+                            anyb |= m
                         h = np.uint64(anyb != 0)
                         t_d[nhit] = ((vb << np.uint64(32)) | (fan[a + np.uint64(2)] << np.uint64(16))
                                      | fan[q + np.uint64(2)])
@@ -558,7 +554,7 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
     (:func:`_block_add`), to check that the ceiling is not slower than the loop's own way of adding.
     ``detect=True``: plus the threshold detection of the loop's first pass, nothing more: each block
     clamps to the layer's lower bound and returns its spike bits (:func:`_block_split`), which are
-    gathered into 64-bit words, stored and OR-ed per run as the loop does; no reset, run record, sort, stack or output (the bits
+    stored and OR-ed per run as the loop does; no reset, run record, sort, stack or output (the bits
     are not acted on, so the replayed state drifts from the loop's; the work per block does not
     depend on the bits), which splits the loop's cost above the ceiling into detection and the
     spike path. Same arguments as :func:`integrate_only` (plus ``detect``); returns the synaptic
@@ -569,9 +565,9 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
     B = R // S
     syn = np.zeros(R, np.int64)
     hits = np.zeros(R, np.bool_)
-    n_words = 1
+    n_bytes = 1
     for l in range(L):
-        n_words = max(n_words, lp[l, KW] * lp[l, O] // 64 + 1)
+        n_bytes = max(n_bytes, lp[l, KW] * lp[l, O] // 8 + 1)
     lo = wts.dtype.type(-32768)
     hi = wts.dtype.type(32767)
     for i in prange(R):
@@ -579,7 +575,7 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
         s0 = (i - b * S) * L
         r = (i - b * S) * B + b
         v = np.zeros(n_state, wts.dtype)
-        bits = np.zeros(n_words, np.uint64)
+        bits8 = np.zeros(n_bytes, np.uint8)
         seen = np.uint64(0)
         nsyn = 0
         for e in range(tr_off[r], tr_off[r + 1]):
@@ -601,25 +597,14 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
                     nfull = ln & ~np.uint64(7)
                     if detect:
                         anyb = np.uint64(0)
-                        acc = np.uint64(0)
                         for k0 in range(np.uint64(0), nfull, np.uint64(8)):
                             m = _block_split(v, vb + k0, wts, wb + k0, thr, vmin, hi)
-                            sh = k0 & np.uint64(63)
-                            acc |= m << sh
-                            if sh == np.uint64(56):
-                                bits[k0 >> np.uint64(6)] = acc
-                                anyb |= acc
-                                acc = np.uint64(0)
-                        if nfull < ln:
-                            m = np.uint64(0)
-                            for k in range(nfull, ln):
-                                val = min(v[vb + k] + wts[wb + k], hi)
-                                m |= np.uint64(val >= thr) << (k - nfull)
-                                v[vb + k] = max(val, vmin)
-                            acc |= m << (nfull & np.uint64(63))
-                        if ln & np.uint64(63):
-                            bits[ln >> np.uint64(6)] = acc
-                            anyb |= acc
+                            bits8[k0 >> np.uint64(3)] = np.uint8(m)
+                            anyb |= m
+                        for k in range(nfull, ln):
+                            val = min(v[vb + k] + wts[wb + k], hi)
+                            anyb |= np.uint64(val >= thr)
+                            v[vb + k] = max(val, vmin)
                         seen |= anyb
                     else:
                         for k0 in range(np.uint64(0), nfull, np.uint64(8)):
