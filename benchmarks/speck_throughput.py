@@ -15,8 +15,10 @@ additions; no threshold compare, reset, lower bound, spike bits, sort, stack or 
 makes exactly the loop's synaptic updates (checked). Its additions are the compiler's own
 vectorization of the plain loop (``v[k] = min(max(v[k] + w[k], lo), hi)`` over each contiguous
 run). The same replay with the additions written as the loop writes them (8-lane vector blocks
-and a scalar tail, ``kernel.integrate_blocks``) runs beside it, so that each run shows the
-ceiling is not slower than the loop's own way of adding (their ratio is printed). Also the same
+and a scalar tail, ``kernel.integrate_blocks``) runs beside it, so that each run shows whether
+the ceiling is slower than the loop's own way of adding (their ratio is printed; which one is faster
+depends on the machine and on where the arrays lie), and the loop is also judged against the faster
+of the two in each round (the stricter ceiling). Also the same
 replay in the previous loop's layout (``kernel.integrate_only_reference``: int32 state, per-event
 index arithmetic), the ceiling as it was measured before the rewrite. The loops and the ceilings run
 interleaved on one thread, ``--ceiling-repeats`` rounds, each timed in CPU seconds
@@ -183,6 +185,7 @@ def main(argv=None) -> int:
                 title=f"\nthe loop against its integrate-only ceiling ({cs['rounds']} rounds, "
                       f"{cs['synaptic_updates']:,} updates per run):")
     for key, txt in (("loop_vs_ceiling", "loop / ceiling (same layout)"),
+                     ("loop_vs_best_ceiling", "loop / the faster of ceiling and ceiling in 8-lane blocks, per round"),
                      ("loop_vs_ceiling_blocks", "loop / ceiling with the loop's 8-lane blocks"),
                      ("ceiling_blocks_vs_ceiling", "ceiling in 8-lane blocks / ceiling"),
                      ("detect_vs_ceiling", "ceiling + threshold bits / ceiling"),
@@ -260,9 +263,16 @@ def ceiling_section(be, dep, data, T: int, rounds: int) -> dict:
     def ratio(a: str, b: str) -> dict:  # per round, and of the best rounds (best of N each)
         return {**summary([x / y for x, y in zip(rates[a], rates[b])]), "best": max(rates[a]) / max(rates[b])}
 
+    # the faster way to make the same additions, per round: the compiler's vectorization
+    # (integrate_only) or the loop's 8-lane blocks (integrate_blocks); which one wins depends on the
+    # machine and on where the arrays lie, so the target is also judged against the faster one
+    rates["best_ceiling"] = [max(x, y) for x, y in zip(rates["ceiling"], rates["ceiling_blocks"])]
+
     return {"rounds": rounds, "synaptic_updates": syn, "delivered_events": int(trace[4][-1]),
-            "rates": {k: {"label": runs[k][0], **summary(v)} for k, v in rates.items()},
+            "rates": {k: {"label": runs[k][0], **summary(v)} for k, v in rates.items() if k in runs},
+            "best_ceiling": summary(rates["best_ceiling"]),
             "loop_vs_ceiling": ratio("loop", "ceiling"),
+            "loop_vs_best_ceiling": ratio("loop", "best_ceiling"),
             "loop_vs_ceiling_blocks": ratio("loop", "ceiling_blocks"),
             "ceiling_blocks_vs_ceiling": ratio("ceiling_blocks", "ceiling"),
             "loop_vs_detect": ratio("loop", "detect"),
@@ -277,9 +287,11 @@ def target(res: dict) -> str:
     medians of this run."""
     cs = res["ceiling"]
     own, prev = cs["loop_vs_ceiling"]["median"], cs["loop_vs_previous_ceiling"]["median"]
+    best = cs["loop_vs_best_ceiling"]["median"]
     rate = cs["rates"]["loop"]["median"]
     met = lambda ok: "met" if ok else "**not** met"  # noqa: E731
     return (f"{met(own >= 0.6)} against the ceiling of the loop's own layout ({own * 100:.0f} %),\n  "
+            f"{met(best >= 0.6)} against the faster of that ceiling and its 8-lane-block form ({best * 100:.0f} %),\n  "
             f"{met(prev >= 0.6)} against the previous layout's ({prev * 100:.0f} %), "
             f"{met(rate >= 420e6)} in absolute terms ({rate / 1e6:,.0f} M/s)")
 
@@ -295,6 +307,11 @@ def docs_text(res: dict, argv: list[str]) -> str:
     pct = lambda k: (f"{cs[k]['median'] * 100:.0f} % (range {cs[k]['min'] * 100:.0f} - "  # noqa: E731
                      f"{cs[k]['max'] * 100:.0f} %; best round against best round {cs[k]['best'] * 100:.0f} %)")
     sp = cs["speedup_vs_previous_loop"]
+    r_blocks = cs["ceiling_blocks_vs_ceiling"]["median"]
+    blocks_note = (" (in this run the loop's own way of adding was the faster one:\n  the compiler's plain "
+                   "vectorization is not always the fastest way to make these additions, hence the next figure)"
+                   if r_blocks > 1.02 else " (the two ways of adding equally fast in this run)" if r_blocks >= 0.98 else
+                   " (the ceiling's plain vectorized additions are not the slower way to add)")
     nb = [[key.replace("numba_", "").replace("t", " thread(s)"), f"{res[key]['updates_per_s'] / 1e6:,.0f}",
            f"{res[key]['samples_per_s']:.1f}"] for key in res if key.startswith("numba_")]
     return f"""Generated by `{cmd}` on {platform.machine()}, {res['cpu_count']} cores, in {res['seconds_total']:.0f} s
@@ -302,7 +319,8 @@ def docs_text(res: dict, argv: list[str]) -> str:
 Raw numbers: `benchmarks/results/speck_throughput.json` (git-ignored).
 
 Network: the CIL-SPL benchmark's (input sum pool 2, 5 conv + 1 dense, IAF, 6 chip layers), random weights
-(Kaiming uniform x 2.5, seed 0); data: {res['samples']} synthetic N-MNIST-like samples, T = 8,
+(Kaiming uniform x 2.5, seed 0; the loop's weights start on a 64-byte boundary, `kernel.loop_weights`);
+data: {res['samples']} synthetic N-MNIST-like samples, T = 8,
 {res['input_events']:,} input events, {cs['synaptic_updates']:,} synaptic updates per run.
 
 One thread, {cs['rounds']} interleaved rounds, CPU time (M synaptic updates/s):
@@ -317,14 +335,14 @@ One thread, {cs['rounds']} interleaved rounds, CPU time (M synaptic updates/s):
   this replay is the closest reconstruction). Issue 19's target (>= 60 % of the ceiling,
   >= 420 M updates/s/thread): {target(res)};
 - the ceiling with the loop's own 8-lane blocks at {pct('ceiling_blocks_vs_ceiling')}
-  of the ceiling (the ceiling's plain vectorized additions are not the slower way to add), the
-  loop at {pct('loop_vs_ceiling_blocks')} of it;
+  of the ceiling{blocks_note}, the loop at {pct('loop_vs_ceiling_blocks')} of it,\n  and at
+  **{pct('loop_vs_best_ceiling')}** of the faster of the two in each round;
 - where the rest goes: the ceiling plus the loop's own threshold detection (each block's spike bits
-  extracted, stored and OR-ed, as the loop does; no reset, sort, stack) runs at
+  extracted, stored and OR-ed, as the loop does; no reset, ordering, stack) runs at
   {pct('detect_vs_ceiling')} of the ceiling's speed; the loop at
   {pct('loop_vs_detect')} of that. The remainder is the spike path
-  (collecting the bits, resetting, sorting, pushing and popping events, the per-run bookkeeping)
-  and its data-dependent branches;
+  (recording the runs holding a spike, collecting the bits, resetting, ordering the spikes by rank,
+  pushing and popping events) and its data-dependent branches;
 - the previous loop at {pct('previous_loop_vs_previous_ceiling')} of that previous ceiling;
 - the loop {sp['median']:.2f}x the previous loop (range {sp['min']:.2f} - {sp['max']:.2f}x), with
   bit-identical outputs (checked in the run, and by `tests/test_speck_kernel_identity.py`).

@@ -32,14 +32,21 @@ division (pooling factors are powers of two: a shift). State ``[Ho, Wo, O]`` and
 ``[C, KH, KW, O]`` (kernel columns reversed, :func:`loop_weights`) are channel-last, so one (row,
 column run) is one contiguous block of state and of weights. It is processed 8 neurons at a time
 (:func:`_block_split`, vector IR; a scalar tail when the run is not a multiple of 8), each block
-returning the bits of the neurons that reached threshold. When the lower bound is below the
+returning the bits of the neurons that reached threshold, stored a byte per block (gathering
+them in a register and storing a word per 64 neurons measured no faster); only runs holding a spike
+are recorded (two packed words: state index and position, length and first bit word). When the
+lower bound is below the
 threshold, a block adds, saturates and clamps to the lower bound as if nothing fired (a neuron that
 fired then still holds its value ``>= θ``), and only the neurons whose bit is set are reset
 afterwards, one by one; at or above the threshold the reset happens inside the block
 (:func:`_block_fused`). The bits of the runs holding a spike are read with count-trailing-zeros;
 each spike becomes a key ``(o << 32) | (oy << 16) | ox`` (ascending keys are ascending flat
-indices), the keys are sorted, and the spikes are pushed onto the event stack (one 64-bit word per
-event: ``(layer << 48) | key``) so that they are processed in the documented order. emitted in the documented order. State and weights are held in float32 (:func:`loop_dtype`):
+indices), and the spikes are pushed onto the event stack (one 64-bit word per event:
+``(layer << 48) | key``) so that they are processed in the documented order: each key goes to the
+stack slot given by its rank (the number of the event's keys below it; a fixed number of
+comparisons per key, where an insertion sort's data-dependent branches cost ~10 % of the loop's
+time; beyond 32 spikes the keys are sorted). The last layer's spikes are only counted (their order
+does not matter). State and weights are held in float32 (:func:`loop_dtype`):
 every value the chip holds is an integer well inside float32's exact range, so every sum,
 comparison and clamp is exact and the results are those of integer arithmetic.
 :func:`run_events_reference` is the straightforward loop of the same semantics (the backend's loop
@@ -157,8 +164,19 @@ def loop_weights(weights: list[np.ndarray], dtype: type) -> np.ndarray:
     """The weights as :func:`run_events` reads them: every layer's ``[O, C, KH, KW]`` kernel laid
     out ``[C, KH, KW, O]`` with the kernel columns reversed (so that the weights of a column run
     of :func:`fan_out_table` are contiguous), all layers (and sets) concatenated, in ``dtype``
-    (:func:`loop_dtype`). The same offsets ``WOFF`` as the plain ``[C, KH, KW, O]`` layout."""
-    return np.concatenate([np.transpose(w, (1, 2, 3, 0))[:, :, ::-1, :].ravel() for w in weights]).astype(dtype)
+    (:func:`loop_dtype`). The same offsets ``WOFF`` as the plain ``[C, KH, KW, O]`` layout.
+
+    The array starts on a 64-byte boundary (a cache line; numpy only promises 16 bytes), as the
+    loop's state does (numba allocates it so): where the layers' channel counts are multiples of 8,
+    a block of 8 weights then never straddles two cache lines. Where numpy happened to place it, the loop and its ceiling
+    both ran up to ~10 % slower, by process."""
+    flat = np.concatenate([np.transpose(w, (1, 2, 3, 0))[:, :, ::-1, :].ravel() for w in weights]).astype(dtype)
+    size = np.dtype(dtype).itemsize
+    buf = np.empty(flat.size + 64 // size, dtype)
+    start = (-buf.ctypes.data % 64) // size
+    out = buf[start:start + flat.size]
+    out[:] = flat
+    return out
 
 
 @intrinsic
@@ -332,6 +350,8 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
     the layer sizes); an input event at a coordinate ``>= 2**16`` lies outside every layer and is
     dropped, as an out-of-range event is.
     """
+    if n_state >= 2 ** 32:
+        raise ValueError("run_events: a state of 2**32 or more values (the loop packs state indices in 32 bits)")
     B = ev_off.shape[0] - 1
     S = n_sets
     L = lp.shape[0] // S
@@ -354,12 +374,12 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
         r = (i - b * S) * B + b
         v = np.zeros(n_state, wts.dtype)
         stk = np.empty(stack_cap, np.uint64)  # (l << 48) | (c << 32) | (y << 16) | x
-        t_p = np.empty(n_targets, np.uint64)  # (oy << 16) | ox0 of the run
-        t_n = np.empty(n_targets, np.uint64)
-        t_w = np.empty(n_targets, np.uint64)  # the runs holding a spike: first bit word,
-        t_vb = np.empty(n_targets, np.uint64)  # first state index
+        # the runs holding a spike, two words each: (first state index << 32) | (oy << 16) | ox0, and
+        # (length << 32) | first bit word (a state of 2**32 values would not fit in memory)
+        t_d = np.empty(n_targets, np.uint64)
+        t_w = np.empty(n_targets, np.uint64)
         keys = np.empty(n_fan, np.uint64)  # the event's spikes, (o << 32) | (oy << 16) | ox
-        # bit m * O + o of the words t_w[j].. : neuron (o, oy, ox0 + m) of hit run j fired; every run
+        # bit m * O + o of the words from t_w[j]'s first: neuron (o, oy, ox0 + m) of hit run j fired; every run
         # starts at a word, its blocks write one byte each
         bits = np.zeros(n_fan // 64 + n_targets + 1, np.uint64)
         bits8 = bits.view(np.uint8)
@@ -420,10 +440,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                             bits8[fb + (nfull >> np.uint64(3))] = np.uint8(m)
                             anyb |= m
                         h = np.uint64(anyb != 0)
-                        t_p[nhit] = (fan[a + np.uint64(2)] << np.uint64(16)) | fan[q + np.uint64(2)]
-                        t_n[nhit] = fan[q + np.uint64(3)]
-                        t_w[nhit] = nwd
-                        t_vb[nhit] = vb
+                        t_d[nhit] = ((vb << np.uint64(32)) | (fan[a + np.uint64(2)] << np.uint64(16))
+                                     | fan[q + np.uint64(2)])
+                        t_w[nhit] = (ln << np.uint64(32)) | nwd
                         nhit += h
                         nwd += h * ((ln + np.uint64(63)) >> np.uint64(6))
                         nsyn += np.int64(ln)
@@ -432,10 +451,12 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 mg = mag[l]
                 nk = 0
                 for m in range(nhit):
-                    ln = t_n[m] * nO
-                    w0 = t_w[m]
-                    vb = t_vb[m]
-                    p0 = t_p[m]
+                    tw = t_w[m]
+                    td = t_d[m]
+                    ln = tw >> np.uint64(32)
+                    w0 = tw & np.uint64(0xFFFFFFFF)
+                    vb = td >> np.uint64(32)
+                    p0 = td & np.uint64(0xFFFFFFFF)
                     for wi in range((ln + np.uint64(63)) >> np.uint64(6)):
                         wd = bits[w0 + wi]
                         while wd != 0:
@@ -449,27 +470,35 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                             cm = (kk * mg) >> np.uint64(40)
                             keys[nk] = ((kk - cm * nO) << np.uint64(32)) | (p0 + cm)
                             nk += 1
-                _sort_small(keys, nk)
                 roff = lp[row, ROFF]
-                nHo = np.uint64(lp[row, HO])
-                nWo = np.uint64(lp[row, WO])
-                nxt = (l + np.uint64(1)) << np.uint64(48)
-                if roff >= 0 or np.int64(l) == L - 1:
-                    last = np.int64(l) == L - 1
-                    for ki in range(nk - 1, -1, -1):
+                last = np.int64(l) == L - 1
+                if roff >= 0 or last:
+                    nHo = np.uint64(lp[row, HO])
+                    nWo = np.uint64(lp[row, WO])
+                    for ki in range(nk):
                         key = keys[ki]
                         flat = ((key >> np.uint64(32)) * nHo + ((key >> np.uint64(16)) & M16)) * nWo + (key & M16)
                         if roff >= 0:
                             rec[r, tb, np.uint64(roff) + flat] += 1
                         if last:
                             out[r, tb, flat] += 1
-                        else:
-                            stk[sp] = nxt | key
-                            sp += 1
-                else:
-                    for ki in range(nk - 1, -1, -1):
-                        stk[sp] = nxt | keys[ki]
-                        sp += 1
+                if not last:
+                    nxt = (l + np.uint64(1)) << np.uint64(48)
+                    top = sp + nk - 1
+                    if nk == 1:
+                        stk[sp] = nxt | keys[0]
+                    elif nk > 32:
+                        _sort_small(keys, nk)
+                        for ki in range(nk):
+                            stk[top - ki] = nxt | keys[ki]
+                    else:
+                        for ki in range(nk):
+                            key = keys[ki]
+                            rank = 0
+                            for kj in range(nk):
+                                rank += keys[kj] < key
+                            stk[top - rank] = nxt | key
+                    sp += nk
         syn[r] = nsyn
     return out, rec, syn
 
