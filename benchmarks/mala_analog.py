@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 chips, strengths 0 and 2, no fractions")
     ap.add_argument("--chips", type=int, default=None)
+    ap.add_argument("--first-chip", type=int, default=0, help="chips (mismatch seeds) first-chip, first-chip + 1, ...")
     ap.add_argument("--steps", type=int, default=200, help="the budget: steps per method (default 200)")
     ap.add_argument("--chains", type=int, default=8)
     ap.add_argument("--strengths", type=float, nargs="+", default=None)
@@ -260,8 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     strengths = tuple(args.strengths or ((0.0, 2.0) if args.quick else STRENGTHS))
     fr_strengths = () if (args.quick or args.no_fractions) else tuple(s for s in FRACTION_STRENGTHS if s in strengths)
     tag = args.tag if args.tag is not None else ("_quick" if args.quick else "")
-    cases = [{"fraction": 1.0, "strength": s, "chip": c} for s in strengths for c in range(chips)]
-    cases += [{"fraction": f, "strength": s, "chip": c} for s in fr_strengths for f in FRACTIONS for c in range(chips)]
+    if args.first_chip < 0:
+        ap.error(f"--first-chip must be >= 0, not {args.first_chip}")
+    ids = range(args.first_chip, args.first_chip + chips)
+    if args.docs and args.first_chip:
+        ap.error("--docs writes the section of chips 0..: run it without --first-chip")
+    cases = [{"fraction": 1.0, "strength": s, "chip": c} for s in strengths for c in ids]
+    cases += [{"fraction": f, "strength": s, "chip": c} for s in fr_strengths for f in FRACTIONS for c in ids]
     for cs in cases:
         cs.update(steps=args.steps, chains=args.chains)
         if algos != ALGOS:
@@ -282,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                       base=fingerprint({"steps": args.steps, "chains": args.chains, "lr": LR}))
     rows = [row for p in points for row in sweep.records[p.key]["metrics"]]
     cmd = "python benchmarks/mala_analog.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    result = {"command": cmd, "tag": tag, "chips": chips, "strengths": strengths, "fraction_strengths": fr_strengths,
+    result = {"command": cmd, "tag": tag, "chips": chips, "chip_ids": list(ids), "strengths": strengths,
+              "fraction_strengths": fr_strengths,
               "algorithms": list(algos), "mala_options": mala_opts,
               "fractions": FRACTIONS, "steps": args.steps, "chains": args.chains,
               "wall_seconds": time.perf_counter() - t0, "load_average": [load0, os.getloadavg()[0]],
