@@ -71,6 +71,18 @@ settings of block size, target and shares, guided burn-in 94.7 %. After burn-in 
 Langevin move is the exact MALA move above. ``exact_burn_in=True`` uses exact MALA moves in
 burn-in too.
 
+With ``guided_batch`` = m (< N), a guided move (and the RMS state v) uses a minibatch estimate of
+the proxy gradient instead of :math:`g`, on m samples :math:`M_t` drawn afresh at every step and
+the chip's output of the current state already measured (no chip call):
+
+.. math:: \hat g(\theta) = \nabla_\theta\Big[-\frac{N}{\tau m}\sum_{i\in M_t}\mathrm{CE}(\lambda\,z(\hat y_i), y_i)\Big]
+          - \frac{\theta}{\sigma_p^2 u^2}
+
+(SGD's gradient noise in the climb). The acceptance, β's calibration pairs, the stored gradient and
+every kept step use the whole set's :math:`g`, so the chain after burn-in is unchanged. Measured on
+the analog chip (``benchmarks/mala_analog.py --mala guided_batch=64``, docs/results.md) it did not
+raise the test accuracy, so it is off by default.
+
 **Fallback** (documented, and part of the proposal density, so the chain stays exact on a
 deterministic chip):
 
