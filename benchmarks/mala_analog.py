@@ -47,6 +47,8 @@ STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)
 FRACTION_STRENGTHS = (1.0, 2.0)
 FRACTIONS = (0.01, 0.05, 0.10)
 ALGOS = ("offline", "cil-spl", "mh", "mh-ft", "mala")
+#: diagnostics, run only when asked for (--algorithms): mala started from the offline weights
+EXTRA_ALGOS = ("mala-ft",)
 N_FULL = 398
 LR = 1e-2
 
@@ -77,7 +79,7 @@ def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
                      "test_accuracy": ev["accuracy"], "train_seconds": t,
                      "hardware_calls": tr.session.stats.calls_by_purpose.get("train", 0), **(extra or {})})
 
-    if "offline" in algos or "mh-ft" in algos:
+    if "offline" in algos or "mh-ft" in algos or "mala-ft" in algos:
         net = feedforward(sizes, seed=c)
         t0 = time.perf_counter()
         cil.Trainer(net, "ideal", "offline", seed=c, lr=LR).fit(train, steps=steps, batch_size=64)
@@ -92,20 +94,21 @@ def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
         tr = cil.Trainer(net, chip(), "cil-spl", seed=c, lr=LR)
         tr.fit(train, steps=steps, batch_size=64)
         record("cil-spl", tr, time.perf_counter() - t0)
-    for algo in (a for a in ("mh", "mh-ft", "mala") if a in algos):
+    for algo in (a for a in ("mh", "mh-ft", "mala", "mala-ft") if a in algos):
         net = feedforward(sizes, seed=c)
         opts: dict[str, Any] = {"chains": chains, "burn_in": steps // 2, **tau}
-        if algo == "mala":
+        sampler = "mala" if algo.startswith("mala") else "mh"
+        if sampler == "mala":
             opts.update(case.get("mala", {}))
-        if algo == "mh-ft":
+        if algo.endswith("-ft"):
             net.load_parameters(offline_weights)
             opts["init"] = "network"
         t0 = time.perf_counter()
-        tr = cil.Trainer(net, chip(), "mala" if algo == "mala" else "mh", seed=c, **opts)
-        tr.fit(train, steps=steps - 1 if algo == "mala" else steps)
+        tr = cil.Trainer(net, chip(), sampler, seed=c, **opts)
+        tr.fit(train, steps=steps - 1 if sampler == "mala" else steps)
         a = tr.algorithm
         extra = {"acceptance": a.acceptance_rate}
-        if algo == "mala":
+        if sampler == "mala":
             extra.update(chains=a.chains, guided_batch=a.guided_batch, langevin_share=a.share.tolist(), langevin_step=a.h.tolist(), beta=a.beta.tolist(),
                          langevin_proposals=a.langevin_proposals, langevin_accepts=a.langevin_accepts,
                          fallback_proposals=a.fallback_proposals)
@@ -240,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chains", type=int, default=8)
     ap.add_argument("--strengths", type=float, nargs="+", default=None)
     ap.add_argument("--no-fractions", action="store_true")
-    ap.add_argument("--algorithms", nargs="+", choices=ALGOS, default=list(ALGOS),
-                    help="the methods to run (default: all; the 'done' columns need all)")
+    ap.add_argument("--algorithms", nargs="+", choices=ALGOS + EXTRA_ALGOS, default=list(ALGOS),
+                    help="the methods to run (default: all but the diagnostic mala-ft, mala started from the "
+                    "offline weights; the 'done' columns need all five)")
     ap.add_argument("--mala", nargs="+", default=[], metavar="OPTION=VALUE",
                     help="options of mala over its defaults, e.g. guided_batch=64 chains=16 (values read as JSON, "
                     "else as text); checked by cil before anything runs")
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         return report(read_json(args.from_json), args.out, args.docs)
     mala_opts = _mala_options(args.mala)
-    algos = tuple(a for a in ALGOS if a in args.algorithms)
+    algos = tuple(a for a in ALGOS + EXTRA_ALGOS if a in args.algorithms)
     if args.docs and (mala_opts or set(algos) != set(ALGOS)):
         ap.error("--docs writes the defaults' section of docs/results.md: run it without --mala and with every "
                  "method (give a variant its own --tag instead)")
