@@ -6,6 +6,8 @@ data-efficiency table (issue 21).
     python benchmarks/mala_analog.py --quick         # 2 chips, strengths 0 and 2, no fractions
     python benchmarks/mala_analog.py --docs          # also rewrites the docs/results.md section
     python benchmarks/mala_analog.py --from-json benchmarks/results/mala_analog.json --docs
+    python benchmarks/mala_analog.py --algorithms mala --strengths 0 0.5 --no-fractions \
+        --mala guided_batch=64 --tag _gb64    # a variant of mala alone (its own JSON; not for --docs)
 
 Task and network as ``benchmarks/mh_vs_backprop.py`` (breast cancer, 62-16-2 LIF, T = 16, rate
 readout; chip c = mismatch seed c, which also seeds the initial weights, the trainers and the
@@ -45,6 +47,8 @@ STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)
 FRACTION_STRENGTHS = (1.0, 2.0)
 FRACTIONS = (0.01, 0.05, 0.10)
 ALGOS = ("offline", "cil-spl", "mh", "mh-ft", "mala")
+#: diagnostics, run only when asked for (--algorithms): mala started from the offline weights
+EXTRA_ALGOS = ("mala-ft",)
 N_FULL = 398
 LR = 1e-2
 
@@ -59,6 +63,7 @@ def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
     from cil_core.network.reference import feedforward
 
     frac, c, s, steps, chains = case["fraction"], case["chip"], case["strength"], case["steps"], case["chains"]
+    algos = case.get("algorithms", ALGOS)
     data = load_breast_cancer_spikes()
     train = subset_fraction(data.train, frac, c)
     sizes = [data.n_inputs, 16, 2]
@@ -74,31 +79,37 @@ def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
                      "test_accuracy": ev["accuracy"], "train_seconds": t,
                      "hardware_calls": tr.session.stats.calls_by_purpose.get("train", 0), **(extra or {})})
 
-    net = feedforward(sizes, seed=c)
-    t0 = time.perf_counter()
-    cil.Trainer(net, "ideal", "offline", seed=c, lr=LR).fit(train, steps=steps, batch_size=64)
-    offline_weights = net.detached_parameters()
-    record("offline", cil.Trainer(net, chip(), "offline", seed=c), time.perf_counter() - t0)
-    rows[-1]["hardware_calls"] = 0
+    if "offline" in algos or "mh-ft" in algos or "mala-ft" in algos:
+        net = feedforward(sizes, seed=c)
+        t0 = time.perf_counter()
+        cil.Trainer(net, "ideal", "offline", seed=c, lr=LR).fit(train, steps=steps, batch_size=64)
+        offline_weights = net.detached_parameters()
+        if "offline" in algos:
+            record("offline", cil.Trainer(net, chip(), "offline", seed=c), time.perf_counter() - t0)
+            rows[-1]["hardware_calls"] = 0
 
-    net = feedforward(sizes, seed=c)
-    t0 = time.perf_counter()
-    tr = cil.Trainer(net, chip(), "cil-spl", seed=c, lr=LR)
-    tr.fit(train, steps=steps, batch_size=64)
-    record("cil-spl", tr, time.perf_counter() - t0)
-    for algo in ("mh", "mh-ft", "mala"):
+    if "cil-spl" in algos:
+        net = feedforward(sizes, seed=c)
+        t0 = time.perf_counter()
+        tr = cil.Trainer(net, chip(), "cil-spl", seed=c, lr=LR)
+        tr.fit(train, steps=steps, batch_size=64)
+        record("cil-spl", tr, time.perf_counter() - t0)
+    for algo in (a for a in ("mh", "mh-ft", "mala", "mala-ft") if a in algos):
         net = feedforward(sizes, seed=c)
         opts: dict[str, Any] = {"chains": chains, "burn_in": steps // 2, **tau}
-        if algo == "mh-ft":
+        sampler = "mala" if algo.startswith("mala") else "mh"
+        if sampler == "mala":
+            opts.update(case.get("mala", {}))
+        if algo.endswith("-ft"):
             net.load_parameters(offline_weights)
             opts["init"] = "network"
         t0 = time.perf_counter()
-        tr = cil.Trainer(net, chip(), "mala" if algo == "mala" else "mh", seed=c, **opts)
-        tr.fit(train, steps=steps - 1 if algo == "mala" else steps)
+        tr = cil.Trainer(net, chip(), sampler, seed=c, **opts)
+        tr.fit(train, steps=steps - 1 if sampler == "mala" else steps)
         a = tr.algorithm
         extra = {"acceptance": a.acceptance_rate}
-        if algo == "mala":
-            extra.update(langevin_share=a.share.tolist(), langevin_step=a.h.tolist(), beta=a.beta.tolist(),
+        if sampler == "mala":
+            extra.update(chains=a.chains, guided_batch=a.guided_batch, langevin_share=a.share.tolist(), langevin_step=a.h.tolist(), beta=a.beta.tolist(),
                          langevin_proposals=a.langevin_proposals, langevin_accepts=a.langevin_accepts,
                          fallback_proposals=a.fallback_proposals)
         record(algo, tr, time.perf_counter() - t0, extra)
@@ -126,31 +137,35 @@ def _cell(rows: list[dict], algo: str, **where: Any) -> str:
 def tables(result: dict) -> dict[str, str]:
     rows = result["rows"]
     out = {}
-    hdr = ["strength", *ALGOS, "mala − max(cil-spl, mh-ft)", "mala − offline", "done"]
+    algos = tuple(result.get("algorithms", ALGOS))
+    full = set(algos) == set(ALGOS)  # the "done" columns compare mala with the others
+    hdr = ["strength", *algos, *(("mala − max(cil-spl, mh-ft)", "mala − offline", "done") if full else ())]
     body = []
     for s in result["strengths"]:
-        m = {a: _mean(rows, a, strength=s, fraction=1.0) for a in ALGOS}
+        m = {a: _mean(rows, a, strength=s, fraction=1.0) for a in algos}
         if any(v is None for v in m.values()):
             continue
-        d1 = m["mala"] - max(m["cil-spl"], m["mh-ft"])
-        d2 = m["mala"] - m["offline"]
-        body.append([f"{s:g}", *(_cell(rows, a, strength=s, fraction=1.0) for a in ALGOS), f"{100 * d1:+.1f}",
-                     f"{100 * d2:+.1f}", "yes" if d1 >= -0.01 and d2 >= 0 else "no"])
+        row = [f"{s:g}", *(_cell(rows, a, strength=s, fraction=1.0) for a in algos)]
+        if full:
+            d1 = m["mala"] - max(m["cil-spl"], m["mh-ft"])
+            d2 = m["mala"] - m["offline"]
+            row += [f"{100 * d1:+.1f}", f"{100 * d2:+.1f}", "yes" if d1 >= -0.01 and d2 >= 0 else "no"]
+        body.append(row)
     out["strength"] = markdown_table(hdr, body)
     calls = [[a, f"{statistics.fmean(r['hardware_calls'] for r in rows if r['algorithm'] == a and r['fraction'] == 1.0):.0f}"]
-             for a in ALGOS if any(r["algorithm"] == a for r in rows)]
+             for a in algos if any(r["algorithm"] == a for r in rows)]
     out["calls"] = markdown_table(["method", "chip calls per fit (training, mean)"], calls)
     for s in result.get("fraction_strengths", ()):
         fr = sorted(set(result["fractions"]) | {1.0})
-        body = [[f"{100 * f:g} %", *(_cell(rows, a, strength=s, fraction=f) for a in ALGOS)] for f in fr]
+        body = [[f"{100 * f:g} %", *(_cell(rows, a, strength=s, fraction=f) for a in algos)] for f in fr]
         ref = _mean(rows, "offline", strength=s, fraction=1.0)
         smallest = []
-        for a in ALGOS:
+        for a in algos:
             hit = [f for f in fr if (m := _mean(rows, a, strength=s, fraction=f)) is not None and ref is not None
                    and m >= ref]
             smallest.append(f"{100 * hit[0]:g} %" if hit else "none")
         body.append(["smallest fraction reaching offline @ 100 %" + (f" ({100 * ref:.1f})" if ref else ""), *smallest])
-        out[f"fraction_{s:g}"] = markdown_table(["train fraction", *ALGOS], body)
+        out[f"fraction_{s:g}"] = markdown_table(["train fraction", *algos], body)
     return out
 
 
@@ -200,28 +215,69 @@ each of the n samples counts {N_FULL} / n times; offline and CIL-SPL train on th
     return text
 
 
+def _mala_options(pairs: list[str]) -> dict[str, Any]:
+    """``OPTION=VALUE`` pairs as mala's options, checked at the door (cil's OptionError names a bad one)."""
+    import json
+
+    import cil_core as cil
+
+    opts: dict[str, Any] = {}
+    for p in pairs:
+        key, sep, val = p.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--mala takes OPTION=VALUE pairs, not {p!r}")
+        try:
+            opts[key] = json.loads(val)
+        except json.JSONDecodeError:
+            opts[key] = val
+    cil.make_algorithm("mala", **opts)  # raises OptionError on an unknown option or a bad value
+    return opts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 chips, strengths 0 and 2, no fractions")
     ap.add_argument("--chips", type=int, default=None)
+    ap.add_argument("--first-chip", type=int, default=0, help="chips (mismatch seeds) first-chip, first-chip + 1, ...")
     ap.add_argument("--steps", type=int, default=200, help="the budget: steps per method (default 200)")
     ap.add_argument("--chains", type=int, default=8)
     ap.add_argument("--strengths", type=float, nargs="+", default=None)
     ap.add_argument("--no-fractions", action="store_true")
+    ap.add_argument("--algorithms", nargs="+", choices=ALGOS + EXTRA_ALGOS, default=list(ALGOS),
+                    help="the methods to run (default: all but the diagnostic mala-ft, mala started from the "
+                    "offline weights; the 'done' columns need all five)")
+    ap.add_argument("--mala", nargs="+", default=[], metavar="OPTION=VALUE",
+                    help="options of mala over its defaults, e.g. guided_batch=64 chains=16 (values read as JSON, "
+                    "else as text); checked by cil before anything runs")
+    ap.add_argument("--tag", default=None, help="suffix of the output files (default: '_quick' with --quick, else none)")
     ap.add_argument("--from-json", default=None)
     add_sweep_args(ap, workers=1)
     add_output_args(ap, docs_section=SECTION)
     args = ap.parse_args(argv)
     if args.from_json:
         return report(read_json(args.from_json), args.out, args.docs)
+    mala_opts = _mala_options(args.mala)
+    algos = tuple(a for a in ALGOS + EXTRA_ALGOS if a in args.algorithms)
+    if args.docs and (mala_opts or set(algos) != set(ALGOS)):
+        ap.error("--docs writes the defaults' section of docs/results.md: run it without --mala and with every "
+                 "method (give a variant its own --tag instead)")
     chips = args.chips or (2 if args.quick else 5)
     strengths = tuple(args.strengths or ((0.0, 2.0) if args.quick else STRENGTHS))
     fr_strengths = () if (args.quick or args.no_fractions) else tuple(s for s in FRACTION_STRENGTHS if s in strengths)
-    tag = "_quick" if args.quick else ""
-    cases = [{"fraction": 1.0, "strength": s, "chip": c} for s in strengths for c in range(chips)]
-    cases += [{"fraction": f, "strength": s, "chip": c} for s in fr_strengths for f in FRACTIONS for c in range(chips)]
+    tag = args.tag if args.tag is not None else ("_quick" if args.quick else "")
+    if args.first_chip < 0:
+        ap.error(f"--first-chip must be >= 0, not {args.first_chip}")
+    ids = range(args.first_chip, args.first_chip + chips)
+    if args.docs and args.first_chip:
+        ap.error("--docs writes the section of chips 0..: run it without --first-chip")
+    cases = [{"fraction": 1.0, "strength": s, "chip": c} for s in strengths for c in ids]
+    cases += [{"fraction": f, "strength": s, "chip": c} for s in fr_strengths for f in FRACTIONS for c in ids]
     for cs in cases:
         cs.update(steps=args.steps, chains=args.chains)
+        if algos != ALGOS:
+            cs["algorithms"] = list(algos)
+        if mala_opts:
+            cs["mala"] = mala_opts
     points = [Point(point_key(cs), cs, cs) for cs in cases]
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
 
@@ -236,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                       base=fingerprint({"steps": args.steps, "chains": args.chains, "lr": LR}))
     rows = [row for p in points for row in sweep.records[p.key]["metrics"]]
     cmd = "python benchmarks/mala_analog.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    result = {"command": cmd, "tag": tag, "chips": chips, "strengths": strengths, "fraction_strengths": fr_strengths,
+    result = {"command": cmd, "tag": tag, "chips": chips, "chip_ids": list(ids), "strengths": strengths,
+              "fraction_strengths": fr_strengths,
+              "algorithms": list(algos), "mala_options": mala_opts,
               "fractions": FRACTIONS, "steps": args.steps, "chains": args.chains,
               "wall_seconds": time.perf_counter() - t0, "load_average": [load0, os.getloadavg()[0]],
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.workers} worker process(es) x 1 thread",

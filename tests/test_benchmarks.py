@@ -142,6 +142,28 @@ def test_mh_minibatch_benchmark_counts_and_compares_sample_inferences(tmp_path, 
     assert "sample-inferences" in out and "criterion: <= 0.25" in out
 
 
+def test_mala_analog_runs_a_variant_of_mala_alone_and_checks_its_options(tmp_path, capsys):
+    """benchmarks/mala_analog.py --algorithms mala mala-ft --mala ...: only those run, with the given options
+    (they reach the algorithm), on the chips asked for (--first-chip), into its own tagged JSON, without
+    the 'done' columns; a bad option is refused by cil before anything runs, and --docs refuses a variant."""
+    pytest.importorskip("cil_analog")
+    bench = load("mala_analog")
+    with pytest.raises(cil.OptionError, match="guided_batch"):
+        bench.main(["--algorithms", "mala", "--mala", "guided_batch=0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main(["--mala", "chains=3", "--docs", "--out", str(tmp_path)])
+    assert bench.main(["--algorithms", "mala", "mala-ft", "--mala", "chains=3", "guided_batch=16", "--strengths", "0",
+                       "--chips", "1", "--first-chip", "1", "--steps", "6", "--no-fractions", "--tag", "_v",
+                       "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "mala_analog_v.json").read_text())
+    assert result["mala_options"] == {"chains": 3, "guided_batch": 16} and result["algorithms"] == ["mala", "mala-ft"]
+    assert [r["algorithm"] for r in result["rows"]] == ["mala", "mala-ft"]  # mala-ft: from the offline weights
+    for row in result["rows"]:
+        assert row["chains"] == 3 and row["guided_batch"] == 16 and row["chip"] == 1
+    out = capsys.readouterr().out
+    assert "| 0 |" in out and "done" not in out
+
+
 def test_nmnist_60k_streams_vary_and_round_trip_through_tonics_reader(tmp_path):
     pytest.importorskip("cil_speck")
     tonic = pytest.importorskip("tonic")

@@ -57,14 +57,16 @@ def test_proxy_gradient_matches_the_single_network_autograd(breast_cancer):
     assert (g != 0).any(dim=1).all()
 
 
-@pytest.mark.parametrize("exact_burn_in, burn_in", [(True, 5), (False, 0), (False, 10), (False, 2)])
-def test_acceptance_ratio_matches_an_independent_recomputation(breast_cancer, exact_burn_in, burn_in):
+@pytest.mark.parametrize("exact_burn_in, burn_in, guided_batch",
+                         [(True, 5, None), (False, 0, None), (False, 10, None), (False, 2, None), (False, 2, 16)])
+def test_acceptance_ratio_matches_an_independent_recomputation(breast_cancer, exact_burn_in, burn_in, guided_batch):
     """log α = log p(θ') − log p(θ) + log q(θ|θ') − log q(θ'|θ), the densities recomputed here with
     torch.distributions.Normal from the gradients at both points (the reference gradient above), the
     log posteriors with MH's own scoring. After burn-in (and during it with exact_burn_in) the q
-    terms are in; a random-walk move has none, nor has a guided burn-in move (exact_burn_in=False)."""
+    terms are in; a random-walk move has none, nor has a guided burn-in move (exact_burn_in=False).
+    Minibatch guided moves (guided_batch) leave the kept steps exact, on the whole data's gradient."""
     tr, train = _setup(breast_cancer, chains=4, burn_in=burn_in, exact_burn_in=exact_burn_in, langevin_share=1.0,
-                       langevin_block_size=20, init="network")
+                       langevin_block_size=20, init="network", guided_batch=guided_batch)
     a = tr.algorithm
     x, y = train.x, train.y
     a.step(tr.state, (x, y))  # first step: the starting gradients, then a move
@@ -93,6 +95,33 @@ def test_acceptance_ratio_matches_an_independent_recomputation(breast_cancer, ex
                 rev = Normal(prop[c, B] + 0.5 * h * h * u * u * beta * g_prop[B], h * u).log_prob(theta[c, B]).sum()
                 expected += float(rev - fwd)
             assert float(a.last_log_ratio[c]) == pytest.approx(expected, rel=1e-4, abs=1e-3), (c, len(B))
+
+
+def test_guided_moves_are_drawn_with_a_minibatch_gradient(breast_cancer):
+    """guided_batch=m: a guided burn-in step draws m of the n samples and its moves follow the
+    minibatch estimate (n/m)·∇ log p(subset) − prior of the current states' proxy gradient (checked
+    through the RMS state v ← 0.9 v + 0.1 (u·g)², against the single-network autograd on the subset);
+    the stored gradient stays the whole data's, and no chip call is added."""
+    n, m = 60, 16
+    tr, train = _setup(breast_cancer, n=n, chains=3, burn_in=5, init="network", guided_batch=m)
+    a = tr.algorithm
+    x, y = train.x, train.y
+    theta = a.theta.clone()
+    gen = torch.Generator()
+    gen.set_state(tr.state.generator.get_state())
+    idx = torch.randperm(n, generator=gen)[:m]  # the step's first draw
+    calls = tr.session.stats.calls
+    a.step(tr.state, (x, y))
+    assert tr.session.stats.calls - calls == 2  # the starting states, then the proposals: as without it
+    full = torch.stack([_reference_gradient(tr, theta[c], x, y) for c in range(3)])
+    prior = theta / (a.prior_std * a.unit) ** 2
+    sub = torch.stack([_reference_gradient(tr, theta[c], x[:, idx], y[idx]) for c in range(3)])
+    mb = n / m * (sub + prior) - prior
+    assert not torch.allclose(mb, full, rtol=0.05, atol=1e-3)  # the minibatch estimate is not the full gradient
+    expected_v = 0.9 * (a.unit * full) ** 2 + 0.1 * (a.unit * mb) ** 2
+    torch.testing.assert_close(a.v, expected_v, rtol=1e-3, atol=1e-6)
+    kept = ~(a.theta != theta).any(1)  # the chains whose move was rejected keep the full gradient
+    torch.testing.assert_close(a.grad[kept], full[kept], rtol=1e-4, atol=1e-4)
 
 
 def test_a_useless_gradient_falls_back_to_the_block_random_walk(breast_cancer):
@@ -151,7 +180,7 @@ def test_accuracy_rises_on_a_small_task(breast_cancer):
 def test_every_option_is_typed_and_documented():
     rows = {r["name"]: r for r in describe(Langevin)}
     for opt in ("langevin_block_size", "exact_burn_in", "langevin_step", "langevin_target", "langevin_share",
-                "min_share", "collapse_acceptance", "adapt_rate", "restart_at_best", "chains", "block_size", "burn_in"):
+                "min_share", "collapse_acceptance", "adapt_rate", "restart_at_best", "guided_batch", "chains", "block_size", "burn_in"):
         assert opt in rows, opt
     for r in rows.values():
         assert r["type"] != "any", r
@@ -166,6 +195,7 @@ def test_every_option_is_typed_and_documented():
     (dict(langevin_step=-1.0), "langevin_step must be a positive number"),
     (dict(collapse_acceptance=1.0), "collapse_acceptance must lie in [0, 1)"),
     (dict(adapt_rate=-0.1), "adapt_rate must be a number >= 0"),
+    (dict(guided_batch=0), "guided_batch must be an integer >= 1 or None"),
     (dict(proposal="random-walk"), "proposal must be 'block'"),
     (dict(de_fraction=0.3), "mala does not take de_fraction"),
     (dict(likelihood="sequential"), "likelihood must be 'full'"),
@@ -182,13 +212,16 @@ def test_wrong_option_types_are_refused_at_the_door():
         cil.make_algorithm("mala", langevin_block_size=2.5)
     with pytest.raises(OptionError, match="option 'exact_burn_in' of algorithm 'mala' must be bool"):
         cil.make_algorithm("mala", exact_burn_in="yes")
+    with pytest.raises(OptionError, match="option 'guided_batch' of algorithm 'mala' must be"):
+        cil.make_algorithm("mala", guided_batch=12.5)
     with pytest.raises(OptionError, match="restart_at_best"):
         cil.make_algorithm("mala", restart_at_best=1)
     with pytest.raises(OptionError, match="unknown option 'langevin_stepsize'"):
         cil.make_algorithm("mala", langevin_stepsize=0.1)
 
 
-@pytest.mark.parametrize("extra, batch_size", [({}, None), (dict(exact_burn_in=True, langevin_share=0.5), 40)])
+@pytest.mark.parametrize("extra, batch_size", [({}, None), (dict(exact_burn_in=True, langevin_share=0.5), 40),
+                                                ({"guided_batch": 16}, None)])
 def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extra, batch_size):
     """As MH's test: a run that dies and is resumed from its last checkpoint (new model, new trainer
     with another seed) ends with the same weights, chains, Langevin steps, shares and history as an

@@ -71,6 +71,18 @@ settings of block size, target and shares, guided burn-in 94.7 %. After burn-in 
 Langevin move is the exact MALA move above. ``exact_burn_in=True`` uses exact MALA moves in
 burn-in too.
 
+With ``guided_batch`` = m (< N), a guided move (and the RMS state v) uses a minibatch estimate of
+the proxy gradient instead of :math:`g`, on m samples :math:`M_t` drawn afresh at every step and
+the chip's output of the current state already measured (no chip call):
+
+.. math:: \hat g(\theta) = \nabla_\theta\Big[-\frac{N}{\tau m}\sum_{i\in M_t}\mathrm{CE}(\lambda\,z(\hat y_i), y_i)\Big]
+          - \frac{\theta}{\sigma_p^2 u^2}
+
+(SGD's gradient noise in the climb). The acceptance, β's calibration pairs, the stored gradient and
+every kept step use the whole set's :math:`g`, so the chain after burn-in is unchanged. Measured on
+the analog chip (``benchmarks/mala_analog.py --mala guided_batch=64``, docs/results.md) it did not
+raise the test accuracy, so it is off by default.
+
 **Fallback** (documented, and part of the proposal density, so the chain stays exact on a
 deterministic chip):
 
@@ -171,7 +183,10 @@ class Langevin(MetropolisHastings):
     halves its share), ``adapt_rate`` (γ, the gain of the per-step Langevin step adaptation),
     ``neuron_share`` (must stay 0: trained neuron parameters are held fixed; ``mh`` moves them),
     ``restart_at_best`` (``True``: at the end of burn-in every chain restarts at the best chain's
-    state, so the kept samples explore one mode; ``False``: the chains go on where they are).
+    state, so the kept samples explore one mode; ``False``: the chains go on where they are),
+    ``guided_batch`` (the guided burn-in moves follow a minibatch estimate of the proxy gradient on
+    this many training samples, drawn afresh every step, the chip's output already measured; ``None``:
+    the whole training set's gradient; acceptance, calibration and the kept steps use the whole set).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -183,7 +198,7 @@ class Langevin(MetropolisHastings):
                  langevin_step: float | None = None,
                  langevin_target: float = 0.3, langevin_share: float = 0.75, min_share: float = 0.1,
                  collapse_acceptance: float = 0.05, adapt_rate: float = 0.3, neuron_share: float = 0.0,
-                 restart_at_best: bool = True, **kw: Any) -> None:
+                 restart_at_best: bool = True, guided_batch: int | None = None, **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
@@ -196,6 +211,10 @@ class Langevin(MetropolisHastings):
                               "parameters stay fixed; 'mh' moves them)")
         if not isinstance(restart_at_best, bool):
             raise OptionError(f"restart_at_best must be True or False, not {restart_at_best!r}")
+        if guided_batch is not None and (isinstance(guided_batch, bool) or not isinstance(guided_batch, int)
+                                         or guided_batch < 1):
+            raise OptionError(f"guided_batch must be an integer >= 1 or None (the whole training set), "
+                              f"not {guided_batch!r}")
         if langevin_step is not None and not (math.isfinite(langevin_step) and langevin_step > 0):
             raise OptionError(f"langevin_step must be a positive number or None, not {langevin_step!r}")
         if langevin_block_size is not None and langevin_block_size < 1:
@@ -212,7 +231,7 @@ class Langevin(MetropolisHastings):
             raise OptionError(f"adapt_rate must be a number >= 0, not {adapt_rate!r}")
         super().__init__(chains=chains, neuron_share=0.0, **kw)
         self.langevin_block_size, self.exact_burn_in = langevin_block_size, bool(exact_burn_in)
-        self.restart_at_best = restart_at_best
+        self.restart_at_best, self.guided_batch = restart_at_best, guided_batch
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
         self.langevin_share, self.min_share = float(langevin_share), float(min_share)
@@ -239,6 +258,8 @@ class Langevin(MetropolisHastings):
         self.langevin_accepts = 0
         self.fallback_proposals = 0
         self._guided_step = False
+        self.out_cur: torch.Tensor | None = None  # the chip's output of the current states (guided_batch)
+        self._scored_out: torch.Tensor | None = None
         self.trace.update({"langevin_share": [], "langevin_step": [], "guided_step": []})
 
     # ------------------------------------------------------------ chip forward, software backward
@@ -257,22 +278,35 @@ class Langevin(MetropolisHastings):
             correct = readout.correct(out, y).float() / n
             ll = torch.nan_to_num(-n * ce / self.temperature, nan=-math.inf)
             lp = torch.nan_to_num(ll + self.log_prior(theta), nan=-math.inf)
+        self._scored_out = out
+        return lp, ll, correct, self._proxy_grad(state, theta, out, as_dense(x), y, n)
+
+    def _proxy_grad(self, state: TrainState, theta: torch.Tensor, out: torch.Tensor, x: torch.Tensor,
+                    y: torch.Tensor, n: int) -> torch.Tensor:
+        """The proxy gradient ``[S, D]`` of the log posterior of every row of ``theta`` from the chip's
+        output ``out`` on the samples ``x`` (time-major), ``y``: the software model's backward through
+        the chip's output, the mean cross entropy over these samples counted ``n`` times (``n = len(y)``:
+        the module doc's :math:`g`; fewer samples: a minibatch estimate of it)."""
+        readout = self.likelihood_readout(state.readout)
         S = theta.shape[0]
         th = theta.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            sw = simulate(state.network.spec, self._unflatten(th), as_dense(x).to(th.dtype), n_sets=S,
-                          validate=False).output
+            sw = simulate(state.network.spec, self._unflatten(th), x.to(th.dtype), n_sets=S, validate=False).output
             surrogate = -n * readout.loss(straight_through(sw, out), y) / self.temperature  # [S]
             (g,) = torch.autograd.grad(surrogate.sum(), th)
         prior = theta / (self.prior_std * self.unit) ** 2
         if self.nblocks:  # the neuron parameters' priors are flat (MH's log_prior); mala does not move them
             prior = torch.where(self.weight_mask, prior, torch.zeros((), dtype=prior.dtype, device=prior.device))
-        return lp, ll, correct, (g - prior).detach()
+        return (g - prior).detach()
 
     # ------------------------------------------------------------ proposals
     @staticmethod
     def _usable(g: torch.Tensor) -> bool:
         return bool(torch.isfinite(g).all()) and bool((g != 0).any())
+
+    def _minibatch_drift(self, n: int) -> bool:
+        """Whether the guided burn-in moves are drawn with a minibatch gradient (``guided_batch``)."""
+        return not self.exact_burn_in and self.guided_batch is not None and self.guided_batch < n
 
     def _guided(self) -> bool:
         """Whether this step's Langevin moves are burn-in guided moves (no proposal-density terms)."""
@@ -307,13 +341,24 @@ class Langevin(MetropolisHastings):
             self.scored = True
             self.v = (self.unit * self.grad).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0) ** 2
             self._first_steps()
+            self.out_cur = self._scored_out if self._minibatch_drift(len(y)) else None
+        drift = None  # the gradient the Langevin moves of this step are drawn with (None: self.grad)
         if self._guided():
-            ug = (self.unit * self.grad).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+            if self._minibatch_drift(len(y)):  # a minibatch estimate, from the chip output already measured
+                assert self.out_cur is not None
+                idx = torch.randperm(len(y), generator=g)[:self.guided_batch].to(y.device)
+                drift = self._proxy_grad(state, self.theta, self.out_cur[:, :, idx],
+                                         as_dense(x)[:, idx], y[idx], len(y))
+            ug = (self.unit * (self.grad if drift is None else drift)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
             self.v = RMS_DECAY * self.v + (1 - RMS_DECAY) * ug * ug
-        elif not self.exact_burn_in and self.n_steps == self.burn_in:
-            self._first_steps(exact_only=True)  # the exact Langevin moves start here
+        else:
+            self.out_cur = None  # only guided moves draw on it
+            if not self.exact_burn_in and self.n_steps == self.burn_in:
+                self._first_steps(exact_only=True)  # the exact Langevin moves start here
         if self.restart_at_best and self.n_steps == self.burn_in and self.burn_in > 0:
             self._restart_at_best()
+        if drift is None:
+            drift = self.grad
 
         layers = torch.multinomial(self.layer_p, C, replacement=True, generator=g) if L > 1 else torch.zeros(C, dtype=torch.long)
         prop = self.theta.clone()
@@ -326,7 +371,7 @@ class Langevin(MetropolisHastings):
             k = min(k, len(blk))
             pick = blk[torch.randperm(len(blk), generator=g)[:k]].to(dev)
             eps = torch.randn(k, generator=g).to(dev)
-            mu, sd, _ = self._kernel(ell, self.theta[c, pick], self.grad[c, pick], self.unit[pick], want,
+            mu, sd, _ = self._kernel(ell, self.theta[c, pick], drift[c, pick], self.unit[pick], want,
                                      self.v[c, pick])
             prop[c, pick] = mu + sd * eps
             picks.append(pick), eps_all.append(eps), wants.append(want)
@@ -336,16 +381,18 @@ class Langevin(MetropolisHastings):
                 lp, ll, acc, gr = self._score_grad(state, torch.cat([self.theta, prop]), x, y)
                 cur = (lp[:C], ll[:C], acc[:C], gr[:C])
                 lp_prop, ll_prop, acc_prop, g_prop = lp[C:], ll[C:], acc[C:], gr[C:]
+                out_cur, out_prop = self._scored_out[:, :C], self._scored_out[:, C:]
             else:
                 cur = (self.logpost, self.loglik, self.acc, self.grad)
                 lp_prop, ll_prop, acc_prop, g_prop = self._score_grad(state, prop, x, y)
+                out_cur, out_prop = self.out_cur, self._scored_out
 
             log_ratio = lp_prop - cur[0]
             langevin = torch.zeros(C, dtype=torch.bool)
             for c in range(C):
                 ell, pick, want = int(layers[c]), picks[c], wants[c]
                 u_b = self.unit[pick]
-                mu_f, sd_f, lang_f = self._kernel(ell, self.theta[c, pick], self.grad[c, pick], u_b, want,
+                mu_f, sd_f, lang_f = self._kernel(ell, self.theta[c, pick], drift[c, pick], u_b, want,
                                                   self.v[c, pick])
                 langevin[c] = lang_f
                 if want and not lang_f:
@@ -379,6 +426,8 @@ class Langevin(MetropolisHastings):
             self.logpost = torch.where(accept, lp_prop, self.logpost)
             self.loglik = torch.where(accept, ll_prop, self.loglik)
             self.acc = torch.where(accept, acc_prop, self.acc)
+            if self.out_cur is not None:
+                self.out_cur = torch.where(accept.to(out_prop.device)[None, :, None, None], out_prop, out_cur)
 
         self._guided_step = self._guided()
         self.n_steps += 1
@@ -495,4 +544,4 @@ class Langevin(MetropolisHastings):
 
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",
-        "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx")
+        "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx", "out_cur")
