@@ -238,7 +238,7 @@ def _dense_then_leaky(layer: Dense, n: Neuron, x: torch.Tensor, params: Mapping[
     bs = [None] * S if b is None else list(b.unbind(0))
 
     def current(t: int) -> torch.Tensor:
-        synapse.dense_shared_step(x[t], wts, bs, cur)
+        synapse.dense_shared_step(synapse.fresh(x[t]), wts, bs, cur)
         return like
 
     return leaky_steps(n, T, like, current, record_membrane)
