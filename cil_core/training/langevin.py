@@ -122,6 +122,27 @@ On a noisy chip (or with minibatches) the current states are re-scored with the 
 (Monte-Carlo-within-Metropolis, as MH): their log posterior *and* gradient are refreshed; the
 proposal's forward density uses the gradient the move was drawn with.
 
+**Minibatch guided burn-in** (``burn_in_minibatch=m``; default ``None``: every step on all the
+data it is given). Each *guided* burn-in step draws a fresh random subset :math:`D_t` of
+:math:`m` of the step's :math:`N` samples (from the trainer's generator, so a resumed fit draws the
+same subsets) and scores the proposals **and re-scores the current states** on it, in the step's
+one chip request, with the likelihood scaled to the whole set:
+
+.. math:: \log\hat p_t(\theta\mid D) = -\frac{N}{\tau}\,\frac1m\sum_{i\in D_t}\mathrm{CE}_{hw}(\theta; x_i, y_i)
+          + \log p(\theta),
+
+its proxy gradient likewise (the software backward on :math:`D_t`). The guided acceptance compares
+:math:`\log\hat p_t(\theta')` with :math:`\log\hat p_t(\theta)` on common samples, so the noise of the
+subset largely cancels in the difference; the chains still climb, now at :math:`m/N` of the chip's
+sample-inferences per step. This is an estimate, not the chip's posterior: a guided burn-in is not a
+reversible chain anyway (above) and its states are discarded, so no exactness claim changes. The
+restart at the best chain ranks the chains on the last burn-in step's common subset. After burn-in
+the exact MALA moves score on all the data: the first of them re-scores the current states (their
+burn-in scores were subset estimates) in the request that scores its proposals, and the best sample
+kept for ``deploy="best"`` is chosen again from whole-data scores. A run that ends within burn-in
+deploys the best subset-scored sample (MH's warning). ``m >= N`` reads every sample (in a random
+order). It applies to guided burn-in only (``exact_burn_in=False``) and needs ``burn_in >= 1``.
+
 Initialisation, deployment, logit scale and the chip-call layout are MH's
 (:class:`~cil_core.training.mh.MetropolisHastings`, which this class extends).
 """
@@ -133,7 +154,7 @@ from typing import Any
 
 import torch
 
-from ..data import as_dense
+from ..data import SpikeData, as_dense
 from ..errors import CilError, OptionError
 from ..hardware.transfer import straight_through
 from ..network.executor import simulate
@@ -171,7 +192,10 @@ class Langevin(MetropolisHastings):
     halves its share), ``adapt_rate`` (γ, the gain of the per-step Langevin step adaptation),
     ``neuron_share`` (must stay 0: trained neuron parameters are held fixed; ``mh`` moves them),
     ``restart_at_best`` (``True``: at the end of burn-in every chain restarts at the best chain's
-    state, so the kept samples explore one mode; ``False``: the chains go on where they are).
+    state, so the kept samples explore one mode; ``False``: the chains go on where they are),
+    ``burn_in_minibatch`` (``None``: every step on all the data; ``m``: each guided burn-in step
+    scores its proposals and the current states on a fresh random subset of m samples, the
+    likelihood scaled to N; module doc).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -183,7 +207,7 @@ class Langevin(MetropolisHastings):
                  langevin_step: float | None = None,
                  langevin_target: float = 0.3, langevin_share: float = 0.75, min_share: float = 0.1,
                  collapse_acceptance: float = 0.05, adapt_rate: float = 0.3, neuron_share: float = 0.0,
-                 restart_at_best: bool = True, **kw: Any) -> None:
+                 restart_at_best: bool = True, burn_in_minibatch: int | None = None, **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
@@ -210,8 +234,22 @@ class Langevin(MetropolisHastings):
             raise OptionError(f"collapse_acceptance must lie in [0, 1), not {collapse_acceptance!r}")
         if not (math.isfinite(adapt_rate) and adapt_rate >= 0):
             raise OptionError(f"adapt_rate must be a number >= 0, not {adapt_rate!r}")
+        if burn_in_minibatch is not None:
+            if isinstance(burn_in_minibatch, bool) or not isinstance(burn_in_minibatch, int) or burn_in_minibatch < 1:
+                raise OptionError(f"burn_in_minibatch must be a whole number >= 1 (samples per guided burn-in step) or "
+                                  f"None (all the data), not {burn_in_minibatch!r}")
+            if exact_burn_in:
+                raise OptionError("burn_in_minibatch applies to the guided burn-in; with exact_burn_in=True every "
+                                  "move is an exact MALA move on all the data: drop one of the two options")
+            if kw.get("burn_in", 0) < 1:
+                raise OptionError(f"burn_in_minibatch={burn_in_minibatch} applies to burn-in steps, but burn_in="
+                                  f"{kw.get('burn_in', 0)}: set burn_in >= 1 or drop burn_in_minibatch")
+            if kw.get("rescore", "auto") is False:
+                raise OptionError("burn_in_minibatch re-scores the current states on each step's subset; "
+                                  "rescore=False cannot be used with it")
         super().__init__(chains=chains, neuron_share=0.0, **kw)
         self.langevin_block_size, self.exact_burn_in = langevin_block_size, bool(exact_burn_in)
+        self.burn_in_minibatch = burn_in_minibatch
         self.restart_at_best = restart_at_best
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
@@ -239,22 +277,24 @@ class Langevin(MetropolisHastings):
         self.langevin_accepts = 0
         self.fallback_proposals = 0
         self._guided_step = False
+        self.subset_scores = False  # whether the current states' scores are subset estimates (burn_in_minibatch)
         self.trace.update({"langevin_share": [], "langevin_step": [], "guided_step": []})
 
     # ------------------------------------------------------------ chip forward, software backward
-    def _score_grad(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor, calibrate_rows: int = 0
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _score_grad(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor, calibrate_rows: int = 0,
+                    n_like: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log posterior, log-likelihood and accuracy of every row of ``theta`` (``[S, D]``) measured
         on the chip (as :meth:`_score3`), and the proxy gradient of the log posterior ``[S, D]``:
-        the software model's backward through the chip's output (module doc)."""
+        the software model's backward through the chip's output (module doc). ``n_like``: the
+        number of samples the log-likelihood counts (``None``: ``len(y)``; N for a subset estimate)."""
         out, _ = self._observe(state, theta, x)
         if calibrate_rows and self.logit_scale is None:
             self._choose_logit_scale(state.readout, out[:, :calibrate_rows])
         readout = self.likelihood_readout(state.readout)
-        n = len(y)
+        n = len(y) if n_like is None else n_like
         with torch.no_grad():
             ce = readout.loss(out, y)
-            correct = readout.correct(out, y).float() / n
+            correct = readout.correct(out, y).float() / len(y)
             ll = torch.nan_to_num(-n * ce / self.temperature, nan=-math.inf)
             lp = torch.nan_to_num(ll + self.log_prior(theta), nan=-math.inf)
         S = theta.shape[0]
@@ -277,6 +317,10 @@ class Langevin(MetropolisHastings):
     def _guided(self) -> bool:
         """Whether this step's Langevin moves are burn-in guided moves (no proposal-density terms)."""
         return not self.exact_burn_in and self.n_steps < self.burn_in
+
+    def _on_subset(self) -> bool:
+        """Whether this step scores on a random subset (``burn_in_minibatch``, guided burn-in steps)."""
+        return self.burn_in_minibatch is not None and self._guided()
 
     def _kernel(self, ell: int, theta_b: torch.Tensor, g_b: torch.Tensor, u_b: torch.Tensor, langevin: bool,
                 v_b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -302,9 +346,15 @@ class Langevin(MetropolisHastings):
         if rescore == "auto":
             rescore = state.session.stochastic or len(y) != self.n_train
         g = state.generator
+        n_like = len(y)  # the samples the log-likelihood counts (a subset's estimate is scaled to them)
+        subset = self._on_subset()
+        if subset:  # a fresh random subset of the step's samples (module doc: minibatch guided burn-in)
+            x, y = SpikeData(x, y).select(torch.randperm(n_like, generator=g)[:self.burn_in_minibatch])
+        fresh = False
         if not self.scored:  # the starting states' gradients are needed before the first proposal
-            self.logpost, self.loglik, self.acc, self.grad = self._score_grad(state, self.theta, x, y, calibrate_rows=C)
-            self.scored = True
+            self.logpost, self.loglik, self.acc, self.grad = self._score_grad(state, self.theta, x, y, calibrate_rows=C,
+                                                                              n_like=n_like)
+            self.scored = fresh = True
             self.v = (self.unit * self.grad).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0) ** 2
             self._first_steps()
         if self._guided():
@@ -312,6 +362,8 @@ class Langevin(MetropolisHastings):
             self.v = RMS_DECAY * self.v + (1 - RMS_DECAY) * ug * ug
         elif not self.exact_burn_in and self.n_steps == self.burn_in:
             self._first_steps(exact_only=True)  # the exact Langevin moves start here
+        if subset or self.subset_scores:  # current scores from another subset: re-score them on this step's data
+            rescore = not fresh
         if self.restart_at_best and self.n_steps == self.burn_in and self.burn_in > 0:
             self._restart_at_best()
 
@@ -333,12 +385,12 @@ class Langevin(MetropolisHastings):
 
         with torch.no_grad():
             if rescore:
-                lp, ll, acc, gr = self._score_grad(state, torch.cat([self.theta, prop]), x, y)
+                lp, ll, acc, gr = self._score_grad(state, torch.cat([self.theta, prop]), x, y, n_like=n_like)
                 cur = (lp[:C], ll[:C], acc[:C], gr[:C])
                 lp_prop, ll_prop, acc_prop, g_prop = lp[C:], ll[C:], acc[C:], gr[C:]
             else:
                 cur = (self.logpost, self.loglik, self.acc, self.grad)
-                lp_prop, ll_prop, acc_prop, g_prop = self._score_grad(state, prop, x, y)
+                lp_prop, ll_prop, acc_prop, g_prop = self._score_grad(state, prop, x, y, n_like=n_like)
 
             log_ratio = lp_prop - cur[0]
             langevin = torch.zeros(C, dtype=torch.bool)
@@ -397,6 +449,9 @@ class Langevin(MetropolisHastings):
         self.lw_alpha.index_add_(0, moved, alpha * lf)
         self.lw_jump.index_add_(0, moved, gain * lf)
 
+        if self.subset_scores and not subset:  # the first whole-data scores: the best sample is chosen on them
+            self.best_logpost = -math.inf
+        self.subset_scores = subset
         self._keep_best(lp_prop, ll_prop, prop)
         self._adapt_steps(moved, lang, alpha)
         if self.n_steps <= self.burn_in:
@@ -405,7 +460,7 @@ class Langevin(MetropolisHastings):
             self.sum += self.theta.sum(0)
             self.chain_sum += self.theta
             self.n_kept += C
-        return self._report(accept, len(y))
+        return self._report(accept, n_like)
 
     def _restart_at_best(self) -> None:
         """End of burn-in (module doc): every chain restarts at the chain state ranked best by the
@@ -493,6 +548,9 @@ class Langevin(MetropolisHastings):
                      "langevin_step": float(self.h.mean()), "logit_scale": lam},
         )
 
+    #: a checkpoint written before ``burn_in_minibatch`` existed scored every step on all the data
+    legacy_options = {**MetropolisHastings.legacy_options, "burn_in_minibatch": None}
+
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",
-        "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx")
+        "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx", "subset_scores")
