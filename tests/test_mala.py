@@ -16,7 +16,7 @@ from cil_core.errors import OptionError
 from cil_core.hardware.transfer import straight_through
 from cil_core.network.reference import feedforward
 from cil_core.options import describe
-from cil_core.training.langevin import Langevin
+from cil_core.training.langevin import GUIDED_STEP, Langevin
 from test_mh import _analog, _Dying
 
 
@@ -177,6 +177,9 @@ def test_every_option_is_typed_and_documented():
     (dict(burn_in=10, burn_in_minibatch=32, exact_burn_in=True), "burn_in_minibatch applies to the guided burn-in"),
     (dict(burn_in_minibatch=32), "applies to burn-in steps, but burn_in=0"),
     (dict(burn_in=10, burn_in_minibatch=32, rescore=False), "rescore=False cannot be used with it"),
+    (dict(guided_block="all"), "guided_block must be 'layer' or 'network'"),
+    (dict(guided_noise=-0.5), "guided_noise must be a number >= 0"),
+    (dict(guided_block="network", exact_burn_in=True), "guided_block='network' applies to the guided burn-in"),
 ])
 def test_out_of_range_options_are_refused(opts, needle):
     with pytest.raises(OptionError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
@@ -230,7 +233,8 @@ def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extr
     assert not math.isnan(float(ref.algorithm.h.mean()))
 
 
-def test_minibatch_burn_in_scores_on_subsets_then_on_all_the_data(breast_cancer):
+@pytest.mark.parametrize("guided_block", ["layer", "network"])
+def test_minibatch_burn_in_scores_on_subsets_then_on_all_the_data(breast_cancer, guided_block):
     """burn_in_minibatch=m: every guided burn-in step reads 2·C·m sample-inferences (current states and
     proposals on one fresh subset, one request), the first step after burn-in re-scores the current
     states on all the data with its proposals (one request of 2·C·N), later steps score the
@@ -242,7 +246,7 @@ def test_minibatch_burn_in_scores_on_subsets_then_on_all_the_data(breast_cancer)
 
     def run():
         tr = cil.Trainer(feedforward([62, 8, 2], seed=4), "ideal", "mala", seed=0, chains=C, burn_in=burn,
-                         burn_in_minibatch=m, init="network")
+                         burn_in_minibatch=m, init="network", guided_block=guided_block)
         before = tr.evaluate(breast_cancer.test)["accuracy"]
         per_step = []
         tr.fit(train, steps=40, on_step=lambda rec: per_step.append(tr.session.stats.samples.get("train", 0)))
@@ -285,3 +289,43 @@ def test_minibatch_burn_in_estimate_is_scaled_to_the_whole_set(breast_cancer):
     _, ll_sub, _, _ = a._score_grad(tr.state, theta, xs, ys, n_like=len(train))
     _, ll_own, _ = a._score3(tr.state, theta, xs, ys)
     torch.testing.assert_close(ll_sub, ll_own * len(train) / 20)
+
+
+def test_whole_network_guided_moves_move_every_layer_then_exact_moves_one(breast_cancer):
+    """guided_block="network": a guided burn-in Langevin move changes every weight of every layer (one
+    RMS-normalised gradient step on the whole network, with noise); after burn-in a move changes one
+    layer only (the exact per-layer kernel)."""
+    tr, train = _setup(breast_cancer, chains=3, init="network", burn_in=2, guided_block="network",
+                       langevin_share=1.0, restart_at_best=False)
+    a = tr.algorithm
+    for step in range(3):
+        before = a.theta.clone()
+        a.step(tr.state, (train.x, train.y))
+        for c in range(3):
+            changed = [bool((a.last_proposal[c, blk] != before[c, blk]).all()) for blk in a.blocks]
+            unchanged = [bool((a.last_proposal[c, blk] == before[c, blk]).all()) for blk in a.blocks]
+            if step < 2:
+                assert all(changed), (step, c, changed)
+            else:
+                assert sum(changed) == 1 and sum(unchanged) == len(a.blocks) - 1, (step, c, changed)
+    assert not math.isnan(float(a.eta.mean())) and (a.eta != GUIDED_STEP).all()
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_guided_noise_sets_the_noise_of_a_guided_move(breast_cancer, noise):
+    """guided_noise=0: a guided move is the RMS-normalised gradient step alone, so every weight moves
+    along its proxy gradient's sign; with guided_noise=1 the noise (as large as the drift) sends a
+    good share of them the other way."""
+    tr, train = _setup(breast_cancer, chains=3, init="network", burn_in=3, guided_block="network",
+                       langevin_share=1.0, guided_noise=noise)
+    a = tr.algorithm
+    a.step(tr.state, (train.x, train.y))  # the first step scores the start: the gradients are known from here
+    before, grad = a.theta.clone(), a.grad.clone()
+    a.step(tr.state, (train.x, train.y))
+    moved, g = a.last_proposal - before, grad
+    live = g != 0
+    agree = float((torch.sign(moved[live]) == torch.sign(g[live])).float().mean())
+    if noise == 0.0:
+        assert agree == 1.0
+    else:
+        assert 0.5 < agree < 0.95, agree

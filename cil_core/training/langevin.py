@@ -57,9 +57,9 @@ wrong way gets :math:`\\beta_\\ell = 0`: the Langevin move is then a Gaussian ra
 
 **Guided burn-in** (``exact_burn_in=False``, the default). Burn-in states are discarded and the
 tuning parameters change during it anyway, so during burn-in a Langevin move is a chip-checked,
-RMS-normalised gradient step (RMSprop's direction, with noise):
+RMS-normalised gradient step (RMSprop's direction, with noise of relative size ν, ``guided_noise``, default 1):
 
-.. math:: \\theta'_B = \\theta_B + \\eta_\\ell u_B\\Big(\\frac{u_B g_B(\\theta)}{\\sqrt{v_B}} + \\epsilon\\Big),\\qquad
+.. math:: \\theta'_B = \\theta_B + \\eta_\\ell u_B\\Big(\\frac{u_B g_B(\\theta)}{\\sqrt{v_B}} + \\nu\\,\\epsilon\\Big),\\qquad
           v \\leftarrow 0.9\\,v + 0.1\\,(u\\odot g(\\theta))^2 \\text{ per chain and step},
 
 accepted with :math:`\\min(1, p(\\theta'|D)/p(\\theta|D))` *without* the proposal-density terms
@@ -143,6 +143,14 @@ kept for ``deploy="best"`` is chosen again from whole-data scores. A run that en
 deploys the best subset-scored sample (MH's warning). ``m >= N`` reads every sample (in a random
 order). It applies to guided burn-in only (``exact_burn_in=False``) and needs ``burn_in >= 1``.
 
+**Whole-network guided moves** (``guided_block="network"``; default ``"layer"``). A guided burn-in
+Langevin move then moves every synaptic layer at once (each layer :math:`\ell` with its own
+:math:`\eta_\ell`, a layer whose gradient is useless by its random walk :math:`s_\ell u`), so a chain
+takes one RMS-normalised gradient step on the whole network per chip request, as CIL-SPL's optimiser
+does, instead of one layer's. The move is drawn when the drawn layer's share says Langevin (its
+window statistics are kept on that layer); every layer's :math:`\eta_\ell` adapts on its acceptance.
+Burn-in only (guided moves carry no proposal density); the exact moves after burn-in stay per layer.
+
 Initialisation, deployment, logit scale and the chip-call layout are MH's
 (:class:`~cil_core.training.mh.MetropolisHastings`, which this class extends).
 """
@@ -195,7 +203,10 @@ class Langevin(MetropolisHastings):
     state, so the kept samples explore one mode; ``False``: the chains go on where they are),
     ``burn_in_minibatch`` (``None``: every step on all the data; ``m``: each guided burn-in step
     scores its proposals and the current states on a fresh random subset of m samples, the
-    likelihood scaled to N; module doc).
+    likelihood scaled to N; module doc), ``guided_block`` (``"layer"``: a guided burn-in move moves
+    one layer; ``"network"``: every layer at once; module doc), ``guided_noise`` (ν, the noise of a
+    guided burn-in move in units of its step η: 1 = as much noise as drift, 0 = a plain RMS-normalised
+    gradient step checked on the chip).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -207,7 +218,8 @@ class Langevin(MetropolisHastings):
                  langevin_step: float | None = None,
                  langevin_target: float = 0.3, langevin_share: float = 0.75, min_share: float = 0.1,
                  collapse_acceptance: float = 0.05, adapt_rate: float = 0.3, neuron_share: float = 0.0,
-                 restart_at_best: bool = True, burn_in_minibatch: int | None = None, **kw: Any) -> None:
+                 restart_at_best: bool = True, burn_in_minibatch: int | None = None,
+                 guided_block: str = "layer", guided_noise: float = 1.0, **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
@@ -247,9 +259,17 @@ class Langevin(MetropolisHastings):
             if kw.get("rescore", "auto") is False:
                 raise OptionError("burn_in_minibatch re-scores the current states on each step's subset; "
                                   "rescore=False cannot be used with it")
+        if not (math.isfinite(guided_noise) and guided_noise >= 0):
+            raise OptionError(f"guided_noise must be a number >= 0, not {guided_noise!r}")
+        if guided_block not in ("layer", "network"):
+            raise OptionError(f"guided_block must be 'layer' or 'network', not {guided_block!r}")
+        if guided_block == "network" and exact_burn_in:
+            raise OptionError("guided_block='network' applies to the guided burn-in; with exact_burn_in=True there "
+                              "is none (exact moves are per layer): drop one of the two options")
         super().__init__(chains=chains, neuron_share=0.0, **kw)
         self.langevin_block_size, self.exact_burn_in = langevin_block_size, bool(exact_burn_in)
-        self.burn_in_minibatch = burn_in_minibatch
+        self.burn_in_minibatch, self.guided_block = burn_in_minibatch, guided_block
+        self.guided_noise = float(guided_noise)
         self.restart_at_best = restart_at_best
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
@@ -318,6 +338,18 @@ class Langevin(MetropolisHastings):
         """Whether this step's Langevin moves are burn-in guided moves (no proposal-density terms)."""
         return not self.exact_burn_in and self.n_steps < self.burn_in
 
+    def _network_kernel(self, theta: torch.Tensor, g: torch.Tensor, v: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """A guided whole-network move from one chain's state (``guided_block="network"``): the
+        entries (every layer's), their mean and std, and whether any layer moved along its gradient."""
+        picks, mus, sds, any_lang = [], [], [], False
+        for ell, blk in enumerate(self.blocks):
+            pick = blk.to(theta.device)
+            mu, sd, lang = self._kernel(ell, theta[pick], g[pick], self.unit[pick], True, v[pick])
+            picks.append(pick), mus.append(mu), sds.append(sd)
+            any_lang = any_lang or lang
+        return torch.cat(picks), torch.cat(mus), torch.cat(sds), any_lang
+
     def _on_subset(self) -> bool:
         """Whether this step scores on a random subset (``burn_in_minibatch``, guided burn-in steps)."""
         return self.burn_in_minibatch is not None and self._guided()
@@ -331,7 +363,7 @@ class Langevin(MetropolisHastings):
             if self._guided():
                 eta = self.eta[ell]
                 d = u_b * g_b / torch.sqrt(v_b).clamp(min=1e-12)
-                return theta_b + eta * u_b * d, eta * u_b, True
+                return theta_b + eta * u_b * d, self.guided_noise * eta * u_b, True
             h = self.h[ell]
             return theta_b + 0.5 * h * h * u_b * u_b * (self.beta[ell] * g_b), h * u_b, True
         return theta_b, self.scale[ell] * u_b, False
@@ -370,10 +402,18 @@ class Langevin(MetropolisHastings):
         layers = torch.multinomial(self.layer_p, C, replacement=True, generator=g) if L > 1 else torch.zeros(C, dtype=torch.long)
         prop = self.theta.clone()
         picks, eps_all, wants = [], [], []
+        whole = torch.zeros(C, dtype=torch.bool)  # guided whole-network moves (guided_block="network")
         for c in range(C):
             ell = int(layers[c])
             blk = self.blocks[ell]
             want = float(torch.rand(1, generator=g)) < float(self.share[ell])
+            if want and self.guided_block == "network" and self._guided():
+                pick, mu, sd, _ = self._network_kernel(self.theta[c], self.grad[c], self.v[c])
+                eps = torch.randn(len(pick), generator=g).to(dev)
+                prop[c, pick] = mu + sd * eps
+                picks.append(pick), eps_all.append(eps), wants.append(want)
+                whole[c] = True
+                continue
             k = self.block_size if not want else (self.langevin_block_size or len(blk))
             k = min(k, len(blk))
             pick = blk[torch.randperm(len(blk), generator=g)[:k]].to(dev)
@@ -397,6 +437,11 @@ class Langevin(MetropolisHastings):
             for c in range(C):
                 ell, pick, want = int(layers[c]), picks[c], wants[c]
                 u_b = self.unit[pick]
+                if whole[c]:  # a guided whole-network move: no proposal density (guided burn-in only)
+                    langevin[c] = self._network_kernel(self.theta[c], self.grad[c], self.v[c])[3]
+                    if not langevin[c]:
+                        self.fallback_proposals += 1
+                    continue
                 mu_f, sd_f, lang_f = self._kernel(ell, self.theta[c, pick], self.grad[c, pick], u_b, want,
                                                   self.v[c, pick])
                 langevin[c] = lang_f
@@ -453,7 +498,7 @@ class Langevin(MetropolisHastings):
             self.best_logpost = -math.inf
         self.subset_scores = subset
         self._keep_best(lp_prop, ll_prop, prop)
-        self._adapt_steps(moved, lang, alpha)
+        self._adapt_steps(moved, lang, alpha, whole.to(dev))
         if self.n_steps <= self.burn_in:
             self._adapt()
         elif (self.n_steps - self.burn_in) % self.thin == 0:
@@ -485,13 +530,21 @@ class Langevin(MetropolisHastings):
             rms = float(ug.pow(2).mean().sqrt()) if ug.numel() else 0.0
             self.h[ell] = min(float(self.scale[ell]), 1.0 / rms) if rms > 0 else float(self.scale[ell])
 
-    def _adapt_steps(self, moved: torch.Tensor, lang: torch.Tensor, alpha: torch.Tensor) -> None:
+    def _adapt_steps(self, moved: torch.Tensor, lang: torch.Tensor, alpha: torch.Tensor,
+                     whole: torch.Tensor | None = None) -> None:
         """Every step: log step += γ_t (mean α of the layer's Langevin moves − ``langevin_target``), the
         guided step η during a guided burn-in, else h with γ_t = γ during burn-in and γ/√(t − burn_in)
-        after it (diminishing adaptation)."""
+        after it (diminishing adaptation). ``whole``: the chains whose move was a whole-network move
+        (it counts for every layer)."""
         L = len(self.blocks)
-        n = torch.zeros(L, device=alpha.device).index_add_(0, moved, lang.float())
-        s = torch.zeros(L, device=alpha.device).index_add_(0, moved, alpha * lang.float())
+        if whole is not None and bool(whole.any()):
+            credit = torch.nn.functional.one_hot(moved, L).to(alpha.dtype)  # [C, L]: the layers each move counts for
+            credit[whole] = 1.0
+            n = (credit * lang.float()[:, None]).sum(0)
+            s = (credit * (alpha * lang.float())[:, None]).sum(0)
+        else:
+            n = torch.zeros(L, device=alpha.device).index_add_(0, moved, lang.float())
+            s = torch.zeros(L, device=alpha.device).index_add_(0, moved, alpha * lang.float())
         seen = n > 0
         after = self.n_steps - self.burn_in  # steps done after burn-in (this one included)
         gamma = self.adapt_rate if after <= 0 else self.adapt_rate / math.sqrt(after)
@@ -548,8 +601,10 @@ class Langevin(MetropolisHastings):
                      "langevin_step": float(self.h.mean()), "logit_scale": lam},
         )
 
-    #: a checkpoint written before ``burn_in_minibatch`` existed scored every step on all the data
-    legacy_options = {**MetropolisHastings.legacy_options, "burn_in_minibatch": None}
+    #: a checkpoint written before ``burn_in_minibatch`` / ``guided_block`` existed scored every step on all
+    #: the data and moved one layer per guided move
+    legacy_options = {**MetropolisHastings.legacy_options, "burn_in_minibatch": None, "guided_block": "layer",
+                      "guided_noise": 1.0}
 
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",
