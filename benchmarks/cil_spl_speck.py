@@ -78,6 +78,10 @@ LABELS = {"ann2snn": "(a) CNN→SNN conversion", "ann2snn-qat": "(b) conversion 
           "cil-spl-bptt": "(d) CIL-SPL + BPTT", "cil-spl-ann": "(e) CIL-SPL + ANN-to-SNN",
           "mala": "(f) MALA (gradient-informed MH)"}
 WEIGHT_BITS = 8  # the chip's weight precision (per-layer symmetric scale)
+#: (f)'s guided burn-in moves (chosen on seed 0 with a held-out part of the training set): one
+#: RMS-normalised gradient step on the whole network per request, with a tenth of the noise, its
+#: step adapted toward acceptance 0.5. Part of the mala cases' keys (a change reruns them only).
+MALA_OPTIONS = {"guided_block": "network", "guided_noise": 0.1, "langevin_target": 0.5}
 
 
 def make_model(kind: str, T: int, channels=(8, 16, 16, 32, 32), n_classes: int = 10) -> nn.Sequential:
@@ -292,7 +296,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         steps = budget - 2  # + the starting states' gradients + the deployment call
         tr = snn_trainer(_init_snn(seed, cfg), "mala", init="network", chains=cfg["mala_chains"],
                          burn_in=steps - cfg["mala_post_steps"], burn_in_minibatch=cfg["mala_minibatch"],
-                         layer_choice=cfg["mala_layer_choice"])
+                         layer_choice=cfg["mala_layer_choice"], **case.get("mala_options", {}))
         tr.fit(train, steps=steps)
         out["accuracy"] = _accs(tr, test)
         out.update(_counts(tr))
@@ -444,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {dataset}: {len(train)} train / {len(test)} test, T={cfg['T']} bins "
           f"({time.perf_counter() - t_start:.1f}s)")
     # every case (method x seed) is one point of a cil sweep: one JSON line per finished case, --resume skips them
-    points = [Point(point_key({"method": m, "seed": seed}), {"method": m, "seed": seed},
-                    {"method": m, "seed": seed, "cfg": cfg, "data": data})
+    def key(m: str, seed: int) -> dict[str, Any]:
+        return {"method": m, "seed": seed, **({"mala_options": MALA_OPTIONS} if m == "mala" else {})}
+
+    points = [Point(point_key(key(m, seed)), {"method": m, "seed": seed}, {**key(m, seed), "cfg": cfg, "data": data})
               for seed in range(args.seeds) for m in METHODS]
     suffix = "_quick" if args.quick else ""
     jsonl = args.out / f"cil_spl_speck{suffix}.jsonl"
@@ -518,7 +524,7 @@ Software = time-stepped model on the binned events; chip = event-driven run on t
 Degradation = software − chip (mean ± std over seeds of the per-seed difference).
 Method (e) is `cil.Trainer(net, "speck", "cil-spl", proxy=ann)`: the chip's spike counts are the forward value, the ANN's gradient the backward one.
 Method (f) is `cil.Trainer(net, "speck", "mala", init="network", chains={cfg['mala_chains']}, burn_in={chip_budget(cfg) - 2 - cfg['mala_post_steps']},
-burn_in_minibatch={cfg['mala_minibatch']}, layer_choice="{cfg['mala_layer_choice']}")` fitted for {chip_budget(cfg) - 2} steps from (c)/(d)'s random init:
+burn_in_minibatch={cfg['mala_minibatch']}, layer_choice="{cfg['mala_layer_choice']}", {', '.join(f'{k}={v!r}' for k, v in MALA_OPTIONS.items())})` fitted for {chip_budget(cfg) - 2} steps from (c)/(d)'s random init:
 {chip_budget(cfg) - 2 - cfg['mala_post_steps']} guided burn-in steps, each on a fresh random subset of {cfg['mala_minibatch']} training samples,
 then {cfg['mala_post_steps']} exact MALA steps on all {len(train)} training samples; with the starting states' gradients and the deployment
 call it makes (d)'s {chip_budget(cfg)} chip calls.
