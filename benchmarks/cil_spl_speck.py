@@ -1,7 +1,7 @@
 """CIL-SPL re-creation (Liu et al. 2024) on the Speck-style event-driven chip.
 
     python benchmarks/cil_spl_speck.py --quick     # < 10 min on 2 cores
-    python benchmarks/cil_spl_speck.py             # full: 3 seeds, about 3 min on 2 cores
+    python benchmarks/cil_spl_speck.py             # full: 3 seeds (about 3 min on 2 cores without (f); see docs/results.md)
     python benchmarks/cil_spl_speck.py --docs      # full; also rewrites the cil-spl section of docs/results.md
     python benchmarks/cil_spl_speck.py --resume    # after an interruption: only the missing cases run
     python benchmarks/cil_spl_speck.py --runner ray --address HOST:PORT   # one Ray task per case (cil-ray)
@@ -41,7 +41,16 @@ Methods (software accuracy = time-stepped sinabs-equivalent model on the dense b
     the chip, backward through the time-stepped software graph (``cil_core`` ``cil-spl``);
 (e) ``cil-spl-ann``: (a) fine-tuned with ``cil-spl`` and the ANN as its ``proxy``: the loss is on
     the chip's spike counts (scaled by the last layer's normalisation factor), the gradients go
-    through the ANN, and the chip runs the converted ANN weights.
+    through the ANN, and the chip runs the converted ANN weights;
+(f) ``mala``: gradient-informed MH (``cil_core`` ``mala``, issue 21) from the same random init as
+    (c) and (d) (``init="network"``), with **the same number of chip calls as (d)** (counted from
+    the trainers' session counters and printed in a calls table): one call for the starting
+    states' gradients, ``steps`` calls, one deployment call. Its guided burn-in scores each step
+    on a fresh random subset of ``mala_minibatch`` training samples (``burn_in_minibatch``: the
+    chains' current states and proposals on the same subset, one call); the last
+    ``mala_post_steps`` steps are exact MALA moves on the whole training set. It reads more
+    samples per call than (d) (2 x chains x subset per burn-in call; chains x N after it): the
+    sample-inferences per method are in the calls table.
 """
 
 from __future__ import annotations
@@ -64,10 +73,15 @@ from harness import (add_output_args, add_sweep_args, markdown_table, publish_fi
                      save_figure, write_docs_section, write_json)
 
 SECTION = "cil-spl"
-METHODS = ["ann2snn", "ann2snn-qat", "bptt", "cil-spl-bptt", "cil-spl-ann"]
+METHODS = ["ann2snn", "ann2snn-qat", "bptt", "cil-spl-bptt", "cil-spl-ann", "mala"]
 LABELS = {"ann2snn": "(a) CNN→SNN conversion", "ann2snn-qat": "(b) conversion + QAT", "bptt": "(c) SNN BPTT",
-          "cil-spl-bptt": "(d) CIL-SPL + BPTT", "cil-spl-ann": "(e) CIL-SPL + ANN-to-SNN"}
+          "cil-spl-bptt": "(d) CIL-SPL + BPTT", "cil-spl-ann": "(e) CIL-SPL + ANN-to-SNN",
+          "mala": "(f) MALA (gradient-informed MH)"}
 WEIGHT_BITS = 8  # the chip's weight precision (per-layer symmetric scale)
+#: (f)'s guided burn-in moves (chosen on seed 0 with a held-out part of the training set): one
+#: RMS-normalised gradient step on the whole network per request, with a tenth of the noise, its
+#: step adapted toward acceptance 0.5. Part of the mala cases' keys (a change reruns them only).
+MALA_OPTIONS = {"guided_block": "network", "guided_noise": 0.1, "langevin_target": 0.5}
 
 
 def make_model(kind: str, T: int, channels=(8, 16, 16, 32, 32), n_classes: int = 10) -> nn.Sequential:
@@ -208,6 +222,26 @@ def _trained_ann(seed: int, x_rate, y, cfg: dict[str, Any], qat: bool):
     return ann, conversion_factors(ann, x_rate)
 
 
+def _init_snn(seed: int, cfg: dict[str, Any]) -> nn.Sequential:
+    """The random initial SNN of (c), (d) and (f): the same weights for one seed."""
+    torch.manual_seed(1000 + seed)
+    snn = make_model("snn", cfg["T"], cfg["channels"])
+    with torch.no_grad():
+        for _, w in _weights(snn):
+            w.mul_(cfg["init_gain"])
+    return snn
+
+
+def chip_budget(cfg: dict[str, Any]) -> int:
+    """(d)'s chip calls: one per step, ``snn_epochs`` passes of ``ceil(n_train / batch)`` steps."""
+    return cfg["snn_epochs"] * -(-cfg["n_train"] // cfg["batch"])
+
+
+def _counts(tr) -> dict[str, int]:
+    st = tr.session.stats
+    return {"chip_calls": st.calls_by_purpose.get("train", 0), "chip_samples": st.samples.get("train", 0)}
+
+
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     """One point of the sweep: one method on one seed. Returns the accuracies (software, chip), and
     for (c) and (d) the fidelity report and the normalised weights (float32, base64)."""
@@ -230,15 +264,12 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         ann_to_snn(ann, snn, lambdas)
         out["accuracy"] = _accs(snn_trainer(snn, "offline"), test)
     elif method in ("bptt", "cil-spl-bptt"):  # (c), (d): BPTT vs CIL-SPL (BPTT proxy), same init, data and budget
-        torch.manual_seed(1000 + seed)
-        snn = make_model("snn", T, cfg["channels"])
-        with torch.no_grad():
-            for _, w in _weights(snn):
-                w.mul_(cfg["init_gain"])
+        snn = _init_snn(seed, cfg)
         tr = snn_trainer(snn, "offline" if method == "bptt" else "cil-spl", lr=cfg["snn_lr"],
                          grad_clip=cfg["grad_clip"])
         tr.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
         out["accuracy"] = _accs(tr, test)
+        out.update(_counts(tr))
         # the fidelity report on the chip: before in-the-loop training (plain BPTT) and after (CIL-SPL)
         rep = cil.fidelity(tr.network, "speck", test, batch_size=128)
         out["fidelity"] = {"agreement": rep.agreement,
@@ -259,18 +290,39 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                          lr=cfg["cil_ann_lr"])
         tr.fit(train, epochs=cfg["cil_ann_epochs"], batch_size=cfg["batch"])
         out["accuracy"] = _accs(tr, test)
+        out.update(_counts(tr))
+    elif method == "mala":  # (f): (d)'s init and chip-call budget
+        budget = chip_budget(cfg)
+        steps = budget - 2  # + the starting states' gradients + the deployment call
+        tr = snn_trainer(_init_snn(seed, cfg), "mala", init="network", chains=cfg["mala_chains"],
+                         burn_in=steps - cfg["mala_post_steps"], burn_in_minibatch=cfg["mala_minibatch"],
+                         layer_choice=cfg["mala_layer_choice"], **case.get("mala_options", {}))
+        tr.fit(train, steps=steps)
+        out["accuracy"] = _accs(tr, test)
+        out.update(_counts(tr))
+        out["budget"] = budget  # (d)'s calls; the calls table shows what (f) made
+        a = tr.algorithm
+        out["mala"] = {"acceptance": a.acceptance_rate, "langevin_proposals": a.langevin_proposals,
+                       "langevin_accepts": a.langevin_accepts, "fallback_proposals": a.fallback_proposals,
+                       "langevin_share": a.share.tolist(), "beta": a.beta.tolist(),
+                       "train_accuracy_end": float(a.acc.mean())}
     else:
         raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
     return out
 
 
 def collect(records: dict[str, dict[str, Any]], points: list[Point], seeds: int) -> list[dict[str, Any]]:
-    """The per-seed runs (accuracy per method, weights and fidelity of (c) and (d)) from the sweep's records."""
-    runs: list[dict[str, Any]] = [{"accuracy": {}, "weights": {}, "fidelity": {}} for _ in range(seeds)]
+    """The per-seed runs (accuracy per method, weights and fidelity of (c) and (d), chip calls and
+    sample-inferences) from the sweep's records."""
+    runs: list[dict[str, Any]] = [{"accuracy": {}, "weights": {}, "fidelity": {}, "calls": {}, "seconds": {}}
+                                  for _ in range(seeds)]
     for p in points:
         m = records[p.key]["metrics"]
         r = runs[p.options["seed"]]
         r["accuracy"][p.options["method"]] = tuple(m["accuracy"])
+        r["seconds"][p.options["method"]] = records[p.key].get("seconds")
+        if "chip_calls" in m:
+            r["calls"][p.options["method"]] = (m["chip_calls"], m["chip_samples"])
         if "weights" in m:
             r["weights"][p.options["method"]] = np.frombuffer(base64.b64decode(m["weights"]), dtype=np.float32)
             r["fidelity"][p.options["method"]] = m["fidelity"]
@@ -318,6 +370,35 @@ def table(summary: dict) -> str:
                            for m in METHODS])
 
 
+def calls_table(runs: list[dict]) -> str:
+    """Chip calls and sample-inferences (samples x parameter sets) per training fit, mean over seeds,
+    and the wall time per case, from the trainers' session counters."""
+    rows = []
+    for m in METHODS:
+        c = [r["calls"][m] for r in runs if m in r["calls"]]
+        sec = [r["seconds"][m] for r in runs if r["seconds"].get(m) is not None]
+        if not c or not np.mean([x[0] for x in c]):
+            calls = "0" if m in ("ann2snn", "ann2snn-qat", "bptt") else "n/a"
+            rows.append([LABELS[m], calls, calls, "", f"{np.mean(sec):.0f}" if sec else ""])
+            continue
+        n_calls, n_samples = np.mean([x[0] for x in c]), np.mean([x[1] for x in c])
+        rows.append([LABELS[m], f"{n_calls:.0f}", f"{n_samples:,.0f}", f"{n_samples / n_calls:,.0f}",
+                     f"{np.mean(sec):.0f}" if sec else ""])
+    return markdown_table(["method", "chip calls (training)", "sample-inferences (training)", "per call",
+                           "wall s per case"], rows)
+
+
+def mala_verdict(summary: dict, runs: list[dict]) -> str:
+    """Issue 21's speck criterion: (f) ≥ (d) − 1 point in mean chip accuracy, with the per-seed figures."""
+    f, d = summary["mala"]["chip_mean"], summary["cil-spl-bptt"]["chip_mean"]
+    per_seed = ", ".join(f"seed {k}: {100 * r['accuracy']['mala'][1]:.1f} vs {100 * r['accuracy']['cil-spl-bptt'][1]:.1f}"
+                         for k, r in enumerate(runs))
+    ok = f >= d - 0.01
+    return (f"MALA (f) reaches {100 * f:.1f} % chip accuracy against CIL-SPL (d)'s {100 * d:.1f} % with the same chip "
+            f"calls ({100 * (f - d):+.1f} pp; issue 21's criterion, (f) ≥ (d) − 1 point: "
+            f"{'met' if ok else 'NOT met'}); per seed (f) vs (d): {per_seed}.")
+
+
 def figure(summary: dict, runs: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -356,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = dict(T=8, channels=(8, 16, 16, 32, 32), batch=64, ann_epochs=30, ann_lr=3e-3, snn_epochs=8, snn_lr=2e-3,
-               grad_clip=1.0, init_gain=1.8, cil_ann_epochs=2, cil_ann_lr=3e-4, n_train=1258, n_test=539)
+               grad_clip=1.0, init_gain=1.8, cil_ann_epochs=2, cil_ann_lr=3e-4, n_train=1258, n_test=539,
+               mala_chains=2, mala_minibatch=32, mala_post_steps=2, mala_layer_choice="uniform")
     if args.quick:
         cfg.update(n_train=384, n_test=256, ann_epochs=15, snn_epochs=6, cil_ann_epochs=1)
 
@@ -366,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {dataset}: {len(train)} train / {len(test)} test, T={cfg['T']} bins "
           f"({time.perf_counter() - t_start:.1f}s)")
     # every case (method x seed) is one point of a cil sweep: one JSON line per finished case, --resume skips them
-    points = [Point(point_key({"method": m, "seed": seed}), {"method": m, "seed": seed},
-                    {"method": m, "seed": seed, "cfg": cfg, "data": data})
+    def key(m: str, seed: int) -> dict[str, Any]:
+        return {"method": m, "seed": seed, **({"mala_options": MALA_OPTIONS} if m == "mala" else {})}
+
+    points = [Point(point_key(key(m, seed)), {"method": m, "seed": seed}, {**key(m, seed), "cfg": cfg, "data": data})
               for seed in range(args.seeds) for m in METHODS]
     suffix = "_quick" if args.quick else ""
     jsonl = args.out / f"cil_spl_speck{suffix}.jsonl"
@@ -384,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     if sweep.skipped:
         print(f"{len(sweep.skipped)} case(s) taken from {jsonl} (--resume)")
     runs = collect(sweep.records, points, args.seeds)
+    case_seconds = sum(float(sweep.records[p.key].get("seconds") or 0.0) for p in points)
     summary = summarize(runs)
     wall = time.perf_counter() - t_start
     tab = table(summary)
@@ -405,9 +490,15 @@ def main(argv: list[str] | None = None) -> int:
         note = "Why not: " + note
     print(verdict)
     print(note)
+    ctab = calls_table(runs)
+    print(ctab)
+    mverdict = mala_verdict(summary, runs)
+    print(mverdict)
     write_json(args.out / f"cil_spl_speck{suffix}.json",
                {"config": {**cfg, "channels": list(cfg["channels"])}, "dataset": dataset, "quick": args.quick,
-                "seeds": args.seeds, "summary": summary, "wall_seconds": wall, "verdict": verdict, "note": note,
+                "seeds": args.seeds, "summary": summary, "wall_seconds": wall, "case_seconds": case_seconds,
+                "verdict": verdict, "note": note,
+                "mala_verdict": mverdict, "calls": [r["calls"] for r in runs], "seconds": [r["seconds"] for r in runs],
                 "fidelity": [r["fidelity"] for r in runs]})
     fig = args.out / f"speck_cil_spl{suffix}.png"
     figure(summary, runs, fig)
@@ -424,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{t['python']['updates_per_s'] / 1e6:.2f} M/s for the same loop in plain Python; "
                           f"{t['numba_1t']['samples_per_s']:.0f} samples/s event-driven vs "
                           f"{t['sinabs_1t']['samples_per_s']:.0f} samples/s for sinabs' time-stepped simulation (1 thread).\n")
-        text = f"""Command: `{cmd}` ({'quick mode, ' if args.quick else ''}{args.seeds} seeds, {wall / 60:.1f} min wall on this machine).
+        text = f"""Command: `{cmd}` ({'quick mode, ' if args.quick else ''}{args.seeds} seeds; {case_seconds / 60:.1f} min of case time summed over the cases, on a shared 2-core machine).
 Data: {dataset}; {len(train)} training / {len(test)} test samples, T = {cfg['T']} time bins over 315 ms.
 This is a **re-creation** on synthetic data, not N-MNIST: the numbers are not comparable with Liu et al.'s 95.71 %.
 Network: input sum-pool 2x2, 5 spiking conv layers {tuple(cfg['channels'])} + 1 fully connected layer, no biases
@@ -432,10 +523,22 @@ Network: input sum-pool 2x2, 5 spiking conv layers {tuple(cfg['channels'])} + 1 
 Software = time-stepped model on the binned events; chip = event-driven run on the raw events.
 Degradation = software − chip (mean ± std over seeds of the per-seed difference).
 Method (e) is `cil.Trainer(net, "speck", "cil-spl", proxy=ann)`: the chip's spike counts are the forward value, the ANN's gradient the backward one.
+Method (f) is `cil.Trainer(net, "speck", "mala", init="network", chains={cfg['mala_chains']}, burn_in={chip_budget(cfg) - 2 - cfg['mala_post_steps']},
+burn_in_minibatch={cfg['mala_minibatch']}, layer_choice="{cfg['mala_layer_choice']}", {', '.join(f'{k}={v!r}' for k, v in MALA_OPTIONS.items())})` fitted for {chip_budget(cfg) - 2} steps from (c)/(d)'s random init:
+{chip_budget(cfg) - 2 - cfg['mala_post_steps']} guided burn-in steps, each on a fresh random subset of {cfg['mala_minibatch']} training samples,
+then {cfg['mala_post_steps']} exact MALA steps on all {len(train)} training samples; with the starting states' gradients and the deployment
+call it makes (d)'s {chip_budget(cfg)} chip calls.
 
 {tab}
 
 {verdict} {note}
+
+Chip calls and sample-inferences (samples x parameter sets) per training fit, from the trainers' session counters
+(mean over seeds; (c) trains in software only; (a), (b) make no training call):
+
+{ctab}
+
+{mverdict}
 
 Fidelity report (`cil_core.fidelity` on the test set, speck vs the software model with the same weights, mean over
 seeds): spike-count correlation per layer and *local distortion* (what the chip adds in that layer alone, given the

@@ -16,7 +16,7 @@ from cil_core.errors import OptionError
 from cil_core.hardware.transfer import straight_through
 from cil_core.network.reference import feedforward
 from cil_core.options import describe
-from cil_core.training.langevin import Langevin
+from cil_core.training.langevin import GUIDED_STEP, Langevin
 from test_mh import _analog, _Dying
 
 
@@ -201,6 +201,15 @@ def test_every_option_is_typed_and_documented():
     (dict(likelihood="sequential"), "likelihood must be 'full'"),
     (dict(neuron_share=0.25), "neuron_share must be 0"),
     (dict(burn_in=-1), "burn_in must be >= 0"),  # MH's own checks still apply
+    (dict(burn_in=10, burn_in_minibatch=0), "burn_in_minibatch must be a whole number >= 1"),
+    (dict(burn_in=10, burn_in_minibatch=2.5), "option .burn_in_minibatch. of algorithm .mala. must be int"),
+    (dict(burn_in=10, burn_in_minibatch=True), "option .burn_in_minibatch. of algorithm .mala. must be int"),
+    (dict(burn_in=10, burn_in_minibatch=32, exact_burn_in=True), "burn_in_minibatch applies to the guided burn-in"),
+    (dict(burn_in_minibatch=32), "applies to burn-in steps, but burn_in=0"),
+    (dict(burn_in=10, burn_in_minibatch=32, rescore=False), "rescore=False cannot be used with it"),
+    (dict(guided_block="all"), "guided_block must be 'layer' or 'network'"),
+    (dict(guided_noise=-0.5), "guided_noise must be a number >= 0"),
+    (dict(guided_block="network", exact_burn_in=True), "guided_block='network' applies to the guided burn-in"),
 ])
 def test_out_of_range_options_are_refused(opts, needle):
     with pytest.raises(OptionError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
@@ -214,6 +223,8 @@ def test_wrong_option_types_are_refused_at_the_door():
         cil.make_algorithm("mala", exact_burn_in="yes")
     with pytest.raises(OptionError, match="option 'guided_batch' of algorithm 'mala' must be"):
         cil.make_algorithm("mala", guided_batch=12.5)
+    with pytest.raises(OptionError, match="burn_in_minibatch .* and guided_batch .*choose one"):
+        cil.make_algorithm("mala", guided_batch=16, burn_in_minibatch=32, burn_in=10)
     with pytest.raises(OptionError, match="restart_at_best"):
         cil.make_algorithm("mala", restart_at_best=1)
     with pytest.raises(OptionError, match="unknown option 'langevin_stepsize'"):
@@ -221,7 +232,7 @@ def test_wrong_option_types_are_refused_at_the_door():
 
 
 @pytest.mark.parametrize("extra, batch_size", [({}, None), (dict(exact_burn_in=True, langevin_share=0.5), 40),
-                                                ({"guided_batch": 16}, None)])
+                                                ({"guided_batch": 16}, None), (dict(burn_in_minibatch=24), None)])
 def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extra, batch_size):
     """As MH's test: a run that dies and is resumed from its last checkpoint (new model, new trainer
     with another seed) ends with the same weights, chains, Langevin steps, shares and history as an
@@ -254,3 +265,101 @@ def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extr
     assert ref.algorithm.langevin_accepts == resumed.algorithm.langevin_accepts
     assert [r["loss"] for r in ref.history.records] == [r["loss"] for r in resumed.history.records]
     assert not math.isnan(float(ref.algorithm.h.mean()))
+
+
+@pytest.mark.parametrize("guided_block", ["layer", "network"])
+def test_minibatch_burn_in_scores_on_subsets_then_on_all_the_data(breast_cancer, guided_block):
+    """burn_in_minibatch=m: every guided burn-in step reads 2·C·m sample-inferences (current states and
+    proposals on one fresh subset, one request), the first step after burn-in re-scores the current
+    states on all the data with its proposals (one request of 2·C·N), later steps score the
+    proposals only (C·N); the chains' scores are then the whole-data log posterior, and the run is
+    reproducible from its seed. Accuracy rises on a small task (as the full-data test above)."""
+    torch.set_num_threads(1)
+    train = breast_cancer.train.subset(torch.arange(120))
+    C, m, burn = 4, 24, 30
+
+    def run():
+        tr = cil.Trainer(feedforward([62, 8, 2], seed=4), "ideal", "mala", seed=0, chains=C, burn_in=burn,
+                         burn_in_minibatch=m, init="network", guided_block=guided_block)
+        before = tr.evaluate(breast_cancer.test)["accuracy"]
+        per_step = []
+        tr.fit(train, steps=40, on_step=lambda rec: per_step.append(tr.session.stats.samples.get("train", 0)))
+        return tr, before, per_step
+
+    tr, before, seen = run()
+    a = tr.algorithm
+    reads = [seen[0]] + [seen[i] - seen[i - 1] for i in range(1, len(seen))]
+    assert reads[0] == C * m + C * m  # the starting states (and gradients) on the first subset, then its proposals
+    assert reads[1:burn] == [2 * C * m] * (burn - 1)
+    assert reads[burn] == 2 * C * 120 and reads[burn + 1:] == [C * 120] * (len(reads) - burn - 1)
+    # after burn-in the current states carry whole-data scores (MH's _score3 on all 120 samples)
+    lp, ll, acc = a._score3(tr.state, a.theta, train.x, train.y)
+    torch.testing.assert_close(a.logpost, lp)
+    torch.testing.assert_close(a.loglik, ll)
+    assert not a.subset_scores and a.langevin_accepts > 0
+    after = tr.evaluate(breast_cancer.test)["accuracy"]
+    assert before < 0.7 and after > 0.85, (before, after)
+
+    tr2, _, _ = run()  # the subsets are drawn from the trainer's seeded generator
+    for k, v in tr.network.detached_parameters().items():
+        assert torch.equal(v, tr2.network.detached_parameters()[k]), k
+    assert [r["loss"] for r in tr.history.records] == [r["loss"] for r in tr2.history.records]
+
+
+def test_minibatch_burn_in_estimate_is_scaled_to_the_whole_set(breast_cancer):
+    """A subset's log-likelihood counts N samples: -N/τ · mean CE on the subset, so on a subset of all N
+    samples (any order) it equals the whole-data score, and on a proper subset it is N/m times the
+    subset's own sum."""
+    tr, train = _setup(breast_cancer, chains=3, init="network", burn_in=5, burn_in_minibatch=20)
+    a = tr.algorithm
+    theta = a.theta + 0.3 * a.unit * torch.randn(a.theta.shape, generator=torch.Generator().manual_seed(1))
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(2))
+    x, y = train.select(idx)
+    _, ll_all, _, g_all = a._score_grad(tr.state, theta, x, y, n_like=len(train))
+    _, ll_ref, _, g_ref = a._score_grad(tr.state, theta, train.x, train.y)
+    torch.testing.assert_close(ll_all, ll_ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g_all, g_ref, rtol=1e-4, atol=1e-4)
+    xs, ys = train.select(idx[:20])
+    _, ll_sub, _, _ = a._score_grad(tr.state, theta, xs, ys, n_like=len(train))
+    _, ll_own, _ = a._score3(tr.state, theta, xs, ys)
+    torch.testing.assert_close(ll_sub, ll_own * len(train) / 20)
+
+
+def test_whole_network_guided_moves_move_every_layer_then_exact_moves_one(breast_cancer):
+    """guided_block="network": a guided burn-in Langevin move changes every weight of every layer (one
+    RMS-normalised gradient step on the whole network, with noise); after burn-in a move changes one
+    layer only (the exact per-layer kernel)."""
+    tr, train = _setup(breast_cancer, chains=3, init="network", burn_in=2, guided_block="network",
+                       langevin_share=1.0, restart_at_best=False)
+    a = tr.algorithm
+    for step in range(3):
+        before = a.theta.clone()
+        a.step(tr.state, (train.x, train.y))
+        for c in range(3):
+            changed = [bool((a.last_proposal[c, blk] != before[c, blk]).all()) for blk in a.blocks]
+            unchanged = [bool((a.last_proposal[c, blk] == before[c, blk]).all()) for blk in a.blocks]
+            if step < 2:
+                assert all(changed), (step, c, changed)
+            else:
+                assert sum(changed) == 1 and sum(unchanged) == len(a.blocks) - 1, (step, c, changed)
+    assert not math.isnan(float(a.eta.mean())) and (a.eta != GUIDED_STEP).all()
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_guided_noise_sets_the_noise_of_a_guided_move(breast_cancer, noise):
+    """guided_noise=0: a guided move is the RMS-normalised gradient step alone, so every weight moves
+    along its proxy gradient's sign; with guided_noise=1 the noise (as large as the drift) sends a
+    good share of them the other way."""
+    tr, train = _setup(breast_cancer, chains=3, init="network", burn_in=3, guided_block="network",
+                       langevin_share=1.0, guided_noise=noise)
+    a = tr.algorithm
+    a.step(tr.state, (train.x, train.y))  # the first step scores the start: the gradients are known from here
+    before, grad = a.theta.clone(), a.grad.clone()
+    a.step(tr.state, (train.x, train.y))
+    moved, g = a.last_proposal - before, grad
+    live = g != 0
+    agree = float((torch.sign(moved[live]) == torch.sign(g[live])).float().mean())
+    if noise == 0.0:
+        assert agree == 1.0
+    else:
+        assert 0.5 < agree < 0.95, agree

@@ -57,9 +57,9 @@ wrong way gets :math:`\\beta_\\ell = 0`: the Langevin move is then a Gaussian ra
 
 **Guided burn-in** (``exact_burn_in=False``, the default). Burn-in states are discarded and the
 tuning parameters change during it anyway, so during burn-in a Langevin move is a chip-checked,
-RMS-normalised gradient step (RMSprop's direction, with noise):
+RMS-normalised gradient step (RMSprop's direction, with noise of relative size ν, ``guided_noise``, default 1):
 
-.. math:: \\theta'_B = \\theta_B + \\eta_\\ell u_B\\Big(\\frac{u_B g_B(\\theta)}{\\sqrt{v_B}} + \\epsilon\\Big),\\qquad
+.. math:: \\theta'_B = \\theta_B + \\eta_\\ell u_B\\Big(\\frac{u_B g_B(\\theta)}{\\sqrt{v_B}} + \\nu\\,\\epsilon\\Big),\\qquad
           v \\leftarrow 0.9\\,v + 0.1\\,(u\\odot g(\\theta))^2 \\text{ per chain and step},
 
 accepted with :math:`\\min(1, p(\\theta'|D)/p(\\theta|D))` *without* the proposal-density terms
@@ -134,6 +134,35 @@ On a noisy chip (or with minibatches) the current states are re-scored with the 
 (Monte-Carlo-within-Metropolis, as MH): their log posterior *and* gradient are refreshed; the
 proposal's forward density uses the gradient the move was drawn with.
 
+**Minibatch guided burn-in** (``burn_in_minibatch=m``; default ``None``: every step on all the
+data it is given). Each *guided* burn-in step draws a fresh random subset :math:`D_t` of
+:math:`m` of the step's :math:`N` samples (from the trainer's generator, so a resumed fit draws the
+same subsets) and scores the proposals **and re-scores the current states** on it, in the step's
+one chip request, with the likelihood scaled to the whole set:
+
+.. math:: \log\hat p_t(\theta\mid D) = -\frac{N}{\tau}\,\frac1m\sum_{i\in D_t}\mathrm{CE}_{hw}(\theta; x_i, y_i)
+          + \log p(\theta),
+
+its proxy gradient likewise (the software backward on :math:`D_t`). The guided acceptance compares
+:math:`\log\hat p_t(\theta')` with :math:`\log\hat p_t(\theta)` on common samples, so the noise of the
+subset largely cancels in the difference; the chains still climb, now at :math:`m/N` of the chip's
+sample-inferences per step. This is an estimate, not the chip's posterior: a guided burn-in is not a
+reversible chain anyway (above) and its states are discarded, so no exactness claim changes. The
+restart at the best chain ranks the chains on the last burn-in step's common subset. After burn-in
+the exact MALA moves score on all the data: the first of them re-scores the current states (their
+burn-in scores were subset estimates) in the request that scores its proposals, and the best sample
+kept for ``deploy="best"`` is chosen again from whole-data scores. A run that ends within burn-in
+deploys the best subset-scored sample (MH's warning). ``m >= N`` reads every sample (in a random
+order). It applies to guided burn-in only (``exact_burn_in=False``) and needs ``burn_in >= 1``.
+
+**Whole-network guided moves** (``guided_block="network"``; default ``"layer"``). A guided burn-in
+Langevin move then moves every synaptic layer at once (each layer :math:`\ell` with its own
+:math:`\eta_\ell`, a layer whose gradient is useless by its random walk :math:`s_\ell u`), so a chain
+takes one RMS-normalised gradient step on the whole network per chip request, as CIL-SPL's optimiser
+does, instead of one layer's. The move is drawn when the drawn layer's share says Langevin (its
+window statistics are kept on that layer); every layer's :math:`\eta_\ell` adapts on its acceptance.
+Burn-in only (guided moves carry no proposal density); the exact moves after burn-in stay per layer.
+
 Initialisation, deployment, logit scale and the chip-call layout are MH's
 (:class:`~cil_core.training.mh.MetropolisHastings`, which this class extends).
 """
@@ -145,7 +174,7 @@ from typing import Any
 
 import torch
 
-from ..data import as_dense
+from ..data import SpikeData, as_dense
 from ..errors import CilError, OptionError
 from ..hardware.transfer import straight_through
 from ..network.executor import simulate
@@ -187,6 +216,12 @@ class Langevin(MetropolisHastings):
     ``guided_batch`` (the guided burn-in moves follow a minibatch estimate of the proxy gradient on
     this many training samples, drawn afresh every step, the chip's output already measured; ``None``:
     the whole training set's gradient; acceptance, calibration and the kept steps use the whole set).
+    ``burn_in_minibatch`` (not with ``guided_batch``; ``None``: every step on all the data; ``m``: each guided burn-in step
+    scores its proposals and the current states on a fresh random subset of m samples, the
+    likelihood scaled to N; module doc), ``guided_block`` (``"layer"``: a guided burn-in move moves
+    one layer; ``"network"``: every layer at once; module doc), ``guided_noise`` (ν, the noise of a
+    guided burn-in move in units of its step η: 1 = as much noise as drift, 0 = a plain RMS-normalised
+    gradient step checked on the chip).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -198,7 +233,9 @@ class Langevin(MetropolisHastings):
                  langevin_step: float | None = None,
                  langevin_target: float = 0.3, langevin_share: float = 0.75, min_share: float = 0.1,
                  collapse_acceptance: float = 0.05, adapt_rate: float = 0.3, neuron_share: float = 0.0,
-                 restart_at_best: bool = True, guided_batch: int | None = None, **kw: Any) -> None:
+                 restart_at_best: bool = True, guided_batch: int | None = None,
+                 burn_in_minibatch: int | None = None, guided_block: str = "layer", guided_noise: float = 1.0,
+                 **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
@@ -229,9 +266,35 @@ class Langevin(MetropolisHastings):
             raise OptionError(f"collapse_acceptance must lie in [0, 1), not {collapse_acceptance!r}")
         if not (math.isfinite(adapt_rate) and adapt_rate >= 0):
             raise OptionError(f"adapt_rate must be a number >= 0, not {adapt_rate!r}")
+        if burn_in_minibatch is not None and guided_batch is not None:
+            raise OptionError("burn_in_minibatch (score each guided burn-in step on a subset) and guided_batch (a "
+                              "minibatch gradient from whole-data scores) are two ways to cut a guided step's cost: "
+                              "choose one")
+        if burn_in_minibatch is not None:
+            if isinstance(burn_in_minibatch, bool) or not isinstance(burn_in_minibatch, int) or burn_in_minibatch < 1:
+                raise OptionError(f"burn_in_minibatch must be a whole number >= 1 (samples per guided burn-in step) or "
+                                  f"None (all the data), not {burn_in_minibatch!r}")
+            if exact_burn_in:
+                raise OptionError("burn_in_minibatch applies to the guided burn-in; with exact_burn_in=True every "
+                                  "move is an exact MALA move on all the data: drop one of the two options")
+            if kw.get("burn_in", 0) < 1:
+                raise OptionError(f"burn_in_minibatch={burn_in_minibatch} applies to burn-in steps, but burn_in="
+                                  f"{kw.get('burn_in', 0)}: set burn_in >= 1 or drop burn_in_minibatch")
+            if kw.get("rescore", "auto") is False:
+                raise OptionError("burn_in_minibatch re-scores the current states on each step's subset; "
+                                  "rescore=False cannot be used with it")
+        if not (math.isfinite(guided_noise) and guided_noise >= 0):
+            raise OptionError(f"guided_noise must be a number >= 0, not {guided_noise!r}")
+        if guided_block not in ("layer", "network"):
+            raise OptionError(f"guided_block must be 'layer' or 'network', not {guided_block!r}")
+        if guided_block == "network" and exact_burn_in:
+            raise OptionError("guided_block='network' applies to the guided burn-in; with exact_burn_in=True there "
+                              "is none (exact moves are per layer): drop one of the two options")
         super().__init__(chains=chains, neuron_share=0.0, **kw)
         self.langevin_block_size, self.exact_burn_in = langevin_block_size, bool(exact_burn_in)
         self.restart_at_best, self.guided_batch = restart_at_best, guided_batch
+        self.burn_in_minibatch, self.guided_block = burn_in_minibatch, guided_block
+        self.guided_noise = float(guided_noise)
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
         self.langevin_share, self.min_share = float(langevin_share), float(min_share)
@@ -260,22 +323,24 @@ class Langevin(MetropolisHastings):
         self._guided_step = False
         self.out_cur: torch.Tensor | None = None  # the chip's output of the current states (guided_batch)
         self._scored_out: torch.Tensor | None = None
+        self.subset_scores = False  # whether the current states' scores are subset estimates (burn_in_minibatch)
         self.trace.update({"langevin_share": [], "langevin_step": [], "guided_step": []})
 
     # ------------------------------------------------------------ chip forward, software backward
-    def _score_grad(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor, calibrate_rows: int = 0
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _score_grad(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor, calibrate_rows: int = 0,
+                    n_like: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log posterior, log-likelihood and accuracy of every row of ``theta`` (``[S, D]``) measured
         on the chip (as :meth:`_score3`), and the proxy gradient of the log posterior ``[S, D]``:
-        the software model's backward through the chip's output (module doc)."""
+        the software model's backward through the chip's output (module doc). ``n_like``: the
+        number of samples the log-likelihood counts (``None``: ``len(y)``; N for a subset estimate)."""
         out, _ = self._observe(state, theta, x)
         if calibrate_rows and self.logit_scale is None:
             self._choose_logit_scale(state.readout, out[:, :calibrate_rows])
         readout = self.likelihood_readout(state.readout)
-        n = len(y)
+        n = len(y) if n_like is None else n_like
         with torch.no_grad():
             ce = readout.loss(out, y)
-            correct = readout.correct(out, y).float() / n
+            correct = readout.correct(out, y).float() / len(y)
             ll = torch.nan_to_num(-n * ce / self.temperature, nan=-math.inf)
             lp = torch.nan_to_num(ll + self.log_prior(theta), nan=-math.inf)
         self._scored_out = out
@@ -312,6 +377,22 @@ class Langevin(MetropolisHastings):
         """Whether this step's Langevin moves are burn-in guided moves (no proposal-density terms)."""
         return not self.exact_burn_in and self.n_steps < self.burn_in
 
+    def _network_kernel(self, theta: torch.Tensor, g: torch.Tensor, v: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """A guided whole-network move from one chain's state (``guided_block="network"``): the
+        entries (every layer's), their mean and std, and whether any layer moved along its gradient."""
+        picks, mus, sds, any_lang = [], [], [], False
+        for ell, blk in enumerate(self.blocks):
+            pick = blk.to(theta.device)
+            mu, sd, lang = self._kernel(ell, theta[pick], g[pick], self.unit[pick], True, v[pick])
+            picks.append(pick), mus.append(mu), sds.append(sd)
+            any_lang = any_lang or lang
+        return torch.cat(picks), torch.cat(mus), torch.cat(sds), any_lang
+
+    def _on_subset(self) -> bool:
+        """Whether this step scores on a random subset (``burn_in_minibatch``, guided burn-in steps)."""
+        return self.burn_in_minibatch is not None and self._guided()
+
     def _kernel(self, ell: int, theta_b: torch.Tensor, g_b: torch.Tensor, u_b: torch.Tensor, langevin: bool,
                 v_b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Mean and std of the proposal on a block from a state (``theta_b``, gradient ``g_b``), and
@@ -321,7 +402,7 @@ class Langevin(MetropolisHastings):
             if self._guided():
                 eta = self.eta[ell]
                 d = u_b * g_b / torch.sqrt(v_b).clamp(min=1e-12)
-                return theta_b + eta * u_b * d, eta * u_b, True
+                return theta_b + eta * u_b * d, self.guided_noise * eta * u_b, True
             h = self.h[ell]
             return theta_b + 0.5 * h * h * u_b * u_b * (self.beta[ell] * g_b), h * u_b, True
         return theta_b, self.scale[ell] * u_b, False
@@ -336,9 +417,15 @@ class Langevin(MetropolisHastings):
         if rescore == "auto":
             rescore = state.session.stochastic or len(y) != self.n_train
         g = state.generator
+        n_like = len(y)  # the samples the log-likelihood counts (a subset's estimate is scaled to them)
+        subset = self._on_subset()
+        if subset:  # a fresh random subset of the step's samples (module doc: minibatch guided burn-in)
+            x, y = SpikeData(x, y).select(torch.randperm(n_like, generator=g)[:self.burn_in_minibatch])
+        fresh = False
         if not self.scored:  # the starting states' gradients are needed before the first proposal
-            self.logpost, self.loglik, self.acc, self.grad = self._score_grad(state, self.theta, x, y, calibrate_rows=C)
-            self.scored = True
+            self.logpost, self.loglik, self.acc, self.grad = self._score_grad(state, self.theta, x, y, calibrate_rows=C,
+                                                                              n_like=n_like)
+            self.scored = fresh = True
             self.v = (self.unit * self.grad).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0) ** 2
             self._first_steps()
             self.out_cur = self._scored_out if self._minibatch_drift(len(y)) else None
@@ -355,6 +442,8 @@ class Langevin(MetropolisHastings):
             self.out_cur = None  # only guided moves draw on it
             if not self.exact_burn_in and self.n_steps == self.burn_in:
                 self._first_steps(exact_only=True)  # the exact Langevin moves start here
+        if subset or self.subset_scores:  # current scores from another subset: re-score them on this step's data
+            rescore = not fresh
         if self.restart_at_best and self.n_steps == self.burn_in and self.burn_in > 0:
             self._restart_at_best()
         if drift is None:
@@ -363,10 +452,18 @@ class Langevin(MetropolisHastings):
         layers = torch.multinomial(self.layer_p, C, replacement=True, generator=g) if L > 1 else torch.zeros(C, dtype=torch.long)
         prop = self.theta.clone()
         picks, eps_all, wants = [], [], []
+        whole = torch.zeros(C, dtype=torch.bool)  # guided whole-network moves (guided_block="network")
         for c in range(C):
             ell = int(layers[c])
             blk = self.blocks[ell]
             want = float(torch.rand(1, generator=g)) < float(self.share[ell])
+            if want and self.guided_block == "network" and self._guided():
+                pick, mu, sd, _ = self._network_kernel(self.theta[c], drift[c], self.v[c])
+                eps = torch.randn(len(pick), generator=g).to(dev)
+                prop[c, pick] = mu + sd * eps
+                picks.append(pick), eps_all.append(eps), wants.append(want)
+                whole[c] = True
+                continue
             k = self.block_size if not want else (self.langevin_block_size or len(blk))
             k = min(k, len(blk))
             pick = blk[torch.randperm(len(blk), generator=g)[:k]].to(dev)
@@ -378,13 +475,13 @@ class Langevin(MetropolisHastings):
 
         with torch.no_grad():
             if rescore:
-                lp, ll, acc, gr = self._score_grad(state, torch.cat([self.theta, prop]), x, y)
+                lp, ll, acc, gr = self._score_grad(state, torch.cat([self.theta, prop]), x, y, n_like=n_like)
                 cur = (lp[:C], ll[:C], acc[:C], gr[:C])
                 lp_prop, ll_prop, acc_prop, g_prop = lp[C:], ll[C:], acc[C:], gr[C:]
                 out_cur, out_prop = self._scored_out[:, :C], self._scored_out[:, C:]
             else:
                 cur = (self.logpost, self.loglik, self.acc, self.grad)
-                lp_prop, ll_prop, acc_prop, g_prop = self._score_grad(state, prop, x, y)
+                lp_prop, ll_prop, acc_prop, g_prop = self._score_grad(state, prop, x, y, n_like=n_like)
                 out_cur, out_prop = self.out_cur, self._scored_out
 
             log_ratio = lp_prop - cur[0]
@@ -392,6 +489,11 @@ class Langevin(MetropolisHastings):
             for c in range(C):
                 ell, pick, want = int(layers[c]), picks[c], wants[c]
                 u_b = self.unit[pick]
+                if whole[c]:  # a guided whole-network move: no proposal density (guided burn-in only)
+                    langevin[c] = self._network_kernel(self.theta[c], drift[c], self.v[c])[3]
+                    if not langevin[c]:
+                        self.fallback_proposals += 1
+                    continue
                 mu_f, sd_f, lang_f = self._kernel(ell, self.theta[c, pick], drift[c, pick], u_b, want,
                                                   self.v[c, pick])
                 langevin[c] = lang_f
@@ -446,15 +548,18 @@ class Langevin(MetropolisHastings):
         self.lw_alpha.index_add_(0, moved, alpha * lf)
         self.lw_jump.index_add_(0, moved, gain * lf)
 
+        if self.subset_scores and not subset:  # the first whole-data scores: the best sample is chosen on them
+            self.best_logpost = -math.inf
+        self.subset_scores = subset
         self._keep_best(lp_prop, ll_prop, prop)
-        self._adapt_steps(moved, lang, alpha)
+        self._adapt_steps(moved, lang, alpha, whole.to(dev))
         if self.n_steps <= self.burn_in:
             self._adapt()
         elif (self.n_steps - self.burn_in) % self.thin == 0:
             self.sum += self.theta.sum(0)
             self.chain_sum += self.theta
             self.n_kept += C
-        return self._report(accept, len(y))
+        return self._report(accept, n_like)
 
     def _restart_at_best(self) -> None:
         """End of burn-in (module doc): every chain restarts at the chain state ranked best by the
@@ -479,13 +584,21 @@ class Langevin(MetropolisHastings):
             rms = float(ug.pow(2).mean().sqrt()) if ug.numel() else 0.0
             self.h[ell] = min(float(self.scale[ell]), 1.0 / rms) if rms > 0 else float(self.scale[ell])
 
-    def _adapt_steps(self, moved: torch.Tensor, lang: torch.Tensor, alpha: torch.Tensor) -> None:
+    def _adapt_steps(self, moved: torch.Tensor, lang: torch.Tensor, alpha: torch.Tensor,
+                     whole: torch.Tensor | None = None) -> None:
         """Every step: log step += γ_t (mean α of the layer's Langevin moves − ``langevin_target``), the
         guided step η during a guided burn-in, else h with γ_t = γ during burn-in and γ/√(t − burn_in)
-        after it (diminishing adaptation)."""
+        after it (diminishing adaptation). ``whole``: the chains whose move was a whole-network move
+        (it counts for every layer)."""
         L = len(self.blocks)
-        n = torch.zeros(L, device=alpha.device).index_add_(0, moved, lang.float())
-        s = torch.zeros(L, device=alpha.device).index_add_(0, moved, alpha * lang.float())
+        if whole is not None and bool(whole.any()):
+            credit = torch.nn.functional.one_hot(moved, L).to(alpha.dtype)  # [C, L]: the layers each move counts for
+            credit[whole] = 1.0
+            n = (credit * lang.float()[:, None]).sum(0)
+            s = (credit * (alpha * lang.float())[:, None]).sum(0)
+        else:
+            n = torch.zeros(L, device=alpha.device).index_add_(0, moved, lang.float())
+            s = torch.zeros(L, device=alpha.device).index_add_(0, moved, alpha * lang.float())
         seen = n > 0
         after = self.n_steps - self.burn_in  # steps done after burn-in (this one included)
         gamma = self.adapt_rate if after <= 0 else self.adapt_rate / math.sqrt(after)
@@ -542,6 +655,11 @@ class Langevin(MetropolisHastings):
                      "langevin_step": float(self.h.mean()), "logit_scale": lam},
         )
 
+    #: a checkpoint written before ``guided_batch`` / ``burn_in_minibatch`` / ``guided_block`` existed scored
+    #: and drew every step on all the data and moved one layer per guided move
+    legacy_options = {**MetropolisHastings.legacy_options, "guided_batch": None, "burn_in_minibatch": None,
+                      "guided_block": "layer", "guided_noise": 1.0}
+
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",
-        "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx", "out_cur")
+        "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx", "out_cur", "subset_scores")
