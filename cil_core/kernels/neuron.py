@@ -214,9 +214,10 @@ def run_neuron_layer(
     the observed spikes, as it did on the chip.
     """
     T = x.shape[0]
-    if (observed_spikes is None and observed_membrane is None and membrane_noise is None
-            and recurrent_input is None and plain_leaky(n, x[0]) is not None):
-        return leaky_steps(n, T, x[0], x.__getitem__, record_membrane)
+    plain = (plain_leaky(n, x[0]) if observed_spikes is None and observed_membrane is None
+             and membrane_noise is None and recurrent_input is None else None)
+    if plain is not None:
+        return leaky_steps(n, T, x[0], x.__getitem__, record_membrane, plain)
     steps = x.unbind(0)  # one autograd node for all steps (x[t] would allocate a full gradient per step)
     x0 = steps[0]
     beta = _param(n.beta, x0)
@@ -408,7 +409,6 @@ def run_neuron_layer(
     return LayerTrace(spikes=out, membrane=torch.stack(membranes) if record_membrane else None)
 
 
-
 def plain_leaky(n: Neuron, like: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float, float] | None:
     """``(beta, threshold, v_init)`` in ``like``'s dtype when ``n`` is a plain leaky layer that
     :func:`leaky_steps` runs exactly as :func:`run_neuron_layer`'s general loop does, else
@@ -432,7 +432,8 @@ def plain_leaky(n: Neuron, like: torch.Tensor) -> tuple[torch.Tensor | float, to
 
 
 def leaky_steps(n: Neuron, T: int, like: torch.Tensor, current: Callable[[int], torch.Tensor],
-                record_membrane: bool = False) -> LayerTrace:
+                record_membrane: bool = False,
+                params: tuple[torch.Tensor | float, torch.Tensor | float, float] | None = None) -> LayerTrace:
     """``T`` steps of a plain leaky layer (:func:`plain_leaky` must accept ``n``) whose input
     current at step ``t`` is ``current(t)`` (shaped like ``like``), asked for in step order and read
     before the next is asked for, so a caller may compute each step's current into one reused
@@ -444,8 +445,10 @@ def leaky_steps(n: Neuron, T: int, like: torch.Tensor, current: Callable[[int], 
 
     with :math:`R_0 = H(v_0 - \\theta)` and :math:`R_t = S_{t-1}` (the general loop's
     ``reuse_spike_as_reset``), written into buffers made once: spikes straight into the output,
-    the membrane into the recorded membrane or into two alternating buffers."""
-    params = plain_leaky(n, like)
+    the membrane into the recorded membrane or into two alternating buffers. ``params``: what
+    :func:`plain_leaky` returned for ``n`` and ``like``, where the caller already asked it."""
+    if params is None:
+        params = plain_leaky(n, like)
     if params is None:  # pragma: no cover - callers check
         raise ValueError(f"neuron layer {n.name!r} is not a plain leaky layer")
     beta, thr, v_init = params

@@ -232,7 +232,8 @@ def _dense_then_leaky(layer: Dense, n: Neuron, x: torch.Tensor, params: Mapping[
     S, out = w.shape[0], w.shape[1]
     cur = torch.empty(S, B, out, dtype=torch.result_type(x, w), device=x.device)
     like = cur.view(S * B, out)
-    if plain_leaky(n, like) is None:
+    plain = plain_leaky(n, like)
+    if plain is None:
         return None
     wts = [ws.t() for ws in w.unbind(0)]
     bs = [None] * S if b is None else list(b.unbind(0))
@@ -241,7 +242,7 @@ def _dense_then_leaky(layer: Dense, n: Neuron, x: torch.Tensor, params: Mapping[
         synapse.dense_shared_step(synapse.fresh(x[t]), wts, bs, cur)
         return like
 
-    return leaky_steps(n, T, like, current, record_membrane)
+    return leaky_steps(n, T, like, current, record_membrane, plain)
 
 
 def _replicate(h: torch.Tensor, S: int) -> torch.Tensor:
