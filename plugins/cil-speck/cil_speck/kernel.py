@@ -45,8 +45,12 @@ indices), and the spikes are pushed onto the event stack (one 64-bit word per ev
 ``(layer << 48) | key``) so that they are processed in the documented order: each key goes to the
 stack slot given by its rank (the number of the event's keys below it; a fixed number of
 comparisons per key, where an insertion sort's data-dependent branches cost ~10 % of the loop's
-time; beyond 32 spikes the keys are sorted). The last layer's spikes are only counted (their order
-does not matter). State and weights are held in float32 (:func:`loop_dtype`):
+time; beyond 32 spikes the keys are sorted). The smallest key, which the stack would pop next, is
+not read back from it: it is carried in a register (kept by a running minimum while the keys are
+collected) and processed at once, because the next event's additions depend on it and a store and
+load through memory lay on that path (one spiking event's threshold compares to the next event's
+additions; in the integrate-only ceiling the events are known in advance and overlap). The last
+layer's spikes are only counted (their order does not matter). State and weights are held in float32 (:func:`loop_dtype`):
 every value the chip holds is an integer well inside float32's exact range, so every sum,
 comparison and clamp is exact and the results are those of integer arithmetic.
 :func:`run_events_reference` is the straightforward loop of the same semantics (the backend's loop
@@ -390,11 +394,16 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
             x0 = np.uint64(ev_x[e])
             if y0 > M16 or x0 > M16:
                 continue
-            stk[0] = (np.uint64(ev_c[e]) << np.uint64(32)) | (y0 << np.uint64(16)) | x0
-            sp = 1
-            while sp > 0:
-                sp -= 1
-                ev = stk[sp]
+            ev = (np.uint64(ev_c[e]) << np.uint64(32)) | (y0 << np.uint64(16)) | x0
+            sp = 0
+            carry = True
+            while True:
+                if not carry:
+                    if sp == 0:
+                        break
+                    sp -= 1
+                    ev = stk[sp]
+                carry = False
                 l = ev >> np.uint64(48)
                 row = s0 + np.int64(l)
                 inside, nO, voff, wc, a0, a1, c0, c1 = _landing(lp, fan, row, (ev >> np.uint64(32)) & M16,
@@ -450,6 +459,7 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                     continue
                 mg = mag[l]
                 nk = 0
+                kmin = np.uint64(0xFFFFFFFFFFFFFFFF)
                 for m in range(nhit):
                     tw = t_w[m]
                     td = t_d[m]
@@ -468,7 +478,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                                 else:
                                     v[vb + kk] = max(v[vb + kk] - thr, vmin)
                             cm = (kk * mg) >> np.uint64(40)
-                            keys[nk] = ((kk - cm * nO) << np.uint64(32)) | (p0 + cm)
+                            key = ((kk - cm * nO) << np.uint64(32)) | (p0 + cm)
+                            keys[nk] = key
+                            kmin = min(kmin, key)
                             nk += 1
                 roff = lp[row, ROFF]
                 last = np.int64(l) == L - 1
@@ -485,20 +497,20 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 if not last:
                     nxt = (l + np.uint64(1)) << np.uint64(48)
                     top = sp + nk - 1
-                    if nk == 1:
-                        stk[sp] = nxt | keys[0]
-                    elif nk > 32:
+                    if nk > 32:
                         _sort_small(keys, nk)
                         for ki in range(nk):
                             stk[top - ki] = nxt | keys[ki]
-                    else:
+                    elif nk > 1:
                         for ki in range(nk):
                             key = keys[ki]
                             rank = 0
                             for kj in range(nk):
                                 rank += keys[kj] < key
                             stk[top - rank] = nxt | key
-                    sp += nk
+                    sp += nk - 1  # the smallest key (on top) is processed next, from a register
+                    ev = nxt | kmin
+                    carry = True
         syn[r] = nsyn
     return out, rec, syn
 
