@@ -49,7 +49,8 @@ time; beyond 32 spikes the keys are sorted). The smallest key, which the stack w
 not read back from it: it is carried in a register (kept by a running minimum while the keys are
 collected) and processed at once, because the next event's additions depend on it and a store and
 load through memory lay on that path (one spiking event's threshold compares to the next event's
-additions; in the integrate-only ceiling the events are known in advance and overlap). The last
+additions; in the integrate-only ceiling the events are known in advance and overlap); its layer
+is carried apart from it, so that the next layer's parameters load before the key is known. The last
 layer's spikes are only counted (their order does not matter). State and weights are held in float32 (:func:`loop_dtype`):
 every value the chip holds is an integer well inside float32's exact range, so every sum,
 comparison and clamp is exact and the results are those of integer arithmetic.
@@ -395,6 +396,7 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
             if y0 > M16 or x0 > M16:
                 continue
             ev = (np.uint64(ev_c[e]) << np.uint64(32)) | (y0 << np.uint64(16)) | x0
+            l = np.uint64(0)
             sp = 0
             carry = True
             while True:
@@ -403,8 +405,8 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                         break
                     sp -= 1
                     ev = stk[sp]
+                    l = ev >> np.uint64(48)
                 carry = False
-                l = ev >> np.uint64(48)
                 row = s0 + np.int64(l)
                 inside, nO, voff, wc, a0, a1, c0, c1 = _landing(lp, fan, row, (ev >> np.uint64(32)) & M16,
                                                                 (ev >> np.uint64(16)) & M16, ev & M16)
@@ -510,6 +512,7 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                             stk[top - rank] = nxt | key
                     sp += nk - 1  # the smallest key (on top) is processed next, from a register
                     ev = nxt | kmin
+                    l += np.uint64(1)  # known before kmin: the next layer's parameters load early
                     carry = True
         syn[r] = nsyn
     return out, rec, syn
