@@ -418,10 +418,12 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 split = vmin < thr
                 nwd = np.uint64(0)
                 nhit = np.uint64(0)
-                for a in range(a0, a1, np.uint64(3)):
+                a = a0
+                while a < a1:
                     va = voff + fan[a]
                     wa = wc + fan[a + np.uint64(1)]
-                    for q in range(c0, c1, np.uint64(4)):
+                    q = c0
+                    while q < c1:
                         vb = va + fan[q]
                         wb = wa + fan[q + np.uint64(1)]
                         ln = fan[q + np.uint64(3)] * nO
@@ -457,6 +459,8 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                         nhit += h
                         nwd += h * ((ln + np.uint64(63)) >> np.uint64(6))
                         nsyn += np.int64(ln)
+                        q += np.uint64(4)
+                    a += np.uint64(3)
                 if nhit == 0:
                     continue
                 mg = mag[l]
@@ -547,16 +551,20 @@ def integrate_only(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets
             if not inside:
                 continue
             nt = np.uint64(0)
-            for a in range(a0, a1, np.uint64(3)):
+            a = a0
+            while a < a1:
                 va = voff + fan[a]
                 wa = wc + fan[a + np.uint64(1)]
-                for q in range(c0, c1, np.uint64(4)):
+                q = c0
+                while q < c1:
                     vb = va + fan[q]
                     wb = wa + fan[q + np.uint64(1)]
                     ln = fan[q + np.uint64(3)] * nO
                     for k in range(ln):
                         v[vb + k] = min(max(v[vb + k] + wts[wb + k], lo), hi)
                     nt += ln
+                    q += np.uint64(4)
+                a += np.uint64(3)
             nsyn += np.int64(nt)
         syn[r] = nsyn
     return syn
@@ -602,10 +610,12 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
             thr = wts.dtype.type(lp[row, THR])
             vmin = wts.dtype.type(max(lp[row, VMIN], -32768))
             nt = np.uint64(0)
-            for a in range(a0, a1, np.uint64(3)):
+            a = a0
+            while a < a1:
                 va = voff + fan[a]
                 wa = wc + fan[a + np.uint64(1)]
-                for q in range(c0, c1, np.uint64(4)):
+                q = c0
+                while q < c1:
                     vb = va + fan[q]
                     wb = wa + fan[q + np.uint64(1)]
                     ln = fan[q + np.uint64(3)] * nO
@@ -627,6 +637,8 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
                         for k in range(nfull, ln):
                             v[vb + k] = min(max(v[vb + k] + wts[wb + k], lo), hi)
                     nt += ln
+                    q += np.uint64(4)
+                a += np.uint64(3)
             nsyn += np.int64(nt)
         syn[r] = nsyn
         hits[r] = seen != 0
