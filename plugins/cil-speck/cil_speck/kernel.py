@@ -430,7 +430,6 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                         anyb = np.uint64(0)
                         nfull = ln & ~np.uint64(7)
                         fb = nwd << np.uint64(3)  # the run's first mask byte
-                        bits[nwd + ((ln - np.uint64(1)) >> np.uint64(6))] = 0  # bytes past the run read as 0
                         for k0 in range(np.uint64(0), nfull, np.uint64(8)):
                             if split:
                                 m = _block_split(v, vb + k0, wts, wb + k0, thr, vmin, hi)
@@ -475,6 +474,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                     p0 = td & np.uint64(0xFFFFFFFF)
                     for wi in range((ln + np.uint64(63)) >> np.uint64(6)):
                         wd = bits[w0 + wi]
+                        # zeroed once read: a run without a spike writes only zero bytes, so every word
+                        # (the bytes past a run's end included) is zero when an event starts
+                        bits[w0 + wi] = 0
                         while wd != 0:
                             kk = (wi << np.uint64(6)) + _ctz(wd)
                             wd &= wd - np.uint64(1)
