@@ -39,7 +39,9 @@ lower bound is below the
 threshold, a block adds, saturates and clamps to the lower bound as if nothing fired (a neuron that
 fired then still holds its value ``>= θ``), and only the neurons whose bit is set are reset
 afterwards, one by one; at or above the threshold the reset happens inside the block
-(:func:`_block_fused`). The bits of the runs holding a spike are read with count-trailing-zeros;
+(:func:`_block_fused`). The bits of the runs holding a spike are read with count-trailing-zeros
+(and their words zeroed once read: a run without a spike writes only zero bytes, so every word is
+zero when the next event starts, with no clearing per run);
 each spike becomes a key ``(o << 32) | (oy << 16) | ox`` (ascending keys are ascending flat
 indices), and the spikes are pushed onto the event stack (one 64-bit word per event:
 ``(layer << 48) | key``) so that they are processed in the documented order: each key goes to the
