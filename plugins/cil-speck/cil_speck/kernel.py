@@ -39,14 +39,21 @@ lower bound is below the
 threshold, a block adds, saturates and clamps to the lower bound as if nothing fired (a neuron that
 fired then still holds its value ``>= θ``), and only the neurons whose bit is set are reset
 afterwards, one by one; at or above the threshold the reset happens inside the block
-(:func:`_block_fused`). The bits of the runs holding a spike are read with count-trailing-zeros;
+(:func:`_block_fused`). The bits of the runs holding a spike are read with count-trailing-zeros
+(and their words zeroed once read: a run without a spike writes only zero bytes, so every word is
+zero when the next event starts, with no clearing per run);
 each spike becomes a key ``(o << 32) | (oy << 16) | ox`` (ascending keys are ascending flat
 indices), and the spikes are pushed onto the event stack (one 64-bit word per event:
 ``(layer << 48) | key``) so that they are processed in the documented order: each key goes to the
 stack slot given by its rank (the number of the event's keys below it; a fixed number of
 comparisons per key, where an insertion sort's data-dependent branches cost ~10 % of the loop's
-time; beyond 32 spikes the keys are sorted). The last layer's spikes are only counted (their order
-does not matter). State and weights are held in float32 (:func:`loop_dtype`):
+time; beyond 32 spikes the keys are sorted). The smallest key, which the stack would pop next, is
+not read back from it: it is carried in a register (kept by a running minimum while the keys are
+collected) and processed at once, because the next event's additions depend on it and a store and
+load through memory lay on that path (one spiking event's threshold compares to the next event's
+additions; in the integrate-only ceiling the events are known in advance and overlap); its layer
+is carried apart from it, so that the next layer's parameters load before the key is known. The last
+layer's spikes are only counted (their order does not matter). State and weights are held in float32 (:func:`loop_dtype`):
 every value the chip holds is an integer well inside float32's exact range, so every sum,
 comparison and clamp is exact and the results are those of integer arithmetic.
 :func:`run_events_reference` is the straightforward loop of the same semantics (the backend's loop
@@ -390,12 +397,18 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
             x0 = np.uint64(ev_x[e])
             if y0 > M16 or x0 > M16:
                 continue
-            stk[0] = (np.uint64(ev_c[e]) << np.uint64(32)) | (y0 << np.uint64(16)) | x0
-            sp = 1
-            while sp > 0:
-                sp -= 1
-                ev = stk[sp]
-                l = ev >> np.uint64(48)
+            ev = (np.uint64(ev_c[e]) << np.uint64(32)) | (y0 << np.uint64(16)) | x0
+            l = np.uint64(0)
+            sp = 0
+            carry = True
+            while True:
+                if not carry:
+                    if sp == 0:
+                        break
+                    sp -= 1
+                    ev = stk[sp]
+                    l = ev >> np.uint64(48)
+                carry = False
                 row = s0 + np.int64(l)
                 inside, nO, voff, wc, a0, a1, c0, c1 = _landing(lp, fan, row, (ev >> np.uint64(32)) & M16,
                                                                 (ev >> np.uint64(16)) & M16, ev & M16)
@@ -407,17 +420,18 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 split = vmin < thr
                 nwd = np.uint64(0)
                 nhit = np.uint64(0)
-                for a in range(a0, a1, np.uint64(3)):
+                a = a0
+                while a < a1:
                     va = voff + fan[a]
                     wa = wc + fan[a + np.uint64(1)]
-                    for q in range(c0, c1, np.uint64(4)):
+                    q = c0
+                    while q < c1:
                         vb = va + fan[q]
                         wb = wa + fan[q + np.uint64(1)]
                         ln = fan[q + np.uint64(3)] * nO
                         anyb = np.uint64(0)
                         nfull = ln & ~np.uint64(7)
                         fb = nwd << np.uint64(3)  # the run's first mask byte
-                        bits[nwd + ((ln - np.uint64(1)) >> np.uint64(6))] = 0  # bytes past the run read as 0
                         for k0 in range(np.uint64(0), nfull, np.uint64(8)):
                             if split:
                                 m = _block_split(v, vb + k0, wts, wb + k0, thr, vmin, hi)
@@ -446,10 +460,13 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                         nhit += h
                         nwd += h * ((ln + np.uint64(63)) >> np.uint64(6))
                         nsyn += np.int64(ln)
+                        q += np.uint64(4)
+                    a += np.uint64(3)
                 if nhit == 0:
                     continue
                 mg = mag[l]
                 nk = 0
+                kmin = np.uint64(0xFFFFFFFFFFFFFFFF)
                 for m in range(nhit):
                     tw = t_w[m]
                     td = t_d[m]
@@ -459,6 +476,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                     p0 = td & np.uint64(0xFFFFFFFF)
                     for wi in range((ln + np.uint64(63)) >> np.uint64(6)):
                         wd = bits[w0 + wi]
+                        # zeroed once read: a run without a spike writes only zero bytes, so every word
+                        # (the bytes past a run's end included) is zero when an event starts
+                        bits[w0 + wi] = 0
                         while wd != 0:
                             kk = (wi << np.uint64(6)) + _ctz(wd)
                             wd &= wd - np.uint64(1)
@@ -468,7 +488,9 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                                 else:
                                     v[vb + kk] = max(v[vb + kk] - thr, vmin)
                             cm = (kk * mg) >> np.uint64(40)
-                            keys[nk] = ((kk - cm * nO) << np.uint64(32)) | (p0 + cm)
+                            key = ((kk - cm * nO) << np.uint64(32)) | (p0 + cm)
+                            keys[nk] = key
+                            kmin = min(kmin, key)
                             nk += 1
                 roff = lp[row, ROFF]
                 last = np.int64(l) == L - 1
@@ -485,20 +507,21 @@ def run_events(ev_c, ev_y, ev_x, ev_bin, ev_off, lp, wts, fan, n_state, n_bins, 
                 if not last:
                     nxt = (l + np.uint64(1)) << np.uint64(48)
                     top = sp + nk - 1
-                    if nk == 1:
-                        stk[sp] = nxt | keys[0]
-                    elif nk > 32:
+                    if nk > 32:
                         _sort_small(keys, nk)
                         for ki in range(nk):
                             stk[top - ki] = nxt | keys[ki]
-                    else:
+                    elif nk > 1:
                         for ki in range(nk):
                             key = keys[ki]
                             rank = 0
                             for kj in range(nk):
                                 rank += keys[kj] < key
                             stk[top - rank] = nxt | key
-                    sp += nk
+                    sp += nk - 1  # the smallest key (on top) is processed next, from a register
+                    ev = nxt | kmin
+                    l += np.uint64(1)  # known before kmin: the next layer's parameters load early
+                    carry = True
         syn[r] = nsyn
     return out, rec, syn
 
@@ -532,16 +555,20 @@ def integrate_only(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_sets
             if not inside:
                 continue
             nt = np.uint64(0)
-            for a in range(a0, a1, np.uint64(3)):
+            a = a0
+            while a < a1:
                 va = voff + fan[a]
                 wa = wc + fan[a + np.uint64(1)]
-                for q in range(c0, c1, np.uint64(4)):
+                q = c0
+                while q < c1:
                     vb = va + fan[q]
                     wb = wa + fan[q + np.uint64(1)]
                     ln = fan[q + np.uint64(3)] * nO
                     for k in range(ln):
                         v[vb + k] = min(max(v[vb + k] + wts[wb + k], lo), hi)
                     nt += ln
+                    q += np.uint64(4)
+                a += np.uint64(3)
             nsyn += np.int64(nt)
         syn[r] = nsyn
     return syn
@@ -587,10 +614,12 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
             thr = wts.dtype.type(lp[row, THR])
             vmin = wts.dtype.type(max(lp[row, VMIN], -32768))
             nt = np.uint64(0)
-            for a in range(a0, a1, np.uint64(3)):
+            a = a0
+            while a < a1:
                 va = voff + fan[a]
                 wa = wc + fan[a + np.uint64(1)]
-                for q in range(c0, c1, np.uint64(4)):
+                q = c0
+                while q < c1:
                     vb = va + fan[q]
                     wb = wa + fan[q + np.uint64(1)]
                     ln = fan[q + np.uint64(3)] * nO
@@ -612,6 +641,8 @@ def integrate_blocks(tr_l, tr_c, tr_y, tr_x, tr_off, lp, wts, fan, n_state, n_se
                         for k in range(nfull, ln):
                             v[vb + k] = min(max(v[vb + k] + wts[wb + k], lo), hi)
                     nt += ln
+                    q += np.uint64(4)
+                a += np.uint64(3)
             nsyn += np.int64(nt)
         syn[r] = nsyn
         hits[r] = seen != 0
