@@ -219,6 +219,7 @@ def test_every_option_is_typed_and_documented():
     (dict(holdout=-0.1), "holdout must lie in [0, 1)"),
     (dict(holdout_by="loss"), "holdout_by must be 'likelihood' or 'accuracy'"),
     (dict(holdout_rejoin=True), "holdout_rejoin=True .* needs holdout > 0"),
+    (dict(warm_moves="langevin"), "warm_moves must be 'mala' or 'block'"),
     (dict(holdout=0.2, holdout_rejoin=True, restart_at_best=False), "needs holdout > 0, restart_at_best=True"),
     (dict(holdout=0.2, holdout_rejoin=True, burn_in=0), "and burn_in >= 1"),
 ])
@@ -514,3 +515,24 @@ def test_holdout_rejoin_fits_every_sample_after_the_restart(breast_cancer):
     assert a.rejoined and a.n_train == 80 and len(a._final_data[1]) == 80 and a.restart_chain >= 0
     lp, ll, _ = a._score3(tr.state, a.theta, train.x, train.y)
     assert torch.equal(ll, a.loglik)  # the chains' scores count all 80 samples
+
+
+def test_warm_moves_block_keeps_the_warm_chains_on_block_moves_during_burn_in(breast_cancer):
+    """warm_moves="block": during burn-in the warm chains move at most block_size entries (MH's block
+    moves), the other chain also moves whole layers (guided moves); after burn-in all may."""
+    train = breast_cancer.train.subset(torch.arange(60))
+    tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=3, burn_in=6, warm_start=2,
+                     warm_steps=10, warm_moves="block", langevin_share=0.9, min_share=0.05, block_size=4,
+                     restart_at_best=False)
+    a = tr.algorithm
+    a.setup(tr.state, train)
+    sizes = {c: [] for c in range(3)}
+    for _ in range(10):
+        burn = a.n_steps < a.burn_in
+        a.step(tr.state, (train.x, train.y))
+        for c in range(3):
+            sizes[c].append((burn, len(a.last_blocks[c])))
+    for c in (0, 1):
+        assert all(k <= 4 for burn, k in sizes[c] if burn)
+    assert any(k > 4 for burn, k in sizes[2] if burn)
+    assert any(k > 4 for c in (0, 1) for burn, k in sizes[c] if not burn)

@@ -176,6 +176,11 @@ calls). Which start wins is left to the chip: ``restart_at_best`` and the deploy
 the chains — on held-out samples with ``holdout`` (below), since a start that fits the training
 set better on the chip need not generalise better.
 
+With ``warm_moves="block"`` the warm chains make only MH's symmetric block moves during burn-in (the
+Langevin share is 0 for them; their moves enter the random-walk windows and β's calibration as any
+block move), so they explore around the software solution as MH started there does, while the
+other chains climb with guided moves; after burn-in every chain makes the moves above.
+
 **Held-out selection** (``holdout=f``; default 0: every choice on the training samples the chains
 fit). At setup a class-stratified random share f of the training samples (round(f·n_c) of each
 class c, from the trainer's generator) is set aside: the chains' likelihood, their gradients, the
@@ -272,7 +277,9 @@ class Langevin(MetropolisHastings):
     fit; the restart at the end of burn-in and the deployment choose on them; 0: none; no split below
     10 held-out samples; module doc), ``holdout_by`` (``"likelihood"`` or ``"accuracy"``: the held-out
     score that ranks the chains and the deployment candidates), ``holdout_rejoin`` (``True``: the
-    held-out samples choose the restart only and join the likelihood for the kept steps; module doc).
+    held-out samples choose the restart only and join the likelihood for the kept steps; module doc),
+    ``warm_moves`` (``"mala"``: the warm-started chains move as the others; ``"block"``: during burn-in
+    they make MH's block random-walk moves only, as MH from the software-trained weights would).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -288,7 +295,7 @@ class Langevin(MetropolisHastings):
                  burn_in_minibatch: int | None = None, guided_block: str = "layer", guided_noise: float = 1.0,
                  warm_start: int = 0, warm_steps: int = 200, warm_lr: float = 0.01, warm_batch: int = 64,
                  holdout: float = 0.0, holdout_by: str = "likelihood", holdout_rejoin: bool = False,
-                 **kw: Any) -> None:
+                 warm_moves: str = "mala", **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
@@ -356,6 +363,8 @@ class Langevin(MetropolisHastings):
                               f"not {holdout!r}")
         if holdout_by not in ("likelihood", "accuracy"):
             raise OptionError(f"holdout_by must be 'likelihood' or 'accuracy', not {holdout_by!r}")
+        if warm_moves not in ("mala", "block"):
+            raise OptionError(f"warm_moves must be 'mala' or 'block', not {warm_moves!r}")
         if holdout_rejoin and not (holdout and restart_at_best and kw.get("burn_in", 200) >= 1):
             raise OptionError("holdout_rejoin=True lets the held-out samples join the likelihood after the restart at "
                               "the end of burn-in: it needs holdout > 0, restart_at_best=True and burn_in >= 1")
@@ -366,7 +375,7 @@ class Langevin(MetropolisHastings):
         self.guided_noise = float(guided_noise)
         self.warm_start, self.warm_steps, self.warm_batch = warm_start, warm_steps, warm_batch
         self.warm_lr, self.holdout, self.holdout_by = float(warm_lr), float(holdout), holdout_by
-        self.holdout_rejoin = bool(holdout_rejoin)
+        self.holdout_rejoin, self.warm_moves = bool(holdout_rejoin), warm_moves
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
         self.langevin_share, self.min_share = float(langevin_share), float(min_share)
@@ -637,6 +646,8 @@ class Langevin(MetropolisHastings):
             ell = int(layers[c])
             blk = self.blocks[ell]
             want = float(torch.rand(1, generator=g)) < float(self.share[ell])
+            if c < self.warm_start and self.warm_moves == "block" and self.n_steps < self.burn_in:
+                want = False  # a warm chain's burn-in: MH's block moves only (warm_moves="block")
             if want and self.guided_block == "network" and self._guided():
                 pick, mu, sd, _ = self._network_kernel(self.theta[c], drift[c], self.v[c], self.cunit[c])
                 eps = torch.randn(len(pick), generator=g).to(dev)
@@ -877,7 +888,7 @@ class Langevin(MetropolisHastings):
     legacy_options = {**MetropolisHastings.legacy_options, "guided_batch": None, "burn_in_minibatch": None,
                       "guided_block": "layer", "guided_noise": 1.0, "warm_start": 0, "warm_steps": 200, "warm_lr": 0.01,
                       "warm_batch": 64, "holdout": 0.0, "holdout_by": "likelihood",
-                      "holdout_rejoin": False}
+                      "holdout_rejoin": False, "warm_moves": "mala"}
 
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",
