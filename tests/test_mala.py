@@ -536,3 +536,20 @@ def test_warm_moves_block_keeps_the_warm_chains_on_block_moves_during_burn_in(br
         assert all(k <= 4 for burn, k in sizes[c] if burn)
     assert any(k > 4 for burn, k in sizes[2] if burn)
     assert any(k > 4 for c in (0, 1) for burn, k in sizes[c] if not burn)
+
+
+def test_held_out_samples_join_a_request_as_dense_tensors_or_event_batches():
+    """The held-out samples ride in a chip request after the step's own: dense inputs are
+    concatenated along the sample axis, event batches keep each sample's events with its bin counts."""
+    import numpy as np
+
+    from cil_core.data import EventBatch
+    from cil_core.training.langevin import _join
+
+    a, b = torch.rand(5, 3, 4), torch.rand(5, 2, 4)
+    assert torch.equal(_join(a, b), torch.cat([a, b], 1))
+    ev = [np.zeros(k, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]) for k in (1, 2, 3)]
+    ea, eb = EventBatch(a[:, :2], ev[:2], 1000.0), EventBatch(b[:, :1], ev[2:], 1000.0)
+    j = _join(ea, eb)
+    assert torch.equal(j.dense, torch.cat([a[:, :2], b[:, :1]], 1))
+    assert [len(e) for e in j.events] == [1, 2, 3] and j.duration_us == 1000.0
