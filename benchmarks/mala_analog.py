@@ -111,7 +111,9 @@ def run_case(case: dict[str, Any]) -> list[dict[str, Any]]:
         if sampler == "mala":
             extra.update(chains=a.chains, guided_batch=a.guided_batch, langevin_share=a.share.tolist(), langevin_step=a.h.tolist(), beta=a.beta.tolist(),
                          langevin_proposals=a.langevin_proposals, langevin_accepts=a.langevin_accepts,
-                         fallback_proposals=a.fallback_proposals)
+                         fallback_proposals=a.fallback_proposals, n_holdout=a.n_holdout,
+                         restart_chain=a.restart_chain, warm_start=a.warm_start,
+                         held_score=a.held_score.tolist())
         record(algo, tr, time.perf_counter() - t0, extra)
     return rows
 

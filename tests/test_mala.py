@@ -16,7 +16,7 @@ from cil_core.errors import OptionError
 from cil_core.hardware.transfer import straight_through
 from cil_core.network.reference import feedforward
 from cil_core.options import describe
-from cil_core.training.langevin import GUIDED_STEP, Langevin
+from cil_core.training.langevin import GUIDED_STEP, HOLDOUT_MIN, Langevin
 from test_mh import _analog, _Dying
 
 
@@ -210,6 +210,18 @@ def test_every_option_is_typed_and_documented():
     (dict(guided_block="all"), "guided_block must be 'layer' or 'network'"),
     (dict(guided_noise=-0.5), "guided_noise must be a number >= 0"),
     (dict(guided_block="network", exact_burn_in=True), "guided_block='network' applies to the guided burn-in"),
+    (dict(warm_start=-1), "warm_start must be a whole number >= 0"),
+    (dict(chains=4, warm_start=5), "warm_start=5 chains .* only chains=4"),
+    (dict(warm_steps=0), "warm_steps must be a whole number >= 1"),
+    (dict(warm_batch=0), "warm_batch must be a whole number >= 1"),
+    (dict(warm_lr=0.0), "warm_lr must be a positive number"),
+    (dict(holdout=1.0), "holdout must lie in [0, 1)"),
+    (dict(holdout=-0.1), "holdout must lie in [0, 1)"),
+    (dict(holdout_by="loss"), "holdout_by must be 'likelihood' or 'accuracy'"),
+    (dict(holdout_rejoin=True), "holdout_rejoin=True .* needs holdout > 0"),
+    (dict(warm_moves="langevin"), "warm_moves must be 'mala' or 'block'"),
+    (dict(holdout=0.2, holdout_rejoin=True, restart_at_best=False), "needs holdout > 0, restart_at_best=True"),
+    (dict(holdout=0.2, holdout_rejoin=True, burn_in=0), "and burn_in >= 1"),
 ])
 def test_out_of_range_options_are_refused(opts, needle):
     with pytest.raises(OptionError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
@@ -232,7 +244,10 @@ def test_wrong_option_types_are_refused_at_the_door():
 
 
 @pytest.mark.parametrize("extra, batch_size", [({}, None), (dict(exact_burn_in=True, langevin_share=0.5), 40),
-                                                ({"guided_batch": 16}, None), (dict(burn_in_minibatch=24), None)])
+                                                ({"guided_batch": 16}, None), (dict(burn_in_minibatch=24), None),
+                                                (dict(warm_start=1, warm_steps=5, holdout=0.25), None),
+                                                (dict(warm_start=2, warm_steps=5, holdout=0.25, holdout_rejoin=True),
+                                                 None)])
 def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extra, batch_size):
     """As MH's test: a run that dies and is resumed from its last checkpoint (new model, new trainer
     with another seed) ends with the same weights, chains, Langevin steps, shares and history as an
@@ -258,13 +273,18 @@ def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extr
     resumed.fit(train, steps=16, batch_size=batch_size, resume=ck)
     for k, v in ref.network.detached_parameters().items():
         assert torch.equal(v, resumed.network.detached_parameters()[k]), k
-    for k in ("theta", "grad", "sum", "chain_sum", "scale", "h", "share", "beta", "best_theta", "unit"):
+    for k in ("theta", "grad", "sum", "chain_sum", "scale", "h", "share", "beta", "best_theta", "unit", "held_score",
+              "cunit"):
         assert torch.equal(getattr(ref.algorithm, k), getattr(resumed.algorithm, k)), k
     assert ref.algorithm.logit_scale == resumed.algorithm.logit_scale
     assert ref.algorithm.total_accepts == resumed.algorithm.total_accepts
     assert ref.algorithm.langevin_accepts == resumed.algorithm.langevin_accepts
     assert [r["loss"] for r in ref.history.records] == [r["loss"] for r in resumed.history.records]
     assert not math.isnan(float(ref.algorithm.h.mean()))
+    if extra.get("holdout"):  # the resumed run (another seed) fits and chooses on the checkpointed split
+        assert ref.algorithm.n_holdout == 20
+        assert torch.equal(ref.algorithm.holdout_index, resumed.algorithm.holdout_index)
+        assert torch.isfinite(ref.algorithm.held_score).all()
 
 
 @pytest.mark.parametrize("guided_block", ["layer", "network"])
@@ -363,3 +383,173 @@ def test_guided_noise_sets_the_noise_of_a_guided_move(breast_cancer, noise):
         assert agree == 1.0
     else:
         assert 0.5 < agree < 0.95, agree
+
+
+# ------------------------------------------------------------------ warm start and held-out selection
+def test_holdout_splits_by_class_and_the_held_out_samples_never_enter_the_likelihood(breast_cancer):
+    """holdout=0.25 on 80 samples: a class-stratified split into 60 fitted and 20 held-out samples.
+    Changing the held-out samples' inputs and labels changes nothing of the chains (states, scores,
+    gradients) through burn-in, the last burn-in step included (its request carries them), only
+    their held-out scores; the chains' log-likelihood is the one measured on the fitted samples."""
+    train = breast_cancer.train.subset(torch.arange(80))
+    runs = []
+    for scramble in (False, True):
+        tr = cil.Trainer(feedforward([62, 8, 2], seed=1), _analog(0, noise_sigma=0.0), "mala", seed=0,
+                         chains=3, burn_in=4, holdout=0.25)
+        a = tr.algorithm
+        a.setup(tr.state, train)
+        idx = a.holdout_index
+        assert len(idx) == 20 and a.n_holdout == 20 and len(a._fit) == 60
+        for c in (0, 1):
+            assert int((train.y[idx] == c).sum()) == round(0.25 * int((train.y == c).sum()))
+        if scramble:
+            xh, yh = a._held
+            a._held = (torch.flip(xh, dims=[0]), 1 - yh)
+        batches = list(a.batch_source(tr.state, tr._stream(train, "training data", None, shuffle=True,
+                                                           time_first=None)))
+        (x, y), = batches
+        keep = ~torch.isin(torch.arange(80), idx)  # every step fits exactly the samples not held out
+        assert torch.equal(y, train.y[keep]) and torch.equal(x, train.x[:, keep])
+        for _ in range(4):
+            a.step(tr.state, (x, y))
+        runs.append(a)
+        lp, ll, _ = a._score3(tr.state, a.theta, x, y)
+        assert torch.equal(ll, a.loglik)
+    ref, other = runs
+    for k in ("theta", "loglik", "logpost", "grad", "acc"):
+        assert torch.equal(getattr(ref, k), getattr(other, k)), k
+    assert torch.isfinite(ref.held_score).all() and not torch.equal(ref.held_score, other.held_score)
+
+
+def test_holdout_refuses_a_batch_size_and_skips_tiny_sets(breast_cancer):
+    net = feedforward([62, 8, 2], seed=1)
+    tr = cil.Trainer(net, "ideal", "mala", seed=0, chains=2, burn_in=2, holdout=0.2)
+    with pytest.raises(OptionError, match="holdout=0.2 scores every step on all the samples it fits; leave fit's batch_size"):
+        tr.fit(breast_cancer.train.subset(torch.arange(80)), steps=3, batch_size=16)
+    tiny = breast_cancer.train.subset(torch.arange(40))  # 0.2 * 40 = 8 < HOLDOUT_MIN held-out samples: no split
+    tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=2, burn_in=2, holdout=0.2)
+    tr.fit(tiny, steps=4)
+    assert tr.algorithm.n_holdout == 0 and tr.algorithm.holdout_index is None and tr.algorithm.n_train == 40
+    assert HOLDOUT_MIN == 10
+
+
+def test_warm_start_trains_in_software_without_a_chip_call(breast_cancer):
+    """warm_start=2 of 3 chains: setup makes the same chip calls as without (the calibration's), the
+    first two chains start at the network trained by the offline algorithm's steps (fits the
+    training samples in software), the third at the calibrated init, and the network keeps the
+    user's weights."""
+    train = breast_cancer.train.subset(torch.arange(120))
+    calls, algos = [], []
+    for warm in (0, 2):
+        net = feedforward([62, 8, 2], seed=1)
+        before = {k: v.clone() for k, v in net.detached_parameters().items()}
+        tr = cil.Trainer(net, _analog(0, noise_sigma=0.0), "mala", seed=0, chains=3, burn_in=2, warm_start=warm,
+                         warm_steps=60)
+        tr.algorithm.setup(tr.state, train)
+        calls.append(tr.session.stats.calls)
+        algos.append(tr.algorithm)
+        for k, v in net.detached_parameters().items():
+            assert torch.equal(v, before[k]), k
+    assert calls[0] == calls[1] > 0
+    cold, warm = algos
+    assert torch.equal(warm.theta[2], cold.theta[0]) and torch.equal(warm.theta[0], warm.theta[1])
+    assert not torch.equal(warm.theta[0], cold.theta[0])
+    # each chain's tensor scales (steps, prior) are its own start's: the std of each warm tensor
+    for blk in warm.blocks[:1]:
+        w = warm.theta[0, blk[:62 * 8]]  # the first layer's weight tensor
+        torch.testing.assert_close(warm.cunit[0, blk[0]], w.std())
+    assert torch.equal(warm.cunit[2], cold.unit) and torch.equal(warm.unit, cold.unit)
+    # the warm state fits the training samples in software; the random init does not
+    params = warm.parameter_sets(warm.theta[[0, 2]])
+    net = feedforward([62, 8, 2], seed=1)
+    accs = []
+    for s in range(2):
+        net.load_parameters({k: v[s] for k, v in params.items()})
+        accs.append(float((net(train.x).sum(0).argmax(-1) == train.y).float().mean()))
+    assert accs[0] > 0.85 > accs[1], accs
+
+
+@pytest.mark.parametrize("holdout", [0.0, 0.25])
+def test_the_restart_chooses_the_chain_better_on_the_held_out_samples(breast_cancer, holdout):
+    """A constructed case: chain 0 holds software-trained weights, chain 1 the same weights with the
+    two output neurons swapped (it predicts the other class). The held-out labels are flipped, so
+    chain 1 is the better one on them and chain 0 on the fitted samples: the restart after burn-in
+    takes chain 1 with holdout, chain 0 without."""
+    train = breast_cancer.train.subset(torch.arange(80))
+    tr = cil.Trainer(feedforward([62, 8, 2], seed=1, bias=True), _analog(0, noise_sigma=0.0), "mala", seed=0,
+                     chains=2, burn_in=1, warm_start=2, warm_steps=60, holdout=holdout, block_size=1,
+                     langevin_share=0.0, min_share=0.0, step_size=1e-3)
+    a = tr.algorithm
+    a.setup(tr.state, train)
+    p = a.parameter_sets(a.theta[:1])
+    out_w, out_b = [n for n in a.names if n.startswith(a.names[-1].rsplit(".", 1)[0])][-2:]
+    for n in (out_w, out_b):
+        p[n] = p[n].flip(1)
+    a.theta[1] = torch.cat([p[n].reshape(-1) for n in a.names])
+    if holdout:
+        xh, yh = a._held
+        a._held = (xh, 1 - yh)
+    x, y = (a._fit.x, a._fit.y)
+    a.step(tr.state, (x, y))  # the last burn-in step (it scores the held-out samples when holding out)
+    assert float(a.acc[0]) > 0.85 > 0.15 > float(a.acc[1])
+    if holdout:
+        assert float(a.held_score[1, 0]) > float(a.held_score[0, 0])
+    a.step(tr.state, (x, y))  # the restart, then the first kept step
+    assert a.restart_chain == (1 if holdout else 0)
+    assert torch.equal(a.unit, a.cunit[0]) and torch.equal(a.cunit[0], a.cunit[1])
+
+
+def test_holdout_rejoin_fits_every_sample_after_the_restart(breast_cancer):
+    """holdout_rejoin: burn-in fits the 60 samples not held out, the restart chooses on the 20 held
+    out, then every kept step fits all 80 (the current states re-scored on them) and the deployment
+    candidates are scored on the training samples; the chip calls are those without holdout."""
+    train = breast_cancer.train.subset(torch.arange(80))
+    seen, calls = [], []
+    for opts in ({}, dict(holdout=0.25, holdout_rejoin=True)):
+        tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=2, burn_in=3, **opts)
+        tr.fit(train, steps=6, on_step=lambda r: None)
+        calls.append(tr.session.stats.calls)
+        seen.append(tr.algorithm)
+    a = seen[1]
+    assert calls[0] == calls[1]
+    assert a.rejoined and a.n_train == 80 and len(a._final_data[1]) == 80 and a.restart_chain >= 0
+    lp, ll, _ = a._score3(tr.state, a.theta, train.x, train.y)
+    assert torch.equal(ll, a.loglik)  # the chains' scores count all 80 samples
+
+
+def test_warm_moves_block_keeps_the_warm_chains_on_block_moves_during_burn_in(breast_cancer):
+    """warm_moves="block": during burn-in the warm chains move at most block_size entries (MH's block
+    moves), the other chain also moves whole layers (guided moves); after burn-in all may."""
+    train = breast_cancer.train.subset(torch.arange(60))
+    tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=3, burn_in=6, warm_start=2,
+                     warm_steps=10, warm_moves="block", langevin_share=0.9, min_share=0.05, block_size=4,
+                     restart_at_best=False)
+    a = tr.algorithm
+    a.setup(tr.state, train)
+    sizes = {c: [] for c in range(3)}
+    for _ in range(10):
+        burn = a.n_steps < a.burn_in
+        a.step(tr.state, (train.x, train.y))
+        for c in range(3):
+            sizes[c].append((burn, len(a.last_blocks[c])))
+    for c in (0, 1):
+        assert all(k <= 4 for burn, k in sizes[c] if burn)
+    assert any(k > 4 for burn, k in sizes[2] if burn)
+    assert any(k > 4 for c in (0, 1) for burn, k in sizes[c] if not burn)
+
+
+def test_held_out_samples_join_a_request_as_dense_tensors_or_event_batches():
+    """The held-out samples ride in a chip request after the step's own: dense inputs are
+    concatenated along the sample axis, event batches keep each sample's events with its bin counts."""
+    import numpy as np
+
+    from cil_core.data import EventBatch
+    from cil_core.training.langevin import _join
+
+    a, b = torch.rand(5, 3, 4), torch.rand(5, 2, 4)
+    assert torch.equal(_join(a, b), torch.cat([a, b], 1))
+    ev = [np.zeros(k, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")]) for k in (1, 2, 3)]
+    ea, eb = EventBatch(a[:, :2], ev[:2], 1000.0), EventBatch(b[:, :1], ev[2:], 1000.0)
+    j = _join(ea, eb)
+    assert torch.equal(j.dense, torch.cat([a[:, :2], b[:, :1]], 1))
+    assert [len(e) for e in j.events] == [1, 2, 3] and j.duration_us == 1000.0

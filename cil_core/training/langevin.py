@@ -119,6 +119,8 @@ the ``deploy_by`` criterion on the training data (its log-likelihood, or log pos
 
 .. math:: \theta_c \leftarrow \theta_{c^*},\qquad c^* = \arg\max_c \log p(D\mid\theta_c)
 
+(on held-out samples instead with ``holdout``, below)
+
 with its score, proxy gradient and RMS state; no chip call. The kept chains then start in one
 mode, so the pooled posterior mean :math:`W^*` is an average within a mode (chains that ended
 burn-in in different modes, e.g. permuted hidden units, or a chain stuck at a silent output,
@@ -163,6 +165,58 @@ does, instead of one layer's. The move is drawn when the drawn layer's share say
 window statistics are kept on that layer); every layer's :math:`\eta_\ell` adapts on its acceptance.
 Burn-in only (guided moves carry no proposal density); the exact moves after burn-in stay per layer.
 
+**Software warm start** (``warm_start=k``; default 0). Before the first chip call the algorithm
+trains the user's network (as given: its random init) in software, as the ``offline`` algorithm
+does (:class:`~cil_core.training.gradient.Offline`: BPTT with surrogate gradients, Adam, learning
+rate ``warm_lr``, ``warm_steps`` minibatches of ``warm_batch`` samples drawn from the training
+samples the chains fit, from the trainer's generator), **no chip call**, and starts the first k
+chains there, :math:`\theta_c^{(0)} = W_{sw}` for :math:`c < k`; the other chains start at the
+``init`` state (calibrated random init) and the network goes back to the user's weights. The
+tensor scales :math:`u` (steps, prior) are the ``init`` state's for every chain. The user supplies
+no trained weights: the software training is part of the method (its cost is CPU time, not chip
+calls). Which start wins is left to the chip: ``restart_at_best`` and the deployment choose among
+the chains — on held-out samples with ``holdout`` (below), since a start that fits the training
+set better on the chip need not generalise better.
+
+With ``warm_moves="block"`` the warm chains make only MH's symmetric block moves during burn-in (the
+Langevin share is 0 for them; their moves enter the random-walk windows and β's calibration as any
+block move), so they explore around the software solution as MH started there does, while the
+other chains climb with guided moves; after burn-in every chain makes the moves above.
+
+**Held-out selection** (``holdout=f``; default 0: every choice on the training samples the chains
+fit). At setup a class-stratified random share f of the training samples (round(f·n_c) of each
+class c, from the trainer's generator) is set aside: the chains' likelihood, their gradients, the
+warm start and the logit-scale calibration see only the other samples :math:`D_{fit}`; the held-out
+samples :math:`D_{ho}` enter nothing but two choices:
+
+* the restart at the end of burn-in ranks the chains by the held-out score,
+  :math:`c^* = \arg\max_c s_{ho}(\theta_c)`, :math:`s_{ho}` the log-likelihood
+  :math:`-\frac{1}{\tau}\sum_{i\in D_{ho}}\mathrm{CE}_{hw}(\theta; x_i, y_i)` (``holdout_by="likelihood"``)
+  or the accuracy on :math:`D_{ho}` with the log-likelihood breaking ties (``"accuracy"``). The
+  held-out samples ride in the last burn-in step's chip request (the current states are re-scored
+  in it, with the proposals): more sample-inferences, **no extra chip call**;
+* the deployment (``deploy="mean"``) scores its candidates (the pooled and per-chain means) on
+  :math:`D_{ho}` instead of the first training samples, in the request it makes anyway.
+
+With ``holdout_rejoin=True`` the held-out samples serve the restart only: from the first kept step on
+they join the likelihood (every kept step fits all N samples; the current states are re-scored on
+them in that step's request, the best sample and the deployment are chosen on the training samples
+as without ``holdout``). The chain's target from there on is the whole-data posterior; the one step
+at the join draws its Langevin moves with the gradient on the fitted samples (as a noisy chip's
+re-scoring does, the forward density uses the gradient the move was drawn with).
+
+Measured (``benchmarks/mala_analog.py --algorithms mala --no-fractions --mala warm_start=4 holdout=0.2``,
+5 chips, docs/results.md): 95.4 / 95.2 / 94.6 / 90.3 / 91.7 % at strengths 0 / 0.5 / 1 / 1.5 / 2
+against the defaults' 95.1 / 95.2 / 93.8 / 92.4 / 91.5 — within the noise of a 5-chip mean; with 80
+held-out samples one sample is 1.25 points, coarser than the 0.5–1 point differences between the
+starts it is to tell apart, and the restart mostly chose a randomly started chain. So both are off by
+default.
+
+A split is made only when it leaves at least ``HOLDOUT_MIN`` (10) samples held out and at least as
+many to fit; below that (e.g. 1 % of the benchmark's 398 samples: 4) ``holdout`` does nothing and
+every choice is on the training samples (``n_holdout`` = 0 says so). The held-out indices are part
+of the checkpoint. With ``holdout`` the fit must take the whole set per step (no ``batch_size``).
+
 Initialisation, deployment, logit scale and the chip-call layout are MH's
 (:class:`~cil_core.training.mh.MetropolisHastings`, which this class extends).
 """
@@ -174,17 +228,20 @@ from typing import Any
 
 import torch
 
-from ..data import SpikeData, as_dense
+from ..data import EventBatch, SpikeData, as_dense
 from ..errors import CilError, OptionError
 from ..hardware.transfer import straight_through
 from ..network.executor import simulate
 from .algorithm import StepResult, TrainState
-from .mh import MetropolisHastings
+from .gradient import Offline
+from .mh import DEPLOY_SAMPLES, MetropolisHastings, tensor_scales
 
 #: decay of the running mean square of u·g that normalises a guided burn-in move (RMSprop's)
 RMS_DECAY = 0.9
 #: the first guided step η, in tensor scales (adapted from the first step on)
 GUIDED_STEP = 0.1
+#: ``holdout`` splits the training set only if at least this many samples are held out and left to fit
+HOLDOUT_MIN = 10
 
 
 def _block_log_density(a: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
@@ -222,6 +279,16 @@ class Langevin(MetropolisHastings):
     one layer; ``"network"``: every layer at once; module doc), ``guided_noise`` (ν, the noise of a
     guided burn-in move in units of its step η: 1 = as much noise as drift, 0 = a plain RMS-normalised
     gradient step checked on the chip).
+    ``warm_start`` (chains that start from the network trained in software first, Adam on the
+    training samples, no chip call; 0: none; module doc), ``warm_steps`` (the software training's
+    minibatch steps), ``warm_lr`` (its Adam learning rate), ``warm_batch`` (its minibatch size),
+    ``holdout`` (the share of the training samples set aside, class-stratified, that the chains never
+    fit; the restart at the end of burn-in and the deployment choose on them; 0: none; no split below
+    10 held-out samples; module doc), ``holdout_by`` (``"likelihood"`` or ``"accuracy"``: the held-out
+    score that ranks the chains and the deployment candidates), ``holdout_rejoin`` (``True``: the
+    held-out samples choose the restart only and join the likelihood for the kept steps; module doc),
+    ``warm_moves`` (``"mala"``: the warm-started chains move as the others; ``"block"``: during burn-in
+    they make MH's block random-walk moves only, as MH from the software-trained weights would).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -235,7 +302,9 @@ class Langevin(MetropolisHastings):
                  collapse_acceptance: float = 0.05, adapt_rate: float = 0.3, neuron_share: float = 0.0,
                  restart_at_best: bool = True, guided_batch: int | None = None,
                  burn_in_minibatch: int | None = None, guided_block: str = "layer", guided_noise: float = 1.0,
-                 **kw: Any) -> None:
+                 warm_start: int = 0, warm_steps: int = 200, warm_lr: float = 0.01, warm_batch: int = 64,
+                 holdout: float = 0.0, holdout_by: str = "likelihood", holdout_rejoin: bool = False,
+                 warm_moves: str = "mala", **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
@@ -290,19 +359,112 @@ class Langevin(MetropolisHastings):
         if guided_block == "network" and exact_burn_in:
             raise OptionError("guided_block='network' applies to the guided burn-in; with exact_burn_in=True there "
                               "is none (exact moves are per layer): drop one of the two options")
+        for name, v in (("warm_start", warm_start), ("warm_steps", warm_steps), ("warm_batch", warm_batch)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "warm_start" else 1):
+                raise OptionError(f"{name} must be a whole number >= {0 if name == 'warm_start' else 1}, not {v!r}")
+        if warm_start > chains:
+            raise OptionError(f"warm_start={warm_start} chains start from the software-trained weights, but there are "
+                              f"only chains={chains}: set warm_start <= chains")
+        if not (math.isfinite(warm_lr) and warm_lr > 0):
+            raise OptionError(f"warm_lr must be a positive number, not {warm_lr!r}")
+        if not (math.isfinite(holdout) and 0 <= holdout < 1):
+            raise OptionError(f"holdout must lie in [0, 1) (the share of the training samples set aside), "
+                              f"not {holdout!r}")
+        if holdout_by not in ("likelihood", "accuracy"):
+            raise OptionError(f"holdout_by must be 'likelihood' or 'accuracy', not {holdout_by!r}")
+        if warm_moves not in ("mala", "block"):
+            raise OptionError(f"warm_moves must be 'mala' or 'block', not {warm_moves!r}")
+        if holdout_rejoin and not (holdout and restart_at_best and kw.get("burn_in", 200) >= 1):
+            raise OptionError("holdout_rejoin=True lets the held-out samples join the likelihood after the restart at "
+                              "the end of burn-in: it needs holdout > 0, restart_at_best=True and burn_in >= 1")
         super().__init__(chains=chains, neuron_share=0.0, **kw)
         self.langevin_block_size, self.exact_burn_in = langevin_block_size, bool(exact_burn_in)
         self.restart_at_best, self.guided_batch = restart_at_best, guided_batch
         self.burn_in_minibatch, self.guided_block = burn_in_minibatch, guided_block
         self.guided_noise = float(guided_noise)
+        self.warm_start, self.warm_steps, self.warm_batch = warm_start, warm_steps, warm_batch
+        self.warm_lr, self.holdout, self.holdout_by = float(warm_lr), float(holdout), holdout_by
+        self.holdout_rejoin, self.warm_moves = bool(holdout_rejoin), warm_moves
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
         self.langevin_share, self.min_share = float(langevin_share), float(min_share)
         self.collapse_acceptance, self.adapt_rate = float(collapse_acceptance), float(adapt_rate)
 
     # ------------------------------------------------------------ set-up
+    def batch_source(self, state: TrainState, stream: Any) -> Any:
+        """With ``holdout``: every step on the samples the chains fit (the split is made in
+        :meth:`setup`); the whole set per step is required."""
+        src = super().batch_source(state, stream)
+        if not self.holdout:
+            return src
+        if stream.batch_size is not None:
+            raise OptionError(f"mala with holdout={self.holdout} scores every step on all the samples it fits; leave "
+                              f"fit's batch_size unset (got {stream.batch_size})")
+        return _FitSamples(self, src)
+
+    def _split(self, train: Any, g: torch.Generator) -> None:
+        """The held-out split (module doc): ``holdout_index`` (``None``: no split) and the two parts."""
+        self.holdout_index = None
+        if self.holdout and isinstance(train, SpikeData):
+            y = train.y.cpu()
+            picks = []
+            for c in torch.unique(y):
+                idx = (y == c).nonzero().reshape(-1)
+                k = int(round(self.holdout * len(idx)))
+                picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+            held = torch.sort(torch.cat(picks)).values
+            if HOLDOUT_MIN <= len(held) <= len(y) - HOLDOUT_MIN:
+                self.holdout_index = held
+        self._apply_split(train)
+
+    def _apply_split(self, train: Any) -> None:
+        """The samples the chains fit and the held-out ones, from ``holdout_index``."""
+        self._all = train
+        self._held: tuple[Any, torch.Tensor] | None = None
+        self._fit = train
+        if self.holdout_index is not None:
+            keep = torch.ones(len(train), dtype=torch.bool)
+            keep[self.holdout_index] = False
+            self._fit = train.subset(keep.nonzero().reshape(-1))
+            self._held = train.select(self.holdout_index)
+        self.n_holdout = 0 if self._held is None else len(self._held[1])
+
+    def _warm_theta(self, state: TrainState, train: Any) -> torch.Tensor:
+        """``warm_start`` (module doc): the user's network trained in software (the ``offline``
+        algorithm's Adam steps on minibatches of ``train``; no chip call), flattened; the network
+        is left holding the weights it came with."""
+        net = state.network
+        before = {k: v.detach().clone() for k, v in net.detached_parameters().items()}
+        soft = Offline(lr=self.warm_lr)
+        soft.setup(state, train)
+        done, bs = 0, min(self.warm_batch, len(train))
+        while done < self.warm_steps:
+            for batch in train.batches(bs, shuffle=True, generator=state.generator):
+                soft.step(state, batch)
+                done += 1
+                if done == self.warm_steps:
+                    break
+        theta = self._flatten(net.detached_parameters()).detach().clone()
+        with torch.no_grad():
+            net.load_parameters(before)
+        return theta
+
     def setup(self, state: TrainState, train: Any) -> None:
-        super().setup(state, train)
+        self._split(train, state.generator)
+        super().setup(state, self._fit)
+        if self._held is not None:  # the deployment candidates are scored on the held-out samples
+            self._final_data = self._held
+        self.cunit = self.unit.expand(self.chains, -1).clone()  # per-chain tensor scales (module doc)
+        if self.warm_start:
+            warm = self._warm_theta(state, self._fit).to(self.theta)
+            self.theta[:self.warm_start] = warm
+            self.cunit[:self.warm_start] = tensor_scales({k: v[0] for k, v in self._unflatten(warm[None]).items()}
+                                                         ).to(self.cunit)
+            if self.warm_start == self.chains:
+                self.unit = self.cunit[0].clone()
+        self.held_score = torch.full((self.chains, 2), -math.inf, device=self.theta.device)  # (accuracy, log-lik)
+        self.restart_chain = -1  # the chain every chain restarted at (restart_at_best; -1: not yet)
+        self.rejoined = False  # whether the held-out samples have joined the likelihood (holdout_rejoin)
         C, L, dev = self.chains, len(self.blocks), self.theta.device
         self.grad = torch.zeros_like(self.theta)
         self.h = torch.full((L,), math.nan, device=dev)  # Langevin steps, set at the first step
@@ -328,12 +490,19 @@ class Langevin(MetropolisHastings):
 
     # ------------------------------------------------------------ chip forward, software backward
     def _score_grad(self, state: TrainState, theta: torch.Tensor, x: Any, y: torch.Tensor, calibrate_rows: int = 0,
-                    n_like: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                    n_like: int | None = None, held: tuple[Any, torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log posterior, log-likelihood and accuracy of every row of ``theta`` (``[S, D]``) measured
         on the chip (as :meth:`_score3`), and the proxy gradient of the log posterior ``[S, D]``:
         the software model's backward through the chip's output (module doc). ``n_like``: the
-        number of samples the log-likelihood counts (``None``: ``len(y)``; N for a subset estimate)."""
-        out, _ = self._observe(state, theta, x)
+        number of samples the log-likelihood counts (``None``: ``len(y)``; N for a subset estimate).
+        ``held``: held-out samples run in the same request; their scores (``[S, 2]``: accuracy,
+        log-likelihood) go to ``_held_scores`` and nothing else (module doc: held-out selection)."""
+        if held is None:
+            out, _ = self._observe(state, theta, x)
+        else:
+            out, _ = self._observe(state, theta, _join(x, held[0]))
+            out, out_held = out[:, :, :len(y)], out[:, :, len(y):]
         if calibrate_rows and self.logit_scale is None:
             self._choose_logit_scale(state.readout, out[:, :calibrate_rows])
         readout = self.likelihood_readout(state.readout)
@@ -343,8 +512,34 @@ class Langevin(MetropolisHastings):
             correct = readout.correct(out, y).float() / len(y)
             ll = torch.nan_to_num(-n * ce / self.temperature, nan=-math.inf)
             lp = torch.nan_to_num(ll + self.log_prior(theta), nan=-math.inf)
+            if held is not None:
+                self._held_scores = self._held_score(readout, out_held, held[1])
         self._scored_out = out
         return lp, ll, correct, self._proxy_grad(state, theta, out, as_dense(x), y, n)
+
+    def _held_score(self, readout: Any, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[S, 2]``: the held-out accuracy and log-likelihood of every set from its chip output."""
+        ll = torch.nan_to_num(-len(y) * readout.loss(out, y) / self.temperature, nan=-math.inf)
+        return torch.stack([readout.correct(out, y).float() / len(y), ll], 1)
+
+    def _held_rank(self, acc: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
+        """A ranking (for argmax) by the held-out score (``holdout_by``): the log-likelihood, or the
+        accuracy with the log-likelihood breaking ties."""
+        if self.holdout_by == "likelihood":
+            return ll
+        top = acc == acc.max()
+        return torch.where(top, torch.nan_to_num(ll, nan=-1e30, neginf=-1e30), torch.full_like(ll, -math.inf))
+
+    def _deploy_rank(self, lp: torch.Tensor, ll: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_held", None) is not None and not self.rejoined:  # scored on the held-out samples
+            return self._held_rank(acc, ll) if self.holdout_by == "accuracy" else self._rank(lp, ll)
+        return super()._deploy_rank(lp, ll, acc)
+
+    def _held_step(self) -> bool:
+        """Whether this step's request also scores the held-out samples: the last burn-in step, when the
+        restart that follows chooses on them."""
+        return (getattr(self, "_held", None) is not None and self.restart_at_best and self.burn_in > 0
+                and self.n_steps == self.burn_in - 1)
 
     def _proxy_grad(self, state: TrainState, theta: torch.Tensor, out: torch.Tensor, x: torch.Tensor,
                     y: torch.Tensor, n: int) -> torch.Tensor:
@@ -359,7 +554,7 @@ class Langevin(MetropolisHastings):
             sw = simulate(state.network.spec, self._unflatten(th), x.to(th.dtype), n_sets=S, validate=False).output
             surrogate = -n * readout.loss(straight_through(sw, out), y) / self.temperature  # [S]
             (g,) = torch.autograd.grad(surrogate.sum(), th)
-        prior = theta / (self.prior_std * self.unit) ** 2
+        prior = theta / (self.prior_std * self._units(theta.shape[0])) ** 2
         if self.nblocks:  # the neuron parameters' priors are flat (MH's log_prior); mala does not move them
             prior = torch.where(self.weight_mask, prior, torch.zeros((), dtype=prior.dtype, device=prior.device))
         return (g - prior).detach()
@@ -377,14 +572,14 @@ class Langevin(MetropolisHastings):
         """Whether this step's Langevin moves are burn-in guided moves (no proposal-density terms)."""
         return not self.exact_burn_in and self.n_steps < self.burn_in
 
-    def _network_kernel(self, theta: torch.Tensor, g: torch.Tensor, v: torch.Tensor
+    def _network_kernel(self, theta: torch.Tensor, g: torch.Tensor, v: torch.Tensor, u: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
         """A guided whole-network move from one chain's state (``guided_block="network"``): the
         entries (every layer's), their mean and std, and whether any layer moved along its gradient."""
         picks, mus, sds, any_lang = [], [], [], False
         for ell, blk in enumerate(self.blocks):
             pick = blk.to(theta.device)
-            mu, sd, lang = self._kernel(ell, theta[pick], g[pick], self.unit[pick], True, v[pick])
+            mu, sd, lang = self._kernel(ell, theta[pick], g[pick], u[pick], True, v[pick])
             picks.append(pick), mus.append(mu), sds.append(sd)
             any_lang = any_lang or lang
         return torch.cat(picks), torch.cat(mus), torch.cat(sds), any_lang
@@ -426,7 +621,7 @@ class Langevin(MetropolisHastings):
             self.logpost, self.loglik, self.acc, self.grad = self._score_grad(state, self.theta, x, y, calibrate_rows=C,
                                                                               n_like=n_like)
             self.scored = fresh = True
-            self.v = (self.unit * self.grad).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0) ** 2
+            self.v = (self.cunit * self.grad).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0) ** 2
             self._first_steps()
             self.out_cur = self._scored_out if self._minibatch_drift(len(y)) else None
         drift = None  # the gradient the Langevin moves of this step are drawn with (None: self.grad)
@@ -436,7 +631,7 @@ class Langevin(MetropolisHastings):
                 idx = torch.randperm(len(y), generator=g)[:self.guided_batch].to(y.device)
                 drift = self._proxy_grad(state, self.theta, self.out_cur[:, :, idx],
                                          as_dense(x)[:, idx], y[idx], len(y))
-            ug = (self.unit * (self.grad if drift is None else drift)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+            ug = (self.cunit * (self.grad if drift is None else drift)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
             self.v = RMS_DECAY * self.v + (1 - RMS_DECAY) * ug * ug
         else:
             self.out_cur = None  # only guided moves draw on it
@@ -444,6 +639,9 @@ class Langevin(MetropolisHastings):
                 self._first_steps(exact_only=True)  # the exact Langevin moves start here
         if subset or self.subset_scores:  # current scores from another subset: re-score them on this step's data
             rescore = not fresh
+        if self.holdout_rejoin and self._held is not None and not self.rejoined and self.n_steps >= self.burn_in:
+            self._rejoin(len(y))  # from here on every sample counts (module doc); the current states are re-scored
+            rescore = True
         if self.restart_at_best and self.n_steps == self.burn_in and self.burn_in > 0:
             self._restart_at_best()
         if drift is None:
@@ -457,8 +655,10 @@ class Langevin(MetropolisHastings):
             ell = int(layers[c])
             blk = self.blocks[ell]
             want = float(torch.rand(1, generator=g)) < float(self.share[ell])
+            if c < self.warm_start and self.warm_moves == "block" and self.n_steps < self.burn_in:
+                want = False  # a warm chain's burn-in: MH's block moves only (warm_moves="block")
             if want and self.guided_block == "network" and self._guided():
-                pick, mu, sd, _ = self._network_kernel(self.theta[c], drift[c], self.v[c])
+                pick, mu, sd, _ = self._network_kernel(self.theta[c], drift[c], self.v[c], self.cunit[c])
                 eps = torch.randn(len(pick), generator=g).to(dev)
                 prop[c, pick] = mu + sd * eps
                 picks.append(pick), eps_all.append(eps), wants.append(want)
@@ -468,17 +668,21 @@ class Langevin(MetropolisHastings):
             k = min(k, len(blk))
             pick = blk[torch.randperm(len(blk), generator=g)[:k]].to(dev)
             eps = torch.randn(k, generator=g).to(dev)
-            mu, sd, _ = self._kernel(ell, self.theta[c, pick], drift[c, pick], self.unit[pick], want,
+            mu, sd, _ = self._kernel(ell, self.theta[c, pick], drift[c, pick], self.cunit[c, pick], want,
                                      self.v[c, pick])
             prop[c, pick] = mu + sd * eps
             picks.append(pick), eps_all.append(eps), wants.append(want)
 
+        held = self._held if self._held_step() else None  # the held-out samples ride in this request
         with torch.no_grad():
-            if rescore:
-                lp, ll, acc, gr = self._score_grad(state, torch.cat([self.theta, prop]), x, y, n_like=n_like)
+            if rescore or held is not None:
+                lp, ll, acc, gr = self._score_grad(state, torch.cat([self.theta, prop]), x, y, n_like=n_like,
+                                                   held=held)
                 cur = (lp[:C], ll[:C], acc[:C], gr[:C])
                 lp_prop, ll_prop, acc_prop, g_prop = lp[C:], ll[C:], acc[C:], gr[C:]
                 out_cur, out_prop = self._scored_out[:, :C], self._scored_out[:, C:]
+                if not rescore:  # the current states were run for their held-out scores only
+                    cur, out_cur = (self.logpost, self.loglik, self.acc, self.grad), self.out_cur
             else:
                 cur = (self.logpost, self.loglik, self.acc, self.grad)
                 lp_prop, ll_prop, acc_prop, g_prop = self._score_grad(state, prop, x, y, n_like=n_like)
@@ -488,9 +692,9 @@ class Langevin(MetropolisHastings):
             langevin = torch.zeros(C, dtype=torch.bool)
             for c in range(C):
                 ell, pick, want = int(layers[c]), picks[c], wants[c]
-                u_b = self.unit[pick]
+                u_b = self.cunit[c, pick]
                 if whole[c]:  # a guided whole-network move: no proposal density (guided burn-in only)
-                    langevin[c] = self._network_kernel(self.theta[c], drift[c], self.v[c])[3]
+                    langevin[c] = self._network_kernel(self.theta[c], drift[c], self.v[c], self.cunit[c])[3]
                     if not langevin[c]:
                         self.fallback_proposals += 1
                     continue
@@ -528,6 +732,9 @@ class Langevin(MetropolisHastings):
             self.logpost = torch.where(accept, lp_prop, self.logpost)
             self.loglik = torch.where(accept, ll_prop, self.loglik)
             self.acc = torch.where(accept, acc_prop, self.acc)
+            if held is not None:
+                hs = self._held_scores
+                self.held_score = torch.where(accept[:, None], hs[C:], hs[:C])
             if self.out_cur is not None:
                 self.out_cur = torch.where(accept.to(out_prop.device)[None, :, None, None], out_prop, out_cur)
 
@@ -561,11 +768,40 @@ class Langevin(MetropolisHastings):
             self.n_kept += C
         return self._report(accept, n_like)
 
+    def _units(self, rows: int) -> torch.Tensor:
+        """The tensor scales of ``rows`` parameter sets: the chains' own (``[rows, D]``) when the rows are
+        chain-ordered blocks of the chains' states (current states, proposals), else the shared ``unit``."""
+        cunit = getattr(self, "cunit", None)
+        if cunit is None or rows % self.chains:
+            return self.unit
+        return cunit.repeat(rows // self.chains, 1)
+
+    def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
+        """MH's Gaussian prior with each chain's own tensor scales (a warm-started chain's, module doc)."""
+        z = theta / (self.prior_std * self._units(theta.shape[0]))
+        if self.nblocks:
+            z = torch.where(self.weight_mask, z, torch.zeros((), dtype=z.dtype, device=z.device))
+        return -0.5 * (z ** 2).sum(-1)
+
+    def _rejoin(self, n: int) -> None:
+        """``holdout_rejoin``: the held-out samples join the likelihood (the step's batch is now every
+        sample); the deployment candidates and the best sample are chosen on the training samples."""
+        if n != len(self._all):
+            raise CilError(f"mala with holdout_rejoin expected all {len(self._all)} training samples after burn-in, "
+                           f"got a batch of {n}")
+        self.rejoined, self.n_train, self.best_logpost = True, n, -math.inf
+        self._final_data = self._all.select(torch.arange(min(n, DEPLOY_SAMPLES)))
+
     def _restart_at_best(self) -> None:
         """End of burn-in (module doc): every chain restarts at the chain state ranked best by the
         ``deploy_by`` criterion, with its score, gradient and RMS state (no chip call)."""
-        i = int(torch.argmax(self._rank(self.logpost, self.loglik)))
-        for name in ("theta", "grad", "v", "logpost", "loglik", "acc"):
+        if getattr(self, "_held", None) is not None:  # chosen on the held-out samples (module doc)
+            i = int(torch.argmax(self._held_rank(self.held_score[:, 0], self.held_score[:, 1])))
+        else:
+            i = int(torch.argmax(self._rank(self.logpost, self.loglik)))
+        self.restart_chain = i
+        self.unit = self.cunit[i].clone()
+        for name in ("theta", "grad", "v", "logpost", "loglik", "acc", "held_score", "cunit"):
             t = getattr(self, name)
             setattr(self, name, t[i].expand_as(t).clone())
 
@@ -579,7 +815,7 @@ class Langevin(MetropolisHastings):
             if self.langevin_step is not None:
                 self.h[ell] = self.langevin_step
                 continue
-            ug = float(self.beta[ell]) * self.unit[blk.to(dev)] * self.grad[:, blk.to(dev)]
+            ug = float(self.beta[ell]) * self.cunit[:, blk.to(dev)] * self.grad[:, blk.to(dev)]
             ug = ug[torch.isfinite(ug)]
             rms = float(ug.pow(2).mean().sqrt()) if ug.numel() else 0.0
             self.h[ell] = min(float(self.scale[ell]), 1.0 / rms) if rms > 0 else float(self.scale[ell])
@@ -656,10 +892,51 @@ class Langevin(MetropolisHastings):
         )
 
     #: a checkpoint written before ``guided_batch`` / ``burn_in_minibatch`` / ``guided_block`` existed scored
-    #: and drew every step on all the data and moved one layer per guided move
+    #: and drew every step on all the data and moved one layer per guided move (and before ``warm_start`` /
+    #: ``holdout``: every chain from the init state, every choice on the training samples)
     legacy_options = {**MetropolisHastings.legacy_options, "guided_batch": None, "burn_in_minibatch": None,
-                      "guided_block": "layer", "guided_noise": 1.0}
+                      "guided_block": "layer", "guided_noise": 1.0, "warm_start": 0, "warm_steps": 200, "warm_lr": 0.01,
+                      "warm_batch": 64, "holdout": 0.0, "holdout_by": "likelihood",
+                      "holdout_rejoin": False, "warm_moves": "mala"}
 
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",
-        "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx", "out_cur", "subset_scores")
+        "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx", "out_cur", "subset_scores",
+        "holdout_index", "held_score", "rejoined", "restart_chain", "cunit")
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        super().load_state_dict(d)
+        if "cunit" not in d:  # written before per-chain scales existed: every chain had the shared ones
+            self.cunit = self.unit.expand(self.chains, -1).clone()
+        if "holdout_index" in d:  # the checkpointed split, applied to this fit's training data
+            self._apply_split(self._all)
+            if self.rejoined:
+                self._final_data = self._all.select(torch.arange(min(len(self._all), DEPLOY_SAMPLES)))
+            elif self._held is not None:
+                self._final_data = self._held
+
+
+def _join(x: Any, more: Any) -> Any:
+    """Two batches of inputs as one (samples of ``x`` first): dense tensors or :class:`EventBatch`es."""
+    if isinstance(x, torch.Tensor):
+        return torch.cat([x, more.to(x.device)], 1)
+    return EventBatch(torch.cat([x.dense, more.dense.to(x.dense.device)], 1), list(x.events) + list(more.events),
+                      x.duration_us)
+
+
+class _FitSamples:
+    """The batches of a fit with ``holdout``: the samples the chains fit, the whole of them per step
+    (the stream's own batches where no split was made)."""
+
+    num_batches = 1
+
+    def __init__(self, algo: "Langevin", stream: Any) -> None:
+        self.algo, self.stream = algo, stream
+
+    def __iter__(self) -> Any:
+        a = self.algo
+        if getattr(a, "_held", None) is None:
+            yield from self.stream
+            return
+        part = a._all if a.holdout_rejoin and a.n_steps >= a.burn_in else a._fit
+        yield part.select(torch.arange(len(part)))

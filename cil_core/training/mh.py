@@ -356,15 +356,8 @@ class MetropolisHastings(Algorithm):
         self.names = list(params)
         self.shapes = [tuple(p.shape) for p in params.values()]
         self.sizes = [p.numel() for p in params.values()]
-        units = []
-        for p in params.values():
-            u = float(p.float().std()) if p.numel() > 1 else 0.0
-            if not math.isfinite(u) or u <= 0:
-                fan_in = max(1, p[0].numel()) if p.dim() > 1 else max(1, p.numel())
-                u = 1.0 / math.sqrt(fan_in)
-            units.append(torch.full((p.numel(),), u))
         device = state.network.device
-        self.unit = torch.cat(units).to(device)
+        self.unit = tensor_scales(params).to(device)
         # blocks: the flat indices of every tensor-owning layer's tensors (weight, then bias), in layer order
         offset, start = {}, 0
         for n, k in zip(self.names, self.sizes):
@@ -926,9 +919,14 @@ class MetropolisHastings(Algorithm):
         cands = torch.cat([pooled.unsqueeze(0), self._on_held_values(self.chain_means())])
         x, y = self._final_data
         with torch.no_grad():
-            lp, ll, _ = self._score3(state, cands, x, y)
-        self.deploy_scores = self._rank(lp, ll).tolist()
-        return cands[int(torch.argmax(self._rank(lp, ll)))]
+            lp, ll, acc = self._score3(state, cands, x, y)
+        rank = self._deploy_rank(lp, ll, acc)
+        self.deploy_scores = rank.tolist()
+        return cands[int(torch.argmax(rank))]
+
+    def _deploy_rank(self, lp: torch.Tensor, ll: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        """How the deployment candidates are ranked (``deploy_by``), from their scores on the chip."""
+        return self._rank(lp, ll)
 
     def finish(self, state: TrainState) -> None:
         mean = self.posterior_mean()
@@ -973,6 +971,19 @@ class MetropolisHastings(Algorithm):
                                   f"({sorted(self.tables)}): it was written for another chip")
         for k, v in d.items():
             setattr(self, k, v)
+
+
+def tensor_scales(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The flat tensor scales :math:`u` of ``params`` (module doc): each entry gets the standard deviation
+    of its tensor's values (1/sqrt(fan-in) where that is 0 or undefined), in the order of ``params``."""
+    units = []
+    for p in params.values():
+        u = float(p.float().std()) if p.numel() > 1 else 0.0
+        if not math.isfinite(u) or u <= 0:
+            fan_in = max(1, p[0].numel()) if p.dim() > 1 else max(1, p.numel())
+            u = 1.0 / math.sqrt(fan_in)
+        units.append(torch.full((p.numel(),), u))
+    return torch.cat(units)
 
 
 def _sequential_test(likelihood: str, minibatch: int, epsilon: float, max_samples: int | None,
