@@ -92,9 +92,11 @@ WEIGHT_BITS = 8  # the chip's weight precision (per-layer symmetric scale)
 #: RMS-normalised gradient step on the whole network per request, with a tenth of the noise, its
 #: step adapted toward acceptance 0.5. Part of the mala cases' keys (a change reruns them only).
 MALA_OPTIONS = {"guided_block": "network", "guided_noise": 0.1, "langevin_target": 0.5}
-#: (f)'s options, from (c)'s trained weights (chosen on seed 0 with a held-out part of the training
-#: set, docs/results.md); part of the mala-bptt cases' keys.
-MALA_WARM_OPTIONS = {"guided_block": "network", "guided_noise": 0.1, "langevin_target": 0.5}
+#: (f)'s options, from (c)'s trained weights: (g)'s, without noise in the guided moves (a plain
+#: RMS-normalised gradient step on the whole network, checked on the chip). Chosen on seed 0 with
+#: training data only (BPTT on 1,000 training samples, accuracy on the other 258; docs/results.md);
+#: part of the mala-bptt cases' keys.
+MALA_WARM_OPTIONS = {"guided_block": "network", "guided_noise": 0.0, "langevin_target": 0.5}
 #: the cases' extra key entries (their options): a change reruns only that method's cases
 CASE_OPTIONS = {"mala": {"mala_options": MALA_OPTIONS}, "mala-bptt": {"mala_options": MALA_WARM_OPTIONS}}
 
@@ -259,6 +261,14 @@ def _digest(m: nn.Module) -> str:
     return hashlib.sha256(b"".join(w.detach().numpy().tobytes() for _, w in _weights(m))).hexdigest()[:16]
 
 
+def mala_options(cfg: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The ``mala`` options of (f) and (g): ``init="network"``, (d)'s chip budget less the starting
+    states' gradients and the deployment call as steps (burn-in then ``mala_post_steps`` exact steps),
+    the config's chains, subset and layer choice, then the method's own ``options`` over them."""
+    return {"init": "network", "chains": cfg["mala_chains"], "burn_in": chip_budget(cfg) - 2 - cfg["mala_post_steps"],
+            "burn_in_minibatch": cfg["mala_minibatch"], "layer_choice": cfg["mala_layer_choice"], **options}
+
+
 def _counts(tr) -> dict[str, int]:
     st = tr.session.stats
     return {"chip_calls": st.calls_by_purpose.get("train", 0), "chip_samples": st.samples.get("train", 0)}
@@ -324,9 +334,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             sw.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
             out["software_phase_chip_calls"] = _counts(sw)["chip_calls"]
             out["start_digest"] = _digest(snn)
-        opts = {"chains": cfg["mala_chains"], "burn_in_minibatch": cfg["mala_minibatch"],
-                "layer_choice": cfg["mala_layer_choice"], **case.get("mala_options", {})}
-        tr = snn_trainer(snn, "mala", init="network", burn_in=steps - cfg["mala_post_steps"], **opts)
+        tr = snn_trainer(snn, "mala", **mala_options(cfg, case.get("mala_options", {})))
         tr.fit(train, steps=steps)
         out["accuracy"] = _accs(tr, test)
         out.update(_counts(tr))
@@ -587,13 +595,12 @@ def main(argv: list[str] | None = None) -> int:
         burn = chip_budget(cfg) - 2 - cfg["mala_post_steps"]
 
         def mala_call(m: str) -> str:
-            opts = {"chains": cfg["mala_chains"], "burn_in": burn, "burn_in_minibatch": cfg["mala_minibatch"],
-                    "layer_choice": cfg["mala_layer_choice"], **CASE_OPTIONS[m]["mala_options"]}
-            return (f'`cil.Trainer(net, "speck", "mala", init="network", '
-                    f'{", ".join(f"{k}={v!r}" for k, v in opts.items())}).fit(train, steps={chip_budget(cfg) - 2})`')
+            opts = mala_options(cfg, CASE_OPTIONS[m]["mala_options"])
+            return (f'`cil.Trainer(net, "speck", "mala", {", ".join(f"{k}={v!r}" for k, v in opts.items())})'
+                    f'.fit(train, steps={chip_budget(cfg) - 2})`')
 
         def mala_m(m: str) -> int:
-            return CASE_OPTIONS[m]["mala_options"].get("burn_in_minibatch", cfg["mala_minibatch"])
+            return mala_options(cfg, CASE_OPTIONS[m]["mala_options"])["burn_in_minibatch"]
 
         mala_text = ""
         if "mala-bptt" in methods:
