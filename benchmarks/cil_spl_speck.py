@@ -1,7 +1,9 @@
 """CIL-SPL re-creation (Liu et al. 2024) on the Speck-style event-driven chip.
 
     python benchmarks/cil_spl_speck.py --quick     # < 10 min on 2 cores
-    python benchmarks/cil_spl_speck.py             # full: 3 seeds (about 3 min on 2 cores without (f); see docs/results.md)
+    python benchmarks/cil_spl_speck.py             # full: 3 seeds (the mala cases take the longest; see docs/results.md)
+    python benchmarks/cil_spl_speck.py --methods ann2snn,ann2snn-qat,bptt,cil-spl-bptt,cil-spl-ann,mala-bptt
+                                                   # every method but (g), mala from the random init
     python benchmarks/cil_spl_speck.py --docs      # full; also rewrites the cil-spl section of docs/results.md
     python benchmarks/cil_spl_speck.py --resume    # after an interruption: only the missing cases run
     python benchmarks/cil_spl_speck.py --runner ray --address HOST:PORT   # one Ray task per case (cil-ray)
@@ -42,15 +44,21 @@ Methods (software accuracy = time-stepped sinabs-equivalent model on the dense b
 (e) ``cil-spl-ann``: (a) fine-tuned with ``cil-spl`` and the ANN as its ``proxy``: the loss is on
     the chip's spike counts (scaled by the last layer's normalisation factor), the gradients go
     through the ANN, and the chip runs the converted ANN weights;
-(f) ``mala``: gradient-informed MH (``cil_core`` ``mala``, issue 21) from the same random init as
-    (c) and (d) (``init="network"``), with **the same number of chip calls as (d)** (counted from
-    the trainers' session counters and printed in a calls table): one call for the starting
-    states' gradients, ``steps`` calls, one deployment call. Its guided burn-in scores each step
-    on a fresh random subset of ``mala_minibatch`` training samples (``burn_in_minibatch``: the
+(f) ``mala-bptt``: gradient-informed MH (``cil_core`` ``mala``, issue 21) started from (c)'s
+    software-trained weights: the case first trains (c) again (same seed, init, data and epochs:
+    the same BPTT in software, zero chip calls), then fits ``mala`` with ``init="network"`` from
+    those weights with **the same number of chip calls as (d)** (counted from the trainers' session
+    counters and printed in a calls table; the software phase's count is recorded too): one call
+    for the starting states' gradients, ``steps`` calls, one deployment call. Its guided burn-in
+    scores each step on a fresh random subset of training samples (``burn_in_minibatch``: the
     chains' current states and proposals on the same subset, one call); the last
-    ``mala_post_steps`` steps are exact MALA moves on the whole training set. It reads more
-    samples per call than (d) (2 x chains x subset per burn-in call; chains x N after it): the
-    sample-inferences per method are in the calls table.
+    ``mala_post_steps`` steps are exact MALA moves on the whole training set. Its options
+    (``MALA_WARM_OPTIONS``) were chosen on seed 0 with training data only (a held-out part of the
+    training set), never the test split;
+(g) ``mala``: the same sampler from the random init of (c) and (d) (``init="network"``) with the
+    options ``MALA_OPTIONS``, the same chip-call budget. It reads more samples per call than (d)
+    (2 x chains x subset per burn-in call; chains x N after it): the sample-inferences per method
+    are in the calls table. ``--methods`` leaves it out (it is the slowest case by far).
 """
 
 from __future__ import annotations
@@ -73,15 +81,24 @@ from harness import (add_output_args, add_sweep_args, markdown_table, publish_fi
                      save_figure, write_docs_section, write_json)
 
 SECTION = "cil-spl"
-METHODS = ["ann2snn", "ann2snn-qat", "bptt", "cil-spl-bptt", "cil-spl-ann", "mala"]
+METHODS = ["ann2snn", "ann2snn-qat", "bptt", "cil-spl-bptt", "cil-spl-ann", "mala-bptt", "mala"]
 LABELS = {"ann2snn": "(a) CNN→SNN conversion", "ann2snn-qat": "(b) conversion + QAT", "bptt": "(c) SNN BPTT",
           "cil-spl-bptt": "(d) CIL-SPL + BPTT", "cil-spl-ann": "(e) CIL-SPL + ANN-to-SNN",
-          "mala": "(f) MALA (gradient-informed MH)"}
+          "mala-bptt": "(f) MALA from (c)'s BPTT weights", "mala": "(g) MALA from the random init"}
+#: the methods every summary needs (the verdicts compare them)
+REQUIRED = ("bptt", "cil-spl-bptt")
 WEIGHT_BITS = 8  # the chip's weight precision (per-layer symmetric scale)
-#: (f)'s guided burn-in moves (chosen on seed 0 with a held-out part of the training set): one
+#: (g)'s guided burn-in moves (chosen on seed 0 with a held-out part of the training set): one
 #: RMS-normalised gradient step on the whole network per request, with a tenth of the noise, its
 #: step adapted toward acceptance 0.5. Part of the mala cases' keys (a change reruns them only).
 MALA_OPTIONS = {"guided_block": "network", "guided_noise": 0.1, "langevin_target": 0.5}
+#: (f)'s options, from (c)'s trained weights: (g)'s, without noise in the guided moves (a plain
+#: RMS-normalised gradient step on the whole network, checked on the chip). Chosen on seed 0 with
+#: training data only (BPTT on 1,000 training samples, accuracy on the other 258; docs/results.md);
+#: part of the mala-bptt cases' keys.
+MALA_WARM_OPTIONS = {"guided_block": "network", "guided_noise": 0.0, "langevin_target": 0.5}
+#: the cases' extra key entries (their options): a change reruns only that method's cases
+CASE_OPTIONS = {"mala": {"mala_options": MALA_OPTIONS}, "mala-bptt": {"mala_options": MALA_WARM_OPTIONS}}
 
 
 def make_model(kind: str, T: int, channels=(8, 16, 16, 32, 32), n_classes: int = 10) -> nn.Sequential:
@@ -237,6 +254,21 @@ def chip_budget(cfg: dict[str, Any]) -> int:
     return cfg["snn_epochs"] * -(-cfg["n_train"] // cfg["batch"])
 
 
+def _digest(m: nn.Module) -> str:
+    """A digest of a model's weights: (f)'s starting weights against (c)'s trained ones (same seed)."""
+    import hashlib
+
+    return hashlib.sha256(b"".join(w.detach().numpy().tobytes() for _, w in _weights(m))).hexdigest()[:16]
+
+
+def mala_options(cfg: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The ``mala`` options of (f) and (g): ``init="network"``, (d)'s chip budget less the starting
+    states' gradients and the deployment call as steps (burn-in then ``mala_post_steps`` exact steps),
+    the config's chains, subset and layer choice, then the method's own ``options`` over them."""
+    return {"init": "network", "chains": cfg["mala_chains"], "burn_in": chip_budget(cfg) - 2 - cfg["mala_post_steps"],
+            "burn_in_minibatch": cfg["mala_minibatch"], "layer_choice": cfg["mala_layer_choice"], **options}
+
+
 def _counts(tr) -> dict[str, int]:
     st = tr.session.stats
     return {"chip_calls": st.calls_by_purpose.get("train", 0), "chip_samples": st.samples.get("train", 0)}
@@ -268,6 +300,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         tr = snn_trainer(snn, "offline" if method == "bptt" else "cil-spl", lr=cfg["snn_lr"],
                          grad_clip=cfg["grad_clip"])
         tr.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
+        if method == "bptt":
+            out["start_digest"] = _digest(snn)
         out["accuracy"] = _accs(tr, test)
         out.update(_counts(tr))
         # the fidelity report on the chip: before in-the-loop training (plain BPTT) and after (CIL-SPL)
@@ -291,12 +325,16 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         tr.fit(train, epochs=cfg["cil_ann_epochs"], batch_size=cfg["batch"])
         out["accuracy"] = _accs(tr, test)
         out.update(_counts(tr))
-    elif method == "mala":  # (f): (d)'s init and chip-call budget
+    elif method in ("mala", "mala-bptt"):  # (g): (d)'s init; (f): (c)'s trained weights; both (d)'s chip calls
         budget = chip_budget(cfg)
         steps = budget - 2  # + the starting states' gradients + the deployment call
-        tr = snn_trainer(_init_snn(seed, cfg), "mala", init="network", chains=cfg["mala_chains"],
-                         burn_in=steps - cfg["mala_post_steps"], burn_in_minibatch=cfg["mala_minibatch"],
-                         layer_choice=cfg["mala_layer_choice"], **case.get("mala_options", {}))
+        snn = _init_snn(seed, cfg)
+        if method == "mala-bptt":  # the software phase: (c)'s BPTT again (same seed, same result), no chip call
+            sw = snn_trainer(snn, "offline", lr=cfg["snn_lr"], grad_clip=cfg["grad_clip"])
+            sw.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
+            out["software_phase_chip_calls"] = _counts(sw)["chip_calls"]
+            out["start_digest"] = _digest(snn)
+        tr = snn_trainer(snn, "mala", **mala_options(cfg, case.get("mala_options", {})))
         tr.fit(train, steps=steps)
         out["accuracy"] = _accs(tr, test)
         out.update(_counts(tr))
@@ -314,8 +352,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
 def collect(records: dict[str, dict[str, Any]], points: list[Point], seeds: int) -> list[dict[str, Any]]:
     """The per-seed runs (accuracy per method, weights and fidelity of (c) and (d), chip calls and
     sample-inferences) from the sweep's records."""
-    runs: list[dict[str, Any]] = [{"accuracy": {}, "weights": {}, "fidelity": {}, "calls": {}, "seconds": {}}
-                                  for _ in range(seeds)]
+    runs: list[dict[str, Any]] = [{"accuracy": {}, "weights": {}, "fidelity": {}, "calls": {}, "seconds": {},
+                                   "digest": {}, "mala": {}, "software_phase_chip_calls": {}} for _ in range(seeds)]
     for p in points:
         m = records[p.key]["metrics"]
         r = runs[p.options["seed"]]
@@ -323,6 +361,10 @@ def collect(records: dict[str, dict[str, Any]], points: list[Point], seeds: int)
         r["seconds"][p.options["method"]] = records[p.key].get("seconds")
         if "chip_calls" in m:
             r["calls"][p.options["method"]] = (m["chip_calls"], m["chip_samples"])
+        for field, k in (("start_digest", "digest"), ("mala", "mala"),
+                         ("software_phase_chip_calls", "software_phase_chip_calls")):
+            if field in m:
+                r[k][p.options["method"]] = m[field]
         if "weights" in m:
             r["weights"][p.options["method"]] = np.frombuffer(base64.b64decode(m["weights"]), dtype=np.float32)
             r["fidelity"][p.options["method"]] = m["fidelity"]
@@ -348,9 +390,14 @@ def fidelity_table(runs: list[dict]) -> str:
                            "local distortion (c)", "local distortion (d)"], rows)
 
 
+def present(runs: list[dict]) -> list[str]:
+    """The methods (in table order) that every seed ran."""
+    return [m for m in METHODS if all(m in r["accuracy"] for r in runs)]
+
+
 def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
     out = {}
-    for m in METHODS:
+    for m in present(runs):
         sw = np.array([r["accuracy"][m][0] for r in runs])
         hw = np.array([r["accuracy"][m][1] for r in runs])
         deg = sw - hw
@@ -367,14 +414,14 @@ def table(summary: dict) -> str:
 
     return markdown_table(["method", "software acc. (%)", "chip acc. (%)", "degradation (pp)"],
                           [[LABELS[m], pm(summary[m], "software"), pm(summary[m], "chip"), pm(summary[m], "degradation")]
-                           for m in METHODS])
+                           for m in summary])
 
 
 def calls_table(runs: list[dict]) -> str:
     """Chip calls and sample-inferences (samples x parameter sets) per training fit, mean over seeds,
     and the wall time per case, from the trainers' session counters."""
     rows = []
-    for m in METHODS:
+    for m in present(runs):
         c = [r["calls"][m] for r in runs if m in r["calls"]]
         sec = [r["seconds"][m] for r in runs if r["seconds"].get(m) is not None]
         if not c or not np.mean([x[0] for x in c]):
@@ -389,14 +436,28 @@ def calls_table(runs: list[dict]) -> str:
 
 
 def mala_verdict(summary: dict, runs: list[dict]) -> str:
-    """Issue 21's speck criterion: (f) ≥ (d) − 1 point in mean chip accuracy, with the per-seed figures."""
-    f, d = summary["mala"]["chip_mean"], summary["cil-spl-bptt"]["chip_mean"]
-    per_seed = ", ".join(f"seed {k}: {100 * r['accuracy']['mala'][1]:.1f} vs {100 * r['accuracy']['cil-spl-bptt'][1]:.1f}"
-                         for k, r in enumerate(runs))
-    ok = f >= d - 0.01
-    return (f"MALA (f) reaches {100 * f:.1f} % chip accuracy against CIL-SPL (d)'s {100 * d:.1f} % with the same chip "
-            f"calls ({100 * (f - d):+.1f} pp; issue 21's criterion, (f) ≥ (d) − 1 point: "
-            f"{'met' if ok else 'NOT met'}); per seed (f) vs (d): {per_seed}.")
+    """Issue 21's speck criterion: `mala` ≥ (d) − 1 point in mean chip accuracy, with the per-seed
+    figures, for (f) (from (c)'s weights) and (g) (from the random init), whichever ran; and whether
+    (f) started from exactly (c)'s weights on every seed."""
+    d = summary["cil-spl-bptt"]["chip_mean"]
+    parts = []
+    for m in ("mala-bptt", "mala"):
+        if m not in summary:
+            continue
+        f, tag = summary[m]["chip_mean"], LABELS[m].split(" ", 1)[0]
+        per_seed = ", ".join(f"seed {k}: {100 * r['accuracy'][m][1]:.1f} vs {100 * r['accuracy']['cil-spl-bptt'][1]:.1f}"
+                             for k, r in enumerate(runs))
+        ok = f >= d - 0.01
+        parts.append(f"MALA {tag} reaches {100 * f:.1f} % chip accuracy against CIL-SPL (d)'s {100 * d:.1f} % with the "
+                     f"same chip calls ({100 * (f - d):+.1f} pp; issue 21's criterion, ≥ (d) − 1 point: "
+                     f"{'met' if ok else 'NOT met'}); per seed {tag} vs (d): {per_seed}.")
+    if "mala-bptt" in summary:
+        same = all(r["digest"].get("mala-bptt") == r["digest"].get("bptt") for r in runs)
+        calls = sorted({r["software_phase_chip_calls"].get("mala-bptt") for r in runs}, key=str)
+        parts.append(f"(f)'s starting weights are (c)'s trained weights bit for bit on "
+                     f"{'every seed' if same else 'NOT every seed'} (weight digests compared); its software phase "
+                     f"made {', '.join(map(str, calls))} chip calls.")
+    return " ".join(parts)
 
 
 def figure(summary: dict, runs: list[dict], path: Path) -> None:
@@ -406,11 +467,12 @@ def figure(summary: dict, runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.2))
-    xs = np.arange(len(METHODS))
+    methods = list(summary)
+    xs = np.arange(len(methods))
     for off, key, lab in ((-0.2, "software", "software (time-stepped)"), (0.2, "chip", "chip (event-driven)")):
-        ax[0].bar(xs + off, [100 * summary[m][f"{key}_mean"] for m in METHODS], 0.4,
-                  yerr=[100 * summary[m][f"{key}_std"] for m in METHODS], label=lab, capsize=3)
-    ax[0].set_xticks(xs, [LABELS[m].split(" ", 1)[0] for m in METHODS])
+        ax[0].bar(xs + off, [100 * summary[m][f"{key}_mean"] for m in methods], 0.4,
+                  yerr=[100 * summary[m][f"{key}_std"] for m in methods], label=lab, capsize=3)
+    ax[0].set_xticks(xs, [LABELS[m].split(" ", 1)[0] for m in methods])
     ax[0].set_ylabel("test accuracy (%)")
     ax[0].set_title("synthetic N-MNIST-like digits: software vs chip")
     ax[0].legend(loc="lower right")
@@ -431,9 +493,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--nmnist", default=None, help="root holding NMNIST/ (tonic layout); default: synthetic digits")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated methods to run (default: all: {','.join(METHODS)}); "
+                    f"{' and '.join(REQUIRED)} are always needed. With --resume the cases already in the JSON Lines "
+                    "file are kept, so changing one method's options reruns only its cases")
     add_sweep_args(ap, workers=1)
     add_output_args(ap, docs_section=SECTION)
     args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or any(m not in methods for m in REQUIRED):
+        ap.error(f"--methods: {'unknown ' + ', '.join(unknown) if unknown else 'missing ' + ', '.join(REQUIRED)} "
+                 f"(choose from {', '.join(METHODS)}; {' and '.join(REQUIRED)} are required)")
+    methods = [m for m in METHODS if m in methods]
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = dict(T=8, channels=(8, 16, 16, 32, 32), batch=64, ann_epochs=30, ann_lr=3e-3, snn_epochs=8, snn_lr=2e-3,
@@ -449,10 +521,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.perf_counter() - t_start:.1f}s)")
     # every case (method x seed) is one point of a cil sweep: one JSON line per finished case, --resume skips them
     def key(m: str, seed: int) -> dict[str, Any]:
-        return {"method": m, "seed": seed, **({"mala_options": MALA_OPTIONS} if m == "mala" else {})}
+        return {"method": m, "seed": seed, **CASE_OPTIONS.get(m, {})}
 
     points = [Point(point_key(key(m, seed)), {"method": m, "seed": seed}, {**key(m, seed), "cfg": cfg, "data": data})
-              for seed in range(args.seeds) for m in METHODS]
+              for seed in range(args.seeds) for m in methods]
     suffix = "_quick" if args.quick else ""
     jsonl = args.out / f"cil_spl_speck{suffix}.jsonl"
 
@@ -479,13 +551,15 @@ def main(argv: list[str] | None = None) -> int:
     verdict = (f"CIL-SPL + BPTT reaches {'higher' if d > b else 'NOT higher'} chip accuracy than plain BPTT "
                f"({100 * d:.1f} % vs {100 * b:.1f} %, same init, data and {cfg['snn_epochs']} epochs).")
     sb, sd = summary["bptt"], summary["cil-spl-bptt"]
-    sa, se = summary["ann2snn"], summary["cil-spl-ann"]
     note = (f"Plain BPTT's software-to-chip degradation is {100 * sb['degradation_mean']:.1f} pp here, which bounds "
             f"what CIL-SPL can recover; CIL-SPL's degradation is {100 * sd['degradation_mean']:.1f} pp. The chip-accuracy "
             f"difference (d) − (c) = {100 * (d - b):+.1f} pp compares with a seed spread of "
             f"{100 * sb['chip_std']:.1f} / {100 * sd['chip_std']:.1f} pp (std over {args.seeds} seeds; one test sample = "
-            f"{100 / len(test):.2f} pp). On the conversion path, CIL-SPL with the ANN proxy (e) moves chip accuracy "
-            f"by {100 * (se['chip_mean'] - sa['chip_mean']):+.1f} pp over plain conversion (a).")
+            f"{100 / len(test):.2f} pp).")
+    if "ann2snn" in summary and "cil-spl-ann" in summary:
+        sa, se = summary["ann2snn"], summary["cil-spl-ann"]
+        note += (f" On the conversion path, CIL-SPL with the ANN proxy (e) moves chip accuracy "
+                 f"by {100 * (se['chip_mean'] - sa['chip_mean']):+.1f} pp over plain conversion (a).")
     if d <= b:
         note = "Why not: " + note
     print(verdict)
@@ -496,7 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     print(mverdict)
     write_json(args.out / f"cil_spl_speck{suffix}.json",
                {"config": {**cfg, "channels": list(cfg["channels"])}, "dataset": dataset, "quick": args.quick,
-                "seeds": args.seeds, "summary": summary, "wall_seconds": wall, "case_seconds": case_seconds,
+                "seeds": args.seeds, "methods": methods, "summary": summary,
+                "mala_options": {m: CASE_OPTIONS[m]["mala_options"] for m in methods if m in CASE_OPTIONS},
+                "mala": [r["mala"] for r in runs], "start_digests": [r["digest"] for r in runs], "wall_seconds": wall, "case_seconds": case_seconds,
                 "verdict": verdict, "note": note,
                 "mala_verdict": mverdict, "calls": [r["calls"] for r in runs], "seconds": [r["seconds"] for r in runs],
                 "fidelity": [r["fidelity"] for r in runs]})
@@ -505,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {fig} ({wall:.0f}s)")
     if args.docs:
         cmd = "python benchmarks/cil_spl_speck.py --docs" + (" --quick" if args.quick else "") + \
-              (f" --seeds {args.seeds}" if args.seeds != 3 else "")
+              (f" --seeds {args.seeds}" if args.seeds != 3 else "") + \
+              (f" --methods {','.join(methods)}" if methods != METHODS else "")
         tp = args.out / "speck_throughput.json"
         throughput = ""
         if tp.exists():
@@ -515,6 +592,27 @@ def main(argv: list[str] | None = None) -> int:
                           f"{t['python']['updates_per_s'] / 1e6:.2f} M/s for the same loop in plain Python; "
                           f"{t['numba_1t']['samples_per_s']:.0f} samples/s event-driven vs "
                           f"{t['sinabs_1t']['samples_per_s']:.0f} samples/s for sinabs' time-stepped simulation (1 thread).\n")
+        burn = chip_budget(cfg) - 2 - cfg["mala_post_steps"]
+
+        def mala_call(m: str) -> str:
+            opts = mala_options(cfg, CASE_OPTIONS[m]["mala_options"])
+            return (f'`cil.Trainer(net, "speck", "mala", {", ".join(f"{k}={v!r}" for k, v in opts.items())})'
+                    f'.fit(train, steps={chip_budget(cfg) - 2})`')
+
+        def mala_m(m: str) -> int:
+            return mala_options(cfg, CASE_OPTIONS[m]["mala_options"])["burn_in_minibatch"]
+
+        mala_text = ""
+        if "mala-bptt" in methods:
+            mala_text += (f"Method (f) first trains (c) again in software (the same BPTT as (c): same seed, init, data and "
+                          f"{cfg['snn_epochs']} epochs; no chip call; its weights are compared with (c)'s below), then runs {mala_call('mala-bptt')} from those weights: {burn} guided burn-in steps, each "
+                          f"on a fresh random subset of {mala_m('mala-bptt')} training samples, then {cfg['mala_post_steps']} "
+                          f"exact MALA steps on all {len(train)} training samples; with the starting states' gradients and "
+                          f"the deployment call it makes (d)'s {chip_budget(cfg)} chip calls.\n")
+        if "mala" in methods:
+            mala_text += (f"Method (g) is {mala_call('mala')} from (c)/(d)'s random init: {burn} guided burn-in steps on "
+                          f"subsets of {mala_m('mala')} samples, {cfg['mala_post_steps']} exact steps, (d)'s "
+                          f"{chip_budget(cfg)} chip calls.\n")
         text = f"""Command: `{cmd}` ({'quick mode, ' if args.quick else ''}{args.seeds} seeds; {case_seconds / 60:.1f} min of case time summed over the cases, on a shared 2-core machine).
 Data: {dataset}; {len(train)} training / {len(test)} test samples, T = {cfg['T']} time bins over 315 ms.
 This is a **re-creation** on synthetic data, not N-MNIST: the numbers are not comparable with Liu et al.'s 95.71 %.
@@ -523,12 +621,7 @@ Network: input sum-pool 2x2, 5 spiking conv layers {tuple(cfg['channels'])} + 1 
 Software = time-stepped model on the binned events; chip = event-driven run on the raw events.
 Degradation = software − chip (mean ± std over seeds of the per-seed difference).
 Method (e) is `cil.Trainer(net, "speck", "cil-spl", proxy=ann)`: the chip's spike counts are the forward value, the ANN's gradient the backward one.
-Method (f) is `cil.Trainer(net, "speck", "mala", init="network", chains={cfg['mala_chains']}, burn_in={chip_budget(cfg) - 2 - cfg['mala_post_steps']},
-burn_in_minibatch={cfg['mala_minibatch']}, layer_choice="{cfg['mala_layer_choice']}", {', '.join(f'{k}={v!r}' for k, v in MALA_OPTIONS.items())})` fitted for {chip_budget(cfg) - 2} steps from (c)/(d)'s random init:
-{chip_budget(cfg) - 2 - cfg['mala_post_steps']} guided burn-in steps, each on a fresh random subset of {cfg['mala_minibatch']} training samples,
-then {cfg['mala_post_steps']} exact MALA steps on all {len(train)} training samples; with the starting states' gradients and the deployment
-call it makes (d)'s {chip_budget(cfg)} chip calls.
-
+{mala_text}
 {tab}
 
 {verdict} {note}
