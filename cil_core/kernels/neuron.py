@@ -432,8 +432,7 @@ def plain_leaky(n: Neuron, like: torch.Tensor) -> tuple[torch.Tensor | float, to
 
 
 def leaky_steps(n: Neuron, T: int, like: torch.Tensor, current: Callable[[int], torch.Tensor],
-                record_membrane: bool = False,
-                params: tuple[torch.Tensor | float, torch.Tensor | float, float] | None = None) -> LayerTrace:
+                record_membrane: bool, params: tuple[torch.Tensor | float, torch.Tensor | float, float]) -> LayerTrace:
     """``T`` steps of a plain leaky layer (:func:`plain_leaky` must accept ``n``) whose input
     current at step ``t`` is ``current(t)`` (shaped like ``like``), asked for in step order and read
     before the next is asked for, so a caller may compute each step's current into one reused
@@ -446,11 +445,7 @@ def leaky_steps(n: Neuron, T: int, like: torch.Tensor, current: Callable[[int], 
     with :math:`R_0 = H(v_0 - \\theta)` and :math:`R_t = S_{t-1}` (the general loop's
     ``reuse_spike_as_reset``), written into buffers made once: spikes straight into the output,
     the membrane into the recorded membrane or into two alternating buffers. ``params``: what
-    :func:`plain_leaky` returned for ``n`` and ``like``, where the caller already asked it."""
-    if params is None:
-        params = plain_leaky(n, like)
-    if params is None:  # pragma: no cover - callers check
-        raise ValueError(f"neuron layer {n.name!r} is not a plain leaky layer")
+    :func:`plain_leaky` returned for ``n`` and ``like`` (not ``None``: the caller asks it first)."""
     beta, thr, v_init = params
     fires_at_threshold = n.fires_at_threshold
     out = torch.empty((T, *like.shape), dtype=like.dtype, device=like.device)
