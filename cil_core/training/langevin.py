@@ -171,8 +171,11 @@ does (:class:`~cil_core.training.gradient.Offline`: BPTT with surrogate gradient
 rate ``warm_lr``, ``warm_steps`` minibatches of ``warm_batch`` samples drawn from the training
 samples the chains fit, from the trainer's generator), **no chip call**, and starts the first k
 chains there, :math:`\theta_c^{(0)} = W_{sw}` for :math:`c < k`; the other chains start at the
-``init`` state (calibrated random init) and the network goes back to the user's weights. The
-tensor scales :math:`u` (steps, prior) are the ``init`` state's for every chain. The user supplies
+``init`` state (calibrated random init) and the network goes back to the user's weights. Each
+chain has its own tensor scales :math:`u_c` (steps, prior): the warm chains' are computed from
+:math:`W_{sw}` as MH computes them from its start, the others are the ``init`` state's (the
+calibrated init's scales can be far too small for the trained weights), and a restart copies the
+chosen chain's scales with its state. The user supplies
 no trained weights: the software training is part of the method (its cost is CPU time, not chip
 calls). Which start wins is left to the chip: ``restart_at_best`` and the deployment choose among
 the chains — on held-out samples with ``holdout`` (below), since a start that fits the training
@@ -234,7 +237,7 @@ from ..hardware.transfer import straight_through
 from ..network.executor import simulate
 from .algorithm import StepResult, TrainState
 from .gradient import Offline
-from .mh import DEPLOY_SAMPLES, MetropolisHastings, tensor_scales
+from .mh import MetropolisHastings, deploy_samples, tensor_scales
 
 #: decay of the running mean square of u·g that normalises a guided burn-in move (RMSprop's)
 RMS_DECAY = 0.9
@@ -452,8 +455,8 @@ class Langevin(MetropolisHastings):
     def setup(self, state: TrainState, train: Any) -> None:
         self._split(train, state.generator)
         super().setup(state, self._fit)
-        if self._held is not None:  # the deployment candidates are scored on the held-out samples
-            self._final_data = self._held
+        self.rejoined = False  # whether the held-out samples have joined the likelihood (holdout_rejoin)
+        self._choose_final_data()
         self.cunit = self.unit.expand(self.chains, -1).clone()  # per-chain tensor scales (module doc)
         if self.warm_start:
             warm = self._warm_theta(state, self._fit).to(self.theta)
@@ -464,7 +467,6 @@ class Langevin(MetropolisHastings):
                 self.unit = self.cunit[0].clone()
         self.held_score = torch.full((self.chains, 2), -math.inf, device=self.theta.device)  # (accuracy, log-lik)
         self.restart_chain = -1  # the chain every chain restarted at (restart_at_best; -1: not yet)
-        self.rejoined = False  # whether the held-out samples have joined the likelihood (holdout_rejoin)
         C, L, dev = self.chains, len(self.blocks), self.theta.device
         self.grad = torch.zeros_like(self.theta)
         self.h = torch.full((L,), math.nan, device=dev)  # Langevin steps, set at the first step
@@ -790,7 +792,16 @@ class Langevin(MetropolisHastings):
             raise CilError(f"mala with holdout_rejoin expected all {len(self._all)} training samples after burn-in, "
                            f"got a batch of {n}")
         self.rejoined, self.n_train, self.best_logpost = True, n, -math.inf
-        self._final_data = self._all.select(torch.arange(min(n, DEPLOY_SAMPLES)))
+        self._choose_final_data()
+
+    def _choose_final_data(self) -> None:
+        """Where the deployment candidates are scored: on the held-out samples while they stay out
+        (module doc), on the first training samples once they have joined (as MH); without a split,
+        MH's choice made in setup stands."""
+        if self.rejoined:
+            self._final_data = deploy_samples(self._all)
+        elif self._held is not None:
+            self._final_data = self._held
 
     def _restart_at_best(self) -> None:
         """End of burn-in (module doc): every chain restarts at the chain state ranked best by the
@@ -910,10 +921,7 @@ class Langevin(MetropolisHastings):
             self.cunit = self.unit.expand(self.chains, -1).clone()
         if "holdout_index" in d:  # the checkpointed split, applied to this fit's training data
             self._apply_split(self._all)
-            if self.rejoined:
-                self._final_data = self._all.select(torch.arange(min(len(self._all), DEPLOY_SAMPLES)))
-            elif self._held is not None:
-                self._final_data = self._held
+            self._choose_final_data()
 
 
 def _join(x: Any, more: Any) -> Any:

@@ -728,7 +728,7 @@ class MetropolisHastings(Algorithm):
         self.chain_sum = torch.zeros_like(self.theta)
         self.n_kept = 0
         # a fixed scoring set for choosing among posterior means at the end
-        self._final_data = train.select(torch.arange(min(len(train), DEPLOY_SAMPLES)))
+        self._final_data = deploy_samples(train)
         self.best_theta = theta0.clone()
         self.best_logpost = -math.inf  # the best score by the deploy_by criterion
         self.scored = False
@@ -971,6 +971,12 @@ class MetropolisHastings(Algorithm):
                                   f"({sorted(self.tables)}): it was written for another chip")
         for k, v in d.items():
             setattr(self, k, v)
+
+
+def deploy_samples(train: SpikeData) -> tuple[Any, torch.Tensor]:
+    """The fixed scoring set that chooses among the deployment candidates: the first
+    ``DEPLOY_SAMPLES`` samples of ``train``."""
+    return train.select(torch.arange(min(len(train), DEPLOY_SAMPLES)))
 
 
 def tensor_scales(params: dict[str, torch.Tensor]) -> torch.Tensor:
