@@ -213,12 +213,9 @@ def subset_fraction(data: Any, fraction: float, seed: int) -> Any:
     g = torch.Generator().manual_seed(1000 + seed)
     if not _in_memory(data):
         return _dataset_part(data, "data_fraction", lambda n: torch.randperm(n, generator=g)[:max(1, round(fraction * n))])
-    idx = []
-    for c in torch.unique(data.y):
-        members = (data.y == c).nonzero().flatten()
-        k = max(1, int(round(fraction * len(members))))
-        idx.append(members[torch.randperm(len(members), generator=g)[:k]])
-    return data.subset(torch.cat(idx).sort().values)
+    from ..data import stratified_indices
+
+    return data.subset(stratified_indices(data.y, fraction, g, min_per_class=1))
 
 
 def _in_memory(data: Any) -> bool:

@@ -108,4 +108,17 @@ def as_data(data: Any) -> SpikeData:
     raise ShapeError(f"expected (inputs [T, N, ...], labels [N]) or SpikeData, got {type(data).__name__}")
 
 
-__all__ = ["EventBatch", "SpikeData", "as_data", "as_dense"]
+def stratified_indices(y: torch.Tensor, fraction: float, generator: torch.Generator,
+                       min_per_class: int = 0) -> torch.Tensor:
+    """The sorted indices of a class-stratified random share of the labels ``y``: for each class
+    :math:`c` (ascending), :math:`\max(m, \mathrm{round}(f\,n_c))` of its :math:`n_c` samples drawn
+    with ``generator`` (``min_per_class`` = m)."""
+    idx = []
+    for c in torch.unique(y):
+        members = (y == c).nonzero().flatten()
+        k = max(min_per_class, int(round(fraction * len(members))))
+        idx.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return torch.cat(idx).sort().values
+
+
+__all__ = ["EventBatch", "SpikeData", "as_data", "as_dense", "stratified_indices"]

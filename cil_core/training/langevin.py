@@ -231,7 +231,7 @@ from typing import Any
 
 import torch
 
-from ..data import EventBatch, SpikeData, as_dense
+from ..data import EventBatch, SpikeData, as_dense, stratified_indices
 from ..errors import CilError, OptionError
 from ..hardware.transfer import straight_through
 from ..network.executor import simulate
@@ -409,14 +409,8 @@ class Langevin(MetropolisHastings):
         """The held-out split (module doc): ``holdout_index`` (``None``: no split) and the two parts."""
         self.holdout_index = None
         if self.holdout and isinstance(train, SpikeData):
-            y = train.y.cpu()
-            picks = []
-            for c in torch.unique(y):
-                idx = (y == c).nonzero().reshape(-1)
-                k = int(round(self.holdout * len(idx)))
-                picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
-            held = torch.sort(torch.cat(picks)).values
-            if HOLDOUT_MIN <= len(held) <= len(y) - HOLDOUT_MIN:
+            held = stratified_indices(train.y.cpu(), self.holdout, g)
+            if HOLDOUT_MIN <= len(held) <= len(train) - HOLDOUT_MIN:
                 self.holdout_index = held
         self._apply_split(train)
 
