@@ -290,6 +290,11 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         net = cil.wrap(model, input_shape=(2, 34, 34))
         return cil.Trainer(net, "speck", algorithm, seed=seed, **kw)
 
+    def snn_fit(model, algorithm):  # (c)'s and (d)'s training, and (f)'s software phase: one setting
+        tr = snn_trainer(model, algorithm, lr=cfg["snn_lr"], grad_clip=cfg["grad_clip"])
+        tr.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
+        return tr
+
     if method in ("ann2snn", "ann2snn-qat"):  # (a), (b): conversion, with and without QAT
         ann, lambdas = _trained_ann(seed, x_rate, y, cfg, qat=method == "ann2snn-qat")
         snn = make_model("snn", T, cfg["channels"])
@@ -297,9 +302,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         out["accuracy"] = _accs(snn_trainer(snn, "offline"), test)
     elif method in ("bptt", "cil-spl-bptt"):  # (c), (d): BPTT vs CIL-SPL (BPTT proxy), same init, data and budget
         snn = _init_snn(seed, cfg)
-        tr = snn_trainer(snn, "offline" if method == "bptt" else "cil-spl", lr=cfg["snn_lr"],
-                         grad_clip=cfg["grad_clip"])
-        tr.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
+        tr = snn_fit(snn, "offline" if method == "bptt" else "cil-spl")
         if method == "bptt":
             out["start_digest"] = _digest(snn)
         out["accuracy"] = _accs(tr, test)
@@ -330,8 +333,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         steps = budget - 2  # + the starting states' gradients + the deployment call
         snn = _init_snn(seed, cfg)
         if method == "mala-bptt":  # the software phase: (c)'s BPTT again (same seed, same result), no chip call
-            sw = snn_trainer(snn, "offline", lr=cfg["snn_lr"], grad_clip=cfg["grad_clip"])
-            sw.fit(train, epochs=cfg["snn_epochs"], batch_size=cfg["batch"])
+            sw = snn_fit(snn, "offline")
             out["software_phase_chip_calls"] = _counts(sw)["chip_calls"]
             out["start_digest"] = _digest(snn)
         tr = snn_trainer(snn, "mala", **mala_options(cfg, case.get("mala_options", {})))
