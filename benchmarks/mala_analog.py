@@ -218,20 +218,12 @@ each of the n samples counts {N_FULL} / n times; offline and CIL-SPL train on th
 
 
 def _mala_options(pairs: list[str]) -> dict[str, Any]:
-    """``OPTION=VALUE`` pairs as mala's options, checked at the door (cil's OptionError names a bad one)."""
-    import json
-
+    """``OPTION=VALUE`` pairs as mala's options (read as ``cil train``'s ``KEY=VALUE`` flags are), checked at
+    the door (cil's OptionError names a bad one)."""
     import cil_core as cil
+    from cil_core.app.cli import parse_kv
 
-    opts: dict[str, Any] = {}
-    for p in pairs:
-        key, sep, val = p.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--mala takes OPTION=VALUE pairs, not {p!r}")
-        try:
-            opts[key] = json.loads(val)
-        except json.JSONDecodeError:
-            opts[key] = val
+    opts = parse_kv(pairs, "--mala")
     cil.make_algorithm("mala", **opts)  # raises OptionError on an unknown option or a bad value
     return opts
 

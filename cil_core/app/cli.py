@@ -69,7 +69,9 @@ def _run_job(name: str, kind: str, argv: list[str]) -> int:
     return int(jobs[name].value(argv) or 0)
 
 
-def _parse_kv(items: list[str], flag: str) -> dict[str, Any]:
+def parse_kv(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict, each value read as JSON, else kept as text (a missing ``=`` is an
+    :class:`OptionError` naming ``flag``)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -136,7 +138,7 @@ def _cmd_train(argv: list[str]) -> int:
         if key == "config" or value is None:
             continue
         if key in _KV_KEYS:
-            raw[key] = {**raw.get(key, {}), **_parse_kv(value, key)}
+            raw[key] = {**raw.get(key, {}), **parse_kv(value, key)}
             continue
         raw[key] = value
         if key in ("epochs", "steps"):  # the run length given on the command line replaces the config's
@@ -283,7 +285,7 @@ def _cmd_fidelity(argv: list[str]) -> int:
         value = getattr(a, key)
         if value is None:
             continue
-        raw[key] = {**raw.get(key, {}), **_parse_kv(value, key)} if key.endswith("_options") else value
+        raw[key] = {**raw.get(key, {}), **parse_kv(value, key)} if key.endswith("_options") else value
     cfg = RunConfig.from_dict(raw, "cil fidelity")
     for path in (a.out, a.plot):  # fail before the chip runs, not after
         if path is not None:
@@ -379,7 +381,7 @@ def _cmd_sweep(argv: list[str]) -> int:
     from .sweep import load_grid, read_results, run_sweep, train_point
 
     grid = load_grid(a.grid, results=a.results)
-    opts = _parse_kv(a.runner_options, "--runner-opt")
+    opts = parse_kv(a.runner_options, "--runner-opt")
     if a.jobs is not None:
         opts["jobs"] = a.jobs
     if a.address is not None:
