@@ -219,7 +219,13 @@ def test_every_option_is_typed_and_documented():
     (dict(holdout=-0.1), "holdout must lie in [0, 1)"),
     (dict(holdout_by="loss"), "holdout_by must be 'likelihood' or 'accuracy'"),
     (dict(holdout_rejoin=True), "holdout_rejoin=True .* needs holdout > 0"),
-    (dict(warm_moves="langevin"), "warm_moves must be 'mala' or 'block'"),
+    (dict(warm_moves="langevin"), "warm_moves must be 'mala', 'block' or 'mh'"),
+    (dict(warm_moves="mh"), "warm_moves='mh' sets how the warm-started chains move, but warm_start=0"),
+    (dict(warm_start=2, warm_prefer=-1.0), "warm_prefer must be a number >= 0"),
+    (dict(warm_start=2, warm_prefer=float("nan")), "warm_prefer must be a number >= 0"),
+    (dict(warm_prefer=2.0), "it needs 0 < warm_start < chains .warm_start=0"),
+    (dict(chains=4, warm_start=4, warm_prefer=2.0), "it needs 0 < warm_start < chains"),
+    (dict(warm_start=2, warm_prefer=2.0, restart_at_best=False), "restart_at_best=True and burn_in >= 1"),
     (dict(holdout=0.2, holdout_rejoin=True, restart_at_best=False), "needs holdout > 0, restart_at_best=True"),
     (dict(holdout=0.2, holdout_rejoin=True, burn_in=0), "and burn_in >= 1"),
 ])
@@ -247,6 +253,8 @@ def test_wrong_option_types_are_refused_at_the_door():
                                                 ({"guided_batch": 16}, None), (dict(burn_in_minibatch=24), None),
                                                 (dict(warm_start=1, warm_steps=5, holdout=0.25), None),
                                                 (dict(warm_start=2, warm_steps=5, holdout=0.25, holdout_rejoin=True),
+                                                 None),
+                                                (dict(warm_start=1, warm_steps=5, warm_moves="mh", warm_prefer=2.0),
                                                  None)])
 def test_resume_from_a_checkpoint_is_bit_identical(breast_cancer, tmp_path, extra, batch_size):
     """As MH's test: a run that dies and is resumed from its last checkpoint (new model, new trainer
@@ -553,3 +561,65 @@ def test_held_out_samples_join_a_request_as_dense_tensors_or_event_batches():
     j = _join(ea, eb)
     assert torch.equal(j.dense, torch.cat([a[:, :2], b[:, :1]], 1))
     assert [len(e) for e in j.events] == [1, 2, 3] and j.duration_us == 1000.0
+
+
+def test_clearly_better_is_a_z_test_on_two_accuracies():
+    """warm_prefer's rule: a - b > z * sqrt((a(1-a) + b(1-b)) / n), checked against the formula."""
+    from cil_core.training.langevin import _clearly_better
+
+    for a, b, n, z in [(0.995, 0.99, 398, 2.0), (0.9, 0.6, 398, 2.0), (0.8, 0.75, 100, 1.0), (1.0, 1.0, 50, 2.0),
+                       (0.7, 0.75, 398, 0.0)]:
+        se = math.sqrt((a * (1 - a) + b * (1 - b)) / n)
+        assert _clearly_better(a, b, n, z) == (a - b > z * se)
+    assert not _clearly_better(0.995, 0.99, 398, 2.0)  # one or two samples: noise, the warm start stays
+    assert _clearly_better(0.9, 0.6, 398, 2.0)  # a chip that distorts the software solution
+
+
+@pytest.mark.parametrize("acc_cold, restart", [(0.97, "warm"), (1.0, "cold")])
+def test_warm_prefer_keeps_the_software_start_unless_the_chip_refutes_it(breast_cancer, acc_cold, restart):
+    """warm_prefer=2: at the end of burn-in the best chain by likelihood is a random-start one; its chip
+    accuracy is 0.97 or 1.0 against the best warm chain's 0.95 on 80 samples. +0.02 is within 2 standard
+    errors (0.062): the warm chains go on unchanged and the other chains restart at them in rank order;
+    +0.05 is beyond them (0.049): every chain restarts at the best chain, as without warm_prefer."""
+    train = breast_cancer.train.subset(torch.arange(80))
+    tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=4, burn_in=1, warm_start=2,
+                     warm_steps=5, warm_moves="mh", warm_prefer=2.0)
+    a = tr.algorithm
+    a.setup(tr.state, train)
+    a.step(tr.state, (train.x, train.y))  # the burn-in step: every chain scored
+    a.loglik = torch.tensor([-20.0, -25.0, -10.0, -30.0])  # chain 2 (random start) ranks first, then 0, 1, 3
+    a.logpost = a.loglik.clone()
+    a.acc = torch.tensor([0.95, 0.94, acc_cold, 0.9])
+    before = {k: getattr(a, k).clone() for k in ("theta", "cunit", "grad")}
+    a._restart_at_best(80)
+    if restart == "warm":
+        assert a.restart_chain == 0 and a.warm.all()
+        src = [0, 1, 0, 1]  # the warm chains go on; chains 2 and 3 restart at warm chains 0 and 1
+    else:
+        assert a.restart_chain == 2 and not a.warm.any()
+        src = [2, 2, 2, 2]
+    for k, v in before.items():
+        assert torch.equal(getattr(a, k), v[src]), k
+    assert torch.equal(a.loglik, torch.tensor([-20.0, -25.0, -10.0, -30.0])[src])
+
+
+def test_warm_moves_mh_keeps_block_moves_for_the_whole_run(breast_cancer):
+    """warm_moves="mh": the warm chains move at most block_size entries at every step, burn-in and kept
+    steps alike; after a restart at a warm chain (warm_prefer) every chain moves so; the randomly
+    started chain moves whole layers during burn-in."""
+    train = breast_cancer.train.subset(torch.arange(60))
+    tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=3, burn_in=6, warm_start=2,
+                     warm_steps=10, warm_moves="mh", warm_prefer=100.0, langevin_share=0.9, min_share=0.05,
+                     block_size=4)
+    a = tr.algorithm
+    a.setup(tr.state, train)
+    sizes = {c: [] for c in range(3)}
+    for _ in range(12):
+        burn = a.n_steps < a.burn_in
+        a.step(tr.state, (train.x, train.y))
+        for c in range(3):
+            sizes[c].append((burn, len(a.last_blocks[c])))
+    assert a.warm.all() and a.restart_chain in (0, 1)  # z = 100: the warm start is never refuted
+    assert all(k <= 4 for c in (0, 1) for _, k in sizes[c])
+    assert any(k > 4 for burn, k in sizes[2] if burn)
+    assert all(k <= 4 for burn, k in sizes[2] if not burn)

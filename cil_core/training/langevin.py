@@ -186,6 +186,27 @@ Langevin share is 0 for them; their moves enter the random-walk windows and β's
 block move), so they explore around the software solution as MH started there does, while the
 other chains climb with guided moves; after burn-in every chain makes the moves above.
 
+**Keep the software start unless the chip refutes it** (``warm_prefer=z``; default 0: off). With
+warm and randomly started chains, the restart at the end of burn-in ranks the chains as above but
+lands on the best warm chain :math:`w` unless the best chain :math:`c^*` is not warm and its chip
+accuracy on the :math:`n` samples it was scored on beats the warm chain's by more than z standard
+errors of the difference (taken as independent):
+
+.. math:: a_{c^*} - a_w > z\,\sqrt{\big(a_{c^*}(1-a_{c^*}) + a_w(1-a_w)\big)/n}.
+
+The software-trained start is the prior favourite (it generalises as offline training does); the
+chip must show that it no longer classifies as well (strong distortion) before the chains leave
+it. When the restart lands on a warm chain, the warm chains go on as they are and only the others
+restart, at the warm chains in rank order (round robin): the kept chains are independent MH chains
+from the software start, as MH started from offline weights (restarting every chain at the single
+best one fits the training set and cost 0.4–0.7 points of test accuracy at strengths 0 / 0.5 in
+the measurement below). With ``warm_moves="mh"`` a chain keeps MH's block moves after a restart at
+a warm chain, so where the software start holds the method *is* MH from it, and where the chip
+refutes it, it is the gradient-informed sampler above from its best chain. Measured
+(``benchmarks/mala_analog.py --algorithms mala --no-fractions --mala warm_start=4 warm_moves=mh
+warm_prefer=2``, chips 0–4): 95.4 / 95.4 / 95.5 / 93.2 / 90.9 % at strengths 0 / 0.5 / 1 / 1.5 / 2;
+with every chain restarted at the best warm chain instead 94.9 / 95.0 / 95.7 / 93.3 / 91.4.
+
 **Held-out selection** (``holdout=f``; default 0: every choice on the training samples the chains
 fit). At setup a class-stratified random share f of the training samples (round(f·n_c) of each
 class c, from the trainer's generator) is set aside: the chains' likelihood, their gradients, the
@@ -291,7 +312,11 @@ class Langevin(MetropolisHastings):
     score that ranks the chains and the deployment candidates), ``holdout_rejoin`` (``True``: the
     held-out samples choose the restart only and join the likelihood for the kept steps; module doc),
     ``warm_moves`` (``"mala"``: the warm-started chains move as the others; ``"block"``: during burn-in
-    they make MH's block random-walk moves only, as MH from the software-trained weights would).
+    they make MH's block random-walk moves only, as MH from the software-trained weights would;
+    ``"mh"``: they make only those moves for the whole run, and a chain restarted at a warm chain
+    moves as one), ``warm_prefer`` (z ≥ 0: the restart at the end of burn-in keeps the software
+    start unless another chain's chip accuracy beats the best warm chain's by more than z standard
+    errors; 0: the plain best chain; module doc).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -307,7 +332,7 @@ class Langevin(MetropolisHastings):
                  burn_in_minibatch: int | None = None, guided_block: str = "layer", guided_noise: float = 1.0,
                  warm_start: int = 0, warm_steps: int = 200, warm_lr: float = 0.01, warm_batch: int = 64,
                  holdout: float = 0.0, holdout_by: str = "likelihood", holdout_rejoin: bool = False,
-                 warm_moves: str = "mala", **kw: Any) -> None:
+                 warm_moves: str = "mala", warm_prefer: float = 0.0, **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
@@ -375,8 +400,18 @@ class Langevin(MetropolisHastings):
                               f"not {holdout!r}")
         if holdout_by not in ("likelihood", "accuracy"):
             raise OptionError(f"holdout_by must be 'likelihood' or 'accuracy', not {holdout_by!r}")
-        if warm_moves not in ("mala", "block"):
-            raise OptionError(f"warm_moves must be 'mala' or 'block', not {warm_moves!r}")
+        if warm_moves not in ("mala", "block", "mh"):
+            raise OptionError(f"warm_moves must be 'mala', 'block' or 'mh', not {warm_moves!r}")
+        if warm_moves != "mala" and not warm_start:
+            raise OptionError(f"warm_moves={warm_moves!r} sets how the warm-started chains move, but warm_start=0: "
+                              f"set warm_start >= 1 or drop warm_moves")
+        if isinstance(warm_prefer, bool) or not isinstance(warm_prefer, (int, float)) \
+                or not (math.isfinite(warm_prefer) and warm_prefer >= 0):
+            raise OptionError(f"warm_prefer must be a number >= 0 (standard errors), not {warm_prefer!r}")
+        if warm_prefer and not (0 < warm_start < chains and restart_at_best and kw.get("burn_in", 200) >= 1):
+            raise OptionError(f"warm_prefer={warm_prefer} keeps the restart at the end of burn-in on a warm-started "
+                              f"chain unless another chain is clearly better: it needs 0 < warm_start < chains "
+                              f"(warm_start={warm_start}, chains={chains}), restart_at_best=True and burn_in >= 1")
         if holdout_rejoin and not (holdout and restart_at_best and kw.get("burn_in", 200) >= 1):
             raise OptionError("holdout_rejoin=True lets the held-out samples join the likelihood after the restart at "
                               "the end of burn-in: it needs holdout > 0, restart_at_best=True and burn_in >= 1")
@@ -388,6 +423,7 @@ class Langevin(MetropolisHastings):
         self.warm_start, self.warm_steps, self.warm_batch = warm_start, warm_steps, warm_batch
         self.warm_lr, self.holdout, self.holdout_by = float(warm_lr), float(holdout), holdout_by
         self.holdout_rejoin, self.warm_moves = bool(holdout_rejoin), warm_moves
+        self.warm_prefer = float(warm_prefer)
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
         self.langevin_share, self.min_share = float(langevin_share), float(min_share)
@@ -461,6 +497,7 @@ class Langevin(MetropolisHastings):
                 self.unit = self.cunit[0].clone()
         self.held_score = torch.full((self.chains, 2), -math.inf, device=self.theta.device)  # (accuracy, log-lik)
         self.restart_chain = -1  # the chain every chain restarted at (restart_at_best; -1: not yet)
+        self.warm = torch.arange(self.chains) < self.warm_start  # which chains hold a warm start (a restart copies it)
         C, L, dev = self.chains, len(self.blocks), self.theta.device
         self.grad = torch.zeros_like(self.theta)
         self.h = torch.full((L,), math.nan, device=dev)  # Langevin steps, set at the first step
@@ -639,7 +676,7 @@ class Langevin(MetropolisHastings):
             self._rejoin(len(y))  # from here on every sample counts (module doc); the current states are re-scored
             rescore = True
         if self.restart_at_best and self.n_steps == self.burn_in and self.burn_in > 0:
-            self._restart_at_best()
+            self._restart_at_best(min(self.burn_in_minibatch or n_like, n_like))
         if drift is None:
             drift = self.grad
 
@@ -651,8 +688,8 @@ class Langevin(MetropolisHastings):
             ell = int(layers[c])
             blk = self.blocks[ell]
             want = float(torch.rand(1, generator=g)) < float(self.share[ell])
-            if c < self.warm_start and self.warm_moves == "block" and self.n_steps < self.burn_in:
-                want = False  # a warm chain's burn-in: MH's block moves only (warm_moves="block")
+            if self.warm[c] and (self.warm_moves == "mh" or (self.warm_moves == "block" and self.n_steps < self.burn_in)):
+                want = False  # a warm chain: MH's block moves only (warm_moves="block": in burn-in; "mh": always)
             if want and self.guided_block == "network" and self._guided():
                 pick, mu, sd, _ = self._network_kernel(self.theta[c], drift[c], self.v[c], self.cunit[c])
                 eps = torch.randn(len(pick), generator=g).to(dev)
@@ -797,18 +834,34 @@ class Langevin(MetropolisHastings):
         elif self._held is not None:
             self._final_data = self._held
 
-    def _restart_at_best(self) -> None:
+    def _restart_at_best(self, n_scored: int) -> None:
         """End of burn-in (module doc): every chain restarts at the chain state ranked best by the
-        ``deploy_by`` criterion, with its score, gradient and RMS state (no chip call)."""
-        if getattr(self, "_held", None) is not None:  # chosen on the held-out samples (module doc)
-            i = int(torch.argmax(self._held_rank(self.held_score[:, 0], self.held_score[:, 1])))
-        else:
-            i = int(torch.argmax(self._rank(self.logpost, self.loglik)))
+        ``deploy_by`` criterion, with its score, gradient and RMS state (no chip call); with
+        ``warm_prefer`` at the best warm-started chain unless the best is clearly better (module doc).
+        ``n_scored``: the training samples the chains' accuracies were measured on."""
+        held = getattr(self, "_held", None) is not None  # chosen on the held-out samples (module doc)
+        rank = (self._held_rank(self.held_score[:, 0], self.held_score[:, 1]) if held
+                else self._rank(self.logpost, self.loglik))
+        i = int(torch.argmax(rank))
+        if self.warm_prefer and not bool(self.warm[i]) and bool(self.warm.any()):
+            w = int(torch.argmax(torch.where(self.warm.to(rank.device), rank, torch.full_like(rank, -math.inf))))
+            acc = self.held_score[:, 0] if held else self.acc
+            if not _clearly_better(float(acc[i]), float(acc[w]), self.n_holdout if held else n_scored,
+                                   self.warm_prefer):
+                i = w
         self.restart_chain = i
         self.unit = self.cunit[i].clone()
+        src = torch.full((self.chains,), i, dtype=torch.long)  # the chain each chain restarts at
+        if self.warm_prefer and bool(self.warm[i]):  # the warm chains go on; the others restart at them
+            order = torch.argsort(torch.where(self.warm.to(rank.device), rank, torch.full_like(rank, -math.inf)),
+                                  descending=True, stable=True)[:int(self.warm.sum())].cpu()
+            src = torch.arange(self.chains)
+            cold = (~self.warm).nonzero().flatten()
+            src[cold] = order[torch.arange(len(cold)) % len(order)]
+        self.warm = self.warm[src].clone()
         for name in ("theta", "grad", "v", "logpost", "loglik", "acc", "held_score", "cunit"):
             t = getattr(self, name)
-            setattr(self, name, t[i].expand_as(t).clone())
+            setattr(self, name, t[src.to(t.device)].clone())
 
     def _first_steps(self, exact_only: bool = False) -> None:
         """The first steps (module doc): h_ℓ = min(s_ℓ, 1 / rms(β_ℓ u g)) over the layer's entries and
@@ -902,20 +955,29 @@ class Langevin(MetropolisHastings):
     legacy_options = {**MetropolisHastings.legacy_options, "guided_batch": None, "burn_in_minibatch": None,
                       "guided_block": "layer", "guided_noise": 1.0, "warm_start": 0, "warm_steps": 200, "warm_lr": 0.01,
                       "warm_batch": 64, "holdout": 0.0, "holdout_by": "likelihood",
-                      "holdout_rejoin": False, "warm_moves": "mala"}
+                      "holdout_rejoin": False, "warm_moves": "mala", "warm_prefer": 0.0}
 
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",
         "langevin_accepts", "fallback_proposals", "beta", "beta_xy", "beta_xx", "out_cur", "subset_scores",
-        "holdout_index", "held_score", "rejoined", "restart_chain", "cunit")
+        "holdout_index", "held_score", "rejoined", "restart_chain", "cunit", "warm")
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         super().load_state_dict(d)
         if "cunit" not in d:  # written before per-chain scales existed: every chain had the shared ones
             self.cunit = self.unit.expand(self.chains, -1).clone()
+        if "warm" not in d:  # written before the label travelled with a restart: warm_moves acted in burn-in only
+            self.warm = torch.arange(self.chains) < self.warm_start
         if "holdout_index" in d:  # the checkpointed split, applied to this fit's training data
             self._apply_split(self._all)
             self._choose_final_data()
+
+
+def _clearly_better(a: float, b: float, n: int, z: float) -> bool:
+    """Whether accuracy ``a`` beats ``b`` (both measured on the same ``n`` samples) by more than ``z``
+    standard errors of their difference, taken as independent (module doc: ``warm_prefer``)."""
+    se = math.sqrt(max(a * (1 - a) + b * (1 - b), 0.0) / max(n, 1))
+    return a - b > z * se
 
 
 def _join(x: Any, more: Any) -> Any:
