@@ -152,14 +152,22 @@ def test_mala_analog_runs_a_variant_of_mala_alone_and_checks_its_options(tmp_pat
         bench.main(["--algorithms", "mala", "--mala", "guided_batch=0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         bench.main(["--mala", "chains=3", "--docs", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main(["--mala-base", "defaults", "--docs", "--out", str(tmp_path)])
     assert bench.main(["--algorithms", "mala", "mala-ft", "--mala", "chains=3", "guided_batch=16", "--strengths", "0",
                        "--chips", "1", "--first-chip", "1", "--steps", "6", "--no-fractions", "--tag", "_v",
                        "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "mala_analog_v.json").read_text())
-    assert result["mala_options"] == {"chains": 3, "guided_batch": 16} and result["algorithms"] == ["mala", "mala-ft"]
+    # the recommended options for 3 chains (one warm-started), the given ones over them
+    assert result["mala_options"] == {"warm_start": 1, "warm_moves": "mh", "warm_prefer": 2.0, "chains": 3,
+                                      "guided_batch": 16} and result["algorithms"] == ["mala", "mala-ft"]
     assert [r["algorithm"] for r in result["rows"]] == ["mala", "mala-ft"]  # mala-ft: from the offline weights
     for row in result["rows"]:
-        assert row["chains"] == 3 and row["guided_batch"] == 16 and row["chip"] == 1
+        assert row["chains"] == 3 and row["guided_batch"] == 16 and row["chip"] == 1 and row["warm_start"] == 1
+    assert bench.main(["--algorithms", "mala", "--mala-base", "defaults", "--mala", "chains=3", "--strengths", "0",
+                       "--chips", "1", "--steps", "6", "--no-fractions", "--tag", "_d", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "mala_analog_d.json").read_text())
+    assert result["mala_options"] == {"chains": 3} and result["rows"][0]["warm_start"] == 0
     out = capsys.readouterr().out
     assert "| 0 |" in out and "done" not in out
 
