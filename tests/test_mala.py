@@ -215,6 +215,8 @@ def test_every_option_is_typed_and_documented():
     (dict(warm_steps=0), "warm_steps must be a whole number >= 1"),
     (dict(warm_batch=0), "warm_batch must be a whole number >= 1"),
     (dict(warm_lr=0.0), "warm_lr must be a positive number"),
+    (dict(warm_grad_clip=0.0), "warm_grad_clip must be a positive number"),
+    (dict(warm_grad_clip=float("inf")), "warm_grad_clip must be a positive number"),
     (dict(holdout=1.0), "holdout must lie in [0, 1)"),
     (dict(holdout=-0.1), "holdout must lie in [0, 1)"),
     (dict(holdout_by="loss"), "holdout_by must be 'likelihood' or 'accuracy'"),
@@ -623,3 +625,27 @@ def test_warm_moves_mh_keeps_block_moves_for_the_whole_run(breast_cancer):
     assert all(k <= 4 for c in (0, 1) for _, k in sizes[c])
     assert any(k > 4 for burn, k in sizes[2] if burn)
     assert all(k <= 4 for burn, k in sizes[2] if not burn)
+
+
+def test_warm_grad_clip_clips_the_software_training(breast_cancer, monkeypatch):
+    """warm_grad_clip: every software step of the warm start clips the gradient's global norm at the
+    value (the offline algorithm's grad_clip), and the warm start differs from an unclipped one."""
+    import cil_core.training.gradient as gradient
+
+    seen = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        seen.append(max_norm)
+        return real(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(gradient.torch.nn.utils, "clip_grad_norm_", spy)
+    train = breast_cancer.train.subset(torch.arange(120))
+    thetas = []
+    for clip in (None, 1e-3):
+        tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=2, burn_in=2, warm_start=1,
+                         warm_steps=7, warm_grad_clip=clip)
+        tr.algorithm.setup(tr.state, train)
+        thetas.append(tr.algorithm.theta[0].clone())
+    assert seen == [1e-3] * 7
+    assert not torch.equal(thetas[0], thetas[1])

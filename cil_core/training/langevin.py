@@ -168,7 +168,7 @@ Burn-in only (guided moves carry no proposal density); the exact moves after bur
 **Software warm start** (``warm_start=k``; default 0). Before the first chip call the algorithm
 trains the user's network (as given: its random init) in software, as the ``offline`` algorithm
 does (:class:`~cil_core.training.gradient.Offline`: BPTT with surrogate gradients, Adam, learning
-rate ``warm_lr``, ``warm_steps`` minibatches of ``warm_batch`` samples drawn from the training
+rate ``warm_lr``, gradient norm clipped at ``warm_grad_clip`` if given, ``warm_steps`` minibatches of ``warm_batch`` samples drawn from the training
 samples the chains fit, from the trainer's generator), **no chip call**, and starts the first k
 chains there, :math:`\theta_c^{(0)} = W_{sw}` for :math:`c < k`; the other chains start at the
 ``init`` state (calibrated random init) and the network goes back to the user's weights. Each
@@ -306,6 +306,7 @@ class Langevin(MetropolisHastings):
     ``warm_start`` (chains that start from the network trained in software first, Adam on the
     training samples, no chip call; 0: none; module doc), ``warm_steps`` (the software training's
     minibatch steps), ``warm_lr`` (its Adam learning rate), ``warm_batch`` (its minibatch size),
+    ``warm_grad_clip`` (its gradient's largest global norm; ``None``: no clipping),
     ``holdout`` (the share of the training samples set aside, class-stratified, that the chains never
     fit; the restart at the end of burn-in and the deployment choose on them; 0: none; no split below
     10 held-out samples; module doc), ``holdout_by`` (``"likelihood"`` or ``"accuracy"``: the held-out
@@ -332,7 +333,8 @@ class Langevin(MetropolisHastings):
                  burn_in_minibatch: int | None = None, guided_block: str = "layer", guided_noise: float = 1.0,
                  warm_start: int = 0, warm_steps: int = 200, warm_lr: float = 0.01, warm_batch: int = 64,
                  holdout: float = 0.0, holdout_by: str = "likelihood", holdout_rejoin: bool = False,
-                 warm_moves: str = "mala", warm_prefer: float = 0.0, **kw: Any) -> None:
+                 warm_moves: str = "mala", warm_prefer: float = 0.0, warm_grad_clip: float | None = None,
+                 **kw: Any) -> None:
         if kw.get("proposal", "block") != "block":
             raise OptionError("mala's moves are block moves; proposal must be 'block' (drop the option)")
         if kw.get("de_fraction", 0.0):
@@ -395,6 +397,9 @@ class Langevin(MetropolisHastings):
                               f"only chains={chains}: set warm_start <= chains")
         if not (math.isfinite(warm_lr) and warm_lr > 0):
             raise OptionError(f"warm_lr must be a positive number, not {warm_lr!r}")
+        if warm_grad_clip is not None and not (math.isfinite(warm_grad_clip) and warm_grad_clip > 0):
+            raise OptionError(f"warm_grad_clip must be a positive number (the gradient's largest global norm) or None, "
+                              f"not {warm_grad_clip!r}")
         if not (math.isfinite(holdout) and 0 <= holdout < 1):
             raise OptionError(f"holdout must lie in [0, 1) (the share of the training samples set aside), "
                               f"not {holdout!r}")
@@ -424,6 +429,7 @@ class Langevin(MetropolisHastings):
         self.warm_lr, self.holdout, self.holdout_by = float(warm_lr), float(holdout), holdout_by
         self.holdout_rejoin, self.warm_moves = bool(holdout_rejoin), warm_moves
         self.warm_prefer = float(warm_prefer)
+        self.warm_grad_clip = None if warm_grad_clip is None else float(warm_grad_clip)
 
         self.langevin_step, self.langevin_target = langevin_step, float(langevin_target)
         self.langevin_share, self.min_share = float(langevin_share), float(min_share)
@@ -468,7 +474,7 @@ class Langevin(MetropolisHastings):
         is left holding the weights it came with."""
         net = state.network
         before = {k: v.detach().clone() for k, v in net.detached_parameters().items()}
-        soft = Offline(lr=self.warm_lr)
+        soft = Offline(lr=self.warm_lr, grad_clip=self.warm_grad_clip)
         soft.setup(state, train)
         done, bs = 0, min(self.warm_batch, len(train))
         while done < self.warm_steps:
@@ -955,7 +961,8 @@ class Langevin(MetropolisHastings):
     legacy_options = {**MetropolisHastings.legacy_options, "guided_batch": None, "burn_in_minibatch": None,
                       "guided_block": "layer", "guided_noise": 1.0, "warm_start": 0, "warm_steps": 200, "warm_lr": 0.01,
                       "warm_batch": 64, "holdout": 0.0, "holdout_by": "likelihood",
-                      "holdout_rejoin": False, "warm_moves": "mala", "warm_prefer": 0.0}
+                      "holdout_rejoin": False, "warm_moves": "mala", "warm_prefer": 0.0,
+                      "warm_grad_clip": None}
 
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",
