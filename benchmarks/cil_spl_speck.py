@@ -58,7 +58,12 @@ Methods (software accuracy = time-stepped sinabs-equivalent model on the dense b
 (g) ``mala``: the same sampler from the random init of (c) and (d) (``init="network"``) with the
     options ``MALA_OPTIONS``, the same chip-call budget. It reads more samples per call than (d)
     (2 x chains x subset per burn-in call; chains x N after it): the sample-inferences per method
-    are in the calls table. ``--methods`` leaves it out (it is the slowest case by far).
+    are in the calls table;
+(h) ``mala-warm``: ``mala`` from the same random init with the options the analog re-creation
+    recommends (``MALA_RECOMMENDED_OPTIONS``: one chain warm-started in software by the algorithm
+    itself with (c)'s recipe, ``warm_recipe``, making MH's block moves; the restart at the end of
+    burn-in keeps it unless the chip refutes it) and (f)'s guided moves for the other chain;
+    (d)'s chip calls.
 """
 
 from __future__ import annotations
@@ -81,10 +86,11 @@ from harness import (add_output_args, add_sweep_args, markdown_table, publish_fi
                      save_figure, write_docs_section, write_json)
 
 SECTION = "cil-spl"
-METHODS = ["ann2snn", "ann2snn-qat", "bptt", "cil-spl-bptt", "cil-spl-ann", "mala-bptt", "mala"]
+METHODS = ["ann2snn", "ann2snn-qat", "bptt", "cil-spl-bptt", "cil-spl-ann", "mala-bptt", "mala", "mala-warm"]
 LABELS = {"ann2snn": "(a) CNN→SNN conversion", "ann2snn-qat": "(b) conversion + QAT", "bptt": "(c) SNN BPTT",
           "cil-spl-bptt": "(d) CIL-SPL + BPTT", "cil-spl-ann": "(e) CIL-SPL + ANN-to-SNN",
-          "mala-bptt": "(f) MALA from (c)'s BPTT weights", "mala": "(g) MALA from the random init"}
+          "mala-bptt": "(f) MALA from (c)'s BPTT weights", "mala": "(g) MALA from the random init",
+          "mala-warm": "(h) MALA with its software warm start, from the random init"}
 #: the methods every summary needs (the verdicts compare them)
 REQUIRED = ("bptt", "cil-spl-bptt")
 WEIGHT_BITS = 8  # the chip's weight precision (per-layer symmetric scale)
@@ -97,8 +103,14 @@ MALA_OPTIONS = {"guided_block": "network", "guided_noise": 0.1, "langevin_target
 #: training data only (BPTT on 1,000 training samples, accuracy on the other 258; docs/results.md);
 #: part of the mala-bptt cases' keys.
 MALA_WARM_OPTIONS = {"guided_block": "network", "guided_noise": 0.0, "langevin_target": 0.5}
+#: (h)'s options: (f)'s moves with the options the analog re-creation recommends (README): one of the two
+#: chains starts from the network trained in software by the algorithm itself (``warm_start``, with
+#: (c)'s recipe, ``warm_recipe``), keeps MH's block moves, and the restart at the end of burn-in keeps
+#: it unless the other chain's chip accuracy is better by more than 2 standard errors.
+MALA_RECOMMENDED_OPTIONS = {**MALA_WARM_OPTIONS, "warm_start": 1, "warm_moves": "mh", "warm_prefer": 2.0}
 #: the cases' extra key entries (their options): a change reruns only that method's cases
-CASE_OPTIONS = {"mala": {"mala_options": MALA_OPTIONS}, "mala-bptt": {"mala_options": MALA_WARM_OPTIONS}}
+CASE_OPTIONS = {"mala": {"mala_options": MALA_OPTIONS}, "mala-bptt": {"mala_options": MALA_WARM_OPTIONS},
+                "mala-warm": {"mala_options": MALA_RECOMMENDED_OPTIONS}}
 
 
 def make_model(kind: str, T: int, channels=(8, 16, 16, 32, 32), n_classes: int = 10) -> nn.Sequential:
@@ -266,7 +278,15 @@ def mala_options(cfg: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]
     states' gradients and the deployment call as steps (burn-in then ``mala_post_steps`` exact steps),
     the config's chains, subset and layer choice, then the method's own ``options`` over them."""
     return {"init": "network", "chains": cfg["mala_chains"], "burn_in": chip_budget(cfg) - 2 - cfg["mala_post_steps"],
-            "burn_in_minibatch": cfg["mala_minibatch"], "layer_choice": cfg["mala_layer_choice"], **options}
+            "burn_in_minibatch": cfg["mala_minibatch"], "layer_choice": cfg["mala_layer_choice"],
+            **(warm_recipe(cfg) if options.get("warm_start") else {}), **options}
+
+
+def warm_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A ``mala`` warm start that is (c)'s training: Adam at ``snn_lr``, minibatches of ``batch``, the
+    gradient clipped at ``grad_clip``, ``snn_epochs`` passes' worth of steps (its own minibatch order)."""
+    return {"warm_steps": chip_budget(cfg), "warm_lr": cfg["snn_lr"], "warm_batch": cfg["batch"],
+            "warm_grad_clip": cfg["grad_clip"]}
 
 
 def _counts(tr) -> dict[str, int]:
@@ -328,7 +348,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         tr.fit(train, epochs=cfg["cil_ann_epochs"], batch_size=cfg["batch"])
         out["accuracy"] = _accs(tr, test)
         out.update(_counts(tr))
-    elif method in ("mala", "mala-bptt"):  # (g): (d)'s init; (f): (c)'s trained weights; both (d)'s chip calls
+    elif method in ("mala", "mala-bptt", "mala-warm"):  # (g), (h): (d)'s init; (f): (c)'s trained weights; (d)'s calls
         budget = chip_budget(cfg)
         steps = budget - 2  # + the starting states' gradients + the deployment call
         snn = _init_snn(seed, cfg)
@@ -345,7 +365,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         out["mala"] = {"acceptance": a.acceptance_rate, "langevin_proposals": a.langevin_proposals,
                        "langevin_accepts": a.langevin_accepts, "fallback_proposals": a.fallback_proposals,
                        "langevin_share": a.share.tolist(), "beta": a.beta.tolist(),
-                       "train_accuracy_end": float(a.acc.mean())}
+                       "train_accuracy_end": float(a.acc.mean()), "restart_chain": a.restart_chain,
+                       "warm_start": a.warm_start}
     else:
         raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
     return out
@@ -443,7 +464,7 @@ def mala_verdict(summary: dict, runs: list[dict]) -> str:
     (f) started from exactly (c)'s weights on every seed."""
     d = summary["cil-spl-bptt"]["chip_mean"]
     parts = []
-    for m in ("mala-bptt", "mala"):
+    for m in ("mala-bptt", "mala", "mala-warm"):
         if m not in summary:
             continue
         f, tag = summary[m]["chip_mean"], LABELS[m].split(" ", 1)[0]
@@ -615,6 +636,12 @@ def main(argv: list[str] | None = None) -> int:
             mala_text += (f"Method (g) is {mala_call('mala')} from (c)/(d)'s random init: {burn} guided burn-in steps on "
                           f"subsets of {mala_m('mala')} samples, {cfg['mala_post_steps']} exact steps, (d)'s "
                           f"{chip_budget(cfg)} chip calls.\n")
+        if "mala-warm" in methods:
+            mala_text += (f"Method (h) is {mala_call('mala-warm')} from (c)/(d)'s random init: before its first chip call "
+                          f"the algorithm trains one chain's start in software with (c)'s recipe (its own minibatch "
+                          f"order), the other chain starts at the random init; {burn} burn-in steps on subsets of "
+                          f"{mala_m('mala-warm')} samples, {cfg['mala_post_steps']} exact steps, (d)'s {chip_budget(cfg)} "
+                          f"chip calls.\n")
         text = f"""Command: `{cmd}` ({'quick mode, ' if args.quick else ''}{args.seeds} seeds; {case_seconds / 60:.1f} min of case time summed over the cases, on a shared 2-core machine).
 Data: {dataset}; {len(train)} training / {len(test)} test samples, T = {cfg['T']} time bins over 315 ms.
 This is a **re-creation** on synthetic data, not N-MNIST: the numbers are not comparable with Liu et al.'s 95.71 %.

@@ -74,6 +74,22 @@ def test_cil_spl_benchmark_network_fits_the_chip():
     assert obs.output.shape == (4, 2, 10)
 
 
+def test_cil_spl_benchmark_mala_warm_trains_its_start_with_bptts_recipe():
+    """(h)'s mala options: the recommended warm start (one chain, MH's moves, warm_prefer) with (c)'s
+    recipe (its steps, learning rate, minibatch and gradient clip); (f) and (g) have no warm start;
+    every set of options passes mala's door."""
+    bench = load("cil_spl_speck")
+    cfg = dict(snn_epochs=8, n_train=1258, batch=64, snn_lr=2e-3, grad_clip=1.0, mala_chains=2, mala_minibatch=32,
+               mala_post_steps=2, mala_layer_choice="uniform")
+    h = bench.mala_options(cfg, bench.CASE_OPTIONS["mala-warm"]["mala_options"])
+    assert (h["warm_start"], h["warm_moves"], h["warm_prefer"]) == (1, "mh", 2.0)
+    assert (h["warm_steps"], h["warm_lr"], h["warm_batch"], h["warm_grad_clip"]) == (8 * 20, 2e-3, 64, 1.0)
+    for m in ("mala", "mala-bptt"):
+        assert not any(k.startswith("warm") for k in bench.mala_options(cfg, bench.CASE_OPTIONS[m]["mala_options"]))
+    for m in ("mala", "mala-bptt", "mala-warm"):
+        cil.make_algorithm("mala", **bench.mala_options(cfg, bench.CASE_OPTIONS[m]["mala_options"]))
+
+
 def test_cil_spl_benchmark_ann_proxy_deploys_the_converted_weights():
     pytest.importorskip("sinabs")
     pytest.importorskip("cil_sinabs")
