@@ -526,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small data and budget (< 10 min on 2 cores)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--nmnist", default=None, help="root holding NMNIST/ (tonic layout); default: synthetic digits")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch and numba threads per case (default: torch's, one per core). Give 1 when other "
+                    "processes or --workers share the cores: two mala cases at once with 2 threads each on 2 cores "
+                    "ran 1.3-8x slower per step than with 1. The figures depend on it (torch's float sums): keep one "
+                    "value per results file")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated methods to run (default: all: {','.join(METHODS)}); "
                     f"{' and '.join(REQUIRED)} are always needed. With --resume the cases already in the JSON Lines "
@@ -565,9 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  seed {point.options['seed']} {point.options['method']:13s} sw {sw:.3f} chip {hw:.3f}  "
               f"({rec['seconds']:.1f}s)", flush=True)
 
+    threads = args.threads or torch.get_num_threads()
     sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=runner_options(args),
-                      on_result=show,
-                      threads=args.threads or torch.get_num_threads(), fresh=not args.resume, base=base)
+                      on_result=show, threads=threads, fresh=not args.resume, base=base)
     if sweep.skipped:
         print(f"{len(sweep.skipped)} case(s) taken from {jsonl} (--resume)")
     # the tables: every method with results (same settings) in the file, not only those of --methods
@@ -611,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seeds": args.seeds, "methods": shown, "methods_run": methods, "summary": summary,
                 "mala_options": {m: CASE_OPTIONS[m]["mala_options"] for m in shown if m in CASE_OPTIONS},
                 "mala": [r["mala"] for r in runs], "start_digests": [r["digest"] for r in runs], "wall_seconds": wall, "case_seconds": case_seconds,
+                "threads_per_case": threads,
                 "verdict": verdict, "note": note,
                 "mala_verdict": mverdict, "calls": [r["calls"] for r in runs], "seconds": [r["seconds"] for r in runs],
                 "fidelity": [r["fidelity"] for r in runs]})
