@@ -528,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nmnist", default=None, help="root holding NMNIST/ (tonic layout); default: synthetic digits")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch and numba threads per case (default: torch's, one per core). Give 1 when other "
-                    "processes or --workers share the cores: two mala cases at once with 2 threads each on 2 cores "
-                    "ran 1.3-8x slower per step than with 1. The figures depend on it (torch's float sums): keep one "
+                    "processes or --workers share the cores (two mala cases at once with 2 threads each on 2 cores ran "
+                    "several times slower than with 1). The figures depend on it (torch's float sums): keep one "
                     "value per results file")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated methods to run (default: all: {','.join(METHODS)}); "

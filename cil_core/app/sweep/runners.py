@@ -34,9 +34,9 @@ def execute(fn: Callable[[Any], Any], payload: Any, threads: int = 1) -> dict[st
     (speck, xylo) would otherwise run on all of numba's threads (one per core) whatever
     ``threads`` says, and with numba's OpenMP threading layer the start of its pool also set
     torch's OpenMP thread count back to numba's, so a 1-thread point ran 2-thread teams of both,
-    spin-waiting for cores other processes held (2 cores, two speck MALA points at once with
-    ``threads=1``: 1.49 s and 0.74 CPU s per step, against 0.34 s and 0.17 CPU s with both pools
-    at 1 thread). numba's pool is started first, so torch's count set after it holds."""
+    spin-waiting for cores other processes held (two speck MALA points at once on 2 cores took
+    several times the CPU and wall time per step of 1-thread ones). numba's pool is started
+    first, so torch's count set after it holds."""
     import torch
 
     before = torch.get_num_threads()
