@@ -15,7 +15,8 @@ to ``docs/img/speck_cil_spl.png``.
 
 The cases (method x seed) are the points of a ``cil sweep`` (:func:`cil_core.app.sweep.run_sweep`):
 each finished case is appended to ``cil_spl_speck[_quick].jsonl`` under ``--out``; ``--resume``
-keeps the cases already there (same settings), ``--runner ray`` runs them as Ray tasks and
+keeps the cases already there (same settings; with ``--methods`` the listed methods run and the
+tables show every method the file has cases of), ``--runner ray`` runs them as Ray tasks and
 ``--workers N`` as N local processes (default: one after the other in this process). Every case
 is self-contained: (e) trains (a)'s ANN again (same seed, same result), (c) and (d) build the
 same initial SNN.
@@ -81,7 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cil_core.hardware.transfer import quantize_symmetric, straight_through
-from cil_core.app.sweep import Point, fingerprint, point_key, run_sweep
+from cil_core.app.sweep import Point, fingerprint, point_key, read_results, run_sweep
 from harness import (add_output_args, add_sweep_args, markdown_table, publish_figures, read_json, runner_options,
                      save_figure, write_docs_section, write_json)
 
@@ -372,12 +373,43 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def case_points(methods: list[str], seeds: int, cfg: dict[str, Any], data: dict[str, Any]) -> list[Point]:
+    """The sweep's points: one per method and seed (seed-major, methods in the given order). A
+    case's key is its method, seed and the method's options (``CASE_OPTIONS``): a change of those
+    options makes new keys, so only that method's cases run again."""
+    def key(m: str, seed: int) -> dict[str, Any]:
+        return {"method": m, "seed": seed, **CASE_OPTIONS.get(m, {})}
+
+    return [Point(point_key(key(m, seed)), {"method": m, "seed": seed}, {**key(m, seed), "cfg": cfg, "data": data})
+            for seed in range(seeds) for m in methods]
+
+
+def table_records(ran: dict[str, dict[str, Any]], stored: dict[str, dict[str, Any]], points: list[Point],
+                  base: str) -> dict[str, dict[str, Any]]:
+    """The records the tables show: ``ran`` (this run's sweep records, the methods of ``--methods``)
+    and, for the other ``points`` (every method x seed), the records of the results file ``stored``
+    (:func:`~cil_core.app.sweep.read_results`) computed with the same settings (same key, i.e. the
+    same method options, and the same ``base`` fingerprint). So ``--methods a,b --resume`` reruns
+    a and b and still tabulates the methods an earlier run left in the file; records are used as
+    they are (no figure is recomputed)."""
+    out = {}
+    for p in points:
+        if p.key in ran:
+            out[p.key] = ran[p.key]
+        elif p.key in stored and stored[p.key].get("base", "") == base:
+            out[p.key] = stored[p.key]
+    return out
+
+
 def collect(records: dict[str, dict[str, Any]], points: list[Point], seeds: int) -> list[dict[str, Any]]:
     """The per-seed runs (accuracy per method, weights and fidelity of (c) and (d), chip calls and
-    sample-inferences) from the sweep's records."""
+    sample-inferences) from the sweep's records; points without a record are left out (a method
+    absent on some seed is then left out of the tables by :func:`present`)."""
     runs: list[dict[str, Any]] = [{"accuracy": {}, "weights": {}, "fidelity": {}, "calls": {}, "seconds": {},
                                    "digest": {}, "mala": {}, "software_phase_chip_calls": {}} for _ in range(seeds)]
     for p in points:
+        if p.key not in records:
+            continue
         m = records[p.key]["metrics"]
         r = runs[p.options["seed"]]
         r["accuracy"][p.options["method"]] = tuple(m["accuracy"])
@@ -515,11 +547,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small data and budget (< 10 min on 2 cores)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--nmnist", default=None, help="root holding NMNIST/ (tonic layout); default: synthetic digits")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch and numba threads per case (default: torch's, one per core). Give 1 when other "
+                    "processes or --workers share the cores (two mala cases at once with 2 threads each on 2 cores ran "
+                    "several times slower than with 1). The figures depend on it (torch's float sums): keep one "
+                    "value per results file")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated methods to run (default: all: {','.join(METHODS)}); "
                     f"{' and '.join(REQUIRED)} are always needed. With --resume the cases already in the JSON Lines "
-                    "file are kept, so changing one method's options reruns only its cases")
+                    "file are kept, so changing one method's options reruns only its cases, and the tables show every method "
+                    "with cases of the same settings in the file, not only these")
     add_sweep_args(ap, workers=1)
     add_output_args(ap, docs_section=SECTION)
     args = ap.parse_args(argv)
@@ -543,11 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {dataset}: {len(train)} train / {len(test)} test, T={cfg['T']} bins "
           f"({time.perf_counter() - t_start:.1f}s)")
     # every case (method x seed) is one point of a cil sweep: one JSON line per finished case, --resume skips them
-    def key(m: str, seed: int) -> dict[str, Any]:
-        return {"method": m, "seed": seed, **CASE_OPTIONS.get(m, {})}
-
-    points = [Point(point_key(key(m, seed)), {"method": m, "seed": seed}, {**key(m, seed), "cfg": cfg, "data": data})
-              for seed in range(args.seeds) for m in methods]
+    points = case_points(methods, args.seeds, cfg, data)
+    base = fingerprint({"cfg": cfg, "data": data})
     suffix = "_quick" if args.quick else ""
     jsonl = args.out / f"cil_spl_speck{suffix}.jsonl"
 
@@ -556,15 +590,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  seed {point.options['seed']} {point.options['method']:13s} sw {sw:.3f} chip {hw:.3f}  "
               f"({rec['seconds']:.1f}s)", flush=True)
 
+    threads = args.threads or torch.get_num_threads()
     sweep = run_sweep(points, run_case, results=jsonl, runner=args.runner, runner_options=runner_options(args),
-                      on_result=show,
-                      threads=args.threads or torch.get_num_threads(), fresh=not args.resume,
-                      base=fingerprint({"cfg": cfg, "data": data}))
+                      on_result=show, threads=threads, fresh=not args.resume, base=base)
     if sweep.skipped:
         print(f"{len(sweep.skipped)} case(s) taken from {jsonl} (--resume)")
-    runs = collect(sweep.records, points, args.seeds)
-    case_seconds = sum(float(sweep.records[p.key].get("seconds") or 0.0) for p in points)
+    # the tables: every method with results (same settings) in the file, not only those of --methods
+    all_points = case_points(METHODS, args.seeds, cfg, data)
+    records = table_records(sweep.records, read_results(jsonl), all_points, base)
+    runs = collect(records, all_points, args.seeds)
     summary = summarize(runs)
+    shown = list(summary)
+    others = [m for m in shown if m not in methods]
+    if others:
+        print(f"also tabulated from {jsonl} (earlier run, same settings): {', '.join(others)}")
+    case_seconds = sum(float(records[p.key].get("seconds") or 0.0) for p in all_points if p.options["method"] in shown)
     wall = time.perf_counter() - t_start
     tab = table(summary)
     print(tab)
@@ -593,9 +633,10 @@ def main(argv: list[str] | None = None) -> int:
     print(mverdict)
     write_json(args.out / f"cil_spl_speck{suffix}.json",
                {"config": {**cfg, "channels": list(cfg["channels"])}, "dataset": dataset, "quick": args.quick,
-                "seeds": args.seeds, "methods": methods, "summary": summary,
-                "mala_options": {m: CASE_OPTIONS[m]["mala_options"] for m in methods if m in CASE_OPTIONS},
+                "seeds": args.seeds, "methods": shown, "methods_run": methods, "summary": summary,
+                "mala_options": {m: CASE_OPTIONS[m]["mala_options"] for m in shown if m in CASE_OPTIONS},
                 "mala": [r["mala"] for r in runs], "start_digests": [r["digest"] for r in runs], "wall_seconds": wall, "case_seconds": case_seconds,
+                "threads_per_case": threads,
                 "verdict": verdict, "note": note,
                 "mala_verdict": mverdict, "calls": [r["calls"] for r in runs], "seconds": [r["seconds"] for r in runs],
                 "fidelity": [r["fidelity"] for r in runs]})
@@ -605,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs:
         cmd = "python benchmarks/cil_spl_speck.py --docs" + (" --quick" if args.quick else "") + \
               (f" --seeds {args.seeds}" if args.seeds != 3 else "") + \
-              (f" --methods {','.join(methods)}" if methods != METHODS else "")
+              (f" --methods {','.join(methods)}" if methods != METHODS else "") + (" --resume" if args.resume else "")
         tp = args.out / "speck_throughput.json"
         throughput = ""
         if tp.exists():
@@ -626,13 +667,17 @@ def main(argv: list[str] | None = None) -> int:
             return mala_options(cfg, CASE_OPTIONS[m]["mala_options"])["burn_in_minibatch"]
 
         mala_text = ""
-        if "mala-bptt" in methods:
+        if others:
+            mala_text += (f"Method(s) {', '.join(LABELS[m].split(' ', 1)[0] for m in others)} were not rerun by this "
+                          f"command: their cases are an earlier run's, kept in `{jsonl.name}` (same settings, "
+                          "`--resume`).\n")
+        if "mala-bptt" in shown:
             mala_text += (f"Method (f) first trains (c) again in software (the same BPTT as (c): same seed, init, data and "
                           f"{cfg['snn_epochs']} epochs; no chip call; its weights are compared with (c)'s below), then runs {mala_call('mala-bptt')} from those weights: {burn} guided burn-in steps, each "
                           f"on a fresh random subset of {mala_m('mala-bptt')} training samples, then {cfg['mala_post_steps']} "
                           f"exact MALA steps on all {len(train)} training samples; with the starting states' gradients and "
                           f"the deployment call it makes (d)'s {chip_budget(cfg)} chip calls.\n")
-        if "mala" in methods:
+        if "mala" in shown:
             mala_text += (f"Method (g) is {mala_call('mala')} from (c)/(d)'s random init: {burn} guided burn-in steps on "
                           f"subsets of {mala_m('mala')} samples, {cfg['mala_post_steps']} exact steps, (d)'s "
                           f"{chip_budget(cfg)} chip calls.\n")

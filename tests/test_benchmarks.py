@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,6 +118,57 @@ def test_cil_spl_benchmark_ann_proxy_deploys_the_converted_weights():
     assert torch.equal(lin[0].weight.grad, torch.ones(16, 8))
 
 
+def test_cil_spl_tables_show_every_method_with_results_in_the_file(tmp_path):
+    """``--methods bptt,cil-spl-bptt --resume`` reruns (c) and (d); the tables still show the other
+    methods' cases that an earlier run (same settings) left in the results file, with the figures
+    of their records, and leave out records of other settings (other base, other mala options)."""
+    bench = load("cil_spl_speck")
+    from cil_core.app.sweep import read_results
+    from cil_core.app.sweep.results import ResultsFile
+
+    cfg, data, seeds = {"T": 8}, {"nmnist": None}, 2
+    rng = np.random.default_rng(0)
+    everything = bench.case_points(bench.METHODS, seeds, cfg, data)
+
+    def record(p, base="B"):
+        m = {"accuracy": rng.uniform(0.3, 0.9, 2).round(4).tolist()}
+        if p.options["method"] in ("bptt", "cil-spl-bptt"):
+            m.update(weights="", fidelity={"agreement": 1.0, "layers": []})
+        if p.options["method"] not in ("ann2snn", "ann2snn-qat", "bptt"):
+            m.update(chip_calls=10, chip_samples=640)
+        return {"key": p.key, "options": p.options, "metrics": m, "seconds": 1.0, "base": base}
+
+    earlier = {p.key: record(p) for p in everything}  # a full earlier run: every method, both seeds
+    run_now = bench.case_points(["bptt", "cil-spl-bptt"], seeds, cfg, data)
+    now = {p.key: record(p) for p in run_now}  # this run's (c) and (d): new figures
+    rf = ResultsFile(tmp_path / "c.jsonl")
+    for rec in list(earlier.values()) + list(now.values()):
+        rf.append(rec)
+    stored = read_results(rf.path)
+    records = bench.table_records(now, stored, everything, "B")
+    assert set(records) == {p.key for p in everything}
+    for p in everything:
+        assert records[p.key] is (now[p.key] if p.key in now else stored[p.key])
+    summary = bench.summarize(bench.collect(records, everything, seeds))
+    assert list(summary) == bench.METHODS  # was: only bptt and cil-spl-bptt
+    for m in bench.METHODS:  # the figures are the records' own
+        src = now if m in ("bptt", "cil-spl-bptt") else earlier
+        want = [src[p.key]["metrics"]["accuracy"] for p in everything if p.options["method"] == m]
+        assert summary[m]["software"] == [a[0] for a in want] and summary[m]["chip"] == [a[1] for a in want]
+    table = bench.table(summary)
+    assert all(bench.LABELS[m] in table for m in bench.METHODS)
+    # another base (other cfg/data), or a method on one seed only, is not tabulated
+    other_base = {k: dict(r, base="other") for k, r in stored.items()}
+    assert set(bench.table_records(now, other_base, everything, "B")) == set(now)
+    one_seed = {k: r for k, r in stored.items() if not (r["options"] == {"method": "mala", "seed": 1})}
+    summary = bench.summarize(bench.collect(bench.table_records(now, one_seed, everything, "B"), everything, seeds))
+    assert "mala" not in summary and "mala-bptt" in summary
+    # a change of mala's options gives new keys: the old mala cases are not this setting's
+    bench.CASE_OPTIONS["mala"] = {"mala_options": {"guided_noise": 0.5}}
+    changed = bench.case_points(bench.METHODS, seeds, cfg, data)
+    assert "mala" not in bench.summarize(bench.collect(bench.table_records(now, stored, changed, "B"), changed, seeds))
+
+
 def test_cramer_recreation_runs_as_a_resumable_sweep(tmp_path):
     """benchmarks/cramer_analog.py: offline once plus each in-the-loop method per chip, one JSON
     line per point; a resumed run takes every point from the file and assembles the same result."""
@@ -191,7 +243,6 @@ def test_mala_analog_runs_a_variant_of_mala_alone_and_checks_its_options(tmp_pat
 def test_nmnist_60k_streams_vary_and_round_trip_through_tonics_reader(tmp_path):
     pytest.importorskip("cil_speck")
     tonic = pytest.importorskip("tonic")
-    import numpy as np
 
     from cil_speck.data import DURATION_US, digit_split
 

@@ -373,6 +373,48 @@ def test_worker_processes_give_the_same_results_as_one_process(tmp_path):
     assert {r["worker"] for r in one.records.values()} == {"main process"}
 
 
+_THREADS_SEEN = """
+import json, sys
+import numba, torch
+from cil_core.app.sweep import execute
+
+@numba.njit(parallel=True)
+def spread(n):
+    s = 0.0
+    for i in numba.prange(n):
+        s += i
+    return s
+
+def point(n):  # a parallel numba kernel, then a torch op: the thread counts they ran with
+    spread(n)
+    torch.ones(n).cumsum(0)
+    return {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()}
+
+torch.set_num_threads(2)
+seen = [execute(point, 10_000, threads=int(t))["metrics"] for t in sys.argv[1:]]
+print(json.dumps({"seen": seen, "after": [torch.get_num_threads(), numba.get_num_threads()],
+                  "pool": numba.config.NUMBA_NUM_THREADS}))
+"""
+
+
+def test_a_point_runs_with_the_sweeps_threads_in_torch_and_numba():
+    """``threads`` holds for numba's pool too, in a fresh process as a worker is: the backends'
+    numba kernels (speck, xylo) used all cores whatever the sweep said, and with numba's OpenMP
+    layer the pool's start also set torch's OpenMP thread count back to numba's (a 1-thread point
+    ran with 2 torch threads). Both are restored after the point."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here: nothing to limit")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    run = subprocess.run([sys.executable, "-c", _THREADS_SEEN, "1", "3"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    pool = got["pool"]
+    assert got["seen"] == [{"torch": 1, "numba": 1}, {"torch": 3, "numba": min(3, pool)}]
+    assert got["after"] == [2, pool]
+
+
 # ----------------------------------------------------------------------------- runners from plugins
 class _ReversedRunner:
     """A runner of a plugin's own: runs the points last to first."""

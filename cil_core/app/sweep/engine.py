@@ -6,7 +6,7 @@ one training run. The grid file is TOML or JSON (recognised by content)::
 
     [sweep]                          # optional: the sweep's own settings
     results = "runs/grid.jsonl"      # default: the grid file with the suffix .jsonl
-    threads = 1                      # torch threads per point (local and remote alike)
+    threads = 1                      # torch and numba threads per point (local and remote alike)
     resources = { "board-{backend_options.seed}" = 1 }   # per task; templates of the point's keys
 
     [base]                           # any cil train config key (docs/config.md), and data_fraction

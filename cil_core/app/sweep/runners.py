@@ -12,13 +12,35 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from ...errors import CilError, OptionError
 
 
+def _numba_threads(n: int) -> int | None:
+    """Set numba's threads (of this thread) to ``n``, at most its pool's ``NUMBA_NUM_THREADS``,
+    where numba is installed; returns the count before (``None`` without numba)."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    return before
+
+
 def execute(fn: Callable[[Any], Any], payload: Any, threads: int = 1) -> dict[str, Any]:
-    """Run ``fn(payload)`` with ``threads`` torch threads; never raises. Returns the *outcome*:
-    ``{"ok": True, "metrics": ...}`` or ``{"ok": False, "error": ..., "error_type": ..., "traceback": ...}``,
-    with ``seconds``, ``host`` and ``pid``. Runners call this wherever they run a point."""
+    """Run ``fn(payload)`` with ``threads`` threads in torch's and numba's pools; never raises.
+    Returns the *outcome*: ``{"ok": True, "metrics": ...}`` or ``{"ok": False, "error": ...,
+    "error_type": ..., "traceback": ...}``, with ``seconds``, ``host`` and ``pid``. Runners call
+    this wherever they run a point.
+
+    numba's threads are set too (where it is installed): the backends' parallel numba kernels
+    (speck, xylo) would otherwise run on all of numba's threads (one per core) whatever
+    ``threads`` says, and with numba's OpenMP threading layer the start of its pool also set
+    torch's OpenMP thread count back to numba's, so a 1-thread point ran 2-thread teams of both,
+    spin-waiting for cores other processes held (two speck MALA points at once on 2 cores took
+    several times the CPU and wall time per step of 1-thread ones). numba's pool is started
+    first, so torch's count set after it holds."""
     import torch
 
     before = torch.get_num_threads()
+    numba_before = _numba_threads(threads)  # first: starting numba's OpenMP pool resets torch's count
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     out: dict[str, Any]
@@ -31,6 +53,8 @@ def execute(fn: Callable[[Any], Any], payload: Any, threads: int = 1) -> dict[st
                "cil_error": isinstance(exc, CilError),
                "traceback": "" if isinstance(exc, CilError) else traceback.format_exc(limit=8)}
     finally:
+        if numba_before is not None:
+            _numba_threads(numba_before)
         torch.set_num_threads(before)
     out.update(seconds=time.perf_counter() - t0, host=socket.gethostname(), pid=os.getpid())
     return out

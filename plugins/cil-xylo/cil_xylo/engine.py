@@ -176,6 +176,21 @@ def _clipped(x: int) -> int:
 
 
 @numba.njit(cache=True, inline="always")
+def _add_spikes(acc, clip, w, s: int, r: int, n: int, count: bool) -> None:
+    r"""``n`` spikes of presynaptic row ``r`` through set ``s``'s weights ``w`` ``[S, pre, post]``
+    into the currents ``acc``: for every target ``j`` in order,
+    :math:`\mathrm{acc}_j \leftarrow \mathrm{sat}(\mathrm{acc}_j + n\,w_{s r j})` (zero weights
+    skipped); with ``count``, ``clip[j]`` set to 1 where that addition was clipped."""
+    for j in range(acc.shape[0]):
+        wj = w[s, r, j]
+        if wj == 0:
+            continue
+        if count:
+            clip[j] |= _clipped(acc[j] + n * wj)
+        acc[j] = _sat(acc[j] + n * wj)
+
+
+@numba.njit(cache=True, inline="always")
 def _evolve(i: int, v: int, dash_syn: int, dash_mem: int, thr: int, bias: int, cap: int, count: bool):
     """One neuron's step; returns ``(i, v, spikes, clipped)``, ``clipped`` 1 if a membrane
     addition hit a 16-bit rail (counted only with ``count``; else 0)."""
@@ -230,13 +245,7 @@ def _kernel_source(count: bool):
                         n = in_cap
                     if n <= 0:
                         continue
-                    for j in range(nh):
-                        w = w_in[s, c, j]
-                        if w == 0:
-                            continue
-                        if count:
-                            ci[j] |= _clipped(isyn[j] + n * w)
-                        isyn[j] = _sat(isyn[j] + n * w)
+                    _add_spikes(isyn, ci, w_in, s, c, n, count)
                 # 2./3. the hidden spikes of step t-1 into the hidden (recurrent) and output currents
                 for h in range(nh):
                     n = prev[h]
@@ -245,20 +254,8 @@ def _kernel_source(count: bool):
                     if n <= 0:
                         continue
                     if has_rec:
-                        for j in range(nh):
-                            w = w_rec[s, h, j]
-                            if w == 0:
-                                continue
-                            if count:
-                                ci[j] |= _clipped(isyn[j] + n * w)
-                            isyn[j] = _sat(isyn[j] + n * w)
-                    for o in range(no):
-                        w = w_out[s, h, o]
-                        if w == 0:
-                            continue
-                        if count:
-                            ci_o[o] |= _clipped(isyn_o[o] + n * w)
-                        isyn_o[o] = _sat(isyn_o[o] + n * w)
+                        _add_spikes(isyn, ci, w_rec, s, h, n, count)
+                    _add_spikes(isyn_o, ci_o, w_out, s, h, n, count)
                 # 4. neurons: hidden, then output
                 for j in range(nh):
                     i2, v2, n, cv = _evolve(isyn[j], v[j], ds[s, j], dm[s, j], th[s, j], bias[s, j], hid_cap, count)
