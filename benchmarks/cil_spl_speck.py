@@ -62,9 +62,9 @@ Methods (software accuracy = time-stepped sinabs-equivalent model on the dense b
     are in the calls table;
 (h) ``mala-warm``: ``mala`` from the same random init with the options the analog re-creation
     recommends (``MALA_RECOMMENDED_OPTIONS``: one chain warm-started in software by the algorithm
-    itself with (c)'s recipe, ``warm_recipe``, making MH's block moves; the restart at the end of
-    burn-in keeps it unless the chip refutes it) and (f)'s guided moves for the other chain;
-    (d)'s chip calls.
+    itself with (c)'s recipe, ``warm_recipe``; ``warm_moves="auto"``: with this minibatch burn-in it
+    moves with (f)'s guided moves, as the other chain; the restart at the end of burn-in keeps it
+    unless the chip refutes it); (d)'s chip calls.
 """
 
 from __future__ import annotations
@@ -106,9 +106,10 @@ MALA_OPTIONS = {"guided_block": "network", "guided_noise": 0.1, "langevin_target
 MALA_WARM_OPTIONS = {"guided_block": "network", "guided_noise": 0.0, "langevin_target": 0.5}
 #: (h)'s options: (f)'s moves with the options the analog re-creation recommends (README): one of the two
 #: chains starts from the network trained in software by the algorithm itself (``warm_start``, with
-#: (c)'s recipe, ``warm_recipe``), keeps MH's block moves, and the restart at the end of burn-in keeps
+#: (c)'s recipe, ``warm_recipe``), moves as ``warm_moves="auto"`` says (here, with a minibatch burn-in: the
+#: guided moves), and the restart at the end of burn-in keeps
 #: it unless the other chain's chip accuracy is better by more than 2 standard errors.
-MALA_RECOMMENDED_OPTIONS = {**MALA_WARM_OPTIONS, "warm_start": 1, "warm_moves": "mh", "warm_prefer": 2.0}
+MALA_RECOMMENDED_OPTIONS = {**MALA_WARM_OPTIONS, "warm_start": 1, "warm_moves": "auto", "warm_prefer": 2.0}
 #: the cases' extra key entries (their options): a change reruns only that method's cases
 CASE_OPTIONS = {"mala": {"mala_options": MALA_OPTIONS}, "mala-bptt": {"mala_options": MALA_WARM_OPTIONS},
                 "mala-warm": {"mala_options": MALA_RECOMMENDED_OPTIONS}}

@@ -17,7 +17,7 @@ chip call), MH S steps (S + 2 calibration + 1 deployment calls), MALA S − 1 st
 1 for the starting gradients, S − 1 steps, 1 deployment: the same S + 3 calls), 8 chains, burn-in
 S / 2. ``mh`` and ``mh-ft`` run MH's defaults (``logit_scale="auto"``); ``mala`` the recommended options
 (``recommended_mala``: half the chains start from the network trained in software first, no chip call,
-and keep MH's block moves; the restart at the end of burn-in keeps them unless another chain's chip
+and keep MH's block moves (``warm_moves="auto"`` on these whole-data steps); the restart at the end of burn-in keeps them unless another chain's chip
 accuracy is better by more than 2 standard errors) over its defaults; ``--mala-base defaults`` runs
 mala's defaults instead.
 
@@ -230,7 +230,7 @@ each of the n samples counts {N_FULL} / n times; offline and CIL-SPL train on th
 def recommended_mala(chains: int) -> dict[str, Any]:
     """The options README recommends for ``mala`` on a chip of unknown distortion (module doc of
     ``cil_core/training/langevin.py``: ``warm_prefer``): half the chains warm-started in software."""
-    return {"warm_start": chains // 2, "warm_moves": "mh", "warm_prefer": 2.0}
+    return {"warm_start": chains // 2, "warm_moves": "auto", "warm_prefer": 2.0}
 
 
 def _mala_options(pairs: list[str], recommended: bool, chains: int) -> dict[str, Any]:
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                     "else as text); checked by cil before anything runs")
     ap.add_argument("--mala-base", choices=("recommended", "defaults"), default="recommended",
                     help="what --mala adds to: the recommended options (default: warm_start=chains/2, "
-                    "warm_moves=mh, warm_prefer=2) or mala's own defaults")
+                    "warm_moves=auto, warm_prefer=2) or mala's own defaults")
     ap.add_argument("--tag", default=None, help="suffix of the output files (default: '_quick' with --quick, else none)")
     ap.add_argument("--from-json", default=None)
     add_sweep_args(ap, workers=1)

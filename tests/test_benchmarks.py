@@ -83,7 +83,7 @@ def test_cil_spl_benchmark_mala_warm_trains_its_start_with_bptts_recipe():
     cfg = dict(snn_epochs=8, n_train=1258, batch=64, snn_lr=2e-3, grad_clip=1.0, mala_chains=2, mala_minibatch=32,
                mala_post_steps=2, mala_layer_choice="uniform")
     h = bench.mala_options(cfg, bench.CASE_OPTIONS["mala-warm"]["mala_options"])
-    assert (h["warm_start"], h["warm_moves"], h["warm_prefer"]) == (1, "mh", 2.0)
+    assert (h["warm_start"], h["warm_moves"], h["warm_prefer"]) == (1, "auto", 2.0)
     assert (h["warm_steps"], h["warm_lr"], h["warm_batch"], h["warm_grad_clip"]) == (8 * 20, 2e-3, 64, 1.0)
     for m in ("mala", "mala-bptt"):
         assert not any(k.startswith("warm") for k in bench.mala_options(cfg, bench.CASE_OPTIONS[m]["mala_options"]))
@@ -227,7 +227,7 @@ def test_mala_analog_runs_a_variant_of_mala_alone_and_checks_its_options(tmp_pat
                        "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "mala_analog_v.json").read_text())
     # the recommended options for 3 chains (one warm-started), the given ones over them
-    assert result["mala_options"] == {"warm_start": 1, "warm_moves": "mh", "warm_prefer": 2.0, "chains": 3,
+    assert result["mala_options"] == {"warm_start": 1, "warm_moves": "auto", "warm_prefer": 2.0, "chains": 3,
                                       "guided_batch": 16} and result["algorithms"] == ["mala", "mala-ft"]
     assert [r["algorithm"] for r in result["rows"]] == ["mala", "mala-ft"]  # mala-ft: from the offline weights
     for row in result["rows"]:

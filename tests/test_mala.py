@@ -221,7 +221,8 @@ def test_every_option_is_typed_and_documented():
     (dict(holdout=-0.1), "holdout must lie in [0, 1)"),
     (dict(holdout_by="loss"), "holdout_by must be 'likelihood' or 'accuracy'"),
     (dict(holdout_rejoin=True), "holdout_rejoin=True .* needs holdout > 0"),
-    (dict(warm_moves="langevin"), "warm_moves must be 'mala', 'block' or 'mh'"),
+    (dict(warm_moves="langevin"), "warm_moves must be 'mala', 'block', 'mh' or 'auto'"),
+    (dict(warm_moves="auto"), "warm_moves='auto' sets how the warm-started chains move, but warm_start=0"),
     (dict(warm_moves="mh"), "warm_moves='mh' sets how the warm-started chains move, but warm_start=0"),
     (dict(warm_start=2, warm_prefer=-1.0), "warm_prefer must be a number >= 0"),
     (dict(warm_start=2, warm_prefer=float("nan")), "warm_prefer must be a number >= 0"),
@@ -605,13 +606,14 @@ def test_warm_prefer_keeps_the_software_start_unless_the_chip_refutes_it(breast_
     assert torch.equal(a.loglik, torch.tensor([-20.0, -25.0, -10.0, -30.0])[src])
 
 
-def test_warm_moves_mh_keeps_block_moves_for_the_whole_run(breast_cancer):
-    """warm_moves="mh": the warm chains move at most block_size entries at every step, burn-in and kept
-    steps alike; after a restart at a warm chain (warm_prefer) every chain moves so; the randomly
-    started chain moves whole layers during burn-in."""
+@pytest.mark.parametrize("warm_moves", ["mh", "auto"])
+def test_warm_moves_mh_keeps_block_moves_for_the_whole_run(breast_cancer, warm_moves):
+    """warm_moves="mh" (and "auto" on whole-data steps): the warm chains move at most block_size entries
+    at every step, burn-in and kept steps alike; after a restart at a warm chain (warm_prefer) every chain
+    moves so; the randomly started chain moves whole layers during burn-in."""
     train = breast_cancer.train.subset(torch.arange(60))
     tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=3, burn_in=6, warm_start=2,
-                     warm_steps=10, warm_moves="mh", warm_prefer=100.0, langevin_share=0.9, min_share=0.05,
+                     warm_steps=10, warm_moves=warm_moves, warm_prefer=100.0, langevin_share=0.9, min_share=0.05,
                      block_size=4)
     a = tr.algorithm
     a.setup(tr.state, train)
@@ -649,3 +651,20 @@ def test_warm_grad_clip_clips_the_software_training(breast_cancer, monkeypatch):
         thetas.append(tr.algorithm.theta[0].clone())
     assert seen == [1e-3] * 7
     assert not torch.equal(thetas[0], thetas[1])
+
+
+def test_warm_moves_auto_guides_the_warm_chains_in_a_minibatch_burn_in(breast_cancer):
+    """warm_moves="auto" with burn_in_minibatch: the warm chains make the guided moves as the others (a
+    block move accepted on a subset's score random-walks away from the start), bit for bit as
+    warm_moves="mala"."""
+    train = breast_cancer.train.subset(torch.arange(60))
+    thetas = []
+    for wm in ("auto", "mala"):
+        tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=3, burn_in=6, warm_start=2,
+                         warm_steps=10, warm_moves=wm, warm_prefer=2.0, burn_in_minibatch=20, langevin_share=0.9,
+                         min_share=0.05, block_size=4)
+        tr.fit(train, steps=8)
+        thetas.append(tr.algorithm.theta.clone())
+        if wm == "auto":
+            assert tr.algorithm._warm_kind == "mala"
+    assert torch.equal(*thetas)
