@@ -50,7 +50,9 @@ spike counts x ``readout_scale`` → cross entropy.
     that point, the same seed giving the same weights);
 (f) ``mala``: gradient-guided MH (:mod:`cil_core.training.langevin`: Langevin proposals on the
     CIL-SPL proxy gradient, accepted on the chip's likelihood) with (d)'s options and start, one
-    step fewer, so that it makes (d)'s chip calls.
+    step fewer, so that it makes (d)'s chip calls;
+(g) ``mala-warm``: (f) with the warm start README recommends (``warm_options``: half the chains start
+    from the network trained in software by the algorithm itself with (b)'s recipe, no chip call).
 
 Every point also reports the share of neuron-steps whose 16-bit state the chip clipped
 (:func:`cil_xylo.engine.saturation`, test set, final weights; for (a) its quantized deployment).
@@ -76,17 +78,19 @@ from harness import (add_output_args, add_sweep_args, markdown_table, publish_fi
                      save_figure, write_docs_section, write_json)
 
 SECTION = "xylo-recreation"
-METHODS = ["rockpool", "offline", "cil-spl", "cil-spl-layers", "mh", "mh-ft", "mala"]
+METHODS = ["rockpool", "offline", "cil-spl", "cil-spl-layers", "mh", "mh-ft", "mala", "mala-warm"]
 LABELS = {"rockpool": "(a) rockpool: train LIFTorch, map, quantize, XyloSim", "offline": "(b) cil offline (BPTT)",
           "cil-spl": "(c) CIL-SPL, output observed", "cil-spl-layers": "(c) CIL-SPL, layers observed",
           "mh": "(d) MH", "mh-ft": "(e) MH from (b)'s weights",
-          "mala": "(f) mala (gradient-guided MH, random init)"}
+          "mala": "(f) mala (gradient-guided MH, random init)",
+          "mala-warm": "(g) mala, recommended warm start (random init)"}
 SHORT = {"rockpool": "(a) rockpool", "offline": "(b) offline", "cil-spl": "(c) CIL-SPL", "cil-spl-layers":
-         "(c) CIL-SPL\nlayers", "mh": "(d) MH", "mh-ft": "(e) MH-ft", "mala": "(f) mala"}
+         "(c) CIL-SPL\nlayers", "mh": "(d) MH", "mh-ft": "(e) MH-ft", "mala": "(f) mala",
+         "mala-warm": "(g) mala\nwarm"}
 REGIMES = ["sparse", "dense"]
 #: the states whose clipping the engine counts (cil_xylo.engine.SATURATION_KEYS)
 SATURATION = ("hidden current", "hidden membrane", "output current", "output membrane")
-IN_THE_LOOP = ("cil-spl", "cil-spl-layers", "mh", "mh-ft", "mala")
+IN_THE_LOOP = ("cil-spl", "cil-spl-layers", "mh", "mh-ft", "mala", "mala-warm")
 
 CONFIG: dict[str, Any] = dict(
     T=32, inputs=16, hidden=32, alpha=0.5, beta=0.875, threshold=1.0,
@@ -231,6 +235,15 @@ def _fid(report) -> dict[str, Any]:
                        for lf in report.layers]}
 
 
+def warm_options(cfg: dict[str, Any], n_train: int) -> dict[str, Any]:
+    """(g)'s ``mala`` options over (f)'s: the recommended warm start (README; half the chains, ``warm_moves=
+    "auto"``, ``warm_prefer=2``), its software training (b)'s recipe: Adam at ``lr``, minibatches of
+    ``batch``, gradient clip ``grad_clip``, ``epochs`` passes' worth of steps."""
+    return {"warm_start": cfg["mh_chains"] // 2, "warm_moves": "auto", "warm_prefer": 2.0,
+            "warm_steps": cfg["epochs"] * -(-n_train // cfg["batch"]), "warm_lr": cfg["lr"],
+            "warm_batch": cfg["batch"], "warm_grad_clip": cfg["grad_clip"]}
+
+
 def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     """One point of the sweep: one method, one regime, one seed (JSON-able metrics)."""
     cfg, method, regime, seed = payload["cfg"], payload["method"], payload["regime"], payload["seed"]
@@ -257,6 +270,9 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
         tr.fit(train, steps=cfg["mh_steps"])
     elif method == "mala":  # MH's options and chip calls: one step fewer pays for the first step's extra request
         tr = cil.Trainer(net, "xylo", "mala", **mh)
+        tr.fit(train, steps=cfg["mh_steps"] - 1)
+    elif method == "mala-warm":  # (f) with the recommended warm start, trained with (b)'s recipe (no chip call)
+        tr = cil.Trainer(net, "xylo", "mala", **mh, **warm_options(cfg, len(train)))
         tr.fit(train, steps=cfg["mh_steps"] - 1)
     elif method in ("cil-spl", "cil-spl-layers"):
         tr = cil.Trainer(net, "xylo", "cil-spl", observe="layers" if method == "cil-spl-layers" else "output", **grad)
