@@ -528,21 +528,27 @@ def test_holdout_rejoin_fits_every_sample_after_the_restart(breast_cancer):
     assert torch.equal(ll, a.loglik)  # the chains' scores count all 80 samples
 
 
-def test_warm_moves_block_keeps_the_warm_chains_on_block_moves_during_burn_in(breast_cancer):
-    """warm_moves="block": during burn-in the warm chains move at most block_size entries (MH's block
-    moves), the other chain also moves whole layers (guided moves); after burn-in all may."""
+def _warm_move_sizes(breast_cancer, steps: int, **opts):
+    """3 chains (2 warm-started) on 60 samples, burn-in 6, block moves of 4 entries: the algorithm and,
+    per chain, (in burn-in, entries moved) at every step."""
     train = breast_cancer.train.subset(torch.arange(60))
     tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=3, burn_in=6, warm_start=2,
-                     warm_steps=10, warm_moves="block", langevin_share=0.9, min_share=0.05, block_size=4,
-                     restart_at_best=False)
+                     warm_steps=10, langevin_share=0.9, min_share=0.05, block_size=4, **opts)
     a = tr.algorithm
     a.setup(tr.state, train)
-    sizes = {c: [] for c in range(3)}
-    for _ in range(10):
+    sizes: dict[int, list] = {c: [] for c in range(3)}
+    for _ in range(steps):
         burn = a.n_steps < a.burn_in
         a.step(tr.state, (train.x, train.y))
         for c in range(3):
             sizes[c].append((burn, len(a.last_blocks[c])))
+    return a, sizes
+
+
+def test_warm_moves_block_keeps_the_warm_chains_on_block_moves_during_burn_in(breast_cancer):
+    """warm_moves="block": during burn-in the warm chains move at most block_size entries (MH's block
+    moves), the other chain also moves whole layers (guided moves); after burn-in all may."""
+    _, sizes = _warm_move_sizes(breast_cancer, 10, warm_moves="block", restart_at_best=False)
     for c in (0, 1):
         assert all(k <= 4 for burn, k in sizes[c] if burn)
     assert any(k > 4 for burn, k in sizes[2] if burn)
@@ -611,18 +617,7 @@ def test_warm_moves_mh_keeps_block_moves_for_the_whole_run(breast_cancer, warm_m
     """warm_moves="mh" (and "auto" on whole-data steps): the warm chains move at most block_size entries
     at every step, burn-in and kept steps alike; after a restart at a warm chain (warm_prefer) every chain
     moves so; the randomly started chain moves whole layers during burn-in."""
-    train = breast_cancer.train.subset(torch.arange(60))
-    tr = cil.Trainer(feedforward([62, 8, 2], seed=1), "ideal", "mala", seed=0, chains=3, burn_in=6, warm_start=2,
-                     warm_steps=10, warm_moves=warm_moves, warm_prefer=100.0, langevin_share=0.9, min_share=0.05,
-                     block_size=4)
-    a = tr.algorithm
-    a.setup(tr.state, train)
-    sizes = {c: [] for c in range(3)}
-    for _ in range(12):
-        burn = a.n_steps < a.burn_in
-        a.step(tr.state, (train.x, train.y))
-        for c in range(3):
-            sizes[c].append((burn, len(a.last_blocks[c])))
+    a, sizes = _warm_move_sizes(breast_cancer, 12, warm_moves=warm_moves, warm_prefer=100.0)
     assert a.warm.all() and a.restart_chain in (0, 1)  # z = 100: the warm start is never refuted
     assert all(k <= 4 for c in (0, 1) for _, k in sizes[c])
     assert any(k > 4 for burn, k in sizes[2] if burn)
