@@ -168,8 +168,8 @@ Burn-in only (guided moves carry no proposal density); the exact moves after bur
 **Software warm start** (``warm_start=k``; default 0). Before the first chip call the algorithm
 trains the user's network (as given: its random init) in software, as the ``offline`` algorithm
 does (:class:`~cil_core.training.gradient.Offline`: BPTT with surrogate gradients, Adam, learning
-rate ``warm_lr``, gradient norm clipped at ``warm_grad_clip`` if given, ``warm_steps`` minibatches of ``warm_batch`` samples drawn from the training
-samples the chains fit, from the trainer's generator), **no chip call**, and starts the first k
+rate ``warm_lr``, gradient norm clipped at ``warm_grad_clip`` if given, ``warm_steps`` minibatches
+of ``warm_batch`` samples drawn from the training samples the chains fit, from the trainer's generator), **no chip call**, and starts the first k
 chains there, :math:`\theta_c^{(0)} = W_{sw}` for :math:`c < k`; the other chains start at the
 ``init`` state (calibrated random init) and the network goes back to the user's weights. Each
 chain has its own tensor scales :math:`u_c` (steps, prior): the warm chains' are computed from
@@ -203,13 +203,14 @@ best one fits the training set and cost 0.4–0.7 points of test accuracy at str
 the measurement below). With ``warm_moves="mh"`` a chain keeps MH's block moves after a restart at
 a warm chain, so where the software start holds the method *is* MH from it, and where the chip
 refutes it, it is the gradient-informed sampler above from its best chain. ``warm_moves="auto"``
-chooses ``"mh"`` when every step is scored on all the data it is given and ``"mala"`` with a
-minibatch guided burn-in (``burn_in_minibatch``): a block move accepted on a random subset's score
-is accepted on noise as often as on merit and random-walks away from the software start (on the
-Speck-style re-creation, ``benchmarks/cil_spl_speck.py`` (h), 3 seeds: 90.0 % chip accuracy with
-``"mh"`` against 96.7 % with the guided moves), while a guided move still follows the gradient. Measured
-(``benchmarks/mala_analog.py --algorithms mala --no-fractions --mala warm_start=4 warm_moves=mh
-warm_prefer=2``, chips 0–4): 95.4 / 95.4 / 95.5 / 93.2 / 90.9 % at strengths 0 / 0.5 / 1 / 1.5 / 2;
+chooses ``"mala"`` with a minibatch guided burn-in (``burn_in_minibatch``) and ``"mh"`` otherwise: a
+block move accepted on a random subset's score is often accepted on the subset's noise rather than
+on merit and drifts away from the software start (on the Speck-style re-creation,
+``benchmarks/cil_spl_speck.py`` (h), 3 seeds: 90.0 % chip accuracy with ``"mh"`` against 96.7 % with
+the guided moves), while a guided move still follows the gradient. Measured on the analog chip
+(``benchmarks/mala_analog.py --algorithms mala --no-fractions``, its recommended options
+``warm_start=4 warm_moves=auto warm_prefer=2``, "auto" being "mh" there; chips 0–4):
+95.4 / 95.4 / 95.5 / 93.2 / 90.9 % at strengths 0 / 0.5 / 1 / 1.5 / 2;
 with every chain restarted at the best warm chain instead 94.9 / 95.0 / 95.7 / 93.3 / 91.4.
 
 **Held-out selection** (``holdout=f``; default 0: every choice on the training samples the chains
@@ -320,9 +321,10 @@ class Langevin(MetropolisHastings):
     ``warm_moves`` (``"mala"``: the warm-started chains move as the others; ``"block"``: during burn-in
     they make MH's block random-walk moves only, as MH from the software-trained weights would;
     ``"mh"``: they make only those moves for the whole run, and a chain restarted at a warm chain
-    moves as one; ``"auto"``: ``"mh"``, or ``"mala"`` with ``burn_in_minibatch``), ``warm_prefer`` (z ≥ 0: the restart at the end of burn-in keeps the software
-    start unless another chain's chip accuracy beats the best warm chain's by more than z standard
-    errors; 0: the plain best chain; module doc).
+    moves as one; ``"auto"``: ``"mh"``, or ``"mala"`` with ``burn_in_minibatch``), ``warm_prefer``
+    (z ≥ 0: the restart at the end of burn-in keeps the software start unless another chain's chip
+    accuracy beats the best warm chain's by more than z standard errors; 0: the plain best chain;
+    module doc).
 
     Chip requests per fit: MH's, plus one request of ``chains`` sets at the first step (the
     starting states' gradients). Each scored set also costs one software forward and backward.
@@ -509,7 +511,7 @@ class Langevin(MetropolisHastings):
             if self.warm_start == self.chains:
                 self.unit = self.cunit[0].clone()
         self.held_score = torch.full((self.chains, 2), -math.inf, device=self.theta.device)  # (accuracy, log-lik)
-        self.restart_chain = -1  # the chain every chain restarted at (restart_at_best; -1: not yet)
+        self.restart_chain = -1  # the chain the restart chose (restart_at_best; -1: not yet; module doc)
         self.warm = torch.arange(self.chains) < self.warm_start  # which chains hold a warm start (a restart copies it)
         C, L, dev = self.chains, len(self.blocks), self.theta.device
         self.grad = torch.zeros_like(self.theta)
