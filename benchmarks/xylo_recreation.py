@@ -283,10 +283,13 @@ def run_point(payload: dict[str, Any]) -> dict[str, Any]:
     vendor = cil.Trainer(net, cil.make_backend("xylo", engine="xylosim"), "offline", readout=readout)
     chip = cil.make_backend("xylo")
     saturation = chip.saturation(chip.transfer(net.spec, net.detached_parameters()), test.x)
-    return {"accuracy": [rep.software_accuracy, rep.chip_accuracy], "saturation": saturation,
-            "xylosim_accuracy": vendor.evaluate(test)["accuracy"], "fidelity": _fid(rep),
-            "chip_calls": stats["calls_by_purpose"].get("train", 0),
-            "chip_samples": stats["samples"].get("train", 0), "seconds": seconds}
+    out = {"accuracy": [rep.software_accuracy, rep.chip_accuracy], "saturation": saturation,
+           "xylosim_accuracy": vendor.evaluate(test)["accuracy"], "fidelity": _fid(rep),
+           "chip_calls": stats["calls_by_purpose"].get("train", 0),
+           "chip_samples": stats["samples"].get("train", 0), "seconds": seconds}
+    if method.startswith("mala"):  # which chain the restart at the end of burn-in chose (warm: < warm_start)
+        out.update(restart_chain=tr.algorithm.restart_chain, warm_start=tr.algorithm.warm_start)
+    return out
 
 
 def run(cfg: dict[str, Any], seeds: int | dict[str, int | range], log, *, results: Path, regimes: list[str] | None = None,
