@@ -82,6 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cil_core.hardware.transfer import quantize_symmetric, straight_through
+from cil_core.training.langevin import recommended_options
 from cil_core.app.sweep import Point, fingerprint, point_key, read_results, run_sweep
 from harness import (add_output_args, add_sweep_args, markdown_table, publish_figures, read_json, runner_options,
                      save_figure, write_docs_section, write_json)
@@ -109,7 +110,7 @@ MALA_WARM_OPTIONS = {"guided_block": "network", "guided_noise": 0.0, "langevin_t
 #: (c)'s recipe, ``warm_recipe``), moves as ``warm_moves="auto"`` says (here, with a minibatch burn-in: the
 #: guided moves), and the restart at the end of burn-in keeps
 #: it unless the other chain's chip accuracy is better by more than 2 standard errors.
-MALA_RECOMMENDED_OPTIONS = {**MALA_WARM_OPTIONS, "warm_start": 1, "warm_moves": "auto", "warm_prefer": 2.0}
+MALA_RECOMMENDED_OPTIONS = {**MALA_WARM_OPTIONS, **recommended_options(2)}  # the config's 2 chains (mala_chains)
 #: the cases' extra key entries (their options): a change reruns only that method's cases
 CASE_OPTIONS = {"mala": {"mala_options": MALA_OPTIONS}, "mala-bptt": {"mala_options": MALA_WARM_OPTIONS},
                 "mala-warm": {"mala_options": MALA_RECOMMENDED_OPTIONS}}
@@ -276,9 +277,10 @@ def _digest(m: nn.Module) -> str:
 
 
 def mala_options(cfg: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """The ``mala`` options of (f) and (g): ``init="network"``, (d)'s chip budget less the starting
+    """The ``mala`` options of (f), (g) and (h): ``init="network"``, (d)'s chip budget less the starting
     states' gradients and the deployment call as steps (burn-in then ``mala_post_steps`` exact steps),
-    the config's chains, subset and layer choice, then the method's own ``options`` over them."""
+    the config's chains, subset and layer choice, with a warm start (h) its ``warm_recipe``, then the
+    method's own ``options`` over them."""
     return {"init": "network", "chains": cfg["mala_chains"], "burn_in": chip_budget(cfg) - 2 - cfg["mala_post_steps"],
             "burn_in_minibatch": cfg["mala_minibatch"], "layer_choice": cfg["mala_layer_choice"],
             **(warm_recipe(cfg) if options.get("warm_start") else {}), **options}
@@ -493,8 +495,8 @@ def calls_table(runs: list[dict]) -> str:
 
 def mala_verdict(summary: dict, runs: list[dict]) -> str:
     """Issue 21's speck criterion: `mala` ≥ (d) − 1 point in mean chip accuracy, with the per-seed
-    figures, for (f) (from (c)'s weights) and (g) (from the random init), whichever ran; and whether
-    (f) started from exactly (c)'s weights on every seed."""
+    figures, for (f) (from (c)'s weights), (g) and (h) (from the random init), whichever ran; and
+    whether (f) started from exactly (c)'s weights on every seed."""
     d = summary["cil-spl-bptt"]["chip_mean"]
     parts = []
     for m in ("mala-bptt", "mala", "mala-warm"):

@@ -16,7 +16,7 @@ weights). Budget: ``--steps`` S; CIL-SPL S steps of batch 64 (S chip calls), off
 chip call), MH S steps (S + 2 calibration + 1 deployment calls), MALA S − 1 steps (2 calibration,
 1 for the starting gradients, S − 1 steps, 1 deployment: the same S + 3 calls), 8 chains, burn-in
 S / 2. ``mh`` and ``mh-ft`` run MH's defaults (``logit_scale="auto"``); ``mala`` the recommended options
-(``recommended_mala``: half the chains start from the network trained in software first, no chip call,
+(``cil_core.training.langevin.recommended_options``: half the chains start from the network trained in software first, no chip call,
 and keep MH's block moves (``warm_moves="auto"`` on these whole-data steps); the restart at the end of burn-in keeps them unless another chain's chip
 accuracy is better by more than 2 standard errors) over its defaults; ``--mala-base defaults`` runs
 mala's defaults instead.
@@ -227,22 +227,17 @@ each of the n samples counts {N_FULL} / n times; offline and CIL-SPL train on th
     return text
 
 
-def recommended_mala(chains: int) -> dict[str, Any]:
-    """The options README recommends for ``mala`` on a chip of unknown distortion (module doc of
-    ``cil_core/training/langevin.py``: ``warm_prefer``): half the chains warm-started in software."""
-    return {"warm_start": chains // 2, "warm_moves": "auto", "warm_prefer": 2.0}
-
-
 def _mala_options(pairs: list[str], recommended: bool, chains: int) -> dict[str, Any]:
     """``OPTION=VALUE`` pairs as mala's options (read as ``cil train``'s ``KEY=VALUE`` flags are) over the
     recommended ones (``recommended``; for the chains the run will have) or none, checked at the door
     (cil's OptionError names a bad one)."""
     import cil_core as cil
     from cil_core.app.cli import parse_kv
+    from cil_core.training.langevin import recommended_options
 
     given = parse_kv(pairs, "--mala")
     n = given.get("chains", chains)
-    opts = {**(recommended_mala(n) if recommended and isinstance(n, int) else {}), **given}
+    opts = {**(recommended_options(n) if recommended and isinstance(n, int) else {}), **given}
     cil.make_algorithm("mala", **{"chains": chains, **opts})  # raises OptionError on an unknown option or a bad value
     return opts
 

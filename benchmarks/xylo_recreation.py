@@ -239,8 +239,9 @@ def warm_options(cfg: dict[str, Any], n_train: int) -> dict[str, Any]:
     """(g)'s ``mala`` options over (f)'s: the recommended warm start (README; half the chains, ``warm_moves=
     "auto"``, ``warm_prefer=2``), its software training (b)'s recipe: Adam at ``lr``, minibatches of
     ``batch``, gradient clip ``grad_clip``, ``epochs`` passes' worth of steps."""
-    return {"warm_start": cfg["mh_chains"] // 2, "warm_moves": "auto", "warm_prefer": 2.0,
-            "warm_steps": cfg["epochs"] * -(-n_train // cfg["batch"]), "warm_lr": cfg["lr"],
+    from cil_core.training.langevin import recommended_options
+
+    return {**recommended_options(cfg["mh_chains"]), "warm_steps": cfg["epochs"] * -(-n_train // cfg["batch"]), "warm_lr": cfg["lr"],
             "warm_batch": cfg["batch"], "warm_grad_clip": cfg["grad_clip"]}
 
 

@@ -663,3 +663,15 @@ def test_warm_moves_auto_guides_the_warm_chains_in_a_minibatch_burn_in(breast_ca
         if wm == "auto":
             assert tr.algorithm._warm_kind == "mala"
     assert torch.equal(*thetas)
+
+
+def test_recommended_options_pass_the_door_for_any_chain_count_from_two():
+    """recommended_options: half the chains warm (at least 1 and fewer than all from 2 chains on),
+    warm_moves="auto", warm_prefer=2; every chain count from 2 passes mala's checks."""
+    from cil_core.training.langevin import recommended_options
+
+    assert recommended_options() == {"warm_start": 4, "warm_moves": "auto", "warm_prefer": 2.0}
+    for chains in range(2, 17):
+        opts = recommended_options(chains)
+        assert 0 < opts["warm_start"] < chains
+        cil.make_algorithm("mala", chains=chains, **opts)

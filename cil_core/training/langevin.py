@@ -169,7 +169,8 @@ Burn-in only (guided moves carry no proposal density); the exact moves after bur
 trains the user's network (as given: its random init) in software, as the ``offline`` algorithm
 does (:class:`~cil_core.training.gradient.Offline`: BPTT with surrogate gradients, Adam, learning
 rate ``warm_lr``, gradient norm clipped at ``warm_grad_clip`` if given, ``warm_steps`` minibatches
-of ``warm_batch`` samples drawn from the training samples the chains fit, from the trainer's generator), **no chip call**, and starts the first k
+of ``warm_batch`` samples drawn from the training samples the chains fit, from the trainer's
+generator), **no chip call**, and starts the first k
 chains there, :math:`\theta_c^{(0)} = W_{sw}` for :math:`c < k`; the other chains start at the
 ``init`` state (calibrated random init) and the network goes back to the user's weights. Each
 chain has its own tensor scales :math:`u_c` (steps, prior): the warm chains' are computed from
@@ -272,6 +273,13 @@ RMS_DECAY = 0.9
 GUIDED_STEP = 0.1
 #: ``holdout`` splits the training set only if at least this many samples are held out and left to fit
 HOLDOUT_MIN = 10
+
+
+def recommended_options(chains: int = 8) -> dict[str, Any]:
+    """The options README recommends for ``mala`` on a chip of unknown distortion (module doc:
+    ``warm_prefer``), over its defaults: half the ``chains`` warm-started in software,
+    ``warm_moves="auto"``, ``warm_prefer=2``."""
+    return {"warm_start": chains // 2, "warm_moves": "auto", "warm_prefer": 2.0}
 
 
 def _block_log_density(a: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
@@ -858,8 +866,9 @@ class Langevin(MetropolisHastings):
         rank = (self._held_rank(self.held_score[:, 0], self.held_score[:, 1]) if held
                 else self._rank(self.logpost, self.loglik))
         i = int(torch.argmax(rank))
+        warm_rank = torch.where(self.warm.to(rank.device), rank, torch.full_like(rank, -math.inf))
         if self.warm_prefer and not bool(self.warm[i]) and bool(self.warm.any()):
-            w = int(torch.argmax(torch.where(self.warm.to(rank.device), rank, torch.full_like(rank, -math.inf))))
+            w = int(torch.argmax(warm_rank))
             acc = self.held_score[:, 0] if held else self.acc
             if not _clearly_better(float(acc[i]), float(acc[w]), self.n_holdout if held else n_scored,
                                    self.warm_prefer):
@@ -868,8 +877,7 @@ class Langevin(MetropolisHastings):
         self.unit = self.cunit[i].clone()
         src = torch.full((self.chains,), i, dtype=torch.long)  # the chain each chain restarts at
         if self.warm_prefer and bool(self.warm[i]):  # the warm chains go on; the others restart at them
-            order = torch.argsort(torch.where(self.warm.to(rank.device), rank, torch.full_like(rank, -math.inf)),
-                                  descending=True, stable=True)[:int(self.warm.sum())].cpu()
+            order = torch.argsort(warm_rank, descending=True, stable=True)[:int(self.warm.sum())].cpu()
             src = torch.arange(self.chains)
             cold = (~self.warm).nonzero().flatten()
             src[cold] = order[torch.arange(len(cold)) % len(order)]
