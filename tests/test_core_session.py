@@ -134,6 +134,35 @@ def test_a_backend_sees_the_calls_purpose_timeout_and_attempt(timeout, enforces)
     assert current_call() is None, "the context ends with the call"
 
 
+def test_a_call_in_the_timeout_thread_keeps_the_callers_numba_threads():
+    """numba's thread count is per thread: a call the session runs in a thread of its own (to
+    enforce a timeout) runs its numba kernels with the count the caller set, not numba's default
+    of one per core."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here: nothing to limit")
+
+    class Counting(IdealBackend):
+        seen: list = []
+
+        def forward(self, deployment, inputs, record=False):
+            import threading
+
+            self.seen.append((numba.get_num_threads(), threading.current_thread() is threading.main_thread()))
+            return super().forward(deployment, inputs, record)
+
+    net = feedforward([4, 3, 2], seed=0)
+    x = (torch.rand(3, 5, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        chip = Counting()
+        cil.HardwareSession(chip, timeout=30.0).run(net.spec, net.detached_parameters(), x)
+    finally:
+        numba.set_num_threads(before)
+    assert chip.seen == [(1, False)]
+
+
 def test_deploy_goes_through_the_session_timeout_retries_and_counters():
     """Trainer.deploy() is a session call like any other: a transfer slower than the timeout is
     a HardwareError, a transient failure is retried, and the call is counted."""

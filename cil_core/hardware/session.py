@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -269,9 +270,15 @@ class HardwareSession:
             return work()
         result: dict[str, Any] = {}
         grad = torch.is_grad_enabled()
+        # numba's thread count is per thread too (torch's is per process): a backend's parallel numba
+        # kernels (speck, xylo) would otherwise run on every core whatever the caller set
+        numba = sys.modules.get("numba")
+        numba_threads = numba.get_num_threads() if numba is not None else None
 
         def run() -> None:
             try:
+                if numba_threads is not None:
+                    numba.set_num_threads(numba_threads)
                 with torch.set_grad_enabled(grad):  # grad mode is per thread
                     result["value"] = work()
             except BaseException as exc:  # re-raised in the caller's thread
