@@ -333,6 +333,25 @@ def test_resume_runs_only_the_missing_points(tmp_path):
     assert [r["key"] for r in res.records.values()] == [f"i={i}" for i in range(5)]
 
 
+def test_resuming_with_another_thread_count_is_refused_naming_both(tmp_path):
+    """A record keeps the threads it ran with; a resume at another count would mix float results
+    of two counts in one table, so it is refused before any point runs. Records written before
+    ``threads`` was recorded resume as they are."""
+    results = tmp_path / "r.jsonl"
+    run_sweep(_points(2), counted, results=results, threads=2)
+    assert [r["threads"] for r in _lines(results)] == [2, 2]
+    CALLS.clear()
+    with pytest.raises(OptionError, match=r"point 'i=0' computed with 2 thread\(s\) per point, this sweep runs 1"):
+        run_sweep(_points(3), counted, results=results, threads=1)
+    assert CALLS == []
+    res = run_sweep(_points(3), counted, results=results, threads=2)
+    assert res.ran == ["i=2"]
+    old = [{k: v for k, v in r.items() if k != "threads"} for r in _lines(results)]
+    results.write_text("".join(json.dumps(r) + "\n" for r in old))
+    res = run_sweep(_points(4), counted, results=results, threads=1)
+    assert res.skipped == ["i=0", "i=1", "i=2"] and res.ran == ["i=3"]
+
+
 def test_a_truncated_or_corrupt_line_is_reported_and_ignored(tmp_path):
     results = tmp_path / "r.jsonl"
     run_sweep(_points(3), counted, results=results)

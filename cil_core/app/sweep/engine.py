@@ -39,11 +39,14 @@ runner ignores. Its **key** is made of its axis values, ordered by axis name
 (``algorithm=mh,backend_options.seed=0,...``), so it does not depend on the order of the axes in
 the file. Each finished point is appended to the results file as one JSON line (one ``write`` of
 the whole line, flushed and synced): ``key``, ``options`` (its axis values), ``metrics``,
-``seconds``, ``host``, ``pid``, ``runner``, ``worker``, ``base`` (a fingerprint of the base
-config, per-name tables included) and ``finished``. Running the sweep again skips the keys
+``seconds``, ``host``, ``pid``, ``runner``, ``worker``, ``threads`` (torch's and numba's threads
+per point), ``base`` (a fingerprint of the base config, per-name tables included) and ``finished``. Running the sweep again skips the keys
 already in the file (a point that failed is not written, so it runs again); a corrupt or truncated line (an interrupted
 write) is reported and ignored. A line whose key belongs to this grid but whose ``base``
-differs was computed with another base config: that is an error (use another results file).
+differs was computed with another base config: that is an error (use another results file). So is
+one computed with another ``threads``: a point's float results depend on the thread count (a
+matrix product splits its sums differently), so a table must not mix counts (records written
+before ``threads`` was recorded are taken as they are).
 One sweep at a time writes a results file: it holds ``fcntl.flock`` on ``RESULTS.lock`` (which
 names the holder: pid, host, user, since) from start to end, and a second sweep on the same file
 fails at once with a :class:`~cil_core.errors.LockError` naming the first. The lock dies with its
@@ -153,9 +156,15 @@ def _run_locked(points: Sequence[Point], keys: list[str], by_key: dict[str, Poin
             raise OptionError(f"results file {rf.path} holds point {rec['key']!r} computed with another base config "
                               f"(fingerprint {rec.get('base')!r}, this sweep's {base!r}); give another results file "
                               "(--results) or remove it to start over")
+        if rec.get("threads", threads) != threads:
+            raise OptionError(f"results file {rf.path} holds point {rec['key']!r} computed with {rec['threads']} "
+                              f"thread(s) per point, this sweep runs {threads}: float results depend on the thread "
+                              f"count; resume with threads = {rec['threads']}, or give another results file "
+                              "(--results)")
         done[rec["key"]] = rec
     if stray:
-        notes.append(f"results file {rf.path}: {stray} record(s) of points not in this grid (kept, not used)")
+        notes.append(f"results file {rf.path}: {stray} record(s) of points not in this grid "
+                     "(kept in the file; this sweep neither reruns nor returns them)")
         report(notes[-1])
     todo = [p for p in points if p.key not in done]
     skipped = [k for k in keys if k in done]
@@ -200,7 +209,7 @@ def _run_locked(points: Sequence[Point], keys: list[str], by_key: dict[str, Poin
                 else:
                     rec = {"key": p.key, "options": p.options, "metrics": out["metrics"],
                            "seconds": round(float(out["seconds"]), 4), "host": out.get("host"), "pid": out.get("pid"),
-                           "runner": rname, "worker": out.get("worker"), "base": base,
+                           "runner": rname, "worker": out.get("worker"), "threads": threads, "base": base,
                            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
                     rf.append(rec)
                     done[p.key] = rec
