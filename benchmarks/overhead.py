@@ -12,7 +12,12 @@
    validation) and the step outside the call (proposals, likelihood). ``speedup_ceiling`` is the
    speed-up batching would reach if the batched step cost nothing but those products;
    ``speedup_ceiling_with_outside`` if it cost those products and the step outside the call,
-   which the one-call path pays too.
+   which the one-call path pays too. ``first_layer_whole_batch``: the same products as one
+   ``mm`` per set over all time steps (fewer, larger calls; rows round differently on some
+   shapes). ``call_model_cpu_ms``: a chip call modelled as ``o + S w`` (per call, per set; from
+   the one-set and the S-set call) and the step outside the call ``u``; ``speedup_model`` =
+   ``(S (o + w) + u) / (o + S w + u)`` and ``speedup_limit_per_set_free`` its value at ``w = 0``,
+   what any kernel both paths share could give batching at best.
 
 Timings interleave the contenders (A, B, A, B, ...) and report medians, so that a noisy
 machine hurts both alike (``harness.interleaved``); the MH part also reports CPU seconds of this
@@ -104,12 +109,21 @@ def mh_throughput(repeats: int, chains: int) -> dict:
     out["batched_step_cpu_ms"] = parts = _batched_step_parts(tb, trainers["batched"][1], repeats, chains)
     # what batching can save: the one-call step is `chains` one-set calls plus the same work outside
     # the call; the batched step is one call for all sets plus that work
-    out["one_call_step_parts_cpu_ms"] = {"chip_call_one_set": parts.pop("chip_call_one_set"),
+    out["one_call_step_parts_cpu_ms"] = {"chip_call_one_set": parts["chip_call_one_set"],
                                          "outside_chip_call": parts["outside_chip_call"]}
     out["speedup_ceiling"] = cpu["one_call_per_proposal"] / (parts["first_layer_products"] / 1e3)
     # the same with the step outside the call, which both contenders pay once per step, kept
     out["speedup_ceiling_with_outside"] = cpu["one_call_per_proposal"] / (
         (parts["first_layer_products"] + parts["outside_chip_call"]) / 1e3)
+    # a per-call cost o and a per-set cost w from the one-set and the S-set call (call(S) = o + S w), the
+    # step outside the call u: speedup(w) = (S (o + w) + u) / (o + S w + u); its limit as w -> 0 bounds
+    # what any faster kernel (bit-identical or not) shared by both paths could give batching
+    one, many, u = parts["chip_call_one_set"], parts["chip_call"], parts["outside_chip_call"]
+    w = max(0.0, (many - one) / (chains - 1))
+    o = max(0.0, one - w)
+    out["call_model_cpu_ms"] = {"per_call": o, "per_set": w, "outside_chip_call": u}
+    out["speedup_model"] = (chains * (o + w) + u) / (o + chains * w + u)
+    out["speedup_limit_per_set_free"] = (chains * o + u) / (o + u)
     out["setting"] = f"62-32-2 LIF, T=16, {len(data.train)} samples per proposal, {chains} chains"
     return out
 
@@ -128,10 +142,17 @@ def _batched_step_parts(tr: cil.Trainer, batch: tuple, repeats: int, chains: int
     w, b = params[first.weight], None if first.bias is None else params[first.bias]
     stored = session.run(spec, params, x, n_sets=chains)
     one = {k: v[0].contiguous() for k, v in params.items()}
+    T, B = x.shape[:2]
+    rows = x.reshape(T * B, -1)
 
     def products() -> None:
         with torch.no_grad():
             synapse.dense_shared(first, x, w, b)
+
+    def whole_batch() -> None:  # one product per set over all steps: fewer, larger calls, other rounding
+        with torch.no_grad():
+            for s in range(chains):
+                torch.mm(rows, w[s].t()) if b is None else torch.addmm(b[s], rows, w[s].t())
 
     def without_chip() -> None:
         session.run = lambda *a, **k: stored  # type: ignore[method-assign]
@@ -142,11 +163,13 @@ def _batched_step_parts(tr: cil.Trainer, batch: tuple, repeats: int, chains: int
 
     t = interleaved({"step": lambda: alg.step(tr.state, batch),
                      "chip_call": lambda: session.run(spec, params, x, n_sets=chains),
-                     "first_layer_products": products, "outside_chip_call": without_chip,
+                     "first_layer_products": products, "first_layer_whole_batch": whole_batch,
+                     "outside_chip_call": without_chip,
                      "chip_call_one_set": lambda: session.run(spec, one, x)},
                     repeats, warmup=1, clock=time.process_time)
     ms = {k: v * 1e3 for k, v in t.items()}
     return {"step": ms["step"], "first_layer_products": ms["first_layer_products"],
+            "first_layer_whole_batch": ms["first_layer_whole_batch"], "chip_call": ms["chip_call"],
             "rest_of_chip_call": ms["chip_call"] - ms["first_layer_products"],
             "outside_chip_call": ms["outside_chip_call"], "chip_call_one_set": ms["chip_call_one_set"]}
 
@@ -183,8 +206,18 @@ def main() -> None:
                    ["speed-up ceiling (step = those products + the step outside the call)",
                     f"{mh['speedup_ceiling_with_outside']:.2f}x", ""],
                    [f"one-call path: chip call for one set (x{a.chains} per step)",
-                    f"{mh['one_call_step_parts_cpu_ms']['chip_call_one_set']:.2f}", ""]],
+                    f"{mh['one_call_step_parts_cpu_ms']['chip_call_one_set']:.2f}", ""],
+                   ["first-layer products as one product per set over all steps (other rounding)",
+                    f"{parts['first_layer_whole_batch']:.2f}",
+                    f"{parts['first_layer_whole_batch'] / parts['first_layer_products']:.2f}x of per-step"]],
                 "Where the batched MH step goes (CPU, medians)")
+    m = mh["call_model_cpu_ms"]
+    print_table(["", "value"],
+                [["per-call cost o (CPU ms)", f"{m['per_call']:.2f}"], ["per-set cost w (CPU ms)", f"{m['per_set']:.2f}"],
+                 ["step outside the call u (CPU ms)", f"{m['outside_chip_call']:.2f}"],
+                 ["modelled speed-up (S(o+w)+u)/(o+Sw+u)", f"{mh['speedup_model']:.2f}x"],
+                 ["its limit with every set free (w = 0)", f"{mh['speedup_limit_per_set_free']:.2f}x"]],
+                f"What batching can save: one chip call costs o + S w for S sets (S = {a.chains})")
     write_json(a.out / "overhead.json", result)
 
 
