@@ -282,3 +282,11 @@ def test_overhead_mh_part_checks_its_contenders_and_splits_the_batched_step():
     one = mh["one_call_step_parts_cpu_ms"]
     assert one["chip_call_one_set"] > 0 and one["outside_chip_call"] == parts["outside_chip_call"]
     assert 0 < mh["speedup_ceiling_with_outside"] < mh["speedup_ceiling"]
+    # the call model o + S w from the one-set and the 2-set call, and batching's limit with free sets
+    m = mh["call_model_cpu_ms"]
+    assert m["per_call"] + m["per_set"] == pytest.approx(one["chip_call_one_set"]) or m["per_call"] == 0
+    o, w, u = m["per_call"], m["per_set"], m["outside_chip_call"]
+    assert mh["speedup_model"] == pytest.approx((2 * (o + w) + u) / (o + 2 * w + u))
+    assert mh["speedup_limit_per_set_free"] == pytest.approx((2 * o + u) / (o + u))
+    assert mh["speedup_limit_per_set_free"] >= mh["speedup_model"]
+    assert parts["first_layer_whole_batch"] > 0
