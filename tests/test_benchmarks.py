@@ -290,3 +290,27 @@ def test_overhead_mh_part_checks_its_contenders_and_splits_the_batched_step():
     assert mh["speedup_limit_per_set_free"] == pytest.approx((2 * o + u) / (o + u))
     assert mh["speedup_limit_per_set_free"] >= mh["speedup_model"]
     assert parts["first_layer_whole_batch"] > 0
+
+
+def test_product_rounding_candidates_are_exact_where_every_sum_is_exact():
+    """benchmarks/product_rounding.py: with weights that are small integers every partial sum is
+    exact in float32, so whatever order a kernel sums in, both candidates must equal the per-step
+    product bit for bit (and the sequential sum the float64 product); the MH benchmark's shape is
+    reported with its outputs counted."""
+    bench = load("product_rounding")
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(4, 37, 50, generator=g) < 0.3).float()
+    w = torch.randint(-8, 9, (12, 50), generator=g).float()
+    b = torch.randint(-4, 5, (12,), generator=g).float()
+    ref = bench.per_step(x, w.t(), b)
+    assert torch.equal(ref, (x.double() @ w.t().double() + b.double()).float())
+    assert torch.equal(bench.whole_batch(x, w.t(), b), ref)
+    assert torch.equal(bench.sequential(x, w.t(), b), ref)
+    assert torch.equal(bench.sequential(x, w.t(), None), bench.per_step(x, w.t(), None))
+    shapes = bench.random_shapes(5, seed=0)
+    assert shapes == bench.random_shapes(5, seed=0) and len({tuple(s.values()) for s in shapes}) > 1
+    row = bench.check(shapes[0], seed=1)
+    assert isinstance(row["whole_batch_equal"], bool) and isinstance(row["sequential_equal"], bool)
+    mh = bench.benchmark_shape()
+    assert mh["shape"] == [16, 398, 62, 32] and mh["outputs"] == 16 * 398 * 32
+    assert 0 <= mh["sequential_differing_outputs"] <= mh["outputs"]
