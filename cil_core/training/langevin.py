@@ -291,6 +291,8 @@ def _block_log_density(a: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> t
 class Langevin(MetropolisHastings):
     """Gradient-informed MH: block Langevin (MALA) proposals on the CIL-SPL proxy gradient,
     accepted on the chip's likelihood (equations in :mod:`cil_core.training.langevin`).
+    Recommended options: ``warm_start=chains//2, warm_moves="auto", warm_prefer=2``
+    (:func:`recommended_options`; the defaults start no chain from software training).
 
     Options (besides MH's ``chains``, ``block_size``, ``layer_choice``, ``step_size``,
     ``target_acceptance`` (for the random-walk moves), ``burn_in``, ``thin``, ``prior_std``,
