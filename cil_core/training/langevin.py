@@ -977,11 +977,11 @@ class Langevin(MetropolisHastings):
     #: a checkpoint written before ``guided_batch`` / ``burn_in_minibatch`` / ``guided_block`` existed scored
     #: and drew every step on all the data and moved one layer per guided move (and before ``warm_start`` /
     #: ``holdout``: every chain from the init state, every choice on the training samples)
-    legacy_options = {**MetropolisHastings.legacy_options, "guided_batch": None, "burn_in_minibatch": None,
-                      "guided_block": "layer", "guided_noise": 1.0, "warm_start": 0, "warm_steps": 200, "warm_lr": 0.01,
-                      "warm_batch": 64, "holdout": 0.0, "holdout_by": "likelihood",
-                      "holdout_rejoin": False, "warm_moves": "mala", "warm_prefer": 0.0,
-                      "warm_grad_clip": None}
+    _LEGACY = {**MetropolisHastings._LEGACY, "guided_batch": None, "burn_in_minibatch": None,
+               "guided_block": "layer", "guided_noise": 1.0, "warm_start": 0, "warm_steps": 200, "warm_lr": 0.01,
+               "warm_batch": 64, "holdout": 0.0, "holdout_by": "likelihood",
+               "holdout_rejoin": False, "warm_moves": "mala", "warm_prefer": 0.0,
+               "warm_grad_clip": None}
 
     _STATE = MetropolisHastings._STATE + (
         "grad", "h", "eta", "v", "share", "lw_props", "lw_alpha", "lw_jump", "rw_jump", "langevin_proposals",

@@ -126,10 +126,23 @@ never leaves the field's valid range,
 with :math:`\\epsilon_i \\sim \\mathcal N(0, 1)` and its own step size :math:`s_j`, starting at
 ``neuron_steps[field]`` (0.02 for β and α, 0.05 for the threshold and the spike amplitude, i.e. about 5 %)
 and adapted during burn-in like a layer's step, capped at 0.5 (β, α) and 1.0 (log scale). The prior is
-uniform on :math:`[0, 1]` for β and α and uniform in :math:`\\log\\theta` for the threshold and the spike
-amplitude (scale-free; :math:`p(\\theta) \\propto 1/\\theta`); the reflected move is symmetric and the
-log-normal move's Hastings factor :math:`\\theta'/\\theta` cancels that prior's ratio, so the acceptance
-stays :math:`\\min(1, L(\\theta')/L(\\theta))` in them (the Gaussian weight prior covers the weights only).
+uniform on :math:`[0, 1]` for β and α, and Gaussian in :math:`\\log\\theta` for the threshold and the
+spike amplitude, centred on the chains' starting value :math:`\\theta_{0,i}` (the model's own),
+
+.. math:: \\log\\theta_i \\sim \\mathcal N(\\log\\theta_{0,i},\\ \\sigma_n^2),\\qquad
+          z_i = \\frac{\\log\\theta_i - \\log\\theta_{0,i}}{\\sigma_n},
+
+:math:`\\sigma_n` = ``neuron_prior_std`` (1.0: a factor :math:`e` at one standard deviation). The
+reflected move is symmetric, and the log-normal move's Hastings factor :math:`\\theta'/\\theta` cancels
+the Jacobian :math:`1/\\theta` of that prior's density, so the acceptance is
+:math:`\\min\\big(1, \\frac{L(\\theta')}{L(\\theta)}\\, e^{-(z_i'^2 - z_i^2)/2}\\big)`: the prior adds
+:math:`-z_i^2/2` per entry to :math:`\\log p`. ``neuron_prior_std=None`` is the scale-free flat prior
+in :math:`\\log\\theta` (:math:`p(\\theta) \\propto 1/\\theta`, improper; cil's prior before it), under which
+the acceptance is :math:`\\min(1, L(\\theta')/L(\\theta))`: a threshold the likelihood does not see (a
+neuron silent for every proposal) then random-walks in :math:`\\log\\theta` without bound, with the step
+adapted up to its cap because every such move is accepted (measured with a likelihood made flat,
+``tests/test_mh_neurons.py``'s setting: 18 thresholds of 4 chains went from 1 to 6e-12 … 1e16 in 400
+steps; with :math:`\\sigma_n = 1` they keep :math:`z` at mean square 1.05 over 1,000 steps).
 The chains start from the values the layers use (the library's clamp applied, e.g. snntorch's β clipped
 to [0, 1]); a value outside its range at the start is refused by name. The random walk moves every
 neuron entry each step the same way, with :math:`s_j` times the chain's step factor
@@ -253,7 +266,9 @@ class MetropolisHastings(Algorithm):
     ``max_samples`` (at most this many samples per sequential decision, then the sign of the estimate
     decides; ``None``: all N), ``neuron_share``
     (the probability that a block proposal moves a trained neuron parameter tensor instead of a synaptic layer;
-    0 keeps the neuron parameters fixed; no effect on a model without them), ``neuron_steps`` (initial step per
+    0 keeps the neuron parameters fixed; no effect on a model without them), ``neuron_prior_std`` (σ_n, the
+    width of the Gaussian prior on the logarithm of a trained threshold or spike amplitude, centred on its
+    starting value; ``None``: the flat prior in the logarithm; see the module doc), ``neuron_steps`` (initial step per
     neuron field, ``{"beta": 0.02, "alpha": 0.02, "threshold": 0.05, "spike_amplitude": 0.05}`` for the fields
     not given: absolute for beta and alpha, of the logarithm for threshold and spike amplitude; at most 0.5 and
     1.0; a field the backend holds on a finite set of values moves over those values instead, its step in
@@ -280,7 +295,7 @@ class MetropolisHastings(Algorithm):
                  target_rates: tuple[float, float] = (0.15, 0.3), de_fraction: float = 0.0,
                  logit_scale: float | str = "auto", likelihood: str = "full", minibatch: int = 32,
                  epsilon: float = 0.05, max_samples: int | None = None, neuron_share: float = 0.25,
-                 neuron_steps: dict[str, float] | None = None) -> None:
+                 neuron_steps: dict[str, float] | None = None, neuron_prior_std: float | None = 1.0) -> None:
         if proposal not in _DEFAULTS:
             raise OptionError(f"proposal must be 'block' or 'random-walk', not {proposal!r}")
         if init not in _GAINS:
@@ -334,6 +349,12 @@ class MetropolisHastings(Algorithm):
                                   f"not {v!r}")
             steps[f] = float(v)
         self.neuron_share, self.neuron_steps = float(neuron_share), steps
+        if neuron_prior_std is not None and (isinstance(neuron_prior_std, bool)
+                                             or not isinstance(neuron_prior_std, (int, float))
+                                             or not math.isfinite(neuron_prior_std) or not neuron_prior_std > 0):
+            raise OptionError(f"neuron_prior_std must be a positive number (the prior's width in the logarithm of a "
+                              f"threshold or spike amplitude) or None (a flat prior there), not {neuron_prior_std!r}")
+        self.neuron_prior_std = None if neuron_prior_std is None else float(neuron_prior_std)
         self.chains, self.proposal, self.block_size, self.layer_choice = chains, proposal, block_size, layer_choice
         self.step_size, self.target = float(step_size), float(target_acceptance)
         self.burn_in, self.thin, self.prior_std, self.temperature = burn_in, thin, prior_std, temperature
@@ -431,6 +452,11 @@ class MetropolisHastings(Algorithm):
             entry_step[blk], entry_max[blk] = step, cap
             steps0.append(step)
             caps.append(cap)
+        #: the entries under the Gaussian prior in the logarithm (moved thresholds and spike amplitudes not
+        #: on a finite domain; none with neuron_prior_std=None) and its centres, set by _neuron_start
+        self.log_moved = self.positive & (self.table_id < 0) if self.neuron_moves else torch.zeros_like(self.positive)
+        self.log_prior_mask = self.log_moved if self.neuron_prior_std is not None else torch.zeros_like(self.positive)
+        self.log_center = torch.zeros(dim, device=device)
         self.nstep0 = torch.tensor(steps0, dtype=torch.float32).to(device)
         self.nstep_max = torch.tensor(caps, dtype=torch.float32).to(device)
         self.entry_step, self.entry_max = entry_step[self.nidx.cpu()].to(device), entry_max[self.nidx.cpu()].to(device)
@@ -452,6 +478,8 @@ class MetropolisHastings(Algorithm):
             if j in self.tables:
                 self._check_held_start(state, name, p.field, j, v)
             theta0[blk.to(theta0.device)] = v
+        self.log_center = torch.where(self.log_prior_mask, theta0.clamp(min=torch.finfo(theta0.dtype).tiny).log(),
+                                      torch.zeros((), dtype=theta0.dtype, device=theta0.device))
         return theta0
 
     def _check_held_start(self, state: TrainState, name: str, field: str, j: int, v: torch.Tensor) -> None:
@@ -564,12 +592,19 @@ class MetropolisHastings(Algorithm):
         return [torch.tensor(rows, device=theta.device) for rows in firsts.values()]
 
     def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
-        """The Gaussian prior of the weights (module doc); the neuron parameters' priors are flat in
-        the coordinates they move in (β, α in [0, 1]; log θ) and add nothing."""
+        """The Gaussian prior of the weights and the Gaussian prior in the logarithm of the moved
+        thresholds and spike amplitudes (module doc), up to constants; β and α (flat on [0, 1]) and
+        values on a finite domain (flat over the held values) add nothing."""
         z = theta / (self.prior_std * self.unit)
         if self.nblocks:
             z = torch.where(self.weight_mask, z, torch.zeros((), dtype=z.dtype, device=z.device))
-        return -0.5 * (z ** 2).sum(-1)
+        lp = -0.5 * (z ** 2).sum(-1)
+        if self.nblocks and bool(self.log_prior_mask.any()):
+            cols = self.log_prior_mask.nonzero().reshape(-1)
+            zn = (theta[..., cols].clamp(min=torch.finfo(theta.dtype).tiny).log() - self.log_center[cols]) \
+                / self.neuron_prior_std
+            lp = lp - 0.5 * (zn ** 2).sum(-1)
+        return lp
 
     def _choose_logit_scale(self, readout: Readout, out: torch.Tensor) -> None:
         """``logit_scale="auto"``: λ = min(1, κ / s) from the readout logits of ``out``
@@ -942,13 +977,22 @@ class MetropolisHastings(Algorithm):
 
     #: a checkpoint written before an option existed ran with these values (logit scale 1, full data,
     #: neuron parameters held fixed)
-    legacy_options = {"logit_scale": 1.0, "likelihood": "full", **dataclasses.asdict(SequentialTest()),
-                      "neuron_share": 0.0, "neuron_steps": None}
+    _LEGACY = {"logit_scale": 1.0, "likelihood": "full", **dataclasses.asdict(SequentialTest()),
+               "neuron_share": 0.0, "neuron_steps": None}
+
+    @property
+    def legacy_options(self) -> dict[str, Any]:  # type: ignore[override]
+        """:attr:`_LEGACY`, and ``neuron_prior_std``: a checkpoint written before it existed had the flat
+        prior in the logarithm (``None``) where thresholds or spike amplitudes moved; where none moves
+        the option changes nothing, so such a checkpoint counts as recorded with this run's value."""
+        moved = bool(getattr(self, "log_moved", torch.zeros(0, dtype=torch.bool)).any())  # set by setup
+        return {**self._LEGACY, "neuron_prior_std": None if moved else self.neuron_prior_std}
 
     _STATE = ("theta", "logpost", "loglik", "acc", "scale", "window_accepts", "window_props", "total_accepts",
               "total_proposals", "de_accepts", "de_proposals", "n_steps", "sum", "n_kept", "best_theta",
               "best_logpost", "scored", "n_train", "trace", "unit", "init_gain", "layer_gains",
-              "calibration_rates", "chain_sum", "logit_scale", "logit_spread")  # _final_data and the layout: rebuilt by setup
+              "calibration_rates", "chain_sum", "logit_scale", "logit_spread",
+              "log_center")  # _final_data and the layout: rebuilt by setup
 
     def state_dict(self) -> dict[str, Any]:
         # index_steps: the neuron tensors whose step is in index units (a walk over a finite domain's
