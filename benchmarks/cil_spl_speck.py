@@ -553,8 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch and numba threads per case (default: torch's, one per core). Give 1 when other "
                     "processes or --workers share the cores (two mala cases at once with 2 threads each on 2 cores ran "
-                    "several times slower than with 1). The figures depend on it (torch's float sums): keep one "
-                    "value per results file")
+                    "several times slower than with 1). The figures depend on it (torch's float sums: (g) 88.3 %% at 1 "
+                    "thread, 90.7 %% at 2): a results file keeps one value, --resume at another is refused")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated methods to run (default: all: {','.join(METHODS)}); "
                     f"{' and '.join(REQUIRED)} are always needed. With --resume the cases already in the JSON Lines "
