@@ -13,6 +13,7 @@ itself and raise :class:`~cil_core.errors.OptionError`. From that one declaratio
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import inspect
 import typing
@@ -90,8 +91,13 @@ def validate(factory: Callable[..., Any], options: Mapping[str, Any], what: str,
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise OptionError(f"unknown option {name!r} for {what} (valid options: {valid}){hint}")
         if not _matches(value, spec.annotation):
+            hint = ""
+            if isinstance(value, str):  # Python's spelling of a JSON value typed on the command line
+                meant = {"none": None, "true": True, "false": False}.get(value.strip().lower(), value)
+                if meant is not value and _matches(meant, spec.annotation):
+                    hint = f"; for {meant!r} write {json.dumps(meant)} (values are read as JSON)"
             raise OptionError(f"option {name!r} of {what} must be {spec.type_name}, got {value!r} "
-                              f"({type(value).__name__})")
+                              f"({type(value).__name__}){hint}")
     missing = [n for n, s in declared.items() if s.required and n not in options]
     if missing:
         raise OptionError(f"{what} needs the option(s) {', '.join(missing)}")

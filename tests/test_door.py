@@ -256,3 +256,16 @@ def test_demo_on_a_backend_without_strength_names_what_does_not_fit(capsys):
     assert cli(["demo", "--quick", "--no-progress", "--backend", "speck"]) == 1
     assert "does not support 'bias'; the simulated chip has no bias inputs: build the layers with bias=False" \
         in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, value, hint", [("batched", "False", "for False write false"),
+                                               ("max_samples", "None", "for None write null"),
+                                               ("batched", "TRUE", "for True write true")])
+def test_an_option_typed_in_pythons_spelling_is_refused_with_the_json_spelling(name, value, hint):
+    """``--algo-opt batched=False`` reaches the door as the text 'False' (values are read as JSON):
+    the refusal names the option, the type and the spelling that works."""
+    with pytest.raises(cil.OptionError, match=rf"option '{name}' of algorithm 'mh' must be .*got '{value}' \(str\); "
+                                              rf"{hint} \(values are read as JSON\)"):
+        cil.make_algorithm("mh", **{name: value})
+    with pytest.raises(cil.OptionError, match=r"must be int, got 'None' \(str\)$"):  # no hint where None is no option
+        cil.make_algorithm("mh", chains="None")

@@ -63,10 +63,12 @@ def test_neuron_options_are_validated_at_the_door():
     assert "trained neuron parameter" in rows["neuron_share"]["doc"]
     assert "logarithm" in rows["neuron_steps"]["doc"]
     assert "Gaussian prior on the logarithm" in rows["neuron_prior_std"]["doc"]
-    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1"):
-        with pytest.raises(OptionError, match=r"neuron_prior_std must be a positive number .* or None"):
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1", "Flat"):
+        with pytest.raises(OptionError, match=r"neuron_prior_std must be a positive number .* or None or 'flat'"):
             MetropolisHastings(neuron_prior_std=bad)
     assert MetropolisHastings(neuron_prior_std=None).neuron_prior_std is None
+    flat = MetropolisHastings(neuron_prior_std="flat")  # None where a config cannot write None (TOML)
+    assert flat.neuron_prior_std is None and flat.options["neuron_prior_std"] is None
     assert MetropolisHastings().neuron_prior_std == 1.0
 
 

@@ -268,7 +268,8 @@ class MetropolisHastings(Algorithm):
     (the probability that a block proposal moves a trained neuron parameter tensor instead of a synaptic layer;
     0 keeps the neuron parameters fixed; no effect on a model without them), ``neuron_prior_std`` (σ_n, the
     width of the Gaussian prior on the logarithm of a trained threshold or spike amplitude, centred on its
-    starting value; ``None``: the flat prior in the logarithm; see the module doc), ``neuron_steps`` (initial step per
+    starting value; ``None`` or ``"flat"`` (a TOML config has no None): the flat prior in the logarithm; see the
+    module doc), ``neuron_steps`` (initial step per
     neuron field, ``{"beta": 0.02, "alpha": 0.02, "threshold": 0.05, "spike_amplitude": 0.05}`` for the fields
     not given: absolute for beta and alpha, of the logarithm for threshold and spike amplitude; at most 0.5 and
     1.0; a field the backend holds on a finite set of values moves over those values instead, its step in
@@ -295,7 +296,7 @@ class MetropolisHastings(Algorithm):
                  target_rates: tuple[float, float] = (0.15, 0.3), de_fraction: float = 0.0,
                  logit_scale: float | str = "auto", likelihood: str = "full", minibatch: int = 32,
                  epsilon: float = 0.05, max_samples: int | None = None, neuron_share: float = 0.25,
-                 neuron_steps: dict[str, float] | None = None, neuron_prior_std: float | None = 1.0) -> None:
+                 neuron_steps: dict[str, float] | None = None, neuron_prior_std: float | str | None = 1.0) -> None:
         if proposal not in _DEFAULTS:
             raise OptionError(f"proposal must be 'block' or 'random-walk', not {proposal!r}")
         if init not in _GAINS:
@@ -349,11 +350,15 @@ class MetropolisHastings(Algorithm):
                                   f"not {v!r}")
             steps[f] = float(v)
         self.neuron_share, self.neuron_steps = float(neuron_share), steps
-        if neuron_prior_std is not None and (isinstance(neuron_prior_std, bool)
+        if neuron_prior_std == "flat":  # None's spelling where there is no None (a TOML config)
+            neuron_prior_std = None
+            self.options["neuron_prior_std"] = None  # recorded (checkpoints) as the same option
+        if neuron_prior_std is not None and (isinstance(neuron_prior_std, (bool, str))
                                              or not isinstance(neuron_prior_std, (int, float))
                                              or not math.isfinite(neuron_prior_std) or not neuron_prior_std > 0):
             raise OptionError(f"neuron_prior_std must be a positive number (the prior's width in the logarithm of a "
-                              f"threshold or spike amplitude) or None (a flat prior there), not {neuron_prior_std!r}")
+                              f"threshold or spike amplitude), or None or 'flat' (a flat prior there; null on the command line or in "
+                              f"JSON, 'flat' in TOML), not {neuron_prior_std!r}")
         self.neuron_prior_std = None if neuron_prior_std is None else float(neuron_prior_std)
         self.chains, self.proposal, self.block_size, self.layer_choice = chains, proposal, block_size, layer_choice
         self.step_size, self.target = float(step_size), float(target_acceptance)
