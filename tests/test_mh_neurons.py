@@ -210,7 +210,7 @@ def test_with_a_flat_likelihood_the_thresholds_sample_their_prior(breast_cancer)
                          neuron_share=1.0, temperature=1e12, burn_in=burn_in, adapt_every=20, neuron_prior_std=sigma)
         alg = tr.algorithm
         alg.setup(tr.state, train)
-        cols = alg.log_moved.nonzero().reshape(-1)
+        cols = alg.log_cols
         log0 = alg.theta[0, cols].log()
         kept = []
         for i in range(steps):

@@ -353,7 +353,7 @@ class MetropolisHastings(Algorithm):
         if neuron_prior_std == "flat":  # None's spelling where there is no None (a TOML config)
             neuron_prior_std = None
             self.options["neuron_prior_std"] = None  # recorded (checkpoints) as the same option
-        if neuron_prior_std is not None and (isinstance(neuron_prior_std, (bool, str))
+        if neuron_prior_std is not None and (isinstance(neuron_prior_std, bool)
                                              or not isinstance(neuron_prior_std, (int, float))
                                              or not math.isfinite(neuron_prior_std) or not neuron_prior_std > 0):
             raise OptionError(f"neuron_prior_std must be a positive number (the prior's width in the logarithm of a "
@@ -457,11 +457,11 @@ class MetropolisHastings(Algorithm):
             entry_step[blk], entry_max[blk] = step, cap
             steps0.append(step)
             caps.append(cap)
-        #: the entries under the Gaussian prior in the logarithm (moved thresholds and spike amplitudes not
-        #: on a finite domain; none with neuron_prior_std=None) and its centres, set by _neuron_start
-        self.log_moved = self.positive & (self.table_id < 0) if self.neuron_moves else torch.zeros_like(self.positive)
-        self.log_prior_mask = self.log_moved if self.neuron_prior_std is not None else torch.zeros_like(self.positive)
-        self.log_center = torch.zeros(dim, device=device)
+        #: the flat indices moved in the logarithm (thresholds and spike amplitudes not on a finite domain),
+        #: under the Gaussian prior there unless neuron_prior_std=None, and its centres (_neuron_start)
+        moved = self.positive & (self.table_id < 0) if self.neuron_moves else torch.zeros_like(self.positive)
+        self.log_cols = moved.nonzero().reshape(-1)
+        self.log_center = torch.zeros(len(self.log_cols), device=device)
         self.nstep0 = torch.tensor(steps0, dtype=torch.float32).to(device)
         self.nstep_max = torch.tensor(caps, dtype=torch.float32).to(device)
         self.entry_step, self.entry_max = entry_step[self.nidx.cpu()].to(device), entry_max[self.nidx.cpu()].to(device)
@@ -483,8 +483,7 @@ class MetropolisHastings(Algorithm):
             if j in self.tables:
                 self._check_held_start(state, name, p.field, j, v)
             theta0[blk.to(theta0.device)] = v
-        self.log_center = torch.where(self.log_prior_mask, theta0.clamp(min=torch.finfo(theta0.dtype).tiny).log(),
-                                      torch.zeros((), dtype=theta0.dtype, device=theta0.device))
+        self.log_center = theta0[self.log_cols].clamp(min=torch.finfo(theta0.dtype).tiny).log()
         return theta0
 
     def _check_held_start(self, state: TrainState, name: str, field: str, j: int, v: torch.Tensor) -> None:
@@ -604,9 +603,8 @@ class MetropolisHastings(Algorithm):
         if self.nblocks:
             z = torch.where(self.weight_mask, z, torch.zeros((), dtype=z.dtype, device=z.device))
         lp = -0.5 * (z ** 2).sum(-1)
-        if self.nblocks and bool(self.log_prior_mask.any()):
-            cols = self.log_prior_mask.nonzero().reshape(-1)
-            zn = (theta[..., cols].clamp(min=torch.finfo(theta.dtype).tiny).log() - self.log_center[cols]) \
+        if self.neuron_prior_std is not None and self.nblocks and len(self.log_cols):
+            zn = (theta[..., self.log_cols].clamp(min=torch.finfo(theta.dtype).tiny).log() - self.log_center) \
                 / self.neuron_prior_std
             lp = lp - 0.5 * (zn ** 2).sum(-1)
         return lp
@@ -990,7 +988,7 @@ class MetropolisHastings(Algorithm):
         """:attr:`_LEGACY`, and ``neuron_prior_std``: a checkpoint written before it existed had the flat
         prior in the logarithm (``None``) where thresholds or spike amplitudes moved; where none moves
         the option changes nothing, so such a checkpoint counts as recorded with this run's value."""
-        moved = bool(getattr(self, "log_moved", torch.zeros(0, dtype=torch.bool)).any())  # set by setup
+        moved = len(getattr(self, "log_cols", ())) > 0  # set by setup
         return {**self._LEGACY, "neuron_prior_std": None if moved else self.neuron_prior_std}
 
     _STATE = ("theta", "logpost", "loglik", "acc", "scale", "window_accepts", "window_props", "total_accepts",
